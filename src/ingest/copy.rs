@@ -1,0 +1,1 @@
+//! COPY loader (being written).

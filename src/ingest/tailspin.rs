@@ -1,0 +1,1 @@
+//! Tailspin Toys dataset (being written).

@@ -1,0 +1,12 @@
+//! shardready: prepare a single-node, multi-tenant PostgreSQL database for
+//! distribution with Citus while the application keeps running.
+//!
+//! Data flows one way: [`catalog`] → `analyze` → `plan` → `apply` → `report`.
+//! The foundation modules are [`conn`] (where to connect), [`sandbox`]
+//! (throwaway local clusters), [`sql`] (identifier quoting) and [`ingest`]
+//! (the Tailspin Toys dataset and fast COPY).
+
+pub mod conn;
+pub mod ingest;
+pub mod sandbox;
+pub mod sql;
