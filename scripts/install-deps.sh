@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what shardready needs to build and test, when it is missing
+# (Debian/Ubuntu): PostgreSQL 15 server binaries, pg_cron, libclang (for
+# pg_query), a C compiler. Prints what it does; does nothing when all is there.
+set -euo pipefail
+
+missing=()
+pgbin=$( (pg_config --bindir 2>/dev/null || true) | head -n1)
+if [ ! -x "${SHARDREADY_PG_BIN:-$pgbin}/initdb" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  missing+=(postgresql-15)
+fi
+if ! ls /usr/lib/postgresql/*/lib/pg_cron.so >/dev/null 2>&1; then
+  missing+=(postgresql-15-cron)
+fi
+if ! ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* /usr/lib/aarch64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+  missing+=(libclang-dev)
+fi
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v make >/dev/null 2>&1 || missing+=(make)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "installing missing packages: ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
+    echo "error: need root (or sudo) to install: ${missing[*]}" >&2
+    echo "       run: apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# postgresql-common would create and start a 'main' cluster on port 5432;
+# shardready brings its own clusters, so skip that.
+if [ ! -f /etc/postgresql-common/createcluster.conf ]; then
+  $SUDO mkdir -p /etc/postgresql-common
+  echo "create_main_cluster = false" | $SUDO tee /etc/postgresql-common/createcluster.conf >/dev/null
+fi
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
