@@ -221,6 +221,14 @@ impl Target {
         })
     }
 
+    /// The same target under another `application_name` (so sessions can be
+    /// told apart in pg_stat_activity).
+    pub fn with_application_name(&self, name: &str) -> Target {
+        let mut t = self.clone();
+        t.config.application_name(name);
+        t
+    }
+
     /// `user@host:port/dbname` — never the password.
     pub fn display(&self) -> String {
         let hosts: Vec<String> = self
