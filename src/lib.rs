@@ -6,7 +6,12 @@
 //! (throwaway local clusters), [`sql`] (identifier quoting) and [`ingest`]
 //! (the Tailspin Toys dataset and fast COPY).
 
+pub mod analyze;
+pub mod catalog;
 pub mod conn;
+pub mod cron;
 pub mod ingest;
+pub mod report;
 pub mod sandbox;
 pub mod sql;
+pub mod workload;

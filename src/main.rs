@@ -82,6 +82,137 @@ the rows copied, then the keys re-added (one set-based validation), and the
 serial sequences set to the new maximum. Any error (a malformed row, a key
 violation, Ctrl-C) leaves the table exactly as it was.")]
     Copy(CopyArgs),
+    /// The seed's create_orders traffic, with latency measurement.
+    #[command(after_help = "\
+Examples:
+  shardready workload --rate 20000/min --duration 60s --connections 4
+  shardready workload --duration 5m --json-out run.json --timeline run.csv
+  shardready workload --mode server --once 20000      # the seed's timed create_orders(20000)
+  shardready workload --mode server --schedule        # pg_cron: create_orders(20000) every minute
+
+Client mode issues each order like the seed's function does (every third order
+to store 5, 1-3 line items from the store's own products), one transaction per
+order, open-loop: latency counts from when the order was due, so a stalled
+database shows up as latency, not as a lower rate. Errors are counted by
+SQLSTATE and the run goes on (connections are re-opened).
+
+--json-out writes the summary (schema \"shardready.workload/v1\": rates, orders,
+line_items, errors_by_sqlstate, latency p50/p95/p99/p999/max/mean in ms);
+--timeline writes one CSV row per second: t_s,transactions,errors,p50_ms,p99_ms,max_ms.")]
+    Workload(WorkloadArgs),
+    /// pg_cron jobs: list, schedule, unschedule.
+    #[command(subcommand)]
+    Jobs(JobsCmd),
+    /// Readiness report: the tenant column, what each table becomes, and
+    /// everything Citus would refuse. Exit code 2 when something blocks.
+    #[command(after_help = "\
+Examples:
+  shardready analyze
+  shardready analyze --tenant-column store_id --reference countries
+  shardready analyze --format json > analysis.json   # schema shardready.analysis/v1
+  shardready analyze --full                          # exact data checks (full scans)
+
+Classes: root (its key is the tenant id), distributed (has the column),
+needs <column> (derived through the FK path shown), reference (a lookup copied
+to every node), local (stays on the coordinator). Every finding names the rule,
+what Citus would say, and whether `plan` fixes it (automatic) or you must.")]
+    Analyze(AnalyzeArgs),
+}
+
+#[derive(Args)]
+struct AnalyzeArgs {
+    /// The tenant (distribution) column [default: inferred from the FKs].
+    #[arg(long, value_name = "COLUMN")]
+    tenant_column: Option<String>,
+    /// Treat this table as a reference table (repeatable; name or schema.name).
+    #[arg(long, value_name = "TABLE")]
+    reference: Vec<String>,
+    /// Keep this table local (repeatable).
+    #[arg(long, value_name = "TABLE")]
+    local: Vec<String>,
+    /// Exact data checks (full scans) instead of bounded samples.
+    #[arg(long)]
+    full: bool,
+    /// Catalog rules only: skip data checks and skew.
+    #[arg(long, conflicts_with = "full")]
+    catalog_only: bool,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+impl AnalyzeArgs {
+    fn options(&self) -> shardready::analyze::AnalyzeOptions {
+        use shardready::analyze::{tenant::parse_table, AnalyzeOptions, Overrides};
+        AnalyzeOptions {
+            overrides: Overrides {
+                tenant_column: self.tenant_column.clone(),
+                reference: self.reference.iter().map(|t| parse_table(t)).collect(),
+                local: self.local.iter().map(|t| parse_table(t)).collect(),
+            },
+            full: self.full,
+            catalog_only: self.catalog_only,
+        }
+    }
+}
+
+#[derive(Args)]
+struct WorkloadArgs {
+    /// Target rate: ORDERS/min or ORDERS/s.
+    #[arg(long, default_value = "20000/min")]
+    rate: String,
+    /// How long to run (e.g. 60s, 5m); 0 runs until Ctrl-C.
+    #[arg(long, default_value = "60s")]
+    duration: humantime::Duration,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    #[arg(long, value_enum, default_value_t = shardready::workload::Mode::Client)]
+    mode: shardready::workload::Mode,
+    /// Whether line items carry store_id [auto: when the column exists].
+    #[arg(long, value_enum, default_value_t = shardready::workload::StoreIdMode::Auto)]
+    store_id: shardready::workload::StoreIdMode,
+    /// Server mode: orders per create_orders call.
+    #[arg(long, default_value_t = 3)]
+    batch: u32,
+    /// Server mode: run `SELECT create_orders(N)` once and print the time.
+    #[arg(long, value_name = "N", conflicts_with = "schedule")]
+    once: Option<i32>,
+    /// Server mode: schedule create_orders with pg_cron every minute at
+    /// --rate (like the seed) and return.
+    #[arg(long)]
+    schedule: bool,
+    /// Random seed of the client driver.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json_out: Option<PathBuf>,
+    /// Write the per-second timeline as CSV to this file.
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Subcommand)]
+enum JobsCmd {
+    /// List pg_cron jobs.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Schedule (or replace) a job.
+    #[command(after_help = "Example:\n  shardready jobs schedule create_orders '*/1 * * * *' 'SELECT create_orders(20000);'")]
+    Schedule {
+        name: String,
+        /// Cron expression, e.g. '*/1 * * * *'.
+        cron: String,
+        /// SQL to run.
+        command: String,
+    },
+    /// Remove a job.
+    #[command(after_help = "Example:\n  shardready jobs unschedule create_orders")]
+    Unschedule { name: String },
 }
 
 #[derive(Subcommand)]
@@ -245,6 +376,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sandbox(cmd) => sandbox_cmd(&g, cmd),
         Command::Tailspin(cmd) => tailspin_cmd(&g, cmd),
         Command::Copy(args) => copy_cmd(&g, args),
+        Command::Workload(args) => workload_cmd(&g, args),
+        Command::Jobs(cmd) => jobs_cmd(&g, cmd),
+        Command::Analyze(args) => analyze_cmd(&g, args),
     }
 }
 
@@ -453,4 +587,169 @@ fn copy_cmd(g: &Global, a: CopyArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn workload_cmd(g: &Global, a: WorkloadArgs) -> Result<ExitCode> {
+    use shardready::workload::{self, Mode, Workload, WorkloadConfig};
+    let rate = workload::parse_rate(&a.rate)?;
+    let target = g.target()?;
+    let rt = runtime()?;
+    if a.mode == Mode::Client && (a.once.is_some() || a.schedule) {
+        bail!("--once and --schedule run the seed's plpgsql function: add --mode server");
+    }
+    if let Some(n) = a.once {
+        let took = rt.block_on(workload::time_create_orders(&target, n, a.store_id))?;
+        if a.format == Format::Json {
+            println!(
+                "{}",
+                serde_json::json!({"batch_size": n, "seconds": took.as_secs_f64()})
+            );
+        } else {
+            println!("SELECT create_orders({n}); -- {:.1} s", took.as_secs_f64());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.schedule {
+        let per_min = (rate * 60.0).round() as i64;
+        let id = rt.block_on(async {
+            let client = target.connect().await?;
+            let with = matches!(a.store_id, workload::StoreIdMode::Always)
+                || (a.store_id == workload::StoreIdMode::Auto
+                    && shardready::catalog::has_column(&client, "line_items", "store_id").await?);
+            workload::install_create_orders(&client, with).await?;
+            let id = shardready::cron::schedule(
+                &client,
+                "create_orders",
+                "*/1 * * * *",
+                &format!("SELECT create_orders({per_min});"),
+            )
+            .await?;
+            anyhow::Ok(id)
+        })?;
+        println!(
+            "scheduled job {id} `create_orders`: SELECT create_orders({per_min}); every minute \
+             (stop it with `shardready jobs unschedule create_orders`)"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let duration = std::time::Duration::from(a.duration);
+    let cfg = WorkloadConfig {
+        rate,
+        duration: (!duration.is_zero()).then_some(duration),
+        connections: a.connections.max(1),
+        mode: a.mode,
+        store_id: a.store_id,
+        batch: a.batch.max(1),
+        seed: a.seed,
+        live: true,
+    };
+    let report = rt.block_on(async {
+        let w = Workload::start(&target, cfg).await?;
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        while !w.is_finished() {
+            tokio::select! {
+                _ = &mut ctrl_c => return anyhow::Ok(w.stop().await),
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+            }
+        }
+        anyhow::Ok(w.wait().await)
+    });
+    let report = report?;
+    if let Some(path) = &a.json_out {
+        std::fs::write(path, serde_json::to_string_pretty(&report.summary)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &a.timeline {
+        std::fs::write(path, report.timeline_csv())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let s = &report.summary;
+    if a.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+    } else {
+        println!(
+            "{} orders ({} line items) in {:.1} s: {:.0}/min (target {:.0}/min), {} connections",
+            s.orders, s.line_items, s.duration_s, s.achieved_rate_per_min, s.target_rate_per_min, s.connections
+        );
+        println!(
+            "latency ms: p50 {:.2}  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+            s.latency.p50_ms, s.latency.p95_ms, s.latency.p99_ms, s.latency.p999_ms, s.latency.max_ms
+        );
+        if s.errors == 0 {
+            println!("errors: none");
+        } else {
+            let by: Vec<String> = s
+                .errors_by_sqlstate
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            println!("errors: {} ({})", s.errors, by.join(", "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn jobs_cmd(g: &Global, cmd: JobsCmd) -> Result<ExitCode> {
+    use shardready::cron;
+    let target = g.target()?;
+    runtime()?.block_on(async {
+        let client = target.connect().await?;
+        match cmd {
+            JobsCmd::List { format } => {
+                let jobs = cron::list(&client).await?;
+                if format == Format::Json {
+                    println!("{}", serde_json::to_string_pretty(&jobs)?);
+                } else if jobs.is_empty() {
+                    println!("no pg_cron jobs");
+                } else {
+                    let mut t = comfy_table::Table::new();
+                    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+                    t.set_header(["jobid", "jobname", "schedule", "command", "database", "active"]);
+                    for j in jobs {
+                        t.add_row([
+                            j.jobid.to_string(),
+                            j.jobname.unwrap_or_default(),
+                            j.schedule,
+                            j.command,
+                            j.database,
+                            j.active.to_string(),
+                        ]);
+                    }
+                    println!("{t}");
+                }
+            }
+            JobsCmd::Schedule { name, cron: expr, command } => {
+                let id = cron::schedule(&client, &name, &expr, &command).await?;
+                println!("scheduled job {id} `{name}`: {expr}  {command}");
+            }
+            JobsCmd::Unschedule { name } => {
+                cron::unschedule(&client, &name).await?;
+                println!("unscheduled `{name}`");
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn analyze_cmd(g: &Global, a: AnalyzeArgs) -> Result<ExitCode> {
+    let target = g.target()?;
+    let analysis = runtime()?.block_on(async {
+        let client = target.connect().await?;
+        let r = shardready::analyze::analyze(&client, &a.options()).await?;
+        anyhow::Ok(r)
+    })?;
+    if a.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&analysis)?);
+    } else {
+        let color = std::io::IsTerminal::is_terminal(&std::io::stdout())
+            && std::env::var_os("NO_COLOR").is_none();
+        print!("{}", shardready::report::analysis_text(&analysis, color));
+    }
+    Ok(if analysis.has_blockers() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -41,17 +41,9 @@ fn db(context: &str) -> impl FnOnce(tokio_postgres::Error) -> IngestError + '_ {
 /// Creates the seed's four tables in one transaction (`replace`: drop them
 /// first).
 pub async fn create_tailspin_schema(client: &Client, replace: bool) -> Result<(), IngestError> {
-    let names: Vec<String> = tailspin::TABLES.iter().map(|t| t.to_string()).collect();
-    let existing: Vec<String> = client
-        .query(
-            "SELECT n FROM unnest($1::text[]) AS n WHERE to_regclass(quote_ident(n)) IS NOT NULL",
-            &[&names],
-        )
+    let existing = crate::catalog::existing_tables(client, &tailspin::TABLES)
         .await
-        .map_err(db("cannot check for existing tables"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .map_err(db("cannot check for existing tables"))?;
     let mut sql = String::from("BEGIN;\n");
     if !existing.is_empty() {
         if !replace {

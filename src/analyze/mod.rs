@@ -1,0 +1,230 @@
+//! `analyze`: the readiness report. From one catalog read it infers the
+//! tenant column ([`tenant`]), classifies every table, checks every rule
+//! Citus enforces ([`rules`], one file per rule family), checks the data
+//! ([`data`]), audits the application's queries ([`queries`]) and measures
+//! tenant skew ([`skew`]). Everything later (plan, apply, verify,
+//! distribute) starts from an [`Analysis`].
+
+pub mod data;
+pub mod queries;
+pub mod rules;
+pub mod skew;
+pub mod tenant;
+
+use serde::Serialize;
+use thiserror::Error;
+use tokio_postgres::Client;
+
+use crate::catalog::{Catalog, QName};
+pub use tenant::{Class, Classified, Hop, Overrides, Tenant};
+
+#[derive(Debug, Error)]
+pub enum AnalyzeError {
+    #[error(
+        "no tenant column found: no column references another table's key through a foreign \
+         key. Name it with --tenant-column COLUMN"
+    )]
+    NoTenantColumn,
+    #[error(
+        "the tenant column is ambiguous: {} reference their tables equally often. Choose one \
+         with --tenant-column COLUMN", candidates.join(" and ")
+    )]
+    AmbiguousTenantColumn { candidates: Vec<String> },
+    #[error("no table has a column `{column}`{}", if suggestions.is_empty() { String::new() } else { format!("; candidates: {}", suggestions.join(", ")) })]
+    UnknownTenantColumn {
+        column: String,
+        suggestions: Vec<String>,
+    },
+    #[error("no table `{0}` (give it as name or schema.name, as in the catalog)")]
+    UnknownTable(String),
+    #[error("the database has no tables in its user schemas: nothing to analyze")]
+    Empty,
+    #[error("{context}: {detail}")]
+    Db { context: String, detail: String },
+}
+
+pub(crate) fn db(context: &str) -> impl FnOnce(tokio_postgres::Error) -> AnalyzeError + '_ {
+    move |e| AnalyzeError::Db {
+        context: context.to_string(),
+        detail: crate::conn::error_text(&e),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Citus would refuse the table as it is (or the preparation would fail).
+    Blocker,
+    /// Works, but costs something or needs attention.
+    Warning,
+    Info,
+}
+
+/// One thing the analyzer found.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Finding {
+    /// Stable identifier, e.g. `unique-without-tenant`.
+    pub rule: &'static str,
+    pub severity: Severity,
+    pub table: Option<QName>,
+    /// The constraint, index, column, trigger or function concerned.
+    pub object: Option<String>,
+    pub message: String,
+    /// What Citus would say (its error text), when it would refuse.
+    pub citus_error: Option<String>,
+    /// What shardready's plan does about it, or what the user must do.
+    pub fix: String,
+    /// Whether `plan`/`apply` fix it without the user.
+    pub automatic: bool,
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone, Default)]
+pub struct AnalyzeOptions {
+    pub overrides: Overrides,
+    /// Exact data checks (full scans) instead of bounded samples.
+    pub full: bool,
+    /// Skip the data checks and the skew (catalog only).
+    pub catalog_only: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TableSummary {
+    pub table: QName,
+    #[serde(flatten)]
+    pub class: Classified,
+    pub row_estimate: i64,
+    pub size_bytes: i64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub blockers: usize,
+    pub warnings: usize,
+    pub infos: usize,
+}
+
+/// The readiness report (`--format json` prints this; schema
+/// `shardready.analysis/v1`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Analysis {
+    pub schema: &'static str,
+    pub database: String,
+    pub tenant: Tenant,
+    pub tables: Vec<TableSummary>,
+    pub findings: Vec<Finding>,
+    pub data: Option<data::DataReport>,
+    pub skew: Option<skew::Skew>,
+    pub counts: Counts,
+}
+
+impl Analysis {
+    pub fn has_blockers(&self) -> bool {
+        self.counts.blockers > 0
+    }
+    pub fn class_of(&self, t: &QName) -> Option<&Class> {
+        self.tables
+            .iter()
+            .find(|s| &s.table == t)
+            .map(|s| &s.class.class)
+    }
+}
+
+/// The catalog-only part: tenant, classes and rule findings (pure; what
+/// the unit tests exercise).
+pub fn analyze_catalog(
+    cat: &Catalog,
+    overrides: &Overrides,
+) -> Result<(Tenant, Vec<Classified>, Vec<Finding>), AnalyzeError> {
+    if cat.tables.is_empty() {
+        return Err(AnalyzeError::Empty);
+    }
+    for t in overrides.reference.iter().chain(&overrides.local) {
+        if cat.table(t).is_none() {
+            return Err(AnalyzeError::UnknownTable(t.to_string()));
+        }
+    }
+    let tenant = tenant::infer(cat, overrides)?;
+    let classes = tenant::classify(cat, &tenant, overrides);
+    let ctx = rules::Ctx {
+        cat,
+        tenant: &tenant,
+        classes: &classes,
+    };
+    let findings = rules::check_all(&ctx);
+    Ok((tenant, classes, findings))
+}
+
+/// Reads the catalog and runs every check.
+pub async fn analyze(client: &Client, opts: &AnalyzeOptions) -> Result<Analysis, AnalyzeError> {
+    let cat = Catalog::read(client)
+        .await
+        .map_err(db("cannot read the catalog"))?;
+    analyze_read(client, &cat, opts).await
+}
+
+/// [`analyze`] on a catalog already read.
+pub async fn analyze_read(
+    client: &Client,
+    cat: &Catalog,
+    opts: &AnalyzeOptions,
+) -> Result<Analysis, AnalyzeError> {
+    let (tenant, classes, mut findings) = analyze_catalog(cat, &opts.overrides)?;
+    let ctx = rules::Ctx {
+        cat,
+        tenant: &tenant,
+        classes: &classes,
+    };
+    findings.extend(queries::audit(&ctx, client).await?);
+    let (data, skew) = if opts.catalog_only {
+        (None, None)
+    } else {
+        let d = data::check(&ctx, client, opts.full).await?;
+        findings.extend(d.findings());
+        let s = skew::measure(&ctx, client).await?;
+        findings.extend(s.findings());
+        (Some(d), Some(s))
+    };
+    findings.sort_by(|a, b| {
+        a.severity
+            .cmp(&b.severity)
+            .then_with(|| a.table.cmp(&b.table))
+            .then_with(|| a.rule.cmp(b.rule))
+    });
+    let counts = Counts {
+        blockers: findings
+            .iter()
+            .filter(|f| f.severity == Severity::Blocker)
+            .count(),
+        warnings: findings
+            .iter()
+            .filter(|f| f.severity == Severity::Warning)
+            .count(),
+        infos: findings
+            .iter()
+            .filter(|f| f.severity == Severity::Info)
+            .count(),
+    };
+    let tables = classes
+        .iter()
+        .map(|c| {
+            let t = cat.table(&c.table);
+            TableSummary {
+                table: c.table.clone(),
+                class: c.clone(),
+                row_estimate: t.map(|t| t.row_estimate).unwrap_or(0),
+                size_bytes: t.map(|t| t.size_bytes).unwrap_or(0),
+            }
+        })
+        .collect();
+    Ok(Analysis {
+        schema: "shardready.analysis/v1",
+        database: cat.database.clone(),
+        tenant,
+        tables,
+        findings,
+        data,
+        skew,
+        counts,
+    })
+}

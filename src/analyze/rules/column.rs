@@ -1,0 +1,121 @@
+//! The distribution column itself: the same type (and collation) in every
+//! colocated table, a type with a hash operator class, not GENERATED ...
+//! STORED, and never NULL.
+//!
+//! ```text
+//! ERROR:  cannot colocate tables stores and orders
+//! DETAIL: Distribution column types don't match for stores and orders.
+//! ERROR:  could not identify a hash function for type json
+//! ERROR:  cannot distribute relation: orders
+//! DETAIL: Distribution column must not use GENERATED ALWAYS AS (...) STORED.
+//! ```
+
+use crate::analyze::tenant::Class;
+use crate::analyze::{Finding, Severity};
+
+use super::Ctx;
+
+pub fn check(ctx: &Ctx) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let tenant = ctx.tenant;
+    let root = tenant.root.as_ref().and_then(|r| ctx.cat.table(r));
+    let root_col = root.and_then(|r| r.column(ctx.tenant_column(r)));
+    for (t, class) in ctx.tables() {
+        if t.parent.is_some() || !matches!(class, Class::Root | Class::Distributed) {
+            continue;
+        }
+        let name = ctx.tenant_column(t);
+        let Some(col) = t.column(name) else { continue };
+        let obj = Some(name.to_string());
+        if !col.hashable {
+            out.push(Finding {
+                rule: "tenant-type-not-hashable",
+                severity: Severity::Blocker,
+                table: Some(t.name.clone()),
+                object: obj.clone(),
+                message: format!("{name} is of type {}, which has no hash operator class", col.type_name),
+                citus_error: Some(format!(
+                    "could not identify a hash function for type {}: Partition column types must have a hash function defined to use hash partitioning.",
+                    col.type_name
+                )),
+                fix: "change the column to a hashable type (bigint, uuid, text, ...)".into(),
+                automatic: false,
+            });
+        }
+        if col.generated.as_deref() == Some("s") {
+            out.push(Finding {
+                rule: "tenant-generated",
+                severity: Severity::Blocker,
+                table: Some(t.name.clone()),
+                object: obj.clone(),
+                message: format!("{name} is a GENERATED ... STORED column"),
+                citus_error: Some(format!(
+                    "cannot distribute relation: {}: Distribution column must not use GENERATED ALWAYS AS (...) STORED.",
+                    t.name.name
+                )),
+                fix: "make it a plain column (ALTER TABLE ... ALTER COLUMN ... DROP EXPRESSION)".into(),
+                automatic: false,
+            });
+        }
+        if let (Some(root), Some(rc)) = (root, root_col) {
+            if root.name != t.name {
+                if rc.type_name != col.type_name {
+                    out.push(Finding {
+                        rule: "tenant-type-mismatch",
+                        severity: Severity::Blocker,
+                        table: Some(t.name.clone()),
+                        object: obj.clone(),
+                        message: format!(
+                            "{name} is {} here but {} in {}",
+                            col.type_name, rc.type_name, root.name
+                        ),
+                        citus_error: Some(format!(
+                            "cannot colocate tables {} and {}: Distribution column types don't match for {} and {}.",
+                            root.name.name, t.name.name, root.name.name, t.name.name
+                        )),
+                        fix: format!(
+                            "ALTER TABLE {} ALTER COLUMN {name} TYPE {} (rewrites the table; not automatic)",
+                            t.name, rc.type_name
+                        ),
+                        automatic: false,
+                    });
+                } else if rc.collation != col.collation {
+                    out.push(Finding {
+                        rule: "tenant-collation-mismatch",
+                        severity: Severity::Blocker,
+                        table: Some(t.name.clone()),
+                        object: obj.clone(),
+                        message: format!(
+                            "{name} has collation {} here but {} in {}",
+                            col.collation.as_deref().unwrap_or("default"),
+                            rc.collation.as_deref().unwrap_or("default"),
+                            root.name
+                        ),
+                        citus_error: Some(format!(
+                            "cannot colocate tables {} and {}: Distribution column collations don't match for {} and {}.",
+                            root.name.name, t.name.name, root.name.name, t.name.name
+                        )),
+                        fix: "give the column the same collation everywhere".into(),
+                        automatic: false,
+                    });
+                }
+            }
+        }
+        if !col.not_null && class == &Class::Distributed {
+            out.push(Finding {
+                rule: "tenant-nullable",
+                severity: Severity::Info,
+                table: Some(t.name.clone()),
+                object: obj,
+                message: format!("{name} allows NULL"),
+                citus_error: Some(format!(
+                    "the partition column of table {} cannot be NULL (for rows that have one)",
+                    t.name.name
+                )),
+                fix: "SET NOT NULL through a validated CHECK (no long lock)".into(),
+                automatic: true,
+            });
+        }
+    }
+    out
+}

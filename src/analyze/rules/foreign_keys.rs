@@ -1,0 +1,186 @@
+//! Foreign keys. Citus accepts an FK from a distributed table to a
+//! reference table, or to a colocated distributed table when both sides
+//! include the distribution column at the same position; never to a plain
+//! local table, never from a reference table to a distributed one. With
+//! the distribution column in the key, ON DELETE SET NULL/SET DEFAULT and
+//! ON UPDATE SET NULL/SET DEFAULT/CASCADE are refused.
+//!
+//! ```text
+//! ERROR:  cannot create foreign key constraint
+//! DETAIL: Foreign keys are supported in two cases, either in between two
+//!         colocated tables including partition column in the same ordinal
+//!         in the both tables or from distributed to reference tables
+//! ```
+
+use crate::analyze::tenant::Class;
+use crate::analyze::{Finding, Severity};
+use crate::catalog::{FkAction, ForeignKey, Table};
+
+use super::Ctx;
+
+pub const SHAPE_ERROR: &str = "cannot create foreign key constraint: Foreign keys are supported in two cases, either in between two colocated tables including partition column in the same ordinal in the both tables or from distributed to reference tables";
+pub const TO_LOCAL_ERROR: &str = "cannot create foreign key constraint since relations are not colocated or not referencing a reference table";
+pub const FROM_REFERENCE_ERROR: &str = "cannot create foreign key constraint since foreign keys from reference tables and local tables to distributed tables are not supported";
+pub const ON_DELETE_ERROR: &str = "cannot create foreign key constraint: SET NULL or SET DEFAULT is not supported in ON DELETE operation when distribution key is included in the foreign key constraint";
+pub const ON_UPDATE_ERROR: &str = "cannot create foreign key constraint: SET NULL, SET DEFAULT or CASCADE is not supported in ON UPDATE operation when distribution key included in the foreign constraint";
+
+#[allow(clippy::too_many_arguments)]
+fn finding(
+    t: &Table,
+    fk: &ForeignKey,
+    rule: &'static str,
+    severity: Severity,
+    message: String,
+    citus: Option<&str>,
+    fix: String,
+    automatic: bool,
+) -> Finding {
+    Finding {
+        rule,
+        severity,
+        table: Some(t.name.clone()),
+        object: Some(fk.name.clone()),
+        message,
+        citus_error: citus.map(String::from),
+        fix,
+        automatic,
+    }
+}
+
+pub fn check(ctx: &Ctx) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (t, class) in ctx.tables() {
+        if t.parent.is_some() {
+            continue; // partitions inherit their parent's FKs
+        }
+        for fk in &t.foreign_keys {
+            let Some(ref_class) = ctx
+                .cat
+                .table(&fk.ref_table)
+                .and_then(|r| ctx.class_of(r.parent.as_ref().unwrap_or(&r.name)))
+            else {
+                continue;
+            };
+            let arrow = format!(
+                "{} ({}) → {} ({})",
+                t.name,
+                fk.columns.join(", "),
+                fk.ref_table,
+                fk.ref_columns.join(", ")
+            );
+            match (class.is_tenant(), ref_class) {
+                (true, rc) if rc.is_tenant() => {
+                    let Some(r) = ctx.cat.table(&fk.ref_table) else { continue };
+                    let mine = ctx.tenant_column(t);
+                    let theirs = ctx.tenant_column(r);
+                    let same_position = fk
+                        .columns
+                        .iter()
+                        .zip(&fk.ref_columns)
+                        .any(|(a, b)| a == mine && b == theirs);
+                    if !same_position {
+                        let to_root_key = ctx.tenant.root.as_ref() == Some(&r.name)
+                            && fk.ref_columns.len() == 1
+                            && fk.ref_columns[0] == theirs;
+                        out.push(if to_root_key {
+                            finding(
+                                t,
+                                fk,
+                                "fk-without-tenant",
+                                Severity::Blocker,
+                                format!("foreign key {} {arrow} references the tenant root through another column than {mine}", fk.name),
+                                Some(SHAPE_ERROR),
+                                format!("drop {} (a row may only reference its own tenant) or enforce it in the application", fk.name),
+                                false,
+                            )
+                        } else {
+                            finding(
+                                t,
+                                fk,
+                                "fk-without-tenant",
+                                Severity::Blocker,
+                                format!("foreign key {} {arrow} does not include the tenant column on both sides", fk.name),
+                                Some(SHAPE_ERROR),
+                                format!(
+                                    "add ({mine}, {}) → ({theirs}, {}) NOT VALID, validate it, then drop {}",
+                                    fk.columns.join(", "),
+                                    fk.ref_columns.join(", "),
+                                    fk.name
+                                ),
+                                true,
+                            )
+                        });
+                    }
+                    // With the tenant column in the key (always, once
+                    // rewritten), Citus refuses these actions.
+                    if matches!(fk.on_delete, FkAction::SetNull | FkAction::SetDefault) {
+                        out.push(finding(
+                            t,
+                            fk,
+                            "fk-action-on-delete",
+                            Severity::Blocker,
+                            format!("foreign key {} uses ON DELETE {}", fk.name, fk.on_delete.sql()),
+                            Some(ON_DELETE_ERROR),
+                            "change it to NO ACTION, RESTRICT or CASCADE (or clear the column in the application)".into(),
+                            false,
+                        ));
+                    }
+                    if matches!(
+                        fk.on_update,
+                        FkAction::SetNull | FkAction::SetDefault | FkAction::Cascade
+                    ) {
+                        out.push(finding(
+                            t,
+                            fk,
+                            "fk-action-on-update",
+                            Severity::Blocker,
+                            format!("foreign key {} uses ON UPDATE {}", fk.name, fk.on_update.sql()),
+                            Some(ON_UPDATE_ERROR),
+                            "change it to NO ACTION or RESTRICT (tenant ids and keys do not change)".into(),
+                            false,
+                        ));
+                    }
+                    if !fk.validated {
+                        out.push(finding(
+                            t,
+                            fk,
+                            "fk-not-validated",
+                            Severity::Warning,
+                            format!("foreign key {} is NOT VALID: existing rows were never checked", fk.name),
+                            None,
+                            "the plan validates its composite replacement (VALIDATE CONSTRAINT, writes continue)".into(),
+                            true,
+                        ));
+                    }
+                }
+                (true, Class::Reference) => {}
+                (true, Class::Local) => out.push(finding(
+                    t,
+                    fk,
+                    "fk-to-local",
+                    Severity::Blocker,
+                    format!("foreign key {} {arrow} points at a table that stays local", fk.name),
+                    Some(TO_LOCAL_ERROR),
+                    format!("make {} a reference table (--reference {})", fk.ref_table, fk.ref_table),
+                    false,
+                )),
+                (false, rc) if rc.is_tenant() => out.push(finding(
+                    t,
+                    fk,
+                    "fk-to-distributed-from-non-tenant",
+                    Severity::Blocker,
+                    format!(
+                        "foreign key {} {arrow}: a {} table may not reference a distributed table",
+                        fk.name,
+                        class.name()
+                    ),
+                    Some(FROM_REFERENCE_ERROR),
+                    format!("let {} be distributed (remove the --reference/--local override) or drop the foreign key", t.name),
+                    false,
+                )),
+                _ => {}
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,61 @@
+//! The rules Citus enforces, one file per rule family. Each family is a
+//! pure function of the catalog and the classification that returns
+//! [`Finding`]s; each documents, on top, what Citus refuses and why.
+
+pub mod column;
+pub mod foreign_keys;
+pub mod keys;
+pub mod no_key;
+pub mod partitioning;
+pub mod sequences;
+pub mod triggers;
+
+use crate::analyze::tenant::{has_tenant, tenant_column_of, Class, Classified, Tenant};
+use crate::analyze::Finding;
+use crate::catalog::{Catalog, QName, Table};
+
+/// What every rule sees.
+pub struct Ctx<'a> {
+    pub cat: &'a Catalog,
+    pub tenant: &'a Tenant,
+    pub classes: &'a [Classified],
+}
+
+impl<'a> Ctx<'a> {
+    pub fn class_of(&self, t: &QName) -> Option<&'a Class> {
+        self.classes.iter().find(|c| &c.table == t).map(|c| &c.class)
+    }
+    /// Tables (partitions included, through their parent) and their class.
+    pub fn tables(&self) -> impl Iterator<Item = (&'a Table, &'a Class)> + '_ {
+        self.cat.tables.iter().filter_map(move |t| {
+            let owner = t.parent.as_ref().unwrap_or(&t.name);
+            self.class_of(owner).map(|c| (t, c))
+        })
+    }
+    /// Tables that will be distributed by the tenant column.
+    pub fn tenant_tables(&self) -> impl Iterator<Item = &'a Table> + '_ {
+        self.tables()
+            .filter(|(_, c)| c.is_tenant())
+            .map(|(t, _)| t)
+    }
+    /// The tenant column's name in `t` (also for tables that get it added).
+    pub fn tenant_column(&self, t: &Table) -> &'a str {
+        tenant_column_of(t, self.tenant)
+    }
+    pub fn has_tenant(&self, t: &Table) -> bool {
+        has_tenant(t, self.tenant)
+    }
+}
+
+/// Runs every rule family.
+pub fn check_all(ctx: &Ctx) -> Vec<Finding> {
+    let mut out = Vec::new();
+    out.extend(keys::check(ctx));
+    out.extend(foreign_keys::check(ctx));
+    out.extend(column::check(ctx));
+    out.extend(triggers::check(ctx));
+    out.extend(partitioning::check(ctx));
+    out.extend(sequences::check(ctx));
+    out.extend(no_key::check(ctx));
+    out
+}

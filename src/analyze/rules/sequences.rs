@@ -1,0 +1,48 @@
+//! Serial and identity keys. `int`/`smallint` sequences cannot hand out
+//! values on the workers (Citus gives each worker a range of a bigint
+//! sequence), and `int` keys run out sooner across many tenants.
+//!
+//! ```text
+//! ERROR:  nextval(sequence) calls in worker nodes are not supported for
+//!         column defaults of type int or smallint
+//! ```
+
+use crate::analyze::{Finding, Severity};
+
+use super::Ctx;
+
+pub fn check(ctx: &Ctx) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for t in ctx.tenant_tables() {
+        if t.parent.is_some() {
+            continue;
+        }
+        for c in &t.columns {
+            let serial = c
+                .default
+                .as_deref()
+                .is_some_and(|d| d.starts_with("nextval("))
+                || c.identity.is_some();
+            if serial && matches!(c.type_name.as_str(), "integer" | "smallint") {
+                out.push(Finding {
+                    rule: "int-serial",
+                    severity: Severity::Warning,
+                    table: Some(t.name.clone()),
+                    object: Some(c.name.clone()),
+                    message: format!(
+                        "{} is a {} {} column",
+                        c.name,
+                        c.type_name,
+                        if c.identity.is_some() { "identity" } else { "serial" }
+                    ),
+                    citus_error: Some(
+                        "nextval(sequence) calls in worker nodes are not supported for column defaults of type int or smallint".into(),
+                    ),
+                    fix: "prefer bigint (ALTER COLUMN ... TYPE bigint rewrites the table; not automatic); inserts through the coordinator keep working".into(),
+                    automatic: false,
+                });
+            }
+        }
+    }
+    out
+}

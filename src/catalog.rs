@@ -1,0 +1,595 @@
+//! Reads the schema into plain structs. Every query of the system catalogs
+//! lives here; other modules ask this one ([`Catalog::read`] for the whole
+//! picture, a few small helpers for single facts).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+/// `schema.name` of a relation.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct QName {
+    pub schema: String,
+    pub name: String,
+}
+
+impl QName {
+    pub fn new(schema: &str, name: &str) -> Self {
+        QName {
+            schema: schema.into(),
+            name: name.into(),
+        }
+    }
+    /// Quoted for SQL text.
+    pub fn sql(&self) -> String {
+        crate::sql::qualified(&self.schema, &self.name)
+    }
+}
+
+impl std::fmt::Display for QName {
+    /// `name` in `public`, `schema.name` elsewhere (for messages).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.schema == "public" {
+            write!(f, "{}", self.name)
+        } else {
+            write!(f, "{}.{}", self.schema, self.name)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableKind {
+    Regular,
+    Partitioned,
+    Partition,
+    Foreign,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Column {
+    pub name: String,
+    pub attnum: i16,
+    /// `format_type` text, e.g. `bigint`, `character varying(20)`.
+    pub type_name: String,
+    pub type_oid: u32,
+    /// Collation when it differs from the type's default.
+    pub collation: Option<String>,
+    pub not_null: bool,
+    pub default: Option<String>,
+    /// `a` (ALWAYS) or `d` (BY DEFAULT) for identity columns.
+    pub identity: Option<String>,
+    /// `s` for GENERATED ... STORED.
+    pub generated: Option<String>,
+    /// The type has a default hash operator class (Citus can hash it).
+    pub hashable: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    Primary,
+    Unique,
+    Exclusion,
+}
+
+/// PRIMARY KEY / UNIQUE / EXCLUDE constraint.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct KeyConstraint {
+    pub name: String,
+    pub kind: KeyKind,
+    pub columns: Vec<String>,
+    pub index: String,
+    pub deferrable: bool,
+    pub definition: String,
+}
+
+/// A unique index (constraint-backed or not).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Index {
+    pub name: String,
+    pub primary: bool,
+    pub valid: bool,
+    /// Key columns; None where the key is an expression.
+    pub columns: Vec<Option<String>>,
+    pub predicate: Option<String>,
+    pub definition: String,
+    /// The constraint this index backs, if any.
+    pub constraint: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FkAction {
+    NoAction,
+    Restrict,
+    Cascade,
+    SetNull,
+    SetDefault,
+}
+
+impl FkAction {
+    fn from_code(c: &str) -> Self {
+        match c {
+            "r" => FkAction::Restrict,
+            "c" => FkAction::Cascade,
+            "n" => FkAction::SetNull,
+            "d" => FkAction::SetDefault,
+            _ => FkAction::NoAction,
+        }
+    }
+    pub fn sql(self) -> &'static str {
+        match self {
+            FkAction::NoAction => "NO ACTION",
+            FkAction::Restrict => "RESTRICT",
+            FkAction::Cascade => "CASCADE",
+            FkAction::SetNull => "SET NULL",
+            FkAction::SetDefault => "SET DEFAULT",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ForeignKey {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub ref_table: QName,
+    pub ref_columns: Vec<String>,
+    pub on_delete: FkAction,
+    pub on_update: FkAction,
+    pub validated: bool,
+    pub deferrable: bool,
+    pub definition: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Trigger {
+    pub name: String,
+    pub function: String,
+    pub enabled: bool,
+    pub definition: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Policy {
+    pub name: String,
+    pub command: String,
+    pub using: Option<String>,
+    pub check: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Table {
+    pub oid: u32,
+    pub name: QName,
+    pub kind: TableKind,
+    /// The parent of a partition.
+    pub parent: Option<QName>,
+    /// `PARTITION BY ...` of a partitioned table.
+    pub partition_key: Option<String>,
+    pub row_estimate: i64,
+    pub size_bytes: i64,
+    pub columns: Vec<Column>,
+    pub keys: Vec<KeyConstraint>,
+    pub unique_indexes: Vec<Index>,
+    /// Every index that is not valid (interrupted concurrent builds).
+    pub invalid_indexes: Vec<String>,
+    pub foreign_keys: Vec<ForeignKey>,
+    /// Other CHECK constraints: (name, definition, validated).
+    pub checks: Vec<(String, String, bool)>,
+    pub triggers: Vec<Trigger>,
+    pub rls_enabled: bool,
+    pub policies: Vec<Policy>,
+    /// `d` default, `n` nothing, `f` full, `i` index.
+    pub replica_identity: String,
+}
+
+impl Table {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+    pub fn primary_key(&self) -> Option<&KeyConstraint> {
+        self.keys.iter().find(|k| k.kind == KeyKind::Primary)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Sequence {
+    pub name: QName,
+    pub data_type: String,
+    /// (table, column) that owns it (serial or identity).
+    pub owned_by: Option<(QName, String)>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Function {
+    pub schema: String,
+    pub name: String,
+    pub language: String,
+    pub arguments: String,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Catalog {
+    pub server_version_num: i32,
+    pub database: String,
+    pub tables: Vec<Table>,
+    pub sequences: Vec<Sequence>,
+    /// SQL and plpgsql functions in user schemas.
+    pub functions: Vec<Function>,
+    /// (name, version).
+    pub extensions: Vec<(String, String)>,
+}
+
+impl Catalog {
+    pub fn table(&self, name: &QName) -> Option<&Table> {
+        self.tables.iter().find(|t| &t.name == name)
+    }
+    pub fn has_extension(&self, name: &str) -> bool {
+        self.extensions.iter().any(|(n, _)| n == name)
+    }
+
+    /// Reads every user schema (not pg_catalog, information_schema, pg_toast,
+    /// nor schemas owned by extensions such as `cron` or our own
+    /// `shardready`).
+    pub async fn read(client: &Client) -> Result<Catalog, tokio_postgres::Error> {
+        let head = client
+            .query_one(
+                "SELECT current_setting('server_version_num')::int, current_database()::text",
+                &[],
+            )
+            .await?;
+        let mut tables: Vec<Table> = Vec::new();
+        let mut by_oid: BTreeMap<u32, usize> = BTreeMap::new();
+        for r in client.query(TABLES_SQL, &[]).await? {
+            let oid: u32 = r.get("oid");
+            by_oid.insert(oid, tables.len());
+            let parent: Option<String> = r.get("parent_schema");
+            tables.push(Table {
+                oid,
+                name: QName::new(r.get("schema"), r.get("name")),
+                kind: match r.get::<_, i8>("relkind") as u8 {
+                    b'p' => TableKind::Partitioned,
+                    b'f' => TableKind::Foreign,
+                    _ if r.get::<_, bool>("relispartition") => TableKind::Partition,
+                    _ => TableKind::Regular,
+                },
+                parent: parent.map(|s| QName::new(&s, r.get("parent_name"))),
+                partition_key: r.get("partkey"),
+                row_estimate: r.get("reltuples"),
+                size_bytes: r.get("size"),
+                columns: Vec::new(),
+                keys: Vec::new(),
+                unique_indexes: Vec::new(),
+                invalid_indexes: Vec::new(),
+                foreign_keys: Vec::new(),
+                checks: Vec::new(),
+                triggers: Vec::new(),
+                rls_enabled: r.get("relrowsecurity"),
+                policies: Vec::new(),
+                replica_identity: (r.get::<_, i8>("relreplident") as u8 as char).to_string(),
+            });
+        }
+        let oids: Vec<u32> = by_oid.keys().copied().collect();
+        let at = |oid: u32| by_oid.get(&oid).copied();
+
+        for r in client.query(COLUMNS_SQL, &[&oids]).await? {
+            let Some(i) = at(r.get("attrelid")) else { continue };
+            let s = |n: &str| -> Option<String> {
+                let v: i8 = r.get(n);
+                (v != 0).then(|| (v as u8 as char).to_string())
+            };
+            tables[i].columns.push(Column {
+                name: r.get("attname"),
+                attnum: r.get("attnum"),
+                type_name: r.get("type_name"),
+                type_oid: r.get("atttypid"),
+                collation: r.get("collation"),
+                not_null: r.get("attnotnull"),
+                default: r.get("default"),
+                identity: s("attidentity"),
+                generated: s("attgenerated"),
+                hashable: r.get("hashable"),
+            });
+        }
+        for r in client.query(CONSTRAINTS_SQL, &[&oids]).await? {
+            let Some(i) = at(r.get("conrelid")) else { continue };
+            let kind: i8 = r.get("contype");
+            let name: String = r.get("conname");
+            let definition: String = r.get("def");
+            let columns: Vec<String> = r.get("cols");
+            let validated: bool = r.get("convalidated");
+            let deferrable: bool = r.get("condeferrable");
+            match kind as u8 {
+                b'p' | b'u' | b'x' => tables[i].keys.push(KeyConstraint {
+                    name,
+                    kind: match kind as u8 {
+                        b'p' => KeyKind::Primary,
+                        b'u' => KeyKind::Unique,
+                        _ => KeyKind::Exclusion,
+                    },
+                    columns,
+                    index: r.get::<_, Option<String>>("index").unwrap_or_default(),
+                    deferrable,
+                    definition,
+                }),
+                b'f' => {
+                    let on_delete: i8 = r.get("confdeltype");
+                    let on_update: i8 = r.get("confupdtype");
+                    tables[i].foreign_keys.push(ForeignKey {
+                        name,
+                        columns,
+                        ref_table: QName::new(r.get("ref_schema"), r.get("ref_name")),
+                        ref_columns: r.get("ref_cols"),
+                        on_delete: FkAction::from_code(&(on_delete as u8 as char).to_string()),
+                        on_update: FkAction::from_code(&(on_update as u8 as char).to_string()),
+                        validated,
+                        deferrable,
+                        definition,
+                    })
+                }
+                b'c' => tables[i].checks.push((name, definition, validated)),
+                _ => {}
+            }
+        }
+        for r in client.query(INDEXES_SQL, &[&oids]).await? {
+            let Some(i) = at(r.get("indrelid")) else { continue };
+            let name: String = r.get("name");
+            let valid: bool = r.get("indisvalid");
+            if !valid {
+                tables[i].invalid_indexes.push(name.clone());
+            }
+            if r.get::<_, bool>("indisunique") {
+                tables[i].unique_indexes.push(Index {
+                    name,
+                    primary: r.get("indisprimary"),
+                    valid,
+                    columns: r.get("cols"),
+                    predicate: r.get("pred"),
+                    definition: r.get("def"),
+                    constraint: r.get("conname"),
+                });
+            }
+        }
+        for r in client.query(TRIGGERS_SQL, &[&oids]).await? {
+            let Some(i) = at(r.get("tgrelid")) else { continue };
+            tables[i].triggers.push(Trigger {
+                name: r.get("tgname"),
+                function: r.get("func"),
+                enabled: r.get::<_, i8>("tgenabled") as u8 != b'D',
+                definition: r.get("def"),
+            });
+        }
+        for r in client.query(POLICIES_SQL, &[&oids]).await? {
+            let Some(i) = at(r.get("polrelid")) else { continue };
+            tables[i].policies.push(Policy {
+                name: r.get("polname"),
+                command: r.get("cmd"),
+                using: r.get("qual"),
+                check: r.get("with_check"),
+            });
+        }
+        let sequences = client
+            .query(SEQUENCES_SQL, &[])
+            .await?
+            .iter()
+            .map(|r| Sequence {
+                name: QName::new(r.get("schema"), r.get("name")),
+                data_type: r.get("data_type"),
+                owned_by: r
+                    .get::<_, Option<String>>("owner_schema")
+                    .map(|s| (QName::new(&s, r.get("owner_table")), r.get("owner_column"))),
+            })
+            .collect();
+        let functions = client
+            .query(FUNCTIONS_SQL, &[])
+            .await?
+            .iter()
+            .map(|r| Function {
+                schema: r.get("schema"),
+                name: r.get("name"),
+                language: r.get("lang"),
+                arguments: r.get("args"),
+                body: r.get("body"),
+            })
+            .collect();
+        Ok(Catalog {
+            server_version_num: head.get(0),
+            database: head.get(1),
+            tables,
+            sequences,
+            functions,
+            extensions: extensions(client).await?,
+        })
+    }
+}
+
+/// Tables of user schemas: not system ones, not ours (`shardready`), not
+/// those created by extensions (pg_cron's `cron`, ...), nor extension tables.
+const TABLES_SQL: &str =
+    "SELECT c.oid, n.nspname::text AS schema, c.relname::text AS name, c.relkind, \
+            c.relispartition, c.relrowsecurity, c.relreplident, \
+            greatest(c.reltuples, 0)::int8 AS reltuples, \
+            pg_total_relation_size(c.oid)::int8 AS size, \
+            pn.nspname::text AS parent_schema, p.relname::text AS parent_name, \
+            CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partkey \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     LEFT JOIN pg_inherits i ON i.inhrelid = c.oid AND c.relispartition \
+     LEFT JOIN pg_class p ON p.oid = i.inhparent \
+     LEFT JOIN pg_namespace pn ON pn.oid = p.relnamespace \
+     WHERE c.relkind IN ('r', 'p', 'f') \
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'shardready') \
+       AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass \
+                       AND d.objid = n.oid AND d.deptype = 'e') \
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                       AND d.objid = c.oid AND d.deptype = 'e') \
+     ORDER BY n.nspname, c.relname";
+
+const COLUMNS_SQL: &str = "SELECT a.attrelid, a.attname::text, a.attnum, a.atttypid, \
+        format_type(a.atttypid, a.atttypmod) AS type_name, \
+        CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0 \
+             THEN (SELECT quote_ident(collname) FROM pg_collation WHERE oid = a.attcollation) END AS collation, \
+        a.attnotnull, pg_get_expr(ad.adbin, ad.adrelid) AS default, \
+        a.attidentity, a.attgenerated, \
+        EXISTS (SELECT 1 FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod \
+                WHERE am.amname = 'hash' AND oc.opcdefault \
+                  AND oc.opcintype IN (a.atttypid, t.typbasetype, \
+                      CASE WHEN t.typtype = 'e' THEN 'anyenum'::regtype::oid END, \
+                      CASE WHEN t.typcategory = 'A' THEN 'anyarray'::regtype::oid END)) AS hashable \
+ FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+ LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum \
+ WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped \
+ ORDER BY a.attrelid, a.attnum";
+
+const CONSTRAINTS_SQL: &str = "SELECT con.conrelid, con.conname::text, con.contype, \
+        con.convalidated, con.condeferrable, pg_get_constraintdef(con.oid) AS def, \
+        ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, o) \
+              JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.o) AS cols, \
+        ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n, o) \
+              JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.o) AS ref_cols, \
+        rn.nspname::text AS ref_schema, rc.relname::text AS ref_name, \
+        con.confdeltype, con.confupdtype, ic.relname::text AS index \
+ FROM pg_constraint con \
+ LEFT JOIN pg_class rc ON rc.oid = con.confrelid \
+ LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace \
+ LEFT JOIN pg_class ic ON ic.oid = con.conindid AND con.contype IN ('p', 'u', 'x') \
+ WHERE con.conrelid = ANY($1) AND con.contype IN ('p', 'u', 'x', 'f', 'c') \
+   AND (con.contype <> 'f' OR con.conparentid = 0) \
+ ORDER BY con.conrelid, con.contype, con.conname";
+
+const INDEXES_SQL: &str = "SELECT i.indrelid, ic.relname::text AS name, i.indisunique, \
+        i.indisprimary, i.indisvalid AND i.indisready AS indisvalid, \
+        ARRAY(SELECT CASE WHEN k.n = 0 THEN NULL ELSE a.attname::text END \
+              FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(n, o) \
+              LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n \
+              WHERE k.o <= i.indnkeyatts ORDER BY k.o) AS cols, \
+        pg_get_expr(i.indpred, i.indrelid) AS pred, pg_get_indexdef(i.indexrelid) AS def, \
+        (SELECT conname::text FROM pg_constraint WHERE conindid = i.indexrelid \
+           AND conrelid = i.indrelid AND contype IN ('p', 'u', 'x') LIMIT 1) AS conname \
+ FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
+ WHERE i.indrelid = ANY($1) \
+ ORDER BY i.indrelid, ic.relname";
+
+const TRIGGERS_SQL: &str = "SELECT t.tgrelid, t.tgname::text, t.tgenabled, \
+        p.proname::text AS func, pg_get_triggerdef(t.oid) AS def \
+ FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid \
+ WHERE t.tgrelid = ANY($1) AND NOT t.tgisinternal \
+ ORDER BY t.tgrelid, t.tgname";
+
+const POLICIES_SQL: &str = "SELECT p.polrelid, p.polname::text, \
+        CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE' \
+                      WHEN 'd' THEN 'DELETE' ELSE 'ALL' END AS cmd, \
+        pg_get_expr(p.polqual, p.polrelid) AS qual, \
+        pg_get_expr(p.polwithcheck, p.polrelid) AS with_check \
+ FROM pg_policy p WHERE p.polrelid = ANY($1) ORDER BY p.polrelid, p.polname";
+
+const SEQUENCES_SQL: &str = "SELECT n.nspname::text AS schema, c.relname::text AS name, \
+        format_type(s.seqtypid, NULL) AS data_type, \
+        tn.nspname::text AS owner_schema, tc.relname::text AS owner_table, a.attname::text AS owner_column \
+ FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid \
+ JOIN pg_namespace n ON n.oid = c.relnamespace \
+ LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid \
+      AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') \
+ LEFT JOIN pg_class tc ON tc.oid = d.refobjid \
+ LEFT JOIN pg_namespace tn ON tn.oid = tc.relnamespace \
+ LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
+ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'shardready') \
+   AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_namespace'::regclass \
+                   AND e.objid = n.oid AND e.deptype = 'e') \
+ ORDER BY 1, 2";
+
+const FUNCTIONS_SQL: &str = "SELECT n.nspname::text AS schema, p.proname::text AS name, \
+        l.lanname::text AS lang, pg_get_function_identity_arguments(p.oid) AS args, p.prosrc AS body \
+ FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+ JOIN pg_language l ON l.oid = p.prolang \
+ WHERE l.lanname IN ('sql', 'plpgsql') AND p.prokind IN ('f', 'p') \
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'shardready') \
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass \
+                   AND d.objid = p.oid AND d.deptype = 'e') \
+   AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_namespace'::regclass \
+                   AND e.objid = n.oid AND e.deptype = 'e') \
+ ORDER BY 1, 2";
+
+/// Whether `table` (resolved through the search_path, or `schema.table`)
+/// exists.
+pub async fn table_exists(client: &Client, table: &str) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Which of `tables` (plain names, quoted as identifiers) exist.
+pub async fn existing_tables(
+    client: &Client,
+    tables: &[&str],
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let names: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+    Ok(client
+        .query(
+            "SELECT n FROM unnest($1::text[]) WITH ORDINALITY AS u(n, i) \
+             WHERE to_regclass(quote_ident(n)) IS NOT NULL ORDER BY i",
+            &[&names],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Whether `table` (a plain name) has a live column `column`.
+pub async fn has_column(
+    client: &Client,
+    table: &str,
+    column: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute \
+             WHERE attrelid = to_regclass(quote_ident($1)) AND attname = $2 \
+             AND attnum > 0 AND NOT attisdropped)",
+            &[&table, &column],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Installed extensions and their versions (the seed's
+/// `SELECT oid, extname, extversion FROM pg_extension`).
+pub async fn extensions(client: &Client) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT extname::text, extversion FROM pg_extension ORDER BY extname",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// Whether a library is in `shared_preload_libraries`.
+pub async fn preloaded(client: &Client, library: &str) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one("SELECT current_setting('shared_preload_libraries')", &[])
+        .await?;
+    let list: String = row.get(0);
+    Ok(list.split(',').any(|l| l.trim().trim_matches('"') == library))
+}
+
+/// Whether an extension can be created (its files are installed).
+pub async fn extension_available(
+    client: &Client,
+    name: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = $1)",
+            &[&name],
+        )
+        .await?;
+    Ok(row.get(0))
+}

@@ -1,0 +1,151 @@
+//! Rendering for people: the analysis as text grouped by table (colour on
+//! a TTY). JSON output is the serde form of the library's structs.
+
+use std::fmt::Write;
+
+use crate::analyze::{Analysis, Class, Finding, Severity};
+
+struct Paint {
+    on: bool,
+}
+
+impl Paint {
+    fn wrap(&self, code: &str, s: &str) -> String {
+        if self.on {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    fn bold(&self, s: &str) -> String {
+        self.wrap("1", s)
+    }
+    fn dim(&self, s: &str) -> String {
+        self.wrap("2", s)
+    }
+    fn severity(&self, s: Severity) -> String {
+        match s {
+            Severity::Blocker => self.wrap("1;31", "BLOCKER"),
+            Severity::Warning => self.wrap("33", "warning"),
+            Severity::Info => self.wrap("36", "info"),
+        }
+    }
+}
+
+fn human_bytes(b: i64) -> String {
+    let b = b as f64;
+    if b >= 1e9 {
+        format!("{:.1} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else {
+        format!("{:.0} kB", b / 1e3)
+    }
+}
+
+fn finding(out: &mut String, p: &Paint, f: &Finding) {
+    let _ = writeln!(
+        out,
+        "    {} [{}] {}",
+        p.severity(f.severity),
+        f.rule,
+        f.message
+    );
+    if let Some(e) = &f.citus_error {
+        let _ = writeln!(out, "      {} {}", p.dim("citus:"), p.dim(e));
+    }
+    let _ = writeln!(
+        out,
+        "      {} {}",
+        if f.automatic { "fix (automatic):" } else { "fix (by you):" },
+        f.fix
+    );
+}
+
+/// The readiness report as text, grouped by table.
+pub fn analysis_text(a: &Analysis, color: bool) -> String {
+    let p = Paint { on: color };
+    let mut out = String::new();
+    let t = &a.tenant;
+    let _ = writeln!(
+        out,
+        "{} {}  ({})",
+        p.bold("tenant column:"),
+        t.column,
+        t.reason
+    );
+    if let Some(root) = &t.root {
+        let _ = writeln!(
+            out,
+            "{} {} (key {}, {})",
+            p.bold("tenant root:  "),
+            root,
+            t.root_key.as_deref().unwrap_or(&t.column),
+            t.type_name
+        );
+    }
+    let _ = writeln!(out);
+    for s in &a.tables {
+        let class = match &s.class.class {
+            Class::Root => "root".to_string(),
+            Class::Distributed => "distributed".to_string(),
+            Class::NeedsColumn { .. } => format!("needs {}", t.column),
+            Class::Reference => "reference".to_string(),
+            Class::Local => "local".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{}  {}  {}",
+            p.bold(&s.table.to_string()),
+            class,
+            p.dim(&format!(
+                "~{} rows, {}{}",
+                s.row_estimate,
+                human_bytes(s.size_bytes),
+                if s.class.overridden { ", overridden" } else { "" }
+            ))
+        );
+        let _ = writeln!(out, "    {}", p.dim(&s.class.reason));
+        for f in a.findings.iter().filter(|f| f.table.as_ref() == Some(&s.table)) {
+            finding(&mut out, &p, f);
+        }
+    }
+    let general: Vec<&Finding> = a.findings.iter().filter(|f| f.table.is_none()).collect();
+    if !general.is_empty() {
+        let _ = writeln!(out, "{}", p.bold("database"));
+        for f in general {
+            finding(&mut out, &p, f);
+        }
+    }
+    if let Some(skew) = &a.skew {
+        let text = skew.text();
+        if !text.is_empty() {
+            let _ = writeln!(out, "\n{}\n{}", p.bold("tenant skew"), text);
+        }
+    }
+    let c = a.counts;
+    let _ = writeln!(
+        out,
+        "\n{} blocker{}, {} warning{}, {} info{}{}",
+        c.blockers,
+        if c.blockers == 1 { "" } else { "s" },
+        c.warnings,
+        if c.warnings == 1 { "" } else { "s" },
+        c.infos,
+        if c.infos == 1 { "" } else { "s" },
+        if c.blockers > 0 {
+            if a.findings
+                .iter()
+                .filter(|f| f.severity == Severity::Blocker)
+                .all(|f| f.automatic)
+            {
+                " — `shardready plan` fixes every blocker"
+            } else {
+                " — some blockers need you (fix: by you)"
+            }
+        } else {
+            " — ready for Citus"
+        }
+    );
+    out
+}
