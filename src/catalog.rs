@@ -227,6 +227,15 @@ impl Catalog {
     pub fn table(&self, name: &QName) -> Option<&Table> {
         self.tables.iter().find(|t| &t.name == name)
     }
+    /// The table at the top of a partition hierarchy (the table itself
+    /// when it is not a partition).
+    pub fn top_parent<'a>(&'a self, t: &'a Table) -> &'a QName {
+        let mut cur = t;
+        while let Some(p) = cur.parent.as_ref().and_then(|p| self.table(p)) {
+            cur = p;
+        }
+        &cur.name
+    }
     pub fn has_extension(&self, name: &str) -> bool {
         self.extensions.iter().any(|(n, _)| n == name)
     }
@@ -276,7 +285,9 @@ impl Catalog {
         let at = |oid: u32| by_oid.get(&oid).copied();
 
         for r in client.query(COLUMNS_SQL, &[&oids]).await? {
-            let Some(i) = at(r.get("attrelid")) else { continue };
+            let Some(i) = at(r.get("attrelid")) else {
+                continue;
+            };
             let s = |n: &str| -> Option<String> {
                 let v: i8 = r.get(n);
                 (v != 0).then(|| (v as u8 as char).to_string())
@@ -295,7 +306,9 @@ impl Catalog {
             });
         }
         for r in client.query(CONSTRAINTS_SQL, &[&oids]).await? {
-            let Some(i) = at(r.get("conrelid")) else { continue };
+            let Some(i) = at(r.get("conrelid")) else {
+                continue;
+            };
             let kind: i8 = r.get("contype");
             let name: String = r.get("conname");
             let definition: String = r.get("def");
@@ -335,7 +348,9 @@ impl Catalog {
             }
         }
         for r in client.query(INDEXES_SQL, &[&oids]).await? {
-            let Some(i) = at(r.get("indrelid")) else { continue };
+            let Some(i) = at(r.get("indrelid")) else {
+                continue;
+            };
             let name: String = r.get("name");
             let valid: bool = r.get("indisvalid");
             if !valid {
@@ -354,7 +369,9 @@ impl Catalog {
             }
         }
         for r in client.query(TRIGGERS_SQL, &[&oids]).await? {
-            let Some(i) = at(r.get("tgrelid")) else { continue };
+            let Some(i) = at(r.get("tgrelid")) else {
+                continue;
+            };
             tables[i].triggers.push(Trigger {
                 name: r.get("tgname"),
                 function: r.get("func"),
@@ -363,7 +380,9 @@ impl Catalog {
             });
         }
         for r in client.query(POLICIES_SQL, &[&oids]).await? {
-            let Some(i) = at(r.get("polrelid")) else { continue };
+            let Some(i) = at(r.get("polrelid")) else {
+                continue;
+            };
             tables[i].policies.push(Policy {
                 name: r.get("polname"),
                 command: r.get("cmd"),
@@ -577,7 +596,9 @@ pub async fn preloaded(client: &Client, library: &str) -> Result<bool, tokio_pos
         .query_one("SELECT current_setting('shared_preload_libraries')", &[])
         .await?;
     let list: String = row.get(0);
-    Ok(list.split(',').any(|l| l.trim().trim_matches('"') == library))
+    Ok(list
+        .split(',')
+        .any(|l| l.trim().trim_matches('"') == library))
 }
 
 /// Whether an extension can be created (its files are installed).

@@ -58,11 +58,9 @@ impl FromStr for SslMode {
             "require" => SslMode::Require,
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
-            other => {
-                return Err(ConnError::Parse(format!(
-                    "sslmode `{other}` is not one of disable, prefer, require, verify-ca, verify-full"
-                )))
-            }
+            other => return Err(ConnError::Parse(format!(
+                "sslmode `{other}` is not one of disable, prefer, require, verify-ca, verify-full"
+            ))),
         })
     }
 }
@@ -184,7 +182,9 @@ impl Target {
         config.application_name(&application_name);
         let timeout = get("connect_timeout", "PGCONNECT_TIMEOUT").unwrap_or_else(|| "10".into());
         let secs: u64 = timeout.trim().parse().map_err(|_| {
-            ConnError::Parse(format!("connect_timeout `{timeout}` is not a number of seconds"))
+            ConnError::Parse(format!(
+                "connect_timeout `{timeout}` is not a number of seconds"
+            ))
         })?;
         if secs > 0 {
             config.connect_timeout(Duration::from_secs(secs));
@@ -803,9 +803,12 @@ mod tests {
             ("verify-ca", SslMode::VerifyCa),
             ("verify-full", SslMode::VerifyFull),
         ] {
-            let t = Target::parse_in(&format!("host=h sslmode={mode}"), Source::Flag, &env).unwrap();
+            let t =
+                Target::parse_in(&format!("host=h sslmode={mode}"), Source::Flag, &env).unwrap();
             assert_eq!(t.sslmode, want);
-            assert!(t.url_without_password().contains(&format!("sslmode={mode}")));
+            assert!(t
+                .url_without_password()
+                .contains(&format!("sslmode={mode}")));
         }
         assert!(Target::parse_in("host=h sslmode=bogus", Source::Flag, &env).is_err());
     }

@@ -45,7 +45,12 @@ struct Global {
     db: Option<String>,
     /// Sandbox directory [default: ~/.local/share/shardready/sandbox,
     /// or /var/lib/shardready/sandbox as root].
-    #[arg(long, global = true, env = "SHARDREADY_SANDBOX_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "SHARDREADY_SANDBOX_DIR",
+        value_name = "DIR"
+    )]
     dir: Option<PathBuf>,
 }
 
@@ -202,7 +207,9 @@ enum JobsCmd {
         format: Format,
     },
     /// Schedule (or replace) a job.
-    #[command(after_help = "Example:\n  shardready jobs schedule create_orders '*/1 * * * *' 'SELECT create_orders(20000);'")]
+    #[command(
+        after_help = "Example:\n  shardready jobs schedule create_orders '*/1 * * * *' 'SELECT create_orders(20000);'"
+    )]
     Schedule {
         name: String,
         /// Cron expression, e.g. '*/1 * * * *'.
@@ -237,7 +244,9 @@ installed (Citus likewise). As root, the server runs as the `postgres` OS user."
     /// Print the connection URL (e.g. `psql "$(shardready sandbox url)"`).
     Url,
     /// Open psql on the sandbox; arguments after `--` go to psql.
-    #[command(after_help = "Example:\n  shardready sandbox psql -- -c 'SELECT count(*) FROM orders'")]
+    #[command(
+        after_help = "Example:\n  shardready sandbox psql -- -c 'SELECT count(*) FROM orders'"
+    )]
     Psql {
         #[arg(last = true)]
         args: Vec<String>,
@@ -670,11 +679,20 @@ fn workload_cmd(g: &Global, a: WorkloadArgs) -> Result<ExitCode> {
     } else {
         println!(
             "{} orders ({} line items) in {:.1} s: {:.0}/min (target {:.0}/min), {} connections",
-            s.orders, s.line_items, s.duration_s, s.achieved_rate_per_min, s.target_rate_per_min, s.connections
+            s.orders,
+            s.line_items,
+            s.duration_s,
+            s.achieved_rate_per_min,
+            s.target_rate_per_min,
+            s.connections
         );
         println!(
             "latency ms: p50 {:.2}  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-            s.latency.p50_ms, s.latency.p95_ms, s.latency.p99_ms, s.latency.p999_ms, s.latency.max_ms
+            s.latency.p50_ms,
+            s.latency.p95_ms,
+            s.latency.p99_ms,
+            s.latency.p999_ms,
+            s.latency.max_ms
         );
         if s.errors == 0 {
             println!("errors: none");
@@ -705,7 +723,9 @@ fn jobs_cmd(g: &Global, cmd: JobsCmd) -> Result<ExitCode> {
                 } else {
                     let mut t = comfy_table::Table::new();
                     t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
-                    t.set_header(["jobid", "jobname", "schedule", "command", "database", "active"]);
+                    t.set_header([
+                        "jobid", "jobname", "schedule", "command", "database", "active",
+                    ]);
                     for j in jobs {
                         t.add_row([
                             j.jobid.to_string(),
@@ -719,7 +739,11 @@ fn jobs_cmd(g: &Global, cmd: JobsCmd) -> Result<ExitCode> {
                     println!("{t}");
                 }
             }
-            JobsCmd::Schedule { name, cron: expr, command } => {
+            JobsCmd::Schedule {
+                name,
+                cron: expr,
+                command,
+            } => {
                 let id = cron::schedule(&client, &name, &expr, &command).await?;
                 println!("scheduled job {id} `{name}`: {expr}  {command}");
             }

@@ -57,7 +57,11 @@ fn finding(out: &mut String, p: &Paint, f: &Finding) {
     let _ = writeln!(
         out,
         "      {} {}",
-        if f.automatic { "fix (automatic):" } else { "fix (by you):" },
+        if f.automatic {
+            "fix (automatic):"
+        } else {
+            "fix (by you):"
+        },
         f.fix
     );
 }
@@ -102,11 +106,19 @@ pub fn analysis_text(a: &Analysis, color: bool) -> String {
                 "~{} rows, {}{}",
                 s.row_estimate,
                 human_bytes(s.size_bytes),
-                if s.class.overridden { ", overridden" } else { "" }
+                if s.class.overridden {
+                    ", overridden"
+                } else {
+                    ""
+                }
             ))
         );
         let _ = writeln!(out, "    {}", p.dim(&s.class.reason));
-        for f in a.findings.iter().filter(|f| f.table.as_ref() == Some(&s.table)) {
+        for f in a
+            .findings
+            .iter()
+            .filter(|f| f.table.as_ref() == Some(&s.table))
+        {
             finding(&mut out, &p, f);
         }
     }

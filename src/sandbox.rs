@@ -322,7 +322,10 @@ impl Sandbox {
                 hint: String::new(),
             });
         }
-        let text = io(format!("cannot read {}", path.display()), fs::read_to_string(&path))?;
+        let text = io(
+            format!("cannot read {}", path.display()),
+            fs::read_to_string(&path),
+        )?;
         let state = serde_json::from_str(&text).map_err(|e| SandboxError::BadState {
             path: path.clone(),
             detail: e.to_string(),
@@ -388,10 +391,16 @@ impl Sandbox {
     fn init(opts: &SandboxOptions, identity: Option<(u32, u32)>) -> Result<Sandbox> {
         let bin_dir = find_bin_dir(opts.pg_bin.as_deref())?;
         let dir = &opts.dir;
-        io(format!("cannot create {}", dir.display()), fs::create_dir_all(dir))?;
+        io(
+            format!("cannot create {}", dir.display()),
+            fs::create_dir_all(dir),
+        )?;
         chown_to(dir, identity)?;
         let mut probe = server_command(Path::new("/bin/sh"), identity);
-        probe.arg("-c").arg("test -w \"$0\" && test -x \"$0\"").arg(dir);
+        probe
+            .arg("-c")
+            .arg("test -w \"$0\" && test -x \"$0\"")
+            .arg(dir);
         if identity.is_some() && !probe.status().map(|s| s.success()).unwrap_or(false) {
             return Err(SandboxError::DirNotAccessible {
                 user: opts.os_user.clone(),
@@ -411,18 +420,28 @@ impl Sandbox {
             },
         };
         let run_dir = sb.socket_dir();
-        io("cannot create the socket directory", fs::create_dir_all(&run_dir))?;
+        io(
+            "cannot create the socket directory",
+            fs::create_dir_all(&run_dir),
+        )?;
         chown_to(&run_dir, identity)?;
         let data = sb.data_dir();
         if data.exists() {
             // A half-made earlier attempt: start over.
-            io("cannot clear a half-made data directory", fs::remove_dir_all(&data))?;
+            io(
+                "cannot clear a half-made data directory",
+                fs::remove_dir_all(&data),
+            )?;
         }
         let mut initdb = server_command(&sb.state.bin_dir.join("initdb"), identity);
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-locale"]);
+        initdb.arg("-D").arg(&data).args([
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+        ]);
         if opts.profile == Profile::Test {
             initdb.arg("-N");
         }
@@ -493,7 +512,10 @@ impl Sandbox {
         }
         lines.push(String::new());
         let path = self.data_dir().join("shardready.conf");
-        io(format!("cannot write {}", path.display()), fs::write(&path, lines.join("\n")))?;
+        io(
+            format!("cannot write {}", path.display()),
+            fs::write(&path, lines.join("\n")),
+        )?;
         let identity = match &self.state.os_user {
             Some(u) => server_identity(u)?,
             None => None,
@@ -504,7 +526,10 @@ impl Sandbox {
     fn save_state(&self) -> Result<()> {
         let path = Self::state_path(&self.dir);
         let text = serde_json::to_string_pretty(&self.state).expect("state serializes");
-        io(format!("cannot write {}", path.display()), fs::write(&path, text))?;
+        io(
+            format!("cannot write {}", path.display()),
+            fs::write(&path, text),
+        )?;
         let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o644));
         Ok(())
     }
@@ -523,18 +548,20 @@ impl Sandbox {
             .arg(&log)
             .args(["-w", "-t", "120", "start"])
             .stdin(Stdio::null());
-        run("pg_ctl start", &mut cmd).map(|_| ()).map_err(|e| match e {
-            SandboxError::CommandFailed { what, status, .. } => SandboxError::CommandFailed {
-                what,
-                status,
-                detail: format!(
-                    "last lines of {}:\n{}",
-                    log.display(),
-                    tail(&fs::read_to_string(&log).unwrap_or_default(), 12)
-                ),
-            },
-            other => other,
-        })
+        run("pg_ctl start", &mut cmd)
+            .map(|_| ())
+            .map_err(|e| match e {
+                SandboxError::CommandFailed { what, status, .. } => SandboxError::CommandFailed {
+                    what,
+                    status,
+                    detail: format!(
+                        "last lines of {}:\n{}",
+                        log.display(),
+                        tail(&fs::read_to_string(&log).unwrap_or_default(), 12)
+                    ),
+                },
+                other => other,
+            })
     }
 
     fn create_extensions(&self) -> Result<()> {

@@ -54,7 +54,10 @@ mod tests {
         assert_eq!(ident("Order Items"), "\"Order Items\"");
         assert_eq!(ident("we\"ird"), "\"we\"\"ird\"");
         assert_eq!(ident("select"), "\"select\"");
-        assert_eq!(qualified("public", "line_items"), "\"public\".\"line_items\"");
+        assert_eq!(
+            qualified("public", "line_items"),
+            "\"public\".\"line_items\""
+        );
     }
 
     #[test]

@@ -299,7 +299,8 @@ impl Recorder {
         }
         self.transactions.fetch_add(1, Ordering::Relaxed);
         self.orders.fetch_add(work.orders, Ordering::Relaxed);
-        self.line_items.fetch_add(work.line_items, Ordering::Relaxed);
+        self.line_items
+            .fetch_add(work.line_items, Ordering::Relaxed);
         self.line_items_with_store_id
             .fetch_add(work.line_items_with_store_id, Ordering::Relaxed);
         self.orders_to_store_5
@@ -882,7 +883,13 @@ async fn worker(
                 } else {
                     rng.gen_range(1..=store_count)
                 };
-                client_order(client, stmts.as_ref().expect("prepared"), store_id, &mut rng).await
+                client_order(
+                    client,
+                    stmts.as_ref().expect("prepared"),
+                    store_id,
+                    &mut rng,
+                )
+                .await
             }
             Mode::Server => {
                 let n = cfg.batch.max(1) as i32;

@@ -41,7 +41,14 @@ async fn reads_every_feature_of_a_schema() {
     let names: Vec<String> = cat.tables.iter().map(|t| t.name.to_string()).collect();
     assert_eq!(
         names,
-        ["Sales Dept.Order Items", "events", "events_2024", "nokey", "refs", "stores"],
+        [
+            "Sales Dept.Order Items",
+            "events",
+            "events_2024",
+            "nokey",
+            "refs",
+            "stores"
+        ],
         "all user schemas, nothing of pg_cron's"
     );
     let stores = cat.table(&QName::new("public", "stores")).unwrap();
@@ -49,18 +56,36 @@ async fn reads_every_feature_of_a_schema() {
     let pk = stores.primary_key().unwrap();
     assert_eq!(pk.columns, ["store_id"]);
     assert_eq!(pk.index, "stores_pkey");
-    assert!(stores.keys.iter().any(|k| k.kind == KeyKind::Unique && k.columns == ["name"]));
+    assert!(stores
+        .keys
+        .iter()
+        .any(|k| k.kind == KeyKind::Unique && k.columns == ["name"]));
     assert_eq!(stores.column("store_id").unwrap().type_name, "bigint");
     assert!(stores.column("store_id").unwrap().hashable);
-    assert!(stores.column("store_id").unwrap().default.as_deref().unwrap().contains("nextval"));
+    assert!(stores
+        .column("store_id")
+        .unwrap()
+        .default
+        .as_deref()
+        .unwrap()
+        .contains("nextval"));
 
     let items = cat.table(&QName::new("Sales Dept", "Order Items")).unwrap();
     let id = items.column("id").unwrap();
     assert_eq!(id.identity.as_deref(), Some("a"));
     assert_eq!(id.type_name, "integer");
-    assert_eq!(items.column("total").unwrap().generated.as_deref(), Some("s"));
-    assert_eq!(items.column("code").unwrap().collation.as_deref(), Some("\"C\""));
-    assert!(!items.column("doc").unwrap().hashable, "json has no hash opclass");
+    assert_eq!(
+        items.column("total").unwrap().generated.as_deref(),
+        Some("s")
+    );
+    assert_eq!(
+        items.column("code").unwrap().collation.as_deref(),
+        Some("\"C\"")
+    );
+    assert!(
+        !items.column("doc").unwrap().hashable,
+        "json has no hash opclass"
+    );
     assert!(items.keys.iter().any(|k| k.kind == KeyKind::Exclusion));
     let expr = items
         .unique_indexes
@@ -84,7 +109,14 @@ async fn reads_every_feature_of_a_schema() {
 
     let nokey = cat.table(&QName::new("public", "nokey")).unwrap();
     assert!(nokey.primary_key().is_none());
-    assert_eq!(nokey.checks, [("nokey_a_check".to_string(), "CHECK ((a > 0)) NOT VALID".to_string(), false)]);
+    assert_eq!(
+        nokey.checks,
+        [(
+            "nokey_a_check".to_string(),
+            "CHECK ((a > 0)) NOT VALID".to_string(),
+            false
+        )]
+    );
 
     let refs = cat.table(&QName::new("public", "refs")).unwrap();
     assert!(!refs.foreign_keys[0].validated);
@@ -100,8 +132,17 @@ async fn reads_every_feature_of_a_schema() {
         .find(|s| s.name.name == "stores_store_id_seq")
         .unwrap();
     assert_eq!(seq.owned_by.as_ref().unwrap().1, "store_id");
-    assert!(cat.sequences.iter().any(|s| s.owned_by.as_ref().is_some_and(|o| o.0.name == "Order Items")));
-    assert!(cat.functions.iter().any(|f| f.name == "count_refs" && f.language == "sql"));
-    assert!(cat.functions.iter().any(|f| f.name == "touch" && f.language == "plpgsql"));
+    assert!(cat.sequences.iter().any(|s| s
+        .owned_by
+        .as_ref()
+        .is_some_and(|o| o.0.name == "Order Items")));
+    assert!(cat
+        .functions
+        .iter()
+        .any(|f| f.name == "count_refs" && f.language == "sql"));
+    assert!(cat
+        .functions
+        .iter()
+        .any(|f| f.name == "touch" && f.language == "plpgsql"));
     assert!(cat.has_extension("pg_cron"));
 }

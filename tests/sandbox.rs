@@ -90,8 +90,11 @@ fn the_sandbox_command_manages_a_lifecycle() {
         .tempdir_in("/tmp")
         .unwrap();
     // The server runs as `postgres` when we are root: let it in.
-    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let dir = tmp.path().join("sb");
     // Nothing there yet.
     let out = shardready(&dir, &["sandbox", "status"]);
@@ -102,7 +105,11 @@ fn the_sandbox_command_manages_a_lifecycle() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("shardready sandbox start"));
 
     let out = shardready(&dir, &["sandbox", "start"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let url = stdout(&out).trim().to_string();
     assert!(url.starts_with("postgresql://postgres@127.0.0.1:"), "{url}");
     // start is idempotent: same server, same URL.
@@ -121,7 +128,10 @@ fn the_sandbox_command_manages_a_lifecycle() {
     assert_eq!(stdout(&out).trim(), "42");
 
     // Stop keeps the data; start brings it back on the same port.
-    shardready(&dir, &["sandbox", "psql", "--", "-Xqc", "CREATE TABLE kept (x int)"]);
+    shardready(
+        &dir,
+        &["sandbox", "psql", "--", "-Xqc", "CREATE TABLE kept (x int)"],
+    );
     assert!(shardready(&dir, &["sandbox", "stop"]).status.success());
     assert!(gone_soon(pid));
     let out = shardready(&dir, &["sandbox", "status", "--format", "json"]);
@@ -131,7 +141,13 @@ fn the_sandbox_command_manages_a_lifecycle() {
     assert_eq!(stdout(&out).trim(), url);
     let out = shardready(
         &dir,
-        &["sandbox", "psql", "--", "-XAtc", "SELECT count(*) FROM kept"],
+        &[
+            "sandbox",
+            "psql",
+            "--",
+            "-XAtc",
+            "SELECT count(*) FROM kept",
+        ],
     );
     assert_eq!(stdout(&out).trim(), "0");
 

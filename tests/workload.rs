@@ -27,7 +27,11 @@ async fn client_mode_holds_the_rate_and_follows_the_seed() {
     let max_order = scalar_i64(&client, "SELECT max(order_id) FROM orders").await;
     let max_line = scalar_i64(&client, "SELECT max(line_item_id) FROM line_items").await;
 
-    let report = Workload::start(&t, cfg(30.0, 8)).await.unwrap().wait().await;
+    let report = Workload::start(&t, cfg(30.0, 8))
+        .await
+        .unwrap()
+        .wait()
+        .await;
     let s = &report.summary;
     assert_eq!(s.errors, 0, "{:?}", s.errors_by_sqlstate);
     // Rate held within 5%.
@@ -102,7 +106,11 @@ async fn client_mode_holds_the_rate_and_follows_the_seed() {
 async fn store_id_is_written_exactly_when_the_column_exists() {
     let (_c, t) = tailspin(0.002).await;
     let client = connect(&t).await;
-    let r = Workload::start(&t, cfg(20.0, 2)).await.unwrap().wait().await;
+    let r = Workload::start(&t, cfg(20.0, 2))
+        .await
+        .unwrap()
+        .wait()
+        .await;
     assert_eq!(r.summary.line_items_with_store_id, 0);
 
     client
@@ -110,7 +118,11 @@ async fn store_id_is_written_exactly_when_the_column_exists() {
         .await
         .unwrap();
     let max_line = scalar_i64(&client, "SELECT max(line_item_id) FROM line_items").await;
-    let r = Workload::start(&t, cfg(20.0, 2)).await.unwrap().wait().await;
+    let r = Workload::start(&t, cfg(20.0, 2))
+        .await
+        .unwrap()
+        .wait()
+        .await;
     assert_eq!(r.summary.errors, 0);
     assert_eq!(r.summary.line_items_with_store_id, r.summary.line_items);
     let wrong = scalar_i64(
@@ -167,11 +179,17 @@ async fn errors_are_counted_and_a_lock_shows_as_latency() {
     let s = &r.summary;
     assert!(s.errors >= 1, "terminated sessions are counted as errors");
     assert!(
-        s.errors_by_sqlstate.keys().any(|k| k == "57P01" || k == "08006"),
+        s.errors_by_sqlstate
+            .keys()
+            .any(|k| k == "57P01" || k == "08006"),
         "{:?}",
         s.errors_by_sqlstate
     );
-    assert!(s.orders > 200, "the run went on after the errors: {}", s.orders);
+    assert!(
+        s.orders > 200,
+        "the run went on after the errors: {}",
+        s.orders
+    );
     assert!(
         s.latency.max_ms >= 1400.0,
         "a 1.5 s lock must appear as latency, max was {} ms",
@@ -203,7 +221,10 @@ async fn server_mode_calls_the_seed_function_and_pg_cron_runs_it() {
     assert_eq!(after_once - after, 300);
     // The function installed is the seed's, byte for byte.
     let src: String = client
-        .query_one("SELECT prosrc FROM pg_proc WHERE proname = 'create_orders'", &[])
+        .query_one(
+            "SELECT prosrc FROM pg_proc WHERE proname = 'create_orders'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);

@@ -1,8 +1,18 @@
 //! PLACEHOLDER (being written)
+use super::{rules::Ctx, AnalyzeError, Finding};
 use serde::Serialize;
 use tokio_postgres::Client;
-use super::{rules::Ctx, AnalyzeError, Finding};
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct DataReport {}
-impl DataReport { pub fn findings(&self) -> Vec<Finding> { Vec::new() } }
-pub async fn check(_ctx: &Ctx<'_>, _client: &Client, _full: bool) -> Result<DataReport, AnalyzeError> { Ok(DataReport::default()) }
+impl DataReport {
+    pub fn findings(&self) -> Vec<Finding> {
+        Vec::new()
+    }
+}
+pub async fn check(
+    _ctx: &Ctx<'_>,
+    _client: &Client,
+    _full: bool,
+) -> Result<DataReport, AnalyzeError> {
+    Ok(DataReport::default())
+}

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::Serialize;
 
-use crate::catalog::{Catalog, QName, Table, TableKind};
+use crate::catalog::{Catalog, QName, Table};
 
 use super::AnalyzeError;
 
@@ -100,7 +100,7 @@ pub fn parse_table(s: &str) -> QName {
 /// Tables that take part: partitions follow their parent, so they are not
 /// classified on their own.
 fn candidates(cat: &Catalog) -> impl Iterator<Item = &Table> {
-    cat.tables.iter().filter(|t| t.kind != TableKind::Partition)
+    cat.tables.iter().filter(|t| t.parent.is_none())
 }
 
 /// The single-column key a table is identified by (its primary key, else
@@ -121,7 +121,9 @@ pub fn infer(cat: &Catalog, overrides: &Overrides) -> Result<Tenant, AnalyzeErro
             if fk.columns.len() != 1 || fk.ref_table == t.name {
                 continue;
             }
-            let Some(root) = cat.table(&fk.ref_table) else { continue };
+            let Some(root) = cat.table(&fk.ref_table) else {
+                continue;
+            };
             if single_key(root) != Some(fk.ref_columns[0].as_str()) {
                 continue;
             }
@@ -230,7 +232,7 @@ fn suggestions(votes: &BTreeMap<(String, QName), BTreeSet<QName>>) -> Vec<String
         .iter()
         .map(|((c, r), ts)| (ts.len(), format!("{c} → {r}")))
         .collect();
-    v.sort_by(|a, b| b.0.cmp(&a.0));
+    v.sort_by_key(|e| std::cmp::Reverse(e.0));
     v.into_iter().take(3).map(|(_, s)| s).collect()
 }
 
@@ -256,7 +258,13 @@ pub fn classify(cat: &Catalog, tenant: &Tenant, overrides: &Overrides) -> Vec<Cl
     let mut out: BTreeMap<QName, Classified> = BTreeMap::new();
     for t in candidates(cat) {
         if overrides.reference.contains(&t.name) {
-            put(&mut out, &t.name, Class::Reference, "--reference".into(), true);
+            put(
+                &mut out,
+                &t.name,
+                Class::Reference,
+                "--reference".into(),
+                true,
+            );
         } else if overrides.local.contains(&t.name) {
             put(&mut out, &t.name, Class::Local, "--local".into(), true);
         } else if tenant.root.as_ref() == Some(&t.name) {
@@ -284,9 +292,8 @@ pub fn classify(cat: &Catalog, tenant: &Tenant, overrides: &Overrides) -> Vec<Cl
     // (breadth first: fewest hops; ties go to the larger parent, then the
     // FK name).
     let is_tenant = |q: &QName, out: &BTreeMap<QName, Classified>| {
-        out.get(q).is_some_and(|c| {
-            matches!(c.class, Class::Root | Class::Distributed) && !c.overridden
-        })
+        out.get(q)
+            .is_some_and(|c| matches!(c.class, Class::Root | Class::Distributed) && !c.overridden)
     };
     for t in candidates(cat) {
         if out.contains_key(&t.name) {
@@ -388,7 +395,9 @@ fn derivation_path(
         // is a lookup of them), then by name for a stable result.
         fks.sort_by(|a, b| {
             let rows = |fk: &&crate::catalog::ForeignKey| {
-                cat.table(&fk.ref_table).map(|t| t.row_estimate).unwrap_or(0)
+                cat.table(&fk.ref_table)
+                    .map(|t| t.row_estimate)
+                    .unwrap_or(0)
             };
             rows(b).cmp(&rows(a)).then_with(|| a.name.cmp(&b.name))
         });

@@ -50,7 +50,10 @@ pub async fn create_tailspin_schema(client: &Client, replace: bool) -> Result<()
             return Err(IngestError::TablesExist(existing.join(", ")));
         }
         let list: Vec<String> = tailspin::TABLES.iter().rev().map(|t| ident(t)).collect();
-        sql.push_str(&format!("DROP TABLE IF EXISTS {} CASCADE;\n", list.join(", ")));
+        sql.push_str(&format!(
+            "DROP TABLE IF EXISTS {} CASCADE;\n",
+            list.join(", ")
+        ));
     }
     sql.push_str(tailspin::SCHEMA_SQL);
     sql.push_str("\nCOMMIT;");

@@ -48,7 +48,7 @@ fn finding(
 }
 
 pub fn check(ctx: &Ctx) -> Vec<Finding> {
-    let mut out = Vec::new();
+    let mut out = missing_root_fks(ctx);
     for (t, class) in ctx.tables() {
         if t.parent.is_some() {
             continue; // partitions inherit their parent's FKs
@@ -57,7 +57,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
             let Some(ref_class) = ctx
                 .cat
                 .table(&fk.ref_table)
-                .and_then(|r| ctx.class_of(r.parent.as_ref().unwrap_or(&r.name)))
+                .and_then(|r| ctx.class_of(ctx.cat.top_parent(r)))
             else {
                 continue;
             };
@@ -180,6 +180,40 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                 )),
                 _ => {}
             }
+        }
+    }
+    out
+}
+
+/// A tenant table whose tenant column does not reference the root: the
+/// plan adds that FK (the seed's `line_items_store_id_fkey`), so a row can
+/// never name a tenant that does not exist.
+fn missing_root_fks(ctx: &Ctx) -> Vec<Finding> {
+    let (Some(root), Some(root_key)) = (&ctx.tenant.root, &ctx.tenant.root_key) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (t, class) in ctx.tables() {
+        if t.parent.is_some() || &t.name == root || !class.is_tenant() {
+            continue;
+        }
+        let col = ctx.tenant_column(t);
+        let has = t.foreign_keys.iter().any(|fk| {
+            &fk.ref_table == root && fk.columns == [col] && fk.ref_columns == [root_key.as_str()]
+        });
+        if !has {
+            out.push(Finding {
+                rule: "tenant-fk-to-root",
+                severity: Severity::Info,
+                table: Some(t.name.clone()),
+                object: Some(col.to_string()),
+                message: format!("{col} does not reference {root}"),
+                citus_error: None,
+                fix: format!(
+                    "add FOREIGN KEY ({col}) REFERENCES {root} ({root_key}) NOT VALID, then validate it"
+                ),
+                automatic: true,
+            });
         }
     }
     out

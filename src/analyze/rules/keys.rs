@@ -88,7 +88,11 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                 message: format!(
                     "unique index {}{} does not include {col}",
                     ix.name,
-                    if ix.predicate.is_some() { " (partial)" } else { "" }
+                    if ix.predicate.is_some() {
+                        " (partial)"
+                    } else {
+                        ""
+                    }
                 ),
                 citus_error: Some(format!(
                     "cannot create index on relation \"{}\": {CITUS_ERROR}",
@@ -96,7 +100,11 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                 )),
                 fix: format!(
                     "rebuild it concurrently with {col} as its first column{}",
-                    if has_expr { " (it has expressions: kept as they are)" } else { "" }
+                    if has_expr {
+                        " (it has expressions: kept as they are)"
+                    } else {
+                        ""
+                    }
                 ),
                 automatic: true,
             });

@@ -23,20 +23,20 @@ pub struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     pub fn class_of(&self, t: &QName) -> Option<&'a Class> {
-        self.classes.iter().find(|c| &c.table == t).map(|c| &c.class)
+        self.classes
+            .iter()
+            .find(|c| &c.table == t)
+            .map(|c| &c.class)
     }
     /// Tables (partitions included, through their parent) and their class.
     pub fn tables(&self) -> impl Iterator<Item = (&'a Table, &'a Class)> + '_ {
         self.cat.tables.iter().filter_map(move |t| {
-            let owner = t.parent.as_ref().unwrap_or(&t.name);
-            self.class_of(owner).map(|c| (t, c))
+            self.class_of(self.cat.top_parent(t)).map(|c| (t, c))
         })
     }
     /// Tables that will be distributed by the tenant column.
     pub fn tenant_tables(&self) -> impl Iterator<Item = &'a Table> + '_ {
-        self.tables()
-            .filter(|(_, c)| c.is_tenant())
-            .map(|(t, _)| t)
+        self.tables().filter(|(_, c)| c.is_tenant()).map(|(t, _)| t)
     }
     /// The tenant column's name in `t` (also for tables that get it added).
     pub fn tenant_column(&self, t: &Table) -> &'a str {

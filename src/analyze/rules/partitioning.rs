@@ -13,16 +13,15 @@ use super::Ctx;
 pub fn check(ctx: &Ctx) -> Vec<Finding> {
     let mut out = Vec::new();
     for (t, class) in ctx.tables() {
-        if t.kind == TableKind::Partitioned && t.parent.is_some() {
+        if let (TableKind::Partitioned, Some(parent)) = (t.kind, &t.parent) {
             out.push(Finding {
                 rule: "multi-level-partitioning",
                 severity: Severity::Blocker,
                 table: Some(t.name.clone()),
-                object: t.parent.as_ref().map(|p| p.to_string()),
+                object: Some(parent.to_string()),
                 message: format!(
-                    "{} is a partition of {} and is itself partitioned",
-                    t.name,
-                    t.parent.as_ref().expect("checked")
+                    "{} is a partition of {parent} and is itself partitioned",
+                    t.name
                 ),
                 citus_error: Some(
                     "distributing multi-level partitioned tables is not supported".into(),
