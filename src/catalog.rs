@@ -8,7 +8,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 /// `schema.name` of a relation.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 pub struct QName {
     pub schema: String,
     pub name: String,
@@ -613,4 +613,39 @@ pub async fn extension_available(
         )
         .await?;
     Ok(row.get(0))
+}
+
+/// Whether an index exists in `schema` and is valid (None: no such index).
+pub async fn index_valid(
+    client: &Client,
+    schema: &str,
+    index: &str,
+) -> Result<Option<bool>, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT i.indisvalid AND i.indisready FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2",
+            &[&schema, &index],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// How many values a sequence has handed out (0 when unused or missing).
+pub async fn sequence_value(client: &Client, seq: &QName) -> Result<i64, tokio_postgres::Error> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&seq.sql()])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let row = client
+        .query_one(
+            &format!("SELECT last_value, is_called FROM {}", seq.sql()),
+            &[],
+        )
+        .await?;
+    Ok(if row.get::<_, bool>(1) { row.get(0) } else { 0 })
 }

@@ -7,11 +7,14 @@
 //! (the Tailspin Toys dataset and fast COPY).
 
 pub mod analyze;
+pub mod apply;
 pub mod catalog;
 pub mod conn;
 pub mod cron;
 pub mod ingest;
+pub mod plan;
 pub mod report;
 pub mod sandbox;
 pub mod sql;
+pub mod verify;
 pub mod workload;

@@ -122,6 +122,137 @@ needs <column> (derived through the FK path shown), reference (a lookup copied
 to every node), local (stays on the coordinator). Every finding names the rule,
 what Citus would say, and whether `plan` fixes it (automatic) or you must.")]
     Analyze(AnalyzeArgs),
+    /// The ordered, reviewable steps that make the database ready.
+    #[command(after_help = "\
+Examples:
+  shardready plan                         # readable list with the lock each step takes
+  shardready plan --format sql -o prepare.sql   # a psql script a DBA can review and run
+  shardready plan --format json           # schema shardready.plan/v1
+
+Steps, in order: add the tenant column (nullable, instant), a sync trigger for
+rows the old application writes, a keyset backfill, NOT NULL through a validated
+CHECK, composite unique indexes built concurrently, composite foreign keys added
+NOT VALID then validated, key swaps USING INDEX, removal of the trigger, ANALYZE.")]
+    Plan(PlanArgs),
+    /// Run the plan online: lock-safe, throttled, resumable.
+    #[command(after_help = "\
+Examples:
+  shardready apply
+  shardready apply --workload 3000/min --report ./report   # measure what the app feels
+  shardready apply --lock-timeout 50ms --batch-target 50ms --max-rate 50000
+  shardready apply --force        # remove the sync trigger even if old code still writes
+
+Every statement whose lock would queue the application runs under lock_timeout
+and is retried with backoff and jitter; the backfill runs in keyset batches
+sized to --batch-target and backs off when the application's p99 rises. State
+lives in the `shardready` schema: after a crash or Ctrl-C, run apply again and
+it finishes the job. Only one apply runs at a time.")]
+    Apply(ApplyArgs),
+    /// Where the plan stands: steps done, backfill progress.
+    Status {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Check the post-conditions: tenant column NOT NULL, composite keys and
+    /// FKs validated, no invalid indexes, no triggers, no blocker. Exit 2 if not.
+    Verify {
+        #[command(flatten)]
+        analysis: AnalyzeTarget,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Args)]
+struct ApplyArgs {
+    #[command(flatten)]
+    analysis: AnalyzeTarget,
+    /// lock_timeout of every statement that would queue the application.
+    #[arg(long, default_value = "100ms")]
+    lock_timeout: humantime::Duration,
+    /// Give up (cleanly) after waiting this long for one lock [default: never].
+    #[arg(long)]
+    max_wait: Option<humantime::Duration>,
+    /// Target duration of one backfill batch.
+    #[arg(long, default_value = "100ms")]
+    batch_target: humantime::Duration,
+    /// Backfill at most this many rows per second.
+    #[arg(long, value_name = "ROWS/s")]
+    max_rate: Option<f64>,
+    /// Slow the backfill down while the application's p99 is above this (ms).
+    #[arg(long, default_value_t = 15.0)]
+    app_p99_limit: f64,
+    /// Run the built-in create_orders workload at this rate during apply and
+    /// report what it felt per step (e.g. 3000/min).
+    #[arg(long, value_name = "RATE")]
+    workload: Option<String>,
+    /// Remove the sync trigger even while rows still arrive without the column.
+    #[arg(long)]
+    force: bool,
+    /// Window without trigger fills that shows the application writes the column.
+    #[arg(long, default_value = "5s")]
+    trigger_window: humantime::Duration,
+    /// How long to wait for the application to write the column before stopping.
+    #[arg(long, default_value = "60s")]
+    await_app: humantime::Duration,
+    /// Discard an unfinished stored plan and build a new one.
+    #[arg(long)]
+    replan: bool,
+    /// Write report.json and report.md into this directory.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    analysis: AnalyzeTarget,
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    format: PlanFormat,
+    /// Write to this file instead of standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// lock_timeout written into the SQL script.
+    #[arg(long, default_value = "100ms")]
+    lock_timeout: humantime::Duration,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PlanFormat {
+    Text,
+    Sql,
+    Json,
+}
+
+/// The analysis options `plan` and `apply` share with `analyze`.
+#[derive(Args, Clone)]
+struct AnalyzeTarget {
+    /// The tenant (distribution) column [default: inferred from the FKs].
+    #[arg(long, value_name = "COLUMN")]
+    tenant_column: Option<String>,
+    /// Treat this table as a reference table (repeatable).
+    #[arg(long, value_name = "TABLE")]
+    reference: Vec<String>,
+    /// Keep this table local (repeatable).
+    #[arg(long, value_name = "TABLE")]
+    local: Vec<String>,
+}
+
+impl AnalyzeTarget {
+    fn options(&self) -> shardready::analyze::AnalyzeOptions {
+        use shardready::analyze::{tenant::parse_table, AnalyzeOptions, Overrides};
+        AnalyzeOptions {
+            overrides: Overrides {
+                tenant_column: self.tenant_column.clone(),
+                reference: self.reference.iter().map(|t| parse_table(t)).collect(),
+                local: self.local.iter().map(|t| parse_table(t)).collect(),
+            },
+            full: false,
+            catalog_only: true,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -388,6 +519,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Workload(args) => workload_cmd(&g, args),
         Command::Jobs(cmd) => jobs_cmd(&g, cmd),
         Command::Analyze(args) => analyze_cmd(&g, args),
+        Command::Plan(args) => plan_cmd(&g, args),
+        Command::Apply(args) => apply_cmd(&g, args),
+        Command::Status { format } => status_cmd(&g, format),
+        Command::Verify { analysis, format } => verify_cmd(&g, analysis, format),
     }
 }
 
@@ -775,5 +910,214 @@ fn analyze_cmd(g: &Global, a: AnalyzeArgs) -> Result<ExitCode> {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+fn plan_cmd(g: &Global, a: PlanArgs) -> Result<ExitCode> {
+    let target = g.target()?;
+    let plan = runtime()?.block_on(async {
+        let client = target.connect().await?;
+        let cat = shardready::catalog::Catalog::read(&client).await?;
+        let analysis =
+            shardready::analyze::analyze_read(&client, &cat, &a.analysis.options()).await?;
+        anyhow::Ok(shardready::plan::build(&analysis, &cat))
+    })?;
+    let text = match a.format {
+        PlanFormat::Json => serde_json::to_string_pretty(&plan)? + "\n",
+        PlanFormat::Sql => {
+            plan.to_sql(std::time::Duration::from(a.lock_timeout).as_millis() as u64)
+        }
+        PlanFormat::Text => {
+            let mut s = format!(
+                "plan: tenant column {}{}, {} steps\n",
+                plan.tenant_column,
+                plan.root
+                    .as_ref()
+                    .map(|r| format!(" (root {r})"))
+                    .unwrap_or_default(),
+                plan.steps.len()
+            );
+            for (i, step) in plan.steps.iter().enumerate() {
+                s.push_str(&format!(
+                    "{:>3}. {}\n     lock: {}\n",
+                    i + 1,
+                    step.describe(),
+                    step.impact().describe()
+                ));
+            }
+            s
+        }
+    };
+    match &a.output {
+        Some(path) => {
+            std::fs::write(path, &text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {} steps to {}", plan.steps.len(), path.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
+    use shardready::apply::{self, backfill::Pace, lock::LockPolicy, ApplyOptions};
+    use shardready::workload::{self, Workload, WorkloadConfig};
+    let mut analysis = a.analysis.options();
+    analysis.catalog_only = true;
+    let opts = ApplyOptions {
+        analyze: analysis,
+        policy: LockPolicy {
+            lock_timeout: a.lock_timeout.into(),
+            max_wait: a.max_wait.map(Into::into),
+        },
+        pace: Pace {
+            batch_target: a.batch_target.into(),
+            max_rate: a.max_rate,
+            app_p99_limit_ms: a.app_p99_limit,
+            ..Pace::default()
+        },
+        force: a.force,
+        trigger_window: a.trigger_window.into(),
+        await_app: a.await_app.into(),
+        replan: a.replan,
+        progress: true,
+        max_steps: None,
+    };
+    let target = g.target()?;
+    let (report, wl) = runtime()?.block_on(async {
+        let w = match &a.workload {
+            Some(rate) => Some(
+                Workload::start(
+                    &target,
+                    WorkloadConfig {
+                        rate: workload::parse_rate(rate)?,
+                        duration: None,
+                        ..WorkloadConfig::default()
+                    },
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let r = apply::apply(&target, &opts, w.as_ref()).await;
+        let wl = match w {
+            Some(w) => Some(w.stop().await),
+            None => None,
+        };
+        anyhow::Ok((r?, wl))
+    })?;
+    if let Some(dir) = &a.report {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(w) = &wl {
+            v["workload"] = serde_json::to_value(&w.summary)?;
+            v["timeline"] = serde_json::to_value(&w.timeline)?;
+        }
+        std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&v)?)?;
+        std::fs::write(
+            dir.join("report.md"),
+            shardready::report::apply_markdown(&report, wl.as_ref().map(|w| &w.summary)),
+        )?;
+        eprintln!("wrote {}/report.json and report.md", dir.display());
+    }
+    if a.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "apply finished in {:.1} s: {} steps ({} already done)",
+            report.seconds,
+            report.steps.len(),
+            report
+                .steps
+                .iter()
+                .filter(|s| s.status == "already_done")
+                .count()
+        );
+        if let Some(app) = &report.app {
+            println!(
+                "application during apply: {} transactions, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, errors {}",
+                app.transactions, app.p50_ms, app.p99_ms, app.max_ms, app.errors
+            );
+        }
+        println!("next: `shardready verify`");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_cmd(g: &Global, format: Format) -> Result<ExitCode> {
+    let target = g.target()?;
+    let st = runtime()?.block_on(shardready::apply::status(&target))?;
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !st.plan_exists {
+        println!("no plan applied yet (run `shardready plan`, then `shardready apply`)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "plan {}{}",
+        if st.finished {
+            "finished"
+        } else {
+            "in progress"
+        },
+        if st.apply_running {
+            " (an apply is running now)"
+        } else {
+            ""
+        }
+    );
+    for s in &st.steps {
+        println!(
+            "  {:>2}. {:<8} {}{}",
+            s.position + 1,
+            s.status,
+            s.id,
+            s.seconds.map(|x| format!("  {x:.1} s")).unwrap_or_default()
+        );
+    }
+    for b in &st.backfills {
+        println!(
+            "  backfill {}: {:.1}% ({} rows in {} batches, key {} of {})",
+            b.step_id.trim_start_matches("backfill:"),
+            b.progress * 100.0,
+            b.rows_updated,
+            b.batches,
+            b.cursor,
+            b.max_key
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify_cmd(g: &Global, analysis: AnalyzeTarget, format: Format) -> Result<ExitCode> {
+    let target = g.target()?;
+    let v = runtime()?.block_on(async {
+        let client = target.connect().await?;
+        anyhow::Ok(shardready::verify::verify(&client, &analysis.options()).await?)
+    })?;
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for c in &v.checks {
+            println!("{} {}", if c.ok { "ok  " } else { "FAIL" }, c.name);
+            for p in &c.problems {
+                println!("       {p}");
+            }
+        }
+        println!(
+            "{}",
+            if v.ok {
+                "verified: ready for Citus"
+            } else {
+                "not ready"
+            }
+        );
+    }
+    Ok(if v.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
     })
 }

@@ -161,3 +161,71 @@ pub fn analysis_text(a: &Analysis, color: bool) -> String {
     );
     out
 }
+
+/// The apply report as Markdown: one row per step with its duration, lock
+/// waits and what the application felt.
+pub fn apply_markdown(
+    r: &crate::apply::ApplyReport,
+    workload: Option<&crate::workload::Summary>,
+) -> String {
+    let mut out = String::from("# shardready apply\n\n");
+    let _ = writeln!(
+        out,
+        "Tenant column `{}`; {:.1} s in all{}.\n",
+        r.tenant_column,
+        r.seconds,
+        if r.resumed { " (resumed)" } else { "" }
+    );
+    out.push_str("| # | step | lock | seconds | lock timeouts | app tx | app p50 ms | app p99 ms | app max ms | app errors |\n");
+    out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for s in &r.steps {
+        let (tx, p50, p99, max, err) = match &s.app {
+            Some(a) => (
+                a.transactions.to_string(),
+                format!("{:.1}", a.p50_ms),
+                format!("{:.1}", a.p99_ms),
+                format!("{:.1}", a.max_ms),
+                a.errors.to_string(),
+            ),
+            None => Default::default(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {}{} | {:?} | {:.2} | {} | {tx} | {p50} | {p99} | {max} | {err} |",
+            s.position,
+            s.description,
+            if s.status == "already_done" {
+                " (already done)"
+            } else {
+                ""
+            },
+            s.impact,
+            s.seconds,
+            s.lock_timeouts
+        );
+    }
+    if !r.backfills.is_empty() {
+        out.push_str("\n## Backfill\n\n| table | rows | batches | seconds | rows/s | throttled s |\n|---|---:|---:|---:|---:|---:|\n");
+        for b in &r.backfills {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.1} | {:.0} | {:.1} |",
+                b.table,
+                b.rows,
+                b.batches,
+                b.seconds,
+                b.rows as f64 / b.seconds.max(1e-9),
+                b.throttled_seconds
+            );
+        }
+    }
+    if let (Some(a), Some(w)) = (&r.app, workload) {
+        let _ = writeln!(
+            out,
+            "\n## Application\n\nDuring apply: {} transactions, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} errors.\nWhole workload run: {:.0} orders/min, p99 {:.1} ms, max {:.1} ms, {} errors.",
+            a.transactions, a.p50_ms, a.p99_ms, a.max_ms, a.errors,
+            w.achieved_rate_per_min, w.latency.p99_ms, w.latency.max_ms, w.errors
+        );
+    }
+    out
+}

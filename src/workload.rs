@@ -373,6 +373,40 @@ impl Recorder {
         )
     }
 
+    /// Latency and errors of transactions that completed in [from, to).
+    fn between(&self, from: Instant, to: Instant) -> (Latency, u64, u64) {
+        let secs = self.seconds.lock().unwrap();
+        let a = self.second_of(from);
+        let b = self.second_of(to) + 1;
+        let mut l: Vec<u32> = Vec::new();
+        let mut errors = 0;
+        for s in secs.iter().take(b.min(secs.len())).skip(a) {
+            l.extend_from_slice(&s.latencies_us);
+            errors += s.errors;
+        }
+        if l.is_empty() {
+            return (Latency::default(), 0, errors);
+        }
+        l.sort_unstable();
+        let q = |p: f64| {
+            let idx = ((p * l.len() as f64).ceil() as usize).clamp(1, l.len()) - 1;
+            l[idx] as f64 / 1000.0
+        };
+        let mean = l.iter().map(|&v| v as f64).sum::<f64>() / l.len() as f64 / 1000.0;
+        (
+            Latency {
+                p50_ms: q(0.5),
+                p95_ms: q(0.95),
+                p99_ms: q(0.99),
+                p999_ms: q(0.999),
+                max_ms: *l.last().unwrap() as f64 / 1000.0,
+                mean_ms: mean,
+            },
+            l.len() as u64,
+            errors,
+        )
+    }
+
     fn latency(&self) -> Latency {
         let h = self.hist.lock().unwrap();
         if h.is_empty() {
@@ -696,6 +730,17 @@ impl Workload {
             recent_max_ms: max,
             recent_errors: errs,
         }
+    }
+
+    /// Latency, transactions and errors of what completed between two
+    /// instants (per-second resolution), e.g. during one apply step.
+    pub fn stats_between(&self, from: Instant, to: Instant) -> (Latency, u64, u64) {
+        self.recorder.between(from, to)
+    }
+
+    /// When the run started.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// Whether the configured duration is over (never for an endless run).

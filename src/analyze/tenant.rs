@@ -12,7 +12,7 @@ use crate::catalog::{Catalog, QName, Table};
 use super::AnalyzeError;
 
 /// One FK hop of a derivation path: `from.columns → to.ref_columns`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Hop {
     pub from: QName,
     pub fk: String,

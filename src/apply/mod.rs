@@ -1,0 +1,514 @@
+//! `apply`: runs a plan online. The executor takes the advisory lock, loads
+//! (or builds and stores) the plan, and for each step asks the catalog
+//! whether it is already done, then runs the step's actions — lock-safe
+//! statements ([`lock`]), concurrent index builds with invalid-index repair,
+//! the backfill controller ([`backfill`]) and the wait for the application
+//! to write the new column — recording everything in the `shardready`
+//! schema ([`state`]) so a rerun after a crash finishes the job.
+
+pub mod backfill;
+pub mod lock;
+pub mod state;
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use thiserror::Error;
+use tokio_postgres::Client;
+
+use crate::analyze::{self, AnalyzeOptions, Severity};
+use crate::catalog::{self, Catalog, QName};
+use crate::conn::Target;
+use crate::plan::{self, Action, Impact, Step};
+use crate::workload::Workload;
+use lock::{LockMode, LockPolicy, LockStats};
+
+#[derive(Debug, Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Conn(#[from] crate::conn::ConnError),
+    #[error(transparent)]
+    Analyze(#[from] analyze::AnalyzeError),
+    #[error("{context}: {detail}")]
+    Db { context: String, detail: String },
+    #[error("statement failed: {sql}\n{detail}")]
+    Sql { sql: String, detail: String },
+    #[error(
+        "gave up after waiting {:.1} s ({attempts} lock timeouts) for a lock: {sql}\n\
+         Something holds a conflicting lock for long (see pg_stat_activity / pg_locks). \
+         Nothing is half-done: rerun `shardready apply` later, or raise --max-wait.",
+        waited.as_secs_f64()
+    )]
+    GaveUp {
+        sql: String,
+        waited: Duration,
+        attempts: u32,
+    },
+    #[error("another apply is running ({holder}); only one runs at a time. `shardready status` shows its progress")]
+    AlreadyRunning { holder: String },
+    #[error(
+        "analyze found blockers the plan cannot fix:\n{}\nFix them (see `shardready analyze`), then rerun.",
+        .0.join("\n")
+    )]
+    Blocked(Vec<String>),
+    #[error("the stored state is unreadable ({0}); rerun with --replan")]
+    BadState(String),
+    #[error(
+        "{count} row(s) of {table} have no {column} to derive (e.g. keys {}): their parent row is \
+         missing or has no tenant. Fix or delete them, then rerun `shardready apply` (it resumes).",
+        examples.join(", "), count = examples.len()
+    )]
+    Orphans {
+        table: String,
+        column: String,
+        examples: Vec<String>,
+    },
+    #[error(
+        "rows still arrive in {table} without {column}: the sync trigger filled {fills} in the last \
+         {window_s:.0} s. Update the application to write {column} (like the seed's new \
+         create_orders), then rerun `shardready apply` (it resumes here). --force removes the \
+         trigger anyway: inserts without {column} will then fail."
+    )]
+    AppStillWritesWithout {
+        table: String,
+        column: String,
+        fills: i64,
+        window_s: f64,
+    },
+}
+
+impl ApplyError {
+    pub(crate) fn db(context: &str, e: tokio_postgres::Error) -> ApplyError {
+        ApplyError::Db {
+            context: context.to_string(),
+            detail: crate::conn::error_text(&e),
+        }
+    }
+}
+
+/// A signal of how much the application suffers right now.
+pub trait Pressure: Send + Sync {
+    /// The application's p99 latency over the last few seconds, if known.
+    fn recent_p99_ms(&self) -> Option<f64>;
+}
+
+/// No application signal.
+pub struct NoPressure;
+impl Pressure for NoPressure {
+    fn recent_p99_ms(&self) -> Option<f64> {
+        None
+    }
+}
+
+impl Pressure for Workload {
+    fn recent_p99_ms(&self) -> Option<f64> {
+        let s = self.snapshot();
+        (s.recent_p99_ms > 0.0).then_some(s.recent_p99_ms)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub analyze: AnalyzeOptions,
+    pub policy: LockPolicy,
+    pub pace: backfill::Pace,
+    /// Remove the sync trigger even while rows arrive without the column.
+    pub force: bool,
+    /// Observation window for "the application writes the column itself".
+    pub trigger_window: Duration,
+    /// How long to keep waiting for the application before stopping.
+    pub await_app: Duration,
+    /// Build a fresh plan even when a stored one is unfinished.
+    pub replan: bool,
+    pub progress: bool,
+    /// Stop after this many steps (for tests and step-by-step runs).
+    pub max_steps: Option<usize>,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            analyze: AnalyzeOptions {
+                catalog_only: true,
+                ..Default::default()
+            },
+            policy: LockPolicy {
+                lock_timeout: Duration::from_millis(100),
+                max_wait: None,
+            },
+            pace: backfill::Pace::default(),
+            force: false,
+            trigger_window: Duration::from_secs(5),
+            await_app: Duration::from_secs(60),
+            replan: false,
+            progress: true,
+            max_steps: None,
+        }
+    }
+}
+
+/// The application during one step (when a workload ran).
+#[derive(Debug, Clone, Serialize)]
+pub struct AppWindow {
+    pub transactions: u64,
+    pub errors: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub position: usize,
+    pub id: String,
+    pub description: String,
+    pub impact: Impact,
+    /// `done`, or `already_done` when the catalog showed it finished.
+    pub status: String,
+    pub seconds: f64,
+    pub lock_timeouts: u32,
+    pub lock_waited_ms: f64,
+    /// Seconds since the start of apply.
+    pub started_at_s: f64,
+    pub app: Option<AppWindow>,
+}
+
+/// What `apply --report` writes to report.json (schema `shardready.apply/v1`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyReport {
+    pub schema: &'static str,
+    pub tenant_column: String,
+    pub resumed: bool,
+    pub seconds: f64,
+    pub steps: Vec<StepReport>,
+    pub backfills: Vec<backfill::BackfillStats>,
+    pub app: Option<AppWindow>,
+    pub finished: bool,
+}
+
+/// Runs the plan for the database at `target`. When `workload` is given
+/// its latency paces the backfill and is reported per step.
+pub async fn apply(
+    target: &Target,
+    opts: &ApplyOptions,
+    workload: Option<&Workload>,
+) -> Result<ApplyReport, ApplyError> {
+    let client = target
+        .with_application_name("shardready-apply")
+        .connect_with_retry(5)
+        .await?;
+    state::ensure_schema(&client).await?;
+    state::try_lock(&client).await?;
+    let result = run(&client, opts, workload).await;
+    state::unlock(&client).await;
+    result
+}
+
+fn say(opts: &ApplyOptions, msg: &str) {
+    if opts.progress {
+        eprintln!("{msg}");
+    }
+}
+
+async fn run(
+    client: &Client,
+    opts: &ApplyOptions,
+    workload: Option<&Workload>,
+) -> Result<ApplyReport, ApplyError> {
+    let t_start = Instant::now();
+    let cat = Catalog::read(client)
+        .await
+        .map_err(|e| ApplyError::db("cannot read the catalog", e))?;
+    let stored = state::load_plan(client).await?;
+    let (plan, resumed) = match stored {
+        Some((p, false)) if !opts.replan => {
+            say(
+                opts,
+                &format!("resuming the stored plan ({} steps)", p.steps.len()),
+            );
+            (p, true)
+        }
+        _ => {
+            let analysis = analyze::analyze_read(client, &cat, &opts.analyze).await?;
+            let manual: Vec<String> = analysis
+                .findings
+                .iter()
+                .filter(|f| f.severity == Severity::Blocker && !f.automatic)
+                .map(|f| {
+                    format!(
+                        "  [{}] {}: {} — fix: {}",
+                        f.rule,
+                        f.table.as_ref().map(|t| t.to_string()).unwrap_or_default(),
+                        f.message,
+                        f.fix
+                    )
+                })
+                .collect();
+            if !manual.is_empty() {
+                return Err(ApplyError::Blocked(manual));
+            }
+            let p = plan::build(&analysis, &cat);
+            state::save_plan(client, &p).await?;
+            (p, false)
+        }
+    };
+    let pressure: &dyn Pressure = match workload {
+        Some(w) => w,
+        None => &NoPressure,
+    };
+    let mut report = ApplyReport {
+        schema: "shardready.apply/v1",
+        tenant_column: plan.tenant_column.clone(),
+        resumed,
+        seconds: 0.0,
+        steps: Vec::new(),
+        backfills: Vec::new(),
+        app: None,
+        finished: false,
+    };
+    let n = plan.steps.len();
+    for (i, step) in plan.steps.iter().enumerate() {
+        if opts.max_steps.is_some_and(|m| i >= m) {
+            report.seconds = t_start.elapsed().as_secs_f64();
+            return Ok(report);
+        }
+        let id = step.id();
+        let cat = Catalog::read(client)
+            .await
+            .map_err(|e| ApplyError::db("cannot read the catalog", e))?;
+        let started_at_s = t_start.elapsed().as_secs_f64();
+        if step.is_done(&cat) {
+            state::mark(client, &id, "done", Some(0.0), 0, Some("already done")).await?;
+            say(
+                opts,
+                &format!("[{:>2}/{n}] {} — already done", i + 1, step.describe()),
+            );
+            report.steps.push(StepReport {
+                position: i + 1,
+                id,
+                description: step.describe(),
+                impact: step.impact(),
+                status: "already_done".into(),
+                seconds: 0.0,
+                lock_timeouts: 0,
+                lock_waited_ms: 0.0,
+                started_at_s,
+                app: None,
+            });
+            continue;
+        }
+        say(opts, &format!("[{:>2}/{n}] {}", i + 1, step.describe()));
+        state::mark(client, &id, "running", None, 0, None).await?;
+        let t0 = Instant::now();
+        let mut stats = LockStats::default();
+        for action in step.actions() {
+            match action {
+                Action::Txn { sql, brief } => {
+                    let mode = if brief {
+                        LockMode::Brief
+                    } else {
+                        LockMode::NonBlocking
+                    };
+                    stats.add(lock::run_txn(client, &sql, mode, &opts.policy).await?);
+                }
+                Action::Bare { sql } => {
+                    stats.add(lock::run_bare(client, &sql, &opts.policy).await?);
+                }
+                Action::BuildIndex { schema, index, sql } => {
+                    stats.add(build_index(client, &schema, &index, &sql, &opts.policy).await?);
+                }
+                Action::Backfill => {
+                    let mut pace = opts.pace;
+                    pace.lock_timeout = opts.policy.lock_timeout;
+                    let b = backfill::run(client, step, &pace, pressure, opts.progress).await?;
+                    stats.lock_timeouts += b.lock_timeouts;
+                    say(
+                        opts,
+                        &format!(
+                            "        {} rows in {} batches, {:.1} s ({:.0} rows/s), throttled {:.1} s",
+                            b.rows,
+                            b.batches,
+                            b.seconds,
+                            b.rows as f64 / b.seconds.max(1e-9),
+                            b.throttled_seconds
+                        ),
+                    );
+                    report.backfills.push(b);
+                }
+                Action::AwaitAppWrites { counter } => {
+                    await_app_writes(client, step, &counter, opts).await?;
+                }
+            }
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        state::mark(client, &id, "done", Some(secs), stats.lock_timeouts, None).await?;
+        let app = workload.map(|w| window(w, t0, Instant::now()));
+        say(
+            opts,
+            &format!(
+                "        done in {secs:.2} s{}{}",
+                if stats.lock_timeouts > 0 {
+                    format!(", {} lock timeouts (retried)", stats.lock_timeouts)
+                } else {
+                    String::new()
+                },
+                app.as_ref()
+                    .map(|a| format!(
+                        "; app p99 {:.1} ms, max {:.1} ms, errors {}",
+                        a.p99_ms, a.max_ms, a.errors
+                    ))
+                    .unwrap_or_default()
+            ),
+        );
+        report.steps.push(StepReport {
+            position: i + 1,
+            id,
+            description: step.describe(),
+            impact: step.impact(),
+            status: "done".into(),
+            seconds: secs,
+            lock_timeouts: stats.lock_timeouts,
+            lock_waited_ms: stats.waited.as_secs_f64() * 1000.0,
+            started_at_s,
+            app,
+        });
+    }
+    state::finish_plan(client).await?;
+    report.finished = true;
+    report.seconds = t_start.elapsed().as_secs_f64();
+    report.app = workload.map(|w| window(w, t_start, Instant::now()));
+    Ok(report)
+}
+
+fn window(w: &Workload, from: Instant, to: Instant) -> AppWindow {
+    let (l, tx, errors) = w.stats_between(from, to);
+    AppWindow {
+        transactions: tx,
+        errors,
+        p50_ms: l.p50_ms,
+        p99_ms: l.p99_ms,
+        max_ms: l.max_ms,
+    }
+}
+
+/// CREATE UNIQUE INDEX CONCURRENTLY, repairing what an interrupted build
+/// left: an INVALID index is dropped concurrently and the build retried.
+async fn build_index(
+    client: &Client,
+    schema: &str,
+    index: &str,
+    sql: &str,
+    policy: &LockPolicy,
+) -> Result<LockStats, ApplyError> {
+    let mut stats = LockStats::default();
+    let qualified = crate::sql::qualified(schema, index);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match catalog::index_valid(client, schema, index)
+            .await
+            .map_err(|e| ApplyError::db("cannot read pg_index", e))?
+        {
+            Some(true) => return Ok(stats),
+            Some(false) => {
+                stats.add(
+                    lock::run_bare(
+                        client,
+                        &format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified};"),
+                        policy,
+                    )
+                    .await?,
+                );
+            }
+            None => {}
+        }
+        match lock::run_bare(client, sql, policy).await {
+            Ok(s) => {
+                stats.add(s);
+                return Ok(stats);
+            }
+            Err(e) if attempt < 3 => {
+                tracing::warn!("index build failed, retrying: {e}");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => {
+                // Leave nothing invalid behind.
+                if catalog::index_valid(client, schema, index)
+                    .await
+                    .ok()
+                    .flatten()
+                    == Some(false)
+                {
+                    let _ = lock::run_bare(
+                        client,
+                        &format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified};"),
+                        policy,
+                    )
+                    .await;
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Waits until a full window passes without the sync trigger having to
+/// fill the column (the application writes it itself).
+async fn await_app_writes(
+    client: &Client,
+    step: &Step,
+    counter: &QName,
+    opts: &ApplyOptions,
+) -> Result<(), ApplyError> {
+    let (table, column) = match step {
+        Step::DropTrigger { table, column, .. } => (table.to_string(), column.clone()),
+        _ => (String::new(), String::new()),
+    };
+    let deadline = Instant::now() + opts.await_app;
+    let mut told = false;
+    loop {
+        let before = catalog::sequence_value(client, counter)
+            .await
+            .map_err(|e| ApplyError::db("cannot read the trigger's counter", e))?;
+        tokio::time::sleep(opts.trigger_window).await;
+        let after = catalog::sequence_value(client, counter)
+            .await
+            .map_err(|e| ApplyError::db("cannot read the trigger's counter", e))?;
+        let fills = after - before;
+        if fills == 0 {
+            return Ok(());
+        }
+        if opts.force {
+            say(
+                opts,
+                &format!("        --force: removing the trigger although {fills} rows arrived without {column} in the last {:.0} s", opts.trigger_window.as_secs_f64()),
+            );
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(ApplyError::AppStillWritesWithout {
+                table,
+                column,
+                fills,
+                window_s: opts.trigger_window.as_secs_f64(),
+            });
+        }
+        if !told {
+            say(
+                opts,
+                &format!(
+                    "        rows still arrive in {table} without {column} ({fills} in {:.0} s): waiting up to {:.0} s for the application to write it",
+                    opts.trigger_window.as_secs_f64(),
+                    opts.await_app.as_secs_f64()
+                ),
+            );
+            told = true;
+        }
+    }
+}
+
+/// Reads the plan status (for `shardready status`).
+pub async fn status(target: &Target) -> Result<state::Status, ApplyError> {
+    let client = target.connect().await?;
+    state::status(&client).await
+}

@@ -1,0 +1,268 @@
+//! Persisted state in the `shardready` schema: the plan being applied, each
+//! step's status and timings, and the backfill cursors — so `apply` resumes
+//! after a crash and `status` can tell where things stand. Also the
+//! advisory lock that lets only one `apply` run at a time.
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use super::ApplyError;
+use crate::plan::Plan;
+
+/// Key of the advisory lock held by a running apply.
+pub const LOCK_KEY: i64 = 0x5348_4152_4452_4459; // "SHARDRDY"
+
+const SCHEMA_SQL: &str = "
+CREATE SCHEMA IF NOT EXISTS shardready;
+CREATE TABLE IF NOT EXISTS shardready.plan (
+    id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    plan jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS shardready.step (
+    position int NOT NULL,
+    id text PRIMARY KEY,
+    status text NOT NULL,
+    started_at timestamptz,
+    finished_at timestamptz,
+    seconds double precision,
+    lock_timeouts int NOT NULL DEFAULT 0,
+    detail text
+);
+CREATE TABLE IF NOT EXISTS shardready.backfill (
+    step_id text PRIMARY KEY,
+    cursor bigint NOT NULL,
+    max_key bigint NOT NULL,
+    min_key bigint NOT NULL,
+    rows_updated bigint NOT NULL DEFAULT 0,
+    batches bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);";
+
+pub async fn ensure_schema(client: &Client) -> Result<(), ApplyError> {
+    // Serialize concurrent first runs: CREATE ... IF NOT EXISTS can race.
+    client
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({}); {SCHEMA_SQL} COMMIT;",
+            LOCK_KEY + 1
+        ))
+        .await
+        .map_err(|e| ApplyError::db("cannot create the shardready schema", e))
+}
+
+/// Takes the session-level advisory lock, or says who holds it.
+pub async fn try_lock(client: &Client) -> Result<(), ApplyError> {
+    let got: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
+        .await
+        .map_err(|e| ApplyError::db("cannot take the advisory lock", e))?
+        .get(0);
+    if got {
+        return Ok(());
+    }
+    let holder = client
+        .query_opt(
+            "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local'), \
+                    now() - a.backend_start \
+             FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+             WHERE l.locktype = 'advisory' AND l.granted \
+               AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
+            &[&LOCK_KEY],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|r| format!("pid {} ({}, from {})", r.get::<_, i32>(0), r.get::<_, String>(1), r.get::<_, String>(2)))
+        .unwrap_or_else(|| "another session".into());
+    Err(ApplyError::AlreadyRunning { holder })
+}
+
+pub async fn unlock(client: &Client) {
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await;
+}
+
+/// The stored plan and whether it finished.
+pub async fn load_plan(client: &Client) -> Result<Option<(Plan, bool)>, ApplyError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('shardready.plan') IS NOT NULL", &[])
+        .await
+        .map_err(|e| ApplyError::db("cannot read the state", e))?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            "SELECT plan, finished_at IS NOT NULL FROM shardready.plan",
+            &[],
+        )
+        .await
+        .map_err(|e| ApplyError::db("cannot read the stored plan", e))?;
+    let Some(row) = row else { return Ok(None) };
+    let v: serde_json::Value = row.get(0);
+    let plan: Plan = serde_json::from_value(v).map_err(|e| ApplyError::BadState(e.to_string()))?;
+    Ok(Some((plan, row.get(1))))
+}
+
+pub async fn save_plan(client: &Client, plan: &Plan) -> Result<(), ApplyError> {
+    let v = serde_json::to_value(plan).expect("plan serializes");
+    let mut sql = String::from("BEGIN; DELETE FROM shardready.step; DELETE FROM shardready.backfill; DELETE FROM shardready.plan; COMMIT;");
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| ApplyError::db("cannot reset the state", e))?;
+    client
+        .execute("INSERT INTO shardready.plan (plan) VALUES ($1)", &[&v])
+        .await
+        .map_err(|e| ApplyError::db("cannot store the plan", e))?;
+    sql.clear();
+    for (i, s) in plan.steps.iter().enumerate() {
+        client
+            .execute(
+                "INSERT INTO shardready.step (position, id, status) VALUES ($1, $2, 'pending')",
+                &[&(i as i32), &s.id()],
+            )
+            .await
+            .map_err(|e| ApplyError::db("cannot store the steps", e))?;
+    }
+    Ok(())
+}
+
+pub async fn mark(
+    client: &Client,
+    id: &str,
+    status: &str,
+    seconds: Option<f64>,
+    lock_timeouts: u32,
+    detail: Option<&str>,
+) -> Result<(), ApplyError> {
+    client
+        .execute(
+            "UPDATE shardready.step SET status = $2, \
+                started_at = CASE WHEN $2 = 'running' THEN now() ELSE started_at END, \
+                finished_at = CASE WHEN $2 IN ('done', 'skipped') THEN now() ELSE finished_at END, \
+                seconds = coalesce($3, seconds), lock_timeouts = lock_timeouts + $4, \
+                detail = coalesce($5, detail) \
+             WHERE id = $1",
+            &[&id, &status, &seconds, &(lock_timeouts as i32), &detail],
+        )
+        .await
+        .map_err(|e| ApplyError::db("cannot record step status", e))?;
+    Ok(())
+}
+
+pub async fn finish_plan(client: &Client) -> Result<(), ApplyError> {
+    client
+        .batch_execute("UPDATE shardready.plan SET finished_at = now()")
+        .await
+        .map_err(|e| ApplyError::db("cannot record the end of the plan", e))
+}
+
+/// One row of `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepStatus {
+    pub position: i32,
+    pub id: String,
+    pub status: String,
+    pub seconds: Option<f64>,
+    pub lock_timeouts: i32,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackfillStatus {
+    pub step_id: String,
+    pub cursor: i64,
+    pub min_key: i64,
+    pub max_key: i64,
+    pub rows_updated: i64,
+    pub batches: i64,
+    /// Share of the key range done, 0..1.
+    pub progress: f64,
+}
+
+/// What `shardready status` prints (schema `shardready.status/v1`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub schema: &'static str,
+    pub plan_exists: bool,
+    pub finished: bool,
+    pub steps: Vec<StepStatus>,
+    pub backfills: Vec<BackfillStatus>,
+    pub apply_running: bool,
+}
+
+pub async fn status(client: &Client) -> Result<Status, ApplyError> {
+    let running: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+               AND ((classid::bigint << 32) | objid::bigint) = $1)",
+            &[&LOCK_KEY],
+        )
+        .await
+        .map_err(|e| ApplyError::db("cannot read pg_locks", e))?
+        .get(0);
+    let Some((_, finished)) = load_plan(client).await? else {
+        return Ok(Status {
+            schema: "shardready.status/v1",
+            plan_exists: false,
+            finished: false,
+            steps: Vec::new(),
+            backfills: Vec::new(),
+            apply_running: running,
+        });
+    };
+    let steps = client
+        .query(
+            "SELECT position, id, status, seconds, lock_timeouts, detail FROM shardready.step ORDER BY position",
+            &[],
+        )
+        .await
+        .map_err(|e| ApplyError::db("cannot read the steps", e))?
+        .iter()
+        .map(|r| StepStatus {
+            position: r.get(0),
+            id: r.get(1),
+            status: r.get(2),
+            seconds: r.get(3),
+            lock_timeouts: r.get(4),
+            detail: r.get(5),
+        })
+        .collect();
+    let backfills = client
+        .query(
+            "SELECT step_id, cursor, min_key, max_key, rows_updated, batches FROM shardready.backfill ORDER BY step_id",
+            &[],
+        )
+        .await
+        .map_err(|e| ApplyError::db("cannot read the backfill cursors", e))?
+        .iter()
+        .map(|r| {
+            let (cursor, min, max): (i64, i64, i64) = (r.get(1), r.get(2), r.get(3));
+            BackfillStatus {
+                step_id: r.get(0),
+                cursor,
+                min_key: min,
+                max_key: max,
+                rows_updated: r.get(4),
+                batches: r.get(5),
+                progress: if max > min {
+                    ((cursor - min) as f64 / (max - min) as f64).clamp(0.0, 1.0)
+                } else {
+                    1.0
+                },
+            }
+        })
+        .collect();
+    Ok(Status {
+        schema: "shardready.status/v1",
+        plan_exists: true,
+        finished,
+        steps,
+        backfills,
+        apply_running: running,
+    })
+}
