@@ -409,7 +409,7 @@ async fn loads_zip_members_without_unpacking() {
     }
     let z = zip_path.to_string_lossy().into_owned();
 
-    let all = resolve_inputs(&[z.clone()]).expect("whole archive");
+    let all = resolve_inputs(std::slice::from_ref(&z)).expect("whole archive");
     let members: Vec<String> = all
         .iter()
         .map(|f| match f {

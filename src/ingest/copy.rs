@@ -2333,7 +2333,10 @@ async fn rejected(
 mod tests {
     use super::*;
 
-    fn records(data: &[u8], delim: u8) -> Result<Vec<(u64, usize, u64, Vec<u8>)>, ScanError> {
+    /// (start line, fields, COPY's line number, content) per record.
+    type Found = Vec<(u64, usize, u64, Vec<u8>)>;
+
+    fn records(data: &[u8], delim: u8) -> Result<Found, ScanError> {
         let mut sc = Scanner::new(delim, b'"', Multibyte::None, 1);
         let mut out = Vec::new();
         while let Some(r) = sc.next(data, true)? {
