@@ -1018,3 +1018,90 @@ async fn errors_before_anything_is_written() {
         assert_eq!(snapshot(&db.client).await, before, "{what}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quoted_names_identity_generated_and_dropped_columns() {
+    let mut db = db().await;
+    let dir = db.dir.path().to_path_buf();
+    db.client
+        .batch_execute(
+            "CREATE SCHEMA \"Sales\";
+             CREATE TABLE \"Sales\".\"Order Items\" (
+                 id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                 qty int,
+                 old text,
+                 price numeric,
+                 total numeric GENERATED ALWAYS AS (qty * price) STORED
+             );
+             ALTER TABLE \"Sales\".\"Order Items\" DROP COLUMN old;
+             ALTER TABLE \"Sales\".\"Order Items\" ADD COLUMN \"Note\" text;",
+        )
+        .await
+        .expect("schema");
+    // Columns COPY fills: id, qty, price, Note (dropped and generated ones skipped).
+    write(&dir, "items.csv", b"7,2,3.50,first\n9,1,1.00,\n");
+
+    let unquoted = load(
+        &mut db.client,
+        vec![csv_load(
+            "Sales.Order Items",
+            &[arg(&dir, "items.csv")],
+            CsvOptions::default(),
+        )],
+        &LoadOptions::default(),
+    )
+    .await
+    .expect_err("unquoted names fold to lower case");
+    assert!(
+        matches!(
+            unquoted,
+            CopyError::UnknownTable { .. } | CopyError::BadTableName { .. }
+        ),
+        "{unquoted}"
+    );
+
+    let report = load(
+        &mut db.client,
+        vec![csv_load(
+            "\"Sales\".\"Order Items\"",
+            &[arg(&dir, "items.csv")],
+            CsvOptions::default(),
+        )],
+        &LoadOptions::default(),
+    )
+    .await
+    .expect("load succeeds");
+    assert_eq!(report.tables[0].rows, 2);
+    assert_eq!(
+        report.sequences_set,
+        vec![("Sales.Order Items_id_seq".to_string(), 9)]
+    );
+    let totals: Vec<(i32, String, Option<String>)> = db
+        .client
+        .query(
+            "SELECT id, total::text, \"Note\" FROM \"Sales\".\"Order Items\" ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        totals,
+        vec![
+            (7, "7.00".to_string(), Some("first".to_string())),
+            (9, "1.00".to_string(), None)
+        ]
+    );
+    let next: i32 = db
+        .client
+        .query_one(
+            "INSERT INTO \"Sales\".\"Order Items\" (qty, price) VALUES (1, 1) RETURNING id",
+            &[],
+        )
+        .await
+        .expect("insert")
+        .get(0);
+    assert_eq!(next, 10);
+}

@@ -1460,6 +1460,8 @@ struct Relation {
     schema: String,
     name: String,
     columns: Vec<String>,
+    /// LOCK TABLE refuses foreign tables.
+    lockable: bool,
 }
 
 impl Relation {
@@ -1575,6 +1577,7 @@ async fn resolve_table(
         schema: row.get(1),
         name: row.get(2),
         columns,
+        lockable: kind != "f",
     })
 }
 
@@ -1839,7 +1842,7 @@ async fn lock_tables(
             add(&mut share, &fk.parent_sql);
         }
     }
-    for p in plans {
+    for p in plans.iter().filter(|p| p.rel.lockable) {
         let t = p.rel.sql();
         if !exclusive.contains(&t) && !share.contains(&t) {
             add(&mut row, &t);
@@ -1854,6 +1857,9 @@ async fn lock_tables(
         if !list.is_empty() {
             statements.push(format!("LOCK TABLE {} IN {mode} MODE", list.join(", ")));
         }
+    }
+    if statements.is_empty() {
+        return Ok(());
     }
     let previous: String = tx
         .query_one("SELECT current_setting('lock_timeout')", &[])
@@ -2447,6 +2453,7 @@ mod tests {
             schema: "public".into(),
             name: "orders".into(),
             columns: vec!["order_id".into(), "ordered_at".into(), "ordered".into()],
+            lockable: true,
         };
         assert_eq!(
             parse_copy_context(
