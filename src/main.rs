@@ -709,7 +709,10 @@ fn copy_cmd(g: &Global, a: CopyArgs) -> Result<ExitCode> {
                 table: a.table.clone(),
                 source: copy::Source::Csv { files, options },
             }],
-            &copy::LoadOptions { progress: true },
+            &copy::LoadOptions {
+                progress: true,
+                ..Default::default()
+            },
         )
         .await?;
         anyhow::Ok(r)

@@ -320,8 +320,11 @@ impl Step {
             Step::SyncTrigger { trigger, .. } => {
                 t.is_some_and(|t| t.triggers.iter().any(|x| &x.name == trigger))
             }
-            // Known done only by looking at the data (the executor's sweep).
-            Step::Backfill { .. } => false,
+            // Once the column is NOT NULL no row can lack it; before that
+            // the controller resumes from its cursor and sweeps.
+            Step::Backfill { column, .. } => {
+                t.is_some_and(|t| t.column(column).is_some_and(|c| c.not_null))
+            }
             Step::NotNull { column, check, .. } => t.is_some_and(|t| {
                 t.column(column).is_some_and(|c| c.not_null)
                     && !t.checks.iter().any(|(n, _, _)| n == check)
@@ -348,7 +351,8 @@ impl Step {
                     .foreign_keys
                     .iter()
                     .find(|fk| &fk.name == name && &fk.columns == columns);
-                let temp_left = t.foreign_keys.iter().any(|fk| &fk.name == temp_name);
+                let temp_left =
+                    temp_name != name && t.foreign_keys.iter().any(|fk| &fk.name == temp_name);
                 let old_left = replaces.as_ref().is_some_and(|old| {
                     t.foreign_keys
                         .iter()

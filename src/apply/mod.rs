@@ -197,6 +197,12 @@ pub async fn apply(
         .with_application_name("shardready-apply")
         .connect_with_retry(5)
         .await?;
+    // If this process dies, the server notices within a second even while
+    // the session waits (e.g. in CREATE INDEX CONCURRENTLY) and lets go of
+    // its locks, so a rerun can take over (PostgreSQL 14+).
+    let _ = client
+        .batch_execute("SET client_connection_check_interval = '1s'")
+        .await;
     state::ensure_schema(&client).await?;
     state::try_lock(&client).await?;
     let result = run(&client, opts, workload).await;

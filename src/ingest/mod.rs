@@ -125,7 +125,15 @@ pub async fn load_tailspin(
             loads
         }
     };
-    let load = copy::load(client, loads, &copy::LoadOptions { progress }).await?;
+    let load = copy::load(
+        client,
+        loads,
+        &copy::LoadOptions {
+            progress,
+            ..Default::default()
+        },
+    )
+    .await?;
     let mut counts = Vec::new();
     for t in tailspin::TABLES {
         let row = client

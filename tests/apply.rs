@@ -1,0 +1,451 @@
+//! plan + apply + verify on the Tailspin schema against real clusters:
+//! end to end, under traffic, after being killed, against lock contention,
+//! with the old application still writing.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{connect, scalar_i64, tailspin};
+use shardready::apply::{self, ApplyError, ApplyOptions};
+use shardready::conn::Target;
+use shardready::workload::{Mode, StoreIdMode, Workload, WorkloadConfig};
+use tokio_postgres::Client;
+
+/// Content of every row, without the new column.
+const CHECKSUM: &str = "SELECT md5(string_agg(x, '|' ORDER BY x)) FROM (
+  SELECT 's' || s.store_id || s.name || coalesce(s.category, '') AS x FROM stores s
+  UNION ALL SELECT 'p' || p.product_id || p.store_id || p.name || p.price FROM products p
+  UNION ALL SELECT 'o' || o.order_id || o.store_id || o.status || o.ordered_at FROM orders o
+  UNION ALL SELECT 'l' || l.line_item_id || l.product_id || l.order_id || l.quantity || l.line_amount FROM line_items l
+) t";
+
+fn quiet() -> ApplyOptions {
+    ApplyOptions {
+        progress: false,
+        trigger_window: Duration::from_millis(500),
+        await_app: Duration::from_secs(2),
+        ..ApplyOptions::default()
+    }
+}
+
+async fn checksum(c: &Client) -> String {
+    c.query_one(CHECKSUM, &[]).await.unwrap().get(0)
+}
+
+async fn pk_columns(c: &Client, table: &str) -> Vec<String> {
+    c.query_one(
+        "SELECT array_agg(a.attname::text ORDER BY k.o) FROM pg_constraint con \
+         CROSS JOIN unnest(con.conkey) WITH ORDINALITY k(n, o) \
+         JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n \
+         WHERE con.conrelid = $1::text::regclass AND con.contype = 'p'",
+        &[&table],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+async fn assert_prepared(c: &Client) {
+    for t in ["products", "orders", "line_items"] {
+        let id = format!("{}_id", t.trim_end_matches('s'));
+        assert_eq!(
+            pk_columns(c, t).await,
+            ["store_id".to_string(), id],
+            "{t} key"
+        );
+    }
+    let fks: Vec<(String, String, bool)> = c
+        .query(
+            "SELECT conname::text, pg_get_constraintdef(oid), convalidated FROM pg_constraint \
+             WHERE conrelid = 'line_items'::regclass AND contype = 'f' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(fks.len(), 3, "{fks:?}");
+    assert!(fks.iter().all(|f| f.2), "all validated: {fks:?}");
+    assert!(fks
+        .iter()
+        .any(|f| f.1 == "FOREIGN KEY (store_id, order_id) REFERENCES orders(store_id, order_id)"));
+    assert!(fks
+        .iter()
+        .any(|f| f.1
+            == "FOREIGN KEY (store_id, product_id) REFERENCES products(store_id, product_id)"));
+    assert!(fks
+        .iter()
+        .any(|f| f.1 == "FOREIGN KEY (store_id) REFERENCES stores(store_id)"));
+    let nullable = scalar_i64(
+        c,
+        "SELECT count(*) FROM pg_attribute WHERE attname = 'store_id' AND NOT attnotnull \
+         AND attrelid IN ('products'::regclass, 'orders'::regclass, 'line_items'::regclass)",
+    )
+    .await;
+    assert_eq!(nullable, 0, "store_id NOT NULL everywhere");
+    let triggers = scalar_i64(
+        c,
+        "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgrelid = 'line_items'::regclass",
+    )
+    .await;
+    assert_eq!(triggers, 0);
+    let invalid = scalar_i64(c, "SELECT count(*) FROM pg_index WHERE NOT indisvalid").await;
+    assert_eq!(invalid, 0);
+    let wrong = scalar_i64(
+        c,
+        "SELECT count(*) FROM line_items l JOIN orders o USING (order_id) WHERE l.store_id <> o.store_id",
+    )
+    .await;
+    assert_eq!(wrong, 0, "every line item carries its order's store");
+    let leftovers = scalar_i64(
+        c,
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'shardready' AND c.relkind = 'S'",
+    )
+    .await;
+    assert_eq!(leftovers, 0, "no helper sequences left");
+}
+
+async fn verify_ok(t: &Target) {
+    let c = connect(t).await;
+    let v = shardready::verify::verify(&c, &Default::default())
+        .await
+        .unwrap();
+    assert!(v.ok, "{:#?}", v.checks);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tailspin_end_to_end() {
+    let (_c, t) = tailspin(0.005).await;
+    let c = connect(&t).await;
+    let before = checksum(&c).await;
+    let report = apply::apply(&t, &quiet(), None).await.unwrap();
+    assert!(report.finished);
+    assert_eq!(report.steps.len(), 17);
+    assert_eq!(report.backfills.len(), 1);
+    let lines = scalar_i64(&c, "SELECT count(*) FROM line_items").await;
+    assert_eq!(report.backfills[0].rows, lines);
+    assert_prepared(&c).await;
+    assert_eq!(checksum(&c).await, before, "row contents unchanged");
+    verify_ok(&t).await;
+
+    // A second apply finds everything done and changes nothing.
+    let again = apply::apply(&t, &quiet(), None).await.unwrap();
+    assert!(
+        again.steps.iter().all(|s| s.status == "already_done"),
+        "{:?}",
+        again.steps
+    );
+    let st = apply::status(&t).await.unwrap();
+    assert!(st.finished);
+    assert_eq!(checksum(&c).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_under_traffic_fails_no_application_transaction() {
+    let (_c, t) = tailspin(0.01).await;
+    let w = Workload::start(
+        &t,
+        WorkloadConfig {
+            rate: 30.0,
+            duration: None,
+            connections: 3,
+            mode: Mode::Client,
+            store_id: StoreIdMode::Auto,
+            batch: 3,
+            seed: 3,
+            live: false,
+        },
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = apply::apply(&t, &quiet(), Some(&w)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let r = w.stop().await;
+    assert!(report.finished);
+    assert_eq!(r.summary.errors, 0, "{:?}", r.summary.errors_by_sqlstate);
+    assert!(r.summary.orders > 30);
+    assert!(report.steps.iter().all(|s| s.app.is_some()));
+    assert_prepared(&connect(&t).await).await;
+    verify_ok(&t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_application_code_keeps_working_and_apply_waits_for_it() {
+    let (_c, t) = tailspin(0.005).await;
+    // The old application: never writes store_id.
+    let w = Workload::start(
+        &t,
+        WorkloadConfig {
+            rate: 20.0,
+            duration: None,
+            connections: 2,
+            mode: Mode::Client,
+            store_id: StoreIdMode::Never,
+            batch: 3,
+            seed: 5,
+            live: false,
+        },
+    )
+    .await
+    .unwrap();
+    let err = apply::apply(&t, &quiet(), Some(&w)).await.unwrap_err();
+    assert!(
+        matches!(err, ApplyError::AppStillWritesWithout { fills, .. } if fills > 0),
+        "{err}"
+    );
+    assert!(err.to_string().contains("Update the application"));
+    let r = w.stop().await;
+    assert_eq!(
+        r.summary.errors, 0,
+        "old code never failed: {:?}",
+        r.summary.errors_by_sqlstate
+    );
+    let c = connect(&t).await;
+    // Every row the old code wrote got its store_id from the trigger.
+    let missing = scalar_i64(&c, "SELECT count(*) FROM line_items WHERE store_id IS NULL").await;
+    assert_eq!(missing, 0);
+    // The application is updated (here: stopped): apply resumes and finishes.
+    let report = apply::apply(&t, &quiet(), None).await.unwrap();
+    assert!(report.resumed && report.finished);
+    let redone: Vec<&str> = report
+        .steps
+        .iter()
+        .filter(|s| s.status == "done")
+        .map(|s| s.id.as_str())
+        .collect();
+    assert_eq!(redone, ["drop-trigger:line_items", "analyze"]);
+    assert_prepared(&c).await;
+}
+
+fn apply_child(url: &str, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_shardready"))
+        .args(["apply", "--db", url, "--trigger-window", "500ms"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_for_step(c: &Client, id_prefix: &str, status: &str, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let n = c
+            .query_one(
+                "SELECT count(*) FROM shardready.step WHERE id LIKE $1 || '%' AND status = $2",
+                &[&id_prefix, &status],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(0);
+        if n > 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_backfill_and_mid_index_build_then_rerun_finishes() {
+    let (cluster, t) = tailspin(0.01).await;
+    let url = cluster.url();
+    let c = connect(&t).await;
+    let before = checksum(&c).await;
+
+    // Kill -9 in the middle of a slow backfill.
+    let mut child = apply_child(&url, &["--max-rate", "20000"]);
+    assert!(wait_for_step(&c, "backfill:", "running", Duration::from_secs(30)).await);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = scalar_i64(
+        &c,
+        "SELECT count(*) FROM line_items WHERE store_id IS NOT NULL",
+    )
+    .await;
+    let total = scalar_i64(&c, "SELECT count(*) FROM line_items").await;
+    assert!(
+        partial > 0 && partial < total,
+        "killed mid-backfill: {partial}/{total}"
+    );
+
+    // Kill -9 while CREATE INDEX CONCURRENTLY waits for an old transaction:
+    // it leaves an INVALID index behind.
+    let mut blocker = connect(&t).await;
+    let tx = blocker.transaction().await.unwrap();
+    tx.query("SELECT txid_current()", &[]).await.unwrap();
+    let mut child = apply_child(&url, &[]);
+    assert!(wait_for_step(&c, "unique-index:", "running", Duration::from_secs(60)).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The server notices the dead client within a second
+    // (client_connection_check_interval) and cancels the build.
+    let start = Instant::now();
+    while scalar_i64(
+        &c,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'shardready-apply'",
+    )
+    .await
+        > 0
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "apply backend lingers"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tx.rollback().await.unwrap();
+    let invalid = scalar_i64(&c, "SELECT count(*) FROM pg_index WHERE NOT indisvalid").await;
+    assert_eq!(
+        invalid, 1,
+        "an interrupted concurrent build leaves an invalid index"
+    );
+
+    // Rerun: resumes, repairs the invalid index, finishes.
+    let out = Command::new(env!("CARGO_BIN_EXE_shardready"))
+        .args(["apply", "--db", &url, "--trigger-window", "500ms"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming the stored plan"));
+    assert_prepared(&c).await;
+    assert_eq!(checksum(&c).await, before, "row contents unchanged");
+    verify_ok(&t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_lock_makes_apply_wait_and_retry_without_blocking_the_app() {
+    let (_c, t) = tailspin(0.005).await;
+    let w = Workload::start(
+        &t,
+        WorkloadConfig {
+            rate: 40.0,
+            duration: None,
+            connections: 3,
+            mode: Mode::Client,
+            store_id: StoreIdMode::Auto,
+            batch: 3,
+            seed: 9,
+            live: false,
+        },
+    )
+    .await
+    .unwrap();
+    // A long transaction that read line_items holds ACCESS SHARE: ADD COLUMN
+    // (ACCESS EXCLUSIVE) cannot get its lock while it runs.
+    let mut holder = connect(&t).await;
+    let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
+    let release = tokio::spawn(async move {
+        let tx = holder.transaction().await.unwrap();
+        tx.query("SELECT count(*) FROM line_items", &[])
+            .await
+            .unwrap();
+        locked_tx.send(()).unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        tx.rollback().await.unwrap();
+    });
+    locked_rx.await.unwrap();
+    let t0 = Instant::now();
+    let report = apply::apply(&t, &quiet(), Some(&w)).await.unwrap();
+    release.await.unwrap();
+    let r = w.stop().await;
+    assert!(
+        t0.elapsed() >= Duration::from_secs(3),
+        "apply waited for the lock"
+    );
+    let add = &report.steps[0];
+    assert!(
+        add.lock_timeouts >= 3,
+        "retried under lock_timeout: {add:?}"
+    );
+    assert_eq!(r.summary.errors, 0);
+    // The application was never queued behind apply for long: each attempt
+    // gives up after 100 ms.
+    let app = add.app.as_ref().unwrap();
+    assert!(
+        app.max_ms < 400.0,
+        "app max latency during the wait: {} ms",
+        app.max_ms
+    );
+
+    // --max-wait gives up cleanly and leaves the database consistent.
+    let (_c2, t2) = tailspin(0.005).await;
+    let mut holder = connect(&t2).await;
+    let tx = holder.transaction().await.unwrap();
+    tx.query("SELECT count(*) FROM line_items", &[])
+        .await
+        .unwrap();
+    let mut opts = quiet();
+    opts.policy.max_wait = Some(Duration::from_millis(800));
+    let err = apply::apply(&t2, &opts, None).await.unwrap_err();
+    assert!(matches!(err, ApplyError::GaveUp { .. }), "{err}");
+    tx.rollback().await.unwrap();
+    let c2 = connect(&t2).await;
+    let has_col = scalar_i64(
+        &c2,
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 'line_items'::regclass AND attname = 'store_id'",
+    )
+    .await;
+    assert_eq!(has_col, 0, "nothing half-done");
+    // And a later run finishes.
+    apply::apply(&t2, &quiet(), None).await.unwrap();
+    assert_prepared(&c2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_apply_is_refused() {
+    let (_c, t) = tailspin(0.002).await;
+    let holder = connect(&t).await;
+    shardready::apply::state::ensure_schema(&holder)
+        .await
+        .unwrap();
+    shardready::apply::state::try_lock(&holder).await.unwrap();
+    let err = apply::apply(&t, &quiet(), None).await.unwrap_err();
+    assert!(matches!(err, ApplyError::AlreadyRunning { .. }), "{err}");
+    assert!(err.to_string().contains("only one runs at a time"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_sql_script_runs_in_psql() {
+    let (cluster, t) = tailspin(0.003).await;
+    let c = connect(&t).await;
+    let before = checksum(&c).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_shardready"))
+        .args(["plan", "--format", "sql", "--db", &cluster.url()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8(out.stdout).unwrap();
+    let psql = Command::new(cluster.sandbox().psql_path())
+        .args(["-X", "-q", "-d", &cluster.url()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    psql.stdin
+        .as_ref()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let res = psql.wait_with_output().unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert_prepared(&c).await;
+    assert_eq!(checksum(&c).await, before);
+}
