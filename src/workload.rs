@@ -880,9 +880,17 @@ async fn worker(
     loop {
         let item = { rx.lock().await.recv().await };
         let Some((j, intended)) = item else { break };
+        // A connection closed under us (server restart, terminated
+        // session) fails this order, as the application would see it; the
+        // next order gets a new connection.
+        if conn.as_ref().is_some_and(|c| c.0.is_closed()) {
+            conn = None;
+            rec.error("08006", Instant::now());
+            continue;
+        }
         // (Re)connect when needed; a failed attempt counts as an error of
-        // this order, like an application would see it.
-        if conn.as_ref().is_none_or(|c| c.0.is_closed()) {
+        // this order too.
+        if conn.is_none() {
             match target.connect().await {
                 Ok(c) => {
                     backoff = Duration::from_millis(50);

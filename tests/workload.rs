@@ -230,27 +230,38 @@ async fn server_mode_calls_the_seed_function_and_pg_cron_runs_it() {
         .get(0);
     assert!(workload::CREATE_ORDERS_SQL.contains(src.trim()));
 
-    // pg_cron: a job scheduled through shardready runs.
-    let id = shardready::cron::schedule(&client, "tick", "1 seconds", "SELECT create_orders(3)")
-        .await
+    // pg_cron, the seed's way: `workload --mode server --schedule` makes
+    // the every-minute job; it runs create_orders(300) within a minute.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardready"))
+        .args(["workload", "--mode", "server", "--schedule", "--rate", "300/min", "--db"])
+        .arg(_c.url())
+        .output()
         .unwrap();
-    assert!(id > 0);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let jobs = shardready::cron::list(&client).await.unwrap();
-    assert!(jobs.iter().any(|j| j.jobname.as_deref() == Some("tick")));
+    let job = jobs
+        .iter()
+        .find(|j| j.jobname.as_deref() == Some("create_orders"))
+        .expect("job scheduled");
+    assert_eq!(job.schedule, "*/1 * * * *");
+    assert_eq!(job.command, "SELECT create_orders(300);");
+    let before_cron = scalar_i64(&client, "SELECT count(*) FROM orders").await;
     let mut ran = false;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let runs = shardready::cron::runs(&client, "tick").await.unwrap();
+    for _ in 0..150 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let runs = shardready::cron::runs(&client, "create_orders").await.unwrap();
         if runs.iter().any(|(status, _)| status == "succeeded") {
             ran = true;
             break;
         }
     }
-    assert!(ran, "pg_cron ran the job");
-    shardready::cron::unschedule(&client, "tick").await.unwrap();
+    assert!(ran, "pg_cron ran the job within a minute");
+    let after_cron = scalar_i64(&client, "SELECT count(*) FROM orders").await;
+    assert_eq!(after_cron - before_cron, 300);
+    shardready::cron::unschedule(&client, "create_orders").await.unwrap();
     assert!(shardready::cron::list(&client).await.unwrap().is_empty());
     assert!(matches!(
-        shardready::cron::unschedule(&client, "tick").await,
+        shardready::cron::unschedule(&client, "create_orders").await,
         Err(shardready::cron::CronError::NoSuchJob(_))
     ));
 }
