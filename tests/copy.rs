@@ -1167,26 +1167,6 @@ async fn cancelled_or_disconnected_loads_roll_back() {
     let dir = db.dir.path().to_path_buf();
     write_good(&dir);
     let before = snapshot(&db.client).await;
-
-    // Cancelled (what Ctrl-C does to the future): the open COPY is aborted,
-    // the transaction rolled back, and the connection stays usable.
-    let mut loads = all_four(&dir);
-    loads.push(TableLoad {
-        table: "stores".into(),
-        source: Source::Binary {
-            chunks: slow_stores_stream(),
-            rows: 0,
-        },
-    });
-    let cancelled = tokio::time::timeout(
-        std::time::Duration::from_millis(1500),
-        load(&mut db.client, loads, &LoadOptions::default()),
-    )
-    .await;
-    assert!(cancelled.is_err(), "the load was still running");
-    assert_eq!(snapshot(&db.client).await, before, "after cancelling");
-
-    // Connection lost mid-load (server side): everything rolls back.
     let observer = Target::parse(&db.cluster.url())
         .unwrap()
         .connect()
@@ -1198,23 +1178,54 @@ async fn cancelled_or_disconnected_loads_roll_back() {
         .await
         .unwrap()
         .get(0);
-    let mut loads = all_four(&dir);
-    loads.push(TableLoad {
-        table: "stores".into(),
-        source: Source::Binary {
-            chunks: slow_stores_stream(),
-            rows: 0,
-        },
-    });
+    // Resolves once the loading session streams the slow binary COPY, i.e.
+    // after the CSV tables were copied inside the open transaction.
+    let in_binary_copy = || async {
+        loop {
+            let row = observer
+                .query_one(
+                    "SELECT coalesce(bool_or(query LIKE 'COPY %FORMAT binary%'), false) \
+                       FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
+                    &[&pid],
+                )
+                .await
+                .expect("pg_stat_activity");
+            if row.get::<_, bool>(0) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    let with_slow_stores = || {
+        let mut loads = all_four(&dir);
+        loads.push(TableLoad {
+            table: "stores".into(),
+            source: Source::Binary {
+                chunks: slow_stores_stream(),
+                rows: 0,
+            },
+        });
+        loads
+    };
+    let opts = LoadOptions::default();
+
+    // Cancelled (what Ctrl-C does to the future): the open COPY is aborted,
+    // the transaction rolled back, and the connection stays usable.
+    tokio::select! {
+        r = load(&mut db.client, with_slow_stores(), &opts) => panic!("the load ended: {r:?}"),
+        _ = in_binary_copy() => {}
+    }
+    assert_eq!(snapshot(&db.client).await, before, "after cancelling");
+
+    // Connection lost mid-load (server side): everything rolls back.
     let killer = async {
-        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        in_binary_copy().await;
         observer
             .query_one("SELECT pg_terminate_backend($1)", &[&pid])
             .await
             .expect("terminate")
     };
-    let opts = LoadOptions::default();
-    let (result, _) = tokio::join!(load(&mut db.client, loads, &opts), killer);
+    let (result, _) = tokio::join!(load(&mut db.client, with_slow_stores(), &opts), killer);
     let err = result.expect_err("the connection was terminated");
     eprintln!("terminated: {err}");
     assert!(
