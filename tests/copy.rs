@@ -56,7 +56,7 @@ const TABLES: [&str; 4] = ["stores", "products", "orders", "line_items"];
 struct Db {
     client: Client,
     dir: tempfile::TempDir,
-    _cluster: TestCluster,
+    cluster: TestCluster,
 }
 
 async fn db_with(settings: Vec<(String, String)>) -> Db {
@@ -70,7 +70,7 @@ async fn db_with(settings: Vec<(String, String)>) -> Db {
     Db {
         client,
         dir: tempfile::tempdir().expect("tempdir"),
-        _cluster: cluster,
+        cluster,
     }
 }
 
@@ -568,6 +568,16 @@ async fn binary_source_with_csv_children() {
         "products.csv",
         b"701,601,Abacus,wooden,3.00\n702,602,Ball,,1.00\n",
     );
+    // A key that was NOT VALID before stays NOT VALID; its comment survives.
+    db.client
+        .batch_execute(
+            "ALTER TABLE products DROP CONSTRAINT products_store_id_fkey;
+             ALTER TABLE products ADD CONSTRAINT products_store_id_fkey
+                 FOREIGN KEY (store_id) REFERENCES stores (store_id) NOT VALID;
+             COMMENT ON CONSTRAINT products_store_id_fkey ON products IS 'tenant''s store';",
+        )
+        .await
+        .expect("make the key NOT VALID");
     let loads = vec![
         csv_load(
             "products",
@@ -598,7 +608,26 @@ async fn binary_source_with_csv_children() {
         .expect("store 602");
     assert_eq!(row.get::<_, Option<String>>(0), None);
     assert_eq!(row.get::<_, Option<String>>(1), Some("games".into()));
-    assert!(foreign_keys(&db.client).await.iter().all(|(_, v)| *v));
+    let fks = foreign_keys(&db.client).await;
+    assert_eq!(fks.len(), 4);
+    for (name, valid) in &fks {
+        assert_eq!(*valid, name != "products.products_store_id_fkey", "{name}");
+    }
+    assert!(
+        report.fk_revalidated.is_empty(),
+        "products' key was NOT VALID"
+    );
+    let comment: Option<String> = db
+        .client
+        .query_one(
+            "SELECT obj_description(oid, 'pg_constraint') FROM pg_constraint \
+              WHERE conname = 'products_store_id_fkey'",
+            &[],
+        )
+        .await
+        .expect("comment")
+        .get(0);
+    assert_eq!(comment.as_deref(), Some("tenant's store"));
     let next: i64 = db
         .client
         .query_one("SELECT nextval('stores_store_id_seq')", &[])
@@ -1104,4 +1133,289 @@ async fn quoted_names_identity_generated_and_dropped_columns() {
         .expect("insert")
         .get(0);
     assert_eq!(next, 10);
+}
+
+/// A binary `stores` stream that yields one row every 100 ms, forever
+/// (until its consumer goes away).
+fn slow_stores_stream() -> Box<dyn Iterator<Item = Bytes> + Send> {
+    let mut n: i64 = 800;
+    let mut first = true;
+    Box::new(std::iter::from_fn(move || {
+        let mut chunk = Vec::new();
+        if first {
+            first = false;
+            chunk.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+            chunk.extend_from_slice(&[0; 8]);
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        n += 1;
+        chunk.extend_from_slice(&3i16.to_be_bytes());
+        chunk.extend_from_slice(&8i32.to_be_bytes());
+        chunk.extend_from_slice(&n.to_be_bytes());
+        for _ in 0..2 {
+            chunk.extend_from_slice(&1i32.to_be_bytes());
+            chunk.push(b'x');
+        }
+        Some(Bytes::from(chunk))
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_or_disconnected_loads_roll_back() {
+    let mut db = db().await;
+    let dir = db.dir.path().to_path_buf();
+    write_good(&dir);
+    let before = snapshot(&db.client).await;
+    let observer = Target::parse(&db.cluster.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let pid: i32 = db
+        .client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // Resolves once the loading session streams the slow binary COPY, i.e.
+    // after the CSV tables were copied inside the open transaction.
+    let in_binary_copy = || async {
+        loop {
+            let row = observer
+                .query_one(
+                    "SELECT coalesce(bool_or(query LIKE 'COPY %FORMAT binary%'), false) \
+                       FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
+                    &[&pid],
+                )
+                .await
+                .expect("pg_stat_activity");
+            if row.get::<_, bool>(0) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    let with_slow_stores = || {
+        let mut loads = all_four(&dir);
+        loads.push(TableLoad {
+            table: "stores".into(),
+            source: Source::Binary {
+                chunks: slow_stores_stream(),
+                rows: 0,
+            },
+        });
+        loads
+    };
+    let opts = LoadOptions::default();
+
+    // Cancelled (what Ctrl-C does to the future): the open COPY is aborted,
+    // the transaction rolled back, and the connection stays usable.
+    tokio::select! {
+        r = load(&mut db.client, with_slow_stores(), &opts) => panic!("the load ended: {r:?}"),
+        _ = in_binary_copy() => {}
+    }
+    assert_eq!(snapshot(&db.client).await, before, "after cancelling");
+
+    // Connection lost mid-load (server side): everything rolls back.
+    let killer = async {
+        in_binary_copy().await;
+        observer
+            .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .expect("terminate")
+    };
+    let (result, _) = tokio::join!(load(&mut db.client, with_slow_stores(), &opts), killer);
+    let err = result.expect_err("the connection was terminated");
+    eprintln!("terminated: {err}");
+    assert!(
+        matches!(err, CopyError::Database { .. } | CopyError::Rejected(_)),
+        "{err}"
+    );
+    assert!(!err.before_write());
+    assert_eq!(
+        snapshot(&observer).await,
+        before,
+        "after losing the connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_tables_time_out_with_retries_and_nothing_changes() {
+    let mut db = db().await;
+    let dir = db.dir.path().to_path_buf();
+    write_good(&dir);
+    let before = snapshot(&db.client).await;
+    let mut holder = Target::parse(&db.cluster.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let hold = holder.transaction().await.unwrap();
+    hold.batch_execute("LOCK TABLE orders IN ACCESS SHARE MODE")
+        .await
+        .unwrap();
+    let opts = LoadOptions {
+        lock_timeout: std::time::Duration::from_millis(50),
+        lock_attempts: 3,
+        ..LoadOptions::default()
+    };
+    let err = load(&mut db.client, all_four(&dir), &opts)
+        .await
+        .expect_err("orders is busy");
+    match &err {
+        CopyError::LockTimeout {
+            tables, attempts, ..
+        } => {
+            assert!(tables.contains("\"orders\""), "{tables}");
+            assert_eq!(*attempts, 3);
+        }
+        other => panic!("expected LockTimeout, got {other}"),
+    }
+    hold.rollback().await.unwrap();
+    assert_eq!(snapshot(&db.client).await, before);
+    // Once the other session is done, the same load goes through.
+    let report = load(&mut db.client, all_four(&dir), &opts)
+        .await
+        .expect("load succeeds");
+    assert_good_load(&db.client, &report).await;
+}
+
+/// Not a correctness test: the seed's load at a fraction of its size
+/// (SHARDREADY_BENCH_SCALE, default 0.25 = 1M line items), through `load`
+/// and through `psql \copy` into the FK-checked tables like the seed does.
+/// `cargo test --release --test copy -- --ignored --nocapture bench`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run explicitly"]
+async fn bench_seed_shaped_load_vs_psql_copy() {
+    use std::fmt::Write as _;
+    let scale: f64 = std::env::var("SHARDREADY_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.25);
+    let n_stores = ((442.0 * scale) as u64).max(2);
+    let n_products = ((10002.0 * scale) as u64).max(2);
+    let n_orders = ((1_999_680.0 * scale) as u64).max(2);
+    let n_items = ((4_002_959.0 * scale) as u64).max(2);
+    let mut db = db().await;
+    let dir = db.dir.path().to_path_buf();
+    let gen_started = std::time::Instant::now();
+    let mut s = String::new();
+    for i in 1..=n_stores {
+        writeln!(s, "{},Store {i},toys", i + 1000).unwrap();
+    }
+    write(&dir, "stores.csv", s.as_bytes());
+    s.clear();
+    for i in 1..=n_products {
+        writeln!(
+            s,
+            "{},{},Product {i},\"A fine, sturdy thing\",{}.99",
+            i + 1000,
+            1001 + i % n_stores,
+            i % 50
+        )
+        .unwrap();
+    }
+    write(&dir, "products_1.csv", s.as_bytes());
+    write(&dir, "products_2.csv", b"");
+    let parts = 4;
+    for p in 0..parts {
+        s.clear();
+        for i in (1..=n_orders).filter(|i| i % parts == p) {
+            writeln!(
+                s,
+                "{},{},Pending,123 Main St.,,2023-01-{:02} 10:00:00",
+                i + 1000,
+                1001 + i % n_stores,
+                1 + i % 28
+            )
+            .unwrap();
+        }
+        write(&dir, &format!("orders_{}.csv", p + 1), s.as_bytes());
+        s.clear();
+        for i in (1..=n_items).filter(|i| i % parts == p) {
+            writeln!(
+                s,
+                "{},{},{},{},{}.50",
+                i + 1000,
+                1001 + i % n_products,
+                1001 + i % n_orders,
+                1 + i % 4,
+                i % 90
+            )
+            .unwrap();
+        }
+        write(&dir, &format!("line_items_{}.csv", p + 1), s.as_bytes());
+    }
+    let bytes: u64 = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    eprintln!(
+        "generated {} MB in {:.1}s",
+        bytes >> 20,
+        gen_started.elapsed().as_secs_f64()
+    );
+
+    let started = std::time::Instant::now();
+    let report = load(&mut db.client, all_four(&dir), &LoadOptions::default())
+        .await
+        .expect("load");
+    let ours = started.elapsed().as_secs_f64();
+    for t in &report.tables {
+        eprintln!("  {:<10} {:>8} rows {:>6.1}s", t.table, t.rows, t.seconds);
+    }
+    eprintln!(
+        "shardready load: {ours:.1}s ({:.0} MB/s)",
+        bytes as f64 / 1e6 / ours
+    );
+
+    // The seed's way: psql \copy into tables whose FKs check every row.
+    let url = db.cluster.create_database("baseline").expect("database");
+    let base = Target::parse(&url).unwrap().connect().await.unwrap();
+    base.batch_execute(SCHEMA).await.unwrap();
+    let mut script = String::new();
+    for (t, files) in [
+        ("stores", vec!["stores.csv".to_string()]),
+        ("products", vec!["products_1.csv".to_string()]),
+        (
+            "orders",
+            (1..=parts).map(|p| format!("orders_{p}.csv")).collect(),
+        ),
+        (
+            "line_items",
+            (1..=parts).map(|p| format!("line_items_{p}.csv")).collect(),
+        ),
+    ] {
+        for f in files {
+            writeln!(
+                script,
+                "\\copy {t} FROM '{}' WITH CSV",
+                dir.join(f).display()
+            )
+            .unwrap();
+        }
+    }
+    let started = std::time::Instant::now();
+    let status = std::process::Command::new(db.cluster.sandbox().psql_path())
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &url,
+            "-c",
+            "BEGIN",
+        ])
+        .args(script.lines().flat_map(|l| ["-c", l]))
+        .args(["-c", "COMMIT"])
+        .status()
+        .expect("psql runs");
+    assert!(status.success());
+    let theirs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "psql \\copy with FK checks: {theirs:.1}s; speed-up {:.1}x",
+        theirs / ours
+    );
 }

@@ -224,6 +224,25 @@ impl CopyError {
             CopyError::Read { during_load, .. }
             | CopyError::Unterminated { during_load, .. }
             | CopyError::Database { during_load, .. } => *during_load = during,
+            // A file that vanished or broke after the checks: still a read
+            // error, but one that aborted the transaction.
+            CopyError::MissingFile { path } | CopyError::NotAFile { path } if during => {
+                return CopyError::Read {
+                    file: std::mem::take(path),
+                    source: io::Error::new(
+                        io::ErrorKind::NotFound,
+                        "the file disappeared during the load",
+                    ),
+                    during_load: true,
+                };
+            }
+            CopyError::Zip { archive, detail } if during => {
+                return CopyError::Read {
+                    file: std::mem::take(archive),
+                    source: io::Error::other(std::mem::take(detail)),
+                    during_load: true,
+                };
+            }
             _ => {}
         }
         self
