@@ -233,11 +233,23 @@ async fn server_mode_calls_the_seed_function_and_pg_cron_runs_it() {
     // pg_cron, the seed's way: `workload --mode server --schedule` makes
     // the every-minute job; it runs create_orders(300) within a minute.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardready"))
-        .args(["workload", "--mode", "server", "--schedule", "--rate", "300/min", "--db"])
+        .args([
+            "workload",
+            "--mode",
+            "server",
+            "--schedule",
+            "--rate",
+            "300/min",
+            "--db",
+        ])
         .arg(_c.url())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let jobs = shardready::cron::list(&client).await.unwrap();
     let job = jobs
         .iter()
@@ -249,7 +261,9 @@ async fn server_mode_calls_the_seed_function_and_pg_cron_runs_it() {
     let mut ran = false;
     for _ in 0..150 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let runs = shardready::cron::runs(&client, "create_orders").await.unwrap();
+        let runs = shardready::cron::runs(&client, "create_orders")
+            .await
+            .unwrap();
         if runs.iter().any(|(status, _)| status == "succeeded") {
             ran = true;
             break;
@@ -258,7 +272,9 @@ async fn server_mode_calls_the_seed_function_and_pg_cron_runs_it() {
     assert!(ran, "pg_cron ran the job within a minute");
     let after_cron = scalar_i64(&client, "SELECT count(*) FROM orders").await;
     assert_eq!(after_cron - before_cron, 300);
-    shardready::cron::unschedule(&client, "create_orders").await.unwrap();
+    shardready::cron::unschedule(&client, "create_orders")
+        .await
+        .unwrap();
     assert!(shardready::cron::list(&client).await.unwrap().is_empty());
     assert!(matches!(
         shardready::cron::unschedule(&client, "create_orders").await,
