@@ -8,6 +8,7 @@
 
 pub mod analyze;
 pub mod apply;
+pub mod baseline;
 pub mod catalog;
 pub mod conn;
 pub mod cron;

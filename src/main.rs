@@ -198,6 +198,14 @@ struct ApplyArgs {
     /// Discard an unfinished stored plan and build a new one.
     #[arg(long)]
     replan: bool,
+    /// Who runs the backfill: shardready (adaptive, throttled on the app's
+    /// latency) or a pg_cron job (the seed's way, keyset batches).
+    #[arg(long, value_enum, default_value_t = shardready::apply::BackfillVia::Client)]
+    backfill_via: shardready::apply::BackfillVia,
+    /// Parallel workers for index builds and validations (0 leaves the
+    /// other cores to the application).
+    #[arg(long, default_value_t = 0)]
+    parallel_workers: i32,
     /// Write report.json and report.md into this directory.
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
@@ -985,6 +993,8 @@ fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
         replan: a.replan,
         progress: true,
         max_steps: None,
+        parallel_workers: a.parallel_workers,
+        backfill_via: a.backfill_via,
     };
     let target = g.target()?;
     let (report, wl) = runtime()?.block_on(async {

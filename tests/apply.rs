@@ -449,3 +449,37 @@ async fn plan_sql_script_runs_in_psql() {
     assert_prepared(&c).await;
     assert_eq!(checksum(&c).await, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_via_pg_cron_runs_the_seed_way_with_keyset_batches() {
+    let (_c, t) = tailspin(0.005).await;
+    let c = connect(&t).await;
+    let before = checksum(&c).await;
+    let opts = ApplyOptions {
+        backfill_via: apply::BackfillVia::PgCron,
+        ..quiet()
+    };
+    let report = apply::apply(&t, &opts, None).await.unwrap();
+    assert!(report.finished);
+    let b = &report.backfills[0];
+    let lines = scalar_i64(&c, "SELECT count(*) FROM line_items").await;
+    assert_eq!(b.rows, lines, "{b:?}");
+    assert_eq!(b.swept, 0, "the job covered the whole key range");
+    assert!(b.batches > 1, "keyset batches, not one statement");
+    // The job ran under pg_cron and is gone; so is its procedure.
+    let ran = scalar_i64(
+        &c,
+        "SELECT count(*) FROM cron.job_run_details WHERE command LIKE 'CALL \"shardready\".%' AND status = 'succeeded'",
+    )
+    .await;
+    assert!(ran >= 1);
+    assert!(shardready::cron::list(&c).await.unwrap().is_empty());
+    let procs = scalar_i64(
+        &c,
+        "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'shardready'",
+    )
+    .await;
+    assert_eq!(procs, 0, "no helper functions left");
+    assert_prepared(&c).await;
+    assert_eq!(checksum(&c).await, before);
+}

@@ -63,74 +63,20 @@ pub async fn run(
     pressure: &dyn Pressure,
     progress: bool,
 ) -> Result<BackfillStats, ApplyError> {
-    let Step::Backfill {
-        table, column, key, ..
-    } = step
-    else {
+    let Step::Backfill { table, .. } = step else {
         return Ok(BackfillStats::default());
     };
     let id = step.id();
     let start = Instant::now();
     let db = |ctx: &'static str| move |e| ApplyError::db(ctx, e);
-    // Cursor: resume from the saved one, or start from the key range.
-    let saved = client
-        .query_opt(
-            "SELECT cursor, max_key, min_key, rows_updated, batches FROM shardready.backfill WHERE step_id = $1",
-            &[&id],
-        )
-        .await
-        .map_err(db("cannot read the backfill cursor"))?;
-    let (mut cursor, max_key, min_key, mut rows, mut batches) = match saved {
-        Some(r) => (
-            r.get::<_, i64>(0),
-            r.get::<_, i64>(1),
-            r.get::<_, i64>(2),
-            r.get::<_, i64>(3),
-            r.get::<_, i64>(4),
-        ),
-        None => {
-            let r = client
-                .query_one(
-                    &format!(
-                        "SELECT coalesce(min({k})::bigint - 1, 0), coalesce(max({k})::bigint, 0) FROM {t}",
-                        k = ident(key),
-                        t = table.sql()
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(db("cannot read the key range"))?;
-            let (lo, hi): (i64, i64) = (r.get(0), r.get(1));
-            client
-                .execute(
-                    "INSERT INTO shardready.backfill (step_id, cursor, max_key, min_key) VALUES ($1, $2, $3, $2)",
-                    &[&id, &lo, &hi],
-                )
-                .await
-                .map_err(db("cannot save the backfill cursor"))?;
-            (lo, hi, lo, 0, 0)
-        }
-    };
-    let bar = if progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        ProgressBar::new((max_key - min_key).max(0) as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_draw_target(
-        if progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
-    bar.set_style(
-        ProgressStyle::with_template("  backfill {msg} [{bar:30}] {percent}% {per_sec} eta {eta}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(table.to_string());
-    bar.set_position((cursor - min_key).max(0) as u64);
-
+    let Cursor {
+        mut cursor,
+        max_key,
+        min_key,
+        mut rows,
+        mut batches,
+    } = load_cursor(client, step).await?;
+    let bar = progress_bar(progress, table, min_key, max_key, cursor);
     let mut size: i64 = 1000;
     let mut stats = BackfillStats {
         table: table.to_string(),
@@ -231,10 +177,112 @@ pub async fn run(
         }
     }
     bar.finish_and_clear();
-    // Final sweep: rows the ranges did not reach (written without the column
-    // before the trigger existed, or beyond the saved maximum).
+    stats.swept = sweep(client, step).await?;
+    stats.rows = rows + stats.swept;
+    stats.batches = batches;
+    stats.seconds = start.elapsed().as_secs_f64();
+    stats.throttled_seconds = throttled.as_secs_f64();
+    stats.final_batch_keys = size;
+    Ok(stats)
+}
+
+/// Where a backfill stands (`shardready.backfill`).
+struct Cursor {
+    cursor: i64,
+    max_key: i64,
+    min_key: i64,
+    rows: i64,
+    batches: i64,
+}
+
+/// Resumes from the saved cursor, or starts one over the key range.
+async fn load_cursor(client: &Client, step: &Step) -> Result<Cursor, ApplyError> {
+    let Step::Backfill { table, key, .. } = step else {
+        unreachable!("only backfill steps have a cursor")
+    };
+    let id = step.id();
+    let db = |ctx: &'static str| move |e| ApplyError::db(ctx, e);
+    let saved = client
+        .query_opt(
+            "SELECT cursor, max_key, min_key, rows_updated, batches FROM shardready.backfill WHERE step_id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(db("cannot read the backfill cursor"))?;
+    if let Some(r) = saved {
+        return Ok(Cursor {
+            cursor: r.get(0),
+            max_key: r.get(1),
+            min_key: r.get(2),
+            rows: r.get(3),
+            batches: r.get(4),
+        });
+    }
+    let r = client
+        .query_one(
+            &format!(
+                "SELECT coalesce(min({k})::bigint - 1, 0), coalesce(max({k})::bigint, 0) FROM {t}",
+                k = ident(key),
+                t = table.sql()
+            ),
+            &[],
+        )
+        .await
+        .map_err(db("cannot read the key range"))?;
+    let (lo, hi): (i64, i64) = (r.get(0), r.get(1));
+    client
+        .execute(
+            "INSERT INTO shardready.backfill (step_id, cursor, max_key, min_key) VALUES ($1, $2, $3, $2)",
+            &[&id, &lo, &hi],
+        )
+        .await
+        .map_err(db("cannot save the backfill cursor"))?;
+    Ok(Cursor {
+        cursor: lo,
+        max_key: hi,
+        min_key: lo,
+        rows: 0,
+        batches: 0,
+    })
+}
+
+/// Rows/s and ETA over the key range, on a terminal only.
+fn progress_bar(
+    progress: bool,
+    table: &crate::catalog::QName,
+    min_key: i64,
+    max_key: i64,
+    cursor: i64,
+) -> ProgressBar {
+    let tty = progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let bar = ProgressBar::new((max_key - min_key).max(0) as u64);
+    bar.set_draw_target(if tty {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    bar.set_style(
+        ProgressStyle::with_template("  backfill {msg} [{bar:30}] {percent}% {per_sec} eta {eta}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(table.to_string());
+    bar.set_position((cursor - min_key).max(0) as u64);
+    bar
+}
+
+/// Final sweep: rows the key ranges did not reach (written without the
+/// column before the trigger existed, or beyond the saved maximum). Fails
+/// with examples when rows are left that cannot be derived.
+async fn sweep(client: &Client, step: &Step) -> Result<i64, ApplyError> {
+    let Step::Backfill {
+        table, column, key, ..
+    } = step
+    else {
+        unreachable!("only backfill steps sweep")
+    };
     let (from, conds, value) = crate::plan::backfill_joins(step).expect("a backfill step");
-    let sweep = format!(
+    let sql = format!(
         "WITH todo AS (SELECT {k} FROM {t} WHERE {c} IS NULL LIMIT 10000), \
               done AS (UPDATE {t} t SET {c} = {value} FROM {from}, todo \
                        WHERE t.{k} = todo.{k} AND {conds} RETURNING 1) \
@@ -243,16 +291,17 @@ pub async fn run(
         t = table.sql(),
         c = ident(column),
     );
+    let mut swept = 0;
     loop {
         let n: i64 = client
-            .query_one(&sweep, &[])
+            .query_one(&sql, &[])
             .await
             .map_err(|e| ApplyError::Sql {
-                sql: sweep.clone(),
+                sql: sql.clone(),
                 detail: crate::conn::error_text(&e),
             })?
             .get(0);
-        stats.swept += n;
+        swept += n;
         if n == 0 {
             break;
         }
@@ -268,19 +317,133 @@ pub async fn run(
             &[],
         )
         .await
-        .map_err(db("cannot check for rows left without the column"))?;
+        .map_err(|e| ApplyError::db("cannot check for rows left without the column", e))?;
     if !left.is_empty() {
-        let examples: Vec<String> = left.iter().map(|r| r.get(0)).collect();
         return Err(ApplyError::Orphans {
             table: table.to_string(),
             column: column.clone(),
-            examples,
+            examples: left.iter().map(|r| r.get(0)).collect(),
         });
     }
-    stats.rows = rows + stats.swept;
-    stats.batches = batches;
-    stats.seconds = start.elapsed().as_secs_f64();
-    stats.throttled_seconds = throttled.as_secs_f64();
-    stats.final_batch_keys = size;
-    Ok(stats)
+    Ok(swept)
+}
+
+/// The seed's way, with keyset batches: a procedure that walks the key
+/// range in batches (committing each, saving the cursor, adapting the batch
+/// to the time target) is scheduled with pg_cron every minute, for 50 s of
+/// work per run; apply watches the cursor and unschedules the job when the
+/// range is done, then sweeps like the client mode.
+pub async fn run_pg_cron(
+    client: &Client,
+    step: &Step,
+    pace: &Pace,
+    progress: bool,
+) -> Result<BackfillStats, ApplyError> {
+    let Step::Backfill { table, column, .. } = step else {
+        return Ok(BackfillStats::default());
+    };
+    crate::cron::ensure(client)
+        .await
+        .map_err(|e| ApplyError::Db {
+            context: "--backfill-via pg-cron".into(),
+            detail: format!("{e} (or use --backfill-via client)"),
+        })?;
+    let start = Instant::now();
+    let id = step.id();
+    let c = load_cursor(client, step).await?;
+    let name = crate::plan::object_name(&format!("backfill_{}_{}", table.name, column), "");
+    let procedure = crate::catalog::QName::new("shardready", &name);
+    let job = format!("shardready-{name}");
+    let update = backfill_batch_sql(step, "lo", "lo + batch").expect("a backfill step");
+    let target_ms = pace.batch_target.as_millis().max(1);
+    let sql = format!(
+        "CREATE OR REPLACE PROCEDURE {p}(batch bigint, budget interval)\n\
+         LANGUAGE plpgsql AS $shardready$\n\
+         DECLARE lo bigint; top bigint; n bigint; t0 timestamptz := clock_timestamp(); b0 timestamptz;\n\
+         BEGIN\n\
+         \x20 SET lock_timeout = '{lt}ms';\n\
+         \x20 LOOP\n\
+         \x20   SELECT cursor, max_key INTO lo, top FROM shardready.backfill WHERE step_id = {id};\n\
+         \x20   EXIT WHEN lo >= top OR clock_timestamp() - t0 > budget;\n\
+         \x20   b0 := clock_timestamp();\n\
+         \x20   {update}\n\
+         \x20   GET DIAGNOSTICS n = ROW_COUNT;\n\
+         \x20   UPDATE shardready.backfill SET cursor = least(lo + batch, top), rows_updated = rows_updated + n,\n\
+         \x20     batches = batches + 1, updated_at = now() WHERE step_id = {id};\n\
+         \x20   COMMIT;\n\
+         \x20   -- adapt the batch to the time target (at most halve or double)\n\
+         \x20   batch := greatest({min}, least({max}, (batch * least(2.0, greatest(0.5,\n\
+         \x20     {target_ms} / greatest(1, extract(epoch FROM clock_timestamp() - b0) * 1000))))::bigint));\n\
+         \x20 END LOOP;\n\
+         END\n$shardready$;",
+        p = procedure.sql(),
+        lt = pace.lock_timeout.as_millis().max(1),
+        id = crate::sql::literal(&id),
+        update = update.replace('\n', "\n    "),
+        min = pace.min_batch,
+        max = pace.max_batch,
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| ApplyError::Sql {
+            sql: format!("CREATE PROCEDURE {}", procedure.sql()),
+            detail: crate::conn::error_text(&e),
+        })?;
+    let command = format!("CALL {}(1000, '50 seconds')", procedure.sql());
+    crate::cron::schedule(client, &job, "* * * * *", &command)
+        .await
+        .map_err(|e| ApplyError::Db {
+            context: "cannot schedule the backfill job".into(),
+            detail: e.to_string(),
+        })?;
+    let bar = progress_bar(progress, table, c.min_key, c.max_key, c.cursor);
+    let result = loop {
+        let r = client
+            .query_one(
+                "SELECT cursor, rows_updated, batches FROM shardready.backfill WHERE step_id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(|e| ApplyError::db("cannot read the backfill cursor", e))?;
+        let (cursor, rows, batches): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+        bar.set_position((cursor - c.min_key).max(0) as u64);
+        if cursor >= c.max_key {
+            break Ok((rows, batches));
+        }
+        // A run that failed (e.g. on a lock timeout) is retried by the next
+        // one; three failures in a row stop the backfill.
+        let runs = crate::cron::runs(client, &job).await.unwrap_or_default();
+        let failures: Vec<&(String, String)> = runs
+            .iter()
+            .rev()
+            .take_while(|(s, _)| s == "failed")
+            .collect();
+        if failures.len() >= 3 {
+            break Err(ApplyError::Db {
+                context: format!("the pg_cron backfill job `{job}` failed three times"),
+                detail: failures[0].1.clone(),
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    bar.finish_and_clear();
+    let _ = crate::cron::unschedule(client, &job).await;
+    client
+        .batch_execute(&format!(
+            "DROP PROCEDURE IF EXISTS {}(bigint, interval)",
+            procedure.sql()
+        ))
+        .await
+        .map_err(|e| ApplyError::db("cannot drop the backfill procedure", e))?;
+    let (rows, batches) = result?;
+    let swept = sweep(client, step).await?;
+    Ok(BackfillStats {
+        table: table.to_string(),
+        rows: rows + swept,
+        batches,
+        seconds: start.elapsed().as_secs_f64(),
+        swept,
+        ..Default::default()
+    })
 }

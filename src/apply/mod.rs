@@ -123,6 +123,21 @@ pub struct ApplyOptions {
     pub progress: bool,
     /// Stop after this many steps (for tests and step-by-step runs).
     pub max_steps: Option<usize>,
+    /// Parallel workers for index builds and validations (0: leave the
+    /// cores to the application).
+    pub parallel_workers: i32,
+    /// Who runs the backfill batches.
+    pub backfill_via: BackfillVia,
+}
+
+/// Who runs the backfill batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackfillVia {
+    /// shardready itself, adaptive and throttled on the application's latency.
+    Client,
+    /// A procedure scheduled with pg_cron (the seed's way, keyset batches).
+    PgCron,
 }
 
 impl Default for ApplyOptions {
@@ -143,6 +158,8 @@ impl Default for ApplyOptions {
             replan: false,
             progress: true,
             max_steps: None,
+            parallel_workers: 0,
+            backfill_via: BackfillVia::Client,
         }
     }
 }
@@ -203,6 +220,15 @@ pub async fn apply(
     let _ = client
         .batch_execute("SET client_connection_check_interval = '1s'")
         .await;
+    // Leave the other cores to the application: index builds and
+    // validations run without parallel workers.
+    client
+        .batch_execute(&format!(
+            "SET max_parallel_maintenance_workers = {w}; SET max_parallel_workers_per_gather = {w};",
+            w = opts.parallel_workers
+        ))
+        .await
+        .map_err(|e| ApplyError::db("cannot configure the session", e))?;
     state::ensure_schema(&client).await?;
     state::try_lock(&client).await?;
     let result = run(&client, opts, workload).await;
@@ -326,7 +352,14 @@ async fn run(
                 Action::Backfill => {
                     let mut pace = opts.pace;
                     pace.lock_timeout = opts.policy.lock_timeout;
-                    let b = backfill::run(client, step, &pace, pressure, opts.progress).await?;
+                    let b = match opts.backfill_via {
+                        BackfillVia::Client => {
+                            backfill::run(client, step, &pace, pressure, opts.progress).await?
+                        }
+                        BackfillVia::PgCron => {
+                            backfill::run_pg_cron(client, step, &pace, opts.progress).await?
+                        }
+                    };
                     stats.lock_timeouts += b.lock_timeouts;
                     say(
                         opts,
