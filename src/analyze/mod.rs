@@ -10,6 +10,8 @@ pub mod queries;
 pub mod rules;
 pub mod skew;
 pub mod tenant;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 use serde::Serialize;
 use thiserror::Error;
