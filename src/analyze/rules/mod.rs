@@ -30,9 +30,10 @@ impl<'a> Ctx<'a> {
     }
     /// Tables (partitions included, through their parent) and their class.
     pub fn tables(&self) -> impl Iterator<Item = (&'a Table, &'a Class)> + '_ {
-        self.cat.tables.iter().filter_map(move |t| {
-            self.class_of(self.cat.top_parent(t)).map(|c| (t, c))
-        })
+        self.cat
+            .tables
+            .iter()
+            .filter_map(move |t| self.class_of(self.cat.top_parent(t)).map(|c| (t, c)))
     }
     /// Tables that will be distributed by the tenant column.
     pub fn tenant_tables(&self) -> impl Iterator<Item = &'a Table> + '_ {
