@@ -377,9 +377,8 @@ fn plan_needs(ctx: &Ctx, t: &Table, path: &[Hop], scan: Scan) -> Option<TablePla
         via: path_fks.clone(),
         cond: format!("{} IS NULL", main.expr),
         message: format!(
-            "rows of {} derive no {col} along {path_text} (the foreign key column is NULL, the \
-             parent row is missing, or the parent has no {col}): they would stay NULL after the \
-             backfill",
+            "in {} with no {col} along {path_text} (the foreign key column is NULL, the parent \
+             row is missing, or the parent has no {col}): they would stay NULL after the backfill",
             t.name
         ),
         fix: format!(
@@ -406,8 +405,8 @@ fn plan_needs(ctx: &Ctx, t: &Table, path: &[Hop], scan: Scan) -> Option<TablePla
             via,
             cond: differ(&main, &other.expr, &other.type_name),
             message: format!(
-                "rows of {} reach one {col} along {path_text} and another along {other_text}: \
-                 the composite foreign key ({col}, {}) → {} ({col}, {}) would fail",
+                "in {} with one {col} along {path_text} and another along {other_text}: the \
+                 composite foreign key ({col}, {}) → {} ({col}, {}) would fail",
                 t.name,
                 fk.columns.join(", "),
                 fk.ref_table,
@@ -458,7 +457,7 @@ fn plan_distributed(ctx: &Ctx, t: &Table, scan: Scan) -> Option<TablePlan> {
             rule: "null-tenant",
             via: source.map(|fk| vec![fk.name.clone()]).unwrap_or_default(),
             cond: format!("{mine} IS NULL"),
-            message: format!("rows of {} have a NULL {col}", t.name),
+            message: format!("in {} with a NULL {col}", t.name),
             fix: match source {
                 Some(fk) => format!(
                     "backfill them from {} through {} (UPDATE … SET {col} = parent.{col} FROM {} \
@@ -513,7 +512,7 @@ fn plan_distributed(ctx: &Ctx, t: &Table, scan: Scan) -> Option<TablePlan> {
             via: vec![fk.name.clone()],
             cond: differ(&me, &other.expr, &other.type_name),
             message: format!(
-                "rows of {} have another {col} than the {} row they reference through {}: the \
+                "in {} with another {col} than the {} row they reference through {}: the \
                  composite foreign key ({col}, {}) → {} ({theirs}, {}) would fail",
                 t.name,
                 fk.ref_table,
@@ -557,16 +556,49 @@ fn plan_all(ctx: &Ctx, full: bool, limit: i64) -> Vec<TablePlan> {
     out
 }
 
-pub(crate) fn error_text(e: &tokio_postgres::Error, full: bool) -> String {
-    if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) && !full {
-        format!("timed out after {STATEMENT_TIMEOUT} (statement_timeout)")
+/// How far the checks go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bounds {
+    /// Every row, no timeout (`--full`).
+    pub full: bool,
+    /// Rows read per table at most otherwise.
+    pub sample_rows: i64,
+    /// `statement_timeout` of each query otherwise (as in SET).
+    pub statement_timeout: String,
+}
+
+impl Bounds {
+    /// The defaults ([`SAMPLE_ROWS`], [`STATEMENT_TIMEOUT`]), or `--full`.
+    pub fn new(full: bool) -> Bounds {
+        Bounds {
+            full,
+            sample_rows: SAMPLE_ROWS,
+            statement_timeout: STATEMENT_TIMEOUT.into(),
+        }
+    }
+    /// The session's `statement_timeout` while checking.
+    pub(crate) fn timeout_setting(&self) -> &str {
+        if self.full {
+            "0"
+        } else {
+            &self.statement_timeout
+        }
+    }
+}
+
+pub(crate) fn error_text(e: &tokio_postgres::Error, b: &Bounds) -> String {
+    if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) && !b.full {
+        format!(
+            "timed out after {} (statement_timeout)",
+            b.statement_timeout
+        )
     } else {
         crate::conn::error_text(e)
     }
 }
 
 /// Runs the checks of one table.
-async fn run(client: &Client, p: &TablePlan, full: bool) -> Vec<DataCheck> {
+async fn run(client: &Client, p: &TablePlan, b: &Bounds) -> Vec<DataCheck> {
     let mk = |probe: &Probe, scanned: i64, rows: i64, error: Option<String>| DataCheck {
         rule: probe.rule,
         table: p.table.clone(),
@@ -575,14 +607,19 @@ async fn run(client: &Client, p: &TablePlan, full: bool) -> Vec<DataCheck> {
         rows_scanned: scanned,
         rows,
         examples: Vec::new(),
-        message: format!("{rows} {} {}", probe.message, p.scan.describe(scanned)),
+        message: format!(
+            "{rows} row{} {} ({})",
+            if rows == 1 { "" } else { "s" },
+            probe.message,
+            p.scan.describe(scanned)
+        ),
         fix: probe.fix.clone(),
         error,
     };
     let row = match client.query_one(&p.count_sql(), &[]).await {
         Ok(r) => r,
         Err(e) => {
-            let msg = error_text(&e, full);
+            let msg = error_text(&e, b);
             return p
                 .probes
                 .iter()
@@ -599,7 +636,7 @@ async fn run(client: &Client, p: &TablePlan, full: bool) -> Vec<DataCheck> {
             match client.query(&p.examples_sql(i), &[]).await {
                 Ok(rows) => c.examples = rows.iter().map(|r| r.get(0)).collect(),
                 Err(e) => {
-                    c.examples = vec![format!("(examples unavailable: {})", error_text(&e, full))]
+                    c.examples = vec![format!("(examples unavailable: {})", error_text(&e, b))]
                 }
             }
         }
@@ -610,23 +647,22 @@ async fn run(client: &Client, p: &TablePlan, full: bool) -> Vec<DataCheck> {
 
 /// Runs every data check. Bounded unless `full` (see the module doc).
 pub async fn check(ctx: &Ctx<'_>, client: &Client, full: bool) -> Result<DataReport, AnalyzeError> {
-    check_with(ctx, client, full, SAMPLE_ROWS).await
+    check_with(ctx, client, &Bounds::new(full)).await
 }
 
-/// [`check`] with another sample size (tests use a small one to exercise
-/// sampling on small tables).
+/// [`check`] within other bounds (tests use small ones to exercise
+/// sampling and timeouts on small tables).
 pub async fn check_with(
     ctx: &Ctx<'_>,
     client: &Client,
-    full: bool,
-    sample_rows: i64,
+    b: &Bounds,
 ) -> Result<DataReport, AnalyzeError> {
-    let plans = plan_all(ctx, full, sample_rows);
-    let timeout = if full { "0" } else { STATEMENT_TIMEOUT };
+    let plans = plan_all(ctx, b.full, b.sample_rows);
+    let timeout = b.timeout_setting();
     let mut report = DataReport {
-        exact: full,
-        sample_rows,
-        statement_timeout: (!full).then(|| STATEMENT_TIMEOUT.to_string()),
+        exact: b.full,
+        sample_rows: b.sample_rows,
+        statement_timeout: (!b.full).then(|| b.statement_timeout.clone()),
         checks: Vec::new(),
     };
     if plans.is_empty() {
@@ -639,7 +675,7 @@ pub async fn check_with(
         .await
         .map_err(super::db("cannot set statement_timeout"))?;
     for p in &plans {
-        report.checks.extend(run(client, p, full).await);
+        report.checks.extend(run(client, p, b).await);
     }
     catalog::set_statement_timeout(client, &before)
         .await

@@ -18,7 +18,7 @@ use std::fmt::Write;
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use super::data::{self, choose_scan, Scan, MARKER};
+use super::data::{self, choose_scan, Bounds, Scan, MARKER};
 use super::rules::Ctx;
 use super::tenant::Class;
 use super::{AnalyzeError, Finding, Severity};
@@ -170,13 +170,8 @@ impl Skew {
     /// `skew-incomplete` for a table that could not be counted.
     pub fn findings(&self) -> Vec<Finding> {
         let mut out = Vec::new();
-        let biggest = self
-            .tables
-            .iter()
-            .max_by_key(|t| t.rows_estimated)
-            .map(|t| t.table.clone());
         for h in &self.hot {
-            let on = biggest.clone().or_else(|| self.basis.clone());
+            let on = self.basis.clone();
             out.push(Finding {
                 rule: "hot-tenant",
                 severity: Severity::Info,
@@ -305,7 +300,7 @@ struct Count {
 }
 
 /// The counting query of each tenant table (pure).
-fn plan(ctx: &Ctx, full: bool) -> Vec<Count> {
+fn plan(ctx: &Ctx, full: bool, limit: i64) -> Vec<Count> {
     let mut out = Vec::new();
     for (t, class) in ctx.tables() {
         if t.parent.is_some() || t.kind == TableKind::Foreign {
@@ -331,7 +326,7 @@ fn plan(ctx: &Ctx, full: bool) -> Vec<Count> {
             _ => continue,
         };
         let (rows, bytes) = data::estimate(ctx, t);
-        let scan = choose_scan(rows, bytes, full, SAMPLE_ROWS);
+        let scan = choose_scan(rows, bytes, full, limit);
         let sql = format!(
             "SELECT {MARKER} tenant, n, (sum(n) OVER ())::int8, count(*) OVER () \
              FROM (SELECT {expr}::text AS tenant, count(*) AS n FROM {} t0{}{joins} \
@@ -417,7 +412,20 @@ pub async fn measure_with(
     client: &Client,
     full: bool,
 ) -> Result<Skew, AnalyzeError> {
-    let counts = plan(ctx, full);
+    let b = Bounds {
+        sample_rows: SAMPLE_ROWS,
+        ..Bounds::new(full)
+    };
+    measure_bounded(ctx, client, &b).await
+}
+
+/// [`measure`] within other bounds.
+pub async fn measure_bounded(
+    ctx: &Ctx<'_>,
+    client: &Client,
+    b: &Bounds,
+) -> Result<Skew, AnalyzeError> {
+    let counts = plan(ctx, b.full, b.sample_rows);
     let tenant_bytes: i64 = ctx
         .tenant_tables()
         .filter(|t| t.parent.is_none())
@@ -434,7 +442,7 @@ pub async fn measure_with(
     let before = catalog::statement_timeout(client)
         .await
         .map_err(super::db("cannot read statement_timeout"))?;
-    catalog::set_statement_timeout(client, if full { "0" } else { data::STATEMENT_TIMEOUT })
+    catalog::set_statement_timeout(client, b.timeout_setting())
         .await
         .map_err(super::db("cannot set statement_timeout"))?;
     let mut tables = Vec::new();
@@ -469,7 +477,7 @@ pub async fn measure_with(
                     *per_tenant.entry(tenant).or_default() += n as f64 * scale;
                 }
             }
-            Err(e) => st.error = Some(data::error_text(&e, full)),
+            Err(e) => st.error = Some(data::error_text(&e, b)),
         }
         tables.push(st);
     }
@@ -487,7 +495,9 @@ mod tests {
     #[test]
     fn counts_every_tenant_table_but_the_root() {
         let cat = tailspin();
-        let c = with_ctx(&cat, &Default::default(), |ctx| plan(ctx, false));
+        let c = with_ctx(&cat, &Default::default(), |ctx| {
+            plan(ctx, false, SAMPLE_ROWS)
+        });
         let names: Vec<_> = c.iter().map(|c| c.table.name.as_str()).collect();
         assert_eq!(names, ["products", "orders", "line_items"]);
         let li = &c[2];
@@ -506,7 +516,9 @@ mod tests {
             "10,002 rows are counted exactly"
         );
         assert!(products.sql.contains("GROUP BY 1"));
-        let exact = with_ctx(&cat, &Default::default(), |ctx| plan(ctx, true));
+        let exact = with_ctx(&cat, &Default::default(), |ctx| {
+            plan(ctx, true, SAMPLE_ROWS)
+        });
         assert!(exact.iter().all(|c| c.scan == Scan::Exact));
     }
 
@@ -548,7 +560,7 @@ mod tests {
             .contains("isolate_tenant_to_new_shard candidate"));
         assert!(
             hot.fix
-                .contains("isolate_tenant_to_new_shard('\"public\".\"orders\"', '5', 'CASCADE')"),
+                .contains("isolate_tenant_to_new_shard('\"public\".\"stores\"', '5', 'CASCADE')"),
             "{}",
             hot.fix
         );
