@@ -651,14 +651,14 @@ ANALYZE;
         .await
         .unwrap();
     let quick = data::Bounds {
-        statement_timeout: "300ms".into(),
+        statement_timeout: "1s".into(),
         ..data::Bounds::new(false)
     };
     let d = data::check_with(&ctx, &client, &quick).await.unwrap();
     let n = d.checks.iter().find(|c| c.table == q("notes")).unwrap();
     assert_eq!(
         n.error.as_deref(),
-        Some("timed out after 300ms (statement_timeout)")
+        Some("timed out after 1s (statement_timeout)")
     );
     let f = d.findings();
     let inc = f

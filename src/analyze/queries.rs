@@ -12,6 +12,8 @@
 //! a `JOIN … USING`. Unqualified names count for tables that have the
 //! column today. Every query level (subqueries, CTEs) is judged on its own;
 //! `INSERT … VALUES` is not a read. Dynamic SQL (`EXECUTE`) is not seen.
+//! An unqualified table name is looked up in `public` first, then in any
+//! schema; views and unknown names are skipped.
 
 use std::collections::BTreeSet;
 
