@@ -209,6 +209,9 @@ pub struct Function {
     pub language: String,
     pub arguments: String,
     pub body: String,
+    /// The whole `CREATE OR REPLACE FUNCTION ...` text
+    /// (`pg_get_functiondef`), what the plpgsql parser needs.
+    pub definition: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -412,6 +415,7 @@ impl Catalog {
                 language: r.get("lang"),
                 arguments: r.get("args"),
                 body: r.get("body"),
+                definition: r.get("def"),
             })
             .collect();
         Ok(Catalog {
@@ -521,7 +525,8 @@ const SEQUENCES_SQL: &str = "SELECT n.nspname::text AS schema, c.relname::text A
  ORDER BY 1, 2";
 
 const FUNCTIONS_SQL: &str = "SELECT n.nspname::text AS schema, p.proname::text AS name, \
-        l.lanname::text AS lang, pg_get_function_identity_arguments(p.oid) AS args, p.prosrc AS body \
+        l.lanname::text AS lang, pg_get_function_identity_arguments(p.oid) AS args, p.prosrc AS body, \
+        pg_get_functiondef(p.oid) AS def \
  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
  JOIN pg_language l ON l.oid = p.prolang \
  WHERE l.lanname IN ('sql', 'plpgsql') AND p.prokind IN ('f', 'p') \
@@ -648,4 +653,67 @@ pub async fn sequence_value(client: &Client, seq: &QName) -> Result<i64, tokio_p
         )
         .await?;
     Ok(if row.get::<_, bool>(1) { row.get(0) } else { 0 })
+}
+
+/// One entry of `pg_stat_statements` (normalized text: constants are `$n`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StatementStat {
+    pub queryid: i64,
+    pub query: String,
+    pub calls: i64,
+}
+
+/// The `limit` most-called statements of the current database from
+/// `pg_stat_statements` (the extension must be installed in it, and
+/// preloaded, or the view errors). Leaves out what is not the
+/// application's: statements on the system catalogs, on `pg_stat_*`, on
+/// extension schemas (`cron`) and on ours (`shardready`), and the
+/// statements shardready itself sends (they carry a `/* shardready */`
+/// marker).
+pub async fn top_statements(
+    client: &Client,
+    limit: i64,
+) -> Result<Vec<StatementStat>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT s.queryid, s.query, s.calls \
+             FROM pg_stat_statements s \
+             WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND s.queryid IS NOT NULL \
+               AND s.query !~* '(pg_catalog|information_schema|pg_stat|pg_class|pg_namespace|\\mcron\\.|\\mshardready\\.)' \
+               AND position('/* shardready */' in s.query) = 0 \
+             ORDER BY s.calls DESC, s.queryid LIMIT $1",
+            &[&limit],
+        )
+        .await?
+        .iter()
+        .map(|r| StatementStat {
+            queryid: r.get(0),
+            query: r.get(1),
+            calls: r.get(2),
+        })
+        .collect())
+}
+
+/// The server's current `statement_timeout` (to restore it after a change).
+pub async fn statement_timeout(client: &Client) -> Result<String, tokio_postgres::Error> {
+    let row = client
+        .query_one("SELECT current_setting('statement_timeout')", &[])
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Sets `statement_timeout` for the session (`value` as in SET, e.g. `30s`
+/// or `0`).
+pub async fn set_statement_timeout(
+    client: &Client,
+    value: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .query_one(
+            "SELECT set_config('statement_timeout', $1, false)",
+            &[&value],
+        )
+        .await?;
+    Ok(())
 }

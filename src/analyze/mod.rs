@@ -10,6 +10,8 @@ pub mod queries;
 pub mod rules;
 pub mod skew;
 pub mod tenant;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 use serde::Serialize;
 use thiserror::Error;
@@ -181,7 +183,7 @@ pub async fn analyze_read(
     } else {
         let d = data::check(&ctx, client, opts.full).await?;
         findings.extend(d.findings());
-        let s = skew::measure(&ctx, client).await?;
+        let s = skew::measure_with(&ctx, client, opts.full).await?;
         findings.extend(s.findings());
         (Some(d), Some(s))
     };

@@ -1,6 +1,1005 @@
-//! PLACEHOLDER (being written)
-use super::{rules::Ctx, AnalyzeError, Finding};
+//! Query audit: reads the application's SQL the way Citus will route it.
+//! Parses, with `pg_query`, the bodies of the SQL and plpgsql functions of
+//! the database and, when the `pg_stat_statements` extension is installed,
+//! its most-called statements; flags INSERTs into tenant tables that do not
+//! write the tenant column (`insert-without-tenant`) and statements that
+//! read or change a tenant table without a filter on its tenant column
+//! (`query-without-tenant-filter`: a multi-shard query once distributed).
+//!
+//! What counts as a filter: the table's tenant column (the root's key in
+//! the root) as an operand of `=`, `IN`, `= ANY` or `IS NOT DISTINCT FROM`
+//! in the WHERE clause or a JOIN condition of the same query level, or in
+//! a `JOIN … USING`. Unqualified names count for tables that have the
+//! column today. Every query level (subqueries, CTEs) is judged on its own;
+//! `INSERT … VALUES` is not a read. Dynamic SQL (`EXECUTE`) is not seen.
+//! An unqualified table name is looked up in `public` first, then in any
+//! schema; views and unknown names are skipped.
+
+use std::collections::BTreeSet;
+
+use pg_query::protobuf::{self, AExprKind, Node, SelectStmt};
+use pg_query::NodeEnum;
+use serde::Serialize;
 use tokio_postgres::Client;
-pub async fn audit(_ctx: &Ctx<'_>, _client: &Client) -> Result<Vec<Finding>, AnalyzeError> {
-    Ok(Vec::new())
+
+use super::rules::Ctx;
+use super::tenant::Class;
+use super::{AnalyzeError, Finding, Severity};
+use crate::catalog::{self, Function, QName, Table};
+
+/// pg_stat_statements entries audited (the most called).
+pub const TOP_STATEMENTS: i64 = 500;
+/// Statements are quoted up to this many characters.
+const QUOTE_CHARS: usize = 120;
+
+/// What one statement does wrong to one table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Issue {
+    /// `insert-without-tenant` or `query-without-tenant-filter`.
+    pub rule: &'static str,
+    pub table: QName,
+    /// `reads`, `updates`, `deletes from` or `inserts into`.
+    pub verb: &'static str,
+    /// The statement, whitespace collapsed, trimmed to ~120 characters.
+    pub statement: String,
+}
+
+/// A table named in a query.
+#[derive(Debug, Clone)]
+struct Rel {
+    schema: String,
+    name: String,
+    alias: Option<String>,
+    verb: &'static str,
+}
+
+impl Rel {
+    fn of(v: &protobuf::RangeVar, verb: &'static str) -> Rel {
+        Rel {
+            schema: v.schemaname.clone(),
+            name: v.relname.clone(),
+            alias: v.alias.as_ref().map(|a| a.aliasname.clone()),
+            verb,
+        }
+    }
+}
+
+/// One query level: its tables and the columns it filters on
+/// (qualifier, column).
+#[derive(Debug, Default)]
+struct Scope {
+    rels: Vec<Rel>,
+    filters: Vec<(Option<String>, String)>,
+}
+
+/// Walks one statement's tree, collecting query levels and inserts.
+#[derive(Default)]
+struct Walk {
+    ctes: BTreeSet<String>,
+    scopes: Vec<Scope>,
+    /// (target, written columns; None without a column list).
+    inserts: Vec<(Rel, Option<Vec<String>>)>,
+}
+
+fn node(n: &Node) -> Option<&NodeEnum> {
+    n.node.as_ref()
+}
+
+fn boxed(n: &Option<Box<Node>>) -> Option<&NodeEnum> {
+    n.as_deref().and_then(node)
+}
+
+fn sval(n: &Node) -> Option<&str> {
+    match node(n) {
+        Some(NodeEnum::String(s)) => Some(&s.sval),
+        _ => None,
+    }
+}
+
+impl Walk {
+    fn stmt(&mut self, n: &NodeEnum) {
+        match n {
+            NodeEnum::SelectStmt(s) => self.select(s),
+            NodeEnum::InsertStmt(s) => {
+                self.with(s.with_clause.as_ref());
+                if let Some(rel) = &s.relation {
+                    let cols = (!s.cols.is_empty()).then(|| {
+                        s.cols
+                            .iter()
+                            .filter_map(|c| match node(c) {
+                                Some(NodeEnum::ResTarget(r)) => Some(r.name.clone()),
+                                _ => None,
+                            })
+                            .collect()
+                    });
+                    self.inserts.push((Rel::of(rel, "inserts into"), cols));
+                }
+                match boxed(&s.select_stmt) {
+                    Some(NodeEnum::SelectStmt(sel)) if !sel.values_lists.is_empty() => {
+                        for v in &sel.values_lists {
+                            self.expr(v);
+                        }
+                    }
+                    Some(other) => self.stmt(other),
+                    None => {}
+                }
+            }
+            NodeEnum::UpdateStmt(s) => {
+                self.with(s.with_clause.as_ref());
+                let mut scope = Scope::default();
+                if let Some(rel) = &s.relation {
+                    scope.rels.push(Rel::of(rel, "updates"));
+                }
+                for f in &s.from_clause {
+                    self.range_item(f, &mut scope);
+                }
+                if let Some(w) = boxed(&s.where_clause) {
+                    self.filter(w, &mut scope);
+                }
+                for t in &s.target_list {
+                    self.expr(t);
+                }
+                self.scopes.push(scope);
+            }
+            NodeEnum::DeleteStmt(s) => {
+                self.with(s.with_clause.as_ref());
+                let mut scope = Scope::default();
+                if let Some(rel) = &s.relation {
+                    scope.rels.push(Rel::of(rel, "deletes from"));
+                }
+                for f in &s.using_clause {
+                    self.range_item(f, &mut scope);
+                }
+                if let Some(w) = boxed(&s.where_clause) {
+                    self.filter(w, &mut scope);
+                }
+                self.scopes.push(scope);
+            }
+            NodeEnum::ExplainStmt(s) => {
+                if let Some(q) = boxed(&s.query) {
+                    self.stmt(q);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn with(&mut self, w: Option<&protobuf::WithClause>) {
+        let Some(w) = w else { return };
+        for c in &w.ctes {
+            if let Some(NodeEnum::CommonTableExpr(cte)) = node(c) {
+                self.ctes.insert(cte.ctename.clone());
+                if let Some(q) = boxed(&cte.ctequery) {
+                    self.stmt(q);
+                }
+            }
+        }
+    }
+
+    fn select(&mut self, s: &SelectStmt) {
+        self.with(s.with_clause.as_ref());
+        if s.op != protobuf::SetOperation::SetopNone as i32 {
+            for side in [&s.larg, &s.rarg].into_iter().flatten() {
+                self.select(side);
+            }
+            return;
+        }
+        for v in &s.values_lists {
+            self.expr(v);
+        }
+        let mut scope = Scope::default();
+        for f in &s.from_clause {
+            self.range_item(f, &mut scope);
+        }
+        if let Some(w) = boxed(&s.where_clause) {
+            self.filter(w, &mut scope);
+        }
+        for n in s
+            .target_list
+            .iter()
+            .chain(&s.group_clause)
+            .chain(&s.sort_clause)
+        {
+            self.expr(n);
+        }
+        for n in [&s.having_clause, &s.limit_count, &s.limit_offset]
+            .into_iter()
+            .flatten()
+        {
+            self.expr(n);
+        }
+        if !scope.rels.is_empty() {
+            self.scopes.push(scope);
+        }
+    }
+
+    fn range_item(&mut self, n: &Node, scope: &mut Scope) {
+        match node(n) {
+            Some(NodeEnum::RangeVar(v)) => {
+                if v.schemaname.is_empty() && self.ctes.contains(&v.relname) {
+                    return;
+                }
+                scope.rels.push(Rel::of(v, "reads"));
+            }
+            Some(NodeEnum::JoinExpr(j)) => {
+                for side in [&j.larg, &j.rarg].into_iter().flatten() {
+                    self.range_item(side, scope);
+                }
+                for u in &j.using_clause {
+                    if let Some(c) = sval(u) {
+                        scope.filters.push((None, c.to_string()));
+                    }
+                }
+                if let Some(q) = boxed(&j.quals) {
+                    self.filter(q, scope);
+                }
+            }
+            Some(NodeEnum::RangeSubselect(r)) => {
+                if let Some(q) = boxed(&r.subquery) {
+                    self.stmt(q);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A WHERE / ON clause: records the filtered columns of this level;
+    /// subqueries become levels of their own.
+    fn filter(&mut self, n: &NodeEnum, scope: &mut Scope) {
+        match n {
+            NodeEnum::BoolExpr(b) => {
+                for a in &b.args {
+                    if let Some(a) = node(a) {
+                        self.filter(a, scope);
+                    }
+                }
+            }
+            NodeEnum::AExpr(e) => {
+                let op = e.name.iter().filter_map(sval).next_back().unwrap_or("");
+                let kind = e.kind;
+                let is = |k: AExprKind| kind == k as i32;
+                let equality = ((is(AExprKind::AexprOp)
+                    || is(AExprKind::AexprOpAny)
+                    || is(AExprKind::AexprIn))
+                    && op == "=")
+                    || is(AExprKind::AexprNotDistinct);
+                if equality {
+                    for side in [&e.lexpr, &e.rexpr] {
+                        if let Some(s) = boxed(side) {
+                            operand_columns(s, &mut scope.filters);
+                        }
+                    }
+                }
+                for side in [&e.lexpr, &e.rexpr] {
+                    if let Some(s) = boxed(side) {
+                        self.expr_enum(s);
+                    }
+                }
+            }
+            other => self.expr_enum(other),
+        }
+    }
+
+    fn expr(&mut self, n: &Node) {
+        if let Some(n) = node(n) {
+            self.expr_enum(n);
+        }
+    }
+
+    /// Any expression: only looks for subqueries.
+    fn expr_enum(&mut self, n: &NodeEnum) {
+        let each = |w: &mut Walk, v: &[Node]| v.iter().for_each(|x| w.expr(x));
+        match n {
+            NodeEnum::SubLink(l) => {
+                if let Some(t) = boxed(&l.testexpr) {
+                    self.expr_enum(t);
+                }
+                if let Some(q) = boxed(&l.subselect) {
+                    self.stmt(q);
+                }
+            }
+            NodeEnum::AExpr(e) => {
+                for side in [&e.lexpr, &e.rexpr] {
+                    if let Some(s) = boxed(side) {
+                        self.expr_enum(s);
+                    }
+                }
+            }
+            NodeEnum::BoolExpr(b) => each(self, &b.args),
+            NodeEnum::FuncCall(f) => {
+                each(self, &f.args);
+                if let Some(x) = boxed(&f.agg_filter) {
+                    self.expr_enum(x);
+                }
+            }
+            NodeEnum::TypeCast(c) => {
+                if let Some(x) = boxed(&c.arg) {
+                    self.expr_enum(x);
+                }
+            }
+            NodeEnum::NullTest(t) => {
+                if let Some(x) = boxed(&t.arg) {
+                    self.expr_enum(x);
+                }
+            }
+            NodeEnum::BooleanTest(t) => {
+                if let Some(x) = boxed(&t.arg) {
+                    self.expr_enum(x);
+                }
+            }
+            NodeEnum::CoalesceExpr(c) => each(self, &c.args),
+            NodeEnum::MinMaxExpr(c) => each(self, &c.args),
+            NodeEnum::CaseExpr(c) => {
+                if let Some(x) = boxed(&c.arg) {
+                    self.expr_enum(x);
+                }
+                each(self, &c.args);
+                if let Some(x) = boxed(&c.defresult) {
+                    self.expr_enum(x);
+                }
+            }
+            NodeEnum::CaseWhen(w) => {
+                for x in [&w.expr, &w.result] {
+                    if let Some(x) = boxed(x) {
+                        self.expr_enum(x);
+                    }
+                }
+            }
+            NodeEnum::AArrayExpr(a) => each(self, &a.elements),
+            NodeEnum::RowExpr(r) => each(self, &r.args),
+            NodeEnum::List(l) => each(self, &l.items),
+            NodeEnum::ResTarget(r) => {
+                if let Some(x) = boxed(&r.val) {
+                    self.expr_enum(x);
+                }
+            }
+            NodeEnum::AIndirection(a) => {
+                if let Some(x) = boxed(&a.arg) {
+                    self.expr_enum(x);
+                }
+            }
+            NodeEnum::CollateClause(c) => {
+                if let Some(x) = boxed(&c.arg) {
+                    self.expr_enum(x);
+                }
+            }
+            NodeEnum::NamedArgExpr(a) => {
+                if let Some(x) = boxed(&a.arg) {
+                    self.expr_enum(x);
+                }
+            }
+            NodeEnum::SortBy(s) => {
+                if let Some(x) = boxed(&s.node) {
+                    self.expr_enum(x);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The columns an equality operand names: `col`, `t.col`, `col::type`,
+/// `(a, b)`, `(a, b) IN (…)` lists.
+fn operand_columns(n: &NodeEnum, out: &mut Vec<(Option<String>, String)>) {
+    match n {
+        NodeEnum::ColumnRef(c) => {
+            let f: Vec<&str> = c.fields.iter().filter_map(sval).collect();
+            if let Some((col, rest)) = f.split_last() {
+                out.push((rest.last().map(|s| s.to_string()), col.to_string()));
+            }
+        }
+        NodeEnum::TypeCast(c) => {
+            if let Some(x) = boxed(&c.arg) {
+                operand_columns(x, out);
+            }
+        }
+        NodeEnum::CollateClause(c) => {
+            if let Some(x) = boxed(&c.arg) {
+                operand_columns(x, out);
+            }
+        }
+        NodeEnum::RowExpr(r) => {
+            for a in &r.args {
+                if let Some(a) = node(a) {
+                    operand_columns(a, out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The catalog table a query names: exact with a schema; else `public`
+/// first, then any schema.
+fn resolve<'a>(ctx: &Ctx<'a>, rel: &Rel) -> Option<&'a Table> {
+    if !rel.schema.is_empty() {
+        return ctx.cat.table(&QName::new(&rel.schema, &rel.name));
+    }
+    ctx.cat
+        .table(&QName::new("public", &rel.name))
+        .or_else(|| ctx.cat.tables.iter().find(|t| t.name.name == rel.name))
+}
+
+/// Collapses whitespace and trims to about [`QUOTE_CHARS`] characters.
+pub fn quote(sql: &str) -> String {
+    let flat = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat = flat.trim_end_matches(';').trim().to_string();
+    if flat.chars().count() <= QUOTE_CHARS {
+        flat
+    } else {
+        let cut: String = flat.chars().take(QUOTE_CHARS - 1).collect();
+        format!("{}…", cut.trim_end())
+    }
+}
+
+/// Audits one parsed statement (`shown` is the text quoted in messages).
+fn audit_node(ctx: &Ctx, n: &NodeEnum, shown: &str) -> Vec<Issue> {
+    let mut w = Walk::default();
+    w.stmt(n);
+    let mut out = BTreeSet::new();
+    let statement = quote(shown);
+    for (rel, cols) in &w.inserts {
+        let Some(t) = resolve(ctx, rel) else { continue };
+        let Some(class) = ctx.class_of(ctx.cat.top_parent(t)) else {
+            continue;
+        };
+        let col = ctx.tenant_column(t);
+        let writes = cols.as_ref().is_some_and(|c| c.iter().any(|c| c == col));
+        let flag = match class {
+            Class::NeedsColumn { .. } => !writes,
+            // A column list without the column: NULL (no default to help).
+            Class::Distributed => {
+                cols.is_some() && !writes && t.column(col).is_some_and(|c| c.default.is_none())
+            }
+            _ => false,
+        };
+        if flag {
+            out.insert(Issue {
+                rule: "insert-without-tenant",
+                table: ctx.cat.top_parent(t).clone(),
+                verb: rel.verb,
+                statement: statement.clone(),
+            });
+        }
+    }
+    for scope in &w.scopes {
+        for rel in &scope.rels {
+            let Some(t) = resolve(ctx, rel) else { continue };
+            let top = ctx.cat.top_parent(t);
+            if !ctx.class_of(top).is_some_and(|c| c.is_tenant()) {
+                continue;
+            }
+            let col = ctx.tenant_column(t);
+            let has_col_today = t.column(col).is_some();
+            let filtered = scope.filters.iter().any(|(q, c)| {
+                c == col
+                    && match q {
+                        None => has_col_today,
+                        Some(q) => rel.alias.as_deref() == Some(q.as_str()) || q == &rel.name,
+                    }
+            });
+            if !filtered {
+                out.insert(Issue {
+                    rule: "query-without-tenant-filter",
+                    table: top.clone(),
+                    verb: rel.verb,
+                    statement: statement.clone(),
+                });
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Audits SQL text: one or more complete statements.
+pub fn audit_sql(ctx: &Ctx, sql: &str) -> Result<Vec<Issue>, String> {
+    let parsed = pg_query::parse(sql, 0).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for raw in &parsed.protobuf.stmts {
+        let Some(n) = boxed(&raw.stmt) else { continue };
+        let start = raw.stmt_location.max(0) as usize;
+        let end = if raw.stmt_len > 0 {
+            start + raw.stmt_len as usize
+        } else {
+            sql.len()
+        };
+        let shown = sql.get(start..end).unwrap_or(sql);
+        out.extend(audit_node(ctx, n, shown));
+    }
+    Ok(out)
+}
+
+/// Audits one plpgsql expression or statement as the plpgsql parser hands
+/// it out (`parse_mode`: 0 a statement, 2 an expression, 3–5 an
+/// assignment `target := expr`).
+fn audit_plpgsql_expr(ctx: &Ctx, query: &str, parse_mode: i64) -> Vec<Issue> {
+    let attempt = |sql: &str| {
+        pg_query::parse(sql, 0).ok().map(|p| {
+            p.protobuf
+                .stmts
+                .iter()
+                .filter_map(|s| boxed(&s.stmt))
+                .flat_map(|n| audit_node(ctx, n, query))
+                .collect::<Vec<_>>()
+        })
+    };
+    let expr = if parse_mode >= 3 {
+        match query.find(":=") {
+            Some(i) => &query[i + 2..],
+            None => query.find('=').map(|i| &query[i + 1..]).unwrap_or(query),
+        }
+    } else {
+        query
+    };
+    if parse_mode == 0 {
+        if let Some(v) = attempt(query) {
+            return v;
+        }
+    }
+    attempt(&format!("SELECT {expr}")).unwrap_or_default()
+}
+
+/// Every `PLpgSQL_expr` of a parsed function: (query, parseMode).
+fn plpgsql_exprs(v: &serde_json::Value, out: &mut Vec<(String, i64)>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let Some(serde_json::Value::Object(e)) = m.get("PLpgSQL_expr") {
+                if let Some(q) = e.get("query").and_then(|q| q.as_str()) {
+                    let mode = e.get("parseMode").and_then(|m| m.as_i64()).unwrap_or(0);
+                    out.push((q.to_string(), mode));
+                }
+            }
+            m.values().for_each(|x| plpgsql_exprs(x, out));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| plpgsql_exprs(x, out)),
+        _ => {}
+    }
+}
+
+/// A dollar-quote tag that does not occur in `body`.
+fn dollar_tag(body: &str) -> String {
+    let mut tag = "$shardready$".to_string();
+    let mut i = 0;
+    while body.contains(&tag) {
+        i += 1;
+        tag = format!("$shardready{i}$");
+    }
+    tag
+}
+
+/// `CREATE FUNCTION` texts to hand to the plpgsql parser, best first: the
+/// server's own definition, then the body wrapped in a block that declares
+/// what a trigger function sees (`new`, `old`, `tg_*`), returning void,
+/// a record or a set (libpg_query writes broken JSON for `RETURNS
+/// trigger`, and RETURN must match the declared type).
+fn plpgsql_candidates(f: &Function) -> Vec<String> {
+    let mut out = Vec::new();
+    if !f.definition.is_empty() && !f.definition.contains("RETURNS trigger") {
+        out.push(f.definition.clone());
+    }
+    let body = f.body.trim().trim_end_matches(';');
+    let tag = dollar_tag(body);
+    let name = crate::sql::qualified(&f.schema, &f.name);
+    for ret in ["record", "void", "SETOF record"] {
+        out.push(format!(
+            "CREATE FUNCTION {name}({}) RETURNS {ret} LANGUAGE plpgsql AS {tag} \
+             DECLARE new record; old record; tg_op text; tg_name text; tg_when text; \
+             tg_level text; tg_table_name text; tg_table_schema text; tg_relname text; \
+             tg_relid oid; tg_nargs integer; tg_argv text[]; \
+             BEGIN {body}; END {tag}",
+            f.arguments
+        ));
+    }
+    out
+}
+
+/// Audits a function's body (SQL or plpgsql).
+pub fn audit_function(ctx: &Ctx, f: &Function) -> Result<Vec<Issue>, String> {
+    match f.language.as_str() {
+        "sql" => {
+            if f.body.trim().is_empty() {
+                return Ok(Vec::new()); // BEGIN ATOMIC bodies: prosrc is empty
+            }
+            audit_sql(ctx, &f.body)
+        }
+        "plpgsql" => {
+            let mut last = String::new();
+            for text in plpgsql_candidates(f) {
+                match pg_query::parse_plpgsql(&text) {
+                    Ok(json) => {
+                        let mut exprs = Vec::new();
+                        plpgsql_exprs(&json, &mut exprs);
+                        let mut out = BTreeSet::new();
+                        for (q, mode) in exprs {
+                            out.extend(audit_plpgsql_expr(ctx, &q, mode));
+                        }
+                        return Ok(out.into_iter().collect());
+                    }
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(last)
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+fn object_of(f: &Function) -> String {
+    if f.schema == "public" {
+        format!("{}({})", f.name, f.arguments)
+    } else {
+        format!("{}.{}({})", f.schema, f.name, f.arguments)
+    }
+}
+
+/// The finding for an issue found in `object`.
+pub fn finding(ctx: &Ctx, object: &str, issue: &Issue) -> Finding {
+    let t = ctx.cat.table(&issue.table);
+    let col = t
+        .map(|t| ctx.tenant_column(t))
+        .unwrap_or(&ctx.tenant.column);
+    let class = ctx.class_of(&issue.table);
+    match issue.rule {
+        "insert-without-tenant" => {
+            let needs = matches!(class, Some(Class::NeedsColumn { .. }));
+            Finding {
+                rule: "insert-without-tenant",
+                severity: Severity::Warning,
+                table: Some(issue.table.clone()),
+                object: Some(object.to_string()),
+                message: format!(
+                    "{object} inserts into {} without {col}{}: \"{}\"",
+                    issue.table,
+                    if needs {
+                        ""
+                    } else {
+                        " (it has no default: NULL)"
+                    },
+                    issue.statement
+                ),
+                citus_error: Some(
+                    "cannot perform an INSERT without a partition column value".into(),
+                ),
+                fix: if needs {
+                    format!(
+                        "during `apply` the sync trigger fills {col} for these rows, but the \
+                         application must write {col} itself before `distribute` (the trigger \
+                         goes then): add it to the column list and VALUES"
+                    )
+                } else {
+                    format!("write {col} in every INSERT into {}", issue.table)
+                },
+                automatic: false,
+            }
+        }
+        _ => Finding {
+            rule: "query-without-tenant-filter",
+            severity: Severity::Warning,
+            table: Some(issue.table.clone()),
+            object: Some(object.to_string()),
+            message: format!(
+                "{object} {} {} without a filter on {col}: it becomes a multi-shard query: \"{}\"",
+                issue.verb, issue.table, issue.statement
+            ),
+            citus_error: None,
+            fix: format!(
+                "add `{col} = …` when the statement concerns one tenant (routed to one shard); \
+                 otherwise it runs on every shard"
+            ),
+            automatic: false,
+        },
+    }
+}
+
+/// Audits the functions of the catalog (pure; no pg_stat_statements).
+pub fn audit_functions(ctx: &Ctx) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for f in &ctx.cat.functions {
+        let object = object_of(f);
+        match audit_function(ctx, f) {
+            Ok(issues) => out.extend(issues.iter().map(|i| finding(ctx, &object, i))),
+            Err(e) => out.push(Finding {
+                rule: "query-audit-skipped",
+                severity: Severity::Info,
+                table: None,
+                object: Some(object.clone()),
+                message: format!(
+                    "{object} could not be parsed, its statements were not audited: {e}"
+                ),
+                citus_error: None,
+                fix: "review it by hand for statements without the tenant column".into(),
+                automatic: false,
+            }),
+        }
+    }
+    out
+}
+
+/// Audits the functions and, when installed, pg_stat_statements.
+pub async fn audit(ctx: &Ctx<'_>, client: &Client) -> Result<Vec<Finding>, AnalyzeError> {
+    let mut out = audit_functions(ctx);
+    if ctx.cat.has_extension("pg_stat_statements") {
+        match catalog::top_statements(client, TOP_STATEMENTS).await {
+            Ok(stmts) => {
+                for s in stmts {
+                    let object = format!("pg_stat_statements:{}", s.queryid);
+                    // Unparsable entries (truncated, utility) are skipped.
+                    if let Ok(issues) = audit_sql(ctx, &s.query) {
+                        out.extend(issues.iter().map(|i| finding(ctx, &object, i)));
+                    }
+                }
+            }
+            Err(e) => out.push(Finding {
+                rule: "query-audit-skipped",
+                severity: Severity::Info,
+                table: None,
+                object: Some("pg_stat_statements".into()),
+                message: format!(
+                    "pg_stat_statements is installed but cannot be read: {}",
+                    crate::conn::error_text(&e)
+                ),
+                citus_error: None,
+                fix: "add pg_stat_statements to shared_preload_libraries (restart) to audit the \
+                      application's statements too"
+                    .into(),
+                automatic: false,
+            }),
+        }
+    }
+    let mut seen = BTreeSet::new();
+    out.retain(|f| seen.insert((f.rule, f.table.clone(), f.object.clone(), f.message.clone())));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::testkit::*;
+
+    fn issues(sql: &str) -> Vec<(&'static str, String)> {
+        let cat = tailspin();
+        with_ctx(&cat, &Default::default(), |ctx| {
+            audit_sql(ctx, sql)
+                .unwrap()
+                .into_iter()
+                .map(|i| (i.rule, i.table.name))
+                .collect()
+        })
+    }
+
+    const NF: &str = "query-without-tenant-filter";
+    const IW: &str = "insert-without-tenant";
+
+    #[test]
+    fn filters_on_the_tenant_column() {
+        assert!(issues("SELECT * FROM orders WHERE store_id = 5").is_empty());
+        assert!(
+            issues("SELECT * FROM orders o WHERE o.store_id = $1 AND o.order_id = 3").is_empty()
+        );
+        assert!(issues("SELECT * FROM orders WHERE store_id IN (1, 2)").is_empty());
+        assert!(issues("SELECT * FROM orders WHERE store_id = ANY($1)").is_empty());
+        assert!(issues("SELECT * FROM orders WHERE store_id::int = 5").is_empty());
+        assert_eq!(
+            issues("SELECT * FROM orders WHERE order_id = 5"),
+            [(NF, "orders".into())]
+        );
+        assert_eq!(
+            issues("SELECT * FROM orders WHERE store_id > 5"),
+            [(NF, "orders".into())],
+            "a range is not a single-tenant filter"
+        );
+        // The root is filtered by its key.
+        assert!(issues("SELECT name FROM stores WHERE store_id = 1").is_empty());
+        assert_eq!(
+            issues("SELECT COUNT(*) FROM stores"),
+            [(NF, "stores".into())]
+        );
+        // Not tenant tables / no tables at all.
+        assert!(issues("SELECT nextval('orders_order_id_seq')").is_empty());
+        assert!(issues("SELECT * FROM pg_class").is_empty());
+    }
+
+    #[test]
+    fn joins_and_qualifiers() {
+        // Both filtered through the join and the WHERE.
+        assert!(issues(
+            "SELECT * FROM orders o JOIN products p ON p.store_id = o.store_id WHERE o.store_id = 1"
+        )
+        .is_empty());
+        assert!(
+            issues("SELECT * FROM orders JOIN products USING (store_id) WHERE store_id = 1")
+                .is_empty()
+        );
+        // The filter names the other table only.
+        assert_eq!(
+            issues("SELECT * FROM orders o JOIN products p ON p.product_id = o.order_id WHERE o.store_id = 1"),
+            [(NF, "products".into())]
+        );
+        // line_items lacks store_id today: an unqualified store_id is orders'.
+        assert_eq!(
+            issues(
+                "SELECT * FROM line_items li JOIN orders o ON o.order_id = li.order_id WHERE store_id = 1"
+            ),
+            [(NF, "line_items".into())]
+        );
+        assert!(issues(
+            "SELECT * FROM line_items li JOIN orders o ON o.order_id = li.order_id AND li.store_id = o.store_id WHERE o.store_id = 1"
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn subqueries_ctes_and_set_operations_are_levels_of_their_own() {
+        assert_eq!(
+            issues("SELECT * FROM orders WHERE store_id = 1 AND order_id IN (SELECT order_id FROM line_items)"),
+            [(NF, "line_items".into())]
+        );
+        assert_eq!(
+            issues("WITH x AS (SELECT * FROM products) SELECT * FROM x"),
+            [(NF, "products".into())],
+            "the CTE name is not a table"
+        );
+        assert_eq!(
+            issues("SELECT order_id FROM orders WHERE store_id = 1 UNION ALL SELECT order_id FROM orders"),
+            [(NF, "orders".into())]
+        );
+        assert_eq!(
+            issues("SELECT (SELECT count(*) FROM products)"),
+            [(NF, "products".into())]
+        );
+        assert_eq!(
+            issues("SELECT * FROM (SELECT * FROM orders) s WHERE s.store_id = 1"),
+            [(NF, "orders".into())],
+            "a filter outside the subquery is not seen (conservative)"
+        );
+    }
+
+    #[test]
+    fn updates_deletes_and_inserts() {
+        assert_eq!(
+            issues("UPDATE orders SET status = 'x' WHERE order_id = 1"),
+            [(NF, "orders".into())]
+        );
+        assert!(
+            issues("UPDATE orders SET status = 'x' WHERE order_id = 1 AND store_id = 2").is_empty()
+        );
+        assert_eq!(issues("DELETE FROM products"), [(NF, "products".into())]);
+        assert!(issues("DELETE FROM products p WHERE p.store_id = 3").is_empty());
+        // INSERT ... VALUES is not a read; line_items needs the column.
+        assert_eq!(
+            issues("INSERT INTO line_items (product_id, order_id) VALUES (1, 2)"),
+            [(IW, "line_items".into())]
+        );
+        assert_eq!(
+            issues("INSERT INTO line_items VALUES (1, 2, 3, 4, 5)"),
+            [(IW, "line_items".into())]
+        );
+        assert!(issues("INSERT INTO line_items (product_id, store_id) VALUES (1, 2)").is_empty());
+        assert!(issues("INSERT INTO orders (store_id, status) VALUES (1, 'x')").is_empty());
+        // orders has store_id without a default: a column list without it is NULL.
+        assert_eq!(
+            issues("INSERT INTO orders (status) VALUES ('x')"),
+            [(IW, "orders".into())]
+        );
+        assert!(
+            issues("INSERT INTO stores (name) VALUES ('x')").is_empty(),
+            "the root's key is generated"
+        );
+        // INSERT ... SELECT reads.
+        assert_eq!(
+            issues("INSERT INTO orders (store_id) SELECT store_id FROM stores"),
+            [(NF, "stores".into())]
+        );
+    }
+
+    fn function_issues(f: &Function) -> Vec<(&'static str, String)> {
+        let cat = tailspin();
+        with_ctx(&cat, &Default::default(), |ctx| {
+            audit_function(ctx, f)
+                .unwrap()
+                .into_iter()
+                .map(|i| (i.rule, i.table.name))
+                .collect()
+        })
+    }
+
+    fn body_of(create: &str) -> String {
+        let start = create.find("$$").unwrap() + 2;
+        let end = create.rfind("$$").unwrap();
+        create[start..end].to_string()
+    }
+
+    #[test]
+    fn seed_create_orders_inserts_line_items_without_store_id() {
+        let f = function(
+            "create_orders",
+            "plpgsql",
+            "batch_size integer",
+            &body_of(crate::workload::CREATE_ORDERS_SQL),
+        );
+        assert_eq!(
+            function_issues(&f),
+            [(IW, "line_items".into()), (NF, "stores".into())],
+            "the line_items INSERT, and SELECT COUNT(*) FROM stores; nextval() is not a table"
+        );
+        let fixed = function(
+            "create_orders",
+            "plpgsql",
+            "batch_size integer",
+            &body_of(&crate::workload::create_orders_with_store_id_sql()),
+        );
+        assert_eq!(function_issues(&fixed), [(NF, "stores".into())]);
+        // The whole definition as the server prints it parses too.
+        let mut def = f.clone();
+        def.definition = crate::workload::CREATE_ORDERS_SQL.replace("CREATE OR REPLACE", "CREATE");
+        assert_eq!(function_issues(&def).len(), 2);
+    }
+
+    #[test]
+    fn trigger_functions_and_sql_functions() {
+        let trg = function(
+            "fill",
+            "plpgsql",
+            "",
+            " BEGIN NEW.store_id := (SELECT o.store_id FROM orders o WHERE o.order_id = NEW.order_id); \
+               IF TG_OP = 'UPDATE' THEN DELETE FROM products WHERE product_id = OLD.product_id; END IF; \
+               RETURN NEW; END; ",
+        );
+        assert_eq!(
+            function_issues(&trg),
+            [(NF, "orders".into()), (NF, "products".into())]
+        );
+        let sql = function(
+            "count_orders",
+            "sql",
+            "s bigint",
+            "SELECT count(*) FROM orders WHERE store_id = s; SELECT count(*) FROM line_items",
+        );
+        assert_eq!(function_issues(&sql), [(NF, "line_items".into())]);
+        let cat = tailspin();
+        with_ctx(&cat, &Default::default(), |ctx| {
+            let i = audit_function(ctx, &sql).unwrap();
+            assert_eq!(i[0].statement, "SELECT count(*) FROM line_items");
+            let f = finding(ctx, "count_orders(s bigint)", &i[0]);
+            assert_eq!(f.severity, Severity::Warning);
+            assert!(f.message.starts_with(
+                "count_orders(s bigint) reads line_items without a filter on store_id"
+            ));
+        });
+        let broken = function("broken", "plpgsql", "", "BEGIN x := ; END");
+        let cat = tailspin();
+        with_ctx(&cat, &Default::default(), |ctx| {
+            assert!(audit_function(ctx, &broken).is_err());
+        });
+    }
+
+    #[test]
+    fn findings_for_the_seed_function() {
+        let mut cat = tailspin();
+        cat.functions.push(function(
+            "create_orders",
+            "plpgsql",
+            "batch_size integer",
+            &body_of(crate::workload::CREATE_ORDERS_SQL),
+        ));
+        let f = with_ctx(&cat, &Default::default(), audit_functions);
+        let ins = f.iter().find(|f| f.rule == IW).unwrap();
+        assert_eq!(
+            ins.object.as_deref(),
+            Some("create_orders(batch_size integer)")
+        );
+        assert_eq!(ins.table.as_ref().unwrap().name, "line_items");
+        assert!(ins.message.contains("INSERT INTO line_items (line_item_id, product_id, order_id, quantity, line_amount) VALUES(DEFAULT"), "{}", ins.message);
+        assert!(ins.fix.contains("sync trigger"));
+        assert!(!ins.automatic);
+    }
+
+    #[test]
+    fn quoting_trims() {
+        assert_eq!(quote("SELECT  1\n  FROM x ;"), "SELECT 1 FROM x");
+        let long = format!("SELECT {}", "a, ".repeat(100));
+        let q = quote(&long);
+        assert_eq!(q.chars().count(), 120);
+        assert!(q.ends_with('…'));
+    }
 }

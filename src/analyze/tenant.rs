@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::Serialize;
 
-use crate::catalog::{Catalog, QName, Table};
+use crate::catalog::{Catalog, KeyKind, QName, Table};
 
 use super::AnalyzeError;
 
@@ -106,9 +106,30 @@ fn candidates(cat: &Catalog) -> impl Iterator<Item = &Table> {
 /// The single-column key a table is identified by (its primary key, else
 /// a one-column unique constraint).
 fn single_key(t: &Table) -> Option<&str> {
-    t.primary_key()
-        .filter(|k| k.columns.len() == 1)
-        .map(|k| k.columns[0].as_str())
+    match t.primary_key() {
+        Some(pk) => (pk.columns.len() == 1).then(|| pk.columns[0].as_str()),
+        None => t
+            .keys
+            .iter()
+            .find(|k| k.kind == KeyKind::Unique && k.columns.len() == 1)
+            .map(|k| k.columns[0].as_str()),
+    }
+}
+
+/// How many tables reach `root` through chains of foreign keys (the root
+/// everything hangs from is reached by the most).
+fn reach(cat: &Catalog, root: &QName) -> usize {
+    let mut seen: BTreeSet<&QName> = BTreeSet::from([root]);
+    let mut queue: VecDeque<&QName> = VecDeque::from([root]);
+    while let Some(q) = queue.pop_front() {
+        for t in candidates(cat) {
+            if !seen.contains(&t.name) && t.foreign_keys.iter().any(|fk| &fk.ref_table == q) {
+                seen.insert(&t.name);
+                queue.push_back(&t.name);
+            }
+        }
+    }
+    seen.len() - 1
 }
 
 /// Finds the tenant column: the column name shared by the most tables whose
@@ -188,27 +209,30 @@ pub fn infer(cat: &Catalog, overrides: &Overrides) -> Result<Tenant, AnalyzeErro
 
     let mut ranked: Vec<(&(String, QName), usize)> =
         votes.iter().map(|(k, v)| (k, v.len())).collect();
-    // Most referencing tables first; then the column present in more tables.
+    // Most referencing tables first; then the column present in more
+    // tables; then the root more tables reach through FK chains (in
+    // comments → posts → threads → accounts every column has one vote:
+    // accounts is the one everything hangs from).
     let present = |c: &str| candidates(cat).filter(|t| t.column(c).is_some()).count();
+    let rank = |k: &(String, QName), n: usize| (n, present(&k.0), reach(cat, &k.1));
     ranked.sort_by(|a, b| {
-        b.1.cmp(&a.1)
-            .then_with(|| present(&b.0 .0).cmp(&present(&a.0 .0)))
+        rank(b.0, b.1)
+            .cmp(&rank(a.0, a.1))
             .then_with(|| a.0.cmp(b.0))
     });
-    let Some(((column, root), n)) = ranked.first().map(|(k, n)| (*k, *n)) else {
+    let Some((best, n)) = ranked.first().map(|(k, n)| (*k, *n)) else {
         return Err(AnalyzeError::NoTenantColumn);
     };
-    if let Some((other, m)) = ranked.get(1) {
-        if *m == n && present(&other.0) == present(column) {
-            return Err(AnalyzeError::AmbiguousTenantColumn {
-                candidates: ranked
-                    .iter()
-                    .filter(|(_, k)| *k == n)
-                    .map(|((c, r), _)| format!("{c} → {r}"))
-                    .collect(),
-            });
-        }
+    let top = rank(best, n);
+    let tied: Vec<String> = ranked
+        .iter()
+        .filter(|(k, m)| rank(k, *m) == top)
+        .map(|((c, r), _)| format!("{c} → {r}"))
+        .collect();
+    if tied.len() > 1 {
+        return Err(AnalyzeError::AmbiguousTenantColumn { candidates: tied });
     }
+    let (column, root) = best;
     let root_key = cat
         .table(root)
         .and_then(single_key)
@@ -299,7 +323,8 @@ pub fn classify(cat: &Catalog, tenant: &Tenant, overrides: &Overrides) -> Vec<Cl
         if out.contains_key(&t.name) {
             continue;
         }
-        if let Some(path) = derivation_path(cat, &t.name, &|q| is_tenant(q, &out)) {
+        let overridden = |q: &QName| out.get(q).is_some_and(|c| c.overridden);
+        if let Some(path) = derivation_path(cat, &t.name, &|q| is_tenant(q, &out), &overridden) {
             let via: Vec<String> = path
                 .iter()
                 .map(|h| format!("{}.{} → {}", h.from.name, h.columns.join(","), h.to))
@@ -377,10 +402,13 @@ fn put(
 }
 
 /// Shortest FK path from `start` to a table accepted by `target`.
+/// Tables for which `skip` holds (forced reference or local) are not
+/// walked through: a row's tenant cannot come through a lookup.
 fn derivation_path(
     cat: &Catalog,
     start: &QName,
     target: &dyn Fn(&QName) -> bool,
+    skip: &dyn Fn(&QName) -> bool,
 ) -> Option<Vec<Hop>> {
     let mut seen: BTreeSet<QName> = BTreeSet::from([start.clone()]);
     let mut queue: VecDeque<(QName, Vec<Hop>)> = VecDeque::from([(start.clone(), Vec::new())]);
@@ -389,7 +417,7 @@ fn derivation_path(
         let mut fks: Vec<_> = t
             .foreign_keys
             .iter()
-            .filter(|fk| fk.ref_table != q && !seen.contains(&fk.ref_table))
+            .filter(|fk| fk.ref_table != q && !seen.contains(&fk.ref_table) && !skip(&fk.ref_table))
             .collect();
         // The larger parent first (an order owns its line items; a product
         // is a lookup of them), then by name for a stable result.
@@ -418,4 +446,381 @@ fn derivation_path(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::testkit::*;
+
+    fn classes(cat: &Catalog, o: &Overrides) -> BTreeMap<String, Class> {
+        let t = infer(cat, o).unwrap();
+        classify(cat, &t, o)
+            .into_iter()
+            .map(|c| (c.table.to_string(), c.class))
+            .collect()
+    }
+
+    fn path_of(c: &Class) -> Vec<String> {
+        match c {
+            Class::NeedsColumn { path } => path.iter().map(|h| h.fk.clone()).collect(),
+            other => panic!("not needs_column: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tailspin() {
+        let cat = crate::analyze::testkit::tailspin();
+        let t = infer(&cat, &Overrides::default()).unwrap();
+        assert_eq!(t.column, "store_id");
+        assert_eq!(t.root, Some(q("stores")));
+        assert_eq!(t.root_key.as_deref(), Some("store_id"));
+        assert_eq!(t.type_name, "bigint");
+        assert!(t.inferred);
+        assert!(
+            t.reason.contains("2 tables reference stores.store_id"),
+            "{}",
+            t.reason
+        );
+        let c = classes(&cat, &Overrides::default());
+        assert_eq!(c["stores"], Class::Root);
+        assert_eq!(c["products"], Class::Distributed);
+        assert_eq!(c["orders"], Class::Distributed);
+        assert_eq!(
+            path_of(&c["line_items"]),
+            ["line_items_order_id_fkey"],
+            "through the larger parent, orders"
+        );
+    }
+
+    #[test]
+    fn another_column_name_and_type() {
+        let cat = catalog(vec![
+            table("accounts")
+                .col("id", "uuid")
+                .col("name", "text")
+                .pk(&["id"]),
+            table("projects")
+                .col("id", "bigint")
+                .col("tenant_id", "uuid")
+                .pk(&["id"])
+                .fk("projects_tenant", &["tenant_id"], "accounts", &["id"]),
+            table("tasks")
+                .col("id", "bigint")
+                .col("tenant_id", "uuid")
+                .col("project_id", "bigint")
+                .pk(&["id"])
+                .fk("tasks_tenant", &["tenant_id"], "accounts", &["id"])
+                .fk("tasks_project", &["project_id"], "projects", &["id"]),
+        ]);
+        let t = infer(&cat, &Overrides::default()).unwrap();
+        assert_eq!(t.column, "tenant_id");
+        assert_eq!(
+            t.root_key.as_deref(),
+            Some("id"),
+            "the root's key may be named id"
+        );
+        assert_eq!(t.type_name, "uuid");
+        let c = classes(&cat, &Overrides::default());
+        assert_eq!(c["accounts"], Class::Root);
+        assert_eq!(c["tasks"], Class::Distributed);
+
+        let ints = catalog(vec![
+            table("tenants")
+                .col("tenant_id", "integer")
+                .pk(&["tenant_id"]),
+            table("users")
+                .col("id", "bigint")
+                .col("tenant_id", "integer")
+                .pk(&["id"])
+                .fk("u_t", &["tenant_id"], "tenants", &["tenant_id"]),
+        ]);
+        let t = infer(&ints, &Overrides::default()).unwrap();
+        assert_eq!(
+            (t.column.as_str(), t.type_name.as_str()),
+            ("tenant_id", "integer")
+        );
+    }
+
+    #[test]
+    fn a_root_identified_by_a_unique_column() {
+        // No primary key: the one-column UNIQUE constraint identifies it.
+        let cat = catalog(vec![
+            table("shops")
+                .col("code", "text")
+                .unique("shops_code_key", &["code"]),
+            table("sales")
+                .col("id", "bigint")
+                .col("shop", "text")
+                .pk(&["id"])
+                .fk("sales_shop", &["shop"], "shops", &["code"]),
+        ]);
+        let t = infer(&cat, &Overrides::default()).unwrap();
+        assert_eq!(t.column, "shop");
+        assert_eq!(t.root_key.as_deref(), Some("code"));
+        assert_eq!(t.type_name, "text");
+    }
+
+    fn two_tenants() -> Catalog {
+        catalog(vec![
+            table("stores").col("store_id", "bigint").pk(&["store_id"]),
+            table("orgs").col("org_id", "bigint").pk(&["org_id"]),
+            table("a")
+                .col("id", "bigint")
+                .col("store_id", "bigint")
+                .pk(&["id"])
+                .fk("a_s", &["store_id"], "stores", &["store_id"]),
+            table("b")
+                .col("id", "bigint")
+                .col("store_id", "bigint")
+                .pk(&["id"])
+                .fk("b_s", &["store_id"], "stores", &["store_id"]),
+            table("c")
+                .col("id", "bigint")
+                .col("org_id", "bigint")
+                .pk(&["id"])
+                .fk("c_o", &["org_id"], "orgs", &["org_id"]),
+            table("d")
+                .col("id", "bigint")
+                .col("org_id", "bigint")
+                .pk(&["id"])
+                .fk("d_o", &["org_id"], "orgs", &["org_id"]),
+        ])
+    }
+
+    #[test]
+    fn ambiguous() {
+        match infer(&two_tenants(), &Overrides::default()) {
+            Err(AnalyzeError::AmbiguousTenantColumn { candidates }) => {
+                assert_eq!(candidates, ["org_id → orgs", "store_id → stores"])
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn none() {
+        let cat = catalog(vec![
+            table("a").col("id", "bigint").pk(&["id"]),
+            table("b")
+                .col("id", "bigint")
+                .col("a_id", "bigint")
+                .pk(&["id"]),
+        ]);
+        assert!(matches!(
+            infer(&cat, &Overrides::default()),
+            Err(AnalyzeError::NoTenantColumn)
+        ));
+    }
+
+    #[test]
+    fn tenant_column_override() {
+        let o = Overrides {
+            tenant_column: Some("org_id".into()),
+            ..Default::default()
+        };
+        let t = infer(&two_tenants(), &o).unwrap();
+        assert_eq!(t.root, Some(q("orgs")));
+        assert!(!t.inferred);
+        let c = classes(&two_tenants(), &o);
+        assert_eq!(c["c"], Class::Distributed);
+        assert_eq!(c["orgs"], Class::Root);
+        assert_eq!(c["a"], Class::Local, "unrelated to orgs");
+        assert_eq!(c["stores"], Class::Local);
+
+        let o = Overrides {
+            tenant_column: Some("shop_id".into()),
+            ..Default::default()
+        };
+        match infer(&two_tenants(), &o) {
+            Err(AnalyzeError::UnknownTenantColumn {
+                column,
+                suggestions,
+            }) => {
+                assert_eq!(column, "shop_id");
+                assert_eq!(suggestions.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A column no FK names: its table with that single key is the root.
+        let o = Overrides {
+            tenant_column: Some("id".into()),
+            ..Default::default()
+        };
+        let t = infer(&two_tenants(), &o).unwrap();
+        assert_eq!(t.column, "id");
+        assert!(t.root.is_some());
+    }
+
+    #[test]
+    fn reference_and_local_overrides() {
+        let cat = crate::analyze::testkit::tailspin();
+        let o = Overrides {
+            reference: vec![q("products")],
+            ..Default::default()
+        };
+        let c = classes(&cat, &o);
+        assert_eq!(c["products"], Class::Reference);
+        assert_eq!(path_of(&c["line_items"]), ["line_items_order_id_fkey"]);
+        let cl = classify(&cat, &infer(&cat, &o).unwrap(), &o);
+        assert!(
+            cl.iter()
+                .find(|c| c.table == q("products"))
+                .unwrap()
+                .overridden
+        );
+
+        // orders kept local: line_items derives through products instead.
+        let o = Overrides {
+            local: vec![q("orders")],
+            ..Default::default()
+        };
+        let c = classes(&cat, &o);
+        assert_eq!(c["orders"], Class::Local);
+        assert_eq!(path_of(&c["line_items"]), ["line_items_product_id_fkey"]);
+
+        // A forced lookup is not walked through: items → boxes → stores.
+        let cat = catalog(vec![
+            table("stores").col("store_id", "bigint").pk(&["store_id"]),
+            table("shelves")
+                .col("id", "bigint")
+                .col("store_id", "bigint")
+                .pk(&["id"])
+                .fk("sh_s", &["store_id"], "stores", &["store_id"]),
+            table("boxes")
+                .col("id", "bigint")
+                .col("store_id", "bigint")
+                .pk(&["id"])
+                .fk("b_s", &["store_id"], "stores", &["store_id"]),
+            table("items")
+                .col("id", "bigint")
+                .col("box_id", "bigint")
+                .pk(&["id"])
+                .fk("i_b", &["box_id"], "boxes", &["id"]),
+        ]);
+        let o = Overrides {
+            reference: vec![q("boxes")],
+            ..Default::default()
+        };
+        let c = classes(&cat, &o);
+        assert_eq!(c["boxes"], Class::Reference);
+        assert_eq!(
+            c["items"],
+            Class::Local,
+            "no tenant path once boxes is a lookup"
+        );
+    }
+
+    fn forum() -> Catalog {
+        catalog(vec![
+            table("accounts").col("id", "bigint").pk(&["id"]),
+            table("threads")
+                .col("id", "bigint")
+                .col("account_id", "bigint")
+                .pk(&["id"])
+                .fk("threads_account", &["account_id"], "accounts", &["id"]),
+            table("posts")
+                .col("id", "bigint")
+                .col("thread_id", "bigint")
+                .pk(&["id"])
+                .fk("posts_thread", &["thread_id"], "threads", &["id"]),
+            table("comments")
+                .col("id", "bigint")
+                .col("post_id", "bigint")
+                .col("reply_to", "bigint")
+                .pk(&["id"])
+                .fk("comments_post", &["post_id"], "posts", &["id"])
+                .fk("comments_reply", &["reply_to"], "comments", &["id"]),
+        ])
+    }
+
+    #[test]
+    fn two_hops() {
+        // Every column has one vote; accounts is reached by the most tables.
+        let t = infer(&forum(), &Overrides::default()).unwrap();
+        assert_eq!(t.column, "account_id");
+        assert_eq!(t.root, Some(q("accounts")));
+        let c = classes(&forum(), &Overrides::default());
+        assert_eq!(c["threads"], Class::Distributed);
+        assert_eq!(path_of(&c["posts"]), ["posts_thread"]);
+        assert_eq!(
+            path_of(&c["comments"]),
+            ["comments_post", "posts_thread"],
+            "two hops; the self-reference is no detour"
+        );
+        let Class::NeedsColumn { path } = &c["comments"] else {
+            unreachable!()
+        };
+        assert_eq!(path[1].from, q("posts"));
+        assert_eq!(path[1].to, q("threads"));
+    }
+
+    #[test]
+    fn self_references_do_not_break_the_search() {
+        let cat = catalog(vec![
+            table("accounts").col("id", "bigint").pk(&["id"]),
+            table("categories")
+                .col("id", "bigint")
+                .col("account_id", "bigint")
+                .col("parent_id", "bigint")
+                .pk(&["id"])
+                .fk("cat_account", &["account_id"], "accounts", &["id"])
+                .fk("cat_parent", &["parent_id"], "categories", &["id"]),
+            table("tree")
+                .col("id", "bigint")
+                .col("parent_id", "bigint")
+                .pk(&["id"])
+                .fk("tree_parent", &["parent_id"], "tree", &["id"]),
+            table("folders")
+                .col("id", "bigint")
+                .col("parent_id", "bigint")
+                .col("category_id", "bigint")
+                .pk(&["id"])
+                .fk("folders_parent", &["parent_id"], "folders", &["id"])
+                .fk("folders_category", &["category_id"], "categories", &["id"]),
+        ]);
+        let t = infer(&cat, &Overrides::default()).unwrap();
+        assert_eq!(t.column, "account_id", "a self-reference is no vote");
+        let c = classes(&cat, &Overrides::default());
+        assert_eq!(c["categories"], Class::Distributed);
+        assert_eq!(c["tree"], Class::Local);
+        assert_eq!(path_of(&c["folders"]), ["folders_category"]);
+    }
+
+    #[test]
+    fn lookups_become_reference_tables_and_partitions_follow_their_parent() {
+        let cat = catalog(vec![
+            table("stores").col("store_id", "bigint").pk(&["store_id"]),
+            table("continents").col("id", "int").pk(&["id"]),
+            table("countries")
+                .col("code", "text")
+                .col("continent", "int")
+                .pk(&["code"])
+                .fk("c_cont", &["continent"], "continents", &["id"]),
+            table("orders")
+                .col("id", "bigint")
+                .col("store_id", "bigint")
+                .col("country", "text")
+                .pk(&["id"])
+                .fk("o_s", &["store_id"], "stores", &["store_id"])
+                .fk("o_c", &["country"], "countries", &["code"]),
+            table("events")
+                .col("store_id", "bigint")
+                .partitioned("RANGE (at)")
+                .fk("e_s", &["store_id"], "stores", &["store_id"]),
+            table("events_2024")
+                .col("store_id", "bigint")
+                .partition_of("events"),
+            table("audit").col("id", "bigint").pk(&["id"]),
+        ]);
+        let c = classes(&cat, &Overrides::default());
+        assert_eq!(c["countries"], Class::Reference);
+        assert_eq!(c["continents"], Class::Reference, "a lookup of a lookup");
+        assert_eq!(c["audit"], Class::Local);
+        assert_eq!(c["events"], Class::Distributed);
+        assert!(
+            !c.contains_key("events_2024"),
+            "partitions are not classified"
+        );
+    }
 }

@@ -18,7 +18,22 @@ use super::Ctx;
 pub fn check(ctx: &Ctx) -> Vec<Finding> {
     let mut out = Vec::new();
     let tenant = ctx.tenant;
-    let root = tenant.root.as_ref().and_then(|r| ctx.cat.table(r));
+    // The type every colocated table must share: the root's key, or
+    // without a root, the column of the largest table that has it.
+    let root = tenant
+        .root
+        .as_ref()
+        .and_then(|r| ctx.cat.table(r))
+        .or_else(|| {
+            ctx.tables()
+                .filter(|(t, c)| {
+                    t.parent.is_none()
+                        && **c == Class::Distributed
+                        && t.column(ctx.tenant_column(t)).is_some()
+                })
+                .max_by_key(|(t, _)| (t.row_estimate, std::cmp::Reverse(t.name.clone())))
+                .map(|(t, _)| t)
+        });
     let root_col = root.and_then(|r| r.column(ctx.tenant_column(r)));
     for (t, class) in ctx.tables() {
         if t.parent.is_some() || !matches!(class, Class::Root | Class::Distributed) {
@@ -118,4 +133,93 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::testkit::*;
+    use crate::analyze::Overrides;
+
+    #[test]
+    fn tailspin_nullable_columns_only() {
+        let f = run_rule(&tailspin(), &Default::default(), check);
+        assert_eq!(
+            summary(&f),
+            [
+                ("tenant-nullable", "products".into(), s("store_id")),
+                ("tenant-nullable", "orders".into(), s("store_id")),
+            ]
+        );
+        assert!(f
+            .iter()
+            .all(|f| f.severity == Severity::Info && f.automatic));
+    }
+
+    #[test]
+    fn type_collation_hash_and_generated() {
+        let cat = catalog(vec![
+            table("stores").col("store_id", "bigint").pk(&["store_id"]),
+            table("a").col_notnull("store_id", "integer").fk(
+                "a_s",
+                &["store_id"],
+                "stores",
+                &["store_id"],
+            ),
+            table("b")
+                .col_notnull("store_id", "bigint")
+                .with(|c| c.collation = Some("\"C\"".into()))
+                .fk("b_s", &["store_id"], "stores", &["store_id"]),
+            table("c")
+                .col_notnull("store_id", "bigint")
+                .with(|c| c.generated = Some("s".into()))
+                .fk("c_s", &["store_id"], "stores", &["store_id"]),
+        ]);
+        let f = run_rule(&cat, &Default::default(), check);
+        assert_eq!(
+            summary(&f),
+            [
+                ("tenant-type-mismatch", "a".into(), s("store_id")),
+                ("tenant-collation-mismatch", "b".into(), s("store_id")),
+                ("tenant-generated", "c".into(), s("store_id")),
+            ]
+        );
+        assert!(f[0].message.contains("integer here but bigint in stores"));
+        assert!(f[0]
+            .citus_error
+            .as_deref()
+            .unwrap()
+            .contains("Distribution column types don't match"));
+
+        let json = catalog(vec![
+            table("docs")
+                .col("tenant", "json")
+                .col("id", "bigint")
+                .pk(&["id"]),
+            table("other").col("tenant", "json"),
+        ]);
+        let o = Overrides {
+            tenant_column: Some("tenant".into()),
+            ..Default::default()
+        };
+        let f = run_rule(&json, &o, check);
+        assert!(summary(&f).contains(&("tenant-type-not-hashable", "docs".into(), s("tenant"))));
+    }
+
+    #[test]
+    fn without_a_root_the_largest_table_sets_the_type() {
+        let cat = catalog(vec![
+            table("big").col_notnull("tenant", "bigint").rows(1_000_000),
+            table("small").col_notnull("tenant", "integer").rows(10),
+        ]);
+        let o = Overrides {
+            tenant_column: Some("tenant".into()),
+            ..Default::default()
+        };
+        let f = run_rule(&cat, &o, check);
+        assert_eq!(
+            summary(&f),
+            [("tenant-type-mismatch", "small".into(), s("tenant"))]
+        );
+    }
 }

@@ -218,3 +218,180 @@ fn missing_root_fks(ctx: &Ctx) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::testkit::*;
+    use crate::analyze::Overrides;
+
+    #[test]
+    fn tailspin_three_fks_to_rewrite() {
+        let f = run_rule(&tailspin(), &Default::default(), check);
+        assert_eq!(
+            summary(&f),
+            [
+                ("tenant-fk-to-root", "line_items".into(), s("store_id")),
+                (
+                    "fk-without-tenant",
+                    "line_items".into(),
+                    s("line_items_product_id_fkey")
+                ),
+                (
+                    "fk-without-tenant",
+                    "line_items".into(),
+                    s("line_items_order_id_fkey")
+                ),
+            ]
+        );
+        assert!(f.iter().all(|f| f.automatic));
+        assert_eq!(f[0].severity, Severity::Info);
+        assert!(f[2]
+            .fix
+            .contains("add (store_id, order_id) → (store_id, order_id) NOT VALID"));
+        assert_eq!(f[1].citus_error.as_deref(), Some(SHAPE_ERROR));
+    }
+
+    fn shop(fk: impl FnOnce(&mut ForeignKey)) -> crate::catalog::Catalog {
+        catalog(vec![
+            table("stores").col("store_id", "bigint").pk(&["store_id"]),
+            table("orders")
+                .col("store_id", "bigint")
+                .col("id", "bigint")
+                .pk(&["store_id", "id"])
+                .fk("o_s", &["store_id"], "stores", &["store_id"]),
+            table("items")
+                .col("store_id", "bigint")
+                .col("id", "bigint")
+                .col("order_id", "bigint")
+                .pk(&["store_id", "id"])
+                .fk("i_s", &["store_id"], "stores", &["store_id"])
+                .fk_with(
+                    "i_o",
+                    &["store_id", "order_id"],
+                    "orders",
+                    &["store_id", "id"],
+                    fk,
+                ),
+        ])
+    }
+
+    #[test]
+    fn composite_fks_already_correct() {
+        assert!(run_rule(&shop(|_| {}), &Default::default(), check).is_empty());
+    }
+
+    #[test]
+    fn actions_citus_refuses_and_not_valid() {
+        let f = run_rule(
+            &shop(|fk| {
+                fk.on_delete = FkAction::SetNull;
+                fk.on_update = FkAction::Cascade;
+                fk.validated = false;
+            }),
+            &Default::default(),
+            check,
+        );
+        assert_eq!(
+            summary(&f),
+            [
+                ("fk-action-on-delete", "items".into(), s("i_o")),
+                ("fk-action-on-update", "items".into(), s("i_o")),
+                ("fk-not-validated", "items".into(), s("i_o")),
+            ]
+        );
+        assert_eq!(f[0].severity, Severity::Blocker);
+        assert_eq!(f[2].severity, Severity::Warning);
+        // CASCADE on delete is fine.
+        let f = run_rule(
+            &shop(|fk| fk.on_delete = FkAction::Cascade),
+            &Default::default(),
+            check,
+        );
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn to_root_through_another_column() {
+        let cat = catalog(vec![
+            table("stores").col("store_id", "bigint").pk(&["store_id"]),
+            table("a")
+                .col("id", "bigint")
+                .col("store_id", "bigint")
+                .pk(&["id"])
+                .fk("a_s", &["store_id"], "stores", &["store_id"]),
+            table("transfers")
+                .col("id", "bigint")
+                .col("store_id", "bigint")
+                .col("to_store", "bigint")
+                .pk(&["id"])
+                .fk("t_s", &["store_id"], "stores", &["store_id"])
+                .fk("t_to", &["to_store"], "stores", &["store_id"]),
+        ]);
+        let f = run_rule(&cat, &Default::default(), check);
+        assert_eq!(
+            summary(&f),
+            [("fk-without-tenant", "transfers".into(), s("t_to"))]
+        );
+        assert!(!f[0].automatic);
+        assert!(f[0].fix.starts_with("drop t_to"));
+    }
+
+    #[test]
+    fn local_and_reference_overrides() {
+        // orders kept local: tenant tables may not reference it.
+        let o = Overrides {
+            local: vec![q("orders")],
+            ..Default::default()
+        };
+        let f = run_rule(&tailspin(), &o, check);
+        assert!(summary(&f).contains(&(
+            "fk-to-local",
+            "line_items".into(),
+            s("line_items_order_id_fkey")
+        )));
+        assert!(summary(&f).contains(&(
+            "fk-to-distributed-from-non-tenant",
+            "orders".into(),
+            s("orders_store_id_fkey")
+        )));
+        // A lookup referenced from tenant tables is fine.
+        let o = Overrides {
+            reference: vec![q("products")],
+            ..Default::default()
+        };
+        let f = run_rule(&tailspin(), &o, check);
+        assert!(summary(&f).contains(&(
+            "fk-to-distributed-from-non-tenant",
+            "products".into(),
+            s("products_store_id_fkey")
+        )));
+        assert!(!summary(&f)
+            .iter()
+            .any(|(_, _, o)| o.as_deref() == Some("line_items_product_id_fkey")));
+    }
+
+    #[test]
+    fn self_reference_is_rewritten_with_the_tenant() {
+        let cat = catalog(vec![
+            table("accounts").col("id", "bigint").pk(&["id"]),
+            table("categories")
+                .col("account_id", "bigint")
+                .col("id", "bigint")
+                .col("parent_id", "bigint")
+                .pk(&["account_id", "id"])
+                .fk("c_a", &["account_id"], "accounts", &["id"])
+                .fk_with("c_parent", &["parent_id"], "categories", &["id"], |fk| {
+                    fk.on_delete = FkAction::SetNull
+                }),
+        ]);
+        let f = run_rule(&cat, &Default::default(), check);
+        assert_eq!(
+            summary(&f),
+            [
+                ("fk-without-tenant", "categories".into(), s("c_parent")),
+                ("fk-action-on-delete", "categories".into(), s("c_parent")),
+            ]
+        );
+    }
+}

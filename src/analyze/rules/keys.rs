@@ -24,8 +24,18 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
     let mut out = Vec::new();
     for t in ctx.tenant_tables() {
         let col = ctx.tenant_column(t);
+        // A partition's copies of its parent's keys and indexes are
+        // reported once, on the parent.
+        let parent = t.parent.as_ref().and_then(|p| ctx.cat.table(p));
         for k in &t.keys {
             if k.columns.iter().any(|c| c == col) {
+                continue;
+            }
+            if parent.is_some_and(|p| {
+                p.keys
+                    .iter()
+                    .any(|pk| pk.kind == k.kind && pk.columns == k.columns)
+            }) {
                 continue;
             }
             let (rule, what, automatic, fix) = match k.kind {
@@ -79,6 +89,13 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
             if ix.columns.iter().any(|c| c.as_deref() == Some(col)) {
                 continue;
             }
+            if parent.is_some_and(|p| {
+                p.unique_indexes
+                    .iter()
+                    .any(|pi| pi.columns == ix.columns && pi.predicate == ix.predicate)
+            }) {
+                continue;
+            }
             let has_expr = ix.columns.iter().any(|c| c.is_none());
             out.push(Finding {
                 rule: "unique-index-without-tenant",
@@ -111,4 +128,139 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::testkit::*;
+
+    #[test]
+    fn tailspin_primary_keys() {
+        let f = run_rule(&tailspin(), &Default::default(), check);
+        assert_eq!(
+            summary(&f),
+            [
+                (
+                    "primary-key-without-tenant",
+                    "products".into(),
+                    s("products_pkey")
+                ),
+                (
+                    "primary-key-without-tenant",
+                    "orders".into(),
+                    s("orders_pkey")
+                ),
+                (
+                    "primary-key-without-tenant",
+                    "line_items".into(),
+                    s("line_items_pkey")
+                ),
+            ]
+        );
+        assert!(f
+            .iter()
+            .all(|f| f.severity == Severity::Blocker && f.automatic));
+        assert!(f[2].fix.contains("(store_id, line_item_id)"));
+        assert!(f[0]
+            .citus_error
+            .as_deref()
+            .unwrap()
+            .starts_with("cannot create constraint on \"products\""));
+    }
+
+    #[test]
+    fn every_kind_of_key() {
+        let cat = catalog(vec![
+            table("stores")
+                .col("store_id", "bigint")
+                .col("name", "text")
+                .pk(&["store_id"])
+                .unique("stores_name_key", &["name"]),
+            table("orders")
+                .col("store_id", "bigint")
+                .col("id", "bigint")
+                .col("code", "text")
+                .col("during", "tstzrange")
+                .pk(&["store_id", "id"])
+                .unique("orders_code_key", &["code"])
+                .unique("orders_store_code_key", &["store_id", "code"])
+                .exclusion("orders_during_excl", &["during"])
+                .unique_index("orders_code_idx", &["code"])
+                .unique_index_expr("orders_lower_code", &[None])
+                .unique_index("orders_store_code_idx", &["code", "store_id"])
+                .fk("o_s", &["store_id"], "stores", &["store_id"]),
+            table("countries").col("code", "text").pk(&["code"]),
+        ]);
+        let f = run_rule(&cat, &Default::default(), check);
+        assert_eq!(
+            summary(&f),
+            [
+                (
+                    "unique-without-tenant",
+                    "stores".into(),
+                    s("stores_name_key")
+                ),
+                (
+                    "unique-without-tenant",
+                    "orders".into(),
+                    s("orders_code_key")
+                ),
+                (
+                    "exclusion-without-tenant",
+                    "orders".into(),
+                    s("orders_during_excl")
+                ),
+                (
+                    "unique-index-without-tenant",
+                    "orders".into(),
+                    s("orders_code_idx")
+                ),
+                (
+                    "unique-index-without-tenant",
+                    "orders".into(),
+                    s("orders_lower_code")
+                ),
+            ],
+            "composite keys with the column are fine, wherever it sits; countries is a lookup"
+        );
+        assert!(!f[2].automatic, "exclusion constraints need the user");
+        assert!(f[4].fix.contains("expressions"));
+    }
+
+    #[test]
+    fn partition_copies_are_reported_on_the_parent_only() {
+        let cat = catalog(vec![
+            table("stores").col("store_id", "bigint").pk(&["store_id"]),
+            table("events")
+                .col("id", "bigint")
+                .col("store_id", "bigint")
+                .partitioned("RANGE (id)")
+                .pk(&["id"])
+                .fk("e_s", &["store_id"], "stores", &["store_id"]),
+            table("events_1")
+                .col("id", "bigint")
+                .col("store_id", "bigint")
+                .col("code", "text")
+                .partition_of("events")
+                .pk(&["id"])
+                .unique_index("events_1_local", &["code"]),
+        ]);
+        let f = run_rule(&cat, &Default::default(), check);
+        assert_eq!(
+            summary(&f),
+            [
+                (
+                    "primary-key-without-tenant",
+                    "events".into(),
+                    s("events_pkey")
+                ),
+                (
+                    "unique-index-without-tenant",
+                    "events_1".into(),
+                    s("events_1_local")
+                ),
+            ]
+        );
+    }
 }

@@ -50,3 +50,54 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::testkit::*;
+
+    #[test]
+    fn tables_without_a_primary_key() {
+        let cat = catalog(vec![
+            table("stores").col("store_id", "bigint").pk(&["store_id"]),
+            table("orders")
+                .col("id", "bigint")
+                .col("store_id", "bigint")
+                .pk(&["id"])
+                .fk("o_s", &["store_id"], "stores", &["store_id"]),
+            // Has the column, no key: a warning.
+            table("logs").col("store_id", "bigint").fk(
+                "l_s",
+                &["store_id"],
+                "stores",
+                &["store_id"],
+            ),
+            // Needs the column and has nothing to walk: a blocker.
+            table("notes")
+                .col("order_id", "bigint")
+                .fk("n_o", &["order_id"], "orders", &["id"]),
+            // Needs the column, but a unique NOT NULL index is walkable.
+            table("tags")
+                .col_notnull("code", "text")
+                .col("order_id", "bigint")
+                .unique_index("tags_code", &["code"])
+                .fk("t_o", &["order_id"], "orders", &["id"]),
+            table("misc").col("x", "int"),
+        ]);
+        let f = run_rule(&cat, &Default::default(), check);
+        assert_eq!(
+            summary(&f),
+            [
+                ("no-primary-key", "logs".into(), None),
+                ("no-primary-key", "notes".into(), None),
+                ("no-primary-key", "tags".into(), None),
+            ],
+            "misc is local"
+        );
+        let sev: Vec<_> = f.iter().map(|f| f.severity).collect();
+        assert_eq!(
+            sev,
+            [Severity::Warning, Severity::Blocker, Severity::Warning]
+        );
+    }
+}

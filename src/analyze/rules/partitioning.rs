@@ -58,3 +58,49 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::testkit::*;
+
+    #[test]
+    fn partitioned_multi_level_and_foreign() {
+        let cat = catalog(vec![
+            table("stores").col("store_id", "bigint").pk(&["store_id"]),
+            table("events")
+                .col("store_id", "bigint")
+                .partitioned("RANGE (at)")
+                .fk("e_s", &["store_id"], "stores", &["store_id"]),
+            table("events_2024")
+                .col("store_id", "bigint")
+                .partition_of("events"),
+            table("events_2025")
+                .col("store_id", "bigint")
+                .partition_of("events")
+                .partitioned("LIST (kind)"),
+            table("remote").col("store_id", "bigint").foreign().fk(
+                "r_s",
+                &["store_id"],
+                "stores",
+                &["store_id"],
+            ),
+        ]);
+        let f = run_rule(&cat, &Default::default(), check);
+        assert_eq!(
+            summary(&f),
+            [
+                ("partitioned-table", "events".into(), None),
+                (
+                    "multi-level-partitioning",
+                    "events_2025".into(),
+                    s("events")
+                ),
+                ("foreign-table", "remote".into(), None),
+            ]
+        );
+        assert_eq!(f[0].severity, Severity::Info);
+        assert_eq!(f[1].severity, Severity::Blocker);
+        assert_eq!(f[2].severity, Severity::Blocker);
+    }
+}

@@ -46,3 +46,37 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::testkit::*;
+
+    #[test]
+    fn int_serials_and_identities() {
+        let cat = catalog(vec![
+            table("stores")
+                .serial("store_id", "integer")
+                .pk(&["store_id"]),
+            table("orders")
+                .serial("id", "bigint")
+                .col("store_id", "integer")
+                .col("n", "smallint")
+                .with(|c| c.identity = Some("d".into()))
+                .pk(&["id"])
+                .fk("o_s", &["store_id"], "stores", &["store_id"]),
+            table("countries").serial("id", "integer").pk(&["id"]),
+        ]);
+        let f = run_rule(&cat, &Default::default(), check);
+        assert_eq!(
+            summary(&f),
+            [
+                ("int-serial", "stores".into(), s("store_id")),
+                ("int-serial", "orders".into(), s("n")),
+            ],
+            "bigint serials are fine; countries is not a tenant table"
+        );
+        assert!(f.iter().all(|f| f.severity == Severity::Warning));
+        assert!(f[1].message.contains("smallint identity"));
+    }
+}

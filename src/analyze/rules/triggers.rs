@@ -18,7 +18,13 @@ pub const OWN_PREFIX: &str = "shardready_";
 pub fn check(ctx: &Ctx) -> Vec<Finding> {
     let mut out = Vec::new();
     for t in ctx.tenant_tables() {
+        // Row triggers of a partitioned table are cloned onto its
+        // partitions under the same name: reported once, on the parent.
+        let parent = t.parent.as_ref().and_then(|p| ctx.cat.table(p));
         for tg in &t.triggers {
+            if parent.is_some_and(|p| p.triggers.iter().any(|x| x.name == tg.name)) {
+                continue;
+            }
             let own = tg.name.starts_with(OWN_PREFIX);
             out.push(Finding {
                 rule: "user-trigger",
@@ -49,4 +55,56 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::testkit::*;
+
+    #[test]
+    fn user_and_own_triggers_once_per_hierarchy() {
+        let cat = catalog(vec![
+            table("stores").col("store_id", "bigint").pk(&["store_id"]),
+            table("orders")
+                .col("id", "bigint")
+                .col("store_id", "bigint")
+                .pk(&["id"])
+                .fk("o_s", &["store_id"], "stores", &["store_id"])
+                .trigger("orders_touch", "touch")
+                .trigger("shardready_sync_store_id", "shardready_sync"),
+            table("events")
+                .col("store_id", "bigint")
+                .partitioned("RANGE (at)")
+                .fk("e_s", &["store_id"], "stores", &["store_id"])
+                .trigger("events_audit", "audit"),
+            table("events_1")
+                .col("store_id", "bigint")
+                .partition_of("events")
+                .trigger("events_audit", "audit"),
+            table("countries")
+                .col("code", "text")
+                .pk(&["code"])
+                .trigger("c_t", "touch"),
+        ]);
+        let f = run_rule(&cat, &Default::default(), check);
+        assert_eq!(
+            summary(&f),
+            [
+                ("user-trigger", "orders".into(), s("orders_touch")),
+                (
+                    "user-trigger",
+                    "orders".into(),
+                    s("shardready_sync_store_id")
+                ),
+                ("user-trigger", "events".into(), s("events_audit")),
+            ],
+            "the partition's clone and the unrelated local table are not reported"
+        );
+        assert!(!f[0].automatic);
+        assert!(f[0]
+            .fix
+            .contains("DROP TRIGGER \"orders_touch\" ON \"public\".\"orders\""));
+        assert!(f[1].automatic, "apply removes its own trigger");
+    }
 }
