@@ -13,12 +13,11 @@ deps:
 build: deps
 	$(CARGO) build --release
 
-# Until `shardready demo` exists: sandbox, the seed's schema, the full
-# Tailspin Toys load, the four counts.
+# The whole seed exercise on a fresh sandbox, with the disruption report
+# in ./shardready-report (SCALE=0.1 for a quicker run; ARGS=--compare-seed
+# for the seed's procedure side by side).
 demo: build
-	$(BIN) sandbox start
-	$(BIN) tailspin schema --replace
-	$(BIN) tailspin load --scale $(SCALE)
+	$(BIN) demo --scale $(SCALE) $(ARGS)
 
 test: deps
 	$(CARGO) build --release --all-targets

@@ -69,12 +69,17 @@ for db in bench_psql bench_shardready; do
     UNION ALL SELECT 'orders', count(*) FROM orders UNION ALL SELECT 'line_items', count(*) FROM line_items) c" >&2
 done
 
+echo "raw: psql_start=$t0 psql_end=$t1 ours_start=$t2 ours_end=$t3" >&2
 python3 - "$t0" "$t1" "$t2" "$t3" "$SCALE" <<'PY'
 import sys
 t0, t1, t2, t3, scale = map(float, sys.argv[1:])
 psql, ours = t1 - t0, t3 - t2
+rows = [
+    ("psql \\copy (the seed's procedure)", f"{psql:8.1f} s"),
+    ("shardready tailspin load --from", f"{ours:8.1f} s"),
+    ("ratio (shardready / psql)", f"{ours / psql:8.2f}   (target <= 0.33)"),
+]
 print(f"load benchmark, scale {scale:g}, one sandbox, same CSV files")
-print(f"  {'psql \\copy (seed procedure)':<34} {psql:8.1f} s")
-print(f"  {'shardready tailspin load --from':<34} {ours:8.1f} s")
-print(f"  {'ratio (shardready / psql)':<34} {ours / psql:8.2f}   (target <= 0.33)")
+for label, value in rows:
+    print(f"  {label:<36} {value}")
 PY

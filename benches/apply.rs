@@ -130,7 +130,10 @@ async fn run(sb: &Sandbox, scale: f64, rate: f64, settle: Duration) {
     let base_t = Instant::now();
     let base_app = w.stats_between(base_t - settle, base_t);
     let c = seed_db.connect().await.unwrap();
-    let phases = baseline::run_seed_procedure(&c, 1_000_000).await.unwrap();
+    let phases =
+        baseline::run_seed_procedure(&c, 1_000_000, || w.set_store_id(StoreIdMode::Always))
+            .await
+            .unwrap();
     let seed_total = base_t.elapsed().as_secs_f64();
     let seed_whole = w.stats_between(base_t, Instant::now());
     let mut seed_rows = vec![Row {

@@ -108,13 +108,22 @@ fn fail(phase: &str) -> impl FnOnce(tokio_postgres::Error) -> BaselineError + '_
 /// Runs the seed's procedure: add the column, backfill with 1M-row batches
 /// back to back until no NULL is left (the seed schedules one a minute;
 /// back to back is the same work without the waiting), then the key swap.
-pub async fn run_seed_procedure(client: &Client, batch: i64) -> Result<Vec<Phase>, BaselineError> {
+///
+/// `update_application` runs right after the column exists: the seed's
+/// "update application queries" step (its new `create_orders` writes
+/// `store_id`), without which NULLs keep arriving and the key swap fails.
+pub async fn run_seed_procedure(
+    client: &Client,
+    batch: i64,
+    update_application: impl FnOnce(),
+) -> Result<Vec<Phase>, BaselineError> {
     let mut phases = Vec::new();
     let t = Instant::now();
     client
         .batch_execute("ALTER TABLE line_items ADD COLUMN store_id bigint;")
         .await
         .map_err(fail("add column"))?;
+    update_application();
     phases.push(Phase::timed("add column", t));
 
     let t = Instant::now();

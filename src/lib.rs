@@ -12,6 +12,7 @@ pub mod baseline;
 pub mod catalog;
 pub mod conn;
 pub mod cron;
+pub mod demo;
 pub mod ingest;
 pub mod plan;
 pub mod report;

@@ -153,6 +153,21 @@ it finishes the job. Only one apply runs at a time.")]
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// The whole seed exercise on a fresh sandbox, with a disruption report.
+    #[command(after_help = "\
+Examples:
+  shardready demo                                   # scale 1: the seed's 6M rows, 20000 orders/min
+  shardready demo --scale 0.1 --rate 3000/min --out ./report
+  shardready demo --compare-seed                    # also the seed's procedure, side by side
+  shardready demo --keep                            # leave the sandbox running afterwards
+
+Phases (the seed's steps): fresh sandbox; tailspin schema and load (step 7's
+counts); pg_cron check; create_orders(20000) timed; analyze; the application's
+traffic starts; apply under traffic (add column, backfill, keys); verify; jobs
+unscheduled; create_orders(20000) timed again. The report (report.md,
+report.html, report.json, latency.svg, latency.png) shows what each phase cost
+the application.")]
+    Demo(DemoArgs),
     /// Check the post-conditions: tenant column NOT NULL, composite keys and
     /// FKs validated, no invalid indexes, no triggers, no blocker. Exit 2 if not.
     Verify {
@@ -161,6 +176,34 @@ it finishes the job. Only one apply runs at a time.")]
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Size relative to the seed's dataset (1 = 442 stores, ~6M rows).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// The application's traffic during the preparation.
+    #[arg(long, default_value = "20000/min")]
+    rate: String,
+    /// Connections of the application's traffic.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Where the report goes.
+    #[arg(long, default_value = "shardready-report")]
+    out: PathBuf,
+    /// Leave the demo sandbox running afterwards (and print how to connect).
+    #[arg(long)]
+    keep: bool,
+    /// Also run the seed's procedure as written on an identical database.
+    #[arg(long)]
+    compare_seed: bool,
+    /// Orders of the timed create_orders call (the seed: 20000).
+    #[arg(long, default_value_t = 20000)]
+    create_orders: i32,
+    /// Traffic-only time before and after the preparation.
+    #[arg(long, default_value = "10s")]
+    settle: humantime::Duration,
 }
 
 #[derive(Args)]
@@ -529,6 +572,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Analyze(args) => analyze_cmd(&g, args),
         Command::Plan(args) => plan_cmd(&g, args),
         Command::Apply(args) => apply_cmd(&g, args),
+        Command::Demo(args) => demo_cmd(&g, args),
         Command::Status { format } => status_cmd(&g, format),
         Command::Verify { analysis, format } => verify_cmd(&g, analysis, format),
     }
@@ -1129,6 +1173,64 @@ fn verify_cmd(g: &Global, analysis: AnalyzeTarget, format: Format) -> Result<Exi
         );
     }
     Ok(if v.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn demo_cmd(g: &Global, a: DemoArgs) -> Result<ExitCode> {
+    use shardready::demo::{self, DemoOptions};
+    let sandbox_dir = g
+        .dir
+        .clone()
+        .unwrap_or_else(|| sandbox::default_dir().with_file_name("demo-sandbox"));
+    let opts = DemoOptions {
+        scale: a.scale,
+        rate: shardready::workload::parse_rate(&a.rate)?,
+        connections: a.connections.max(1),
+        out: a.out.clone(),
+        sandbox_dir,
+        keep: a.keep,
+        compare_seed: a.compare_seed,
+        create_orders: a.create_orders,
+        settle: a.settle.into(),
+        progress: true,
+    };
+    let report = runtime()?.block_on(demo::run(&opts))?;
+    println!("\nphase table ({}):", report.runs[0].label);
+    for run in &report.runs {
+        if report.runs.len() > 1 {
+            println!("\n{}:", run.label);
+        }
+        println!(
+            "  {:<28} {:>8} {:>9} {:>9} {:>9} {:>7}",
+            "phase", "seconds", "p50 ms", "p99 ms", "max ms", "failed"
+        );
+        for p in &run.phases {
+            println!(
+                "  {:<28} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>7}",
+                p.phase, p.seconds, p.p50_ms, p.p99_ms, p.max_ms, p.errors
+            );
+        }
+        println!(
+            "  create_orders({}): {:.1} s before, {:.1} s after: {:.1}x",
+            report.create_orders,
+            run.create_orders_before_s,
+            run.create_orders_after_s,
+            run.speedup
+        );
+    }
+    println!(
+        "\ntotal {:.0} s; verified: {}; report: {}/report.html (also report.md, report.json, latency.svg, latency.png)",
+        report.total_seconds,
+        if report.verified { "yes" } else { "NO" },
+        a.out.display()
+    );
+    if let Some(url) = &report.sandbox_url {
+        println!("the sandbox keeps running: psql '{url}'  (remove it with `shardready sandbox destroy --dir {}`)", opts.sandbox_dir.display());
+    }
+    Ok(if report.verified {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)

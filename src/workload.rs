@@ -246,10 +246,15 @@ impl WorkloadReport {
     }
 }
 
+/// What completed in one second of the run.
 #[derive(Default)]
 struct Second {
     latencies_us: Vec<u32>,
+    /// Completion time of each of `latencies_us`, ms since the start.
+    done_ms: Vec<u32>,
     errors: u64,
+    /// When each error happened, ms since the start.
+    error_ms: Vec<u32>,
 }
 
 /// What the drivers record into; shared with whoever watches the run.
@@ -264,6 +269,22 @@ struct Recorder {
     line_items_with_store_id: AtomicU64,
     orders_to_store_5: AtomicU64,
     error_count: AtomicU64,
+    /// The application's version, switchable while it runs
+    /// ([`Workload::set_store_id`]): a [`StoreIdMode`] as u8.
+    store_id_mode: std::sync::atomic::AtomicU8,
+}
+
+impl StoreIdMode {
+    fn to_u8(self) -> u8 {
+        self as u8
+    }
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => StoreIdMode::Never,
+            2 => StoreIdMode::Always,
+            _ => StoreIdMode::Auto,
+        }
+    }
 }
 
 impl Recorder {
@@ -279,11 +300,18 @@ impl Recorder {
             line_items_with_store_id: AtomicU64::new(0),
             orders_to_store_5: AtomicU64::new(0),
             error_count: AtomicU64::new(0),
+            store_id_mode: std::sync::atomic::AtomicU8::new(0),
         }
     }
 
     fn second_of(&self, at: Instant) -> usize {
         at.saturating_duration_since(self.start).as_secs() as usize
+    }
+
+    fn ms_of(&self, at: Instant) -> u32 {
+        at.saturating_duration_since(self.start)
+            .as_millis()
+            .min(u32::MAX as u128) as u32
     }
 
     fn ok(&self, intended: Instant, done: Instant, work: &Done) {
@@ -296,6 +324,7 @@ impl Recorder {
                 secs.resize_with(i + 1, Second::default);
             }
             secs[i].latencies_us.push(us.min(u32::MAX as u64) as u32);
+            secs[i].done_ms.push(self.ms_of(done));
         }
         self.transactions.fetch_add(1, Ordering::Relaxed);
         self.orders.fetch_add(work.orders, Ordering::Relaxed);
@@ -321,6 +350,7 @@ impl Recorder {
             secs.resize_with(i + 1, Second::default);
         }
         secs[i].errors += 1;
+        secs[i].error_ms.push(self.ms_of(done));
     }
 
     fn timeline(&self) -> Vec<TimelineRow> {
@@ -373,16 +403,24 @@ impl Recorder {
         )
     }
 
-    /// Latency and errors of transactions that completed in [from, to).
+    /// Latency and errors of transactions that completed in [from, to),
+    /// to the millisecond.
     fn between(&self, from: Instant, to: Instant) -> (Latency, u64, u64) {
         let secs = self.seconds.lock().unwrap();
         let a = self.second_of(from);
         let b = self.second_of(to) + 1;
+        let (lo, hi) = (self.ms_of(from), self.ms_of(to));
         let mut l: Vec<u32> = Vec::new();
         let mut errors = 0;
         for s in secs.iter().take(b.min(secs.len())).skip(a) {
-            l.extend_from_slice(&s.latencies_us);
-            errors += s.errors;
+            l.extend(
+                s.latencies_us
+                    .iter()
+                    .zip(&s.done_ms)
+                    .filter(|(_, &ms)| ms >= lo && ms < hi)
+                    .map(|(&us, _)| us),
+            );
+            errors += s.error_ms.iter().filter(|&&ms| ms >= lo && ms < hi).count() as u64;
         }
         if l.is_empty() {
             return (Latency::default(), 0, errors);
@@ -702,6 +740,9 @@ impl Workload {
         }
         let started = Instant::now();
         let recorder = Arc::new(Recorder::new(started));
+        recorder
+            .store_id_mode
+            .store(cfg.store_id.to_u8(), Ordering::Relaxed);
         let (stop_tx, stop_rx) = watch::channel(false);
         let join = tokio::spawn(drive(
             target.with_application_name(APPLICATION_NAME),
@@ -736,6 +777,15 @@ impl Workload {
     /// instants (per-second resolution), e.g. during one apply step.
     pub fn stats_between(&self, from: Instant, to: Instant) -> (Latency, u64, u64) {
         self.recorder.between(from, to)
+    }
+
+    /// Switches the application's version while it runs (the seed's
+    /// "update application queries" step): every connection follows before
+    /// its next order.
+    pub fn set_store_id(&self, mode: StoreIdMode) {
+        self.recorder
+            .store_id_mode
+            .store(mode.to_u8(), Ordering::SeqCst);
     }
 
     /// When the run started.
@@ -877,6 +927,7 @@ async fn worker(
     let mut rng = Pcg64::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(id));
     let mut conn: Option<(Client, Option<Statements>, bool, Instant)> = None;
     let mut backoff = Duration::from_millis(50);
+    let mut last_mode = StoreIdMode::from_u8(rec.store_id_mode.load(Ordering::SeqCst));
     loop {
         let item = { rx.lock().await.recv().await };
         let Some((j, intended)) = item else { break };
@@ -907,9 +958,12 @@ async fn worker(
             }
         }
         let (client, stmts, with_store, checked) = conn.as_mut().expect("connected");
-        // Re-detect the column every few seconds (Auto follows the schema).
-        if checked.elapsed() > Duration::from_secs(3) || stmts.is_none() {
-            let want = wants_store_id(client, cfg.store_id).await;
+        // Re-detect the column every few seconds (Auto follows the schema),
+        // and at once when the application's version was switched.
+        let mode = StoreIdMode::from_u8(rec.store_id_mode.load(Ordering::SeqCst));
+        if checked.elapsed() > Duration::from_secs(3) || stmts.is_none() || mode != last_mode {
+            last_mode = mode;
+            let want = wants_store_id(client, mode).await;
             if stmts.is_none() || want != *with_store {
                 *with_store = want;
                 *stmts = None;

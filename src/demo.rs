@@ -1,0 +1,542 @@
+//! `demo`: the whole Tailspin Toys exercise on a fresh sandbox — schema,
+//! load, pg_cron check, the timed `create_orders(20000)`, analyze, apply
+//! under the application's traffic, verify, the timed call again — and a
+//! disruption report (Markdown, HTML, JSON, SVG and PNG chart). With
+//! `compare_seed`, the seed's procedure as written runs on an identical
+//! second database under the same traffic, side by side.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::apply::{self, ApplyOptions};
+use crate::conn::Target;
+use crate::report::chart::{Band, Panel};
+use crate::sandbox::{Sandbox, SandboxOptions};
+use crate::workload::{self, Latency, Mode, StoreIdMode, TimelineRow, Workload, WorkloadConfig};
+
+#[derive(Debug, Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error(transparent)]
+    Conn(#[from] crate::conn::ConnError),
+    #[error(transparent)]
+    Ingest(#[from] crate::ingest::IngestError),
+    #[error(transparent)]
+    Workload(#[from] workload::WorkloadError),
+    #[error(transparent)]
+    Analyze(#[from] crate::analyze::AnalyzeError),
+    #[error(transparent)]
+    Apply(#[from] apply::ApplyError),
+    #[error(transparent)]
+    Baseline(#[from] crate::baseline::BaselineError),
+    #[error("{context}: {detail}")]
+    Other { context: String, detail: String },
+}
+
+fn other(context: &str, detail: impl ToString) -> DemoError {
+    DemoError::Other {
+        context: context.into(),
+        detail: detail.to_string(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub scale: f64,
+    /// Orders per second of the application's traffic.
+    pub rate: f64,
+    pub connections: usize,
+    pub out: PathBuf,
+    pub sandbox_dir: PathBuf,
+    pub keep: bool,
+    pub compare_seed: bool,
+    /// Orders of the timed `create_orders(N)` (the seed: 20000).
+    pub create_orders: i32,
+    /// Traffic before and after the preparation, for the baseline.
+    pub settle: Duration,
+    pub progress: bool,
+}
+
+/// One row of the phase table.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseRow {
+    pub phase: String,
+    /// The seed exercise's step it corresponds to.
+    pub seed_step: String,
+    pub seconds: f64,
+    pub start_s: f64,
+    pub transactions: u64,
+    pub errors: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// One run (shardready, or the seed's procedure).
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub label: String,
+    pub phases: Vec<PhaseRow>,
+    pub create_orders_before_s: f64,
+    pub create_orders_after_s: f64,
+    pub speedup: f64,
+    pub final_keys: Vec<(String, String)>,
+    pub workload: workload::Summary,
+    pub timeline: Vec<TimelineRow>,
+    pub apply: Option<apply::ApplyReport>,
+}
+
+/// Everything the demo measured (`report.json`, schema `shardready.demo/v1`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoReport {
+    pub schema: &'static str,
+    pub scale: f64,
+    pub rate_per_min: f64,
+    /// N of the timed `create_orders(N)`.
+    pub create_orders: i32,
+    pub counts: Vec<(String, i64)>,
+    pub load_seconds: f64,
+    pub extensions: Vec<(String, String)>,
+    pub blockers_before: usize,
+    pub verified: bool,
+    pub total_seconds: f64,
+    pub runs: Vec<Run>,
+    pub sandbox_url: Option<String>,
+}
+
+fn say(opts: &DemoOptions, msg: &str) {
+    if opts.progress {
+        eprintln!("{msg}");
+    }
+}
+
+fn row(
+    w: &Workload,
+    t0: Instant,
+    phase: &str,
+    seed_step: &str,
+    from: Instant,
+    to: Instant,
+) -> PhaseRow {
+    let (l, tx, errors): (Latency, u64, u64) = w.stats_between(from, to);
+    PhaseRow {
+        phase: phase.into(),
+        seed_step: seed_step.into(),
+        seconds: to.duration_since(from).as_secs_f64(),
+        start_s: from.duration_since(t0).as_secs_f64(),
+        transactions: tx,
+        errors,
+        p50_ms: l.p50_ms,
+        p99_ms: l.p99_ms,
+        max_ms: l.max_ms,
+    }
+}
+
+async fn final_keys(t: &Target) -> Result<Vec<(String, String)>, DemoError> {
+    let c = t.connect().await?;
+    let cat = crate::catalog::Catalog::read(&c)
+        .await
+        .map_err(|e| other("cannot read the catalog", crate::conn::error_text(&e)))?;
+    let mut out = Vec::new();
+    for t in &cat.tables {
+        for k in &t.keys {
+            out.push((t.name.to_string(), format!("{} {}", k.name, k.definition)));
+        }
+        for fk in &t.foreign_keys {
+            out.push((t.name.to_string(), format!("{} {}", fk.name, fk.definition)));
+        }
+    }
+    Ok(out)
+}
+
+async fn load_copy(
+    sb: &Sandbox,
+    db: &str,
+    opts: &DemoOptions,
+) -> Result<(Target, crate::ingest::TailspinLoad), DemoError> {
+    if db != crate::sandbox::DATABASE {
+        sb.psql_command(&format!("CREATE DATABASE {}", crate::sql::ident(db)))?;
+    }
+    let t = Target::parse(&sb.url_for(db))?;
+    let mut c = t.connect().await?;
+    crate::ingest::create_tailspin_schema(&c, false).await?;
+    let l = crate::ingest::load_tailspin(&mut c, None, opts.scale, 42, opts.progress).await?;
+    c.batch_execute("VACUUM ANALYZE")
+        .await
+        .map_err(|e| other("VACUUM ANALYZE", crate::conn::error_text(&e)))?;
+    Ok((t, l))
+}
+
+fn wl_config(opts: &DemoOptions) -> WorkloadConfig {
+    WorkloadConfig {
+        rate: opts.rate,
+        duration: None,
+        connections: opts.connections,
+        mode: Mode::Client,
+        // The application is updated to write store_id as soon as the
+        // column exists (the seed's "update application queries").
+        store_id: StoreIdMode::Auto,
+        batch: 3,
+        seed: 20,
+        live: false,
+    }
+}
+
+/// shardready's run: create_orders timed, analyze, apply under traffic,
+/// verify, create_orders timed again.
+async fn our_run(
+    t: &Target,
+    opts: &DemoOptions,
+    report: &mut DemoReport,
+) -> Result<Run, DemoError> {
+    say(
+        opts,
+        &format!(
+            "== create_orders({}) before the key swap (the seed's \\timing step)",
+            opts.create_orders
+        ),
+    );
+    let before = workload::time_create_orders(t, opts.create_orders, StoreIdMode::Never).await?;
+    say(opts, &format!("   {:.1} s", before.as_secs_f64()));
+    say(opts, "== analyze");
+    let c = t.connect().await?;
+    let analysis = crate::analyze::analyze(
+        &c,
+        &crate::analyze::AnalyzeOptions {
+            catalog_only: false,
+            ..Default::default()
+        },
+    )
+    .await?;
+    report.blockers_before = analysis.counts.blockers;
+    if opts.progress {
+        eprint!("{}", crate::report::analysis_text(&analysis, false));
+    }
+    say(
+        opts,
+        &format!(
+            "== the application's traffic starts: {:.0} orders/min",
+            opts.rate * 60.0
+        ),
+    );
+    let w = Workload::start(t, wl_config(opts)).await?;
+    let t0 = w.started();
+    tokio::time::sleep(opts.settle).await;
+    let mut phases = vec![row(
+        &w,
+        t0,
+        "baseline (traffic only)",
+        "create_orders job running",
+        t0,
+        Instant::now(),
+    )];
+    say(opts, "== apply (with the traffic running)");
+    let apply_t0 = Instant::now();
+    let aopts = ApplyOptions {
+        progress: opts.progress,
+        trigger_window: Duration::from_secs(3),
+        ..ApplyOptions::default()
+    };
+    let rep = apply::apply(t, &aopts, Some(&w)).await?;
+    // Group the steps into the seed's phases.
+    let groups: [(&str, &str, &[&str]); 6] = [
+        (
+            "add column + sync trigger",
+            "ALTER TABLE line_items ADD COLUMN store_id",
+            &["add-column", "sync-trigger"],
+        ),
+        (
+            "backfill",
+            "backfill_batch(1000000) via pg_cron",
+            &["backfill"],
+        ),
+        (
+            "NOT NULL",
+            "(implied by the primary key swap)",
+            &["not-null"],
+        ),
+        (
+            "unique indexes",
+            "CREATE UNIQUE INDEX CONCURRENTLY ... _tmp_idx",
+            &["unique-index"],
+        ),
+        (
+            "foreign keys + key swap",
+            "DROP CONSTRAINT ... CASCADE, ADD PRIMARY KEY USING INDEX, ADD FOREIGN KEY",
+            &["foreign-key", "swap-key"],
+        ),
+        (
+            "trigger removal + ANALYZE",
+            "update application queries",
+            &["drop-trigger", "analyze"],
+        ),
+    ];
+    for (name, seed_step, kinds) in groups {
+        let steps: Vec<_> = rep
+            .steps
+            .iter()
+            .filter(|s| kinds.iter().any(|k| s.id.split(':').next() == Some(*k)))
+            .collect();
+        let (Some(first), Some(last)) = (steps.first(), steps.last()) else {
+            continue;
+        };
+        let from = apply_t0 + Duration::from_secs_f64(first.started_at_s);
+        let to = apply_t0 + Duration::from_secs_f64(last.started_at_s + last.seconds);
+        phases.push(row(&w, t0, name, seed_step, from, to));
+    }
+    say(opts, "== verify");
+    let v = crate::verify::verify(&c, &Default::default()).await?;
+    report.verified = v.ok;
+    for ch in &v.checks {
+        say(
+            opts,
+            &format!("   {} {}", if ch.ok { "ok  " } else { "FAIL" }, ch.name),
+        );
+    }
+    let after_t = Instant::now();
+    tokio::time::sleep(opts.settle).await;
+    phases.push(row(
+        &w,
+        t0,
+        "after (traffic only)",
+        "",
+        after_t,
+        Instant::now(),
+    ));
+    let wl = w.stop().await;
+    say(opts, "== unschedule jobs");
+    let jobs = crate::cron::list(&c).await.unwrap_or_default();
+    for j in jobs.iter().filter_map(|j| j.jobname.as_deref()) {
+        let _ = crate::cron::unschedule(&c, j).await;
+    }
+    say(
+        opts,
+        &format!(
+            "== create_orders({}) after the key swap",
+            opts.create_orders
+        ),
+    );
+    let after = workload::time_create_orders(t, opts.create_orders, StoreIdMode::Auto).await?;
+    say(
+        opts,
+        &format!(
+            "   {:.1} s ({:.1}x faster)",
+            after.as_secs_f64(),
+            before.as_secs_f64() / after.as_secs_f64()
+        ),
+    );
+    Ok(Run {
+        label: "shardready apply".into(),
+        phases,
+        create_orders_before_s: before.as_secs_f64(),
+        create_orders_after_s: after.as_secs_f64(),
+        speedup: before.as_secs_f64() / after.as_secs_f64().max(1e-9),
+        final_keys: final_keys(t).await?,
+        workload: wl.summary,
+        timeline: wl.timeline,
+        apply: Some(rep),
+    })
+}
+
+/// The seed's procedure as written, on its own copy, under the same traffic.
+async fn seed_run(t: &Target, opts: &DemoOptions) -> Result<Run, DemoError> {
+    say(
+        opts,
+        "== the seed's procedure as written, on an identical database",
+    );
+    let before = workload::time_create_orders(t, opts.create_orders, StoreIdMode::Never).await?;
+    // The old application first; updated right after the column is added.
+    let w = Workload::start(
+        t,
+        WorkloadConfig {
+            store_id: StoreIdMode::Never,
+            ..wl_config(opts)
+        },
+    )
+    .await?;
+    let t0 = w.started();
+    tokio::time::sleep(opts.settle).await;
+    let mut phases = vec![row(
+        &w,
+        t0,
+        "baseline (traffic only)",
+        "create_orders job running",
+        t0,
+        Instant::now(),
+    )];
+    let c = t.connect().await?;
+    let steps =
+        crate::baseline::run_seed_procedure(&c, 1_000_000, || w.set_store_id(StoreIdMode::Always))
+            .await?;
+    for p in &steps {
+        let seed_step = match p.name.as_str() {
+            "add column" => "ALTER TABLE line_items ADD COLUMN store_id",
+            "backfill" => "backfill_batch(1000000), back to back",
+            _ => "CREATE UNIQUE INDEX CONCURRENTLY; swap transactions",
+        };
+        phases.push(row(
+            &w,
+            t0,
+            &p.name,
+            seed_step,
+            p.start.expect("timed"),
+            p.end.expect("timed"),
+        ));
+    }
+    let after_t = Instant::now();
+    tokio::time::sleep(opts.settle).await;
+    phases.push(row(
+        &w,
+        t0,
+        "after (traffic only)",
+        "",
+        after_t,
+        Instant::now(),
+    ));
+    let wl = w.stop().await;
+    let after = workload::time_create_orders(t, opts.create_orders, StoreIdMode::Auto).await?;
+    Ok(Run {
+        label: "the seed's procedure as written".into(),
+        phases,
+        create_orders_before_s: before.as_secs_f64(),
+        create_orders_after_s: after.as_secs_f64(),
+        speedup: before.as_secs_f64() / after.as_secs_f64().max(1e-9),
+        final_keys: final_keys(t).await?,
+        workload: wl.summary,
+        timeline: wl.timeline,
+        apply: None,
+    })
+}
+
+/// Runs the demo and writes the report into `opts.out`.
+pub async fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
+    let t_all = Instant::now();
+    if Sandbox::open(&opts.sandbox_dir).is_ok() {
+        say(
+            opts,
+            &format!(
+                "== removing the previous demo sandbox in {}",
+                opts.sandbox_dir.display()
+            ),
+        );
+        Sandbox::open(&opts.sandbox_dir)?.destroy()?;
+    }
+    say(
+        opts,
+        &format!("== fresh sandbox in {}", opts.sandbox_dir.display()),
+    );
+    let sb = Sandbox::start(&SandboxOptions::new(&opts.sandbox_dir))?;
+    let result = run_on(&sb, opts, t_all).await;
+    if !opts.keep {
+        let _ = sb.clone().destroy();
+    }
+    result
+}
+
+async fn run_on(sb: &Sandbox, opts: &DemoOptions, t_all: Instant) -> Result<DemoReport, DemoError> {
+    say(
+        opts,
+        &format!("== tailspin schema + load (scale {})", opts.scale),
+    );
+    let t_load = Instant::now();
+    let (ours, load) = load_copy(sb, crate::sandbox::DATABASE, opts).await?;
+    let load_seconds = t_load.elapsed().as_secs_f64();
+    for (t, n) in &load.counts {
+        say(opts, &format!("   SELECT COUNT(*) FROM {t:<11} -- {n}"));
+    }
+    let c = ours.connect().await?;
+    let extensions = crate::catalog::extensions(&c)
+        .await
+        .map_err(|e| other("cannot list extensions", crate::conn::error_text(&e)))?;
+    say(
+        opts,
+        "== pg_cron check (SELECT extname, extversion FROM pg_extension)",
+    );
+    for (n, v) in &extensions {
+        say(opts, &format!("   {n} {v}"));
+    }
+    let mut report = DemoReport {
+        schema: "shardready.demo/v1",
+        scale: opts.scale,
+        rate_per_min: opts.rate * 60.0,
+        create_orders: opts.create_orders,
+        counts: load.counts.clone(),
+        load_seconds,
+        extensions,
+        blockers_before: 0,
+        verified: false,
+        total_seconds: 0.0,
+        runs: Vec::new(),
+        sandbox_url: opts.keep.then(|| sb.url()),
+    };
+    let run = our_run(&ours, opts, &mut report).await?;
+    report.runs.push(run);
+    if opts.compare_seed {
+        let (seed_db, _) = load_copy(sb, "seed", opts).await?;
+        report.runs.push(seed_run(&seed_db, opts).await?);
+    }
+    report.total_seconds = t_all.elapsed().as_secs_f64();
+    write_report(&opts.out, &report)?;
+    Ok(report)
+}
+
+/// The chart panels of a report.
+pub fn panels(report: &DemoReport) -> Vec<Panel> {
+    report
+        .runs
+        .iter()
+        .map(|r| Panel {
+            title: format!(
+                "{} — {:.0} orders/min; p99 {:.1} ms, max {:.0} ms, {} failed",
+                r.label,
+                report.rate_per_min,
+                r.workload.latency.p99_ms,
+                r.workload.latency.max_ms,
+                r.workload.errors
+            ),
+            timeline: r.timeline.clone(),
+            bands: r
+                .phases
+                .iter()
+                .map(|p| Band {
+                    label: p.phase.clone(),
+                    start_s: p.start_s,
+                    end_s: p.start_s + p.seconds,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Writes report.json, report.md, report.html, latency.svg, latency.png.
+pub fn write_report(out: &Path, report: &DemoReport) -> Result<(), DemoError> {
+    std::fs::create_dir_all(out)
+        .map_err(|e| other(&format!("cannot create {}", out.display()), e))?;
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |e: std::io::Error| other(&format!("cannot write {what}"), e)
+    };
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(report).expect("report serializes"),
+    )
+    .map_err(io("report.json"))?;
+    let panels = panels(report);
+    crate::report::chart::write_svg(&out.join("latency.svg"), &panels)
+        .map_err(|e| other("cannot draw latency.svg", e))?;
+    crate::report::chart::write_png(&out.join("latency.png"), &panels)
+        .map_err(|e| other("cannot draw latency.png", e))?;
+    std::fs::write(out.join("report.md"), crate::report::demo_markdown(report))
+        .map_err(io("report.md"))?;
+    let svg = std::fs::read_to_string(out.join("latency.svg")).map_err(io("latency.svg"))?;
+    std::fs::write(
+        out.join("report.html"),
+        crate::report::demo_html(report, &svg),
+    )
+    .map_err(io("report.html"))?;
+    Ok(())
+}

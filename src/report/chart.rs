@@ -1,0 +1,201 @@
+//! The latency chart: the application's p50/p99/max per second over the
+//! run, on a log scale, with each phase as a labelled band — one panel per
+//! run (shardready, and the seed's procedure with `--compare-seed`). Drawn
+//! to SVG and PNG (the PNG with an embedded font, so it renders anywhere).
+
+use std::path::Path;
+
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
+
+use crate::workload::TimelineRow;
+
+/// One phase band: [start, end) in seconds since the run's start.
+#[derive(Debug, Clone)]
+pub struct Band {
+    pub label: String,
+    pub start_s: f64,
+    pub end_s: f64,
+}
+
+/// One panel of the chart.
+#[derive(Debug, Clone)]
+pub struct Panel {
+    pub title: String,
+    pub timeline: Vec<TimelineRow>,
+    pub bands: Vec<Band>,
+}
+
+/// A line of the chart: name, colour, width, value of a second.
+type Series = (&'static str, RGBColor, u32, fn(&TimelineRow) -> f64);
+
+const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+
+fn fonts() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = register_font("sans-serif", FontStyle::Normal, FONT);
+        let _ = register_font("sans-serif", FontStyle::Bold, FONT);
+    });
+}
+
+const BAND_COLORS: [RGBColor; 4] = [
+    RGBColor(66, 133, 244),
+    RGBColor(251, 188, 5),
+    RGBColor(52, 168, 83),
+    RGBColor(171, 71, 188),
+];
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    panels: &[Panel],
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let x_max = panels
+        .iter()
+        .flat_map(|p| {
+            p.timeline
+                .iter()
+                .map(|r| r.t_s as f64 + 1.0)
+                .chain(p.bands.iter().map(|b| b.end_s))
+        })
+        .fold(10.0f64, f64::max);
+    let y_max = panels
+        .iter()
+        .flat_map(|p| p.timeline.iter().map(|r| r.max_ms))
+        .fold(10.0f64, f64::max)
+        * 2.0;
+    let y_min = 0.1f64;
+    let areas = root.split_evenly((panels.len().max(1), 1));
+    for (panel, whole) in panels.iter().zip(areas) {
+        // The bottom strip names the numbered phase bands.
+        let (_, h) = whole.dim_in_pixel();
+        let (area, key) = whole.split_vertically(h.saturating_sub(30));
+        let names: Vec<String> = panel
+            .bands
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("{} {}", i + 1, b.label))
+            .collect();
+        key.draw_text(
+            &format!("phases: {}", names.join("  ·  ")),
+            &("sans-serif", 13).into_font().color(&BLACK.mix(0.8)),
+            (80, 6),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut chart = ChartBuilder::on(&area)
+            .caption(
+                &panel.title,
+                ("sans-serif", 22).into_font().style(FontStyle::Bold),
+            )
+            .margin(12)
+            .x_label_area_size(42)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..x_max, (y_min..y_max).log_scale())
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds since the start of the run")
+            .y_desc("application latency per order (ms, log scale)")
+            .axis_desc_style(("sans-serif", 15))
+            .label_style(("sans-serif", 13))
+            .y_label_formatter(&|v| {
+                if *v >= 1.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.1}")
+                }
+            })
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (i, b) in panel.bands.iter().enumerate() {
+            let color = BAND_COLORS[i % BAND_COLORS.len()];
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(b.start_s, y_min), (b.end_s.max(b.start_s + 0.2), y_max)],
+                    color.mix(0.13).filled(),
+                )))
+                .map_err(|e| e.to_string())?;
+            // Numbers (named in the strip below) alternate between two
+            // heights so narrow neighbours stay readable.
+            let y = if i % 2 == 0 { y_max / 1.6 } else { y_max / 3.2 };
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("{}", i + 1),
+                    (b.start_s + x_max * 0.002, y),
+                    ("sans-serif", 15)
+                        .into_font()
+                        .style(FontStyle::Bold)
+                        .color(&color.mix(0.95)),
+                )))
+                .map_err(|e| e.to_string())?;
+        }
+        // max last and thin, so it shows where it equals p99.
+        let series: [Series; 3] = [
+            ("p99", RGBColor(230, 124, 0), 3, |r| r.p99_ms),
+            ("p50", RGBColor(15, 98, 170), 2, |r| r.p50_ms),
+            ("max", RGBColor(200, 30, 30), 1, |r| r.max_ms),
+        ];
+        for (name, color, width, get) in series {
+            let pts: Vec<(f64, f64)> = panel
+                .timeline
+                .iter()
+                .filter(|r| r.transactions > 0)
+                .map(|r| (r.t_s as f64 + 0.5, get(r).max(y_min)))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts, color.stroke_width(width)))
+                .map_err(|e| e.to_string())?
+                .label(name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
+                });
+        }
+        let errors: Vec<(f64, f64)> = panel
+            .timeline
+            .iter()
+            .filter(|r| r.errors > 0)
+            .map(|r| (r.t_s as f64 + 0.5, y_max / 1.2))
+            .collect();
+        if !errors.is_empty() {
+            chart
+                .draw_series(
+                    errors
+                        .into_iter()
+                        .map(|p| Cross::new(p, 6, RGBColor(200, 0, 0).stroke_width(2))),
+                )
+                .map_err(|e| e.to_string())?
+                .label("failed transactions")
+                .legend(|(x, y)| Cross::new((x + 10, y), 5, RGBColor(200, 0, 0).stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Writes the chart as SVG.
+pub fn write_svg(path: &Path, panels: &[Panel]) -> Result<(), String> {
+    fonts();
+    let h = 450 * panels.len().max(1) as u32;
+    draw(SVGBackend::new(path, (1280, h)).into_drawing_area(), panels)
+}
+
+/// Writes the chart as PNG.
+pub fn write_png(path: &Path, panels: &[Panel]) -> Result<(), String> {
+    fonts();
+    let h = 450 * panels.len().max(1) as u32;
+    draw(
+        BitMapBackend::new(path, (1280, h)).into_drawing_area(),
+        panels,
+    )
+}

@@ -1,0 +1,118 @@
+//! `shardready demo` at a tiny scale: every report file is written, parses,
+//! and holds every phase; the chart is a valid SVG and PNG.
+
+use std::process::Command;
+
+#[test]
+fn demo_writes_a_complete_report() {
+    let tmp = tempfile::Builder::new()
+        .prefix("shardready-demo-test")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = tmp.path().join("report");
+    let run = Command::new(env!("CARGO_BIN_EXE_shardready"))
+        .args(["--dir"])
+        .arg(tmp.path().join("sandbox"))
+        .args([
+            "demo",
+            "--scale",
+            "0.003",
+            "--rate",
+            "1200/min",
+            "--create-orders",
+            "300",
+            "--settle",
+            "2s",
+            "--compare-seed",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("verified: yes"), "{stdout}");
+    assert!(
+        stderr.contains("SELECT COUNT(*) FROM line_items"),
+        "the seed's counts are printed"
+    );
+    assert!(
+        !tmp.path().join("sandbox").exists(),
+        "sandbox removed without --keep"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["schema"], "shardready.demo/v1");
+    assert_eq!(json["verified"], true);
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "shardready and the seed's procedure");
+    let phases = |i: usize| -> Vec<String> {
+        runs[i]["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["phase"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        phases(0),
+        [
+            "baseline (traffic only)",
+            "add column + sync trigger",
+            "backfill",
+            "NOT NULL",
+            "unique indexes",
+            "foreign keys + key swap",
+            "trigger removal + ANALYZE",
+            "after (traffic only)"
+        ]
+    );
+    assert_eq!(
+        phases(1),
+        [
+            "baseline (traffic only)",
+            "add column",
+            "backfill",
+            "key swap",
+            "after (traffic only)"
+        ]
+    );
+    for r in runs {
+        assert!(r["create_orders_before_s"].as_f64().unwrap() > 0.0);
+        assert!(r["create_orders_after_s"].as_f64().unwrap() > 0.0);
+        assert!(r["workload"]["orders"].as_u64().unwrap() > 0);
+        assert!(!r["timeline"].as_array().unwrap().is_empty());
+    }
+    assert_eq!(runs[0]["workload"]["errors"], 0);
+    let keys = runs[0]["final_keys"].to_string();
+    assert!(
+        keys.contains("PRIMARY KEY (store_id, line_item_id)"),
+        "{keys}"
+    );
+
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for p in phases(0).iter().chain(phases(1).iter()) {
+        assert!(md.contains(p.as_str()), "report.md lacks {p}");
+    }
+    assert!(md.contains("latency.png"));
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.starts_with("<!DOCTYPE html>") && html.contains("<svg"),
+        "self-contained"
+    );
+    assert!(!html.contains("src=\"http"), "nothing fetched online");
+
+    let svg = std::fs::read_to_string(out.join("latency.svg")).unwrap();
+    let doc = roxmltree::Document::parse(&svg).expect("latency.svg is well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    assert!(svg.contains("application latency per order (ms, log scale)"));
+    let png = image::open(out.join("latency.png")).expect("latency.png decodes");
+    assert_eq!((png.width(), png.height()), (1280, 900));
+}
