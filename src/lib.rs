@@ -10,6 +10,7 @@ pub mod analyze;
 pub mod apply;
 pub mod baseline;
 pub mod catalog;
+pub mod citus;
 pub mod conn;
 pub mod cron;
 pub mod demo;

@@ -153,6 +153,19 @@ it finishes the job. Only one apply runs at a time.")]
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// On a Citus coordinator: reference tables, the tenant root, its
+    /// colocated children; then verify counts and single-shard routing.
+    #[command(after_help = "\
+Examples:
+  shardready distribute --dry-run                 # the exact SQL, no Citus needed
+  shardready distribute --db 'postgresql://citus@coordinator/app'
+  shardready distribute --concurrently            # create_distributed_table_concurrently, writes continue
+  shardready distribute --shard-count 64 --isolate-hot-tenants
+
+It refuses while analyze finds blockers. When a tenant table references both a
+lookup table (becoming a reference table) and the tenant root, everything runs
+in one transaction in sequential mode, so no relationship is ever unenforced.")]
+    Distribute(DistributeArgs),
     /// The whole seed exercise on a fresh sandbox, with a disruption report.
     #[command(after_help = "\
 Examples:
@@ -176,6 +189,27 @@ the application.")]
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+}
+
+#[derive(Args)]
+struct DistributeArgs {
+    #[command(flatten)]
+    analysis: AnalyzeTarget,
+    /// Shards per distributed table [default: the analyzer's suggestion].
+    #[arg(long)]
+    shard_count: Option<i64>,
+    /// Use create_distributed_table_concurrently (one table at a time,
+    /// outside transactions; FKs dropped and re-added NOT VALID + VALIDATE).
+    #[arg(long)]
+    concurrently: bool,
+    /// Print the SQL instead of running it.
+    #[arg(long)]
+    dry_run: bool,
+    /// Move each hot tenant found by analyze to its own shard.
+    #[arg(long)]
+    isolate_hot_tenants: bool,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
 }
 
 #[derive(Args)]
@@ -573,6 +607,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Plan(args) => plan_cmd(&g, args),
         Command::Apply(args) => apply_cmd(&g, args),
         Command::Demo(args) => demo_cmd(&g, args),
+        Command::Distribute(args) => distribute_cmd(&g, args),
         Command::Status { format } => status_cmd(&g, format),
         Command::Verify { analysis, format } => verify_cmd(&g, analysis, format),
     }
@@ -1235,4 +1270,56 @@ fn demo_cmd(g: &Global, a: DemoArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(2)
     })
+}
+
+fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> {
+    use shardready::citus::{self, DistributeOptions};
+    let target = g.target()?;
+    let opts = DistributeOptions {
+        shard_count: a.shard_count,
+        concurrently: a.concurrently,
+        isolate_hot_tenants: a.isolate_hot_tenants,
+    };
+    let mut aopts = a.analysis.options();
+    aopts.catalog_only = false;
+    runtime()?.block_on(async {
+        let client = target.connect().await?;
+        let cat = shardready::catalog::Catalog::read(&client).await?;
+        let analysis = shardready::analyze::analyze_read(&client, &cat, &aopts).await?;
+        if a.dry_run {
+            let plan = citus::plan(&analysis, &cat, &opts);
+            if a.format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                print!("{}", plan.to_sql());
+            }
+            return anyhow::Ok(());
+        }
+        let report = citus::distribute(
+            &client,
+            &target.display(),
+            &analysis,
+            &cat,
+            &opts,
+            &|step| eprintln!("  {step}"),
+        )
+        .await?;
+        if a.format == Format::Json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            println!(
+                "distributed on {} worker(s): {} reference, {} distributed tables ({} shards)",
+                report.workers,
+                report.plan.reference.len(),
+                report.plan.distributed.len(),
+                report.plan.shard_count
+            );
+            for (t, before, after) in &report.counts {
+                println!("  {t}: {before} rows before, {after} after");
+            }
+            println!("  a tenant-scoped query routes to one shard");
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,810 @@
+//! `distribute`: takes a prepared database onto Citus. Plans the calls —
+//! reference tables, the tenant root, its children colocated with it in FK
+//! order, `truncate_local_data_after_distributing_table` — handling the
+//! ordering trap (a tenant table referencing both a would-be reference
+//! table and the root) in one sequential-mode transaction, and the FK
+//! restrictions of `create_distributed_table_concurrently`. Runs them on a
+//! Citus coordinator and verifies types, colocation, row counts and
+//! single-shard routing of a tenant-scoped query.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use thiserror::Error;
+use tokio_postgres::Client;
+
+use crate::analyze::{Analysis, Class, Severity};
+use crate::catalog::{Catalog, ForeignKey, QName};
+use crate::sql::{ident, literal};
+
+#[derive(Debug, Error)]
+pub enum CitusError {
+    #[error(
+        "{target} is not a Citus coordinator (no citus extension in this database). Point --db at \
+         the coordinator, e.g. --db 'postgresql://citus@coordinator:5432/app', or run \
+         `shardready distribute --dry-run` to print the SQL without running it"
+    )]
+    NotCitus { target: String },
+    #[error("the coordinator has no worker nodes: add them (SELECT citus_add_node('worker-1', 5432)) before distributing")]
+    NoWorkers,
+    #[error("analyze still finds blockers; prepare the database first (`shardready apply`):\n{}", .0.join("\n"))]
+    Blocked(Vec<String>),
+    #[error("{context}: {detail}")]
+    Db { context: String, detail: String },
+    #[error("verification failed after distributing:\n{}", .0.join("\n"))]
+    Verify(Vec<String>),
+}
+
+fn db(context: &str) -> impl FnOnce(tokio_postgres::Error) -> CitusError + '_ {
+    move |e| CitusError::Db {
+        context: context.to_string(),
+        detail: crate::conn::error_text(&e),
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DistributeOptions {
+    pub shard_count: Option<i64>,
+    pub concurrently: bool,
+    pub isolate_hot_tenants: bool,
+}
+
+/// A unit of execution: statements in one transaction, or one statement
+/// that must run outside any (the concurrent variant).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Batch {
+    pub description: String,
+    pub transaction: bool,
+    pub statements: Vec<String>,
+}
+
+/// The distribution plan (`distribute --dry-run --format json`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DistributionPlan {
+    pub tenant_column: String,
+    pub root: Option<QName>,
+    pub shard_count: i64,
+    pub reference: Vec<QName>,
+    /// Distributed tables in the order they are distributed (root first).
+    pub distributed: Vec<QName>,
+    /// Whether the ordering trap forced the one-transaction form.
+    pub sequential_transaction: bool,
+    pub batches: Vec<Batch>,
+}
+
+impl DistributionPlan {
+    /// The plan as a psql script.
+    pub fn to_sql(&self) -> String {
+        let mut out = format!(
+            "-- shardready distribute: {} reference, {} distributed by {} ({} shards)\n\\set ON_ERROR_STOP on\n",
+            self.reference.len(),
+            self.distributed.len(),
+            self.tenant_column,
+            self.shard_count
+        );
+        for b in &self.batches {
+            out.push_str(&format!("\n-- {}\n", b.description));
+            if b.transaction {
+                out.push_str("BEGIN;\n");
+            }
+            for s in &b.statements {
+                out.push_str(s);
+                out.push('\n');
+            }
+            if b.transaction {
+                out.push_str("COMMIT;\n");
+            }
+        }
+        out
+    }
+}
+
+fn fk_add_sql(table: &QName, fk: &ForeignKey, not_valid: bool) -> String {
+    format!(
+        "ALTER TABLE {} ADD CONSTRAINT {} {}{};",
+        table.sql(),
+        ident(&fk.name),
+        fk.definition.trim_end_matches(" NOT VALID"),
+        if not_valid { " NOT VALID" } else { "" }
+    )
+}
+
+fn fk_drop_sql(table: &QName, fk: &ForeignKey) -> String {
+    format!(
+        "ALTER TABLE {} DROP CONSTRAINT {};",
+        table.sql(),
+        ident(&fk.name)
+    )
+}
+
+/// Tenant tables in FK order: a table comes after every tenant table it
+/// references (self-references ignored), ties by name.
+fn fk_order(cat: &Catalog, tables: &[QName]) -> Vec<QName> {
+    let set: BTreeSet<&QName> = tables.iter().collect();
+    let mut deps: BTreeMap<QName, BTreeSet<QName>> = BTreeMap::new();
+    for t in tables {
+        let refs = cat
+            .table(t)
+            .map(|tt| {
+                tt.foreign_keys
+                    .iter()
+                    .map(|fk| fk.ref_table.clone())
+                    .filter(|r| r != t && set.contains(r))
+                    .collect()
+            })
+            .unwrap_or_default();
+        deps.insert(t.clone(), refs);
+    }
+    let mut out = Vec::new();
+    let mut done: BTreeSet<QName> = BTreeSet::new();
+    while out.len() < tables.len() {
+        let next = deps
+            .iter()
+            .find(|(t, d)| !done.contains(*t) && d.iter().all(|x| done.contains(x)))
+            .map(|(t, _)| t.clone())
+            // A cycle: take the first left (FKs are handled around it).
+            .or_else(|| deps.keys().find(|t| !done.contains(*t)).cloned());
+        let Some(t) = next else { break };
+        done.insert(t.clone());
+        out.push(t);
+    }
+    out
+}
+
+/// Plans the distribution of an analyzed (prepared) database.
+pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> DistributionPlan {
+    let col = analysis.tenant.column.clone();
+    let root = analysis.tenant.root.clone();
+    let class_of = |q: &QName| analysis.class_of(q).cloned();
+    let reference: Vec<QName> = {
+        let refs: Vec<QName> = analysis
+            .tables
+            .iter()
+            .filter(|s| s.class.class == Class::Reference)
+            .map(|s| s.table.clone())
+            .collect();
+        fk_order(cat, &refs)
+    };
+    let mut tenant: Vec<QName> = analysis
+        .tables
+        .iter()
+        .filter(|s| s.class.class.is_tenant())
+        .map(|s| s.table.clone())
+        .collect();
+    tenant = fk_order(cat, &tenant);
+    if let Some(r) = &root {
+        tenant.retain(|t| t != r);
+        tenant.insert(0, r.clone());
+    }
+    let shard_count = opts
+        .shard_count
+        .or_else(|| {
+            analysis
+                .skew
+                .as_ref()
+                .and_then(|s| s.shard_count.as_ref().map(|c| c.count))
+        })
+        .unwrap_or(32);
+    let tcol = |t: &QName| -> String {
+        match cat.table(t) {
+            Some(tt) => crate::analyze::tenant::tenant_column_of(tt, &analysis.tenant).to_string(),
+            None => col.clone(),
+        }
+    };
+    // FKs from tenant tables into reference tables: the ordering trap.
+    let mut into_reference: Vec<(QName, ForeignKey)> = Vec::new();
+    // FKs between tenant tables (colocated).
+    let mut colocated: Vec<(QName, ForeignKey)> = Vec::new();
+    for t in &tenant {
+        let Some(tt) = cat.table(t) else { continue };
+        for fk in &tt.foreign_keys {
+            match class_of(&fk.ref_table) {
+                Some(Class::Reference) => into_reference.push((t.clone(), fk.clone())),
+                Some(c) if c.is_tenant() => colocated.push((t.clone(), fk.clone())),
+                _ => {}
+            }
+        }
+    }
+    let create_ref = |t: &QName| format!("SELECT create_reference_table({});", literal(&t.sql()));
+    let distribute = |t: &QName, concurrent: bool| {
+        let f = if concurrent {
+            "create_distributed_table_concurrently"
+        } else {
+            "create_distributed_table"
+        };
+        match &root {
+            Some(r) if r != t => format!(
+                "SELECT {f}({}, {}, colocate_with => {});",
+                literal(&t.sql()),
+                literal(&tcol(t)),
+                literal(&r.sql())
+            ),
+            _ => format!(
+                "SELECT {f}({}, {}, shard_count => {shard_count});",
+                literal(&t.sql()),
+                literal(&tcol(t))
+            ),
+        }
+    };
+    let truncate = |t: &QName| {
+        format!(
+            "SELECT truncate_local_data_after_distributing_table({});",
+            literal(&t.sql())
+        )
+    };
+    let mut batches = Vec::new();
+    let trap = !into_reference.is_empty() && !reference.is_empty();
+    if opts.concurrently {
+        // create_distributed_table_concurrently: no FK from other tables to
+        // the one being distributed, one at a time, outside transactions.
+        let mut dropped: Vec<(QName, ForeignKey)> = colocated.clone();
+        dropped.extend(into_reference.iter().cloned());
+        if !dropped.is_empty() {
+            batches.push(Batch {
+                description: "drop the foreign keys create_distributed_table_concurrently cannot keep (re-added below)".into(),
+                transaction: true,
+                statements: dropped.iter().map(|(t, fk)| fk_drop_sql(t, fk)).collect(),
+            });
+        }
+        for r in &reference {
+            batches.push(Batch {
+                description: format!("reference table {r}"),
+                transaction: true,
+                statements: vec![create_ref(r)],
+            });
+        }
+        for t in &tenant {
+            batches.push(Batch {
+                description: format!("distribute {t} concurrently (writes continue)"),
+                transaction: false,
+                statements: vec![distribute(t, true)],
+            });
+        }
+        if !dropped.is_empty() {
+            batches.push(Batch {
+                description: "re-add the foreign keys NOT VALID (brief lock)".into(),
+                transaction: true,
+                statements: dropped
+                    .iter()
+                    .map(|(t, fk)| fk_add_sql(t, fk, true))
+                    .collect(),
+            });
+            for (t, fk) in &dropped {
+                batches.push(Batch {
+                    description: format!("validate {} on {t} (writes continue)", fk.name),
+                    transaction: true,
+                    statements: vec![format!(
+                        "ALTER TABLE {} VALIDATE CONSTRAINT {};",
+                        t.sql(),
+                        ident(&fk.name)
+                    )],
+                });
+            }
+        }
+    } else if trap {
+        // One transaction: drop the FKs into the would-be reference tables,
+        // create the reference tables, distribute root then children,
+        // re-add those FKs — atomic, so no relationship is ever unenforced.
+        let mut s = vec!["SET LOCAL citus.multi_shard_modify_mode TO 'sequential';".to_string()];
+        s.extend(into_reference.iter().map(|(t, fk)| fk_drop_sql(t, fk)));
+        s.extend(reference.iter().map(create_ref));
+        s.extend(tenant.iter().map(|t| distribute(t, false)));
+        s.extend(
+            into_reference
+                .iter()
+                .map(|(t, fk)| fk_add_sql(t, fk, false)),
+        );
+        batches.push(Batch {
+            description: "tenant tables reference lookup tables: everything in one sequential-mode transaction".into(),
+            transaction: true,
+            statements: s,
+        });
+    } else {
+        for r in &reference {
+            batches.push(Batch {
+                description: format!("reference table {r}"),
+                transaction: true,
+                statements: vec![create_ref(r)],
+            });
+        }
+        for t in &tenant {
+            batches.push(Batch {
+                description: format!(
+                    "distribute {t}{}",
+                    if Some(t) == root.as_ref() {
+                        " (the tenant root)"
+                    } else {
+                        ", colocated with the root"
+                    }
+                ),
+                transaction: true,
+                statements: vec![distribute(t, false)],
+            });
+        }
+    }
+    // The coordinator's local copies of the rows are no longer needed;
+    // children first, then what they reference.
+    let mut order: Vec<QName> = tenant.iter().rev().cloned().collect();
+    order.extend(reference.iter().rev().cloned());
+    batches.push(Batch {
+        description: "remove the local copies of the rows left on the coordinator".into(),
+        transaction: true,
+        statements: order.iter().map(truncate).collect(),
+    });
+    if opts.isolate_hot_tenants {
+        if let (Some(r), Some(skew)) = (&root, &analysis.skew) {
+            for h in &skew.hot {
+                batches.push(Batch {
+                    description: format!(
+                        "isolate hot tenant {} ({:.0}% of rows) on its own shard",
+                        h.tenant,
+                        h.share * 100.0
+                    ),
+                    transaction: false,
+                    statements: vec![format!(
+                        "SELECT isolate_tenant_to_new_shard({}, {}, cascade_option => 'CASCADE');",
+                        literal(&r.sql()),
+                        literal(&h.tenant)
+                    )],
+                });
+            }
+        }
+    }
+    DistributionPlan {
+        tenant_column: col,
+        root,
+        shard_count,
+        reference,
+        distributed: tenant,
+        sequential_transaction: trap && !opts.concurrently,
+        batches,
+    }
+}
+
+/// Whether the connected database is a Citus coordinator with workers.
+pub async fn check_coordinator(client: &Client, target: &str) -> Result<i64, CitusError> {
+    let has: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')",
+            &[],
+        )
+        .await
+        .map_err(db("cannot read pg_extension"))?
+        .get(0);
+    if !has {
+        return Err(CitusError::NotCitus {
+            target: target.to_string(),
+        });
+    }
+    let workers: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_dist_node WHERE noderole = 'primary' AND groupid <> 0 AND isactive",
+            &[],
+        )
+        .await
+        .map_err(db("cannot read pg_dist_node"))?
+        .get(0);
+    if workers == 0 {
+        return Err(CitusError::NoWorkers);
+    }
+    Ok(workers)
+}
+
+/// What `distribute` did and found.
+#[derive(Debug, Clone, Serialize)]
+pub struct DistributeReport {
+    pub plan: DistributionPlan,
+    pub workers: i64,
+    pub counts: Vec<(String, i64, i64)>,
+    pub citus_tables: Vec<(String, String, i64)>,
+    pub routing: String,
+}
+
+/// Refuses on blockers, runs the plan, verifies the result.
+pub async fn distribute(
+    client: &Client,
+    target: &str,
+    analysis: &Analysis,
+    cat: &Catalog,
+    opts: &DistributeOptions,
+    progress: &dyn Fn(&str),
+) -> Result<DistributeReport, CitusError> {
+    let workers = check_coordinator(client, target).await?;
+    let blockers: Vec<String> = analysis
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Blocker)
+        .map(|f| format!("  [{}] {}", f.rule, f.message))
+        .collect();
+    if !blockers.is_empty() {
+        return Err(CitusError::Blocked(blockers));
+    }
+    let plan = plan(analysis, cat, opts);
+    let all: Vec<QName> = plan
+        .reference
+        .iter()
+        .chain(&plan.distributed)
+        .cloned()
+        .collect();
+    let mut before = Vec::new();
+    for t in &all {
+        let n: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {}", t.sql()), &[])
+            .await
+            .map_err(db("cannot count rows"))?
+            .get(0);
+        before.push((t.clone(), n));
+    }
+    for b in &plan.batches {
+        progress(&b.description);
+        let sql = b.statements.join("\n");
+        let text = if b.transaction {
+            format!("BEGIN;\n{sql}\nCOMMIT;")
+        } else {
+            sql
+        };
+        if let Err(e) = client.batch_execute(&text).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(CitusError::Db {
+                context: b.description.clone(),
+                detail: crate::conn::error_text(&e),
+            });
+        }
+    }
+    // Verify: types, colocation, counts, routing.
+    let mut problems = Vec::new();
+    let rows = client
+        .query(
+            "SELECT table_name::text, citus_table_type, colocation_id::int8 FROM citus_tables",
+            &[],
+        )
+        .await
+        .map_err(db("cannot read citus_tables"))?;
+    let citus_tables: Vec<(String, String, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let find = |t: &QName| {
+        citus_tables
+            .iter()
+            .find(|(n, _, _)| *n == t.name || *n == t.to_string() || *n == t.sql())
+    };
+    let root_colo = plan.root.as_ref().and_then(|r| find(r)).map(|x| x.2);
+    for t in &plan.reference {
+        match find(t) {
+            Some((_, ty, _)) if ty == "reference" => {}
+            other => problems.push(format!("{t}: expected a reference table, found {other:?}")),
+        }
+    }
+    for t in &plan.distributed {
+        match find(t) {
+            Some((_, ty, colo))
+                if ty == "distributed" && root_colo.is_none_or(|rc| rc == *colo) => {}
+            other => problems.push(format!(
+                "{t}: expected distributed and colocated with the root, found {other:?}"
+            )),
+        }
+    }
+    let mut counts = Vec::new();
+    for (t, n) in &before {
+        let after: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {}", t.sql()), &[])
+            .await
+            .map_err(db("cannot count rows"))?
+            .get(0);
+        if after != *n {
+            problems.push(format!("{t}: {n} rows before, {after} after"));
+        }
+        counts.push((t.to_string(), *n, after));
+    }
+    let routing = match plan
+        .distributed
+        .iter()
+        .find(|t| Some(*t) != plan.root.as_ref())
+    {
+        Some(t) => {
+            let col = cat
+                .table(t)
+                .map(|tt| {
+                    crate::analyze::tenant::tenant_column_of(tt, &analysis.tenant).to_string()
+                })
+                .unwrap_or_else(|| plan.tenant_column.clone());
+            let rows = client
+                .query(
+                    &format!(
+                        "EXPLAIN SELECT count(*) FROM {} WHERE {} = 5",
+                        t.sql(),
+                        ident(&col)
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(db("cannot EXPLAIN the tenant-scoped query"))?;
+            let text: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            let text = text.join("\n");
+            if !text.contains("Task Count: 1") {
+                problems.push(format!(
+                    "a tenant-scoped query on {t} is not routed to one shard:\n{text}"
+                ));
+            }
+            text
+        }
+        None => String::new(),
+    };
+    if !problems.is_empty() {
+        return Err(CitusError::Verify(problems));
+    }
+    Ok(DistributeReport {
+        plan,
+        workers,
+        counts,
+        citus_tables,
+        routing,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::testkit::{catalog, table, TB};
+    use crate::analyze::{analyze_catalog, Analysis, Counts, Overrides, TableSummary};
+
+    fn analysis(cat: &Catalog) -> Analysis {
+        let (tenant, classes, findings) = analyze_catalog(cat, &Overrides::default()).unwrap();
+        Analysis {
+            schema: "shardready.analysis/v1",
+            database: "test".into(),
+            tenant,
+            tables: classes
+                .iter()
+                .map(|c| TableSummary {
+                    table: c.table.clone(),
+                    class: c.clone(),
+                    row_estimate: 0,
+                    size_bytes: 0,
+                })
+                .collect(),
+            findings,
+            data: None,
+            skew: None,
+            counts: Counts::default(),
+        }
+    }
+
+    fn fk(t: TB, name: &str, cols: &[&str], to: &str, refs: &[&str]) -> TB {
+        let def = format!(
+            "FOREIGN KEY ({}) REFERENCES {to}({})",
+            cols.join(", "),
+            refs.join(", ")
+        );
+        t.fk_with(name, cols, to, refs, |f| f.definition = def)
+    }
+
+    /// Tailspin after `apply`: composite keys and FKs.
+    fn prepared_tailspin() -> Catalog {
+        catalog(vec![
+            table("stores")
+                .serial("store_id", "bigint")
+                .col("name", "text")
+                .pk(&["store_id"]),
+            fk(
+                table("products")
+                    .serial("product_id", "bigint")
+                    .col_notnull("store_id", "bigint")
+                    .pk(&["store_id", "product_id"]),
+                "products_store_id_fkey",
+                &["store_id"],
+                "stores",
+                &["store_id"],
+            ),
+            fk(
+                table("orders")
+                    .serial("order_id", "bigint")
+                    .col_notnull("store_id", "bigint")
+                    .pk(&["store_id", "order_id"]),
+                "orders_store_id_fkey",
+                &["store_id"],
+                "stores",
+                &["store_id"],
+            ),
+            fk(
+                fk(
+                    fk(
+                        table("line_items")
+                            .serial("line_item_id", "bigint")
+                            .col("product_id", "bigint")
+                            .col("order_id", "bigint")
+                            .col_notnull("store_id", "bigint")
+                            .pk(&["store_id", "line_item_id"]),
+                        "line_items_order_id_fkey",
+                        &["store_id", "order_id"],
+                        "orders",
+                        &["store_id", "order_id"],
+                    ),
+                    "line_items_product_id_fkey",
+                    &["store_id", "product_id"],
+                    "products",
+                    &["store_id", "product_id"],
+                ),
+                "line_items_store_id_fkey",
+                &["store_id"],
+                "stores",
+                &["store_id"],
+            ),
+        ])
+    }
+
+    #[test]
+    fn tailspin_root_first_then_children_in_fk_order() {
+        let cat = prepared_tailspin();
+        let a = analysis(&cat);
+        let p = plan(&a, &cat, &DistributeOptions::default());
+        assert!(p.reference.is_empty());
+        let names: Vec<&str> = p.distributed.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names[0], "stores");
+        assert_eq!(
+            names[3], "line_items",
+            "after orders and products: {names:?}"
+        );
+        assert!(!p.sequential_transaction);
+        assert_eq!(
+            p.batches[0].statements,
+            ["SELECT create_distributed_table('\"public\".\"stores\"', 'store_id', shard_count => 32);"]
+        );
+        assert_eq!(
+            p.batches[3].statements,
+            ["SELECT create_distributed_table('\"public\".\"line_items\"', 'store_id', colocate_with => '\"public\".\"stores\"');"]
+        );
+        let last = p.batches.last().unwrap();
+        assert_eq!(last.statements.len(), 4);
+        assert!(last.statements[0]
+            .contains("truncate_local_data_after_distributing_table('\"public\".\"line_items\"')"));
+        assert!(last.statements[3].contains("\"stores\""));
+        let sql = p.to_sql();
+        assert!(sql.contains("BEGIN;\nSELECT create_distributed_table"));
+    }
+
+    /// A tenant table referencing a lookup and the root: the trap.
+    fn trap() -> Catalog {
+        catalog(vec![
+            table("countries")
+                .col_notnull("code", "text")
+                .col("name", "text")
+                .pk(&["code"]),
+            fk(
+                table("stores")
+                    .serial("store_id", "bigint")
+                    .col("country", "text")
+                    .pk(&["store_id"]),
+                "stores_country_fkey",
+                &["country"],
+                "countries",
+                &["code"],
+            ),
+            fk(
+                fk(
+                    table("orders")
+                        .serial("order_id", "bigint")
+                        .col_notnull("store_id", "bigint")
+                        .col("ship_to", "text")
+                        .pk(&["store_id", "order_id"]),
+                    "orders_store_id_fkey",
+                    &["store_id"],
+                    "stores",
+                    &["store_id"],
+                ),
+                "orders_ship_to_fkey",
+                &["ship_to"],
+                "countries",
+                &["code"],
+            ),
+        ])
+    }
+
+    #[test]
+    fn the_ordering_trap_runs_in_one_sequential_transaction() {
+        let cat = trap();
+        let a = analysis(&cat);
+        let p = plan(&a, &cat, &DistributeOptions::default());
+        assert_eq!(p.reference, [QName::new("public", "countries")]);
+        assert!(p.sequential_transaction);
+        let b = &p.batches[0];
+        assert!(b.transaction);
+        let s = &b.statements;
+        assert_eq!(
+            s[0],
+            "SET LOCAL citus.multi_shard_modify_mode TO 'sequential';"
+        );
+        let pos = |needle: &str| {
+            s.iter()
+                .position(|x| x.contains(needle))
+                .unwrap_or_else(|| panic!("{needle} in {s:#?}"))
+        };
+        // Drop the FKs into the lookup, reference it, distribute root then
+        // children, re-add the FKs — in that order.
+        let drop_a = pos("DROP CONSTRAINT \"stores_country_fkey\"");
+        let drop_b = pos("DROP CONSTRAINT \"orders_ship_to_fkey\"");
+        let reference = pos("create_reference_table('\"public\".\"countries\"')");
+        let root = pos("create_distributed_table('\"public\".\"stores\"'");
+        let child = pos("create_distributed_table('\"public\".\"orders\"'");
+        let add_a = pos("ADD CONSTRAINT \"stores_country_fkey\" FOREIGN KEY (country) REFERENCES countries(code);");
+        let add_b = pos("ADD CONSTRAINT \"orders_ship_to_fkey\"");
+        assert!(drop_a < reference && drop_b < reference);
+        assert!(reference < root && root < child);
+        assert!(child < add_a && child < add_b);
+        assert!(
+            !s[add_a].contains("NOT VALID"),
+            "validated inside the transaction"
+        );
+    }
+
+    #[test]
+    fn concurrently_drops_and_readds_colocated_fks_around_one_table_at_a_time() {
+        let cat = prepared_tailspin();
+        let a = analysis(&cat);
+        let p = plan(
+            &a,
+            &cat,
+            &DistributeOptions {
+                concurrently: true,
+                ..Default::default()
+            },
+        );
+        let first = &p.batches[0];
+        assert!(first
+            .statements
+            .iter()
+            .all(|s| s.contains("DROP CONSTRAINT")));
+        assert_eq!(first.statements.len(), 5, "every FK between tenant tables");
+        let concurrent: Vec<&Batch> = p
+            .batches
+            .iter()
+            .filter(|b| {
+                b.statements
+                    .iter()
+                    .any(|s| s.contains("create_distributed_table_concurrently"))
+            })
+            .collect();
+        assert_eq!(concurrent.len(), 4);
+        assert!(concurrent
+            .iter()
+            .all(|b| !b.transaction && b.statements.len() == 1));
+        let readd = p
+            .batches
+            .iter()
+            .position(|b| b.statements.iter().any(|s| s.ends_with("NOT VALID;")))
+            .unwrap();
+        let validates = p
+            .batches
+            .iter()
+            .filter(|b| {
+                b.statements
+                    .iter()
+                    .any(|s| s.contains("VALIDATE CONSTRAINT"))
+            })
+            .count();
+        assert_eq!(validates, 5);
+        let last_concurrent = p
+            .batches
+            .iter()
+            .rposition(|b| b.statements.iter().any(|s| s.contains("_concurrently")))
+            .unwrap();
+        assert!(readd > last_concurrent);
+    }
+
+    #[test]
+    fn shard_count_and_hot_tenants() {
+        let cat = prepared_tailspin();
+        let a = analysis(&cat);
+        let p = plan(
+            &a,
+            &cat,
+            &DistributeOptions {
+                shard_count: Some(64),
+                ..Default::default()
+            },
+        );
+        assert_eq!(p.shard_count, 64);
+        assert!(p.batches[0].statements[0].contains("shard_count => 64"));
+    }
+}

@@ -1,0 +1,93 @@
+//! distribute: without Citus (always) the dry run prints the SQL and the
+//! real run explains what to do; with a Citus coordinator
+//! (SHARDREADY_TEST_CITUS_URL, a coordinator with at least one worker) the
+//! whole path — load, apply, distribute, counts and routing — runs.
+
+mod common;
+
+use std::process::Command;
+
+fn shardready(url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_shardready"))
+        .args(args)
+        .args(["--db", url])
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_citus_dry_run_prints_sql_and_distribute_explains() {
+    let (c, t) = common::tailspin(0.002).await;
+    shardready::apply::apply(
+        &t,
+        &shardready::apply::ApplyOptions {
+            progress: false,
+            trigger_window: std::time::Duration::from_millis(300),
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let out = shardready(&c.url(), &["distribute", "--dry-run"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sql = String::from_utf8_lossy(&out.stdout);
+    let root = sql
+        .find("SELECT create_distributed_table('\"public\".\"stores\"', 'store_id', shard_count =>")
+        .expect("root distributed");
+    let child = sql
+        .find("SELECT create_distributed_table('\"public\".\"line_items\"', 'store_id', colocate_with => '\"public\".\"stores\"');")
+        .expect("children colocated");
+    assert!(root < child);
+    assert!(sql.contains("truncate_local_data_after_distributing_table"));
+
+    let out = shardready(&c.url(), &["distribute"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a Citus coordinator") && err.contains("--dry-run"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Citus coordinator with a worker: set SHARDREADY_TEST_CITUS_URL and run with --include-ignored"]
+async fn prepare_apply_distribute_on_citus() {
+    let url = std::env::var("SHARDREADY_TEST_CITUS_URL")
+        .expect("SHARDREADY_TEST_CITUS_URL: a Citus coordinator with at least one worker");
+    let t = shardready::conn::Target::parse(&url).unwrap();
+    let mut client = t.connect().await.unwrap();
+    shardready::ingest::create_tailspin_schema(&client, true)
+        .await
+        .unwrap();
+    shardready::ingest::load_tailspin(&mut client, None, 0.005, 42, false)
+        .await
+        .unwrap();
+    shardready::apply::apply(
+        &t,
+        &shardready::apply::ApplyOptions {
+            progress: false,
+            replan: true,
+            trigger_window: std::time::Duration::from_millis(300),
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let out = shardready(&url, &["distribute", "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for c in v["counts"].as_array().unwrap() {
+        assert_eq!(c[1], c[2], "row counts unchanged: {c}");
+    }
+    assert!(v["routing"].as_str().unwrap().contains("Task Count: 1"));
+}
