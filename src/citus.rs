@@ -469,7 +469,7 @@ pub async fn distribute(
             .iter()
             .find(|(n, _, _)| *n == t.name || *n == t.to_string() || *n == t.sql())
     };
-    let root_colo = plan.root.as_ref().and_then(|r| find(r)).map(|x| x.2);
+    let root_colo = plan.root.as_ref().and_then(&find).map(|x| x.2);
     for t in &plan.reference {
         match find(t) {
             Some((_, ty, _)) if ty == "reference" => {}
