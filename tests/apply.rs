@@ -163,7 +163,13 @@ async fn apply_under_traffic_fails_no_application_transaction() {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let report = apply::apply(&t, &quiet(), Some(&w)).await.unwrap();
+    // The application notices the new column within seconds and writes it;
+    // until then the trigger fills it and apply waits before removing it.
+    let opts = ApplyOptions {
+        await_app: Duration::from_secs(20),
+        ..quiet()
+    };
+    let report = apply::apply(&t, &opts, Some(&w)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let r = w.stop().await;
     assert!(report.finished);
@@ -357,7 +363,11 @@ async fn a_long_lock_makes_apply_wait_and_retry_without_blocking_the_app() {
     });
     locked_rx.await.unwrap();
     let t0 = Instant::now();
-    let report = apply::apply(&t, &quiet(), Some(&w)).await.unwrap();
+    let opts = ApplyOptions {
+        await_app: Duration::from_secs(20),
+        ..quiet()
+    };
+    let report = apply::apply(&t, &opts, Some(&w)).await.unwrap();
     release.await.unwrap();
     let r = w.stop().await;
     assert!(

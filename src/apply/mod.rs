@@ -78,6 +78,30 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
+    /// Whether the error is the connection going away (server restart,
+    /// terminated session, network): apply reconnects and resumes.
+    pub fn is_disconnect(&self) -> bool {
+        let detail = match self {
+            ApplyError::Db { detail, .. } | ApplyError::Sql { detail, .. } => detail,
+            ApplyError::Conn(crate::conn::ConnError::Connect { detail, .. }) => detail,
+            _ => return false,
+        };
+        let d = detail.to_ascii_lowercase();
+        [
+            "connection closed",
+            "terminating connection",
+            "server closed the connection",
+            "connection refused",
+            "the database system is",
+            "broken pipe",
+            "connection reset",
+            "unexpected eof",
+            "error communicating with the server",
+        ]
+        .iter()
+        .any(|p| d.contains(p))
+    }
+
     pub(crate) fn db(context: &str, e: tokio_postgres::Error) -> ApplyError {
         ApplyError::Db {
             context: context.to_string(),
@@ -201,6 +225,8 @@ pub struct ApplyReport {
     pub backfills: Vec<backfill::BackfillStats>,
     pub app: Option<AppWindow>,
     pub finished: bool,
+    /// Times the connection was lost and apply reconnected and resumed.
+    pub reconnects: u32,
 }
 
 /// Runs the plan for the database at `target`. When `workload` is given
@@ -210,9 +236,55 @@ pub async fn apply(
     opts: &ApplyOptions,
     workload: Option<&Workload>,
 ) -> Result<ApplyReport, ApplyError> {
+    let t_start = Instant::now();
+    let mut carry = Carry::default();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let result = async {
+            let client = session(target, opts).await?;
+            let r = run(&client, opts, workload, t_start, &mut carry).await;
+            state::unlock(&client).await;
+            r
+        }
+        .await;
+        match result {
+            Err(e) if carry.reconnects < MAX_RECONNECTS && e.is_disconnect() => {
+                carry.reconnects += 1;
+                say(
+                    opts,
+                    &format!(
+                        "        the connection was lost ({}); reconnecting in {:.1} s (attempt {}/{MAX_RECONNECTS}) — steps are safe to resume",
+                        e.to_string().lines().last().unwrap_or(""),
+                        backoff.as_secs_f64(),
+                        carry.reconnects
+                    ),
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How often apply reconnects after losing its connection (a server
+/// restart, a network cut) before it gives up.
+const MAX_RECONNECTS: u32 = 8;
+
+/// What survives a reconnect: the report so far.
+#[derive(Default)]
+struct Carry {
+    steps: Vec<StepReport>,
+    backfills: Vec<backfill::BackfillStats>,
+    reconnects: u32,
+    resumed: bool,
+}
+
+/// A configured apply session holding the advisory lock.
+async fn session(target: &Target, opts: &ApplyOptions) -> Result<Client, ApplyError> {
     let client = target
         .with_application_name("shardready-apply")
-        .connect_with_retry(5)
+        .connect_with_retry(10)
         .await?;
     // If this process dies, the server notices within a second even while
     // the session waits (e.g. in CREATE INDEX CONCURRENTLY) and lets go of
@@ -231,9 +303,7 @@ pub async fn apply(
         .map_err(|e| ApplyError::db("cannot configure the session", e))?;
     state::ensure_schema(&client).await?;
     state::try_lock(&client).await?;
-    let result = run(&client, opts, workload).await;
-    state::unlock(&client).await;
-    result
+    Ok(client)
 }
 
 fn say(opts: &ApplyOptions, msg: &str) {
@@ -246,8 +316,9 @@ async fn run(
     client: &Client,
     opts: &ApplyOptions,
     workload: Option<&Workload>,
+    t_start: Instant,
+    carry: &mut Carry,
 ) -> Result<ApplyReport, ApplyError> {
-    let t_start = Instant::now();
     let cat = Catalog::read(client)
         .await
         .map_err(|e| ApplyError::db("cannot read the catalog", e))?;
@@ -288,21 +359,26 @@ async fn run(
         Some(w) => w,
         None => &NoPressure,
     };
-    let mut report = ApplyReport {
+    if carry.reconnects == 0 {
+        carry.resumed = resumed;
+    }
+    let report = |carry: &Carry, finished: bool| ApplyReport {
         schema: "shardready.apply/v1",
         tenant_column: plan.tenant_column.clone(),
-        resumed,
-        seconds: 0.0,
-        steps: Vec::new(),
-        backfills: Vec::new(),
-        app: None,
-        finished: false,
+        resumed: carry.resumed,
+        seconds: t_start.elapsed().as_secs_f64(),
+        steps: carry.steps.clone(),
+        backfills: carry.backfills.clone(),
+        app: finished
+            .then(|| workload.map(|w| window(w, t_start, Instant::now())))
+            .flatten(),
+        finished,
+        reconnects: carry.reconnects,
     };
     let n = plan.steps.len();
     for (i, step) in plan.steps.iter().enumerate() {
         if opts.max_steps.is_some_and(|m| i >= m) {
-            report.seconds = t_start.elapsed().as_secs_f64();
-            return Ok(report);
+            return Ok(report(carry, false));
         }
         let id = step.id();
         let cat = Catalog::read(client)
@@ -315,7 +391,11 @@ async fn run(
                 opts,
                 &format!("[{:>2}/{n}] {} — already done", i + 1, step.describe()),
             );
-            report.steps.push(StepReport {
+            // Done before a reconnect: keep that attempt's record.
+            if carry.steps.iter().any(|s| s.id == id) {
+                continue;
+            }
+            carry.steps.push(StepReport {
                 position: i + 1,
                 id,
                 description: step.describe(),
@@ -372,7 +452,7 @@ async fn run(
                             b.throttled_seconds
                         ),
                     );
-                    report.backfills.push(b);
+                    carry.backfills.push(b);
                 }
                 Action::AwaitAppWrites { counter } => {
                     await_app_writes(client, step, &counter, opts).await?;
@@ -399,7 +479,7 @@ async fn run(
                     .unwrap_or_default()
             ),
         );
-        report.steps.push(StepReport {
+        carry.steps.push(StepReport {
             position: i + 1,
             id,
             description: step.describe(),
@@ -413,10 +493,7 @@ async fn run(
         });
     }
     state::finish_plan(client).await?;
-    report.finished = true;
-    report.seconds = t_start.elapsed().as_secs_f64();
-    report.app = workload.map(|w| window(w, t_start, Instant::now()));
-    Ok(report)
+    Ok(report(carry, true))
 }
 
 fn window(w: &Workload, from: Instant, to: Instant) -> AppWindow {
