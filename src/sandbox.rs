@@ -633,6 +633,22 @@ impl Sandbox {
         run("pg_ctl stop", &mut cmd).map(|_| ())
     }
 
+    /// Restarts the server: `fast` (sessions terminated cleanly) or
+    /// `immediate` (like a crash: recovery runs at the next start).
+    pub fn restart(&self, mode: &str) -> Result<()> {
+        let identity = match &self.state.os_user {
+            Some(u) => server_identity(u)?,
+            None => None,
+        };
+        let mut cmd = server_command(&self.state.bin_dir.join("pg_ctl"), identity);
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .args(["-w", "-t", "120", "-m", mode, "stop"])
+            .stdin(Stdio::null());
+        run("pg_ctl stop", &mut cmd)?;
+        self.pg_ctl_start(identity)
+    }
+
     /// Stops the server and removes the whole directory.
     pub fn destroy(self) -> Result<()> {
         if self.stop().is_err() {
