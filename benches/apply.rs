@@ -40,6 +40,32 @@ async fn fresh_db(sb: &Sandbox, name: &str, scale: f64) -> Target {
     t
 }
 
+/// Lets the machine settle between runs: drops a finished database (its
+/// autovacuum would compete with the next run), checkpoints, and waits
+/// until no autovacuum worker is busy.
+async fn quiesce(sb: &Sandbox, drop_db: Option<&str>) {
+    if let Some(db) = drop_db {
+        sb.psql_command(&format!("DROP DATABASE {db} WITH (FORCE)"))
+            .unwrap();
+    }
+    sb.psql_command("CHECKPOINT").unwrap();
+    let admin = Target::parse(&sb.url()).unwrap().connect().await.unwrap();
+    for _ in 0..120 {
+        let busy: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if busy == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 async fn start_workload(t: &Target, rate: f64, store_id: StoreIdMode) -> Workload {
     Workload::start(
         t,
@@ -112,6 +138,7 @@ async fn run(sb: &Sandbox, scale: f64, rate: f64, settle: Duration) {
     let seed_db = fresh_db(sb, "seed", scale).await;
     let ours_db = fresh_db(sb, "ours", scale).await;
     let lower_db = fresh_db(sb, "lower", scale).await;
+    quiesce(sb, None).await;
 
     // (c) lower bound, under the same workload.
     eprintln!("single UPDATE ... FROM orders (lower bound)...");
@@ -122,6 +149,8 @@ async fn run(sb: &Sandbox, scale: f64, rate: f64, settle: Duration) {
     let single = baseline::single_update(&c).await.unwrap();
     let lower_app = w.stats_between(t0, Instant::now());
     w.stop().await;
+    drop(c);
+    quiesce(sb, Some("lower")).await;
 
     // (a) the seed's procedure as written.
     eprintln!("the seed's procedure...");
@@ -276,5 +305,11 @@ async fn apply_run(
         app: whole,
     });
     let backfill = report.backfills.iter().map(|b| b.seconds).sum();
+    for b in &report.backfills {
+        println!(
+            "  backfill {}: {} rows in {} batches, {:.1} s, throttled {:.1} s, last batch {} keys",
+            b.table, b.rows, b.batches, b.seconds, b.throttled_seconds, b.final_batch_keys
+        );
+    }
     (rows, backfill, total)
 }

@@ -717,3 +717,53 @@ pub async fn set_statement_timeout(
         .await?;
     Ok(())
 }
+
+/// Tables among `tables` the current role may not alter (it neither owns
+/// them nor is a member of their owner's role, nor superuser): (table,
+/// owner).
+pub async fn not_owned(
+    client: &Client,
+    tables: &[QName],
+) -> Result<Vec<(QName, String)>, tokio_postgres::Error> {
+    let mut out = Vec::new();
+    for t in tables {
+        let row = client
+            .query_opt(
+                "SELECT pg_get_userbyid(c.relowner)::text, \
+                        pg_has_role(current_user, c.relowner, 'USAGE') \
+                        OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[&t.schema, &t.name],
+            )
+            .await?;
+        if let Some(r) = row {
+            if !r.get::<_, bool>(1) {
+                out.push((t.clone(), r.get(0)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether the current role may create the `shardready` schema (or it
+/// exists and the role may use it).
+pub async fn can_keep_state(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT CASE WHEN to_regnamespace('shardready') IS NULL \
+                    THEN has_database_privilege(current_database(), 'CREATE') \
+                    ELSE has_schema_privilege('shardready', 'CREATE, USAGE') END",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// The current role's name.
+pub async fn current_role(client: &Client) -> Result<String, tokio_postgres::Error> {
+    Ok(client
+        .query_one("SELECT current_user::text", &[])
+        .await?
+        .get(0))
+}

@@ -299,8 +299,32 @@ impl Target {
             .map(|p| String::from_utf8_lossy(p).into_owned())
     }
 
-    /// Connects once; the connection's driver runs on the tokio runtime.
+    /// Connects once, bounded by connect_timeout as a whole (a server that
+    /// accepts but never answers cannot hang us); the connection's driver
+    /// runs on the tokio runtime.
     pub async fn connect(&self) -> Result<Client, ConnError> {
+        let limit = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(Duration::from_secs(10));
+        match tokio::time::timeout(limit, self.connect_unbounded()).await {
+            Ok(r) => r,
+            Err(_) => {
+                let detail = format!(
+                    "timed out after {:.0} s waiting for the server to answer",
+                    limit.as_secs_f64()
+                );
+                Err(ConnError::Connect {
+                    target: self.display(),
+                    hint: hint_for(&detail),
+                    detail,
+                })
+            }
+        }
+    }
+
+    async fn connect_unbounded(&self) -> Result<Client, ConnError> {
         let fail = |e: tokio_postgres::Error| {
             let detail = error_text(&e);
             ConnError::Connect {

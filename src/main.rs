@@ -342,15 +342,8 @@ impl AnalyzeTarget {
 
 #[derive(Args)]
 struct AnalyzeArgs {
-    /// The tenant (distribution) column [default: inferred from the FKs].
-    #[arg(long, value_name = "COLUMN")]
-    tenant_column: Option<String>,
-    /// Treat this table as a reference table (repeatable; name or schema.name).
-    #[arg(long, value_name = "TABLE")]
-    reference: Vec<String>,
-    /// Keep this table local (repeatable).
-    #[arg(long, value_name = "TABLE")]
-    local: Vec<String>,
+    #[command(flatten)]
+    target: AnalyzeTarget,
     /// Exact data checks (full scans) instead of bounded samples.
     #[arg(long)]
     full: bool,
@@ -363,15 +356,10 @@ struct AnalyzeArgs {
 
 impl AnalyzeArgs {
     fn options(&self) -> shardready::analyze::AnalyzeOptions {
-        use shardready::analyze::{tenant::parse_table, AnalyzeOptions, Overrides};
-        AnalyzeOptions {
-            overrides: Overrides {
-                tenant_column: self.tenant_column.clone(),
-                reference: self.reference.iter().map(|t| parse_table(t)).collect(),
-                local: self.local.iter().map(|t| parse_table(t)).collect(),
-            },
+        shardready::analyze::AnalyzeOptions {
             full: self.full,
             catalog_only: self.catalog_only,
+            ..self.target.options()
         }
     }
 }

@@ -7,19 +7,11 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{connect, scalar_i64, tailspin};
+use common::{checksum, connect, scalar_i64, tailspin};
 use shardready::apply::{self, ApplyError, ApplyOptions};
 use shardready::conn::Target;
 use shardready::workload::{Mode, StoreIdMode, Workload, WorkloadConfig};
 use tokio_postgres::Client;
-
-/// Content of every row, without the new column.
-const CHECKSUM: &str = "SELECT md5(string_agg(x, '|' ORDER BY x)) FROM (
-  SELECT 's' || s.store_id || s.name || coalesce(s.category, '') AS x FROM stores s
-  UNION ALL SELECT 'p' || p.product_id || p.store_id || p.name || p.price FROM products p
-  UNION ALL SELECT 'o' || o.order_id || o.store_id || o.status || o.ordered_at FROM orders o
-  UNION ALL SELECT 'l' || l.line_item_id || l.product_id || l.order_id || l.quantity || l.line_amount FROM line_items l
-) t";
 
 fn quiet() -> ApplyOptions {
     ApplyOptions {
@@ -28,10 +20,6 @@ fn quiet() -> ApplyOptions {
         await_app: Duration::from_secs(2),
         ..ApplyOptions::default()
     }
-}
-
-async fn checksum(c: &Client) -> String {
-    c.query_one(CHECKSUM, &[]).await.unwrap().get(0)
 }
 
 async fn pk_columns(c: &Client, table: &str) -> Vec<String> {

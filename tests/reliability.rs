@@ -7,46 +7,12 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{connect, scalar_i64};
+use common::{checksum, checksum_upto, connect, maxima, scalar_i64};
 use rand::{Rng, SeedableRng};
 use shardready::apply::{self, ApplyOptions};
 use shardready::conn::Target;
 use shardready::workload::{Mode, StoreIdMode, Workload, WorkloadConfig};
 use tokio_postgres::Client;
-
-/// Content of every row, without the new column.
-const CHECKSUM: &str = "SELECT md5(string_agg(x, '|' ORDER BY x)) FROM (
-  SELECT 's' || s.store_id || s.name || coalesce(s.category, '') AS x FROM stores s
-  UNION ALL SELECT 'p' || p.product_id || p.store_id || p.name || p.price FROM products p
-  UNION ALL SELECT 'o' || o.order_id || o.store_id || o.status || o.ordered_at FROM orders o
-  UNION ALL SELECT 'l' || l.line_item_id || l.product_id || l.order_id || l.quantity || l.line_amount FROM line_items l
-) t";
-
-async fn checksum(c: &Client) -> String {
-    c.query_one(CHECKSUM, &[]).await.unwrap().get(0)
-}
-
-/// The checksum of the rows that existed at a point (new orders from the
-/// workload left out): ids up to the maxima taken then.
-async fn checksum_upto(c: &Client, max: (i64, i64)) -> String {
-    let sql = CHECKSUM
-        .replace(
-            "FROM orders o",
-            &format!("FROM orders o WHERE o.order_id <= {}", max.0),
-        )
-        .replace(
-            "FROM line_items l",
-            &format!("FROM line_items l WHERE l.line_item_id <= {}", max.1),
-        );
-    c.query_one(&sql, &[]).await.unwrap().get(0)
-}
-
-async fn maxima(c: &Client) -> (i64, i64) {
-    (
-        scalar_i64(c, "SELECT max(order_id) FROM orders").await,
-        scalar_i64(c, "SELECT max(line_item_id) FROM line_items").await,
-    )
-}
 
 /// Everything a finished preparation must show (`upto`: compare only the
 /// rows that existed then).

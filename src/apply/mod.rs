@@ -51,6 +51,11 @@ pub enum ApplyError {
         .0.join("\n")
     )]
     Blocked(Vec<String>),
+    #[error(
+        "the role `{role}` lacks what apply needs; nothing was changed:\n{}\n         Connect as the tables' owner (or a member of its role), or grant what is missing.",
+        .missing.join("\n")
+    )]
+    Privileges { role: String, missing: Vec<String> },
     #[error("the stored state is unreadable ({0}); rerun with --replan")]
     BadState(String),
     #[error(
@@ -294,16 +299,60 @@ async fn session(target: &Target, opts: &ApplyOptions) -> Result<Client, ApplyEr
         .await;
     // Leave the other cores to the application: index builds and
     // validations run without parallel workers.
+    // synchronous_commit off: backfill batches do not each wait for a WAL
+    // flush (less fsync pressure on the application's commits); a batch
+    // lost in a crash is lost with its cursor, so a rerun redoes it.
     client
         .batch_execute(&format!(
-            "SET max_parallel_maintenance_workers = {w}; SET max_parallel_workers_per_gather = {w};",
+            "SET max_parallel_maintenance_workers = {w}; SET max_parallel_workers_per_gather = {w}; \
+             SET synchronous_commit = off;",
             w = opts.parallel_workers
         ))
         .await
         .map_err(|e| ApplyError::db("cannot configure the session", e))?;
+    check_privileges(&client, opts).await?;
     state::ensure_schema(&client).await?;
     state::try_lock(&client).await?;
     Ok(client)
+}
+
+/// Before changing anything: may this role keep state and alter the tables
+/// the plan would touch?
+async fn check_privileges(client: &Client, opts: &ApplyOptions) -> Result<(), ApplyError> {
+    let fail = |e| ApplyError::db("cannot check privileges", e);
+    let role = catalog::current_role(client).await.map_err(fail)?;
+    let mut missing = Vec::new();
+    if !catalog::can_keep_state(client).await.map_err(fail)? {
+        missing.push(
+            "  CREATE on this database (for the `shardready` schema that records the plan's progress)"
+                .to_string(),
+        );
+    }
+    let cat = Catalog::read(client).await.map_err(fail)?;
+    // The tables the plan changes: every tenant table (partitions with
+    // their parent).
+    let tables: Vec<QName> = match analyze::analyze_catalog(&cat, &opts.analyze.overrides) {
+        Ok((_, classes, _)) => cat
+            .tables
+            .iter()
+            .filter(|t| {
+                classes
+                    .iter()
+                    .any(|c| &c.table == cat.top_parent(t) && c.class.is_tenant())
+            })
+            .map(|t| t.name.clone())
+            .collect(),
+        // No analysis, no plan: the run reports why in a moment.
+        Err(_) => Vec::new(),
+    };
+    for (t, owner) in catalog::not_owned(client, &tables).await.map_err(fail)? {
+        missing.push(format!("  ownership of {t} (owned by `{owner}`)"));
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ApplyError::Privileges { role, missing })
+    }
 }
 
 fn say(opts: &ApplyOptions, msg: &str) {

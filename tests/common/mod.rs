@@ -33,3 +33,37 @@ pub async fn connect(t: &Target) -> Client {
 pub async fn scalar_i64(client: &Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.expect(sql).get(0)
 }
+
+/// Content of every row, without the new column.
+const CHECKSUM: &str = "SELECT md5(string_agg(x, '|' ORDER BY x)) FROM (
+  SELECT 's' || s.store_id || s.name || coalesce(s.category, '') AS x FROM stores s
+  UNION ALL SELECT 'p' || p.product_id || p.store_id || p.name || p.price FROM products p
+  UNION ALL SELECT 'o' || o.order_id || o.store_id || o.status || o.ordered_at FROM orders o
+  UNION ALL SELECT 'l' || l.line_item_id || l.product_id || l.order_id || l.quantity || l.line_amount FROM line_items l
+) t";
+
+pub async fn checksum(c: &Client) -> String {
+    c.query_one(CHECKSUM, &[]).await.unwrap().get(0)
+}
+
+/// The checksum of the rows that existed at a point (new orders from the
+/// workload left out): ids up to the maxima taken then.
+pub async fn checksum_upto(c: &Client, max: (i64, i64)) -> String {
+    let sql = CHECKSUM
+        .replace(
+            "FROM orders o",
+            &format!("FROM orders o WHERE o.order_id <= {}", max.0),
+        )
+        .replace(
+            "FROM line_items l",
+            &format!("FROM line_items l WHERE l.line_item_id <= {}", max.1),
+        );
+    c.query_one(&sql, &[]).await.unwrap().get(0)
+}
+
+pub async fn maxima(c: &Client) -> (i64, i64) {
+    (
+        scalar_i64(c, "SELECT max(order_id) FROM orders").await,
+        scalar_i64(c, "SELECT max(line_item_id) FROM line_items").await,
+    )
+}
