@@ -362,6 +362,7 @@ pub async fn run_pg_cron(
          DECLARE lo bigint; top bigint; n bigint; t0 timestamptz := clock_timestamp(); b0 timestamptz;\n\
          BEGIN\n\
          \x20 SET lock_timeout = '{lt}ms';\n\
+         \x20 SET plan_cache_mode = force_custom_plan;\n\
          \x20 LOOP\n\
          \x20   SELECT cursor, max_key INTO lo, top FROM shardready.backfill WHERE step_id = {id};\n\
          \x20   EXIT WHEN lo >= top OR clock_timestamp() - t0 > budget;\n\

@@ -302,10 +302,13 @@ async fn session(target: &Target, opts: &ApplyOptions) -> Result<Client, ApplyEr
     // synchronous_commit off: backfill batches do not each wait for a WAL
     // flush (less fsync pressure on the application's commits); a batch
     // lost in a crash is lost with its cursor, so a rerun redoes it.
+    // force_custom_plan: a generic plan of the prepared batch UPDATE cannot
+    // see how small the key range is and may hash-join the whole parent
+    // table on every batch.
     client
         .batch_execute(&format!(
             "SET max_parallel_maintenance_workers = {w}; SET max_parallel_workers_per_gather = {w}; \
-             SET synchronous_commit = off;",
+             SET synchronous_commit = off; SET plan_cache_mode = force_custom_plan;",
             w = opts.parallel_workers
         ))
         .await
