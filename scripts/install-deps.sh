@@ -5,14 +5,18 @@
 set -euo pipefail
 
 missing=()
+# True when any of the patterns matches a file.
+have() { for p in "$@"; do compgen -G "$p" >/dev/null && return 0; done; return 1; }
 pgbin=$( (pg_config --bindir 2>/dev/null || true) | head -n1)
-if [ ! -x "${SHARDREADY_PG_BIN:-$pgbin}/initdb" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+if [ ! -x "${SHARDREADY_PG_BIN:-$pgbin}/initdb" ] && ! have '/usr/lib/postgresql/*/bin/initdb'; then
   missing+=(postgresql-15)
 fi
-if ! ls /usr/lib/postgresql/*/lib/pg_cron.so >/dev/null 2>&1; then
+if ! have '/usr/lib/postgresql/*/lib/pg_cron.so'; then
   missing+=(postgresql-15-cron)
 fi
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* /usr/lib/aarch64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+# libclang-dev ships the unversioned libclang.so (and pulls in clang's
+# headers, which bindgen needs); the runtime library alone is not enough.
+if [ -z "${LIBCLANG_PATH:-}" ] && ! have '/usr/lib/llvm-*/lib/libclang.so'; then
   missing+=(libclang-dev)
 fi
 command -v cc >/dev/null 2>&1 || missing+=(gcc)

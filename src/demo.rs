@@ -186,6 +186,34 @@ fn wl_config(opts: &DemoOptions) -> WorkloadConfig {
     }
 }
 
+/// Starts the application's traffic and lets it run alone for the
+/// baseline: the workload, its start, and the baseline phase row.
+async fn start_traffic(
+    t: &Target,
+    opts: &DemoOptions,
+    store_id: StoreIdMode,
+) -> Result<(Workload, Instant, Vec<PhaseRow>), DemoError> {
+    let w = Workload::start(
+        t,
+        WorkloadConfig {
+            store_id,
+            ..wl_config(opts)
+        },
+    )
+    .await?;
+    let t0 = w.started();
+    tokio::time::sleep(opts.settle).await;
+    let baseline = row(
+        &w,
+        t0,
+        "baseline (traffic only)",
+        "create_orders job running",
+        t0,
+        Instant::now(),
+    );
+    Ok((w, t0, vec![baseline]))
+}
+
 /// shardready's run: create_orders timed, analyze, apply under traffic,
 /// verify, create_orders timed again.
 async fn our_run(
@@ -223,17 +251,7 @@ async fn our_run(
             opts.rate * 60.0
         ),
     );
-    let w = Workload::start(t, wl_config(opts)).await?;
-    let t0 = w.started();
-    tokio::time::sleep(opts.settle).await;
-    let mut phases = vec![row(
-        &w,
-        t0,
-        "baseline (traffic only)",
-        "create_orders job running",
-        t0,
-        Instant::now(),
-    )];
+    let (w, t0, mut phases) = start_traffic(t, opts, StoreIdMode::Auto).await?;
     say(opts, "== apply (with the traffic running)");
     let apply_t0 = Instant::now();
     let aopts = ApplyOptions {
@@ -350,24 +368,7 @@ async fn seed_run(t: &Target, opts: &DemoOptions) -> Result<Run, DemoError> {
     );
     let before = workload::time_create_orders(t, opts.create_orders, StoreIdMode::Never).await?;
     // The old application first; updated right after the column is added.
-    let w = Workload::start(
-        t,
-        WorkloadConfig {
-            store_id: StoreIdMode::Never,
-            ..wl_config(opts)
-        },
-    )
-    .await?;
-    let t0 = w.started();
-    tokio::time::sleep(opts.settle).await;
-    let mut phases = vec![row(
-        &w,
-        t0,
-        "baseline (traffic only)",
-        "create_orders job running",
-        t0,
-        Instant::now(),
-    )];
+    let (w, t0, mut phases) = start_traffic(t, opts, StoreIdMode::Never).await?;
     let c = t.connect().await?;
     let steps =
         crate::baseline::run_seed_procedure(&c, 1_000_000, || w.set_store_id(StoreIdMode::Always))
