@@ -214,6 +214,26 @@ async fn start_traffic(
     Ok((w, t0, vec![baseline]))
 }
 
+/// Lets the traffic run alone once more (the "after" phase) and stops it.
+async fn finish_traffic(
+    w: Workload,
+    t0: Instant,
+    phases: &mut Vec<PhaseRow>,
+    opts: &DemoOptions,
+) -> workload::WorkloadReport {
+    let after_t = Instant::now();
+    tokio::time::sleep(opts.settle).await;
+    phases.push(row(
+        &w,
+        t0,
+        "after (traffic only)",
+        "",
+        after_t,
+        Instant::now(),
+    ));
+    w.stop().await
+}
+
 /// shardready's run: create_orders timed, analyze, apply under traffic,
 /// verify, create_orders timed again.
 async fn our_run(
@@ -315,17 +335,7 @@ async fn our_run(
             &format!("   {} {}", if ch.ok { "ok  " } else { "FAIL" }, ch.name),
         );
     }
-    let after_t = Instant::now();
-    tokio::time::sleep(opts.settle).await;
-    phases.push(row(
-        &w,
-        t0,
-        "after (traffic only)",
-        "",
-        after_t,
-        Instant::now(),
-    ));
-    let wl = w.stop().await;
+    let wl = finish_traffic(w, t0, &mut phases, opts).await;
     say(opts, "== unschedule jobs");
     let jobs = crate::cron::list(&c).await.unwrap_or_default();
     for j in jobs.iter().filter_map(|j| j.jobname.as_deref()) {
@@ -388,17 +398,7 @@ async fn seed_run(t: &Target, opts: &DemoOptions) -> Result<Run, DemoError> {
             p.end.expect("timed"),
         ));
     }
-    let after_t = Instant::now();
-    tokio::time::sleep(opts.settle).await;
-    phases.push(row(
-        &w,
-        t0,
-        "after (traffic only)",
-        "",
-        after_t,
-        Instant::now(),
-    ));
-    let wl = w.stop().await;
+    let wl = finish_traffic(w, t0, &mut phases, opts).await;
     let after = workload::time_create_orders(t, opts.create_orders, StoreIdMode::Auto).await?;
     Ok(Run {
         label: "the seed's procedure as written".into(),

@@ -281,20 +281,7 @@ async fn killed_mid_backfill_and_mid_index_build_then_rerun_finishes() {
     child.wait().unwrap();
     // The server notices the dead client within a second
     // (client_connection_check_interval) and cancels the build.
-    let start = Instant::now();
-    while scalar_i64(
-        &c,
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'shardready-apply'",
-    )
-    .await
-        > 0
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "apply backend lingers"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_apply_gone(&c).await;
     tx.rollback().await.unwrap();
     let invalid = scalar_i64(&c, "SELECT count(*) FROM pg_index WHERE NOT indisvalid").await;
     assert_eq!(

@@ -73,23 +73,6 @@ async fn running_step(c: &Client) -> Option<String> {
     .map(|r| r.get(0))
 }
 
-async fn wait_gone(c: &Client) {
-    let start = Instant::now();
-    while scalar_i64(
-        c,
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'shardready-apply'",
-    )
-    .await
-        > 0
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "apply backend lingers"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_thirty_plus_points_then_rerun_always_finishes() {
     // One loaded source database, copied for every trial (CREATE DATABASE
@@ -168,7 +151,7 @@ async fn kill_9_at_thirty_plus_points_then_rerun_always_finishes() {
             .await
             .or(killed_in)
             .unwrap_or_else(|| "between steps / finished".into());
-        wait_gone(&c).await;
+        common::wait_apply_gone(&c).await;
         // Rerun to the end.
         let out = Command::new(env!("CARGO_BIN_EXE_shardready"))
             .args(["apply", "--db", &url, "--trigger-window", "200ms"])

@@ -67,3 +67,22 @@ pub async fn maxima(c: &Client) -> (i64, i64) {
         scalar_i64(c, "SELECT max(line_item_id) FROM line_items").await,
     )
 }
+
+/// Waits until no `shardready apply` session is left on the server (a
+/// killed apply's backend goes within client_connection_check_interval).
+pub async fn wait_apply_gone(c: &Client) {
+    let start = std::time::Instant::now();
+    while scalar_i64(
+        c,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'shardready-apply'",
+    )
+    .await
+        > 0
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(15),
+            "apply backend lingers"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
