@@ -240,8 +240,11 @@ async fn run(sb: &Sandbox, scale: f64, rate: f64, settle: Duration) {
         println!("\ntrade-off: batch target -> app p99 / max -> backfill time");
         for (i, target) in list.split(',').enumerate() {
             let d: Duration = humantime::parse_duration(target.trim()).unwrap();
-            let db = fresh_db(sb, &format!("tradeoff{i}"), scale).await;
+            let name = format!("tradeoff{i}");
+            let db = fresh_db(sb, &name, scale).await;
+            quiesce(sb, None).await;
             let (rows, backfill, _) = apply_run(&db, rate, settle, Some(d)).await;
+            quiesce(sb, Some(&name)).await;
             let whole = rows.iter().find(|r| r.what == "whole apply").unwrap();
             println!(
                 "  batch target {:>6}: app p99 {:>6.1} ms, max {:>6.1} ms, errors {}, backfill {:>6.1} s ({:.2}x single UPDATE)",
