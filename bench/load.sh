@@ -7,18 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE=${SCALE:-1}
-BIN=target/release/shardready
-[ -x "$BIN" ] || cargo build --release --quiet
-WORK=$(mktemp -d /tmp/shardready-bench-load.XXXXXX)
-chmod 755 "$WORK"
-SB="$WORK/sandbox"
-cleanup() { "$BIN" sandbox destroy --dir "$SB" >/dev/null 2>&1 || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-"$BIN" sandbox start --dir "$SB" >/dev/null
-URL=$("$BIN" sandbox url --dir "$SB")
-PSQL="$(dirname "$(pg_config --bindir)/x")/psql"
-[ -x "$PSQL" ] || PSQL=psql
+BENCH_NAME=load
+source bench/lib.sh
 BASE=${URL%/*}
 
 echo "generating the CSV files (scale $SCALE)..." >&2

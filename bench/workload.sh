@@ -11,17 +11,8 @@ cd "$(dirname "$0")/.."
 SCALE=${SCALE:-1}
 STEP=${STEP_SECONDS:-15}
 CONNS=${CONNECTIONS:-4}
-BIN=target/release/shardready
-[ -x "$BIN" ] || cargo build --release --quiet
-WORK=$(mktemp -d /tmp/shardready-bench-wl.XXXXXX)
-chmod 755 "$WORK"
-SB="$WORK/sandbox"
-cleanup() { "$BIN" sandbox destroy --dir "$SB" >/dev/null 2>&1 || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-"$BIN" sandbox start --dir "$SB" >/dev/null
-URL=$("$BIN" sandbox url --dir "$SB")
-PSQL="$(pg_config --bindir)/psql"
+BENCH_NAME=wl
+source bench/lib.sh
 export DATABASE_URL="$URL"
 "$BIN" tailspin schema >/dev/null 2>&1
 "$BIN" tailspin load --scale "$SCALE" >&2

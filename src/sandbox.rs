@@ -601,10 +601,7 @@ impl Sandbox {
 
     /// `postgresql://postgres@127.0.0.1:PORT/postgres`
     pub fn url(&self) -> String {
-        format!(
-            "postgresql://{SUPERUSER}@127.0.0.1:{}/{DATABASE}",
-            self.state.port
-        )
+        self.url_for(DATABASE)
     }
 
     /// URL of another database on the same server.

@@ -109,16 +109,17 @@ pub async fn load_plan(client: &Client) -> Result<Option<(Plan, bool)>, ApplyErr
 
 pub async fn save_plan(client: &Client, plan: &Plan) -> Result<(), ApplyError> {
     let v = serde_json::to_value(plan).expect("plan serializes");
-    let mut sql = String::from("BEGIN; DELETE FROM shardready.step; DELETE FROM shardready.backfill; DELETE FROM shardready.plan; COMMIT;");
     client
-        .batch_execute(&sql)
+        .batch_execute(
+            "BEGIN; DELETE FROM shardready.step; DELETE FROM shardready.backfill; \
+             DELETE FROM shardready.plan; COMMIT;",
+        )
         .await
         .map_err(|e| ApplyError::db("cannot reset the state", e))?;
     client
         .execute("INSERT INTO shardready.plan (plan) VALUES ($1)", &[&v])
         .await
         .map_err(|e| ApplyError::db("cannot store the plan", e))?;
-    sql.clear();
     for (i, s) in plan.steps.iter().enumerate() {
         client
             .execute(
