@@ -7,6 +7,7 @@
 //!   cargo bench --bench apply                      # full scale, 3000 orders/min
 //!   SCALE=0.1 RATE=3000/min cargo bench --bench apply
 //!   TRADEOFF=25ms,50ms,100ms,200ms cargo bench --bench apply   # batch target sweep
+//!   SKIP_SEED=1 cargo bench --bench apply          # (c) and (b) only, to iterate faster
 
 use std::time::{Duration, Instant};
 
@@ -135,7 +136,12 @@ async fn run(sb: &Sandbox, scale: f64, rate: f64, settle: Duration) {
         rate
     );
     eprintln!("loading three copies of Tailspin (scale {scale})...");
-    let seed_db = fresh_db(sb, "seed", scale).await;
+    let skip_seed = std::env::var_os("SKIP_SEED").is_some();
+    let seed_db = if skip_seed {
+        None
+    } else {
+        Some(fresh_db(sb, "seed", scale).await)
+    };
     let ours_db = fresh_db(sb, "ours", scale).await;
     let lower_db = fresh_db(sb, "lower", scale).await;
     quiesce(sb, None).await;
@@ -153,50 +159,25 @@ async fn run(sb: &Sandbox, scale: f64, rate: f64, settle: Duration) {
     quiesce(sb, Some("lower")).await;
 
     // (a) the seed's procedure as written.
-    eprintln!("the seed's procedure...");
-    let w = start_workload(&seed_db, rate, StoreIdMode::Never).await;
-    tokio::time::sleep(settle).await;
-    let base_t = Instant::now();
-    let base_app = w.stats_between(base_t - settle, base_t);
-    let c = seed_db.connect().await.unwrap();
-    let phases =
-        baseline::run_seed_procedure(&c, 1_000_000, || w.set_store_id(StoreIdMode::Always))
-            .await
-            .unwrap();
-    let seed_total = base_t.elapsed().as_secs_f64();
-    let seed_whole = w.stats_between(base_t, Instant::now());
-    let mut seed_rows = vec![Row {
-        what: "before (baseline)".into(),
-        seconds: settle.as_secs_f64(),
-        app: base_app,
-    }];
-    for p in &phases {
-        seed_rows.push(Row {
-            what: p.name.clone(),
-            seconds: p.seconds,
-            app: w.stats_between(p.start.unwrap(), p.end.unwrap()),
-        });
-    }
-    seed_rows.push(Row {
-        what: "whole procedure".into(),
-        seconds: seed_total,
-        app: seed_whole,
-    });
-    w.stop().await;
-    let seed_backfill = phases
-        .iter()
-        .find(|p| p.name == "backfill")
-        .unwrap()
-        .seconds;
+    let (seed_rows, seed_backfill, seed_total) = match &seed_db {
+        Some(db) => {
+            let r = seed_run(db, rate, settle).await;
+            quiesce(sb, Some("seed")).await;
+            r
+        }
+        None => (Vec::new(), f64::NAN, f64::NAN),
+    };
 
     // (b) shardready apply with default settings.
     eprintln!("shardready apply...");
     let (ours_rows, ours_backfill, ours_total) = apply_run(&ours_db, rate, settle, None).await;
 
-    print_rows(
-        "(a) the seed's procedure as written (1M-row batches back to back, its key swap)",
-        &seed_rows,
-    );
+    if !skip_seed {
+        print_rows(
+            "(a) the seed's procedure as written (1M-row batches back to back, its key swap)",
+            &seed_rows,
+        );
+    }
     print_rows("(b) shardready apply (defaults)", &ours_rows);
     println!("\nsummary");
     println!(
@@ -257,6 +238,48 @@ async fn run(sb: &Sandbox, scale: f64, rate: f64, settle: Duration) {
             );
         }
     }
+}
+
+/// The seed's procedure as written, under the workload: its phases, the
+/// backfill's and the whole procedure's seconds.
+async fn seed_run(db: &Target, rate: f64, settle: Duration) -> (Vec<Row>, f64, f64) {
+    eprintln!("the seed's procedure...");
+    let w = start_workload(db, rate, StoreIdMode::Never).await;
+    tokio::time::sleep(settle).await;
+    let base_t = Instant::now();
+    let base_app = w.stats_between(base_t - settle, base_t);
+    let c = db.connect().await.unwrap();
+    let phases =
+        baseline::run_seed_procedure(&c, 1_000_000, || w.set_store_id(StoreIdMode::Always))
+            .await
+            .unwrap();
+    let seed_total = base_t.elapsed().as_secs_f64();
+    let seed_whole = w.stats_between(base_t, Instant::now());
+    let mut seed_rows = vec![Row {
+        what: "before (baseline)".into(),
+        seconds: settle.as_secs_f64(),
+        app: base_app,
+    }];
+    for p in &phases {
+        seed_rows.push(Row {
+            what: p.name.clone(),
+            seconds: p.seconds,
+            app: w.stats_between(p.start.unwrap(), p.end.unwrap()),
+        });
+    }
+    seed_rows.push(Row {
+        what: "whole procedure".into(),
+        seconds: seed_total,
+        app: seed_whole,
+    });
+    w.stop().await;
+    let seed_backfill = phases
+        .iter()
+        .find(|p| p.name == "backfill")
+        .unwrap()
+        .seconds;
+
+    (seed_rows, seed_backfill, seed_total)
 }
 
 async fn apply_run(

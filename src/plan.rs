@@ -64,7 +64,9 @@ pub enum Step {
     },
     /// A BEFORE INSERT OR UPDATE trigger that fills the column from the
     /// parent along `path` when the application leaves it NULL, counting
-    /// how often it had to.
+    /// how often it had to. Its `WHEN (NEW.col IS NULL)` keeps the function
+    /// out of every row that carries the column already: the backfill's own
+    /// updates and the updated application's inserts cost no call.
     SyncTrigger {
         table: QName,
         column: String,
@@ -399,9 +401,10 @@ impl Step {
                 ),
                 sync_function_sql(function, counter, column, path),
                 format!(
-                    "DROP TRIGGER IF EXISTS {trg} ON {t};\nCREATE TRIGGER {trg} BEFORE INSERT OR UPDATE ON {t}\n  FOR EACH ROW EXECUTE FUNCTION {f}();",
+                    "DROP TRIGGER IF EXISTS {trg} ON {t};\nCREATE TRIGGER {trg} BEFORE INSERT OR UPDATE ON {t}\n  FOR EACH ROW WHEN (NEW.{col} IS NULL) EXECUTE FUNCTION {f}();",
                     trg = ident(trigger),
                     t = table.sql(),
+                    col = ident(column),
                     f = function.sql()
                 ),
             ],

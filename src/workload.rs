@@ -403,9 +403,9 @@ impl Recorder {
         )
     }
 
-    /// Latency and errors of transactions that completed in [from, to),
-    /// to the millisecond.
-    fn between(&self, from: Instant, to: Instant) -> (Latency, u64, u64) {
+    /// Latencies (µs) and errors of transactions that completed in
+    /// [from, to), to the millisecond.
+    fn collect(&self, from: Instant, to: Instant) -> (Vec<u32>, u64) {
         let secs = self.seconds.lock().unwrap();
         let a = self.second_of(from);
         let b = self.second_of(to) + 1;
@@ -422,6 +422,13 @@ impl Recorder {
             );
             errors += s.error_ms.iter().filter(|&&ms| ms >= lo && ms < hi).count() as u64;
         }
+        (l, errors)
+    }
+
+    /// Latency and errors of transactions that completed in [from, to),
+    /// to the millisecond.
+    fn between(&self, from: Instant, to: Instant) -> (Latency, u64, u64) {
+        let (mut l, errors) = self.collect(from, to);
         if l.is_empty() {
             return (Latency::default(), 0, errors);
         }
@@ -777,6 +784,15 @@ impl Workload {
     /// instants (per-second resolution), e.g. during one apply step.
     pub fn stats_between(&self, from: Instant, to: Instant) -> (Latency, u64, u64) {
         self.recorder.between(from, to)
+    }
+
+    /// Of the transactions that completed between two instants: how many,
+    /// and how many took longer than `slow_ms` (errors count as slow).
+    pub fn slow_between(&self, from: Instant, to: Instant, slow_ms: f64) -> (u64, u64) {
+        let (l, errors) = self.recorder.collect(from, to);
+        let limit = (slow_ms * 1000.0) as u32;
+        let slow = l.iter().filter(|&&us| us > limit).count() as u64;
+        (l.len() as u64 + errors, slow + errors)
     }
 
     /// Switches the application's version while it runs (the seed's

@@ -1,9 +1,9 @@
 //! The backfill controller: fills the new column in keyset batches over the
 //! primary key (`key > lo AND key <= hi AND col IS NULL`), one short
 //! transaction each with its cursor saved in the same transaction; the
-//! batch size adapts to a time target, and it slows down when the
-//! application's latency rises or a rate cap is reached. A final sweep
-//! catches rows the ranges missed.
+//! batch size adapts to a time target, and it pauses when the application
+//! has had more slow transactions than its budget allows (see [`Governor`])
+//! or a rate cap is reached. A final sweep catches rows the ranges missed.
 
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,8 @@ pub struct Pace {
     pub batch_target: Duration,
     /// Never more than this many rows per second.
     pub max_rate: Option<f64>,
-    /// Slow down when the application's recent p99 exceeds this.
+    /// Keep the application's p99 below this: at most [`SLOW_BUDGET`] of
+    /// its transactions may take longer while the backfill runs.
     pub app_p99_limit_ms: f64,
     pub lock_timeout: Duration,
     pub min_batch: i64,
@@ -39,6 +40,63 @@ impl Default for Pace {
             lock_timeout: Duration::from_millis(100),
             min_batch: 200,
             max_batch: 200_000,
+        }
+    }
+}
+
+/// The share of application transactions allowed above the latency limit
+/// (half of the 1% a p99 permits, leaving the rest to the other steps).
+pub const SLOW_BUDGET: f64 = 0.005;
+
+/// Transactions counted as fine before the first batch, so that one slow
+/// transaction at the start does not read as a 100% slow share.
+const PRIOR_TRANSACTIONS: u64 = 200;
+
+/// The longest pause after one batch.
+const MAX_PAUSE: Duration = Duration::from_secs(2);
+
+/// Paces the backfill on the application's latency. After each batch it
+/// counts the application transactions that completed since the last look
+/// and how many were slower than the limit. A slow transaction alone does
+/// not stop the backfill (the machine has other reasons for those); only
+/// when slow ones arrive while the share over the whole backfill is above
+/// the budget does it pause, for as long as the batch took, doubling on
+/// each consecutive time. Each transaction is judged once, so one bad
+/// second does not keep the backfill paused for seconds after it.
+struct Governor {
+    since: Instant,
+    total: u64,
+    slow: u64,
+    backoff: u32,
+}
+
+impl Governor {
+    fn new() -> Self {
+        Governor {
+            since: Instant::now(),
+            total: PRIOR_TRANSACTIONS,
+            slow: 0,
+            backoff: 0,
+        }
+    }
+
+    /// The pause to take after a batch that took `took`.
+    fn after_batch(&mut self, pressure: &dyn Pressure, limit_ms: f64, took: Duration) -> Duration {
+        let Some((n, slow)) = pressure.slow_since(self.since, limit_ms) else {
+            return Duration::ZERO;
+        };
+        self.since = Instant::now();
+        self.total += n;
+        self.slow += slow;
+        if slow > 0 && self.slow as f64 > SLOW_BUDGET * self.total as f64 {
+            self.backoff = (self.backoff + 1).min(6);
+            took.mul_f64(f64::from(1u32 << (self.backoff - 1)))
+                .min(MAX_PAUSE)
+        } else {
+            if slow == 0 {
+                self.backoff = 0;
+            }
+            Duration::ZERO
         }
     }
 }
@@ -108,17 +166,8 @@ pub async fn run(
     );
     let mut window_start = Instant::now();
     let mut window_rows: i64 = 0;
+    let mut governor = Governor::new();
     while cursor < max_key {
-        // Back off while the application suffers.
-        if let Some(p99) = pressure.recent_p99_ms() {
-            if p99 > pace.app_p99_limit_ms {
-                size = (size / 2).max(pace.min_batch);
-                let pause = Duration::from_millis(250);
-                tokio::time::sleep(pause).await;
-                throttled += pause;
-                continue;
-            }
-        }
         let hi = (cursor + size).min(max_key);
         let t0 = Instant::now();
         client
@@ -161,6 +210,12 @@ pub async fn run(
         let ratio = pace.batch_target.as_secs_f64() / took.as_secs_f64().max(1e-4);
         size = ((size as f64) * ratio.clamp(0.5, 2.0)) as i64;
         size = size.clamp(pace.min_batch, pace.max_batch);
+        // Back off while the application suffers beyond its budget.
+        let pause = governor.after_batch(pressure, pace.app_p99_limit_ms, took);
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+            throttled += pause;
+        }
         // Rate cap.
         if let Some(max_rate) = pace.max_rate {
             let elapsed = window_start.elapsed().as_secs_f64();
@@ -447,4 +502,58 @@ pub async fn run_pg_cron(
         swept,
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Replays (transactions, slow) windows, one per look.
+    struct Script(Mutex<Vec<(u64, u64)>>);
+    impl Pressure for Script {
+        fn slow_since(&self, _: Instant, _: f64) -> Option<(u64, u64)> {
+            Some(self.0.lock().unwrap().remove(0))
+        }
+    }
+
+    fn pauses(windows: &[(u64, u64)]) -> Vec<u64> {
+        let p = Script(Mutex::new(windows.to_vec()));
+        let mut g = Governor::new();
+        let took = Duration::from_millis(100);
+        windows
+            .iter()
+            .map(|_| g.after_batch(&p, 15.0, took).as_millis() as u64)
+            .collect()
+    }
+
+    #[test]
+    fn a_lone_slow_transaction_does_not_pause() {
+        assert_eq!(pauses(&[(10, 0), (10, 1), (10, 0), (10, 0)]), [0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn slow_transactions_beyond_the_budget_pause_longer_each_time() {
+        // 200 prior + 10 per window: the second slow one is over 0.5%.
+        assert_eq!(
+            pauses(&[(10, 1), (10, 1), (10, 1), (10, 1), (10, 0), (10, 1)]),
+            [0, 100, 200, 400, 0, 100]
+        );
+    }
+
+    #[test]
+    fn pauses_are_capped() {
+        let w = vec![(5, 5); 12];
+        let p = pauses(&w);
+        assert_eq!(p.iter().copied().max(), Some(MAX_PAUSE.as_millis() as u64));
+        assert_eq!(p[0], 100);
+    }
+
+    #[test]
+    fn a_fine_application_never_pauses_the_backfill() {
+        assert!(pauses(&[(50, 0); 20]).iter().all(|&p| p == 0));
+        let none = crate::apply::NoPressure;
+        let mut g = Governor::new();
+        assert!(g.after_batch(&none, 15.0, Duration::from_secs(1)).is_zero());
+    }
 }

@@ -117,22 +117,23 @@ impl ApplyError {
 
 /// A signal of how much the application suffers right now.
 pub trait Pressure: Send + Sync {
-    /// The application's p99 latency over the last few seconds, if known.
-    fn recent_p99_ms(&self) -> Option<f64>;
+    /// Of the application's transactions that completed since `from`: how
+    /// many, and how many took longer than `slow_ms`; None when nothing
+    /// measures the application.
+    fn slow_since(&self, from: Instant, slow_ms: f64) -> Option<(u64, u64)>;
 }
 
 /// No application signal.
 pub struct NoPressure;
 impl Pressure for NoPressure {
-    fn recent_p99_ms(&self) -> Option<f64> {
+    fn slow_since(&self, _: Instant, _: f64) -> Option<(u64, u64)> {
         None
     }
 }
 
 impl Pressure for Workload {
-    fn recent_p99_ms(&self) -> Option<f64> {
-        let s = self.snapshot();
-        (s.recent_p99_ms > 0.0).then_some(s.recent_p99_ms)
+    fn slow_since(&self, from: Instant, slow_ms: f64) -> Option<(u64, u64)> {
+        Some(self.slow_between(from, Instant::now(), slow_ms))
     }
 }
 
