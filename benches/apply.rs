@@ -21,6 +21,9 @@ struct Row {
     what: String,
     seconds: f64,
     app: (Latency, u64, u64),
+    /// Transactions slower than 20 ms.
+    slow: u64,
+    lock_timeouts: u32,
 }
 
 fn env(name: &str, default: &str) -> String {
@@ -85,16 +88,34 @@ async fn start_workload(t: &Target, rate: f64, store_id: StoreIdMode) -> Workloa
     .unwrap()
 }
 
+/// What the application felt between two instants.
+fn app_row(w: &Workload, what: &str, from: Instant, to: Instant) -> Row {
+    Row {
+        what: what.to_string(),
+        seconds: (to - from).as_secs_f64(),
+        app: w.stats_between(from, to),
+        slow: w.slow_between(from, to, 20.0).1,
+        lock_timeouts: 0,
+    }
+}
+
 fn print_rows(title: &str, rows: &[Row]) {
     println!("\n{title}");
     println!(
-        "  {:<34} {:>9} {:>9} {:>9} {:>9} {:>7}",
-        "phase", "seconds", "app p50", "app p99", "app max", "errors"
+        "  {:<34} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>9}",
+        "phase", "seconds", "app p50", "app p99", "app max", "errors", ">20ms", "lock t/o"
     );
     for r in rows {
         println!(
-            "  {:<34} {:>9.1} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7}",
-            r.what, r.seconds, r.app.0.p50_ms, r.app.0.p99_ms, r.app.0.max_ms, r.app.2
+            "  {:<34} {:>9.1} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7} {:>7} {:>9}",
+            r.what,
+            r.seconds,
+            r.app.0.p50_ms,
+            r.app.0.p99_ms,
+            r.app.0.max_ms,
+            r.app.2,
+            r.slow,
+            r.lock_timeouts
         );
     }
 }
@@ -247,31 +268,17 @@ async fn seed_run(db: &Target, rate: f64, settle: Duration) -> (Vec<Row>, f64, f
     let w = start_workload(db, rate, StoreIdMode::Never).await;
     tokio::time::sleep(settle).await;
     let base_t = Instant::now();
-    let base_app = w.stats_between(base_t - settle, base_t);
     let c = db.connect().await.unwrap();
     let phases =
         baseline::run_seed_procedure(&c, 1_000_000, || w.set_store_id(StoreIdMode::Always))
             .await
             .unwrap();
     let seed_total = base_t.elapsed().as_secs_f64();
-    let seed_whole = w.stats_between(base_t, Instant::now());
-    let mut seed_rows = vec![Row {
-        what: "before (baseline)".into(),
-        seconds: settle.as_secs_f64(),
-        app: base_app,
-    }];
+    let mut seed_rows = vec![app_row(&w, "before (baseline)", base_t - settle, base_t)];
     for p in &phases {
-        seed_rows.push(Row {
-            what: p.name.clone(),
-            seconds: p.seconds,
-            app: w.stats_between(p.start.unwrap(), p.end.unwrap()),
-        });
+        seed_rows.push(app_row(&w, &p.name, p.start.unwrap(), p.end.unwrap()));
     }
-    seed_rows.push(Row {
-        what: "whole procedure".into(),
-        seconds: seed_total,
-        app: seed_whole,
-    });
+    seed_rows.push(app_row(&w, "whole procedure", base_t, Instant::now()));
     w.stop().await;
     let seed_backfill = phases
         .iter()
@@ -291,7 +298,7 @@ async fn apply_run(
     let w = start_workload(db, rate, StoreIdMode::Auto).await;
     tokio::time::sleep(settle).await;
     let t0 = Instant::now();
-    let base_app = w.stats_between(t0 - settle, t0);
+    let base_row = app_row(&w, "before (baseline)", t0 - settle, t0);
     let mut opts = ApplyOptions {
         progress: false,
         ..ApplyOptions::default()
@@ -301,13 +308,9 @@ async fn apply_run(
     }
     let report = apply::apply(db, &opts, Some(&w)).await.unwrap();
     let total = t0.elapsed().as_secs_f64();
-    let whole = w.stats_between(t0, Instant::now());
+    let whole = app_row(&w, "whole apply", t0, Instant::now());
     w.stop().await;
-    let mut rows = vec![Row {
-        what: "before (baseline)".into(),
-        seconds: settle.as_secs_f64(),
-        app: base_app,
-    }];
+    let mut rows = vec![base_row];
     for s in &report.steps {
         let Some(a) = s.app.as_ref() else { continue };
         rows.push(Row {
@@ -323,13 +326,11 @@ async fn apply_run(
                 a.transactions,
                 a.errors,
             ),
+            slow: a.over_20ms,
+            lock_timeouts: s.lock_timeouts,
         });
     }
-    rows.push(Row {
-        what: "whole apply".into(),
-        seconds: total,
-        app: whole,
-    });
+    rows.push(whole);
     let backfill = report.backfills.iter().map(|b| b.seconds).sum();
     for b in &report.backfills {
         println!(

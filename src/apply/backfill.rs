@@ -232,7 +232,7 @@ pub async fn run(
         }
     }
     bar.finish_and_clear();
-    stats.swept = sweep(client, step).await?;
+    stats.swept = sweep(client, step, max_key).await?;
     stats.rows = rows + stats.swept;
     stats.batches = batches;
     stats.seconds = start.elapsed().as_secs_f64();
@@ -326,10 +326,52 @@ fn progress_bar(
     bar
 }
 
-/// Final sweep: rows the key ranges did not reach (written without the
-/// column before the trigger existed, or beyond the saved maximum). Fails
-/// with examples when rows are left that cannot be derived.
-async fn sweep(client: &Client, step: &Step) -> Result<i64, ApplyError> {
+/// Final sweep. The key ranges covered every row up to `max_key`, and the
+/// sync trigger fills the rows written since; what can still lack the
+/// column is a row past `max_key` written before the trigger filled it, or
+/// a row whose parent is missing. So the sweep fills NULLs past `max_key`
+/// through the key's index (no table scan), then one scan checks that no
+/// row is left, failing with examples when some cannot be derived.
+async fn sweep(client: &Client, step: &Step, max_key: i64) -> Result<i64, ApplyError> {
+    let Step::Backfill {
+        table, column, key, ..
+    } = step
+    else {
+        unreachable!("only backfill steps sweep")
+    };
+    let mut swept = fill_nulls(client, step, Some(max_key)).await?;
+    let left_sql = format!(
+        "SELECT {k}::text FROM {t} WHERE {c} IS NULL LIMIT 5",
+        k = ident(key),
+        t = table.sql(),
+        c = ident(column)
+    );
+    let left = || async {
+        client
+            .query(&left_sql, &[])
+            .await
+            .map_err(|e| ApplyError::db("cannot check for rows left without the column", e))
+    };
+    let mut rows = left().await?;
+    if !rows.is_empty() {
+        // Not expected (the trigger was missing for a while?): fill what
+        // can be filled anywhere, then look again.
+        swept += fill_nulls(client, step, None).await?;
+        rows = left().await?;
+    }
+    if !rows.is_empty() {
+        return Err(ApplyError::Orphans {
+            table: table.to_string(),
+            column: column.clone(),
+            examples: rows.iter().map(|r| r.get(0)).collect(),
+        });
+    }
+    Ok(swept)
+}
+
+/// Fills NULLs 10000 rows at a time, past `after` through the key's index,
+/// or anywhere (a table scan per round) without it.
+async fn fill_nulls(client: &Client, step: &Step, after: Option<i64>) -> Result<i64, ApplyError> {
     let Step::Backfill {
         table, column, key, ..
     } = step
@@ -337,8 +379,11 @@ async fn sweep(client: &Client, step: &Step) -> Result<i64, ApplyError> {
         unreachable!("only backfill steps sweep")
     };
     let (from, conds, value) = crate::plan::backfill_joins(step).expect("a backfill step");
+    let range = after
+        .map(|max| format!("{} > {max} AND ", ident(key)))
+        .unwrap_or_default();
     let sql = format!(
-        "WITH todo AS (SELECT {k} FROM {t} WHERE {c} IS NULL LIMIT 10000), \
+        "WITH todo AS (SELECT {k} FROM {t} WHERE {range}{c} IS NULL ORDER BY {k} LIMIT 10000), \
               done AS (UPDATE {t} t SET {c} = {value} FROM {from}, todo \
                        WHERE t.{k} = todo.{k} AND {conds} RETURNING 1) \
          SELECT count(*) FROM done",
@@ -346,7 +391,7 @@ async fn sweep(client: &Client, step: &Step) -> Result<i64, ApplyError> {
         t = table.sql(),
         c = ident(column),
     );
-    let mut swept = 0;
+    let mut filled = 0;
     loop {
         let n: i64 = client
             .query_one(&sql, &[])
@@ -356,31 +401,11 @@ async fn sweep(client: &Client, step: &Step) -> Result<i64, ApplyError> {
                 detail: crate::conn::error_text(&e),
             })?
             .get(0);
-        swept += n;
+        filled += n;
         if n == 0 {
-            break;
+            return Ok(filled);
         }
     }
-    let left = client
-        .query(
-            &format!(
-                "SELECT {k}::text FROM {t} WHERE {c} IS NULL LIMIT 5",
-                k = ident(key),
-                t = table.sql(),
-                c = ident(column)
-            ),
-            &[],
-        )
-        .await
-        .map_err(|e| ApplyError::db("cannot check for rows left without the column", e))?;
-    if !left.is_empty() {
-        return Err(ApplyError::Orphans {
-            table: table.to_string(),
-            column: column.clone(),
-            examples: left.iter().map(|r| r.get(0)).collect(),
-        });
-    }
-    Ok(swept)
 }
 
 /// The seed's way, with keyset batches: a procedure that walks the key
@@ -493,7 +518,7 @@ pub async fn run_pg_cron(
         .await
         .map_err(|e| ApplyError::db("cannot drop the backfill procedure", e))?;
     let (rows, batches) = result?;
-    let swept = sweep(client, step).await?;
+    let swept = sweep(client, step, c.max_key).await?;
     Ok(BackfillStats {
         table: table.to_string(),
         rows: rows + swept,
