@@ -256,7 +256,9 @@ struct ApplyArgs {
     /// Backfill at most this many rows per second.
     #[arg(long, value_name = "ROWS/s")]
     max_rate: Option<f64>,
-    /// Slow the backfill down while the application's p99 is above this (ms).
+    /// Keep the application's p99 below this (ms): with --workload, the
+    /// backfill pauses when more than 0.5% of the application's transactions
+    /// take longer.
     #[arg(long, default_value_t = 15.0)]
     app_p99_limit: f64,
     /// Run the built-in create_orders workload at this rate during apply and

@@ -148,6 +148,13 @@ pub enum Action {
         index: String,
         sql: String,
     },
+    /// VALIDATE of a NOT NULL check (never blocks the application): the
+    /// proof that no row lacks `column`; when some do, apply names them.
+    Validate {
+        table: QName,
+        column: String,
+        sql: String,
+    },
     /// The keyset backfill controller.
     Backfill,
     /// Wait until the application writes the column itself (the sync
@@ -581,9 +588,15 @@ impl Step {
             Step::Backfill { .. } => vec![Action::Backfill],
             // ADD CHECK NOT VALID (brief), VALIDATE (no block), SET NOT NULL
             // + DROP CHECK (brief: no scan thanks to the valid check).
-            Step::NotNull { .. } => {
-                vec![txn(&sql[0], true), txn(&sql[1], false), txn(&sql[2], true)]
-            }
+            Step::NotNull { table, column, .. } => vec![
+                txn(&sql[0], true),
+                Action::Validate {
+                    table: table.clone(),
+                    column: column.clone(),
+                    sql: sql[1].clone(),
+                },
+                txn(&sql[2], true),
+            ],
             Step::UniqueIndex { table, index, .. } => vec![Action::BuildIndex {
                 schema: table.schema.clone(),
                 index: index.clone(),

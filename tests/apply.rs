@@ -470,7 +470,7 @@ async fn backfill_via_pg_cron_runs_the_seed_way_with_keyset_batches() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rows_the_key_ranges_missed_are_swept_on_resume() {
+async fn rows_left_without_the_column_are_named_then_filled_on_rerun() {
     let (cluster, t) = tailspin(0.005).await;
     let url = cluster.url();
     let c = connect(&t).await;
@@ -500,13 +500,30 @@ async fn rows_the_key_ranges_missed_are_swept_on_resume() {
     let missing = scalar_i64(&c, "SELECT count(*) FROM line_items WHERE store_id IS NULL").await;
     assert!(missing >= 10);
 
+    // The rerun finishes the ranges and fills the rows past the maximum;
+    // the NOT NULL validation then finds the rows the ranges had already
+    // passed, and apply names them.
+    let err = apply::apply(&t, &quiet(), None).await.unwrap_err();
+    let ApplyError::Orphans { examples, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(examples.len(), 5, "{err}");
+    assert!(examples[0].contains("\"order_id\""), "{err}");
+    assert!(
+        err.to_string().contains("rerun `shardready apply`"),
+        "{err}"
+    );
+    assert_eq!(
+        scalar_i64(&c, "SELECT count(*) FROM line_items WHERE store_id IS NULL").await,
+        7,
+        "rows past the saved maximum were swept"
+    );
+
+    // The next rerun fills them (their orders exist) and finishes.
     let report = apply::apply(&t, &quiet(), None).await.unwrap();
     assert!(report.finished);
     let b = &report.backfills[0];
-    assert!(
-        b.swept >= 10,
-        "the sweep filled what the ranges missed: {b:?}"
-    );
+    assert_eq!(b.swept, 7, "{b:?}");
     assert_eq!(
         scalar_i64(&c, "SELECT count(*) FROM line_items WHERE store_id IS NULL").await,
         0

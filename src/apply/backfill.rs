@@ -134,6 +134,7 @@ pub async fn run(
         mut rows,
         mut batches,
     } = load_cursor(client, step).await?;
+    let ranges_done = cursor >= max_key;
     let bar = progress_bar(progress, table, min_key, max_key, cursor);
     let mut size: i64 = 1000;
     let mut stats = BackfillStats {
@@ -232,7 +233,7 @@ pub async fn run(
         }
     }
     bar.finish_and_clear();
-    stats.swept = sweep(client, step, max_key).await?;
+    stats.swept = sweep(client, step, max_key, ranges_done).await?;
     stats.rows = rows + stats.swept;
     stats.batches = batches;
     stats.seconds = start.elapsed().as_secs_f64();
@@ -330,43 +331,17 @@ fn progress_bar(
 /// sync trigger fills the rows written since; what can still lack the
 /// column is a row past `max_key` written before the trigger filled it, or
 /// a row whose parent is missing. So the sweep fills NULLs past `max_key`
-/// through the key's index (no table scan), then one scan checks that no
-/// row is left, failing with examples when some cannot be derived.
-async fn sweep(client: &Client, step: &Step, max_key: i64) -> Result<i64, ApplyError> {
-    let Step::Backfill {
-        table, column, key, ..
-    } = step
-    else {
-        unreachable!("only backfill steps sweep")
-    };
-    let mut swept = fill_nulls(client, step, Some(max_key)).await?;
-    let left_sql = format!(
-        "SELECT {k}::text FROM {t} WHERE {c} IS NULL LIMIT 5",
-        k = ident(key),
-        t = table.sql(),
-        c = ident(column)
-    );
-    let left = || async {
-        client
-            .query(&left_sql, &[])
-            .await
-            .map_err(|e| ApplyError::db("cannot check for rows left without the column", e))
-    };
-    let mut rows = left().await?;
-    if !rows.is_empty() {
-        // Not expected (the trigger was missing for a while?): fill what
-        // can be filled anywhere, then look again.
-        swept += fill_nulls(client, step, None).await?;
-        rows = left().await?;
-    }
-    if !rows.is_empty() {
-        return Err(ApplyError::Orphans {
-            table: table.to_string(),
-            column: column.clone(),
-            examples: rows.iter().map(|r| r.get(0)).collect(),
-        });
-    }
-    Ok(swept)
+/// through the key's index (no table scan); the NOT NULL step's validation
+/// is the proof, and names the rows left if any. When the ranges were
+/// already done before this run (a rerun after that proof failed), the
+/// sweep fills NULLs anywhere instead.
+async fn sweep(
+    client: &Client,
+    step: &Step,
+    max_key: i64,
+    anywhere: bool,
+) -> Result<i64, ApplyError> {
+    fill_nulls(client, step, (!anywhere).then_some(max_key)).await
 }
 
 /// Fills NULLs 10000 rows at a time, past `after` through the key's index,
@@ -518,7 +493,7 @@ pub async fn run_pg_cron(
         .await
         .map_err(|e| ApplyError::db("cannot drop the backfill procedure", e))?;
     let (rows, batches) = result?;
-    let swept = sweep(client, step, c.max_key).await?;
+    let swept = sweep(client, step, c.max_key, c.cursor >= c.max_key).await?;
     Ok(BackfillStats {
         table: table.to_string(),
         rows: rows + swept,

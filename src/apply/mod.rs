@@ -59,9 +59,10 @@ pub enum ApplyError {
     #[error("the stored state is unreadable ({0}); rerun with --replan")]
     BadState(String),
     #[error(
-        "{count} row(s) of {table} have no {column} to derive (e.g. keys {}): their parent row is \
-         missing or has no tenant. Fix or delete them, then rerun `shardready apply` (it resumes).",
-        examples.join(", "), count = examples.len()
+        "rows of {table} still have no {column}, e.g. {}: their parent row is missing or has no \
+         tenant, or they were written while the sync trigger was off. Fix or delete the orphans, \
+         then rerun `shardready apply`: it fills what can be derived and resumes.",
+        examples.join(", ")
     )]
     Orphans {
         table: String,
@@ -492,6 +493,14 @@ async fn run(
                 Action::Bare { sql } => {
                     stats.add(lock::run_bare(client, &sql, &opts.policy).await?);
                 }
+                Action::Validate { table, column, sql } => {
+                    match lock::run_txn(client, &sql, LockMode::NonBlocking, &opts.policy).await {
+                        Ok(s) => stats.add(s),
+                        Err(e) => {
+                            return Err(rows_without(client, &table, &column).await?.unwrap_or(e))
+                        }
+                    }
+                }
                 Action::BuildIndex { schema, index, sql } => {
                     stats.add(build_index(client, &schema, &index, &sql, &opts.policy).await?);
                 }
@@ -560,6 +569,29 @@ async fn run(
     }
     state::finish_plan(client).await?;
     Ok(report(carry, true))
+}
+
+/// When a validation failed: the rows still without `column`, as an
+/// error naming some of them (None when there are none).
+async fn rows_without(
+    client: &Client,
+    table: &QName,
+    column: &str,
+) -> Result<Option<ApplyError>, ApplyError> {
+    let sql = format!(
+        "SELECT row_to_json(t)::text FROM {} t WHERE t.{} IS NULL LIMIT 5",
+        table.sql(),
+        crate::sql::ident(column)
+    );
+    let rows = client
+        .query(&sql, &[])
+        .await
+        .map_err(|e| ApplyError::db("cannot look for rows without the column", e))?;
+    Ok((!rows.is_empty()).then(|| ApplyError::Orphans {
+        table: table.to_string(),
+        column: column.to_string(),
+        examples: rows.iter().map(|r| r.get(0)).collect(),
+    }))
 }
 
 fn window(w: &Workload, from: Instant, to: Instant) -> AppWindow {
