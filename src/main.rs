@@ -257,8 +257,8 @@ struct ApplyArgs {
     #[arg(long, value_name = "ROWS/s")]
     max_rate: Option<f64>,
     /// Keep the application's p99 below this (ms): with --workload, the
-    /// backfill pauses when more than 0.5% of the application's transactions
-    /// take longer.
+    /// backfill pauses when 0.5% more of the application's transactions take
+    /// longer than before it started.
     #[arg(long, default_value_t = 15.0)]
     app_p99_limit: f64,
     /// Run the built-in create_orders workload at this rate during apply and

@@ -44,39 +44,53 @@ impl Default for Pace {
     }
 }
 
-/// The share of application transactions allowed above the latency limit
-/// (half of the 1% a p99 permits, leaving the rest to the other steps).
+/// The share of application transactions allowed above the latency limit,
+/// beyond what was already slow before the backfill (half of the 1% a p99
+/// permits, leaving the rest to the other steps).
 pub const SLOW_BUDGET: f64 = 0.005;
 
 /// Transactions counted as fine before the first batch, so that one slow
 /// transaction at the start does not read as a 100% slow share.
 const PRIOR_TRANSACTIONS: u64 = 200;
 
-/// The longest pause after one batch.
-const MAX_PAUSE: Duration = Duration::from_secs(2);
+/// How far back the application's own slow share is measured before the
+/// first batch.
+const BASELINE_WINDOW: Duration = Duration::from_secs(10);
 
-/// Paces the backfill on the application's latency. After each batch it
-/// counts the application transactions that completed since the last look
-/// and how many were slower than the limit. A slow transaction alone does
-/// not stop the backfill (the machine has other reasons for those); only
-/// when slow ones arrive while the share over the whole backfill is above
-/// the budget does it pause, for as long as the batch took, doubling on
-/// each consecutive time. Each transaction is judged once, so one bad
-/// second does not keep the backfill paused for seconds after it.
+/// Paces the backfill on the application's latency. Before the first batch
+/// it notes the share of the application's transactions that were already
+/// slower than the limit (a busy application is slow at times without any
+/// backfill, and pausing cannot fix that). After each batch it counts the
+/// application transactions that completed since the last look and how
+/// many were slower than the limit. A slow transaction alone does not stop
+/// the backfill; only when slow ones arrive while the share over the whole
+/// backfill is above the baseline plus the budget does it pause, for as
+/// long as the batch took: the backfill never runs below half its speed
+/// (when halving it does not bring the application back, the backfill is
+/// not what slows it, and stopping it would only make both wait). Each
+/// transaction is judged once, so one bad second does not keep the backfill
+/// paused for seconds after it.
 struct Governor {
     since: Instant,
     total: u64,
     slow: u64,
-    backoff: u32,
+    allowed: f64,
 }
 
 impl Governor {
-    fn new() -> Self {
+    fn new(pressure: &dyn Pressure, limit_ms: f64) -> Self {
+        let now = Instant::now();
+        let baseline = now
+            .checked_sub(BASELINE_WINDOW)
+            .and_then(|from| pressure.slow_since(from, limit_ms))
+            .filter(|&(n, _)| n >= 100)
+            .map(|(n, slow)| slow as f64 / n as f64)
+            .unwrap_or(0.0);
         Governor {
-            since: Instant::now(),
+            since: now,
             total: PRIOR_TRANSACTIONS,
-            slow: 0,
-            backoff: 0,
+            slow: (baseline * PRIOR_TRANSACTIONS as f64) as u64,
+            allowed: baseline + SLOW_BUDGET,
         }
     }
 
@@ -88,14 +102,9 @@ impl Governor {
         self.since = Instant::now();
         self.total += n;
         self.slow += slow;
-        if slow > 0 && self.slow as f64 > SLOW_BUDGET * self.total as f64 {
-            self.backoff = (self.backoff + 1).min(6);
-            took.mul_f64(f64::from(1u32 << (self.backoff - 1)))
-                .min(MAX_PAUSE)
+        if slow > 0 && self.slow as f64 > self.allowed * self.total as f64 {
+            took
         } else {
-            if slow == 0 {
-                self.backoff = 0;
-            }
             Duration::ZERO
         }
     }
@@ -167,7 +176,7 @@ pub async fn run(
     );
     let mut window_start = Instant::now();
     let mut window_rows: i64 = 0;
-    let mut governor = Governor::new();
+    let mut governor = Governor::new(pressure, pace.app_p99_limit_ms);
     while cursor < max_key {
         let hi = (cursor + size).min(max_key);
         let t0 = Instant::now();
@@ -207,16 +216,20 @@ pub async fn run(
         batches += 1;
         window_rows += n;
         bar.set_position((cursor - min_key).max(0) as u64);
-        // Adapt the size to the time target (at most halve or double).
-        let ratio = pace.batch_target.as_secs_f64() / took.as_secs_f64().max(1e-4);
-        size = ((size as f64) * ratio.clamp(0.5, 2.0)) as i64;
-        size = size.clamp(pace.min_batch, pace.max_batch);
-        // Back off while the application suffers beyond its budget.
+        // Back off while the application suffers beyond its budget: pause
+        // and halve the batch (shorter bursts interleave better with a
+        // busy application); otherwise adapt the size to the time target
+        // (at most halve or double).
         let pause = governor.after_batch(pressure, pace.app_p99_limit_ms, took);
-        if !pause.is_zero() {
+        if pause.is_zero() {
+            let ratio = pace.batch_target.as_secs_f64() / took.as_secs_f64().max(1e-4);
+            size = ((size as f64) * ratio.clamp(0.5, 2.0)) as i64;
+        } else {
+            size /= 2;
             tokio::time::sleep(pause).await;
             throttled += pause;
         }
+        size = size.clamp(pace.min_batch, pace.max_batch);
         // Rate cap.
         if let Some(max_rate) = pace.max_rate {
             let elapsed = window_start.elapsed().as_secs_f64();
@@ -509,7 +522,8 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    /// Replays (transactions, slow) windows, one per look.
+    /// Replays (transactions, slow) windows, one per look (the first is
+    /// the baseline before the backfill).
     struct Script(Mutex<Vec<(u64, u64)>>);
     impl Pressure for Script {
         fn slow_since(&self, _: Instant, _: f64) -> Option<(u64, u64)> {
@@ -518,8 +532,14 @@ mod tests {
     }
 
     fn pauses(windows: &[(u64, u64)]) -> Vec<u64> {
-        let p = Script(Mutex::new(windows.to_vec()));
-        let mut g = Governor::new();
+        pauses_after((0, 0), windows)
+    }
+
+    fn pauses_after(baseline: (u64, u64), windows: &[(u64, u64)]) -> Vec<u64> {
+        let mut all = vec![baseline];
+        all.extend_from_slice(windows);
+        let p = Script(Mutex::new(all));
+        let mut g = Governor::new(&p, 15.0);
         let took = Duration::from_millis(100);
         windows
             .iter()
@@ -533,27 +553,37 @@ mod tests {
     }
 
     #[test]
-    fn slow_transactions_beyond_the_budget_pause_longer_each_time() {
+    fn slow_transactions_beyond_the_budget_pause_as_long_as_the_batch() {
         // 200 prior + 10 per window: the second slow one is over 0.5%.
         assert_eq!(
-            pauses(&[(10, 1), (10, 1), (10, 1), (10, 1), (10, 0), (10, 1)]),
-            [0, 100, 200, 400, 0, 100]
+            pauses(&[(10, 1), (10, 1), (10, 1), (10, 0), (10, 1)]),
+            [0, 100, 100, 0, 100]
         );
     }
 
     #[test]
-    fn pauses_are_capped() {
-        let w = vec![(5, 5); 12];
-        let p = pauses(&w);
-        assert_eq!(p.iter().copied().max(), Some(MAX_PAUSE.as_millis() as u64));
-        assert_eq!(p[0], 100);
+    fn an_application_slow_before_the_backfill_is_not_blamed_on_it() {
+        // 3% slow before: windows at that share do not pause the backfill...
+        let at_baseline = vec![(100, 3); 10];
+        assert!(pauses_after((500, 15), &at_baseline)
+            .iter()
+            .all(|&p| p == 0));
+        // ...while 3% more than that does.
+        let worse = vec![(100, 6); 10];
+        assert!(pauses_after((500, 15), &worse).iter().any(|&p| p > 0));
+    }
+
+    #[test]
+    fn the_backfill_never_runs_below_half_its_speed() {
+        let p = pauses(&[(5, 5); 12]);
+        assert!(p.iter().all(|&ms| ms == 100), "{p:?}");
     }
 
     #[test]
     fn a_fine_application_never_pauses_the_backfill() {
         assert!(pauses(&[(50, 0); 20]).iter().all(|&p| p == 0));
         let none = crate::apply::NoPressure;
-        let mut g = Governor::new();
+        let mut g = Governor::new(&none, 15.0);
         assert!(g.after_batch(&none, 15.0, Duration::from_secs(1)).is_zero());
     }
 }

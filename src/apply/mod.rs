@@ -318,10 +318,11 @@ async fn session(target: &Target, opts: &ApplyOptions) -> Result<Client, ApplyEr
         ))
         .await
         .map_err(|e| ApplyError::db("cannot configure the session", e))?;
-    // Compressed page images: index builds log every page they write, and
-    // the application's commits wait for that WAL to be flushed; lz4 about
-    // halves it. Superusers only (and lz4 only where the server has it):
-    // otherwise the server's setting stays.
+    // Compressed page images: index builds log every page they write
+    // (133 MB of WAL for the Tailspin line_items key, 54 MB with lz4), and
+    // replicas and the WAL archive receive all of it. Superusers only (and
+    // lz4 only where the server has it): otherwise the server's setting
+    // stays.
     for value in ["lz4", "on"] {
         let set = format!("SET wal_compression = {value}");
         if client.batch_execute(&set).await.is_ok() {
