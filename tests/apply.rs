@@ -245,6 +245,16 @@ async fn wait_for_step(c: &Client, id_prefix: &str, status: &str, limit: Duratio
     false
 }
 
+/// Runs `shardready apply --max-rate ROWS` and kills it -9 `after` its
+/// backfill started.
+async fn kill_mid_backfill(c: &Client, url: &str, max_rate: &str, after: Duration) {
+    let mut child = apply_child(url, &["--max-rate", max_rate]);
+    assert!(wait_for_step(c, "backfill:", "running", Duration::from_secs(30)).await);
+    tokio::time::sleep(after).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_backfill_and_mid_index_build_then_rerun_finishes() {
     let (cluster, t) = tailspin(0.01).await;
@@ -253,11 +263,7 @@ async fn killed_mid_backfill_and_mid_index_build_then_rerun_finishes() {
     let before = checksum(&c).await;
 
     // Kill -9 in the middle of a slow backfill.
-    let mut child = apply_child(&url, &["--max-rate", "20000"]);
-    assert!(wait_for_step(&c, "backfill:", "running", Duration::from_secs(30)).await);
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_mid_backfill(&c, &url, "20000", Duration::from_millis(700)).await;
     let partial = scalar_i64(
         &c,
         "SELECT count(*) FROM line_items WHERE store_id IS NOT NULL",
@@ -476,11 +482,7 @@ async fn rows_left_without_the_column_are_named_then_filled_on_rerun() {
     let c = connect(&t).await;
 
     // Stop apply in the middle of its backfill...
-    let mut child = apply_child(&url, &["--max-rate", "10000"]);
-    assert!(wait_for_step(&c, "backfill:", "running", Duration::from_secs(30)).await);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_mid_backfill(&c, &url, "10000", Duration::from_millis(500)).await;
     common::wait_apply_gone(&c).await;
     // ...then, with the sync trigger off for a moment, rows of the range
     // already covered lose the column (and rows past the saved maximum
