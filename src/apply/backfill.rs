@@ -71,6 +71,7 @@ const BASELINE_WINDOW: Duration = Duration::from_secs(10);
 /// transaction is judged once, so one bad second does not keep the backfill
 /// paused for seconds after it.
 struct Governor {
+    limit_ms: f64,
     since: Instant,
     total: u64,
     slow: u64,
@@ -87,6 +88,7 @@ impl Governor {
             .map(|(n, slow)| slow as f64 / n as f64)
             .unwrap_or(0.0);
         Governor {
+            limit_ms,
             since: now,
             total: PRIOR_TRANSACTIONS,
             slow: (baseline * PRIOR_TRANSACTIONS as f64) as u64,
@@ -95,8 +97,8 @@ impl Governor {
     }
 
     /// The pause to take after a batch that took `took`.
-    fn after_batch(&mut self, pressure: &dyn Pressure, limit_ms: f64, took: Duration) -> Duration {
-        let Some((n, slow)) = pressure.slow_since(self.since, limit_ms) else {
+    fn after_batch(&mut self, pressure: &dyn Pressure, took: Duration) -> Duration {
+        let Some((n, slow)) = pressure.slow_since(self.since, self.limit_ms) else {
             return Duration::ZERO;
         };
         self.since = Instant::now();
@@ -220,7 +222,7 @@ pub async fn run(
         // and halve the batch (shorter bursts interleave better with a
         // busy application); otherwise adapt the size to the time target
         // (at most halve or double).
-        let pause = governor.after_batch(pressure, pace.app_p99_limit_ms, took);
+        let pause = governor.after_batch(pressure, took);
         if pause.is_zero() {
             let ratio = pace.batch_target.as_secs_f64() / took.as_secs_f64().max(1e-4);
             size = ((size as f64) * ratio.clamp(0.5, 2.0)) as i64;
@@ -246,7 +248,7 @@ pub async fn run(
         }
     }
     bar.finish_and_clear();
-    stats.swept = sweep(client, step, max_key, ranges_done).await?;
+    stats.swept = sweep(client, step, (!ranges_done).then_some(max_key)).await?;
     stats.rows = rows + stats.swept;
     stats.batches = batches;
     stats.seconds = start.elapsed().as_secs_f64();
@@ -340,26 +342,16 @@ fn progress_bar(
     bar
 }
 
-/// Final sweep. The key ranges covered every row up to `max_key`, and the
-/// sync trigger fills the rows written since; what can still lack the
-/// column is a row past `max_key` written before the trigger filled it, or
-/// a row whose parent is missing. So the sweep fills NULLs past `max_key`
-/// through the key's index (no table scan); the NOT NULL step's validation
-/// is the proof, and names the rows left if any. When the ranges were
-/// already done before this run (a rerun after that proof failed), the
-/// sweep fills NULLs anywhere instead.
-async fn sweep(
-    client: &Client,
-    step: &Step,
-    max_key: i64,
-    anywhere: bool,
-) -> Result<i64, ApplyError> {
-    fill_nulls(client, step, (!anywhere).then_some(max_key)).await
-}
-
-/// Fills NULLs 10000 rows at a time, past `after` through the key's index,
-/// or anywhere (a table scan per round) without it.
-async fn fill_nulls(client: &Client, step: &Step, after: Option<i64>) -> Result<i64, ApplyError> {
+/// Final sweep. The key ranges covered every row up to their maximum, and
+/// the sync trigger fills the rows written since; what can still lack the
+/// column is a row past the maximum written before the trigger filled it,
+/// or a row whose parent is missing. So the sweep fills NULLs `past` the
+/// maximum through the key's index (no table scan), 10000 rows at a time;
+/// the NOT NULL step's validation is the proof, and names the rows left if
+/// any. When the ranges were already done before this run (a rerun after
+/// that proof failed), `past` is None and the sweep fills NULLs anywhere
+/// (a table scan per round).
+async fn sweep(client: &Client, step: &Step, past: Option<i64>) -> Result<i64, ApplyError> {
     let Step::Backfill {
         table, column, key, ..
     } = step
@@ -367,7 +359,7 @@ async fn fill_nulls(client: &Client, step: &Step, after: Option<i64>) -> Result<
         unreachable!("only backfill steps sweep")
     };
     let (from, conds, value) = crate::plan::backfill_joins(step).expect("a backfill step");
-    let range = after
+    let range = past
         .map(|max| format!("{} > {max} AND ", ident(key)))
         .unwrap_or_default();
     let sql = format!(
@@ -506,7 +498,8 @@ pub async fn run_pg_cron(
         .await
         .map_err(|e| ApplyError::db("cannot drop the backfill procedure", e))?;
     let (rows, batches) = result?;
-    let swept = sweep(client, step, c.max_key, c.cursor >= c.max_key).await?;
+    let ranges_done = c.cursor >= c.max_key;
+    let swept = sweep(client, step, (!ranges_done).then_some(c.max_key)).await?;
     Ok(BackfillStats {
         table: table.to_string(),
         rows: rows + swept,
@@ -543,7 +536,7 @@ mod tests {
         let took = Duration::from_millis(100);
         windows
             .iter()
-            .map(|_| g.after_batch(&p, 15.0, took).as_millis() as u64)
+            .map(|_| g.after_batch(&p, took).as_millis() as u64)
             .collect()
     }
 
@@ -584,6 +577,6 @@ mod tests {
         assert!(pauses(&[(50, 0); 20]).iter().all(|&p| p == 0));
         let none = crate::apply::NoPressure;
         let mut g = Governor::new(&none, 15.0);
-        assert!(g.after_batch(&none, 15.0, Duration::from_secs(1)).is_zero());
+        assert!(g.after_batch(&none, Duration::from_secs(1)).is_zero());
     }
 }
