@@ -183,6 +183,9 @@ pub struct Table {
     pub policies: Vec<Policy>,
     /// `d` default, `n` nothing, `f` full, `i` index.
     pub replica_identity: String,
+    /// The table's own `autovacuum_enabled` storage parameter (None: not
+    /// set, the server's `autovacuum` decides).
+    pub autovacuum_enabled: Option<bool>,
 }
 
 impl Table {
@@ -282,6 +285,10 @@ impl Catalog {
                 rls_enabled: r.get("relrowsecurity"),
                 policies: Vec::new(),
                 replica_identity: (r.get::<_, i8>("relreplident") as u8 as char).to_string(),
+                autovacuum_enabled: r
+                    .get::<_, Option<String>>("autovacuum_enabled")
+                    .as_deref()
+                    .and_then(pg_bool),
             });
         }
         let oids: Vec<u32> = by_oid.keys().copied().collect();
@@ -429,6 +436,29 @@ impl Catalog {
     }
 }
 
+/// A boolean as PostgreSQL reads one (`on`, `f`, `1`, `YES`, ...): a
+/// storage parameter keeps the text it was given.
+pub fn pg_bool(s: &str) -> Option<bool> {
+    let s = s.trim().to_ascii_lowercase();
+    if s.is_empty() {
+        return None;
+    }
+    let prefix_of = |word: &str| word.starts_with(s.as_str());
+    match s.as_str() {
+        "1" => Some(true),
+        "0" => Some(false),
+        // "o" alone is ambiguous (on/off).
+        "o" => None,
+        _ if prefix_of("true") || prefix_of("yes") || (s.len() >= 2 && prefix_of("on")) => {
+            Some(true)
+        }
+        _ if prefix_of("false") || prefix_of("no") || (s.len() >= 2 && prefix_of("off")) => {
+            Some(false)
+        }
+        _ => None,
+    }
+}
+
 /// Tables of user schemas: not system ones, not ours (`shardready`), not
 /// those created by extensions (pg_cron's `cron`, ...), nor extension tables.
 const TABLES_SQL: &str =
@@ -437,7 +467,9 @@ const TABLES_SQL: &str =
             greatest(c.reltuples, 0)::int8 AS reltuples, \
             pg_total_relation_size(c.oid)::int8 AS size, \
             pn.nspname::text AS parent_schema, p.relname::text AS parent_name, \
-            CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partkey \
+            CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partkey, \
+            (SELECT o.option_value FROM pg_options_to_table(c.reloptions) o \
+              WHERE o.option_name = 'autovacuum_enabled') AS autovacuum_enabled \
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
      LEFT JOIN pg_inherits i ON i.inhrelid = c.oid AND c.relispartition \
      LEFT JOIN pg_class p ON p.oid = i.inhparent \
@@ -766,4 +798,22 @@ pub async fn current_role(client: &Client) -> Result<String, tokio_postgres::Err
         .query_one("SELECT current_user::text", &[])
         .await?
         .get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pg_bool;
+
+    #[test]
+    fn booleans_read_as_postgres_reads_them() {
+        for t in ["true", "t", "TRUE", "yes", "y", "on", "1"] {
+            assert_eq!(pg_bool(t), Some(true), "{t}");
+        }
+        for f in ["false", "f", "no", "n", "off", "of", "0", "False"] {
+            assert_eq!(pg_bool(f), Some(false), "{f}");
+        }
+        for x in ["", "o", "maybe", "2", "truely"] {
+            assert_eq!(pg_bool(x), None, "{x}");
+        }
+    }
 }

@@ -285,7 +285,7 @@ async fn our_run(
         (
             "add column + sync trigger",
             "ALTER TABLE line_items ADD COLUMN store_id",
-            &["add-column", "sync-trigger"],
+            &["add-column", "sync-trigger", "hold-autovacuum"],
         ),
         (
             "backfill",
@@ -308,9 +308,9 @@ async fn our_run(
             &["foreign-key", "swap-key"],
         ),
         (
-            "trigger removal + ANALYZE",
+            "trigger removal, VACUUM + ANALYZE",
             "update application queries",
-            &["drop-trigger", "analyze"],
+            &["drop-trigger", "vacuum", "analyze"],
         ),
     ];
     for (name, seed_step, kinds) in groups {

@@ -23,6 +23,8 @@ pub enum Impact {
     Concurrent,
     /// Many short transactions, each locking only the rows it updates.
     Batches,
+    /// SHARE UPDATE EXCLUSIVE for milliseconds: reads and writes continue.
+    NoBlock,
 }
 
 impl Impact {
@@ -32,6 +34,9 @@ impl Impact {
             Impact::ScanNoBlock => "scans without blocking writes (SHARE UPDATE EXCLUSIVE)",
             Impact::Concurrent => "concurrent build (no blocking lock)",
             Impact::Batches => "short batches (row locks only)",
+            Impact::NoBlock => {
+                "SHARE UPDATE EXCLUSIVE for milliseconds (reads and writes continue)"
+            }
         }
     }
 }
@@ -75,6 +80,12 @@ pub enum Step {
         function: QName,
         counter: QName,
     },
+    /// Keeps autovacuum off a table that is about to be rewritten row by
+    /// row, until [`Step::Vacuum`] gives it back: an autovacuum of the
+    /// half-updated table competes with the backfill and the index builds
+    /// for the disk the application's commits wait on (measured: it is
+    /// what stalled the application for 120-150 ms during the backfill).
+    HoldAutovacuum { table: QName, column: String },
     /// Fills the column for existing rows in keyset batches.
     Backfill {
         table: QName,
@@ -127,6 +138,13 @@ pub enum Step {
         trigger: String,
         function: QName,
         counter: QName,
+    },
+    /// VACUUM at autovacuum's pace (the backfill left a dead version of
+    /// every row), then autovacuum back as it was: `autovacuum` is the
+    /// table's own setting before apply (None: not set).
+    Vacuum {
+        table: QName,
+        autovacuum: Option<bool>,
     },
     /// Refresh planner statistics.
     Analyze { tables: Vec<QName> },
@@ -197,12 +215,14 @@ impl Step {
         match self {
             Step::AddColumn { table, column, .. } => format!("add-column:{table}.{column}"),
             Step::SyncTrigger { table, .. } => format!("sync-trigger:{table}"),
+            Step::HoldAutovacuum { table, .. } => format!("hold-autovacuum:{table}"),
             Step::Backfill { table, .. } => format!("backfill:{table}"),
             Step::NotNull { table, column, .. } => format!("not-null:{table}.{column}"),
             Step::UniqueIndex { table, index, .. } => format!("unique-index:{table}.{index}"),
             Step::ForeignKey { table, name, .. } => format!("foreign-key:{table}.{name}"),
             Step::SwapKey { table, index, .. } => format!("swap-key:{table}.{index}"),
             Step::DropTrigger { table, .. } => format!("drop-trigger:{table}"),
+            Step::Vacuum { table, .. } => format!("vacuum:{table}"),
             Step::Analyze { .. } => "analyze".into(),
         }
     }
@@ -216,7 +236,9 @@ impl Step {
             | Step::UniqueIndex { table, .. }
             | Step::ForeignKey { table, .. }
             | Step::SwapKey { table, .. }
-            | Step::DropTrigger { table, .. } => Some(table),
+            | Step::DropTrigger { table, .. }
+            | Step::HoldAutovacuum { table, .. }
+            | Step::Vacuum { table, .. } => Some(table),
             Step::Analyze { .. } => None,
         }
     }
@@ -228,9 +250,11 @@ impl Step {
             | Step::DropTrigger { .. }
             | Step::SwapKey { .. } => Impact::Brief,
             Step::Backfill { .. } => Impact::Batches,
-            Step::NotNull { .. } | Step::ForeignKey { .. } | Step::Analyze { .. } => {
-                Impact::ScanNoBlock
-            }
+            Step::HoldAutovacuum { .. } => Impact::NoBlock,
+            Step::NotNull { .. }
+            | Step::ForeignKey { .. }
+            | Step::Vacuum { .. }
+            | Step::Analyze { .. } => Impact::ScanNoBlock,
             Step::UniqueIndex { .. } => Impact::Concurrent,
         }
     }
@@ -260,6 +284,9 @@ impl Step {
             } => format!(
                 "backfill {table}.{column} from {} in keyset batches on {key}",
                 path.last().map(|h| h.to.to_string()).unwrap_or_default()
+            ),
+            Step::HoldAutovacuum { table, .. } => format!(
+                "autovacuum off {table} until its backfill and index builds are done"
             ),
             Step::NotNull { table, column, .. } => {
                 format!("{table}.{column} NOT NULL via a validated CHECK")
@@ -310,6 +337,9 @@ impl Step {
                     "remove the sync trigger from {table} once the application writes the column"
                 )
             }
+            Step::Vacuum { table, .. } => format!(
+                "VACUUM {table} at autovacuum's pace (the backfill's dead rows), then autovacuum on it as before"
+            ),
             Step::Analyze { tables } => format!(
                 "ANALYZE {}",
                 tables
@@ -334,6 +364,11 @@ impl Step {
             Step::Backfill { column, .. } => {
                 t.is_some_and(|t| t.column(column).is_some_and(|c| c.not_null))
             }
+            // Held, or no longer worth holding: the backfill is over.
+            Step::HoldAutovacuum { column, .. } => t.is_some_and(|t| {
+                t.autovacuum_enabled == Some(false) || t.column(column).is_some_and(|c| c.not_null)
+            }),
+            Step::Vacuum { .. } => t.is_some_and(|t| t.autovacuum_enabled != Some(false)),
             Step::NotNull { column, check, .. } => t.is_some_and(|t| {
                 t.column(column).is_some_and(|c| c.not_null)
                     && !t.checks.iter().any(|(n, _, _)| n == check)
@@ -544,6 +579,29 @@ impl Step {
                     ),
                 ],
             },
+            Step::HoldAutovacuum { table, .. } => vec![format!(
+                "ALTER TABLE {} SET (autovacuum_enabled = false);",
+                table.sql()
+            )],
+            Step::Vacuum { table, autovacuum } => vec![
+                // Autovacuum's own cost-based pace, as the server sets it.
+                "SELECT set_config('vacuum_cost_delay', CASE WHEN current_setting('autovacuum_vacuum_cost_delay') LIKE '-1%' \
+                 THEN current_setting('vacuum_cost_delay') ELSE current_setting('autovacuum_vacuum_cost_delay') END, false),\n       \
+                 set_config('vacuum_cost_limit', CASE WHEN current_setting('autovacuum_vacuum_cost_limit') = '-1' \
+                 THEN current_setting('vacuum_cost_limit') ELSE current_setting('autovacuum_vacuum_cost_limit') END, false);"
+                    .to_string(),
+                // TRUNCATE false: no ACCESS EXCLUSIVE lock to cut the
+                // table's empty tail.
+                format!("VACUUM (TRUNCATE false) {};", table.sql()),
+                "RESET vacuum_cost_delay;\nRESET vacuum_cost_limit;".to_string(),
+                match autovacuum {
+                    Some(v) => format!(
+                        "ALTER TABLE {} SET (autovacuum_enabled = {v});",
+                        table.sql()
+                    ),
+                    None => format!("ALTER TABLE {} RESET (autovacuum_enabled);", table.sql()),
+                },
+            ],
             Step::DropTrigger {
                 table,
                 trigger,
@@ -584,6 +642,18 @@ impl Step {
             }
             Step::SyncTrigger { .. } => {
                 vec![txn(&sql[0], false), txn(&sql[1], false), txn(&sql[2], true)]
+            }
+            // SHARE UPDATE EXCLUSIVE does not hold up the application, and
+            // waiting for it without a lock timeout lets the server cancel
+            // an autovacuum that is in the way (after deadlock_timeout).
+            Step::HoldAutovacuum { .. } => vec![txn(&sql[0], false)],
+            Step::Vacuum { .. } => {
+                let mut v: Vec<Action> = sql[..3]
+                    .iter()
+                    .map(|s| Action::Bare { sql: s.clone() })
+                    .collect();
+                v.push(txn(&sql[3], false));
+                v
             }
             Step::Backfill { .. } => vec![Action::Backfill],
             // ADD CHECK NOT VALID (brief), VALIDATE (no block), SET NOT NULL
@@ -627,7 +697,7 @@ impl Step {
 
     /// Whether the statements must run outside a transaction block.
     pub fn non_transactional(&self) -> bool {
-        matches!(self, Step::UniqueIndex { .. })
+        matches!(self, Step::UniqueIndex { .. } | Step::Vacuum { .. })
             || matches!(
                 self,
                 Step::SwapKey {
@@ -786,6 +856,8 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
     let mut adds = Vec::new();
     let mut triggers = Vec::new();
     let mut backfills = Vec::new();
+    let mut holds = Vec::new();
+    let mut vacuums = Vec::new();
     let mut not_nulls = Vec::new();
     let mut indexes = Vec::new();
     let mut fks = Vec::new();
@@ -830,6 +902,17 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
                 counter: counter.clone(),
             });
             if let Some(pk) = t.primary_key().filter(|k| k.columns.len() == 1) {
+                // A table whose owner turned autovacuum off stays as it is.
+                if t.autovacuum_enabled != Some(false) {
+                    holds.push(Step::HoldAutovacuum {
+                        table: t.name.clone(),
+                        column: tcol.clone(),
+                    });
+                    vacuums.push(Step::Vacuum {
+                        table: t.name.clone(),
+                        autovacuum: t.autovacuum_enabled,
+                    });
+                }
                 backfills.push(Step::Backfill {
                     table: t.name.clone(),
                     column: tcol.clone(),
@@ -988,12 +1071,14 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
     let mut steps = Vec::new();
     steps.extend(adds);
     steps.extend(triggers);
+    steps.extend(holds);
     steps.extend(backfills);
     steps.extend(not_nulls);
     steps.extend(indexes);
     steps.extend(fks);
     steps.extend(swaps);
     steps.extend(drops);
+    steps.extend(vacuums);
     if !touched.is_empty() {
         steps.push(Step::Analyze { tables: touched });
     }
@@ -1068,6 +1153,75 @@ mod tests {
         assert_ne!(na, nb);
         let accents = "é".repeat(40);
         assert!(object_name(&accents, "_x").len() <= 63);
+    }
+
+    /// The plan for a catalog, through the same analysis apply runs
+    /// (catalog part only).
+    fn plan_of(cat: &Catalog) -> Plan {
+        let (tenant, classes, findings) =
+            crate::analyze::analyze_catalog(cat, &Default::default()).unwrap();
+        let tables = classes
+            .iter()
+            .map(|c| crate::analyze::TableSummary {
+                table: c.table.clone(),
+                class: c.clone(),
+                row_estimate: 0,
+                size_bytes: 0,
+            })
+            .collect();
+        let analysis = Analysis {
+            schema: "shardready.analysis/v1",
+            database: cat.database.clone(),
+            tenant,
+            tables,
+            findings,
+            data: None,
+            skew: None,
+            counts: Default::default(),
+        };
+        build(&analysis, cat)
+    }
+
+    fn ids(p: &Plan) -> Vec<String> {
+        p.steps.iter().map(|s| s.id()).collect()
+    }
+
+    #[test]
+    fn autovacuum_is_held_from_before_the_backfill_to_the_end() {
+        let cat = crate::analyze::testkit::tailspin();
+        let ids = ids(&plan_of(&cat));
+        let at = |id: &str| ids.iter().position(|x| x == id).expect(id);
+        assert!(at("hold-autovacuum:line_items") < at("backfill:line_items"));
+        // After every step that reads or rewrites line_items.
+        assert_eq!(ids[ids.len() - 2], "vacuum:line_items");
+        assert_eq!(ids.last().unwrap(), "analyze");
+        // Only the backfilled table.
+        assert_eq!(ids.iter().filter(|x| x.contains("autovacuum")).count(), 1);
+    }
+
+    #[test]
+    fn autovacuum_comes_back_as_the_owner_left_it() {
+        let release = |setting: Option<bool>| {
+            let mut cat = crate::analyze::testkit::tailspin();
+            cat.tables
+                .iter_mut()
+                .find(|t| t.name.name == "line_items")
+                .unwrap()
+                .autovacuum_enabled = setting;
+            let plan = plan_of(&cat);
+            let vacuum = plan.steps.iter().find(|s| matches!(s, Step::Vacuum { .. }));
+            vacuum.map(|v| v.sql().last().unwrap().clone())
+        };
+        assert_eq!(
+            release(None).as_deref(),
+            Some("ALTER TABLE \"public\".\"line_items\" RESET (autovacuum_enabled);")
+        );
+        assert_eq!(
+            release(Some(true)).as_deref(),
+            Some("ALTER TABLE \"public\".\"line_items\" SET (autovacuum_enabled = true);")
+        );
+        // Turned off by its owner: neither held nor given back.
+        assert_eq!(release(Some(false)), None);
     }
 
     #[test]

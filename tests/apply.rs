@@ -95,6 +95,75 @@ async fn assert_prepared(c: &Client) {
     )
     .await;
     assert_eq!(leftovers, 0, "no helper sequences left");
+    // Autovacuum is back on the backfilled table, which was vacuumed.
+    let held = scalar_i64(
+        c,
+        "SELECT count(*) FROM pg_class WHERE reloptions::text LIKE '%autovacuum_enabled%'",
+    )
+    .await;
+    assert_eq!(held, 0, "autovacuum given back");
+    let vacuumed = scalar_i64(
+        c,
+        "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'line_items' \
+         AND coalesce(last_vacuum, last_autovacuum) IS NOT NULL",
+    )
+    .await;
+    assert_eq!(vacuumed, 1, "line_items vacuumed");
+}
+
+async fn autovacuum_setting(c: &Client, table: &str) -> Option<String> {
+    c.query_one(
+        "SELECT (SELECT option_value FROM pg_options_to_table(reloptions) \
+                  WHERE option_name = 'autovacuum_enabled') FROM pg_class WHERE oid = $1::text::regclass",
+        &[&table],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autovacuum_is_held_during_the_backfill_and_given_back() {
+    let (_c, t) = tailspin(0.002).await;
+    let c = connect(&t).await;
+    // The owner's own setting on line_items comes back as it was.
+    c.batch_execute("ALTER TABLE line_items SET (autovacuum_enabled = on)")
+        .await
+        .unwrap();
+    // Stop right after the hold (add column, sync trigger, hold).
+    let mut o = quiet();
+    o.max_steps = Some(3);
+    let r = apply::apply(&t, &o, None).await.unwrap();
+    assert_eq!(
+        r.steps.last().map(|s| s.id.as_str()),
+        Some("hold-autovacuum:line_items")
+    );
+    assert_eq!(
+        autovacuum_setting(&c, "line_items").await.as_deref(),
+        Some("false")
+    );
+    // --replan over the unfinished plan gives it back before planning.
+    let mut o = quiet();
+    o.replan = true;
+    o.max_steps = Some(0);
+    apply::apply(&t, &o, None).await.unwrap();
+    assert_eq!(
+        autovacuum_setting(&c, "line_items").await.as_deref(),
+        Some("true")
+    );
+    // A run to the end holds it again and leaves the owner's setting.
+    c.batch_execute("DROP SCHEMA shardready CASCADE; ALTER TABLE line_items DROP COLUMN store_id")
+        .await
+        .unwrap();
+    let r = apply::apply(&t, &quiet(), None).await.unwrap();
+    assert!(r.finished);
+    let ids: Vec<&str> = r.steps.iter().map(|s| s.id.as_str()).collect();
+    assert!(ids.contains(&"hold-autovacuum:line_items") && ids.contains(&"vacuum:line_items"));
+    assert_eq!(
+        autovacuum_setting(&c, "line_items").await.as_deref(),
+        Some("true")
+    );
+    verify_ok(&t).await;
 }
 
 async fn verify_ok(t: &Target) {
@@ -110,10 +179,18 @@ async fn tailspin_end_to_end() {
     let (_c, t) = tailspin(0.005).await;
     let c = connect(&t).await;
     let before = checksum(&c).await;
+    let heap = "SELECT pg_relation_size('line_items')";
+    let heap_before = scalar_i64(&c, heap).await;
     let report = apply::apply(&t, &quiet(), None).await.unwrap();
     assert!(report.finished);
-    assert_eq!(report.steps.len(), 17);
+    assert_eq!(report.steps.len(), 19);
     assert_eq!(report.backfills.len(), 1);
+    // The backfill vacuumed along the way, so new row versions reused the
+    // space of the old ones instead of doubling the table.
+    assert!(report.backfills[0].reclaims >= 1);
+    let growth = scalar_i64(&c, heap).await as f64 / heap_before as f64;
+    eprintln!("line_items heap grew {growth:.2}x");
+    assert!(growth < 1.7, "line_items heap grew {growth:.2}x");
     let lines = scalar_i64(&c, "SELECT count(*) FROM line_items").await;
     assert_eq!(report.backfills[0].rows, lines);
     assert_prepared(&c).await;
@@ -212,7 +289,10 @@ async fn old_application_code_keeps_working_and_apply_waits_for_it() {
         .filter(|s| s.status == "done")
         .map(|s| s.id.as_str())
         .collect();
-    assert_eq!(redone, ["drop-trigger:line_items", "analyze"]);
+    assert_eq!(
+        redone,
+        ["drop-trigger:line_items", "vacuum:line_items", "analyze"]
+    );
     assert_prepared(&c).await;
 }
 

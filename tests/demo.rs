@@ -70,7 +70,7 @@ fn demo_writes_a_complete_report() {
             "NOT NULL",
             "unique indexes",
             "foreign keys + key swap",
-            "trigger removal + ANALYZE",
+            "trigger removal, VACUUM + ANALYZE",
             "after (traffic only)"
         ]
     );

@@ -37,7 +37,8 @@ async fn assert_clean(c: &Client, t: &Target, before: &str, upto: Option<(i64, i
               + (SELECT count(*) FROM pg_class WHERE relname LIKE '%\\_shardready') \
               + (SELECT count(*) FROM pg_constraint WHERE conname LIKE '%\\_shardready' OR conname LIKE '%\\_not\\_null') \
               + (SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
-                  WHERE NOT t.tgisinternal AND c.relnamespace = 'public'::regnamespace)",
+                  WHERE NOT t.tgisinternal AND c.relnamespace = 'public'::regnamespace) \
+              + (SELECT count(*) FROM pg_class WHERE reloptions::text LIKE '%autovacuum_enabled%')",
     )
     .await;
     assert_eq!(helpers, 0, "{label}: helper objects left behind");
@@ -93,6 +94,7 @@ async fn kill_9_at_thirty_plus_points_then_rerun_always_finishes() {
     let targets = [
         "add-column",
         "sync-trigger",
+        "hold-autovacuum",
         "backfill",
         "backfill",
         "backfill",
@@ -107,6 +109,7 @@ async fn kill_9_at_thirty_plus_points_then_rerun_always_finishes() {
         "swap-key",
         "swap-key",
         "drop-trigger",
+        "vacuum",
         "analyze",
     ];
     let mut rng = rand_pcg::Pcg64::seed_from_u64(2026);

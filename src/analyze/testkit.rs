@@ -36,6 +36,7 @@ pub fn table(name: &str) -> TB {
         rls_enabled: false,
         policies: Vec::new(),
         replica_identity: "d".into(),
+        autovacuum_enabled: None,
     })
 }
 

@@ -19,7 +19,7 @@ use tokio_postgres::Client;
 use crate::analyze::{self, AnalyzeOptions, Severity};
 use crate::catalog::{self, Catalog, QName};
 use crate::conn::Target;
-use crate::plan::{self, Action, Impact, Step};
+use crate::plan::{self, Action, Impact, Plan, Step};
 use crate::workload::Workload;
 use lock::{LockMode, LockPolicy, LockStats};
 
@@ -391,6 +391,17 @@ async fn run(
         .await
         .map_err(|e| ApplyError::db("cannot read the catalog", e))?;
     let stored = state::load_plan(client).await?;
+    // Replanning over an unfinished plan: first give back the autovacuum
+    // it holds, so the new plan sees the tables as their owner left them.
+    let cat = match &stored {
+        Some((old, false)) if opts.replan => {
+            release_autovacuum(client, old, &cat, &opts.policy).await?;
+            Catalog::read(client)
+                .await
+                .map_err(|e| ApplyError::db("cannot read the catalog", e))?
+        }
+        _ => cat,
+    };
     let (plan, resumed) = match stored {
         Some((p, false)) if !opts.replan => {
             say(
@@ -520,12 +531,13 @@ async fn run(
                     say(
                         opts,
                         &format!(
-                            "        {} rows in {} batches, {:.1} s ({:.0} rows/s), throttled {:.1} s",
+                            "        {} rows in {} batches, {:.1} s ({:.0} rows/s), throttled {:.1} s, {} light vacuums",
                             b.rows,
                             b.batches,
                             b.seconds,
                             b.rows as f64 / b.seconds.max(1e-9),
-                            b.throttled_seconds
+                            b.throttled_seconds,
+                            b.reclaims
                         ),
                     );
                     carry.backfills.push(b);
@@ -570,6 +582,23 @@ async fn run(
     }
     state::finish_plan(client).await?;
     Ok(report(carry, true))
+}
+
+/// Turns autovacuum back on (as it was) wherever `plan` holds it off.
+async fn release_autovacuum(
+    client: &Client,
+    plan: &Plan,
+    cat: &Catalog,
+    policy: &LockPolicy,
+) -> Result<(), ApplyError> {
+    for step in &plan.steps {
+        if matches!(step, Step::Vacuum { .. }) && !step.is_done(cat) {
+            if let Some(release) = step.sql().last() {
+                lock::run_txn(client, release, LockMode::NonBlocking, policy).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// When a validation failed: the rows still without `column`, as an

@@ -207,17 +207,18 @@ pub fn apply_markdown(
         );
     }
     if !r.backfills.is_empty() {
-        out.push_str("\n## Backfill\n\n| table | rows | batches | seconds | rows/s | throttled s |\n|---|---:|---:|---:|---:|---:|\n");
+        out.push_str("\n## Backfill\n\n| table | rows | batches | seconds | rows/s | throttled s | light vacuums |\n|---|---:|---:|---:|---:|---:|---:|\n");
         for b in &r.backfills {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.1} | {:.0} | {:.1} |",
+                "| {} | {} | {} | {:.1} | {:.0} | {:.1} | {} |",
                 b.table,
                 b.rows,
                 b.batches,
                 b.seconds,
                 b.rows as f64 / b.seconds.max(1e-9),
-                b.throttled_seconds
+                b.throttled_seconds,
+                b.reclaims
             );
         }
     }
