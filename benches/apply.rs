@@ -91,11 +91,12 @@ async fn start_workload(t: &Target, rate: f64, store_id: StoreIdMode) -> Workloa
 
 /// What the application felt between two instants.
 fn app_row(w: &Workload, what: &str, from: Instant, to: Instant) -> Row {
+    let (l, tx, errors, slow) = w.window(from, to, 20.0);
     Row {
         what: what.to_string(),
         seconds: (to - from).as_secs_f64(),
-        app: w.stats_between(from, to),
-        slow: w.slow_between(from, to, 20.0).1,
+        app: (l, tx, errors),
+        slow,
         lock_timeouts: 0,
     }
 }

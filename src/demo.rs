@@ -136,6 +136,31 @@ fn row(
     }
 }
 
+impl Run {
+    /// A finished run: its phases, create_orders timed (before, after) the
+    /// key swap, the traffic it ran under and the keys it left on `t`.
+    async fn finish(
+        label: &str,
+        t: &Target,
+        phases: Vec<PhaseRow>,
+        (before, after): (Duration, Duration),
+        wl: workload::WorkloadReport,
+        apply: Option<apply::ApplyReport>,
+    ) -> Result<Run, DemoError> {
+        Ok(Run {
+            label: label.into(),
+            phases,
+            create_orders_before_s: before.as_secs_f64(),
+            create_orders_after_s: after.as_secs_f64(),
+            speedup: before.as_secs_f64() / after.as_secs_f64().max(1e-9),
+            final_keys: final_keys(t).await?,
+            workload: wl.summary,
+            timeline: wl.timeline,
+            apply,
+        })
+    }
+}
+
 async fn final_keys(t: &Target) -> Result<Vec<(String, String)>, DemoError> {
     let c = t.connect().await?;
     let cat = crate::catalog::Catalog::read(&c)
@@ -357,17 +382,15 @@ async fn our_run(
             before.as_secs_f64() / after.as_secs_f64()
         ),
     );
-    Ok(Run {
-        label: "shardready apply".into(),
+    Run::finish(
+        "shardready apply",
+        t,
         phases,
-        create_orders_before_s: before.as_secs_f64(),
-        create_orders_after_s: after.as_secs_f64(),
-        speedup: before.as_secs_f64() / after.as_secs_f64().max(1e-9),
-        final_keys: final_keys(t).await?,
-        workload: wl.summary,
-        timeline: wl.timeline,
-        apply: Some(rep),
-    })
+        (before, after),
+        wl,
+        Some(rep),
+    )
+    .await
 }
 
 /// The seed's procedure as written, on its own copy, under the same traffic.
@@ -400,17 +423,15 @@ async fn seed_run(t: &Target, opts: &DemoOptions) -> Result<Run, DemoError> {
     }
     let wl = finish_traffic(w, t0, &mut phases, opts).await;
     let after = workload::time_create_orders(t, opts.create_orders, StoreIdMode::Auto).await?;
-    Ok(Run {
-        label: "the seed's procedure as written".into(),
+    Run::finish(
+        "the seed's procedure as written",
+        t,
         phases,
-        create_orders_before_s: before.as_secs_f64(),
-        create_orders_after_s: after.as_secs_f64(),
-        speedup: before.as_secs_f64() / after.as_secs_f64().max(1e-9),
-        final_keys: final_keys(t).await?,
-        workload: wl.summary,
-        timeline: wl.timeline,
-        apply: None,
-    })
+        (before, after),
+        wl,
+        None,
+    )
+    .await
 }
 
 /// Runs the demo and writes the report into `opts.out`.

@@ -130,9 +130,11 @@ Examples:
   shardready plan --format json           # schema shardready.plan/v1
 
 Steps, in order: add the tenant column (nullable, instant), a sync trigger for
-rows the old application writes, a keyset backfill, NOT NULL through a validated
-CHECK, composite unique indexes built concurrently, composite foreign keys added
-NOT VALID then validated, key swaps USING INDEX, removal of the trigger, ANALYZE.")]
+rows the old application writes, autovacuum held off the tables about to be
+rewritten, a keyset backfill, NOT NULL through a validated CHECK, composite
+unique indexes built concurrently, composite foreign keys added NOT VALID then
+validated, key swaps USING INDEX, removal of the trigger, a VACUUM at
+autovacuum's pace that gives autovacuum back as it was, ANALYZE.")]
     Plan(PlanArgs),
     /// Run the plan online: lock-safe, throttled, resumable.
     #[command(after_help = "\
@@ -144,7 +146,8 @@ Examples:
 
 Every statement whose lock would queue the application runs under lock_timeout
 and is retried with backoff and jitter; the backfill runs in keyset batches
-sized to --batch-target and backs off when the application's p99 rises. State
+sized to --batch-target, backs off when the application's transactions slow
+down, and vacuums lightly every tenth of the way so the table does not double. State
 lives in the `shardready` schema: after a crash or Ctrl-C, run apply again and
 it finishes the job. Only one apply runs at a time.")]
     Apply(ApplyArgs),

@@ -425,12 +425,15 @@ impl Recorder {
         (l, errors)
     }
 
-    /// Latency and errors of transactions that completed in [from, to),
-    /// to the millisecond.
-    fn between(&self, from: Instant, to: Instant) -> (Latency, u64, u64) {
+    /// Latency, transactions and errors of what completed in [from, to),
+    /// to the millisecond, and how many were slower than `slow_ms` (errors
+    /// count as slow).
+    fn between(&self, from: Instant, to: Instant, slow_ms: f64) -> (Latency, u64, u64, u64) {
         let (mut l, errors) = self.collect(from, to);
+        let limit = (slow_ms * 1000.0).min(u32::MAX as f64) as u32;
+        let slow = l.iter().filter(|&&us| us > limit).count() as u64 + errors;
         if l.is_empty() {
-            return (Latency::default(), 0, errors);
+            return (Latency::default(), 0, errors, slow);
         }
         l.sort_unstable();
         let q = |p: f64| {
@@ -449,6 +452,7 @@ impl Recorder {
             },
             l.len() as u64,
             errors,
+            slow,
         )
     }
 
@@ -783,7 +787,15 @@ impl Workload {
     /// Latency, transactions and errors of what completed between two
     /// instants (per-second resolution), e.g. during one apply step.
     pub fn stats_between(&self, from: Instant, to: Instant) -> (Latency, u64, u64) {
-        self.recorder.between(from, to)
+        let (l, tx, errors, _) = self.recorder.between(from, to, f64::INFINITY);
+        (l, tx, errors)
+    }
+
+    /// [`Workload::stats_between`] and, from the same read, how many took
+    /// longer than `slow_ms` (errors count as slow): what a report shows
+    /// per step.
+    pub fn window(&self, from: Instant, to: Instant, slow_ms: f64) -> (Latency, u64, u64, u64) {
+        self.recorder.between(from, to, slow_ms)
     }
 
     /// Of the transactions that completed between two instants: how many,

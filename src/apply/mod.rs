@@ -625,14 +625,14 @@ async fn rows_without(
 }
 
 fn window(w: &Workload, from: Instant, to: Instant) -> AppWindow {
-    let (l, tx, errors) = w.stats_between(from, to);
+    let (l, tx, errors, over_20ms) = w.window(from, to, 20.0);
     AppWindow {
         transactions: tx,
         errors,
         p50_ms: l.p50_ms,
         p99_ms: l.p99_ms,
         max_ms: l.max_ms,
-        over_20ms: w.slow_between(from, to, 20.0).1,
+        over_20ms,
     }
 }
 
