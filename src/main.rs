@@ -1240,12 +1240,12 @@ fn demo_cmd(g: &Global, a: DemoArgs) -> Result<ExitCode> {
             println!("\n{}:", run.label);
         }
         println!(
-            "  {:<28} {:>8} {:>9} {:>9} {:>9} {:>7}",
+            "  {:<34} {:>8} {:>9} {:>9} {:>9} {:>7}",
             "phase", "seconds", "p50 ms", "p99 ms", "max ms", "failed"
         );
         for p in &run.phases {
             println!(
-                "  {:<28} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>7}",
+                "  {:<34} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>7}",
                 p.phase, p.seconds, p.p50_ms, p.p99_ms, p.max_ms, p.errors
             );
         }
