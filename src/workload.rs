@@ -807,26 +807,6 @@ impl Workload {
         (l.len() as u64 + errors, slow + errors)
     }
 
-    /// The transactions slower than `slow_ms` that completed between two
-    /// instants: (when each completed, ms since the workload started; its
-    /// latency in ms), in order — to line stalls up with what else ran.
-    pub fn slow_list(&self, from: Instant, to: Instant, slow_ms: f64) -> Vec<(u32, f64)> {
-        let r = &self.recorder;
-        let (lo, hi) = (r.ms_of(from), r.ms_of(to));
-        let limit = (slow_ms * 1000.0) as u32;
-        let secs = r.seconds.lock().unwrap();
-        let mut out: Vec<(u32, f64)> = secs
-            .iter()
-            .skip(r.second_of(from))
-            .take(r.second_of(to) + 1 - r.second_of(from))
-            .flat_map(|s| s.latencies_us.iter().zip(&s.done_ms))
-            .filter(|(&us, &ms)| us > limit && ms >= lo && ms < hi)
-            .map(|(&us, &ms)| (ms, us as f64 / 1000.0))
-            .collect();
-        out.sort_by_key(|x| x.0);
-        out
-    }
-
     /// Switches the application's version while it runs (the seed's
     /// "update application queries" step): every connection follows before
     /// its next order.

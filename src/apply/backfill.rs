@@ -163,10 +163,7 @@ pub async fn run(
     let stmt = client
         .prepare(&batch_sql)
         .await
-        .map_err(|e| ApplyError::Sql {
-            sql: batch_sql.clone(),
-            detail: crate::conn::error_text(&e),
-        })?;
+        .map_err(|e| ApplyError::sql(&batch_sql, &e))?;
     let save = client
         .prepare(
             "UPDATE shardready.backfill SET cursor = $2, rows_updated = rows_updated + $3, \
@@ -215,10 +212,7 @@ pub async fn run(
                     throttled += pause;
                     continue;
                 }
-                return Err(ApplyError::Sql {
-                    sql: batch_sql.clone(),
-                    detail: crate::conn::error_text(&e),
-                });
+                return Err(ApplyError::sql(&batch_sql, &e));
             }
         };
         let took = t0.elapsed();
@@ -281,7 +275,7 @@ const RECLAIM_EVERY: i64 = 10;
 /// faster and the application's max stayed near 60 ms. Index entries of the
 /// dead versions wait for the VACUUM step at the end. SKIP_LOCKED: when
 /// something else holds the table (a manual VACUUM), this round is skipped.
-pub async fn reclaim(client: &Client, table: &crate::catalog::QName) -> Result<(), ApplyError> {
+async fn reclaim(client: &Client, table: &crate::catalog::QName) -> Result<(), ApplyError> {
     let sql = format!(
         "VACUUM (SKIP_LOCKED, INDEX_CLEANUP off, TRUNCATE false) {}",
         table.sql()
@@ -289,10 +283,7 @@ pub async fn reclaim(client: &Client, table: &crate::catalog::QName) -> Result<(
     client
         .batch_execute(&sql)
         .await
-        .map_err(|e| ApplyError::Sql {
-            sql,
-            detail: crate::conn::error_text(&e),
-        })
+        .map_err(|e| ApplyError::sql(&sql, &e))
 }
 
 /// Where a backfill stands (`shardready.backfill`).
@@ -414,10 +405,7 @@ async fn sweep(client: &Client, step: &Step, past: Option<i64>) -> Result<i64, A
         let n: i64 = client
             .query_one(&sql, &[])
             .await
-            .map_err(|e| ApplyError::Sql {
-                sql: sql.clone(),
-                detail: crate::conn::error_text(&e),
-            })?
+            .map_err(|e| ApplyError::sql(&sql, &e))?
             .get(0);
         filled += n;
         if n == 0 {
@@ -485,10 +473,7 @@ pub async fn run_pg_cron(
     client
         .batch_execute(&sql)
         .await
-        .map_err(|e| ApplyError::Sql {
-            sql: format!("CREATE PROCEDURE {}", procedure.sql()),
-            detail: crate::conn::error_text(&e),
-        })?;
+        .map_err(|e| ApplyError::sql(&format!("CREATE PROCEDURE {}", procedure.sql()), &e))?;
     let command = format!("CALL {}(1000, '50 seconds')", procedure.sql());
     crate::cron::schedule(client, &job, "* * * * *", &command)
         .await

@@ -95,10 +95,7 @@ async fn retry(
                     let _ = client.batch_execute("ROLLBACK").await;
                 }
                 if !is_lock_timeout(&e) {
-                    return Err(ApplyError::Sql {
-                        sql: first_line(sql),
-                        detail: crate::conn::error_text(&e),
-                    });
+                    return Err(ApplyError::sql(&first_line(sql), &e));
                 }
                 stats.lock_timeouts += 1;
                 if let Some(max) = policy.max_wait {

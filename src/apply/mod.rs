@@ -108,6 +108,14 @@ impl ApplyError {
         .any(|p| d.contains(p))
     }
 
+    /// A statement that failed, named by `sql`.
+    pub(crate) fn sql(sql: &str, e: &tokio_postgres::Error) -> ApplyError {
+        ApplyError::Sql {
+            sql: sql.to_string(),
+            detail: crate::conn::error_text(e),
+        }
+    }
+
     pub(crate) fn db(context: &str, e: tokio_postgres::Error) -> ApplyError {
         ApplyError::Db {
             context: context.to_string(),
