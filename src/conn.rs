@@ -34,9 +34,26 @@ pub enum ConnError {
         target: String,
         detail: String,
         hint: String,
+        /// The server is unreachable, starting up or shutting down (worth
+        /// retrying), as opposed to refusing us (authentication, no such
+        /// database).
+        transient: bool,
     },
     #[error("TLS setup for {target}: {detail}")]
     Tls { target: String, detail: String },
+}
+
+impl ConnError {
+    /// Whether connecting again later may work (see `Connect::transient`).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ConnError::Connect {
+                transient: true,
+                ..
+            }
+        )
+    }
 }
 
 /// libpq's sslmode values (allow is treated as prefer).
@@ -319,6 +336,7 @@ impl Target {
                     target: self.display(),
                     hint: hint_for(&detail),
                     detail,
+                    transient: true,
                 })
             }
         }
@@ -331,6 +349,7 @@ impl Target {
                 target: self.display(),
                 hint: hint_for(&detail),
                 detail,
+                transient: crate::db::is_disconnect(&e),
             }
         };
         if self.sslmode == SslMode::Disable {
@@ -356,9 +375,7 @@ impl Target {
         loop {
             match self.connect().await {
                 Ok(c) => return Ok(c),
-                Err(ConnError::Connect { detail, .. })
-                    if attempt < attempts && is_transient(&detail) =>
-                {
+                Err(e) if attempt < attempts && e.is_transient() => {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                     attempt += 1;
@@ -555,16 +572,6 @@ pub fn error_text(e: &tokio_postgres::Error) -> String {
         src = inner.source();
     }
     s
-}
-
-fn is_transient(detail: &str) -> bool {
-    let d = detail.to_ascii_lowercase();
-    d.contains("connection refused")
-        || d.contains("the database system is starting up")
-        || d.contains("the database system is shutting down")
-        || d.contains("the database system is in recovery mode")
-        || d.contains("timed out")
-        || d.contains("connection reset")
 }
 
 fn hint_for(detail: &str) -> String {

@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod citus;
 pub mod conn;
 pub mod cron;
+pub mod db;
 pub mod demo;
 pub mod ingest;
 pub mod plan;

@@ -1051,7 +1051,8 @@ fn plan_cmd(g: &Global, a: PlanArgs) -> Result<ExitCode> {
 }
 
 fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
-    use shardready::apply::{self, backfill::Pace, lock::LockPolicy, ApplyOptions};
+    use shardready::apply::{self, backfill::Pace, ApplyOptions};
+    use shardready::db::LockPolicy;
     use shardready::workload::{self, Workload, WorkloadConfig};
     let mut analysis = a.analysis.options();
     analysis.catalog_only = true;
@@ -1060,6 +1061,7 @@ fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
         policy: LockPolicy {
             lock_timeout: a.lock_timeout.into(),
             max_wait: a.max_wait.map(Into::into),
+            max_attempts: None,
         },
         pace: Pace {
             batch_target: a.batch_target.into(),
@@ -1123,7 +1125,7 @@ fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
             report
                 .steps
                 .iter()
-                .filter(|s| s.status == "already_done")
+                .filter(|s| s.status == apply::StepOutcome::AlreadyDone)
                 .count()
         );
         if let Some(app) = &report.app {

@@ -200,7 +200,10 @@ async fn tailspin_end_to_end() {
     // A second apply finds everything done and changes nothing.
     let again = apply::apply(&t, &quiet(), None).await.unwrap();
     assert!(
-        again.steps.iter().all(|s| s.status == "already_done"),
+        again
+            .steps
+            .iter()
+            .all(|s| s.status == apply::StepOutcome::AlreadyDone),
         "{:?}",
         again.steps
     );
@@ -286,7 +289,7 @@ async fn old_application_code_keeps_working_and_apply_waits_for_it() {
     let redone: Vec<&str> = report
         .steps
         .iter()
-        .filter(|s| s.status == "done")
+        .filter(|s| s.status == apply::StepOutcome::Done)
         .map(|s| s.id.as_str())
         .collect();
     assert_eq!(
@@ -481,7 +484,7 @@ async fn a_second_apply_is_refused() {
     shardready::apply::state::ensure_schema(&holder)
         .await
         .unwrap();
-    shardready::apply::state::try_lock(&holder).await.unwrap();
+    let _holder = shardready::db::Session::lock(holder).await.unwrap();
     let err = apply::apply(&t, &quiet(), None).await.unwrap_err();
     assert!(matches!(err, ApplyError::AlreadyRunning { .. }), "{err}");
     assert!(err.to_string().contains("only one runs at a time"));

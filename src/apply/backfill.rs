@@ -11,10 +11,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use super::lock::is_lock_timeout;
 use super::{ApplyError, Pressure};
-use crate::plan::{backfill_batch_sql, Step};
-use crate::sql::ident;
+use crate::db::{self, is_lock_timeout};
+use crate::plan::steps::BackfillCursorSql;
+use crate::plan::{Backfill, StepKind};
 
 /// How the backfill paces itself.
 #[derive(Debug, Clone, Copy)]
@@ -129,14 +129,12 @@ pub struct BackfillStats {
 /// Runs (or resumes) the backfill of one Backfill step.
 pub async fn run(
     client: &Client,
-    step: &Step,
+    step: &Backfill,
     pace: &Pace,
     pressure: &dyn Pressure,
     progress: bool,
 ) -> Result<BackfillStats, ApplyError> {
-    let Step::Backfill { table, .. } = step else {
-        return Ok(BackfillStats::default());
-    };
+    let table = &step.table;
     let id = step.id();
     let start = Instant::now();
     let db = |ctx: &'static str| move |e| ApplyError::db(ctx, e);
@@ -155,26 +153,20 @@ pub async fn run(
         ..Default::default()
     };
     let mut throttled = Duration::ZERO;
-    let sql = backfill_batch_sql(step, "$1", "$2").expect("a backfill step");
-    let batch_sql = format!(
-        "WITH done AS ({} RETURNING 1) SELECT count(*) FROM done",
-        sql.trim_end_matches(';')
-    );
+    let batch_sql = step.batch_query();
     let stmt = client
         .prepare(&batch_sql)
         .await
-        .map_err(|e| ApplyError::sql(&batch_sql, &e))?;
+        .map_err(|e| ApplyError::sql(&batch_sql, e))?;
     let save = client
-        .prepare(
-            "UPDATE shardready.backfill SET cursor = $2, rows_updated = rows_updated + $3, \
-             batches = batches + 1, updated_at = now() WHERE step_id = $1",
-        )
+        .prepare(BackfillCursorSql::SAVE)
         .await
         .map_err(db("cannot prepare the cursor update"))?;
     let timeout = format!(
         "SET LOCAL lock_timeout = '{}ms'",
         pace.lock_timeout.as_millis().max(1)
     );
+    let reclaim_sql = step.reclaim_sql();
     let mut window_start = Instant::now();
     let mut window_rows: i64 = 0;
     let mut governor = Governor::new(pressure, pace.app_p99_limit_ms);
@@ -182,27 +174,25 @@ pub async fn run(
     let mut next_reclaim = cursor + step_keys;
     while cursor < max_key {
         if cursor >= next_reclaim {
-            reclaim(client, table).await?;
+            reclaim(client, &reclaim_sql).await?;
             stats.reclaims += 1;
             next_reclaim = cursor + step_keys;
         }
         let hi = (cursor + size).min(max_key);
         let t0 = Instant::now();
-        client
-            .batch_execute(&format!("BEGIN; {timeout}"))
-            .await
-            .map_err(db("cannot begin a backfill batch"))?;
         let result = async {
+            db::exec(client, "BEGIN").await?;
+            db::exec(client, &timeout).await?;
             let n: i64 = client.query_one(&stmt, &[&cursor, &hi]).await?.get(0);
             client.execute(&save, &[&id, &hi, &n]).await?;
-            client.batch_execute("COMMIT").await?;
+            db::exec(client, "COMMIT").await?;
             Ok::<i64, tokio_postgres::Error>(n)
         }
         .await;
         let n = match result {
             Ok(n) => n,
             Err(e) => {
-                let _ = client.batch_execute("ROLLBACK").await;
+                let _ = db::exec(client, "ROLLBACK").await;
                 if is_lock_timeout(&e) {
                     // A row the application holds: smaller batch, retry.
                     stats.lock_timeouts += 1;
@@ -212,7 +202,7 @@ pub async fn run(
                     throttled += pause;
                     continue;
                 }
-                return Err(ApplyError::sql(&batch_sql, &e));
+                return Err(ApplyError::sql(&batch_sql, e));
             }
         };
         let took = t0.elapsed();
@@ -275,15 +265,10 @@ const RECLAIM_EVERY: i64 = 10;
 /// faster and the application's max stayed near 60 ms. Index entries of the
 /// dead versions wait for the VACUUM step at the end. SKIP_LOCKED: when
 /// something else holds the table (a manual VACUUM), this round is skipped.
-async fn reclaim(client: &Client, table: &crate::catalog::QName) -> Result<(), ApplyError> {
-    let sql = format!(
-        "VACUUM (SKIP_LOCKED, INDEX_CLEANUP off, TRUNCATE false) {}",
-        table.sql()
-    );
-    client
-        .batch_execute(&sql)
+async fn reclaim(client: &Client, sql: &str) -> Result<(), ApplyError> {
+    db::exec(client, sql)
         .await
-        .map_err(|e| ApplyError::sql(&sql, &e))
+        .map_err(|e| ApplyError::sql(sql, e))
 }
 
 /// Where a backfill stands (`shardready.backfill`).
@@ -296,17 +281,11 @@ struct Cursor {
 }
 
 /// Resumes from the saved cursor, or starts one over the key range.
-async fn load_cursor(client: &Client, step: &Step) -> Result<Cursor, ApplyError> {
-    let Step::Backfill { table, key, .. } = step else {
-        unreachable!("only backfill steps have a cursor")
-    };
+async fn load_cursor(client: &Client, step: &Backfill) -> Result<Cursor, ApplyError> {
     let id = step.id();
     let db = |ctx: &'static str| move |e| ApplyError::db(ctx, e);
     let saved = client
-        .query_opt(
-            "SELECT cursor, max_key, min_key, rows_updated, batches FROM shardready.backfill WHERE step_id = $1",
-            &[&id],
-        )
+        .query_opt(BackfillCursorSql::LOAD, &[&id])
         .await
         .map_err(db("cannot read the backfill cursor"))?;
     if let Some(r) = saved {
@@ -319,22 +298,12 @@ async fn load_cursor(client: &Client, step: &Step) -> Result<Cursor, ApplyError>
         });
     }
     let r = client
-        .query_one(
-            &format!(
-                "SELECT coalesce(min({k})::bigint - 1, 0), coalesce(max({k})::bigint, 0) FROM {t}",
-                k = ident(key),
-                t = table.sql()
-            ),
-            &[],
-        )
+        .query_one(&step.key_range_sql(), &[])
         .await
         .map_err(db("cannot read the key range"))?;
     let (lo, hi): (i64, i64) = (r.get(0), r.get(1));
     client
-        .execute(
-            "INSERT INTO shardready.backfill (step_id, cursor, max_key, min_key) VALUES ($1, $2, $3, $2)",
-            &[&id, &lo, &hi],
-        )
+        .execute(BackfillCursorSql::START, &[&id, &lo, &hi])
         .await
         .map_err(db("cannot save the backfill cursor"))?;
     Ok(Cursor {
@@ -380,32 +349,14 @@ fn progress_bar(
 /// any. When the ranges were already done before this run (a rerun after
 /// that proof failed), `past` is None and the sweep fills NULLs anywhere
 /// (a table scan per round).
-async fn sweep(client: &Client, step: &Step, past: Option<i64>) -> Result<i64, ApplyError> {
-    let Step::Backfill {
-        table, column, key, ..
-    } = step
-    else {
-        unreachable!("only backfill steps sweep")
-    };
-    let (from, conds, value) = crate::plan::backfill_joins(step).expect("a backfill step");
-    let range = past
-        .map(|max| format!("{} > {max} AND ", ident(key)))
-        .unwrap_or_default();
-    let sql = format!(
-        "WITH todo AS (SELECT {k} FROM {t} WHERE {range}{c} IS NULL ORDER BY {k} LIMIT 10000), \
-              done AS (UPDATE {t} t SET {c} = {value} FROM {from}, todo \
-                       WHERE t.{k} = todo.{k} AND {conds} RETURNING 1) \
-         SELECT count(*) FROM done",
-        k = ident(key),
-        t = table.sql(),
-        c = ident(column),
-    );
+async fn sweep(client: &Client, step: &Backfill, past: Option<i64>) -> Result<i64, ApplyError> {
+    let sql = step.sweep_sql(past);
     let mut filled = 0;
     loop {
         let n: i64 = client
             .query_one(&sql, &[])
             .await
-            .map_err(|e| ApplyError::sql(&sql, &e))?
+            .map_err(|e| ApplyError::sql(&sql, e))?
             .get(0);
         filled += n;
         if n == 0 {
@@ -421,73 +372,40 @@ async fn sweep(client: &Client, step: &Step, past: Option<i64>) -> Result<i64, A
 /// range is done, then sweeps like the client mode.
 pub async fn run_pg_cron(
     client: &Client,
-    step: &Step,
+    step: &Backfill,
     pace: &Pace,
     progress: bool,
 ) -> Result<BackfillStats, ApplyError> {
-    let Step::Backfill { table, column, .. } = step else {
-        return Ok(BackfillStats::default());
-    };
+    let table = &step.table;
     crate::cron::ensure(client)
         .await
-        .map_err(|e| ApplyError::Db {
+        .map_err(|e| ApplyError::Other {
             context: "--backfill-via pg-cron".into(),
             detail: format!("{e} (or use --backfill-via client)"),
         })?;
     let start = Instant::now();
     let id = step.id();
     let c = load_cursor(client, step).await?;
-    let name = crate::plan::object_name(&format!("backfill_{}_{}", table.name, column), "");
-    let procedure = crate::catalog::QName::new("shardready", &name);
-    let job = format!("shardready-{name}");
-    let update = backfill_batch_sql(step, "lo", "lo + batch").expect("a backfill step");
-    let target_ms = pace.batch_target.as_millis().max(1);
-    let sql = format!(
-        "CREATE OR REPLACE PROCEDURE {p}(batch bigint, budget interval)\n\
-         LANGUAGE plpgsql AS $shardready$\n\
-         DECLARE lo bigint; top bigint; n bigint; t0 timestamptz := clock_timestamp(); b0 timestamptz;\n\
-         BEGIN\n\
-         \x20 SET lock_timeout = '{lt}ms';\n\
-         \x20 SET plan_cache_mode = force_custom_plan;\n\
-         \x20 LOOP\n\
-         \x20   SELECT cursor, max_key INTO lo, top FROM shardready.backfill WHERE step_id = {id};\n\
-         \x20   EXIT WHEN lo >= top OR clock_timestamp() - t0 > budget;\n\
-         \x20   b0 := clock_timestamp();\n\
-         \x20   {update}\n\
-         \x20   GET DIAGNOSTICS n = ROW_COUNT;\n\
-         \x20   UPDATE shardready.backfill SET cursor = least(lo + batch, top), rows_updated = rows_updated + n,\n\
-         \x20     batches = batches + 1, updated_at = now() WHERE step_id = {id};\n\
-         \x20   COMMIT;\n\
-         \x20   -- adapt the batch to the time target (at most halve or double)\n\
-         \x20   batch := greatest({min}, least({max}, (batch * least(2.0, greatest(0.5,\n\
-         \x20     {target_ms} / greatest(1, extract(epoch FROM clock_timestamp() - b0) * 1000))))::bigint));\n\
-         \x20 END LOOP;\n\
-         END\n$shardready$;",
-        p = procedure.sql(),
-        lt = pace.lock_timeout.as_millis().max(1),
-        id = crate::sql::literal(&id),
-        update = update.replace('\n', "\n    "),
-        min = pace.min_batch,
-        max = pace.max_batch,
+    let proc = step.pg_cron_procedure(
+        pace.lock_timeout.as_millis().max(1),
+        pace.batch_target.as_millis().max(1),
+        pace.min_batch,
+        pace.max_batch,
     );
-    client
-        .batch_execute(&sql)
+    let job = &proc.job;
+    db::exec(client, &proc.create)
         .await
-        .map_err(|e| ApplyError::sql(&format!("CREATE PROCEDURE {}", procedure.sql()), &e))?;
-    let command = format!("CALL {}(1000, '50 seconds')", procedure.sql());
-    crate::cron::schedule(client, &job, "* * * * *", &command)
+        .map_err(|e| ApplyError::sql(&format!("CREATE PROCEDURE {}", proc.procedure.sql()), e))?;
+    crate::cron::schedule(client, job, "* * * * *", &proc.call)
         .await
-        .map_err(|e| ApplyError::Db {
+        .map_err(|e| ApplyError::Other {
             context: "cannot schedule the backfill job".into(),
             detail: e.to_string(),
         })?;
     let bar = progress_bar(progress, table, c.min_key, c.max_key, c.cursor);
     let result = loop {
         let r = client
-            .query_one(
-                "SELECT cursor, rows_updated, batches FROM shardready.backfill WHERE step_id = $1",
-                &[&id],
-            )
+            .query_one(BackfillCursorSql::PROGRESS, &[&id])
             .await
             .map_err(|e| ApplyError::db("cannot read the backfill cursor", e))?;
         let (cursor, rows, batches): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
@@ -497,14 +415,14 @@ pub async fn run_pg_cron(
         }
         // A run that failed (e.g. on a lock timeout) is retried by the next
         // one; three failures in a row stop the backfill.
-        let runs = crate::cron::runs(client, &job).await.unwrap_or_default();
+        let runs = crate::cron::runs(client, job).await.unwrap_or_default();
         let failures: Vec<&(String, String)> = runs
             .iter()
             .rev()
             .take_while(|(s, _)| s == "failed")
             .collect();
         if failures.len() >= 3 {
-            break Err(ApplyError::Db {
+            break Err(ApplyError::Other {
                 context: format!("the pg_cron backfill job `{job}` failed three times"),
                 detail: failures[0].1.clone(),
             });
@@ -512,12 +430,8 @@ pub async fn run_pg_cron(
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     bar.finish_and_clear();
-    let _ = crate::cron::unschedule(client, &job).await;
-    client
-        .batch_execute(&format!(
-            "DROP PROCEDURE IF EXISTS {}(bigint, interval)",
-            procedure.sql()
-        ))
+    let _ = crate::cron::unschedule(client, job).await;
+    db::exec(client, &proc.drop)
         .await
         .map_err(|e| ApplyError::db("cannot drop the backfill procedure", e))?;
     let (rows, batches) = result?;

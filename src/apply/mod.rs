@@ -1,13 +1,12 @@
 //! `apply`: runs a plan online. The executor takes the advisory lock, loads
 //! (or builds and stores) the plan, and for each step asks the catalog
 //! whether it is already done, then runs the step's actions — lock-safe
-//! statements ([`lock`]), concurrent index builds with invalid-index repair,
+//! statements ([`crate::db`]), concurrent index builds with invalid-index repair,
 //! the backfill controller ([`backfill`]) and the wait for the application
 //! to write the new column — recording everything in the `shardready`
 //! schema ([`state`]) so a rerun after a crash finishes the job.
 
 pub mod backfill;
-pub mod lock;
 pub mod state;
 
 use std::time::{Duration, Instant};
@@ -19,9 +18,10 @@ use tokio_postgres::Client;
 use crate::analyze::{self, AnalyzeOptions, Severity};
 use crate::catalog::{self, Catalog, QName};
 use crate::conn::Target;
-use crate::plan::{self, Action, Impact, Plan, Step};
+use crate::db::{self, DbError, LockMode, LockPolicy, LockStats, RetryError, Session};
+use crate::plan::{self, Action, Impact, Plan};
 use crate::workload::Workload;
-use lock::{LockMode, LockPolicy, LockStats};
+use state::StepState;
 
 #[derive(Debug, Error)]
 pub enum ApplyError {
@@ -29,10 +29,17 @@ pub enum ApplyError {
     Conn(#[from] crate::conn::ConnError),
     #[error(transparent)]
     Analyze(#[from] analyze::AnalyzeError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("statement failed: {sql}\n{}", crate::conn::error_text(.source))]
+    Sql {
+        sql: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A failure that is not the driver's (pg_cron's job table, say).
     #[error("{context}: {detail}")]
-    Db { context: String, detail: String },
-    #[error("statement failed: {sql}\n{detail}")]
-    Sql { sql: String, detail: String },
+    Other { context: String, detail: String },
     #[error(
         "gave up after waiting {:.1} s ({attempts} lock timeouts) for a lock: {sql}\n\
          Something holds a conflicting lock for long (see pg_stat_activity / pg_locks). \
@@ -85,43 +92,52 @@ pub enum ApplyError {
 
 impl ApplyError {
     /// Whether the error is the connection going away (server restart,
-    /// terminated session, network): apply reconnects and resumes.
+    /// terminated session, network): apply reconnects and resumes. Decided
+    /// from the driver's error (SQLSTATE, closed connection), never from
+    /// message text.
     pub fn is_disconnect(&self) -> bool {
-        let detail = match self {
-            ApplyError::Db { detail, .. } | ApplyError::Sql { detail, .. } => detail,
-            ApplyError::Conn(crate::conn::ConnError::Connect { detail, .. }) => detail,
-            _ => return false,
-        };
-        let d = detail.to_ascii_lowercase();
-        [
-            "connection closed",
-            "terminating connection",
-            "server closed the connection",
-            "connection refused",
-            "the database system is",
-            "broken pipe",
-            "connection reset",
-            "unexpected eof",
-            "error communicating with the server",
-        ]
-        .iter()
-        .any(|p| d.contains(p))
+        match self {
+            ApplyError::Db(e) => e.is_disconnect(),
+            ApplyError::Sql { source, .. } => db::is_disconnect(source),
+            ApplyError::Conn(e) => e.is_transient(),
+            _ => false,
+        }
     }
 
     /// A statement that failed, named by `sql`.
-    pub(crate) fn sql(sql: &str, e: &tokio_postgres::Error) -> ApplyError {
+    pub(crate) fn sql(sql: &str, source: tokio_postgres::Error) -> ApplyError {
         ApplyError::Sql {
             sql: sql.to_string(),
-            detail: crate::conn::error_text(e),
+            source,
         }
     }
 
     pub(crate) fn db(context: &str, e: tokio_postgres::Error) -> ApplyError {
-        ApplyError::Db {
-            context: context.to_string(),
-            detail: crate::conn::error_text(&e),
+        ApplyError::Db(DbError::new(context, e))
+    }
+
+    /// A statement run under the lock policy that did not complete.
+    pub(crate) fn retried(sql: &str, e: RetryError) -> ApplyError {
+        match e {
+            RetryError::Failed(e) => ApplyError::sql(&first_line(sql), e),
+            RetryError::GaveUp { waited, attempts } => ApplyError::GaveUp {
+                sql: first_line(sql),
+                waited,
+                attempts,
+            },
         }
     }
+}
+
+/// A statement for messages (its first meaningful line).
+fn first_line(sql: &str) -> String {
+    sql.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("--"))
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect()
 }
 
 /// A signal of how much the application suffers right now.
@@ -189,6 +205,7 @@ impl Default for ApplyOptions {
             policy: LockPolicy {
                 lock_timeout: Duration::from_millis(100),
                 max_wait: None,
+                max_attempts: None,
             },
             pace: backfill::Pace::default(),
             force: false,
@@ -223,13 +240,23 @@ pub struct StepReport {
     pub description: String,
     pub impact: Impact,
     /// `done`, or `already_done` when the catalog showed it finished.
-    pub status: String,
+    pub status: StepOutcome,
     pub seconds: f64,
     pub lock_timeouts: u32,
     pub lock_waited_ms: f64,
     /// Seconds since the start of apply.
     pub started_at_s: f64,
     pub app: Option<AppWindow>,
+}
+
+/// How a step of this run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    /// It ran.
+    Done,
+    /// The catalog showed it finished already.
+    AlreadyDone,
 }
 
 /// What `apply --report` writes to report.json (schema `shardready.apply/v1`).
@@ -259,9 +286,9 @@ pub async fn apply(
     let mut backoff = Duration::from_millis(200);
     loop {
         let result = async {
-            let client = session(target, opts).await?;
-            let r = run(&client, opts, workload, t_start, &mut carry).await;
-            state::unlock(&client).await;
+            let session = session(target, opts).await?;
+            let r = run(&session, opts, workload, t_start, &mut carry).await;
+            session.unlock().await;
             r
         }
         .await;
@@ -299,7 +326,7 @@ struct Carry {
 }
 
 /// A configured apply session holding the advisory lock.
-async fn session(target: &Target, opts: &ApplyOptions) -> Result<Client, ApplyError> {
+async fn session(target: &Target, opts: &ApplyOptions) -> Result<Session, ApplyError> {
     let client = target
         .with_application_name("shardready-apply")
         .connect_with_retry(10)
@@ -307,9 +334,7 @@ async fn session(target: &Target, opts: &ApplyOptions) -> Result<Client, ApplyEr
     // If this process dies, the server notices within a second even while
     // the session waits (e.g. in CREATE INDEX CONCURRENTLY) and lets go of
     // its locks, so a rerun can take over (PostgreSQL 14+).
-    let _ = client
-        .batch_execute("SET client_connection_check_interval = '1s'")
-        .await;
+    let _ = db::exec(&client, "SET client_connection_check_interval = '1s'").await;
     // Leave the other cores to the application: index builds and
     // validations run without parallel workers.
     // synchronous_commit off: backfill batches do not each wait for a WAL
@@ -318,14 +343,17 @@ async fn session(target: &Target, opts: &ApplyOptions) -> Result<Client, ApplyEr
     // force_custom_plan: a generic plan of the prepared batch UPDATE cannot
     // see how small the key range is and may hash-join the whole parent
     // table on every batch.
-    client
-        .batch_execute(&format!(
-            "SET max_parallel_maintenance_workers = {w}; SET max_parallel_workers_per_gather = {w}; \
-             SET synchronous_commit = off; SET plan_cache_mode = force_custom_plan;",
-            w = opts.parallel_workers
-        ))
-        .await
-        .map_err(|e| ApplyError::db("cannot configure the session", e))?;
+    let w = opts.parallel_workers;
+    for set in [
+        format!("SET max_parallel_maintenance_workers = {w}"),
+        format!("SET max_parallel_workers_per_gather = {w}"),
+        "SET synchronous_commit = off".into(),
+        "SET plan_cache_mode = force_custom_plan".into(),
+    ] {
+        db::exec(&client, &set)
+            .await
+            .map_err(DbError::ctx("cannot configure the session"))?;
+    }
     // Compressed page images: index builds log every page they write
     // (133 MB of WAL for the Tailspin line_items key, 54 MB with lz4), and
     // replicas and the WAL archive receive all of it. Superusers only (and
@@ -333,14 +361,16 @@ async fn session(target: &Target, opts: &ApplyOptions) -> Result<Client, ApplyEr
     // stays.
     for value in ["lz4", "on"] {
         let set = format!("SET wal_compression = {value}");
-        if client.batch_execute(&set).await.is_ok() {
+        if db::exec(&client, &set).await.is_ok() {
             break;
         }
     }
     check_privileges(&client, opts).await?;
     state::ensure_schema(&client).await?;
-    state::try_lock(&client).await?;
-    Ok(client)
+    Session::lock(client).await.map_err(|e| match e {
+        db::LockError::Db(e) => ApplyError::Db(e),
+        db::LockError::Held { holder } => ApplyError::AlreadyRunning { holder },
+    })
 }
 
 /// Before changing anything: may this role keep state and alter the tables
@@ -389,7 +419,7 @@ fn say(opts: &ApplyOptions, msg: &str) {
 }
 
 async fn run(
-    client: &Client,
+    client: &Session,
     opts: &ApplyOptions,
     workload: Option<&Workload>,
     t_start: Instant,
@@ -403,7 +433,7 @@ async fn run(
     // it holds, so the new plan sees the tables as their owner left them.
     let cat = match &stored {
         Some((old, false)) if opts.replan => {
-            release_autovacuum(client, old, &cat, &opts.policy).await?;
+            give_back(client, old, &cat, &opts.policy).await?;
             Catalog::read(client)
                 .await
                 .map_err(|e| ApplyError::db("cannot read the catalog", e))?
@@ -473,7 +503,15 @@ async fn run(
             .map_err(|e| ApplyError::db("cannot read the catalog", e))?;
         let started_at_s = t_start.elapsed().as_secs_f64();
         if step.is_done(&cat) {
-            state::mark(client, &id, "done", Some(0.0), 0, Some("already done")).await?;
+            state::mark(
+                client,
+                &id,
+                StepState::Done,
+                Some(0.0),
+                0,
+                Some("already done"),
+            )
+            .await?;
             say(
                 opts,
                 &format!("[{:>2}/{n}] {} — already done", i + 1, step.describe()),
@@ -487,7 +525,7 @@ async fn run(
                 id,
                 description: step.describe(),
                 impact: step.impact(),
-                status: "already_done".into(),
+                status: StepOutcome::AlreadyDone,
                 seconds: 0.0,
                 lock_timeouts: 0,
                 lock_waited_ms: 0.0,
@@ -497,42 +535,20 @@ async fn run(
             continue;
         }
         say(opts, &format!("[{:>2}/{n}] {}", i + 1, step.describe()));
-        state::mark(client, &id, "running", None, 0, None).await?;
+        state::mark(client, &id, StepState::Running, None, 0, None).await?;
         let t0 = Instant::now();
         let mut stats = LockStats::default();
         for action in step.actions() {
             match action {
-                Action::Txn { sql, brief } => {
-                    let mode = if brief {
-                        LockMode::Brief
-                    } else {
-                        LockMode::NonBlocking
-                    };
-                    stats.add(lock::run_txn(client, &sql, mode, &opts.policy).await?);
-                }
-                Action::Bare { sql } => {
-                    stats.add(lock::run_bare(client, &sql, &opts.policy).await?);
-                }
-                Action::Validate { table, column, sql } => {
-                    match lock::run_txn(client, &sql, LockMode::NonBlocking, &opts.policy).await {
-                        Ok(s) => stats.add(s),
-                        Err(e) => {
-                            return Err(rows_without(client, &table, &column).await?.unwrap_or(e))
-                        }
-                    }
-                }
-                Action::BuildIndex { schema, index, sql } => {
-                    stats.add(build_index(client, &schema, &index, &sql, &opts.policy).await?);
-                }
-                Action::Backfill => {
+                Action::Backfill { step: b, .. } => {
                     let mut pace = opts.pace;
                     pace.lock_timeout = opts.policy.lock_timeout;
                     let b = match opts.backfill_via {
                         BackfillVia::Client => {
-                            backfill::run(client, step, &pace, pressure, opts.progress).await?
+                            backfill::run(client, &b, &pace, pressure, opts.progress).await?
                         }
                         BackfillVia::PgCron => {
-                            backfill::run_pg_cron(client, step, &pace, opts.progress).await?
+                            backfill::run_pg_cron(client, &b, &pace, opts.progress).await?
                         }
                     };
                     stats.lock_timeouts += b.lock_timeouts;
@@ -550,13 +566,26 @@ async fn run(
                     );
                     carry.backfills.push(b);
                 }
-                Action::AwaitAppWrites { counter } => {
-                    await_app_writes(client, step, &counter, opts).await?;
+                Action::AwaitAppWrites {
+                    table,
+                    column,
+                    counter,
+                } => {
+                    await_app_writes(client, &table, &column, &counter, opts).await?;
                 }
+                other => stats.add(execute(client, &other, &opts.policy).await?),
             }
         }
         let secs = t0.elapsed().as_secs_f64();
-        state::mark(client, &id, "done", Some(secs), stats.lock_timeouts, None).await?;
+        state::mark(
+            client,
+            &id,
+            StepState::Done,
+            Some(secs),
+            stats.lock_timeouts,
+            None,
+        )
+        .await?;
         let app = workload.map(|w| window(w, t0, Instant::now()));
         say(
             opts,
@@ -580,7 +609,7 @@ async fn run(
             id,
             description: step.describe(),
             impact: step.impact(),
-            status: "done".into(),
+            status: StepOutcome::Done,
             seconds: secs,
             lock_timeouts: stats.lock_timeouts,
             lock_waited_ms: stats.waited.as_secs_f64() * 1000.0,
@@ -592,17 +621,54 @@ async fn run(
     Ok(report(carry, true))
 }
 
-/// Turns autovacuum back on (as it was) wherever `plan` holds it off.
-async fn release_autovacuum(
-    client: &Client,
+/// Runs one statement-level action under the lock policy (the backfill
+/// and the wait for the application are run by [`run`] itself).
+async fn execute(
+    session: &Session,
+    action: &Action,
+    policy: &LockPolicy,
+) -> Result<LockStats, ApplyError> {
+    match action {
+        Action::Txn { statements, lock } => session
+            .run_txn(statements, *lock, policy)
+            .await
+            .map_err(|e| ApplyError::retried(&statements.join("\n"), e)),
+        Action::Bare { sql } => session
+            .run_bare(sql, policy)
+            .await
+            .map_err(|e| ApplyError::retried(sql, e)),
+        Action::Validate { table, column, sql } => {
+            match session
+                .run_txn(std::slice::from_ref(sql), LockMode::NonBlocking, policy)
+                .await
+            {
+                Ok(s) => Ok(s),
+                Err(e) => {
+                    let e = ApplyError::retried(sql, e);
+                    Err(rows_without(session, table, column).await?.unwrap_or(e))
+                }
+            }
+        }
+        Action::BuildIndex { schema, index, sql } => {
+            build_index(session, schema, index, sql, policy).await
+        }
+        Action::Backfill { .. } | Action::AwaitAppWrites { .. } => Ok(LockStats::default()),
+    }
+}
+
+/// Before a new plan replaces an unfinished one: what the old plan's
+/// unfinished steps must give back (autovacuum held off a table), so the
+/// new plan sees the tables as their owner left them.
+async fn give_back(
+    session: &Session,
     plan: &Plan,
     cat: &Catalog,
     policy: &LockPolicy,
 ) -> Result<(), ApplyError> {
     for step in &plan.steps {
-        if matches!(step, Step::Vacuum { .. }) && !step.is_done(cat) {
-            if let Some(release) = step.sql().last() {
-                lock::run_txn(client, release, LockMode::NonBlocking, policy).await?;
+        if !step.is_done(cat) {
+            for action in step.on_replan() {
+                execute(session, &action, policy).await?;
             }
         }
     }
@@ -647,35 +713,38 @@ fn window(w: &Workload, from: Instant, to: Instant) -> AppWindow {
 /// CREATE UNIQUE INDEX CONCURRENTLY, repairing what an interrupted build
 /// left: an INVALID index is dropped concurrently and the build retried.
 async fn build_index(
-    client: &Client,
+    session: &Session,
     schema: &str,
     index: &str,
     sql: &str,
     policy: &LockPolicy,
 ) -> Result<LockStats, ApplyError> {
     let mut stats = LockStats::default();
-    let qualified = crate::sql::qualified(schema, index);
+    let drop = format!(
+        "DROP INDEX CONCURRENTLY IF EXISTS {};",
+        crate::sql::qualified(schema, index)
+    );
+    let bare = |sql: &str| {
+        let sql = sql.to_string();
+        async move {
+            session
+                .run_bare(&sql, policy)
+                .await
+                .map_err(|e| ApplyError::retried(&sql, e))
+        }
+    };
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match catalog::index_valid(client, schema, index)
+        match catalog::index_valid(session, schema, index)
             .await
             .map_err(|e| ApplyError::db("cannot read pg_index", e))?
         {
             Some(true) => return Ok(stats),
-            Some(false) => {
-                stats.add(
-                    lock::run_bare(
-                        client,
-                        &format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified};"),
-                        policy,
-                    )
-                    .await?,
-                );
-            }
+            Some(false) => stats.add(bare(&drop).await?),
             None => {}
         }
-        match lock::run_bare(client, sql, policy).await {
+        match bare(sql).await {
             Ok(s) => {
                 stats.add(s);
                 return Ok(stats);
@@ -686,18 +755,13 @@ async fn build_index(
             }
             Err(e) => {
                 // Leave nothing invalid behind.
-                if catalog::index_valid(client, schema, index)
+                if catalog::index_valid(session, schema, index)
                     .await
                     .ok()
                     .flatten()
                     == Some(false)
                 {
-                    let _ = lock::run_bare(
-                        client,
-                        &format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified};"),
-                        policy,
-                    )
-                    .await;
+                    let _ = bare(&drop).await;
                 }
                 return Err(e);
             }
@@ -709,14 +773,12 @@ async fn build_index(
 /// fill the column (the application writes it itself).
 async fn await_app_writes(
     client: &Client,
-    step: &Step,
+    table: &QName,
+    column: &str,
     counter: &QName,
     opts: &ApplyOptions,
 ) -> Result<(), ApplyError> {
-    let (table, column) = match step {
-        Step::DropTrigger { table, column, .. } => (table.to_string(), column.clone()),
-        _ => (String::new(), String::new()),
-    };
+    let (table, column) = (table.to_string(), column.to_string());
     let deadline = Instant::now() + opts.await_app;
     let mut told = false;
     loop {

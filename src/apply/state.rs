@@ -1,26 +1,25 @@
 //! Persisted state in the `shardready` schema: the plan being applied, each
 //! step's status and timings, and the backfill cursors — so `apply` resumes
-//! after a crash and `status` can tell where things stand. Also the
-//! advisory lock that lets only one `apply` run at a time.
+//! after a crash and `status` can tell where things stand. (The advisory
+//! lock that lets only one `apply` run at a time is [`crate::db::Session`].)
 
 use serde::Serialize;
 use tokio_postgres::Client;
 
 use super::ApplyError;
+use crate::db::{self, DbError, LOCK_KEY};
 use crate::plan::Plan;
 
-/// Key of the advisory lock held by a running apply.
-pub const LOCK_KEY: i64 = 0x5348_4152_4452_4459; // "SHARDRDY"
-
-const SCHEMA_SQL: &str = "
-CREATE SCHEMA IF NOT EXISTS shardready;
-CREATE TABLE IF NOT EXISTS shardready.plan (
+/// The statements that create the state schema, one per query.
+const SCHEMA_SQL: [&str; 4] = [
+    "CREATE SCHEMA IF NOT EXISTS shardready",
+    "CREATE TABLE IF NOT EXISTS shardready.plan (
     id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
     plan jsonb NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     finished_at timestamptz
-);
-CREATE TABLE IF NOT EXISTS shardready.step (
+)",
+    "CREATE TABLE IF NOT EXISTS shardready.step (
     position int NOT NULL,
     id text PRIMARY KEY,
     status text NOT NULL,
@@ -29,8 +28,8 @@ CREATE TABLE IF NOT EXISTS shardready.step (
     seconds double precision,
     lock_timeouts int NOT NULL DEFAULT 0,
     detail text
-);
-CREATE TABLE IF NOT EXISTS shardready.backfill (
+)",
+    "CREATE TABLE IF NOT EXISTS shardready.backfill (
     step_id text PRIMARY KEY,
     cursor bigint NOT NULL,
     max_key bigint NOT NULL,
@@ -38,50 +37,67 @@ CREATE TABLE IF NOT EXISTS shardready.backfill (
     rows_updated bigint NOT NULL DEFAULT 0,
     batches bigint NOT NULL DEFAULT 0,
     updated_at timestamptz NOT NULL DEFAULT now()
-);";
+)",
+];
+
+/// Where a step of the stored plan stands (`shardready.step.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    Pending,
+    Running,
+    Done,
+    Skipped,
+}
+
+impl StepState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running => "running",
+            StepState::Done => "done",
+            StepState::Skipped => "skipped",
+        }
+    }
+}
+
+impl std::fmt::Display for StepState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for StepState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "pending" => StepState::Pending,
+            "running" => StepState::Running,
+            "done" => StepState::Done,
+            "skipped" => StepState::Skipped,
+            other => return Err(format!("unknown step status `{other}`")),
+        })
+    }
+}
 
 pub async fn ensure_schema(client: &Client) -> Result<(), ApplyError> {
+    let fail = DbError::ctx("cannot create the shardready schema");
     // Serialize concurrent first runs: CREATE ... IF NOT EXISTS can race.
-    client
-        .batch_execute(&format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({}); {SCHEMA_SQL} COMMIT;",
-            LOCK_KEY + 1
-        ))
-        .await
-        .map_err(|e| ApplyError::db("cannot create the shardready schema", e))
-}
-
-/// Takes the session-level advisory lock, or says who holds it.
-pub async fn try_lock(client: &Client) -> Result<(), ApplyError> {
-    let got: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
-        .await
-        .map_err(|e| ApplyError::db("cannot take the advisory lock", e))?
-        .get(0);
-    if got {
-        return Ok(());
+    let r = async {
+        db::exec(client, "BEGIN").await?;
+        client
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&(LOCK_KEY + 1)])
+            .await?;
+        for stmt in SCHEMA_SQL {
+            db::exec(client, stmt).await?;
+        }
+        db::exec(client, "COMMIT").await
     }
-    let holder = client
-        .query_opt(
-            "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local'), \
-                    now() - a.backend_start \
-             FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
-             WHERE l.locktype = 'advisory' AND l.granted \
-               AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
-            &[&LOCK_KEY],
-        )
-        .await
-        .ok()
-        .flatten()
-        .map(|r| format!("pid {} ({}, from {})", r.get::<_, i32>(0), r.get::<_, String>(1), r.get::<_, String>(2)))
-        .unwrap_or_else(|| "another session".into());
-    Err(ApplyError::AlreadyRunning { holder })
-}
-
-pub async fn unlock(client: &Client) {
-    let _ = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
-        .await;
+    .await;
+    if r.is_err() {
+        let _ = db::exec(client, "ROLLBACK").await;
+    }
+    Ok(r.map_err(fail)?)
 }
 
 /// The stored plan and whether it finished.
@@ -109,13 +125,18 @@ pub async fn load_plan(client: &Client) -> Result<Option<(Plan, bool)>, ApplyErr
 
 pub async fn save_plan(client: &Client, plan: &Plan) -> Result<(), ApplyError> {
     let v = serde_json::to_value(plan).expect("plan serializes");
-    client
-        .batch_execute(
-            "BEGIN; DELETE FROM shardready.step; DELETE FROM shardready.backfill; \
-             DELETE FROM shardready.plan; COMMIT;",
-        )
-        .await
-        .map_err(|e| ApplyError::db("cannot reset the state", e))?;
+    let r = async {
+        db::exec(client, "BEGIN").await?;
+        for table in ["step", "backfill", "plan"] {
+            db::exec(client, &format!("DELETE FROM shardready.{table}")).await?;
+        }
+        db::exec(client, "COMMIT").await
+    }
+    .await;
+    if r.is_err() {
+        let _ = db::exec(client, "ROLLBACK").await;
+    }
+    r.map_err(DbError::ctx("cannot reset the state"))?;
     client
         .execute("INSERT INTO shardready.plan (plan) VALUES ($1)", &[&v])
         .await
@@ -135,7 +156,7 @@ pub async fn save_plan(client: &Client, plan: &Plan) -> Result<(), ApplyError> {
 pub async fn mark(
     client: &Client,
     id: &str,
-    status: &str,
+    status: StepState,
     seconds: Option<f64>,
     lock_timeouts: u32,
     detail: Option<&str>,
@@ -148,7 +169,13 @@ pub async fn mark(
                 seconds = coalesce($3, seconds), lock_timeouts = lock_timeouts + $4, \
                 detail = coalesce($5, detail) \
              WHERE id = $1",
-            &[&id, &status, &seconds, &(lock_timeouts as i32), &detail],
+            &[
+                &id,
+                &status.as_str(),
+                &seconds,
+                &(lock_timeouts as i32),
+                &detail,
+            ],
         )
         .await
         .map_err(|e| ApplyError::db("cannot record step status", e))?;
@@ -167,7 +194,7 @@ pub async fn finish_plan(client: &Client) -> Result<(), ApplyError> {
 pub struct StepStatus {
     pub position: i32,
     pub id: String,
-    pub status: String,
+    pub status: StepState,
     pub seconds: Option<f64>,
     pub lock_timeouts: i32,
     pub detail: Option<String>,
@@ -227,7 +254,10 @@ pub async fn status(client: &Client) -> Result<Status, ApplyError> {
         .map(|r| StepStatus {
             position: r.get(0),
             id: r.get(1),
-            status: r.get(2),
+            status: r
+                .get::<_, String>(2)
+                .parse()
+                .unwrap_or(StepState::Pending),
             seconds: r.get(3),
             lock_timeouts: r.get(4),
             detail: r.get(5),

@@ -196,7 +196,7 @@ pub fn apply_markdown(
             "| {} | {}{} | {:?} | {:.2} | {} | {tx} | {p50} | {p99} | {max} | {err} |",
             s.position,
             s.description,
-            if s.status == "already_done" {
+            if s.status == crate::apply::StepOutcome::AlreadyDone {
                 " (already done)"
             } else {
                 ""

@@ -1,0 +1,320 @@
+//! The database layer every command shares: one error type that keeps the
+//! driver's error as its source ([`DbError`]), the decision whether an
+//! error is a lost connection (from SQLSTATE and the driver, never from
+//! message text), the lock policy and the single lock-timeout retry loop
+//! ([`retry_on_lock_timeout`]), transactions run one statement per query
+//! ([`run_txn`], [`run_bare`]), and the apply session ([`Session`]), a
+//! connection that can only be had while it holds apply's advisory lock.
+//!
+//! One statement per query, everywhere: Citus forwards DDL on distributed
+//! tables to its workers as the original query string in a prepared
+//! statement, and rejects a string that holds several statements.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use thiserror::Error;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Client;
+
+/// A database call that failed: what was being done, and the driver's error.
+#[derive(Debug, Error)]
+#[error("{context}: {}", crate::conn::error_text(.source))]
+pub struct DbError {
+    pub context: String,
+    #[source]
+    pub source: tokio_postgres::Error,
+}
+
+impl DbError {
+    pub fn new(context: impl Into<String>, source: tokio_postgres::Error) -> DbError {
+        DbError {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// `map_err(DbError::ctx("cannot read the catalog"))`.
+    pub fn ctx(context: &str) -> impl Fn(tokio_postgres::Error) -> DbError + '_ {
+        move |e| DbError::new(context, e)
+    }
+
+    /// Whether the connection went away (see [`is_disconnect`]).
+    pub fn is_disconnect(&self) -> bool {
+        is_disconnect(&self.source)
+    }
+}
+
+/// Whether `e` means the connection is gone — a server restart, a
+/// terminated session, a network failure — rather than a statement that
+/// failed: the driver says the connection is closed, the error is an I/O
+/// error, or its SQLSTATE is of class 08 (connection exception) or
+/// 57P01-57P03 (admin/crash shutdown, cannot connect now).
+pub fn is_disconnect(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        return code.code().starts_with("08")
+            || [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+            ]
+            .contains(code);
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        if inner.is::<std::io::Error>() {
+            return true;
+        }
+        src = inner.source();
+    }
+    false
+}
+
+/// Whether `e` is a lock timeout (SQLSTATE 55P03).
+pub fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+}
+
+/// How long a statement may hold up the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LockMode {
+    /// Conflicts with application traffic: lock_timeout + retry.
+    Brief,
+    /// Does not block application reads/writes while it waits or runs
+    /// (SHARE UPDATE EXCLUSIVE, CONCURRENTLY): no lock timeout.
+    NonBlocking,
+}
+
+/// What waiting for locks cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LockStats {
+    /// Attempts that hit lock_timeout.
+    pub lock_timeouts: u32,
+    /// Time spent backing off between attempts.
+    pub waited: Duration,
+}
+
+impl LockStats {
+    pub fn add(&mut self, o: LockStats) {
+        self.lock_timeouts += o.lock_timeouts;
+        self.waited += o.waited;
+    }
+}
+
+/// How long a lock may be waited for, and when to give up retrying.
+#[derive(Debug, Clone, Copy)]
+pub struct LockPolicy {
+    pub lock_timeout: Duration,
+    /// Give up after this much total waiting for one statement.
+    pub max_wait: Option<Duration>,
+    /// Give up after this many lock timeouts.
+    pub max_attempts: Option<u32>,
+}
+
+impl LockPolicy {
+    /// `lock_timeout` for a statement of this mode, in milliseconds (0:
+    /// none).
+    pub fn timeout_ms(&self, mode: LockMode) -> u128 {
+        match mode {
+            LockMode::Brief => self.lock_timeout.as_millis().max(1),
+            LockMode::NonBlocking => 0,
+        }
+    }
+}
+
+/// Why a statement retried under a [`LockPolicy`] did not run.
+#[derive(Debug, Error)]
+pub enum RetryError {
+    #[error("{0}")]
+    Failed(#[from] tokio_postgres::Error),
+    #[error("gave up after {attempts} lock timeouts ({:.1} s)", waited.as_secs_f64())]
+    GaveUp { waited: Duration, attempts: u32 },
+}
+
+/// Runs `attempt` until it succeeds, retrying on lock timeouts with
+/// exponential backoff (50 ms doubling to 5 s) and full jitter, until the
+/// policy's `max_wait` or `max_attempts` is reached. `attempt` must leave
+/// the session ready for another try when it fails (roll back what it
+/// began). The one retry loop of the code base.
+pub async fn retry_on_lock_timeout<T, F, Fut>(
+    policy: &LockPolicy,
+    mut attempt: F,
+) -> Result<(T, LockStats), RetryError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, tokio_postgres::Error>>,
+{
+    let mut stats = LockStats::default();
+    let start = Instant::now();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok((v, stats)),
+            Err(e) if !is_lock_timeout(&e) => return Err(RetryError::Failed(e)),
+            Err(_) => {
+                stats.lock_timeouts += 1;
+                let waited_out = policy.max_wait.is_some_and(|max| start.elapsed() >= max);
+                let tried_out = policy
+                    .max_attempts
+                    .is_some_and(|max| stats.lock_timeouts >= max);
+                if waited_out || tried_out {
+                    return Err(RetryError::GaveUp {
+                        waited: start.elapsed(),
+                        attempts: stats.lock_timeouts,
+                    });
+                }
+                let pause = Duration::from_micros(
+                    rand::thread_rng().gen_range(0..=backoff.as_micros() as u64),
+                );
+                tokio::time::sleep(pause).await;
+                stats.waited += pause;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Sends one statement (never several in one string).
+pub async fn exec(client: &Client, sql: &str) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute(sql).await
+}
+
+/// Runs `statements` in one transaction — `BEGIN`, `SET LOCAL
+/// lock_timeout` per `mode`, each statement as its own query, `COMMIT` —
+/// retried as a whole on lock timeouts.
+pub async fn run_txn(
+    client: &Client,
+    statements: &[String],
+    mode: LockMode,
+    policy: &LockPolicy,
+) -> Result<LockStats, RetryError> {
+    let timeout = format!("SET LOCAL lock_timeout = '{}ms'", policy.timeout_ms(mode));
+    retry_on_lock_timeout(policy, || async {
+        let r = async {
+            exec(client, "BEGIN").await?;
+            exec(client, &timeout).await?;
+            exec(client, "SET LOCAL statement_timeout = 0").await?;
+            for s in statements {
+                exec(client, s).await?;
+            }
+            exec(client, "COMMIT").await
+        }
+        .await;
+        if r.is_err() {
+            let _ = exec(client, "ROLLBACK").await;
+        }
+        r
+    })
+    .await
+    .map(|((), stats)| stats)
+}
+
+/// Runs a statement that cannot be in a transaction block (CONCURRENTLY,
+/// VACUUM) with no lock or statement timeout, retried on lock timeouts.
+pub async fn run_bare(
+    client: &Client,
+    sql: &str,
+    policy: &LockPolicy,
+) -> Result<LockStats, RetryError> {
+    exec(client, "SET lock_timeout = 0").await?;
+    exec(client, "SET statement_timeout = 0").await?;
+    retry_on_lock_timeout(policy, || exec(client, sql))
+        .await
+        .map(|((), stats)| stats)
+}
+
+/// Key of the advisory lock held by a running apply.
+pub const LOCK_KEY: i64 = 0x5348_4152_4452_4459; // "SHARDRDY"
+
+/// A connection that holds apply's session-level advisory lock: only one
+/// apply runs at a time, and a [`Session`] exists only while its lock is
+/// held. The lock goes with the connection (or [`Session::unlock`]).
+pub struct Session {
+    client: Client,
+}
+
+/// Why a [`Session`] could not be had.
+#[derive(Debug, Error)]
+pub enum LockError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("held by {holder}")]
+    Held { holder: String },
+}
+
+impl Session {
+    /// Takes the advisory lock on `client`, or says who holds it.
+    pub async fn lock(client: Client) -> Result<Session, LockError> {
+        let got: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
+            .await
+            .map_err(DbError::ctx("cannot take the advisory lock"))?
+            .get(0);
+        if got {
+            return Ok(Session { client });
+        }
+        let holder = client
+            .query_opt(
+                "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local'), \
+                        now() - a.backend_start \
+                 FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+                 WHERE l.locktype = 'advisory' AND l.granted \
+                   AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
+                &[&LOCK_KEY],
+            )
+            .await
+            .ok()
+            .flatten()
+            .map(|r| {
+                format!(
+                    "pid {} ({}, from {})",
+                    r.get::<_, i32>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(2)
+                )
+            })
+            .unwrap_or_else(|| "another session".into());
+        Err(LockError::Held { holder })
+    }
+
+    /// The connection, for reads and statements of its own.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Statements in one transaction under the lock policy.
+    pub async fn run_txn(
+        &self,
+        statements: &[String],
+        mode: LockMode,
+        policy: &LockPolicy,
+    ) -> Result<LockStats, RetryError> {
+        run_txn(&self.client, statements, mode, policy).await
+    }
+
+    /// A statement outside a transaction block under the lock policy.
+    pub async fn run_bare(&self, sql: &str, policy: &LockPolicy) -> Result<LockStats, RetryError> {
+        run_bare(&self.client, sql, policy).await
+    }
+
+    /// Lets go of the advisory lock (best effort: it also goes with the
+    /// connection).
+    pub async fn unlock(self) {
+        let _ = self
+            .client
+            .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+            .await;
+    }
+}
+
+impl std::ops::Deref for Session {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}

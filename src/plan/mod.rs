@@ -1,0 +1,627 @@
+//! The plan: ordered [`Step`] values built from an analysis. Each step kind
+//! ([`steps`]) owns the actions it runs, the lock it takes and how it tells
+//! from the catalog whether it is already done. `plan --format sql` renders
+//! the same actions `apply` executes as a psql script a DBA can review.
+
+use serde::{Deserialize, Serialize};
+
+pub mod steps;
+
+use crate::analyze::{Analysis, Class};
+use crate::catalog::{Catalog, KeyKind, QName, Table};
+use crate::db::LockMode;
+use crate::sql::ident;
+
+pub use steps::{
+    AddColumn, AnalyzeTables, Backfill, DropTrigger, ForeignKey, HoldAutovacuum, NotNull, StepKind,
+    SwapKey, SyncTrigger, UniqueIndex, Vacuum,
+};
+
+/// How a step affects the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Impact {
+    /// ACCESS EXCLUSIVE (or SHARE ROW EXCLUSIVE) for milliseconds, under
+    /// lock_timeout with retries.
+    Brief,
+    /// Reads the whole table under SHARE UPDATE EXCLUSIVE: writes continue.
+    ScanNoBlock,
+    /// CREATE INDEX CONCURRENTLY: no blocking lock; waits for older
+    /// transactions.
+    Concurrent,
+    /// Many short transactions, each locking only the rows it updates.
+    Batches,
+    /// SHARE UPDATE EXCLUSIVE for milliseconds: reads and writes continue.
+    NoBlock,
+}
+
+impl Impact {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Impact::Brief => "brief lock (milliseconds; lock_timeout + retry)",
+            Impact::ScanNoBlock => "scans without blocking writes (SHARE UPDATE EXCLUSIVE)",
+            Impact::Concurrent => "concurrent build (no blocking lock)",
+            Impact::Batches => "short batches (row locks only)",
+            Impact::NoBlock => {
+                "SHARE UPDATE EXCLUSIVE for milliseconds (reads and writes continue)"
+            }
+        }
+    }
+}
+
+/// A unique key to be rebuilt with the tenant column in front.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum KeyTarget {
+    Primary {
+        constraint: String,
+    },
+    Unique {
+        constraint: String,
+    },
+    /// A unique index that backs no constraint.
+    Index {
+        name: String,
+    },
+}
+
+/// One unit of work: one variant per step kind, each kind in its own file
+/// under [`steps`] owning its SQL, lock class, done-check and undo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    AddColumn(AddColumn),
+    SyncTrigger(SyncTrigger),
+    HoldAutovacuum(HoldAutovacuum),
+    Backfill(Backfill),
+    NotNull(NotNull),
+    UniqueIndex(UniqueIndex),
+    ForeignKey(ForeignKey),
+    SwapKey(SwapKey),
+    DropTrigger(DropTrigger),
+    Vacuum(Vacuum),
+    Analyze(AnalyzeTables),
+}
+
+impl Step {
+    /// The step's kind, which knows everything about it.
+    pub fn kind(&self) -> &dyn StepKind {
+        match self {
+            Step::AddColumn(s) => s,
+            Step::SyncTrigger(s) => s,
+            Step::HoldAutovacuum(s) => s,
+            Step::Backfill(s) => s,
+            Step::NotNull(s) => s,
+            Step::UniqueIndex(s) => s,
+            Step::ForeignKey(s) => s,
+            Step::SwapKey(s) => s,
+            Step::DropTrigger(s) => s,
+            Step::Vacuum(s) => s,
+            Step::Analyze(s) => s,
+        }
+    }
+    pub fn id(&self) -> String {
+        self.kind().id()
+    }
+    pub fn table(&self) -> Option<&QName> {
+        self.kind().table()
+    }
+    pub fn impact(&self) -> Impact {
+        self.kind().impact()
+    }
+    pub fn describe(&self) -> String {
+        self.kind().describe()
+    }
+    pub fn is_done(&self, cat: &Catalog) -> bool {
+        self.kind().is_done(cat)
+    }
+    pub fn actions(&self) -> Vec<Action> {
+        self.kind().actions()
+    }
+    pub fn on_replan(&self) -> Vec<Action> {
+        self.kind().on_replan()
+    }
+    pub fn undo(&self) -> Undo {
+        self.kind().undo()
+    }
+}
+
+/// What the executor does for a step, in order. Every statement is one
+/// statement (sent as its own query) and carries the lock class that
+/// decides whether it runs under `lock_timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Statements in one transaction under `lock`: `Brief` when their lock
+    /// conflicts with the application (lock_timeout + retry), else they
+    /// never block it.
+    Txn {
+        statements: Vec<String>,
+        lock: LockMode,
+    },
+    /// A statement that cannot run in a transaction block (CONCURRENTLY,
+    /// VACUUM); it never blocks the application.
+    Bare { sql: String },
+    /// CREATE UNIQUE INDEX CONCURRENTLY with invalid-index detection,
+    /// cleanup and retry.
+    BuildIndex {
+        schema: String,
+        index: String,
+        sql: String,
+    },
+    /// VALIDATE of a NOT NULL check (never blocks the application): the
+    /// proof that no row lacks `column`; when some do, apply names them.
+    Validate {
+        table: QName,
+        column: String,
+        sql: String,
+    },
+    /// The keyset backfill controller; `psql` is what a reviewer runs
+    /// instead (fixed batches).
+    Backfill { step: Backfill, psql: String },
+    /// Wait until the application writes the column itself (the sync
+    /// trigger's counter stops moving), or stop and say so.
+    AwaitAppWrites {
+        table: QName,
+        column: String,
+        counter: QName,
+    },
+}
+
+impl Action {
+    /// The action as psql runs it.
+    pub fn to_psql(&self) -> String {
+        match self {
+            Action::Txn { statements, .. } => format!("BEGIN;\n{}\nCOMMIT;\n", statements.join("\n")),
+            Action::Validate { sql, .. } => format!("BEGIN;\n{sql}\nCOMMIT;\n"),
+            Action::Bare { sql } => format!("{sql}\n"),
+            Action::BuildIndex { schema, index, sql } => format!(
+                "DROP INDEX CONCURRENTLY IF EXISTS {}; -- only if a build was interrupted (INVALID)\n{sql}\n",
+                crate::sql::qualified(schema, index)
+            ),
+            Action::Backfill { psql, .. } => format!("{psql}\n"),
+            Action::AwaitAppWrites { table, column, .. } => format!(
+                "-- wait until the application writes {column} into {table} itself (apply watches the sync trigger's counter)\n"
+            ),
+        }
+    }
+
+    /// Every statement the action may send (for reviews and tests).
+    pub fn statements(&self) -> Vec<String> {
+        match self {
+            Action::Txn { statements, .. } => statements.clone(),
+            Action::Bare { sql }
+            | Action::BuildIndex { sql, .. }
+            | Action::Validate { sql, .. } => {
+                vec![sql.clone()]
+            }
+            Action::Backfill { psql, .. } => vec![psql.clone()],
+            Action::AwaitAppWrites { .. } => Vec::new(),
+        }
+    }
+}
+
+/// How a step is undone when a preparation is abandoned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Undo {
+    /// Run these.
+    Actions(Vec<Action>),
+    /// The step leaves nothing to undo (or another step's undo covers it).
+    Nothing,
+    /// Not written yet: what it takes.
+    Todo(&'static str),
+}
+
+/// The plan (`plan --format json`; schema `shardready.plan/v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub schema: String,
+    pub tenant_column: String,
+    pub root: Option<QName>,
+    pub steps: Vec<Step>,
+}
+
+/// A name that fits PostgreSQL's 63-byte limit: `base` + `suffix`, with
+/// `base` shortened (and a short hash added) when needed, so names stay
+/// distinct and findable.
+pub fn object_name(base: &str, suffix: &str) -> String {
+    let full = format!("{base}{suffix}");
+    if full.len() <= 63 {
+        return full;
+    }
+    let mut h: u32 = 2166136261;
+    for b in base.bytes() {
+        h = (h ^ b as u32).wrapping_mul(16777619);
+    }
+    let tag = format!("_{:06x}", h & 0xffffff);
+    let room = 63 - suffix.len() - tag.len();
+    let mut cut = room;
+    while !base.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{tag}{suffix}", &base[..cut])
+}
+
+/// Builds the plan for an analysis.
+pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
+    let tenant = &analysis.tenant;
+    let col = tenant.column.clone();
+    let mut adds = Vec::new();
+    let mut triggers = Vec::new();
+    let mut backfills = Vec::new();
+    let mut holds = Vec::new();
+    let mut vacuums = Vec::new();
+    let mut not_nulls = Vec::new();
+    let mut indexes = Vec::new();
+    let mut fks = Vec::new();
+    let mut swaps = Vec::new();
+    let mut drops = Vec::new();
+    let mut touched = Vec::new();
+
+    let tenant_col_of = |t: &Table| -> String {
+        if tenant.root.as_ref() == Some(&t.name) {
+            tenant.root_key.clone().unwrap_or_else(|| col.clone())
+        } else {
+            col.clone()
+        }
+    };
+
+    for s in &analysis.tables {
+        let Some(t) = cat.table(&s.table) else {
+            continue;
+        };
+        let class = &s.class.class;
+        if !class.is_tenant() {
+            continue;
+        }
+        let tcol = tenant_col_of(t);
+        let mut changed = false;
+        if let Class::NeedsColumn { path } = class {
+            let base = format!("{}_{}", t.name.name, tcol);
+            let trigger = object_name("shardready_sync_", &tcol);
+            let function = QName::new("shardready", &object_name(&format!("sync_{base}"), ""));
+            let counter = QName::new("shardready", &object_name(&format!("fills_{base}"), ""));
+            adds.push(Step::AddColumn(AddColumn {
+                table: t.name.clone(),
+                column: tcol.clone(),
+                type_name: tenant.type_name.clone(),
+            }));
+            triggers.push(Step::SyncTrigger(SyncTrigger {
+                table: t.name.clone(),
+                column: tcol.clone(),
+                path: path.clone(),
+                trigger: trigger.clone(),
+                function: function.clone(),
+                counter: counter.clone(),
+            }));
+            if let Some(pk) = t.primary_key().filter(|k| k.columns.len() == 1) {
+                // A table whose owner turned autovacuum off stays as it is.
+                if t.autovacuum_enabled != Some(false) {
+                    holds.push(Step::HoldAutovacuum(HoldAutovacuum {
+                        table: t.name.clone(),
+                        column: tcol.clone(),
+                    }));
+                    vacuums.push(Step::Vacuum(Vacuum {
+                        table: t.name.clone(),
+                        autovacuum: t.autovacuum_enabled,
+                    }));
+                }
+                backfills.push(Step::Backfill(Backfill {
+                    table: t.name.clone(),
+                    column: tcol.clone(),
+                    key: pk.columns[0].clone(),
+                    path: path.clone(),
+                }));
+            }
+            drops.push(Step::DropTrigger(DropTrigger {
+                table: t.name.clone(),
+                column: tcol.clone(),
+                trigger,
+                function,
+                counter,
+            }));
+            changed = true;
+        }
+        let nullable = t.column(&tcol).map(|c| !c.not_null).unwrap_or(true);
+        if nullable {
+            not_nulls.push(Step::NotNull(NotNull {
+                table: t.name.clone(),
+                column: tcol.clone(),
+                check: object_name(&format!("{}_{}", t.name.name, tcol), "_not_null"),
+            }));
+            changed = true;
+        }
+        // Keys: every PK/UNIQUE and unique index without the tenant column.
+        for k in &t.keys {
+            if k.kind == KeyKind::Exclusion || k.columns.contains(&tcol) {
+                continue;
+            }
+            let mut columns = vec![tcol.clone()];
+            columns.extend(k.columns.iter().cloned());
+            let index = object_name(&k.name, "_shardready");
+            let target = if k.kind == KeyKind::Primary {
+                KeyTarget::Primary {
+                    constraint: k.name.clone(),
+                }
+            } else {
+                KeyTarget::Unique {
+                    constraint: k.name.clone(),
+                }
+            };
+            indexes.push(Step::UniqueIndex(UniqueIndex {
+                table: t.name.clone(),
+                index: index.clone(),
+                columns: columns.clone(),
+                definition: None,
+                target: target.clone(),
+            }));
+            swaps.push(Step::SwapKey(SwapKey {
+                table: t.name.clone(),
+                index,
+                target,
+                columns,
+            }));
+            changed = true;
+        }
+        for ix in &t.unique_indexes {
+            if ix.constraint.is_some() || ix.columns.iter().any(|c| c.as_deref() == Some(&tcol)) {
+                continue;
+            }
+            let index = object_name(&ix.name, "_shardready");
+            let columns: Vec<String> = std::iter::once(tcol.clone())
+                .chain(
+                    ix.columns
+                        .iter()
+                        .map(|c| c.clone().unwrap_or_else(|| "(expr)".into())),
+                )
+                .collect();
+            indexes.push(Step::UniqueIndex(UniqueIndex {
+                table: t.name.clone(),
+                index: index.clone(),
+                columns: columns.clone(),
+                definition: Some(index_tail_with_tenant(&ix.definition, &tcol)),
+                target: KeyTarget::Index {
+                    name: ix.name.clone(),
+                },
+            }));
+            swaps.push(Step::SwapKey(SwapKey {
+                table: t.name.clone(),
+                index,
+                target: KeyTarget::Index {
+                    name: ix.name.clone(),
+                },
+                columns,
+            }));
+            changed = true;
+        }
+        // Foreign keys between tenant tables get the tenant column in front.
+        for fk in &t.foreign_keys {
+            let Some(r) = cat.table(&fk.ref_table) else {
+                continue;
+            };
+            let ref_class = analysis.class_of(cat.top_parent(r));
+            if !ref_class.is_some_and(|c| c.is_tenant()) {
+                continue;
+            }
+            let rcol = tenant_col_of(r);
+            let aligned = fk
+                .columns
+                .iter()
+                .zip(&fk.ref_columns)
+                .any(|(a, b)| a == &tcol && b == &rcol);
+            if aligned {
+                continue;
+            }
+            // A second reference to the root's key (not automatic).
+            if tenant.root.as_ref() == Some(&r.name) && fk.ref_columns == [rcol.clone()] {
+                continue;
+            }
+            let mut columns = vec![tcol.clone()];
+            columns.extend(fk.columns.iter().cloned());
+            let mut ref_columns = vec![rcol.clone()];
+            ref_columns.extend(fk.ref_columns.iter().cloned());
+            fks.push(Step::ForeignKey(ForeignKey {
+                table: t.name.clone(),
+                name: fk.name.clone(),
+                temp_name: object_name(&fk.name, "_shardready"),
+                columns,
+                ref_table: fk.ref_table.clone(),
+                ref_columns,
+                on_delete: fk.on_delete.sql().to_string(),
+                on_update: fk.on_update.sql().to_string(),
+                replaces: Some(fk.name.clone()),
+            }));
+            changed = true;
+        }
+        // The tenant column references the root (the seed's
+        // line_items_store_id_fkey).
+        if let (Some(root), Some(root_key)) = (&tenant.root, &tenant.root_key) {
+            let has = t.foreign_keys.iter().any(|fk| {
+                &fk.ref_table == root
+                    && fk.columns == [tcol.clone()]
+                    && fk.ref_columns == [root_key.clone()]
+            });
+            if &t.name != root && !has {
+                let name = object_name(&format!("{}_{}", t.name.name, tcol), "_fkey");
+                fks.push(Step::ForeignKey(ForeignKey {
+                    table: t.name.clone(),
+                    name: name.clone(),
+                    temp_name: name,
+                    columns: vec![tcol.clone()],
+                    ref_table: root.clone(),
+                    ref_columns: vec![root_key.clone()],
+                    on_delete: "NO ACTION".into(),
+                    on_update: "NO ACTION".into(),
+                    replaces: None,
+                }));
+                changed = true;
+            }
+        }
+        if changed {
+            touched.push(t.name.clone());
+        }
+    }
+    let mut steps = Vec::new();
+    steps.extend(adds);
+    steps.extend(triggers);
+    steps.extend(holds);
+    steps.extend(backfills);
+    steps.extend(not_nulls);
+    steps.extend(indexes);
+    steps.extend(fks);
+    steps.extend(swaps);
+    steps.extend(drops);
+    steps.extend(vacuums);
+    if !touched.is_empty() {
+        steps.push(Step::Analyze(AnalyzeTables { tables: touched }));
+    }
+    Plan {
+        schema: "shardready.plan/v1".into(),
+        tenant_column: col,
+        root: tenant.root.clone(),
+        steps,
+    }
+}
+
+/// `CREATE UNIQUE INDEX name ON t USING btree (a, lower(b)) WHERE …` →
+/// `USING btree (tenant, a, lower(b)) WHERE …`.
+fn index_tail_with_tenant(definition: &str, tenant: &str) -> String {
+    let Some(pos) = definition.find(" USING ") else {
+        return format!("({})", ident(tenant));
+    };
+    let tail = &definition[pos + 1..];
+    match tail.find('(') {
+        Some(open) => format!("{}({}, {}", &tail[..open], ident(tenant), &tail[open + 1..]),
+        None => tail.to_string(),
+    }
+}
+
+impl Plan {
+    /// The plan as a psql script.
+    pub fn to_sql(&self, lock_timeout_ms: u64) -> String {
+        let mut out = format!(
+            "-- shardready plan: tenant column {}{}\n-- Run with psql; each step is safe to rerun.\n\\set ON_ERROR_STOP on\nSET lock_timeout = '{lock_timeout_ms}ms';\n",
+            self.tenant_column,
+            self.root
+                .as_ref()
+                .map(|r| format!(", root {r}"))
+                .unwrap_or_default()
+        );
+        for (i, s) in self.steps.iter().enumerate() {
+            out.push_str(&format!(
+                "\n-- {}. {}\n--    lock: {}\n",
+                i + 1,
+                s.describe(),
+                s.impact().describe()
+            ));
+            for action in s.actions() {
+                out.push_str(&action.to_psql());
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_and_stay_distinct() {
+        assert_eq!(
+            object_name("orders_pkey", "_shardready"),
+            "orders_pkey_shardready"
+        );
+        let long_a = "a".repeat(70);
+        let long_b = format!("{}b", "a".repeat(69));
+        let na = object_name(&long_a, "_shardready");
+        let nb = object_name(&long_b, "_shardready");
+        assert!(na.len() <= 63 && nb.len() <= 63);
+        assert!(na.ends_with("_shardready"));
+        assert_ne!(na, nb);
+        let accents = "é".repeat(40);
+        assert!(object_name(&accents, "_x").len() <= 63);
+    }
+
+    /// The plan for a catalog, through the same analysis apply runs
+    /// (catalog part only).
+    fn plan_of(cat: &Catalog) -> Plan {
+        let (tenant, classes, findings) =
+            crate::analyze::analyze_catalog(cat, &Default::default()).unwrap();
+        let tables = classes
+            .iter()
+            .map(|c| crate::analyze::TableSummary {
+                table: c.table.clone(),
+                class: c.clone(),
+                row_estimate: 0,
+                size_bytes: 0,
+            })
+            .collect();
+        let analysis = Analysis {
+            schema: "shardready.analysis/v1",
+            database: cat.database.clone(),
+            tenant,
+            tables,
+            findings,
+            data: None,
+            skew: None,
+            counts: Default::default(),
+        };
+        build(&analysis, cat)
+    }
+
+    fn ids(p: &Plan) -> Vec<String> {
+        p.steps.iter().map(|s| s.id()).collect()
+    }
+
+    #[test]
+    fn autovacuum_is_held_from_before_the_backfill_to_the_end() {
+        let cat = crate::analyze::testkit::tailspin();
+        let ids = ids(&plan_of(&cat));
+        let at = |id: &str| ids.iter().position(|x| x == id).expect(id);
+        assert!(at("hold-autovacuum:line_items") < at("backfill:line_items"));
+        // After every step that reads or rewrites line_items.
+        assert_eq!(ids[ids.len() - 2], "vacuum:line_items");
+        assert_eq!(ids.last().unwrap(), "analyze");
+        // Only the backfilled table.
+        assert_eq!(ids.iter().filter(|x| x.contains("autovacuum")).count(), 1);
+    }
+
+    #[test]
+    fn autovacuum_comes_back_as_the_owner_left_it() {
+        let release = |setting: Option<bool>| {
+            let mut cat = crate::analyze::testkit::tailspin();
+            cat.tables
+                .iter_mut()
+                .find(|t| t.name.name == "line_items")
+                .unwrap()
+                .autovacuum_enabled = setting;
+            let plan = plan_of(&cat);
+            let vacuum = plan.steps.iter().find(|s| matches!(s, Step::Vacuum(_)));
+            vacuum.map(|v| {
+                let actions = v.actions();
+                actions.last().unwrap().statements().last().unwrap().clone()
+            })
+        };
+        assert_eq!(
+            release(None).as_deref(),
+            Some("ALTER TABLE \"public\".\"line_items\" RESET (autovacuum_enabled);")
+        );
+        assert_eq!(
+            release(Some(true)).as_deref(),
+            Some("ALTER TABLE \"public\".\"line_items\" SET (autovacuum_enabled = true);")
+        );
+        // Turned off by its owner: neither held nor given back.
+        assert_eq!(release(Some(false)), None);
+    }
+
+    #[test]
+    fn index_tail_gets_the_tenant_first() {
+        assert_eq!(
+            index_tail_with_tenant(
+                "CREATE UNIQUE INDEX u ON public.t USING btree (lower(code)) WHERE (price > 0)",
+                "store_id"
+            ),
+            "USING btree (\"store_id\", lower(code)) WHERE (price > 0)"
+        );
+    }
+}

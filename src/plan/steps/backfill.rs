@@ -1,0 +1,219 @@
+//! Step: fill the tenant column of existing rows in keyset batches. All of
+//! the backfill's SQL lives here — the batch, the sweep, the light VACUUM,
+//! the cursor in `shardready.backfill` and the pg_cron procedure; the
+//! controller that runs them (pace, governor, progress) is
+//! `apply::backfill`.
+
+use serde::{Deserialize, Serialize};
+
+use super::{path_end, path_joins, table_in, StepKind};
+use crate::analyze::Hop;
+use crate::catalog::{Catalog, QName};
+use crate::plan::{Action, Impact, Undo};
+use crate::sql::{ident, literal};
+
+/// Fills the column for existing rows in keyset batches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backfill {
+    pub table: QName,
+    pub column: String,
+    pub key: String,
+    pub path: Vec<Hop>,
+}
+
+/// The statements that keep a backfill's cursor (`shardready.backfill`).
+pub struct BackfillCursorSql;
+
+impl BackfillCursorSql {
+    /// `$1` step id → cursor, max_key, min_key, rows_updated, batches.
+    pub const LOAD: &'static str = "SELECT cursor, max_key, min_key, rows_updated, batches FROM shardready.backfill WHERE step_id = $1";
+    /// `$1` step id, `$2` first cursor (min key - 1), `$3` max key.
+    pub const START: &'static str = "INSERT INTO shardready.backfill (step_id, cursor, max_key, min_key) VALUES ($1, $2, $3, $2)";
+    /// `$1` step id, `$2` new cursor, `$3` rows the batch updated.
+    pub const SAVE: &'static str =
+        "UPDATE shardready.backfill SET cursor = $2, rows_updated = rows_updated + $3, \
+             batches = batches + 1, updated_at = now() WHERE step_id = $1";
+    /// `$1` step id → cursor, rows_updated, batches.
+    pub const PROGRESS: &'static str =
+        "SELECT cursor, rows_updated, batches FROM shardready.backfill WHERE step_id = $1";
+}
+
+/// The pg_cron way: a procedure walking the key range in batches.
+pub struct PgCronProcedure {
+    pub procedure: QName,
+    /// The pg_cron job's name.
+    pub job: String,
+    /// `CREATE OR REPLACE PROCEDURE …`.
+    pub create: String,
+    /// The job's command.
+    pub call: String,
+    pub drop: String,
+}
+
+impl Backfill {
+    /// One batch over the key range (`lo`, `hi`]: fills only NULLs, so
+    /// reruns are idempotent.
+    pub fn batch_sql(&self, lo: &str, hi: &str) -> String {
+        let (from, conds, value) = path_joins("t", &self.path, &self.column);
+        format!(
+            "UPDATE {tbl} t SET {col} = {value}\n  FROM {from}\n  WHERE t.{k} > {lo} AND t.{k} <= {hi} AND t.{col} IS NULL\n    AND {conds};",
+            tbl = self.table.sql(),
+            col = ident(&self.column),
+            k = ident(&self.key),
+            conds = conds.join(" AND ")
+        )
+    }
+
+    /// The client's batch: `$1`, `$2` the key range; returns the rows it
+    /// filled.
+    pub fn batch_query(&self) -> String {
+        format!(
+            "WITH done AS ({} RETURNING 1) SELECT count(*) FROM done",
+            self.batch_sql("$1", "$2").trim_end_matches(';')
+        )
+    }
+
+    /// min(key) - 1 and max(key), as bigint.
+    pub fn key_range_sql(&self) -> String {
+        format!(
+            "SELECT coalesce(min({k})::bigint - 1, 0), coalesce(max({k})::bigint, 0) FROM {t}",
+            k = ident(&self.key),
+            t = self.table.sql()
+        )
+    }
+
+    /// Final sweep: fills up to 10000 NULLs (past `past` when given, through
+    /// the key's index; anywhere otherwise) and returns how many.
+    pub fn sweep_sql(&self, past: Option<i64>) -> String {
+        let (from, conds, value) = path_joins("t", &self.path, &self.column);
+        let range = past
+            .map(|max| format!("{} > {max} AND ", ident(&self.key)))
+            .unwrap_or_default();
+        format!(
+            "WITH todo AS (SELECT {k} FROM {t} WHERE {range}{c} IS NULL ORDER BY {k} LIMIT 10000), \
+                  done AS (UPDATE {t} t SET {c} = {value} FROM {from}, todo \
+                           WHERE t.{k} = todo.{k} AND {conds} RETURNING 1) \
+             SELECT count(*) FROM done",
+            k = ident(&self.key),
+            t = self.table.sql(),
+            c = ident(&self.column),
+            conds = conds.join(" AND "),
+        )
+    }
+
+    /// The light VACUUM between batches: records the free space of the
+    /// pages changed since the last one so new row versions reuse it.
+    pub fn reclaim_sql(&self) -> String {
+        format!(
+            "VACUUM (SKIP_LOCKED, INDEX_CLEANUP off, TRUNCATE false) {}",
+            self.table.sql()
+        )
+    }
+
+    /// The procedure pg_cron runs: walks the key range in batches
+    /// (committing each, saving the cursor, adapting the batch to
+    /// `target_ms`) for a time budget per run.
+    pub fn pg_cron_procedure(
+        &self,
+        lock_timeout_ms: u128,
+        target_ms: u128,
+        min_batch: i64,
+        max_batch: i64,
+    ) -> PgCronProcedure {
+        let name =
+            super::super::object_name(&format!("backfill_{}_{}", self.table.name, self.column), "");
+        let procedure = QName::new("shardready", &name);
+        let update = self.batch_sql("lo", "lo + batch");
+        let create = format!(
+            "CREATE OR REPLACE PROCEDURE {p}(batch bigint, budget interval)\n\
+             LANGUAGE plpgsql AS $shardready$\n\
+             DECLARE lo bigint; top bigint; n bigint; t0 timestamptz := clock_timestamp(); b0 timestamptz;\n\
+             BEGIN\n\
+             \x20 SET lock_timeout = '{lock_timeout_ms}ms';\n\
+             \x20 SET plan_cache_mode = force_custom_plan;\n\
+             \x20 LOOP\n\
+             \x20   SELECT cursor, max_key INTO lo, top FROM shardready.backfill WHERE step_id = {id};\n\
+             \x20   EXIT WHEN lo >= top OR clock_timestamp() - t0 > budget;\n\
+             \x20   b0 := clock_timestamp();\n\
+             \x20   {update}\n\
+             \x20   GET DIAGNOSTICS n = ROW_COUNT;\n\
+             \x20   UPDATE shardready.backfill SET cursor = least(lo + batch, top), rows_updated = rows_updated + n,\n\
+             \x20     batches = batches + 1, updated_at = now() WHERE step_id = {id};\n\
+             \x20   COMMIT;\n\
+             \x20   -- adapt the batch to the time target (at most halve or double)\n\
+             \x20   batch := greatest({min_batch}, least({max_batch}, (batch * least(2.0, greatest(0.5,\n\
+             \x20     {target_ms} / greatest(1, extract(epoch FROM clock_timestamp() - b0) * 1000))))::bigint));\n\
+             \x20 END LOOP;\n\
+             END\n$shardready$;",
+            p = procedure.sql(),
+            id = literal(&self.id()),
+            update = update.replace('\n', "\n    "),
+        );
+        PgCronProcedure {
+            job: format!("shardready-{name}"),
+            call: format!("CALL {}(1000, '50 seconds')", procedure.sql()),
+            drop: format!(
+                "DROP PROCEDURE IF EXISTS {}(bigint, interval)",
+                procedure.sql()
+            ),
+            create,
+            procedure,
+        }
+    }
+
+    /// What `plan --format sql` shows for the backfill: a DO block of
+    /// fixed-size keyset batches (apply adapts and throttles instead).
+    fn psql_script(&self) -> String {
+        format!(
+            "-- keyset batches of 10000 keys, one transaction each (apply adapts the size\n\
+             -- to a time target and throttles on the application's latency)\n\
+             DO $shardready$\nDECLARE lo bigint := 0; top bigint;\nBEGIN\n\
+             \x20 SELECT max({k}) INTO top FROM {t};\n\
+             \x20 WHILE lo < coalesce(top, 0) LOOP\n\
+             \x20   {update}\n\
+             \x20   COMMIT;\n\
+             \x20   lo := lo + 10000;\n\
+             \x20 END LOOP;\nEND\n$shardready$;",
+            k = ident(&self.key),
+            t = self.table.sql(),
+            update = self.batch_sql("lo", "lo + 10000").replace('\n', "\n    ")
+        )
+    }
+}
+
+impl StepKind for Backfill {
+    fn id(&self) -> String {
+        format!("backfill:{}", self.table)
+    }
+    fn table(&self) -> Option<&QName> {
+        Some(&self.table)
+    }
+    fn impact(&self) -> Impact {
+        Impact::Batches
+    }
+    fn describe(&self) -> String {
+        format!(
+            "backfill {}.{} from {} in keyset batches on {}",
+            self.table,
+            self.column,
+            path_end(&self.path),
+            self.key
+        )
+    }
+    /// Once the column is NOT NULL no row can lack it; before that the
+    /// controller resumes from its cursor and sweeps.
+    fn is_done(&self, cat: &Catalog) -> bool {
+        table_in(cat, &self.table)
+            .is_some_and(|t| t.column(&self.column).is_some_and(|c| c.not_null))
+    }
+    fn actions(&self) -> Vec<Action> {
+        vec![Action::Backfill {
+            step: self.clone(),
+            psql: self.psql_script(),
+        }]
+    }
+    /// The values it wrote go with the column ([`super::AddColumn`]'s undo).
+    fn undo(&self) -> Undo {
+        Undo::Nothing
+    }
+}

@@ -1,0 +1,141 @@
+//! The step kinds: one file each, owning its description, lock class, how
+//! it tells from the catalog that it is done, the actions it runs (each
+//! carrying its SQL, its lock mode and whether it runs in a transaction)
+//! and how it is undone. Shared SQL helpers of several kinds live here.
+
+mod add_column;
+mod analyze;
+mod backfill;
+mod drop_trigger;
+mod foreign_key;
+mod hold_autovacuum;
+mod not_null;
+mod swap_key;
+mod sync_trigger;
+mod unique_index;
+mod vacuum;
+
+pub use add_column::AddColumn;
+pub use analyze::AnalyzeTables;
+pub use backfill::{Backfill, BackfillCursorSql, PgCronProcedure};
+pub use drop_trigger::DropTrigger;
+pub use foreign_key::ForeignKey;
+pub use hold_autovacuum::HoldAutovacuum;
+pub use not_null::NotNull;
+pub use swap_key::SwapKey;
+pub use sync_trigger::SyncTrigger;
+pub use unique_index::UniqueIndex;
+pub use vacuum::Vacuum;
+
+use crate::analyze::Hop;
+use crate::catalog::{Catalog, KeyKind, QName, Table};
+use crate::sql::{ident, literal};
+
+use super::{Action, Impact, KeyTarget, Undo};
+
+/// What every step kind tells about itself.
+pub trait StepKind {
+    /// Stable id (state rows and reports key on it).
+    fn id(&self) -> String;
+    /// The table it changes, if one.
+    fn table(&self) -> Option<&QName>;
+    /// How it affects the application.
+    fn impact(&self) -> Impact;
+    /// One line for people.
+    fn describe(&self) -> String;
+    /// Whether the catalog shows its result already.
+    fn is_done(&self, cat: &Catalog) -> bool;
+    /// What the executor runs, in order; `plan --format sql` renders the
+    /// same actions.
+    fn actions(&self) -> Vec<Action>;
+    /// What must be given back when a newer plan replaces this unfinished
+    /// one (`apply --replan`) and the step is not done: nothing for most.
+    fn on_replan(&self) -> Vec<Action> {
+        Vec::new()
+    }
+    /// How the step is undone when a preparation is abandoned.
+    fn undo(&self) -> Undo;
+}
+
+/// `stmt`, skipped when the constraint already exists (a rerun after a
+/// crash between adding and validating).
+pub(crate) fn unless_constraint_exists(table: &QName, constraint: &str, stmt: &str) -> String {
+    format!(
+        "DO $shardready$ BEGIN\n  IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = {n} AND conrelid = {t}::regclass) THEN\n    {stmt}\n  END IF;\nEND $shardready$;",
+        n = literal(constraint),
+        t = literal(&table.sql()),
+    )
+}
+
+/// Whether the table's key (per `target`) already has exactly `columns`.
+pub(crate) fn key_in_place(t: &Table, target: &KeyTarget, columns: &[String]) -> bool {
+    match target {
+        KeyTarget::Primary { .. } => t.primary_key().is_some_and(|k| k.columns == columns),
+        KeyTarget::Unique { constraint } => t
+            .keys
+            .iter()
+            .any(|k| &k.name == constraint && k.kind == KeyKind::Unique && k.columns == columns),
+        KeyTarget::Index { name } => t.unique_indexes.iter().any(|ix| {
+            &ix.name == name
+                && ix.valid
+                && ix.columns.first().and_then(|c| c.as_deref())
+                    == columns.first().map(|s| s.as_str())
+        }),
+    }
+}
+
+/// `FROM p1 JOIN p2 …` and the join conditions for a derivation path; the
+/// value is `alias_n.column` of the last hop.
+pub(crate) fn path_joins(
+    table_alias: &str,
+    path: &[Hop],
+    column: &str,
+) -> (String, Vec<String>, String) {
+    let mut from = Vec::new();
+    let mut conds = Vec::new();
+    let mut prev = table_alias.to_string();
+    for (i, hop) in path.iter().enumerate() {
+        let alias = format!("p{}", i + 1);
+        from.push(format!("{} {alias}", hop.to.sql()));
+        for (c, rc) in hop.columns.iter().zip(&hop.ref_columns) {
+            conds.push(format!("{alias}.{} = {prev}.{}", ident(rc), ident(c)));
+        }
+        prev = alias;
+    }
+    (from.join(", "), conds, format!("{prev}.{}", ident(column)))
+}
+
+/// The parent a derivation path ends at (for messages).
+pub(crate) fn path_end(path: &[Hop]) -> String {
+    path.last().map(|h| h.to.to_string()).unwrap_or_default()
+}
+
+/// `"a", "b"`.
+pub(crate) fn column_list(columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| ident(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A brief-lock transaction of `statements`.
+pub(crate) fn brief(statements: Vec<String>) -> Action {
+    Action::Txn {
+        statements,
+        lock: crate::db::LockMode::Brief,
+    }
+}
+
+/// A transaction of `statements` that never blocks the application.
+pub(crate) fn non_blocking(statements: Vec<String>) -> Action {
+    Action::Txn {
+        statements,
+        lock: crate::db::LockMode::NonBlocking,
+    }
+}
+
+/// The table's entry in the catalog.
+pub(crate) fn table_in<'a>(cat: &'a Catalog, name: &QName) -> Option<&'a Table> {
+    cat.table(name)
+}
