@@ -119,16 +119,14 @@ pub async fn run_seed_procedure(
 ) -> Result<Vec<Phase>, BaselineError> {
     let mut phases = Vec::new();
     let t = Instant::now();
-    client
-        .batch_execute("ALTER TABLE line_items ADD COLUMN store_id bigint;")
+    crate::db::exec(client, "ALTER TABLE line_items ADD COLUMN store_id bigint;")
         .await
         .map_err(fail("add column"))?;
     update_application();
     phases.push(Phase::timed("add column", t));
 
     let t = Instant::now();
-    client
-        .batch_execute(BACKFILL_BATCH_SQL)
+    crate::db::exec_script(client, BACKFILL_BATCH_SQL)
         .await
         .map_err(fail("backfill"))?;
     loop {
@@ -152,10 +150,14 @@ pub async fn run_seed_procedure(
 
     let t = Instant::now();
     for sql in KEY_SWAP_INDEXES {
-        client.batch_execute(sql).await.map_err(fail("key swap"))?;
+        crate::db::exec_script(client, sql)
+            .await
+            .map_err(fail("key swap"))?;
     }
     for sql in KEY_SWAP_TRANSACTIONS {
-        client.batch_execute(sql).await.map_err(fail("key swap"))?;
+        crate::db::exec_script(client, sql)
+            .await
+            .map_err(fail("key swap"))?;
     }
     phases.push(Phase::timed("key swap", t));
     Ok(phases)
@@ -163,15 +165,17 @@ pub async fn run_seed_procedure(
 
 /// The lower bound of a backfill: one `UPDATE … FROM orders`.
 pub async fn single_update(client: &Client) -> Result<Duration, BaselineError> {
-    client
-        .batch_execute("ALTER TABLE line_items ADD COLUMN IF NOT EXISTS store_id bigint;")
-        .await
-        .map_err(fail("single update"))?;
+    crate::db::exec(
+        client,
+        "ALTER TABLE line_items ADD COLUMN IF NOT EXISTS store_id bigint;",
+    )
+    .await
+    .map_err(fail("single update"))?;
     let t = Instant::now();
-    client
-        .batch_execute(
-            "UPDATE line_items li SET store_id = o.store_id FROM orders o WHERE o.order_id = li.order_id;",
-        )
+    crate::db::exec(
+        client,
+        "UPDATE line_items li SET store_id = o.store_id FROM orders o WHERE o.order_id = li.order_id;",
+    )
         .await
         .map_err(fail("single update"))?;
     Ok(t.elapsed())

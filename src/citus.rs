@@ -15,6 +15,7 @@ use tokio_postgres::Client;
 
 use crate::analyze::{Analysis, Class, Severity};
 use crate::catalog::{Catalog, ForeignKey, QName};
+use crate::db::{DbError, LockMode, LockPolicy, RetryError, Session};
 use crate::sql::{ident, literal};
 
 #[derive(Debug, Error)]
@@ -29,17 +30,18 @@ pub enum CitusError {
     NoWorkers,
     #[error("analyze still finds blockers; prepare the database first (`shardready apply`):\n{}", .0.join("\n"))]
     Blocked(Vec<String>),
-    #[error("{context}: {detail}")]
-    Db { context: String, detail: String },
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("another shardready apply or distribute is running ({holder}); wait for it to finish")]
+    Busy { holder: String },
+    #[error("gave up waiting for a lock ({attempts} lock timeouts): {context}")]
+    GaveUp { context: String, attempts: u32 },
     #[error("verification failed after distributing:\n{}", .0.join("\n"))]
     Verify(Vec<String>),
 }
 
 fn db(context: &str) -> impl FnOnce(tokio_postgres::Error) -> CitusError + '_ {
-    move |e| CitusError::Db {
-        context: context.to_string(),
-        detail: crate::conn::error_text(&e),
-    }
+    move |e| CitusError::Db(DbError::new(context, e))
 }
 
 #[derive(Debug, Clone, Default)]
@@ -402,7 +404,7 @@ pub struct DistributeReport {
 
 /// Refuses on blockers, runs the plan, verifies the result.
 pub async fn distribute(
-    client: &Client,
+    client: &Session,
     target: &str,
     analysis: &Analysis,
     cat: &Catalog,
@@ -435,20 +437,40 @@ pub async fn distribute(
             .get(0);
         before.push((t.clone(), n));
     }
+    // Citus forwards DDL on distributed tables to the workers as the
+    // original query string: every statement is sent as its own query.
+    let policy = LockPolicy {
+        lock_timeout: std::time::Duration::ZERO,
+        max_wait: None,
+        max_attempts: None,
+    };
     for b in &plan.batches {
         progress(&b.description);
-        let sql = b.statements.join("\n");
-        let text = if b.transaction {
-            format!("BEGIN;\n{sql}\nCOMMIT;")
+        let r = if b.transaction {
+            client
+                .run_txn(&b.statements, LockMode::NonBlocking, &policy)
+                .await
         } else {
-            sql
+            let mut r = Ok(Default::default());
+            for s in &b.statements {
+                r = client.run_bare(s, &policy).await;
+                if r.is_err() {
+                    break;
+                }
+            }
+            r
         };
-        if let Err(e) = client.batch_execute(&text).await {
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err(CitusError::Db {
-                context: b.description.clone(),
-                detail: crate::conn::error_text(&e),
-            });
+        match r {
+            Ok(_) => {}
+            Err(RetryError::Failed(e)) => {
+                return Err(CitusError::Db(DbError::new(b.description.clone(), e)))
+            }
+            Err(RetryError::GaveUp { attempts, .. }) => {
+                return Err(CitusError::GaveUp {
+                    context: b.description.clone(),
+                    attempts,
+                })
+            }
         }
     }
     // Verify: types, colocation, counts, routing.

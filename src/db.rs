@@ -318,3 +318,51 @@ impl std::ops::Deref for Session {
         &self.client
     }
 }
+
+/// The statements of a script, split by PostgreSQL's own parser (quotes,
+/// dollar quoting and comments respected), each without its `;`.
+pub fn split_statements(script: &str) -> Result<Vec<String>, String> {
+    pg_query::split_with_parser(script)
+        .map(|v| {
+            v.into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// Runs a script (the seed's SQL as written, a schema) one statement per
+/// query, in order; a script that does not parse is sent as it is, so the
+/// server reports the error.
+pub async fn exec_script(client: &Client, script: &str) -> Result<(), tokio_postgres::Error> {
+    match split_statements(script) {
+        Ok(statements) => {
+            for s in statements {
+                exec(client, &s).await?;
+            }
+            Ok(())
+        }
+        Err(_) => exec(client, script).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_split_into_statements_like_the_server_would() {
+        let s = split_statements(
+            "BEGIN;\nALTER TABLE a ADD b int; -- a comment; with a semicolon\n\
+             CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1; $$;\n\
+             SELECT 'x;y';\nCOMMIT;",
+        )
+        .unwrap();
+        assert_eq!(s.len(), 5, "{s:?}");
+        assert_eq!(s[0], "BEGIN");
+        assert!(s[2].contains("$$ SELECT 1; $$"));
+        assert_eq!(s[3], "SELECT 'x;y'");
+        assert_eq!(s[4], "COMMIT");
+    }
+}

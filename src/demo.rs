@@ -190,7 +190,7 @@ async fn load_copy(
     let mut c = t.connect().await?;
     crate::ingest::create_tailspin_schema(&c, false).await?;
     let l = crate::ingest::load_tailspin(&mut c, None, opts.scale, 42, opts.progress).await?;
-    c.batch_execute("VACUUM ANALYZE")
+    crate::db::exec(&c, "VACUUM ANALYZE")
         .await
         .map_err(|e| other("VACUUM ANALYZE", crate::conn::error_text(&e)))?;
     Ok((t, l))

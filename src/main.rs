@@ -1298,8 +1298,14 @@ fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> {
             }
             return anyhow::Ok(());
         }
+        let session = shardready::db::Session::lock(client)
+            .await
+            .map_err(|e| match e {
+                shardready::db::LockError::Held { holder } => citus::CitusError::Busy { holder },
+                shardready::db::LockError::Db(e) => citus::CitusError::Db(e),
+            })?;
         let report = citus::distribute(
-            &client,
+            &session,
             &target.display(),
             &analysis,
             &cat,

@@ -715,8 +715,7 @@ pub async fn install_create_orders(
     } else {
         CREATE_ORDERS_SQL.to_string()
     };
-    client
-        .batch_execute(&sql)
+    crate::db::exec_script(client, &sql)
         .await
         .map_err(db("cannot create the create_orders function"))
 }

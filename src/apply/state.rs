@@ -183,8 +183,7 @@ pub async fn mark(
 }
 
 pub async fn finish_plan(client: &Client) -> Result<(), ApplyError> {
-    client
-        .batch_execute("UPDATE shardready.plan SET finished_at = now()")
+    db::exec(client, "UPDATE shardready.plan SET finished_at = now()")
         .await
         .map_err(|e| ApplyError::db("cannot record the end of the plan", e))
 }

@@ -1890,37 +1890,38 @@ async fn lock_tables(
         .await
         .map_err(db_error("setting lock_timeout", true))?;
     let attempts = opts.lock_attempts.max(1);
-    let mut delay = Duration::from_millis(50);
-    for attempt in 1..=attempts {
-        tx.batch_execute("SAVEPOINT shardready_copy_lock")
-            .await
-            .map_err(db_error("locking the tables", true))?;
-        match tx.batch_execute(&statements.join("; ")).await {
-            Ok(()) => {
-                tx.batch_execute("RELEASE SAVEPOINT shardready_copy_lock")
-                    .await
-                    .map_err(db_error("locking the tables", true))?;
-                break;
-            }
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+    let policy = crate::db::LockPolicy {
+        lock_timeout: opts.lock_timeout,
+        max_wait: None,
+        max_attempts: Some(attempts),
+    };
+    // One LOCK statement per query, all under one savepoint per attempt.
+    let attempt = || async {
+        tx.batch_execute("SAVEPOINT shardready_copy_lock").await?;
+        for stmt in &statements {
+            if let Err(e) = tx.batch_execute(stmt).await {
                 tx.batch_execute("ROLLBACK TO SAVEPOINT shardready_copy_lock")
-                    .await
-                    .map_err(db_error("locking the tables", true))?;
-                if attempt == attempts {
-                    let mut all = exclusive.clone();
-                    all.extend(share.iter().cloned());
-                    all.extend(row.iter().cloned());
-                    return Err(CopyError::LockTimeout {
-                        tables: all.join(", "),
-                        attempts,
-                        timeout_ms: opts.lock_timeout.as_millis(),
-                    });
-                }
-                let jitter = rand::random::<u64>() % (delay.as_millis() as u64 / 2 + 1);
-                tokio::time::sleep(delay + Duration::from_millis(jitter)).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                    .await?;
+                return Err(e);
             }
-            Err(e) => return Err(db_error("locking the tables", true)(e)),
+        }
+        tx.batch_execute("RELEASE SAVEPOINT shardready_copy_lock")
+            .await
+    };
+    match crate::db::retry_on_lock_timeout(&policy, attempt).await {
+        Ok(_) => {}
+        Err(crate::db::RetryError::GaveUp { .. }) => {
+            let mut all = exclusive.clone();
+            all.extend(share.iter().cloned());
+            all.extend(row.iter().cloned());
+            return Err(CopyError::LockTimeout {
+                tables: all.join(", "),
+                attempts,
+                timeout_ms: opts.lock_timeout.as_millis(),
+            });
+        }
+        Err(crate::db::RetryError::Failed(e)) => {
+            return Err(db_error("locking the tables", true)(e))
         }
     }
     // The locks are held now; what follows must not fail on a short timeout.

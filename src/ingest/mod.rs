@@ -57,8 +57,7 @@ pub async fn create_tailspin_schema(client: &Client, replace: bool) -> Result<()
     }
     sql.push_str(tailspin::SCHEMA_SQL);
     sql.push_str("\nCOMMIT;");
-    client
-        .batch_execute(&sql)
+    crate::db::exec_script(client, &sql)
         .await
         .map_err(db("cannot create the Tailspin tables"))
 }

@@ -1,0 +1,137 @@
+//! The database layer against a real cluster: the lock-timeout retry gives
+//! up by the policy and succeeds once the lock is gone, a terminated
+//! session is recognised as a disconnect from its SQLSTATE, the apply
+//! session holds the advisory lock, and scripts run one statement per query.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{cluster, connect, scalar_i64};
+use shardready::db::{self, LockMode, LockPolicy, RetryError, Session};
+
+fn policy(attempts: u32) -> LockPolicy {
+    LockPolicy {
+        lock_timeout: Duration::from_millis(20),
+        max_wait: None,
+        max_attempts: Some(attempts),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lock_is_retried_until_the_policy_gives_up_then_the_statement_runs() {
+    let (_c, t) = cluster();
+    let setup = connect(&t).await;
+    setup
+        .batch_execute("CREATE TABLE t (id int)")
+        .await
+        .unwrap();
+    let holder = connect(&t).await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder
+        .batch_execute("LOCK TABLE t IN ACCESS SHARE MODE")
+        .await
+        .unwrap();
+    let c = connect(&t).await;
+    let alter = vec!["ALTER TABLE t ADD COLUMN x int".to_string()];
+    match db::run_txn(&c, &alter, LockMode::Brief, &policy(3)).await {
+        Err(RetryError::GaveUp { attempts, .. }) => assert_eq!(attempts, 3),
+        other => panic!("expected to give up after 3 lock timeouts, got {other:?}"),
+    }
+    // Nothing half-done: the session is usable and the column absent.
+    assert_eq!(
+        scalar_i64(
+            &c,
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'x'"
+        )
+        .await,
+        0
+    );
+    // The lock goes away while the statement is being retried: it runs.
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        holder.batch_execute("COMMIT").await.unwrap();
+    });
+    let stats = db::run_txn(&c, &alter, LockMode::Brief, &policy(1000))
+        .await
+        .unwrap();
+    release.await.unwrap();
+    assert!(stats.lock_timeouts >= 1, "{stats:?}");
+    assert_eq!(
+        scalar_i64(
+            &c,
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'x'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_session_is_a_disconnect_and_a_bad_statement_is_not() {
+    let (_c, t) = cluster();
+    let victim = connect(&t).await;
+    let pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let e = victim
+        .batch_execute("SELECT nosuchcolumn")
+        .await
+        .unwrap_err();
+    assert!(!db::is_disconnect(&e), "{e}");
+    let killer = connect(&t).await;
+    killer
+        .execute("SELECT pg_catalog.pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let e = victim.batch_execute("SELECT 1").await.unwrap_err();
+    assert!(db::is_disconnect(&e), "{e}");
+    let wrapped = db::DbError::new("probing", e);
+    assert!(wrapped.is_disconnect());
+    assert!(wrapped.to_string().starts_with("probing: "), "{wrapped}");
+    // The driver's error stays reachable as the source.
+    assert!(std::error::Error::source(&wrapped).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_one_session_holds_the_advisory_lock() {
+    let (_c, t) = cluster();
+    let first = Session::lock(connect(&t).await).await.unwrap();
+    match Session::lock(connect(&t).await).await {
+        Err(db::LockError::Held { holder }) => assert!(holder.contains("pid"), "{holder}"),
+        Err(e) => panic!("expected the lock to be held, got {e}"),
+        Ok(_) => panic!("a second session got the lock"),
+    }
+    first.unlock().await;
+    assert!(Session::lock(connect(&t).await).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_runs_one_statement_per_query() {
+    let (_c, t) = cluster();
+    let c = connect(&t).await;
+    db::exec_script(
+        &c,
+        "CREATE TABLE a (id int);\n-- a comment; with a semicolon\n\
+         CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1; $$;\n\
+         INSERT INTO a VALUES (1), (2);",
+    )
+    .await
+    .unwrap();
+    assert_eq!(scalar_i64(&c, "SELECT count(*) FROM a").await, 2);
+    assert_eq!(scalar_i64(&c, "SELECT f()::int8").await, 1);
+    // A script that fails stops at the failing statement: the earlier ones
+    // ran (no implicit transaction around them).
+    let e = db::exec_script(
+        &c,
+        "INSERT INTO a VALUES (3);\nINSERT INTO nosuch VALUES (1);",
+    )
+    .await
+    .unwrap_err();
+    let text = shardready::conn::error_text(&e);
+    assert!(text.contains("nosuch"), "{text}");
+    assert_eq!(scalar_i64(&c, "SELECT count(*) FROM a").await, 3);
+}
