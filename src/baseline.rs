@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::conn::error_text;
-
 /// The seed's `backfill_batch(batch_size)`, verbatim.
 pub const BACKFILL_BATCH_SQL: &str = r#"CREATE OR REPLACE FUNCTION backfill_batch(batch_size bigint)
 RETURNS void
@@ -92,16 +90,17 @@ impl Phase {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("the seed's procedure failed in {phase}: {detail}")]
+#[error("the seed's procedure failed in {phase}: {}", crate::conn::error_text(.source))]
 pub struct BaselineError {
     pub phase: String,
-    pub detail: String,
+    #[source]
+    pub source: tokio_postgres::Error,
 }
 
 fn fail(phase: &str) -> impl FnOnce(tokio_postgres::Error) -> BaselineError + '_ {
     move |e| BaselineError {
         phase: phase.into(),
-        detail: error_text(&e),
+        source: e,
     }
 }
 

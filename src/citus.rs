@@ -402,6 +402,15 @@ pub struct DistributeReport {
     pub routing: String,
 }
 
+/// The session `distribute` runs in: it holds the advisory lock apply
+/// takes, so neither runs while the other does.
+pub async fn lock(client: Client) -> Result<Session, CitusError> {
+    Session::lock(client).await.map_err(|e| match e {
+        crate::db::LockError::Held { holder } => CitusError::Busy { holder },
+        crate::db::LockError::Db(e) => CitusError::Db(e),
+    })
+}
+
 /// Refuses on blockers, runs the plan, verifies the result.
 pub async fn distribute(
     client: &Session,

@@ -6,7 +6,6 @@ use thiserror::Error;
 use tokio_postgres::Client;
 
 use crate::catalog;
-use crate::conn::error_text;
 
 #[derive(Debug, Error)]
 pub enum CronError {
@@ -29,20 +28,17 @@ pub enum CronError {
     NotCreated { database: String, cron_db: String },
     #[error("no pg_cron job named `{0}` (see `shardready jobs list`)")]
     NoSuchJob(String),
-    #[error("{context}: {detail}")]
-    Db { context: String, detail: String },
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
 }
 
 fn db(context: &str) -> impl FnOnce(tokio_postgres::Error) -> CronError + '_ {
-    move |e| CronError::Db {
-        context: context.to_string(),
-        detail: error_text(&e),
-    }
+    move |e| CronError::Db(crate::db::DbError::new(context, e))
 }
 
 /// One row of `cron.job`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Job {
+pub struct CronJob {
     pub jobid: i64,
     pub jobname: Option<String>,
     pub schedule: String,
@@ -90,7 +86,7 @@ pub async fn ensure(client: &Client) -> Result<(), CronError> {
     Err(CronError::NotCreated { database, cron_db })
 }
 
-pub async fn list(client: &Client) -> Result<Vec<Job>, CronError> {
+pub async fn list(client: &Client) -> Result<Vec<CronJob>, CronError> {
     ensure(client).await?;
     Ok(client
         .query(
@@ -101,7 +97,7 @@ pub async fn list(client: &Client) -> Result<Vec<Job>, CronError> {
         .await
         .map_err(db("cannot read cron.job"))?
         .iter()
-        .map(|r| Job {
+        .map(|r| CronJob {
             jobid: r.get(0),
             jobname: r.get(1),
             schedule: r.get(2),

@@ -5,17 +5,16 @@
 //! `compare_seed`, the seed's procedure as written runs on an identical
 //! second database under the same traffic, side by side.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use thiserror::Error;
 
 use crate::apply::{self, ApplyOptions};
 use crate::conn::Target;
-use crate::report::chart::{Band, Panel};
+use crate::report::{DemoReport, PhaseRow, Run};
 use crate::sandbox::{Sandbox, SandboxOptions};
-use crate::workload::{self, Latency, Mode, StoreIdMode, TimelineRow, Workload, WorkloadConfig};
+use crate::workload::{self, Latency, Mode, StoreIdMode, Workload, WorkloadConfig};
 
 #[derive(Debug, Error)]
 pub enum DemoError {
@@ -33,6 +32,8 @@ pub enum DemoError {
     Apply(#[from] apply::ApplyError),
     #[error(transparent)]
     Baseline(#[from] crate::baseline::BaselineError),
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
     #[error("{context}: {detail}")]
     Other { context: String, detail: String },
 }
@@ -59,53 +60,6 @@ pub struct DemoOptions {
     /// Traffic before and after the preparation, for the baseline.
     pub settle: Duration,
     pub progress: bool,
-}
-
-/// One row of the phase table.
-#[derive(Debug, Clone, Serialize)]
-pub struct PhaseRow {
-    pub phase: String,
-    /// The seed exercise's step it corresponds to.
-    pub seed_step: String,
-    pub seconds: f64,
-    pub start_s: f64,
-    pub transactions: u64,
-    pub errors: u64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-}
-
-/// One run (shardready, or the seed's procedure).
-#[derive(Debug, Clone, Serialize)]
-pub struct Run {
-    pub label: String,
-    pub phases: Vec<PhaseRow>,
-    pub create_orders_before_s: f64,
-    pub create_orders_after_s: f64,
-    pub speedup: f64,
-    pub final_keys: Vec<(String, String)>,
-    pub workload: workload::Summary,
-    pub timeline: Vec<TimelineRow>,
-    pub apply: Option<apply::ApplyReport>,
-}
-
-/// Everything the demo measured (`report.json`, schema `shardready.demo/v1`).
-#[derive(Debug, Clone, Serialize)]
-pub struct DemoReport {
-    pub schema: &'static str,
-    pub scale: f64,
-    pub rate_per_min: f64,
-    /// N of the timed `create_orders(N)`.
-    pub create_orders: i32,
-    pub counts: Vec<(String, i64)>,
-    pub load_seconds: f64,
-    pub extensions: Vec<(String, String)>,
-    pub blockers_before: usize,
-    pub verified: bool,
-    pub total_seconds: f64,
-    pub runs: Vec<Run>,
-    pub sandbox_url: Option<String>,
 }
 
 fn say(opts: &DemoOptions, msg: &str) {
@@ -165,7 +119,7 @@ async fn final_keys(t: &Target) -> Result<Vec<(String, String)>, DemoError> {
     let c = t.connect().await?;
     let cat = crate::catalog::Catalog::read(&c)
         .await
-        .map_err(|e| other("cannot read the catalog", crate::conn::error_text(&e)))?;
+        .map_err(crate::db::DbError::ctx("cannot read the catalog"))?;
     let mut out = Vec::new();
     for t in &cat.tables {
         for k in &t.keys {
@@ -192,7 +146,7 @@ async fn load_copy(
     let l = crate::ingest::load_tailspin(&mut c, None, opts.scale, 42, opts.progress).await?;
     crate::db::exec(&c, "VACUUM ANALYZE")
         .await
-        .map_err(|e| other("VACUUM ANALYZE", crate::conn::error_text(&e)))?;
+        .map_err(crate::db::DbError::ctx("VACUUM ANALYZE"))?;
     Ok((t, l))
 }
 
@@ -287,7 +241,7 @@ async fn our_run(
     .await?;
     report.blockers_before = analysis.counts.blockers;
     if opts.progress {
-        eprint!("{}", crate::report::analysis_text(&analysis, false));
+        eprint!("{}", crate::report::text::analysis_text(&analysis, false));
     }
     say(
         opts,
@@ -473,7 +427,7 @@ async fn run_on(sb: &Sandbox, opts: &DemoOptions, t_all: Instant) -> Result<Demo
     let c = ours.connect().await?;
     let extensions = crate::catalog::extensions(&c)
         .await
-        .map_err(|e| other("cannot list extensions", crate::conn::error_text(&e)))?;
+        .map_err(crate::db::DbError::ctx("cannot list extensions"))?;
     say(
         opts,
         "== pg_cron check (SELECT extname, extversion FROM pg_extension)",
@@ -502,63 +456,7 @@ async fn run_on(sb: &Sandbox, opts: &DemoOptions, t_all: Instant) -> Result<Demo
         report.runs.push(seed_run(&seed_db, opts).await?);
     }
     report.total_seconds = t_all.elapsed().as_secs_f64();
-    write_report(&opts.out, &report)?;
+    crate::report::write_demo(&opts.out, &report)
+        .map_err(|e| other("cannot write the report", e))?;
     Ok(report)
-}
-
-/// The chart panels of a report.
-pub fn panels(report: &DemoReport) -> Vec<Panel> {
-    report
-        .runs
-        .iter()
-        .map(|r| Panel {
-            title: format!(
-                "{} — {:.0} orders/min; p99 {:.1} ms, max {:.0} ms, {} failed",
-                r.label,
-                report.rate_per_min,
-                r.workload.latency.p99_ms,
-                r.workload.latency.max_ms,
-                r.workload.errors
-            ),
-            timeline: r.timeline.clone(),
-            bands: r
-                .phases
-                .iter()
-                .map(|p| Band {
-                    label: p.phase.clone(),
-                    start_s: p.start_s,
-                    end_s: p.start_s + p.seconds,
-                })
-                .collect(),
-        })
-        .collect()
-}
-
-/// Writes report.json, report.md, report.html, latency.svg, latency.png.
-pub fn write_report(out: &Path, report: &DemoReport) -> Result<(), DemoError> {
-    std::fs::create_dir_all(out)
-        .map_err(|e| other(&format!("cannot create {}", out.display()), e))?;
-    let io = |what: &str| {
-        let what = what.to_string();
-        move |e: std::io::Error| other(&format!("cannot write {what}"), e)
-    };
-    std::fs::write(
-        out.join("report.json"),
-        serde_json::to_string_pretty(report).expect("report serializes"),
-    )
-    .map_err(io("report.json"))?;
-    let panels = panels(report);
-    crate::report::chart::write_svg(&out.join("latency.svg"), &panels)
-        .map_err(|e| other("cannot draw latency.svg", e))?;
-    crate::report::chart::write_png(&out.join("latency.png"), &panels)
-        .map_err(|e| other("cannot draw latency.png", e))?;
-    std::fs::write(out.join("report.md"), crate::report::demo_markdown(report))
-        .map_err(io("report.md"))?;
-    let svg = std::fs::read_to_string(out.join("latency.svg")).map_err(io("latency.svg"))?;
-    std::fs::write(
-        out.join("report.html"),
-        crate::report::demo_html(report, &svg),
-    )
-    .map_err(io("report.html"))?;
-    Ok(())
 }

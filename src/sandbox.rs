@@ -133,7 +133,7 @@ pub struct Sandbox {
 
 /// What `sandbox status` reports.
 #[derive(Debug, Clone, Serialize)]
-pub struct Status {
+pub struct SandboxStatus {
     pub dir: PathBuf,
     pub running: bool,
     pub pid: Option<i32>,
@@ -666,9 +666,9 @@ impl Sandbox {
         }
     }
 
-    pub fn status(&self) -> Status {
+    pub fn status(&self) -> SandboxStatus {
         let pid = self.running_pid();
-        Status {
+        SandboxStatus {
             dir: self.dir.clone(),
             running: pid.is_some(),
             pid,

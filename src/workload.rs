@@ -85,8 +85,10 @@ pub fn create_orders_with_store_id_sql() -> String {
 pub enum WorkloadError {
     #[error(transparent)]
     Conn(#[from] crate::conn::ConnError),
-    #[error("{context}: {detail}")]
-    Db { context: String, detail: String },
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error(transparent)]
+    Cron(#[from] crate::cron::CronError),
     #[error(
         "the Tailspin tables are missing ({0}); create and load them first: \
          `shardready tailspin schema && shardready tailspin load`"
@@ -99,10 +101,7 @@ pub enum WorkloadError {
 }
 
 fn db(context: &str) -> impl FnOnce(tokio_postgres::Error) -> WorkloadError + '_ {
-    move |e| WorkloadError::Db {
-        context: context.to_string(),
-        detail: error_text(&e),
-    }
+    move |e| WorkloadError::Db(crate::db::DbError::new(context, e))
 }
 
 /// Parses `20000/min`, `333/s`, `50/sec` or a bare number (per minute) into
@@ -703,6 +702,25 @@ async fn wants_store_id(client: &Client, mode: StoreIdMode) -> bool {
             .await
             .unwrap_or(false),
     }
+}
+
+/// The seed's server mode: installs `create_orders` (writing `store_id`
+/// per `store_id`) and schedules `SELECT create_orders(per_min)` every
+/// minute with pg_cron, like the seed; returns the job id.
+pub async fn schedule_server(
+    client: &Client,
+    per_min: i64,
+    store_id: StoreIdMode,
+) -> Result<i64, WorkloadError> {
+    let with = wants_store_id(client, store_id).await;
+    install_create_orders(client, with).await?;
+    Ok(crate::cron::schedule(
+        client,
+        "create_orders",
+        "*/1 * * * *",
+        &format!("SELECT create_orders({per_min});"),
+    )
+    .await?)
 }
 
 /// Installs the seed's `create_orders` (the updated one when `with_store_id`).

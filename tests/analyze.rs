@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use shardready::analyze::{
     self, analyze_catalog, data, rules::Ctx, skew, Analysis, AnalyzeOptions, Class, Overrides,
     Severity,
@@ -54,7 +52,7 @@ async fn run(client: &Client) -> Analysis {
 
 /// The binary: (exit code, stdout).
 fn cli(url: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_shardready"))
+    let out = common::shardready()
         .arg("--db")
         .arg(url)
         .arg("analyze")

@@ -172,6 +172,7 @@ async fn verify_ok(t: &Target) {
         .await
         .unwrap();
     assert!(v.ok, "{:#?}", v.checks);
+    common::assert_no_helpers_left(&c).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,7 +301,7 @@ async fn old_application_code_keeps_working_and_apply_waits_for_it() {
 }
 
 fn apply_child(url: &str, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_shardready"))
+    common::shardready()
         .args(["apply", "--db", url, "--trigger-window", "500ms"])
         .args(extra)
         .stdout(Stdio::null())
@@ -379,7 +380,7 @@ async fn killed_mid_backfill_and_mid_index_build_then_rerun_finishes() {
     );
 
     // Rerun: resumes, repairs the invalid index, finishes.
-    let out = Command::new(env!("CARGO_BIN_EXE_shardready"))
+    let out = common::shardready()
         .args(["apply", "--db", &url, "--trigger-window", "500ms"])
         .output()
         .unwrap();
@@ -495,7 +496,7 @@ async fn plan_sql_script_runs_in_psql() {
     let (cluster, t) = tailspin(0.003).await;
     let c = connect(&t).await;
     let before = checksum(&c).await;
-    let out = Command::new(env!("CARGO_BIN_EXE_shardready"))
+    let out = common::shardready()
         .args(["plan", "--format", "sql", "--db", &cluster.url()])
         .output()
         .unwrap();

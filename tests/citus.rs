@@ -5,14 +5,8 @@
 
 mod common;
 
-use std::process::Command;
-
 fn shardready(url: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_shardready"))
-        .args(args)
-        .args(["--db", url])
-        .output()
-        .unwrap()
+    common::run_on(url, args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

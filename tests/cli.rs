@@ -8,12 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn run(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shardready"))
-        .args(args)
-        .args(["--db", url])
-        .env_remove("DATABASE_URL")
-        .output()
-        .expect("shardready runs")
+    common::run_on(url, args)
 }
 
 fn text(b: &[u8]) -> String {
@@ -27,7 +22,7 @@ fn lines(p: &Path) -> usize {
 #[test]
 fn generate_writes_the_seed_layout() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_shardready"))
+    let out = common::shardready()
         .args(["tailspin", "generate", "--scale", "0.002", "--out"])
         .arg(dir.path())
         .output()
@@ -47,7 +42,7 @@ fn generate_writes_the_seed_layout() {
     assert!(text(&out.stderr).contains("5 stores, 20 products, 3999 orders"));
     // Same scale and seed, same bytes.
     let again = tempfile::tempdir().unwrap();
-    Command::new(env!("CARGO_BIN_EXE_shardready"))
+    common::shardready()
         .args(["tailspin", "generate", "--scale", "0.002", "--out"])
         .arg(again.path())
         .output()
@@ -65,7 +60,7 @@ fn generate_writes_the_seed_layout() {
         );
     }
     // A bad scale says what is allowed.
-    let out = Command::new(env!("CARGO_BIN_EXE_shardready"))
+    let out = common::shardready()
         .args(["tailspin", "generate", "--scale=-1", "--out"])
         .arg(dir.path())
         .output()
@@ -78,7 +73,7 @@ fn generate_writes_the_seed_layout() {
 fn schema_load_and_counts_from_generated_files_zip_and_stream() {
     let (c, _t) = common::cluster();
     let data = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_shardready"))
+    let out = common::shardready()
         .args(["tailspin", "generate", "--scale", "0.003", "--out"])
         .arg(data.path())
         .output()
@@ -225,5 +220,43 @@ fn copy_command_loads_and_refuses_bad_input_without_writing() {
         text(&n.stdout).trim(),
         "2",
         "table exactly as before the failed loads"
+    );
+}
+
+#[test]
+fn explain_prints_a_rules_page_and_refuses_an_unknown_rule() {
+    let out = common::shardready()
+        .args(["explain", "fk-without-tenant"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let page = text(&out.stdout);
+    assert!(page.starts_with("## `fk-without-tenant`"), "{page}");
+    assert!(
+        page.contains("ERROR:  cannot create foreign key constraint"),
+        "{page}"
+    );
+    assert!(page.contains("NOT VALID"), "{page}");
+    assert!(page.contains("src/analyze/rules/foreign_keys.rs"), "{page}");
+
+    let out = common::shardready().args(["explain"]).output().unwrap();
+    assert!(out.status.success());
+    let list = text(&out.stdout);
+    assert_eq!(
+        list.lines().count(),
+        shardready::analyze::RuleId::ALL.len(),
+        "{list}"
+    );
+    assert!(list.contains("user-trigger"));
+
+    let out = common::shardready()
+        .args(["explain", "no-such-rule"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("no rule `no-such-rule`") && err.contains("fk-without-tenant"),
+        "{err}"
     );
 }

@@ -1,7 +1,7 @@
 //! `shardready demo` at a tiny scale: every report file is written, parses,
 //! and holds every phase; the chart is a valid SVG and PNG.
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn demo_writes_a_complete_report() {
@@ -15,7 +15,7 @@ fn demo_writes_a_complete_report() {
     )
     .unwrap();
     let out = tmp.path().join("report");
-    let run = Command::new(env!("CARGO_BIN_EXE_shardready"))
+    let run = common::shardready()
         .args(["--dir"])
         .arg(tmp.path().join("sandbox"))
         .args([

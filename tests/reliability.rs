@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{checksum, checksum_upto, connect, maxima, scalar_i64};
@@ -28,26 +28,23 @@ async fn assert_clean(c: &Client, t: &Target, before: &str, upto: Option<(i64, i
     assert_eq!(now, before, "{label}: row contents changed");
     let invalid = scalar_i64(c, "SELECT count(*) FROM pg_index WHERE NOT indisvalid").await;
     assert_eq!(invalid, 0, "{label}: invalid indexes left");
-    let helpers = scalar_i64(
+    common::assert_no_helpers_left(c).await;
+    // No trigger at all on the seed's tables, and autovacuum reset as it was
+    // (not merely back on).
+    let left = scalar_i64(
         c,
-        "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                  WHERE n.nspname = 'shardready' AND c.relkind = 'S') \
-              + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-                  WHERE n.nspname = 'shardready') \
-              + (SELECT count(*) FROM pg_class WHERE relname LIKE '%\\_shardready') \
-              + (SELECT count(*) FROM pg_constraint WHERE conname LIKE '%\\_shardready' OR conname LIKE '%\\_not\\_null') \
-              + (SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
+        "SELECT (SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
                   WHERE NOT t.tgisinternal AND c.relnamespace = 'public'::regnamespace) \
               + (SELECT count(*) FROM pg_class WHERE reloptions::text LIKE '%autovacuum_enabled%')",
     )
     .await;
-    assert_eq!(helpers, 0, "{label}: helper objects left behind");
+    assert_eq!(left, 0, "{label}: helper objects left behind");
     let st = apply::status(t).await.unwrap();
     assert!(st.finished, "{label}: plan not finished");
 }
 
 fn apply_child(url: &str) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_shardready"))
+    common::shardready()
         .args([
             "apply",
             "--db",
@@ -156,7 +153,7 @@ async fn kill_9_at_thirty_plus_points_then_rerun_always_finishes() {
             .unwrap_or_else(|| "between steps / finished".into());
         common::wait_apply_gone(&c).await;
         // Rerun to the end.
-        let out = Command::new(env!("CARGO_BIN_EXE_shardready"))
+        let out = common::shardready()
             .args(["apply", "--db", &url, "--trigger-window", "200ms"])
             .output()
             .unwrap();

@@ -1,13 +1,14 @@
 //! The sandbox lifecycle against the real PostgreSQL binaries: the library
 //! (`TestCluster`) and the `shardready sandbox` command.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 use shardready::sandbox::{find_bin_dir, SandboxError, TestCluster};
 
 fn shardready(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_shardready"))
+    common::shardready()
         .arg("--dir")
         .arg(dir)
         .args(args)
@@ -165,7 +166,7 @@ fn missing_binaries_say_what_to_install() {
     assert!(msg.contains("--pg-bin"), "{msg}");
 
     let tmp = tempfile::tempdir_in("/tmp").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_shardready"))
+    let out = common::shardready()
         .args(["sandbox", "start", "--pg-bin", "/nonexistent/bin", "--dir"])
         .arg(tmp.path().join("sb"))
         .output()

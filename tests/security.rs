@@ -8,7 +8,7 @@ mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use shardready::conn::Target;
@@ -25,7 +25,7 @@ fn text(o: &Output) -> String {
 }
 
 fn shardready(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_shardready"));
+    let mut c = common::shardready();
     c.args(args).env_remove("DATABASE_URL");
     for v in [
         "PGHOST",

@@ -7,18 +7,12 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{cluster, connect};
 
 /// Runs shardready against `url` and returns its stdout (any exit code:
 /// `analyze` exits 2 on blockers).
 fn run(url: &str, args: &[String]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_shardready"))
-        .args(args)
-        .args(["--db", url])
-        .output()
-        .expect("shardready runs");
+    let out = common::run_on(url, args);
     let code = out.status.code().unwrap_or(-1);
     assert!(
         code == 0 || code == 2,

@@ -232,7 +232,7 @@ async fn server_mode_calls_the_seed_function_and_pg_cron_runs_it() {
 
     // pg_cron, the seed's way: `workload --mode server --schedule` makes
     // the every-minute job; it runs create_orders(300) within a minute.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardready"))
+    let out = common::shardready()
         .args([
             "workload",
             "--mode",

@@ -16,6 +16,7 @@
 //! all N rows"). Every identifier reaches the SQL through
 //! [`crate::sql::ident`] / [`QName::sql`].
 
+use crate::analyze::rules::id::RuleId;
 use serde::Serialize;
 use tokio_postgres::Client;
 
@@ -81,7 +82,7 @@ fn trim_float(p: f64) -> String {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DataCheck {
     /// `orphan-rows`, `cross-tenant-rows` or `null-tenant`.
-    pub rule: &'static str,
+    pub rule: RuleId,
     pub table: QName,
     /// The foreign keys involved (the derivation path first).
     pub via: Vec<String>,
@@ -121,7 +122,7 @@ impl DataReport {
         for c in &self.checks {
             if let Some(e) = &c.error {
                 out.push(Finding {
-                    rule: "data-check-incomplete",
+                    rule: RuleId::DataCheckIncomplete,
                     severity: Severity::Warning,
                     table: Some(c.table.clone()),
                     object: (!c.via.is_empty()).then(|| c.via.join(", ")),
@@ -149,11 +150,11 @@ impl DataReport {
 
 fn citus_error(c: &DataCheck) -> Option<String> {
     match c.rule {
-        "null-tenant" | "orphan-rows" => Some(format!(
+        RuleId::NullTenant | RuleId::OrphanRows => Some(format!(
             "the partition column of table {} cannot be NULL",
             c.table.name
         )),
-        "cross-tenant-rows" => Some(
+        RuleId::CrossTenantRows => Some(
             "insert or update on table violates foreign key constraint (when the composite \
              foreign key is validated)"
                 .into(),
@@ -321,7 +322,7 @@ pub fn choose_scan(rows_estimate: i64, size_bytes: i64, full: bool, limit: i64) 
 /// One counter of a table's scan.
 #[derive(Debug, Clone)]
 struct Probe {
-    rule: &'static str,
+    rule: RuleId,
     via: Vec<String>,
     /// SQL condition on the joined row: true for an offending row.
     cond: String,
@@ -373,7 +374,7 @@ fn plan_needs(ctx: &Ctx, t: &Table, path: &[Hop], scan: Scan) -> Option<TablePla
     let path_fks: Vec<String> = path.iter().map(|h| h.fk.clone()).collect();
     let mut from = format!("{} t0{}{}", t.name.sql(), scan.clause(), main.joins);
     let mut probes = vec![Probe {
-        rule: "orphan-rows",
+        rule: RuleId::OrphanRows,
         via: path_fks.clone(),
         cond: format!("{} IS NULL", main.expr),
         message: format!(
@@ -401,7 +402,7 @@ fn plan_needs(ctx: &Ctx, t: &Table, path: &[Hop], scan: Scan) -> Option<TablePla
         let mut via = path_fks.clone();
         via.push(fk.name.clone());
         probes.push(Probe {
-            rule: "cross-tenant-rows",
+            rule: RuleId::CrossTenantRows,
             via,
             cond: differ(&main, &other.expr, &other.type_name),
             message: format!(
@@ -454,7 +455,7 @@ fn plan_distributed(ctx: &Ctx, t: &Table, scan: Scan) -> Option<TablePlan> {
                     .is_some_and(|c| matches!(c, Class::Root | Class::Distributed))
         });
         probes.push(Probe {
-            rule: "null-tenant",
+            rule: RuleId::NullTenant,
             via: source.map(|fk| vec![fk.name.clone()]).unwrap_or_default(),
             cond: format!("{mine} IS NULL"),
             message: format!("in {} with a NULL {col}", t.name),
@@ -508,7 +509,7 @@ fn plan_distributed(ctx: &Ctx, t: &Table, scan: Scan) -> Option<TablePlan> {
         };
         from.push_str(&other.joins);
         probes.push(Probe {
-            rule: "cross-tenant-rows",
+            rule: RuleId::CrossTenantRows,
             via: vec![fk.name.clone()],
             cond: differ(&me, &other.expr, &other.type_name),
             message: format!(
@@ -721,7 +722,7 @@ mod tests {
             .find(|p| p.table.name == "line_items")
             .expect("line_items is checked");
         let rules: Vec<_> = li.probes.iter().map(|p| p.rule).collect();
-        assert_eq!(rules, ["orphan-rows", "cross-tenant-rows"]);
+        assert_eq!(rules, [RuleId::OrphanRows, RuleId::CrossTenantRows]);
         assert_eq!(li.probes[0].via, ["line_items_order_id_fkey"]);
         assert_eq!(
             li.probes[1].via,
@@ -759,7 +760,7 @@ mod tests {
             1,
             "only null-tenant: orders → stores is by store_id"
         );
-        assert_eq!(orders.probes[0].rule, "null-tenant");
+        assert_eq!(orders.probes[0].rule, RuleId::NullTenant);
         assert!(orders.probes[0].fix.contains("by hand"));
         assert!(
             plans.iter().all(|p| p.table.name != "stores"),
@@ -807,7 +808,7 @@ mod tests {
         let plans = with_ctx(&cat, &Default::default(), |ctx| plan_all(ctx, true, 10));
         let li = plans.iter().find(|p| p.table.name == "line_items").unwrap();
         let rules: Vec<_> = li.probes.iter().map(|p| p.rule).collect();
-        assert_eq!(rules, ["null-tenant", "cross-tenant-rows"]);
+        assert_eq!(rules, [RuleId::NullTenant, RuleId::CrossTenantRows]);
         assert!(li.probes[0]
             .fix
             .contains("backfill them from orders through order_id"));
@@ -862,7 +863,7 @@ mod tests {
         let x = tasks
             .probes
             .iter()
-            .find(|p| p.rule == "cross-tenant-rows")
+            .find(|p| p.rule == RuleId::CrossTenantRows)
             .unwrap();
         assert!(x.cond.contains("::text <> "), "{}", x.cond);
         assert_eq!(
@@ -879,7 +880,7 @@ mod tests {
     #[test]
     fn findings_only_for_offending_or_incomplete_checks() {
         let base = DataCheck {
-            rule: "orphan-rows",
+            rule: RuleId::OrphanRows,
             table: QName::new("public", "t"),
             via: vec!["t_fk".into()],
             scan: Scan::Exact,
@@ -901,10 +902,10 @@ mod tests {
         };
         let f = r.findings();
         assert_eq!(f.len(), 2);
-        assert_eq!(f[0].rule, "orphan-rows");
+        assert_eq!(f[0].rule, RuleId::OrphanRows);
         assert_eq!(f[0].severity, Severity::Blocker);
         assert!(f[0].message.ends_with("e.g. 1; 2"));
-        assert_eq!(f[1].rule, "data-check-incomplete");
+        assert_eq!(f[1].rule, RuleId::DataCheckIncomplete);
         assert_eq!(f[1].severity, Severity::Warning);
     }
 

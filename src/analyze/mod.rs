@@ -18,6 +18,7 @@ use thiserror::Error;
 use tokio_postgres::Client;
 
 use crate::catalog::{Catalog, QName};
+pub use rules::id::RuleId;
 pub use tenant::{Class, Classified, Hop, Overrides, Tenant};
 
 #[derive(Debug, Error)]
@@ -41,15 +42,12 @@ pub enum AnalyzeError {
     UnknownTable(String),
     #[error("the database has no tables in its user schemas: nothing to analyze")]
     Empty,
-    #[error("{context}: {detail}")]
-    Db { context: String, detail: String },
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
 }
 
 pub(crate) fn db(context: &str) -> impl FnOnce(tokio_postgres::Error) -> AnalyzeError + '_ {
-    move |e| AnalyzeError::Db {
-        context: context.to_string(),
-        detail: crate::conn::error_text(&e),
-    }
+    move |e| AnalyzeError::Db(crate::db::DbError::new(context, e))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -66,7 +64,7 @@ pub enum Severity {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Finding {
     /// Stable identifier, e.g. `unique-without-tenant`.
-    pub rule: &'static str,
+    pub rule: RuleId,
     pub severity: Severity,
     pub table: Option<QName>,
     /// The constraint, index, column, trigger or function concerned.
@@ -166,6 +164,19 @@ pub async fn analyze(client: &Client, opts: &AnalyzeOptions) -> Result<Analysis,
 }
 
 /// [`analyze`] on a catalog already read.
+/// The catalog and its analysis, read in one go (for commands that need
+/// both: `plan`, `distribute`).
+pub async fn read_with_catalog(
+    client: &Client,
+    opts: &AnalyzeOptions,
+) -> Result<(Catalog, Analysis), AnalyzeError> {
+    let cat = Catalog::read(client)
+        .await
+        .map_err(db("cannot read the catalog"))?;
+    let analysis = analyze_read(client, &cat, opts).await?;
+    Ok((cat, analysis))
+}
+
 pub async fn analyze_read(
     client: &Client,
     cat: &Catalog,
@@ -191,7 +202,7 @@ pub async fn analyze_read(
         a.severity
             .cmp(&b.severity)
             .then_with(|| a.table.cmp(&b.table))
-            .then_with(|| a.rule.cmp(b.rule))
+            .then_with(|| a.rule.as_str().cmp(b.rule.as_str()))
     });
     let counts = Counts {
         blockers: findings

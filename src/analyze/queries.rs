@@ -15,6 +15,7 @@
 //! An unqualified table name is looked up in `public` first, then in any
 //! schema; views and unknown names are skipped.
 
+use crate::analyze::rules::id::RuleId;
 use std::collections::BTreeSet;
 
 use pg_query::protobuf::{self, AExprKind, Node, SelectStmt};
@@ -36,7 +37,7 @@ const QUOTE_CHARS: usize = 120;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Issue {
     /// `insert-without-tenant` or `query-without-tenant-filter`.
-    pub rule: &'static str,
+    pub rule: RuleId,
     pub table: QName,
     /// `reads`, `updates`, `deletes from` or `inserts into`.
     pub verb: &'static str,
@@ -455,7 +456,7 @@ fn audit_node(ctx: &Ctx, n: &NodeEnum, shown: &str) -> Vec<Issue> {
         };
         if flag {
             out.insert(Issue {
-                rule: "insert-without-tenant",
+                rule: RuleId::InsertWithoutTenant,
                 table: ctx.cat.top_parent(t).clone(),
                 verb: rel.verb,
                 statement: statement.clone(),
@@ -480,7 +481,7 @@ fn audit_node(ctx: &Ctx, n: &NodeEnum, shown: &str) -> Vec<Issue> {
             });
             if !filtered {
                 out.insert(Issue {
-                    rule: "query-without-tenant-filter",
+                    rule: RuleId::QueryWithoutTenantFilter,
                     table: top.clone(),
                     verb: rel.verb,
                     statement: statement.clone(),
@@ -640,10 +641,10 @@ pub fn finding(ctx: &Ctx, object: &str, issue: &Issue) -> Finding {
         .unwrap_or(&ctx.tenant.column);
     let class = ctx.class_of(&issue.table);
     match issue.rule {
-        "insert-without-tenant" => {
+        RuleId::InsertWithoutTenant => {
             let needs = matches!(class, Some(Class::NeedsColumn { .. }));
             Finding {
-                rule: "insert-without-tenant",
+                rule: RuleId::InsertWithoutTenant,
                 severity: Severity::Warning,
                 table: Some(issue.table.clone()),
                 object: Some(object.to_string()),
@@ -673,7 +674,7 @@ pub fn finding(ctx: &Ctx, object: &str, issue: &Issue) -> Finding {
             }
         }
         _ => Finding {
-            rule: "query-without-tenant-filter",
+            rule: RuleId::QueryWithoutTenantFilter,
             severity: Severity::Warning,
             table: Some(issue.table.clone()),
             object: Some(object.to_string()),
@@ -699,7 +700,7 @@ pub fn audit_functions(ctx: &Ctx) -> Vec<Finding> {
         match audit_function(ctx, f) {
             Ok(issues) => out.extend(issues.iter().map(|i| finding(ctx, &object, i))),
             Err(e) => out.push(Finding {
-                rule: "query-audit-skipped",
+                rule: RuleId::QueryAuditSkipped,
                 severity: Severity::Info,
                 table: None,
                 object: Some(object.clone()),
@@ -730,7 +731,7 @@ pub async fn audit(ctx: &Ctx<'_>, client: &Client) -> Result<Vec<Finding>, Analy
                 }
             }
             Err(e) => out.push(Finding {
-                rule: "query-audit-skipped",
+                rule: RuleId::QueryAuditSkipped,
                 severity: Severity::Info,
                 table: None,
                 object: Some("pg_stat_statements".into()),
@@ -756,7 +757,7 @@ mod tests {
     use super::*;
     use crate::analyze::testkit::*;
 
-    fn issues(sql: &str) -> Vec<(&'static str, String)> {
+    fn issues(sql: &str) -> Vec<(RuleId, String)> {
         let cat = tailspin();
         with_ctx(&cat, &Default::default(), |ctx| {
             audit_sql(ctx, sql)
@@ -767,8 +768,8 @@ mod tests {
         })
     }
 
-    const NF: &str = "query-without-tenant-filter";
-    const IW: &str = "insert-without-tenant";
+    const NF: RuleId = RuleId::QueryWithoutTenantFilter;
+    const IW: RuleId = RuleId::InsertWithoutTenant;
 
     #[test]
     fn filters_on_the_tenant_column() {
@@ -892,7 +893,7 @@ mod tests {
         );
     }
 
-    fn function_issues(f: &Function) -> Vec<(&'static str, String)> {
+    fn function_issues(f: &Function) -> Vec<(RuleId, String)> {
         let cat = tailspin();
         with_ctx(&cat, &Default::default(), |ctx| {
             audit_function(ctx, f)

@@ -12,6 +12,7 @@
 //! repeatable `TABLESAMPLE SYSTEM` of about that many rows, whose counts
 //! are scaled to the estimate; every count runs under a `statement_timeout`.
 
+use crate::analyze::rules::id::RuleId;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -173,7 +174,7 @@ impl Skew {
         for h in &self.hot {
             let on = self.basis.clone();
             out.push(Finding {
-                rule: "hot-tenant",
+                rule: RuleId::HotTenant,
                 severity: Severity::Info,
                 table: self.basis.clone(),
                 object: Some(h.tenant.clone()),
@@ -199,7 +200,7 @@ impl Skew {
         }
         if let Some(s) = &self.shard_count {
             out.push(Finding {
-                rule: "shard-count",
+                rule: RuleId::ShardCount,
                 severity: Severity::Info,
                 table: None,
                 object: Some(s.count.to_string()),
@@ -212,7 +213,7 @@ impl Skew {
         for t in &self.tables {
             if let Some(e) = &t.error {
                 out.push(Finding {
-                    rule: "skew-incomplete",
+                    rule: RuleId::SkewIncomplete,
                     severity: Severity::Info,
                     table: Some(t.table.clone()),
                     object: None,
@@ -552,7 +553,7 @@ mod tests {
         assert_eq!(s.hot.len(), 1);
         assert!((s.mean_share - 0.05).abs() < 1e-9);
         let f = s.findings();
-        let hot = f.iter().find(|f| f.rule == "hot-tenant").unwrap();
+        let hot = f.iter().find(|f| f.rule == RuleId::HotTenant).unwrap();
         assert_eq!(hot.object.as_deref(), Some("5"));
         assert_eq!(hot.severity, Severity::Info);
         assert!(hot
@@ -565,7 +566,7 @@ mod tests {
             hot.fix
         );
         assert_eq!(hot.table.as_ref().unwrap().name, "stores");
-        let sc = f.iter().find(|f| f.rule == "shard-count").unwrap();
+        let sc = f.iter().find(|f| f.rule == RuleId::ShardCount).unwrap();
         assert_eq!(sc.object.as_deref(), Some("32"));
         assert!(sc.message.contains("isolate it"));
         let text = s.text();

@@ -295,7 +295,9 @@ pub fn q(name: &str) -> QName {
 }
 
 /// (rule, table, object) of each finding, for compact assertions.
-pub fn summary(f: &[crate::analyze::Finding]) -> Vec<(&'static str, String, Option<String>)> {
+pub fn summary(
+    f: &[crate::analyze::Finding],
+) -> Vec<(crate::analyze::RuleId, String, Option<String>)> {
     f.iter()
         .map(|f| {
             (

@@ -823,7 +823,7 @@ async fn await_app_writes(
 }
 
 /// Reads the plan status (for `shardready status`).
-pub async fn status(target: &Target) -> Result<state::Status, ApplyError> {
+pub async fn status(target: &Target) -> Result<state::ApplyStatus, ApplyError> {
     let client = target.connect().await?;
     state::status(&client).await
 }

@@ -213,7 +213,7 @@ pub struct BackfillStatus {
 
 /// What `shardready status` prints (schema `shardready.status/v1`).
 #[derive(Debug, Clone, Serialize)]
-pub struct Status {
+pub struct ApplyStatus {
     pub schema: &'static str,
     pub plan_exists: bool,
     pub finished: bool,
@@ -222,7 +222,7 @@ pub struct Status {
     pub apply_running: bool,
 }
 
-pub async fn status(client: &Client) -> Result<Status, ApplyError> {
+pub async fn status(client: &Client) -> Result<ApplyStatus, ApplyError> {
     let running: bool = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
@@ -233,7 +233,7 @@ pub async fn status(client: &Client) -> Result<Status, ApplyError> {
         .map_err(|e| ApplyError::db("cannot read pg_locks", e))?
         .get(0);
     let Some((_, finished)) = load_plan(client).await? else {
-        return Ok(Status {
+        return Ok(ApplyStatus {
             schema: "shardready.status/v1",
             plan_exists: false,
             finished: false,
@@ -287,7 +287,7 @@ pub async fn status(client: &Client) -> Result<Status, ApplyError> {
             }
         })
         .collect();
-    Ok(Status {
+    Ok(ApplyStatus {
         schema: "shardready.status/v1",
         plan_exists: true,
         finished,

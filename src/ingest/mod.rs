@@ -27,15 +27,12 @@ pub enum IngestError {
     Copy(#[from] copy::CopyError),
     #[error(transparent)]
     Generate(#[from] tailspin::GenError),
-    #[error("{context}: {detail}")]
-    Db { context: String, detail: String },
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
 }
 
 fn db(context: &str) -> impl FnOnce(tokio_postgres::Error) -> IngestError + '_ {
-    move |e| IngestError::Db {
-        context: context.to_string(),
-        detail: crate::conn::error_text(&e),
-    }
+    move |e| IngestError::Db(crate::db::DbError::new(context, e))
 }
 
 /// Creates the seed's four tables in one transaction (`replace`: drop them

@@ -241,6 +241,15 @@ pub fn object_name(base: &str, suffix: &str) -> String {
     format!("{}{tag}{suffix}", &base[..cut])
 }
 
+/// Reads the schema, analyzes it and builds the plan (`shardready plan`).
+pub async fn read(
+    client: &tokio_postgres::Client,
+    opts: &crate::analyze::AnalyzeOptions,
+) -> Result<Plan, crate::analyze::AnalyzeError> {
+    let (cat, analysis) = crate::analyze::read_with_catalog(client, opts).await?;
+    Ok(build(&analysis, &cat))
+}
+
 /// Builds the plan for an analysis.
 pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
     let tenant = &analysis.tenant;

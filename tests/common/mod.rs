@@ -86,3 +86,61 @@ pub async fn wait_apply_gone(c: &Client) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// The shardready binary, ready for arguments: the one runner every test
+/// uses.
+pub fn shardready() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_shardready"))
+}
+
+/// Runs `shardready ARGS --db URL` (DATABASE_URL unset, so only `url`
+/// counts) and returns what it did.
+pub fn run_on<S: AsRef<std::ffi::OsStr>>(url: &str, args: &[S]) -> std::process::Output {
+    shardready()
+        .args(args)
+        .args(["--db", url])
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("shardready runs")
+}
+
+/// A temporary directory under /tmp, which a server running as another OS
+/// user can read; removed when dropped.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("shardready-test-")
+        .tempdir_in("/tmp")
+        .expect("a temporary directory")
+}
+
+/// The scenario cleanup check, for the end of every finished preparation:
+/// no helper shardready made is left behind — no sync trigger, no function
+/// or sequence in the `shardready` schema (its state tables stay), no
+/// `*_shardready` index or constraint, no `*_not_null` CHECK of the NOT
+/// NULL step, no table with autovacuum held off.
+pub async fn assert_no_helpers_left(c: &Client) {
+    let left: Vec<String> = c
+        .query(
+            "SELECT 'trigger ' || tgname || ' on ' || tgrelid::regclass FROM pg_trigger \
+               WHERE NOT tgisinternal AND tgname LIKE 'shardready%' \
+             UNION ALL SELECT 'function ' || p.oid::regprocedure FROM pg_proc p \
+               JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'shardready' \
+             UNION ALL SELECT 'sequence ' || c.oid::regclass FROM pg_class c \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+               WHERE n.nspname = 'shardready' AND c.relkind = 'S' \
+             UNION ALL SELECT 'index ' || c.oid::regclass FROM pg_class c \
+               WHERE c.relkind IN ('i', 'I') AND c.relname LIKE '%\\_shardready' \
+             UNION ALL SELECT 'constraint ' || conname || ' on ' || conrelid::regclass \
+               FROM pg_constraint WHERE conname LIKE '%\\_shardready' \
+                  OR (contype = 'c' AND conname LIKE '%\\_not\\_null') \
+             UNION ALL SELECT 'autovacuum held off ' || c.oid::regclass FROM pg_class c \
+               WHERE c.reloptions @> ARRAY['autovacuum_enabled=false']",
+            &[],
+        )
+        .await
+        .expect("the cleanup query runs")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(left.is_empty(), "helpers left behind: {left:?}");
+}

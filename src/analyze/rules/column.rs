@@ -10,6 +10,7 @@
 //! DETAIL: Distribution column must not use GENERATED ALWAYS AS (...) STORED.
 //! ```
 
+use crate::analyze::rules::id::RuleId;
 use crate::analyze::tenant::Class;
 use crate::analyze::{Finding, Severity};
 
@@ -44,7 +45,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
         let obj = Some(name.to_string());
         if !col.hashable {
             out.push(Finding {
-                rule: "tenant-type-not-hashable",
+                rule: RuleId::TenantTypeNotHashable,
                 severity: Severity::Blocker,
                 table: Some(t.name.clone()),
                 object: obj.clone(),
@@ -59,7 +60,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
         }
         if col.generated.as_deref() == Some("s") {
             out.push(Finding {
-                rule: "tenant-generated",
+                rule: RuleId::TenantGenerated,
                 severity: Severity::Blocker,
                 table: Some(t.name.clone()),
                 object: obj.clone(),
@@ -76,7 +77,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
             if root.name != t.name {
                 if rc.type_name != col.type_name {
                     out.push(Finding {
-                        rule: "tenant-type-mismatch",
+                        rule: RuleId::TenantTypeMismatch,
                         severity: Severity::Blocker,
                         table: Some(t.name.clone()),
                         object: obj.clone(),
@@ -96,7 +97,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                     });
                 } else if rc.collation != col.collation {
                     out.push(Finding {
-                        rule: "tenant-collation-mismatch",
+                        rule: RuleId::TenantCollationMismatch,
                         severity: Severity::Blocker,
                         table: Some(t.name.clone()),
                         object: obj.clone(),
@@ -118,7 +119,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
         }
         if !col.not_null && class == &Class::Distributed {
             out.push(Finding {
-                rule: "tenant-nullable",
+                rule: RuleId::TenantNullable,
                 severity: Severity::Info,
                 table: Some(t.name.clone()),
                 object: obj,
@@ -147,8 +148,8 @@ mod tests {
         assert_eq!(
             summary(&f),
             [
-                ("tenant-nullable", "products".into(), s("store_id")),
-                ("tenant-nullable", "orders".into(), s("store_id")),
+                (RuleId::TenantNullable, "products".into(), s("store_id")),
+                (RuleId::TenantNullable, "orders".into(), s("store_id")),
             ]
         );
         assert!(f
@@ -179,9 +180,9 @@ mod tests {
         assert_eq!(
             summary(&f),
             [
-                ("tenant-type-mismatch", "a".into(), s("store_id")),
-                ("tenant-collation-mismatch", "b".into(), s("store_id")),
-                ("tenant-generated", "c".into(), s("store_id")),
+                (RuleId::TenantTypeMismatch, "a".into(), s("store_id")),
+                (RuleId::TenantCollationMismatch, "b".into(), s("store_id")),
+                (RuleId::TenantGenerated, "c".into(), s("store_id")),
             ]
         );
         assert!(f[0].message.contains("integer here but bigint in stores"));
@@ -203,7 +204,7 @@ mod tests {
             ..Default::default()
         };
         let f = run_rule(&json, &o, check);
-        assert!(summary(&f).contains(&("tenant-type-not-hashable", "docs".into(), s("tenant"))));
+        assert!(summary(&f).contains(&(RuleId::TenantTypeNotHashable, "docs".into(), s("tenant"))));
     }
 
     #[test]
@@ -219,7 +220,7 @@ mod tests {
         let f = run_rule(&cat, &o, check);
         assert_eq!(
             summary(&f),
-            [("tenant-type-mismatch", "small".into(), s("tenant"))]
+            [(RuleId::TenantTypeMismatch, "small".into(), s("tenant"))]
         );
     }
 }

@@ -12,6 +12,7 @@
 //!         in the both tables or from distributed to reference tables
 //! ```
 
+use crate::analyze::rules::id::RuleId;
 use crate::analyze::tenant::Class;
 use crate::analyze::{Finding, Severity};
 use crate::catalog::{FkAction, ForeignKey, Table};
@@ -28,7 +29,7 @@ pub const ON_UPDATE_ERROR: &str = "cannot create foreign key constraint: SET NUL
 fn finding(
     t: &Table,
     fk: &ForeignKey,
-    rule: &'static str,
+    rule: RuleId,
     severity: Severity,
     message: String,
     citus: Option<&str>,
@@ -86,7 +87,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                             finding(
                                 t,
                                 fk,
-                                "fk-without-tenant",
+                                RuleId::FkWithoutTenant,
                                 Severity::Blocker,
                                 format!("foreign key {} {arrow} references the tenant root through another column than {mine}", fk.name),
                                 Some(SHAPE_ERROR),
@@ -97,7 +98,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                             finding(
                                 t,
                                 fk,
-                                "fk-without-tenant",
+                                RuleId::FkWithoutTenant,
                                 Severity::Blocker,
                                 format!("foreign key {} {arrow} does not include the tenant column on both sides", fk.name),
                                 Some(SHAPE_ERROR),
@@ -117,7 +118,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                         out.push(finding(
                             t,
                             fk,
-                            "fk-action-on-delete",
+                            RuleId::FkActionOnDelete,
                             Severity::Blocker,
                             format!("foreign key {} uses ON DELETE {}", fk.name, fk.on_delete.sql()),
                             Some(ON_DELETE_ERROR),
@@ -132,7 +133,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                         out.push(finding(
                             t,
                             fk,
-                            "fk-action-on-update",
+                            RuleId::FkActionOnUpdate,
                             Severity::Blocker,
                             format!("foreign key {} uses ON UPDATE {}", fk.name, fk.on_update.sql()),
                             Some(ON_UPDATE_ERROR),
@@ -144,7 +145,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                         out.push(finding(
                             t,
                             fk,
-                            "fk-not-validated",
+                            RuleId::FkNotValidated,
                             Severity::Warning,
                             format!("foreign key {} is NOT VALID: existing rows were never checked", fk.name),
                             None,
@@ -157,7 +158,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                 (true, Class::Local) => out.push(finding(
                     t,
                     fk,
-                    "fk-to-local",
+                    RuleId::FkToLocal,
                     Severity::Blocker,
                     format!("foreign key {} {arrow} points at a table that stays local", fk.name),
                     Some(TO_LOCAL_ERROR),
@@ -167,7 +168,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                 (false, rc) if rc.is_tenant() => out.push(finding(
                     t,
                     fk,
-                    "fk-to-distributed-from-non-tenant",
+                    RuleId::FkToDistributedFromNonTenant,
                     Severity::Blocker,
                     format!(
                         "foreign key {} {arrow}: a {} table may not reference a distributed table",
@@ -203,7 +204,7 @@ fn missing_root_fks(ctx: &Ctx) -> Vec<Finding> {
         });
         if !has {
             out.push(Finding {
-                rule: "tenant-fk-to-root",
+                rule: RuleId::TenantFkToRoot,
                 severity: Severity::Info,
                 table: Some(t.name.clone()),
                 object: Some(col.to_string()),
@@ -231,14 +232,14 @@ mod tests {
         assert_eq!(
             summary(&f),
             [
-                ("tenant-fk-to-root", "line_items".into(), s("store_id")),
+                (RuleId::TenantFkToRoot, "line_items".into(), s("store_id")),
                 (
-                    "fk-without-tenant",
+                    RuleId::FkWithoutTenant,
                     "line_items".into(),
                     s("line_items_product_id_fkey")
                 ),
                 (
-                    "fk-without-tenant",
+                    RuleId::FkWithoutTenant,
                     "line_items".into(),
                     s("line_items_order_id_fkey")
                 ),
@@ -295,9 +296,9 @@ mod tests {
         assert_eq!(
             summary(&f),
             [
-                ("fk-action-on-delete", "items".into(), s("i_o")),
-                ("fk-action-on-update", "items".into(), s("i_o")),
-                ("fk-not-validated", "items".into(), s("i_o")),
+                (RuleId::FkActionOnDelete, "items".into(), s("i_o")),
+                (RuleId::FkActionOnUpdate, "items".into(), s("i_o")),
+                (RuleId::FkNotValidated, "items".into(), s("i_o")),
             ]
         );
         assert_eq!(f[0].severity, Severity::Blocker);
@@ -331,7 +332,7 @@ mod tests {
         let f = run_rule(&cat, &Default::default(), check);
         assert_eq!(
             summary(&f),
-            [("fk-without-tenant", "transfers".into(), s("t_to"))]
+            [(RuleId::FkWithoutTenant, "transfers".into(), s("t_to"))]
         );
         assert!(!f[0].automatic);
         assert!(f[0].fix.starts_with("drop t_to"));
@@ -346,12 +347,12 @@ mod tests {
         };
         let f = run_rule(&tailspin(), &o, check);
         assert!(summary(&f).contains(&(
-            "fk-to-local",
+            RuleId::FkToLocal,
             "line_items".into(),
             s("line_items_order_id_fkey")
         )));
         assert!(summary(&f).contains(&(
-            "fk-to-distributed-from-non-tenant",
+            RuleId::FkToDistributedFromNonTenant,
             "orders".into(),
             s("orders_store_id_fkey")
         )));
@@ -362,7 +363,7 @@ mod tests {
         };
         let f = run_rule(&tailspin(), &o, check);
         assert!(summary(&f).contains(&(
-            "fk-to-distributed-from-non-tenant",
+            RuleId::FkToDistributedFromNonTenant,
             "products".into(),
             s("products_store_id_fkey")
         )));
@@ -389,8 +390,8 @@ mod tests {
         assert_eq!(
             summary(&f),
             [
-                ("fk-without-tenant", "categories".into(), s("c_parent")),
-                ("fk-action-on-delete", "categories".into(), s("c_parent")),
+                (RuleId::FkWithoutTenant, "categories".into(), s("c_parent")),
+                (RuleId::FkActionOnDelete, "categories".into(), s("c_parent")),
             ]
         );
     }

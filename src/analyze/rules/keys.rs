@@ -13,6 +13,7 @@
 //! `(tenant, ...)` built concurrently, then swapped in. Exclusion
 //! constraints and expression-only unique indexes need the user.
 
+use crate::analyze::rules::id::RuleId;
 use crate::analyze::{Finding, Severity};
 use crate::catalog::KeyKind;
 
@@ -40,7 +41,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
             }
             let (rule, what, automatic, fix) = match k.kind {
                 KeyKind::Primary => (
-                    "primary-key-without-tenant",
+                    RuleId::PrimaryKeyWithoutTenant,
                     "primary key",
                     true,
                     format!(
@@ -49,7 +50,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                     ),
                 ),
                 KeyKind::Unique => (
-                    "unique-without-tenant",
+                    RuleId::UniqueWithoutTenant,
                     "unique constraint",
                     true,
                     format!(
@@ -58,7 +59,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                     ),
                 ),
                 KeyKind::Exclusion => (
-                    "exclusion-without-tenant",
+                    RuleId::ExclusionWithoutTenant,
                     "exclusion constraint",
                     false,
                     format!("recreate it with `{col} WITH =` as its first element (not automatic)"),
@@ -98,7 +99,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
             }
             let has_expr = ix.columns.iter().any(|c| c.is_none());
             out.push(Finding {
-                rule: "unique-index-without-tenant",
+                rule: RuleId::UniqueIndexWithoutTenant,
                 severity: Severity::Blocker,
                 table: Some(t.name.clone()),
                 object: Some(ix.name.clone()),
@@ -142,17 +143,17 @@ mod tests {
             summary(&f),
             [
                 (
-                    "primary-key-without-tenant",
+                    RuleId::PrimaryKeyWithoutTenant,
                     "products".into(),
                     s("products_pkey")
                 ),
                 (
-                    "primary-key-without-tenant",
+                    RuleId::PrimaryKeyWithoutTenant,
                     "orders".into(),
                     s("orders_pkey")
                 ),
                 (
-                    "primary-key-without-tenant",
+                    RuleId::PrimaryKeyWithoutTenant,
                     "line_items".into(),
                     s("line_items_pkey")
                 ),
@@ -197,27 +198,27 @@ mod tests {
             summary(&f),
             [
                 (
-                    "unique-without-tenant",
+                    RuleId::UniqueWithoutTenant,
                     "stores".into(),
                     s("stores_name_key")
                 ),
                 (
-                    "unique-without-tenant",
+                    RuleId::UniqueWithoutTenant,
                     "orders".into(),
                     s("orders_code_key")
                 ),
                 (
-                    "exclusion-without-tenant",
+                    RuleId::ExclusionWithoutTenant,
                     "orders".into(),
                     s("orders_during_excl")
                 ),
                 (
-                    "unique-index-without-tenant",
+                    RuleId::UniqueIndexWithoutTenant,
                     "orders".into(),
                     s("orders_code_idx")
                 ),
                 (
-                    "unique-index-without-tenant",
+                    RuleId::UniqueIndexWithoutTenant,
                     "orders".into(),
                     s("orders_lower_code")
                 ),
@@ -251,12 +252,12 @@ mod tests {
             summary(&f),
             [
                 (
-                    "primary-key-without-tenant",
+                    RuleId::PrimaryKeyWithoutTenant,
                     "events".into(),
                     s("events_pkey")
                 ),
                 (
-                    "unique-index-without-tenant",
+                    RuleId::UniqueIndexWithoutTenant,
                     "events_1".into(),
                     s("events_1_local")
                 ),

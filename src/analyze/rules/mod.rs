@@ -4,6 +4,7 @@
 
 pub mod column;
 pub mod foreign_keys;
+pub mod id;
 pub mod keys;
 pub mod no_key;
 pub mod partitioning;

@@ -7,6 +7,7 @@
 //!         identity: add a primary key or set REPLICA IDENTITY FULL
 //! ```
 
+use crate::analyze::rules::id::RuleId;
 use crate::analyze::tenant::Class;
 use crate::analyze::{Finding, Severity};
 
@@ -28,7 +29,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                 })
         });
         out.push(Finding {
-            rule: "no-primary-key",
+            rule: RuleId::NoPrimaryKey,
             severity: if needs && !has_unique_not_null {
                 Severity::Blocker
             } else {
@@ -88,9 +89,9 @@ mod tests {
         assert_eq!(
             summary(&f),
             [
-                ("no-primary-key", "logs".into(), None),
-                ("no-primary-key", "notes".into(), None),
-                ("no-primary-key", "tags".into(), None),
+                (RuleId::NoPrimaryKey, "logs".into(), None),
+                (RuleId::NoPrimaryKey, "notes".into(), None),
+                (RuleId::NoPrimaryKey, "tags".into(), None),
             ],
             "misc is local"
         );

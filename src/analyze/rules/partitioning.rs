@@ -5,6 +5,7 @@
 //! ERROR:  distributing multi-level partitioned tables is not supported
 //! ```
 
+use crate::analyze::rules::id::RuleId;
 use crate::analyze::{Finding, Severity};
 use crate::catalog::TableKind;
 
@@ -15,7 +16,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
     for (t, class) in ctx.tables() {
         if let (TableKind::Partitioned, Some(parent)) = (t.kind, &t.parent) {
             out.push(Finding {
-                rule: "multi-level-partitioning",
+                rule: RuleId::MultiLevelPartitioning,
                 severity: Severity::Blocker,
                 table: Some(t.name.clone()),
                 object: Some(parent.to_string()),
@@ -33,7 +34,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
         if t.kind == TableKind::Partitioned && t.parent.is_none() && class.is_tenant() {
             let key = t.partition_key.clone().unwrap_or_default();
             out.push(Finding {
-                rule: "partitioned-table",
+                rule: RuleId::PartitionedTable,
                 severity: Severity::Info,
                 table: Some(t.name.clone()),
                 object: None,
@@ -45,7 +46,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
         }
         if t.kind == TableKind::Foreign && class.is_tenant() {
             out.push(Finding {
-                rule: "foreign-table",
+                rule: RuleId::ForeignTable,
                 severity: Severity::Blocker,
                 table: Some(t.name.clone()),
                 object: None,
@@ -90,13 +91,13 @@ mod tests {
         assert_eq!(
             summary(&f),
             [
-                ("partitioned-table", "events".into(), None),
+                (RuleId::PartitionedTable, "events".into(), None),
                 (
-                    "multi-level-partitioning",
+                    RuleId::MultiLevelPartitioning,
                     "events_2025".into(),
                     s("events")
                 ),
-                ("foreign-table", "remote".into(), None),
+                (RuleId::ForeignTable, "remote".into(), None),
             ]
         );
         assert_eq!(f[0].severity, Severity::Info);

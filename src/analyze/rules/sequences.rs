@@ -7,6 +7,7 @@
 //!         column defaults of type int or smallint
 //! ```
 
+use crate::analyze::rules::id::RuleId;
 use crate::analyze::{Finding, Severity};
 
 use super::Ctx;
@@ -25,7 +26,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                 || c.identity.is_some();
             if serial && matches!(c.type_name.as_str(), "integer" | "smallint") {
                 out.push(Finding {
-                    rule: "int-serial",
+                    rule: RuleId::IntSerial,
                     severity: Severity::Warning,
                     table: Some(t.name.clone()),
                     object: Some(c.name.clone()),
@@ -71,8 +72,8 @@ mod tests {
         assert_eq!(
             summary(&f),
             [
-                ("int-serial", "stores".into(), s("store_id")),
-                ("int-serial", "orders".into(), s("n")),
+                (RuleId::IntSerial, "stores".into(), s("store_id")),
+                (RuleId::IntSerial, "orders".into(), s("n")),
             ],
             "bigint serials are fine; countries is not a tenant table"
         );

@@ -8,6 +8,7 @@
 //! shardready's own sync trigger is removed by `apply` itself; other
 //! triggers need the user (or `citus.enable_unsafe_triggers`).
 
+use crate::analyze::rules::id::RuleId;
 use crate::analyze::{Finding, Severity};
 
 use super::Ctx;
@@ -27,7 +28,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
             }
             let own = tg.name.starts_with(OWN_PREFIX);
             out.push(Finding {
-                rule: "user-trigger",
+                rule: RuleId::UserTrigger,
                 severity: Severity::Blocker,
                 table: Some(t.name.clone()),
                 object: Some(tg.name.clone()),
@@ -91,13 +92,13 @@ mod tests {
         assert_eq!(
             summary(&f),
             [
-                ("user-trigger", "orders".into(), s("orders_touch")),
+                (RuleId::UserTrigger, "orders".into(), s("orders_touch")),
                 (
-                    "user-trigger",
+                    RuleId::UserTrigger,
                     "orders".into(),
                     s("shardready_sync_store_id")
                 ),
-                ("user-trigger", "events".into(), s("events_audit")),
+                (RuleId::UserTrigger, "events".into(), s("events_audit")),
             ],
             "the partition's clone and the unrelated local table are not reported"
         );

@@ -1,0 +1,569 @@
+//! The command line's arguments (clap): every command, flag, default
+//! and `--help` text. Nothing here runs anything.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use shardready::conn::{ConnOptions, Target};
+use shardready::sandbox;
+
+pub(crate) const ABOUT: &str =
+    "Prepare a single-node, multi-tenant PostgreSQL database for distribution \
+with Citus while the application keeps running.";
+
+pub(crate) const LONG_ABOUT: &str = "\
+Prepare a single-node, multi-tenant PostgreSQL database for distribution with
+Citus while the application keeps running.
+
+Where to connect (every command that talks to a database):
+  --db 'postgresql://user@host:5432/db?sslmode=require'  or  --db 'host=... dbname=...'
+  else DATABASE_URL, else libpq's PG* variables (PGHOST, PGUSER, ..., ~/.pgpass),
+  else the running sandbox (`shardready sandbox start`).
+
+Quick start (the seed exercise, Tailspin Toys, on a local sandbox):
+  shardready sandbox start
+  shardready tailspin schema
+  shardready tailspin load            # 6M rows, prints the four counts
+  shardready sandbox psql -- -c '\\dt'";
+
+#[derive(Parser)]
+#[command(name = "shardready", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct Global {
+    /// Database to work on: a conninfo string or a postgresql:// URL.
+    #[arg(long, global = true, value_name = "CONNINFO|URL")]
+    pub(crate) db: Option<String>,
+    /// Sandbox directory [default: ~/.local/share/shardready/sandbox,
+    /// or /var/lib/shardready/sandbox as root].
+    #[arg(
+        long,
+        global = true,
+        env = "SHARDREADY_SANDBOX_DIR",
+        value_name = "DIR"
+    )]
+    pub(crate) dir: Option<PathBuf>,
+}
+
+impl Global {
+    pub(crate) fn sandbox_dir(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(sandbox::default_dir)
+    }
+    pub(crate) fn target(&self) -> Result<Target> {
+        Ok(Target::resolve(&ConnOptions {
+            db: self.db.clone(),
+            sandbox_dir: self.dir.clone(),
+        })?)
+    }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// A local single-node PostgreSQL from the system's binaries.
+    #[command(subcommand)]
+    Sandbox(SandboxCmd),
+    /// The seed exercise's dataset: schema, CSV files, fast load.
+    #[command(subcommand)]
+    Tailspin(TailspinCmd),
+    /// Fast, all-or-nothing COPY of CSV files, globs or zip archives into a table.
+    #[command(after_help = "\
+Examples:
+  shardready copy orders 'orders_*.csv'
+  shardready copy stores stores.csv --header
+  shardready copy line_items data.zip:'line_items_*.csv'
+  shardready copy products products.tsv --delimiter '\\t' --null '\\N' --encoding LATIN1
+
+The files load as one transaction: foreign keys on the table are dropped,
+the rows copied, then the keys re-added (one set-based validation), and the
+serial sequences set to the new maximum. Any error (a malformed row, a key
+violation, Ctrl-C) leaves the table exactly as it was.")]
+    Copy(CopyArgs),
+    /// The seed's create_orders traffic, with latency measurement.
+    #[command(after_help = "\
+Examples:
+  shardready workload --rate 20000/min --duration 60s --connections 4
+  shardready workload --duration 5m --json-out run.json --timeline run.csv
+  shardready workload --mode server --once 20000      # the seed's timed create_orders(20000)
+  shardready workload --mode server --schedule        # pg_cron: create_orders(20000) every minute
+
+Client mode issues each order like the seed's function does (every third order
+to store 5, 1-3 line items from the store's own products), one transaction per
+order, open-loop: latency counts from when the order was due, so a stalled
+database shows up as latency, not as a lower rate. Errors are counted by
+SQLSTATE and the run goes on (connections are re-opened).
+
+--json-out writes the summary (schema \"shardready.workload/v1\": rates, orders,
+line_items, errors_by_sqlstate, latency p50/p95/p99/p999/max/mean in ms);
+--timeline writes one CSV row per second: t_s,transactions,errors,p50_ms,p99_ms,max_ms.")]
+    Workload(WorkloadArgs),
+    /// pg_cron jobs: list, schedule, unschedule.
+    #[command(subcommand)]
+    Jobs(JobsCmd),
+    /// Readiness report: the tenant column, what each table becomes, and
+    /// everything Citus would refuse. Exit code 2 when something blocks.
+    #[command(after_help = "\
+Examples:
+  shardready analyze
+  shardready analyze --tenant-column store_id --reference countries
+  shardready analyze --format json > analysis.json   # schema shardready.analysis/v1
+  shardready analyze --full                          # exact data checks (full scans)
+
+Classes: root (its key is the tenant id), distributed (has the column),
+needs <column> (derived through the FK path shown), reference (a lookup copied
+to every node), local (stays on the coordinator). Every finding names the rule,
+what Citus would say, and whether `plan` fixes it (automatic) or you must.")]
+    Analyze(AnalyzeArgs),
+    /// The ordered, reviewable steps that make the database ready.
+    #[command(after_help = "\
+Examples:
+  shardready plan                         # readable list with the lock each step takes
+  shardready plan --format sql -o prepare.sql   # a psql script a DBA can review and run
+  shardready plan --format json           # schema shardready.plan/v1
+
+Steps, in order: add the tenant column (nullable, instant), a sync trigger for
+rows the old application writes, autovacuum held off the tables about to be
+rewritten, a keyset backfill, NOT NULL through a validated CHECK, composite
+unique indexes built concurrently, composite foreign keys added NOT VALID then
+validated, key swaps USING INDEX, removal of the trigger, a VACUUM at
+autovacuum's pace that gives autovacuum back as it was, ANALYZE.")]
+    Plan(PlanArgs),
+    /// Run the plan online: lock-safe, throttled, resumable.
+    #[command(after_help = "\
+Examples:
+  shardready apply
+  shardready apply --workload 3000/min --report ./report   # measure what the app feels
+  shardready apply --lock-timeout 50ms --batch-target 50ms --max-rate 50000
+  shardready apply --force        # remove the sync trigger even if old code still writes
+
+Every statement whose lock would queue the application runs under lock_timeout
+and is retried with backoff and jitter; the backfill runs in keyset batches
+sized to --batch-target, backs off when the application's transactions slow
+down, and vacuums lightly every tenth of the way so the table does not double. State
+lives in the `shardready` schema: after a crash or Ctrl-C, run apply again and
+it finishes the job. Only one apply runs at a time.")]
+    Apply(ApplyArgs),
+    /// Where the plan stands: steps done, backfill progress.
+    Status {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// On a Citus coordinator: reference tables, the tenant root, its
+    /// colocated children; then verify counts and single-shard routing.
+    #[command(after_help = "\
+Examples:
+  shardready distribute --dry-run                 # the exact SQL, no Citus needed
+  shardready distribute --db 'postgresql://citus@coordinator/app'
+  shardready distribute --concurrently            # create_distributed_table_concurrently, writes continue
+  shardready distribute --shard-count 64 --isolate-hot-tenants
+
+It refuses while analyze finds blockers. When a tenant table references both a
+lookup table (becoming a reference table) and the tenant root, everything runs
+in one transaction in sequential mode, so no relationship is ever unenforced.")]
+    Distribute(DistributeArgs),
+    /// The whole seed exercise on a fresh sandbox, with a disruption report.
+    #[command(after_help = "\
+Examples:
+  shardready demo                                   # scale 1: the seed's 6M rows, 20000 orders/min
+  shardready demo --scale 0.1 --rate 3000/min --out ./report
+  shardready demo --compare-seed                    # also the seed's procedure, side by side
+  shardready demo --keep                            # leave the sandbox running afterwards
+
+Phases (the seed's steps): fresh sandbox; tailspin schema and load (step 7's
+counts); pg_cron check; create_orders(20000) timed; analyze; the application's
+traffic starts; apply under traffic (add column, backfill, keys); verify; jobs
+unscheduled; create_orders(20000) timed again. The report (report.md,
+report.html, report.json, latency.svg, latency.png) shows what each phase cost
+the application.")]
+    Demo(DemoArgs),
+    /// Check the post-conditions: tenant column NOT NULL, composite keys and
+    /// FKs validated, no invalid indexes, no triggers, no blocker. Exit 2 if not.
+    Verify {
+        #[command(flatten)]
+        analysis: AnalyzeTarget,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// What a rule of `analyze` means: what Citus says, why, and the fix.
+    /// Without RULE, lists every rule.
+    #[command(
+        after_help = "Examples:\n  shardready explain fk-without-tenant\n  shardready explain            # every rule, one line each\n\nAll pages: docs/rules.md"
+    )]
+    Explain {
+        /// A rule id as `analyze` prints it, e.g. fk-without-tenant.
+        rule: Option<String>,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct DistributeArgs {
+    #[command(flatten)]
+    pub(crate) analysis: AnalyzeTarget,
+    /// Shards per distributed table [default: the analyzer's suggestion].
+    #[arg(long)]
+    pub(crate) shard_count: Option<i64>,
+    /// Use create_distributed_table_concurrently (one table at a time,
+    /// outside transactions; FKs dropped and re-added NOT VALID + VALIDATE).
+    #[arg(long)]
+    pub(crate) concurrently: bool,
+    /// Print the SQL instead of running it.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Move each hot tenant found by analyze to its own shard.
+    #[arg(long)]
+    pub(crate) isolate_hot_tenants: bool,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
+}
+
+#[derive(Args)]
+pub(crate) struct DemoArgs {
+    /// Size relative to the seed's dataset (1 = 442 stores, ~6M rows).
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) scale: f64,
+    /// The application's traffic during the preparation.
+    #[arg(long, default_value = "20000/min")]
+    pub(crate) rate: String,
+    /// Connections of the application's traffic.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) connections: usize,
+    /// Where the report goes.
+    #[arg(long, default_value = "shardready-report")]
+    pub(crate) out: PathBuf,
+    /// Leave the demo sandbox running afterwards (and print how to connect).
+    #[arg(long)]
+    pub(crate) keep: bool,
+    /// Also run the seed's procedure as written on an identical database.
+    #[arg(long)]
+    pub(crate) compare_seed: bool,
+    /// Orders of the timed create_orders call (the seed: 20000).
+    #[arg(long, default_value_t = 20000)]
+    pub(crate) create_orders: i32,
+    /// Traffic-only time before and after the preparation.
+    #[arg(long, default_value = "10s")]
+    pub(crate) settle: humantime::Duration,
+}
+
+#[derive(Args)]
+pub(crate) struct ApplyArgs {
+    #[command(flatten)]
+    pub(crate) analysis: AnalyzeTarget,
+    /// lock_timeout of every statement that would queue the application.
+    #[arg(long, default_value = "100ms")]
+    pub(crate) lock_timeout: humantime::Duration,
+    /// Give up (cleanly) after waiting this long for one lock [default: never].
+    #[arg(long)]
+    pub(crate) max_wait: Option<humantime::Duration>,
+    /// Target duration of one backfill batch.
+    #[arg(long, default_value = "100ms")]
+    pub(crate) batch_target: humantime::Duration,
+    /// Backfill at most this many rows per second.
+    #[arg(long, value_name = "ROWS/s")]
+    pub(crate) max_rate: Option<f64>,
+    /// Keep the application's p99 below this (ms): with --workload, the
+    /// backfill pauses when 0.5% more of the application's transactions take
+    /// longer than before it started.
+    #[arg(long, default_value_t = 15.0)]
+    pub(crate) app_p99_limit: f64,
+    /// Run the built-in create_orders workload at this rate during apply and
+    /// report what it felt per step (e.g. 3000/min).
+    #[arg(long, value_name = "RATE")]
+    pub(crate) workload: Option<String>,
+    /// Remove the sync trigger even while rows still arrive without the column.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Window without trigger fills that shows the application writes the column.
+    #[arg(long, default_value = "5s")]
+    pub(crate) trigger_window: humantime::Duration,
+    /// How long to wait for the application to write the column before stopping.
+    #[arg(long, default_value = "60s")]
+    pub(crate) await_app: humantime::Duration,
+    /// Discard an unfinished stored plan and build a new one.
+    #[arg(long)]
+    pub(crate) replan: bool,
+    /// Who runs the backfill: shardready (adaptive, throttled on the app's
+    /// latency) or a pg_cron job (the seed's way, keyset batches).
+    #[arg(long, value_enum, default_value_t = shardready::apply::BackfillVia::Client)]
+    pub(crate) backfill_via: shardready::apply::BackfillVia,
+    /// Parallel workers for index builds and validations (0 leaves the
+    /// other cores to the application).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) parallel_workers: i32,
+    /// Write report.json and report.md into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) report: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
+}
+
+#[derive(Args)]
+pub(crate) struct PlanArgs {
+    #[command(flatten)]
+    pub(crate) analysis: AnalyzeTarget,
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub(crate) format: PlanFormat,
+    /// Write to this file instead of standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+    /// lock_timeout written into the SQL script.
+    #[arg(long, default_value = "100ms")]
+    pub(crate) lock_timeout: humantime::Duration,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PlanFormat {
+    Text,
+    Sql,
+    Json,
+}
+
+/// The analysis options `plan` and `apply` share with `analyze`.
+#[derive(Args, Clone)]
+pub(crate) struct AnalyzeTarget {
+    /// The tenant (distribution) column [default: inferred from the FKs].
+    #[arg(long, value_name = "COLUMN")]
+    pub(crate) tenant_column: Option<String>,
+    /// Treat this table as a reference table (repeatable).
+    #[arg(long, value_name = "TABLE")]
+    pub(crate) reference: Vec<String>,
+    /// Keep this table local (repeatable).
+    #[arg(long, value_name = "TABLE")]
+    pub(crate) local: Vec<String>,
+}
+
+impl AnalyzeTarget {
+    pub(crate) fn options(&self) -> shardready::analyze::AnalyzeOptions {
+        use shardready::analyze::{tenant::parse_table, AnalyzeOptions, Overrides};
+        AnalyzeOptions {
+            overrides: Overrides {
+                tenant_column: self.tenant_column.clone(),
+                reference: self.reference.iter().map(|t| parse_table(t)).collect(),
+                local: self.local.iter().map(|t| parse_table(t)).collect(),
+            },
+            full: false,
+            catalog_only: true,
+        }
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct AnalyzeArgs {
+    #[command(flatten)]
+    pub(crate) target: AnalyzeTarget,
+    /// Exact data checks (full scans) instead of bounded samples.
+    #[arg(long)]
+    pub(crate) full: bool,
+    /// Catalog rules only: skip data checks and skew.
+    #[arg(long, conflicts_with = "full")]
+    pub(crate) catalog_only: bool,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
+}
+
+impl AnalyzeArgs {
+    pub(crate) fn options(&self) -> shardready::analyze::AnalyzeOptions {
+        shardready::analyze::AnalyzeOptions {
+            full: self.full,
+            catalog_only: self.catalog_only,
+            ..self.target.options()
+        }
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct WorkloadArgs {
+    /// Target rate: ORDERS/min or ORDERS/s.
+    #[arg(long, default_value = "20000/min")]
+    pub(crate) rate: String,
+    /// How long to run (e.g. 60s, 5m); 0 runs until Ctrl-C.
+    #[arg(long, default_value = "60s")]
+    pub(crate) duration: humantime::Duration,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) connections: usize,
+    #[arg(long, value_enum, default_value_t = shardready::workload::Mode::Client)]
+    pub(crate) mode: shardready::workload::Mode,
+    /// Whether line items carry store_id [auto: when the column exists].
+    #[arg(long, value_enum, default_value_t = shardready::workload::StoreIdMode::Auto)]
+    pub(crate) store_id: shardready::workload::StoreIdMode,
+    /// Server mode: orders per create_orders call.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) batch: u32,
+    /// Server mode: run `SELECT create_orders(N)` once and print the time.
+    #[arg(long, value_name = "N", conflicts_with = "schedule")]
+    pub(crate) once: Option<i32>,
+    /// Server mode: schedule create_orders with pg_cron every minute at
+    /// --rate (like the seed) and return.
+    #[arg(long)]
+    pub(crate) schedule: bool,
+    /// Random seed of the client driver.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Write the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) json_out: Option<PathBuf>,
+    /// Write the per-second timeline as CSV to this file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) timeline: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum JobsCmd {
+    /// List pg_cron jobs.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Schedule (or replace) a job.
+    #[command(
+        after_help = "Example:\n  shardready jobs schedule create_orders '*/1 * * * *' 'SELECT create_orders(20000);'"
+    )]
+    Schedule {
+        name: String,
+        /// Cron expression, e.g. '*/1 * * * *'.
+        cron: String,
+        /// SQL to run.
+        command: String,
+    },
+    /// Remove a job.
+    #[command(after_help = "Example:\n  shardready jobs unschedule create_orders")]
+    Unschedule { name: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SandboxCmd {
+    /// Create (first time) and start the sandbox; does nothing if it runs.
+    #[command(after_help = "\
+Examples:
+  shardready sandbox start
+  shardready sandbox start --dir /tmp/sb --port 55432
+  SHARDREADY_PG_BIN=/usr/lib/postgresql/15/bin shardready sandbox start
+
+pg_cron is preloaded and created when the postgresql-15-cron package is
+installed (Citus likewise). As root, the server runs as the `postgres` OS user.")]
+    Start(StartArgs),
+    /// Stop the server (fast shutdown); data stays.
+    Stop,
+    /// Whether it runs, where, and what it has.
+    Status {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Print the connection URL (e.g. `psql "$(shardready sandbox url)"`).
+    Url,
+    /// Open psql on the sandbox; arguments after `--` go to psql.
+    #[command(
+        after_help = "Example:\n  shardready sandbox psql -- -c 'SELECT count(*) FROM orders'"
+    )]
+    Psql {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Stop the server and delete the sandbox directory with all its data.
+    Destroy,
+}
+
+#[derive(Args)]
+pub(crate) struct StartArgs {
+    /// Directory with initdb/pg_ctl/postgres [default: found via pg_config
+    /// --bindir or /usr/lib/postgresql/*/bin].
+    #[arg(long, env = "SHARDREADY_PG_BIN", value_name = "DIR")]
+    pub(crate) pg_bin: Option<PathBuf>,
+    /// OS user the server runs as when shardready runs as root.
+    #[arg(long, default_value = "postgres")]
+    pub(crate) os_user: String,
+    /// Port to listen on [default: a free one, remembered].
+    #[arg(long)]
+    pub(crate) port: Option<u16>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TailspinCmd {
+    /// Create the seed's four tables (stores, products, orders, line_items).
+    #[command(after_help = "Example:\n  shardready tailspin schema --replace")]
+    Schema {
+        /// Drop the four tables first if they exist (their data is lost).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Write the seed's CSV files: stores.csv (with header), products.csv,
+    /// orders_N.csv, line_items_N.csv.
+    #[command(after_help = "\
+Example:
+  shardready tailspin generate --out ./data            # scale 1: the seed's exact counts
+  shardready tailspin generate --out ./small --scale 0.01 --seed 7")]
+    Generate {
+        /// Directory to write into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Load the four tables: generated on the fly, or from CSV files / data.zip.
+    #[command(after_help = "\
+Examples:
+  shardready tailspin load                    # 442 / 10002 / 1999680 / 4002959 rows
+  shardready tailspin load --scale 0.01
+  shardready tailspin load --from ./data      # files written by `tailspin generate`
+  shardready tailspin load --from data.zip    # the seed's archive, read without unzipping
+
+All four tables load in one transaction, with foreign keys checked once, set-based,
+at the end; the sequences are set like the seed's setval.")]
+    Load {
+        /// A directory or zip archive with the seed's CSV layout.
+        #[arg(long, value_name = "DIR|ZIP")]
+        from: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct DataArgs {
+    /// Size relative to the seed's dataset (1 = 442 stores, ~6M rows).
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) scale: f64,
+    /// Random seed; the same scale and seed give the same data.
+    #[arg(long, default_value_t = 42)]
+    pub(crate) seed: u64,
+}
+
+#[derive(Args)]
+pub(crate) struct CopyArgs {
+    /// Target table (`name` or `schema.name`).
+    pub(crate) table: String,
+    /// CSV files, glob patterns, zip archives (`data.zip` or `data.zip:PATTERN`).
+    #[arg(required = true, value_name = "FILE|GLOB|ZIP")]
+    pub(crate) inputs: Vec<String>,
+    /// Each file starts with a header line (skipped).
+    #[arg(long)]
+    pub(crate) header: bool,
+    /// Field delimiter (one character; `\t` for tab).
+    #[arg(long, default_value = ",")]
+    pub(crate) delimiter: String,
+    /// The string that means NULL [default: an unquoted empty field].
+    #[arg(long)]
+    pub(crate) null: Option<String>,
+    /// Encoding of the files (e.g. LATIN1) [default: UTF8].
+    #[arg(long)]
+    pub(crate) encoding: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    Text,
+    Json,
+}

@@ -1,0 +1,165 @@
+//! `analyze`, `plan`, `apply`, `status`, `verify`: preparing the database.
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use super::args::*;
+use super::runtime;
+use anyhow::Context;
+
+pub(super) fn analyze_cmd(g: &Global, a: AnalyzeArgs) -> Result<ExitCode> {
+    let target = g.target()?;
+    let analysis = runtime()?.block_on(async {
+        let client = target.connect().await?;
+        let r = shardready::analyze::analyze(&client, &a.options()).await?;
+        anyhow::Ok(r)
+    })?;
+    if a.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&analysis)?);
+    } else {
+        let color = std::io::IsTerminal::is_terminal(&std::io::stdout())
+            && std::env::var_os("NO_COLOR").is_none();
+        print!(
+            "{}",
+            shardready::report::text::analysis_text(&analysis, color)
+        );
+    }
+    Ok(if analysis.has_blockers() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub(super) fn plan_cmd(g: &Global, a: PlanArgs) -> Result<ExitCode> {
+    let target = g.target()?;
+    let plan = runtime()?.block_on(async {
+        let client = target.connect().await?;
+        anyhow::Ok(shardready::plan::read(&client, &a.analysis.options()).await?)
+    })?;
+    let text = match a.format {
+        PlanFormat::Json => serde_json::to_string_pretty(&plan)? + "\n",
+        PlanFormat::Sql => {
+            plan.to_sql(std::time::Duration::from(a.lock_timeout).as_millis() as u64)
+        }
+        PlanFormat::Text => shardready::report::text::plan_text(&plan),
+    };
+    match &a.output {
+        Some(path) => {
+            std::fs::write(path, &text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {} steps to {}", plan.steps.len(), path.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
+    use shardready::apply::{self, backfill::Pace, ApplyOptions};
+    use shardready::db::LockPolicy;
+    use shardready::workload::{self, Workload, WorkloadConfig};
+    let mut analysis = a.analysis.options();
+    analysis.catalog_only = true;
+    let opts = ApplyOptions {
+        analyze: analysis,
+        policy: LockPolicy {
+            lock_timeout: a.lock_timeout.into(),
+            max_wait: a.max_wait.map(Into::into),
+            max_attempts: None,
+        },
+        pace: Pace {
+            batch_target: a.batch_target.into(),
+            max_rate: a.max_rate,
+            app_p99_limit_ms: a.app_p99_limit,
+            ..Pace::default()
+        },
+        force: a.force,
+        trigger_window: a.trigger_window.into(),
+        await_app: a.await_app.into(),
+        replan: a.replan,
+        progress: true,
+        max_steps: None,
+        parallel_workers: a.parallel_workers,
+        backfill_via: a.backfill_via,
+    };
+    let target = g.target()?;
+    let (report, wl) = runtime()?.block_on(async {
+        let w = match &a.workload {
+            Some(rate) => Some(
+                Workload::start(
+                    &target,
+                    WorkloadConfig {
+                        rate: workload::parse_rate(rate)?,
+                        duration: None,
+                        ..WorkloadConfig::default()
+                    },
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let r = apply::apply(&target, &opts, w.as_ref()).await;
+        let wl = match w {
+            Some(w) => Some(w.stop().await),
+            None => None,
+        };
+        anyhow::Ok((r?, wl))
+    })?;
+    if let Some(dir) = &a.report {
+        let files = shardready::report::write_apply(dir, &report, wl.as_ref())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+        eprintln!("wrote {}/{}", dir.display(), files.join(", "));
+    }
+    if a.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", shardready::report::text::apply_summary(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn status_cmd(g: &Global, format: Format) -> Result<ExitCode> {
+    let target = g.target()?;
+    let st = runtime()?.block_on(shardready::apply::status(&target))?;
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", shardready::report::text::apply_status(&st));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn verify_cmd(g: &Global, analysis: AnalyzeTarget, format: Format) -> Result<ExitCode> {
+    let target = g.target()?;
+    let v = runtime()?.block_on(async {
+        let client = target.connect().await?;
+        anyhow::Ok(shardready::verify::verify(&client, &analysis.options()).await?)
+    })?;
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", shardready::report::text::verification(&v));
+    }
+    Ok(if v.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+pub(super) fn explain_cmd(rule: Option<&str>) -> Result<ExitCode> {
+    use shardready::analyze::rules::id::{rule_markdown, RuleId};
+    match rule {
+        Some(r) => {
+            let id: RuleId = r.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            print!("{}", rule_markdown(id));
+        }
+        None => {
+            for r in RuleId::ALL {
+                println!("{:<36} {}", r.as_str(), r.doc().why);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,130 @@
+//! Markdown reports: apply's step table and the demo's phase tables.
+
+use std::fmt::Write;
+
+use super::{DemoReport, Run};
+
+/// The apply report as Markdown: one row per step with its duration, lock
+/// waits and what the application felt.
+pub fn apply_markdown(
+    r: &crate::apply::ApplyReport,
+    workload: Option<&crate::workload::Summary>,
+) -> String {
+    let mut out = String::from("# shardready apply\n\n");
+    let _ = writeln!(
+        out,
+        "Tenant column `{}`; {:.1} s in all{}.\n",
+        r.tenant_column,
+        r.seconds,
+        if r.resumed { " (resumed)" } else { "" }
+    );
+    out.push_str("| # | step | lock | seconds | lock timeouts | app tx | app p50 ms | app p99 ms | app max ms | app errors |\n");
+    out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for s in &r.steps {
+        let (tx, p50, p99, max, err) = match &s.app {
+            Some(a) => (
+                a.transactions.to_string(),
+                format!("{:.1}", a.p50_ms),
+                format!("{:.1}", a.p99_ms),
+                format!("{:.1}", a.max_ms),
+                a.errors.to_string(),
+            ),
+            None => Default::default(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {}{} | {:?} | {:.2} | {} | {tx} | {p50} | {p99} | {max} | {err} |",
+            s.position,
+            s.description,
+            if s.status == crate::apply::StepOutcome::AlreadyDone {
+                " (already done)"
+            } else {
+                ""
+            },
+            s.impact,
+            s.seconds,
+            s.lock_timeouts
+        );
+    }
+    if !r.backfills.is_empty() {
+        out.push_str("\n## Backfill\n\n| table | rows | batches | seconds | rows/s | throttled s | light vacuums |\n|---|---:|---:|---:|---:|---:|---:|\n");
+        for b in &r.backfills {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.1} | {:.0} | {:.1} | {} |",
+                b.table,
+                b.rows,
+                b.batches,
+                b.seconds,
+                b.rows as f64 / b.seconds.max(1e-9),
+                b.throttled_seconds,
+                b.reclaims
+            );
+        }
+    }
+    if let (Some(a), Some(w)) = (&r.app, workload) {
+        let _ = writeln!(
+            out,
+            "\n## Application\n\nDuring apply: {} transactions, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} errors.\nWhole workload run: {:.0} orders/min, p99 {:.1} ms, max {:.1} ms, {} errors.",
+            a.transactions, a.p50_ms, a.p99_ms, a.max_ms, a.errors,
+            w.achieved_rate_per_min, w.latency.p99_ms, w.latency.max_ms, w.errors
+        );
+    }
+    out
+}
+
+fn phase_table_md(out: &mut String, run: &Run) {
+    out.push_str("| phase | seed step | seconds | app tx | app p50 ms | app p99 ms | app max ms | failed tx |\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    for p in &run.phases {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {} |",
+            p.phase, p.seed_step, p.seconds, p.transactions, p.p50_ms, p.p99_ms, p.max_ms, p.errors
+        );
+    }
+}
+
+/// The demo's report as Markdown.
+pub fn demo_markdown(r: &DemoReport) -> String {
+    let mut out = String::from("# shardready demo: Tailspin Toys, prepared for Citus online\n\n");
+    let _ = writeln!(
+        out,
+        "Scale {} ({}), application traffic {:.0} orders/min, {:.0} s in all. Verified: {}.\n",
+        r.scale,
+        r.counts
+            .iter()
+            .map(|(t, n)| format!("{t} {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.rate_per_min,
+        r.total_seconds,
+        if r.verified { "yes" } else { "NO" }
+    );
+    out.push_str("![application latency per second, by phase](latency.png)\n\n");
+    for run in &r.runs {
+        let _ = writeln!(out, "## {}\n", run.label);
+        phase_table_md(&mut out, run);
+        let _ = writeln!(
+            out,
+            "\nWhole run: {} orders, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} failed transactions.\n",
+            run.workload.orders,
+            run.workload.latency.p50_ms,
+            run.workload.latency.p99_ms,
+            run.workload.latency.max_ms,
+            run.workload.errors
+        );
+        let _ = writeln!(
+            out,
+            "`SELECT create_orders({})`: {:.1} s before, {:.1} s after the key swap: **{:.1}x** faster.\n",
+            r.create_orders, run.create_orders_before_s, run.create_orders_after_s, run.speedup
+        );
+    }
+    if let Some(run) = r.runs.first() {
+        out.push_str("## Final keys\n\n| table | constraint |\n|---|---|\n");
+        for (t, k) in &run.final_keys {
+            let _ = writeln!(out, "| {t} | `{k}` |");
+        }
+    }
+    out
+}

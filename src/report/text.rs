@@ -1,0 +1,413 @@
+//! Text for people on a terminal: the analysis grouped by table (colour on
+//! a TTY), and the summaries each command prints.
+
+use std::fmt::Write;
+
+use crate::analyze::{Analysis, Class, Finding, Severity};
+
+struct Paint {
+    on: bool,
+}
+
+impl Paint {
+    fn wrap(&self, code: &str, s: &str) -> String {
+        if self.on {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    fn bold(&self, s: &str) -> String {
+        self.wrap("1", s)
+    }
+    fn dim(&self, s: &str) -> String {
+        self.wrap("2", s)
+    }
+    fn severity(&self, s: Severity) -> String {
+        match s {
+            Severity::Blocker => self.wrap("1;31", "BLOCKER"),
+            Severity::Warning => self.wrap("33", "warning"),
+            Severity::Info => self.wrap("36", "info"),
+        }
+    }
+}
+
+fn human_bytes(b: i64) -> String {
+    let b = b as f64;
+    if b >= 1e9 {
+        format!("{:.1} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else {
+        format!("{:.0} kB", b / 1e3)
+    }
+}
+
+fn finding(out: &mut String, p: &Paint, f: &Finding) {
+    let _ = writeln!(
+        out,
+        "    {} [{}] {}",
+        p.severity(f.severity),
+        f.rule,
+        f.message
+    );
+    if let Some(e) = &f.citus_error {
+        let _ = writeln!(out, "      {} {}", p.dim("citus:"), p.dim(e));
+    }
+    let _ = writeln!(
+        out,
+        "      {} {}",
+        if f.automatic {
+            "fix (automatic):"
+        } else {
+            "fix (by you):"
+        },
+        f.fix
+    );
+}
+
+/// The readiness report as text, grouped by table.
+pub fn analysis_text(a: &Analysis, color: bool) -> String {
+    let p = Paint { on: color };
+    let mut out = String::new();
+    let t = &a.tenant;
+    let _ = writeln!(
+        out,
+        "{} {}  ({})",
+        p.bold("tenant column:"),
+        t.column,
+        t.reason
+    );
+    if let Some(root) = &t.root {
+        let _ = writeln!(
+            out,
+            "{} {} (key {}, {})",
+            p.bold("tenant root:  "),
+            root,
+            t.root_key.as_deref().unwrap_or(&t.column),
+            t.type_name
+        );
+    }
+    let _ = writeln!(out);
+    for s in &a.tables {
+        let class = match &s.class.class {
+            Class::Root => "root".to_string(),
+            Class::Distributed => "distributed".to_string(),
+            Class::NeedsColumn { .. } => format!("needs {}", t.column),
+            Class::Reference => "reference".to_string(),
+            Class::Local => "local".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{}  {}  {}",
+            p.bold(&s.table.to_string()),
+            class,
+            p.dim(&format!(
+                "~{} rows, {}{}",
+                s.row_estimate,
+                human_bytes(s.size_bytes),
+                if s.class.overridden {
+                    ", overridden"
+                } else {
+                    ""
+                }
+            ))
+        );
+        let _ = writeln!(out, "    {}", p.dim(&s.class.reason));
+        for f in a
+            .findings
+            .iter()
+            .filter(|f| f.table.as_ref() == Some(&s.table))
+        {
+            finding(&mut out, &p, f);
+        }
+    }
+    let general: Vec<&Finding> = a.findings.iter().filter(|f| f.table.is_none()).collect();
+    if !general.is_empty() {
+        let _ = writeln!(out, "{}", p.bold("database"));
+        for f in general {
+            finding(&mut out, &p, f);
+        }
+    }
+    if let Some(skew) = &a.skew {
+        let text = skew.text();
+        if !text.is_empty() {
+            let _ = writeln!(out, "\n{}\n{}", p.bold("tenant skew"), text);
+        }
+    }
+    let c = a.counts;
+    let _ = writeln!(
+        out,
+        "\n{} blocker{}, {} warning{}, {} info{}{}",
+        c.blockers,
+        if c.blockers == 1 { "" } else { "s" },
+        c.warnings,
+        if c.warnings == 1 { "" } else { "s" },
+        c.infos,
+        if c.infos == 1 { "" } else { "s" },
+        if c.blockers > 0 {
+            if a.findings
+                .iter()
+                .filter(|f| f.severity == Severity::Blocker)
+                .all(|f| f.automatic)
+            {
+                " — `shardready plan` fixes every blocker"
+            } else {
+                " — some blockers need you (fix: by you)"
+            }
+        } else {
+            " — ready for Citus"
+        }
+    );
+    out
+}
+
+/// `plan` as text: each step with the lock it takes.
+pub fn plan_text(plan: &crate::plan::Plan) -> String {
+    let mut s = format!(
+        "plan: tenant column {}{}, {} steps\n",
+        plan.tenant_column,
+        plan.root
+            .as_ref()
+            .map(|r| format!(" (root {r})"))
+            .unwrap_or_default(),
+        plan.steps.len()
+    );
+    for (i, step) in plan.steps.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "{:>3}. {}\n     lock: {}",
+            i + 1,
+            step.describe(),
+            step.impact().describe()
+        );
+    }
+    s
+}
+
+/// What `apply` prints when it finished.
+pub fn apply_summary(report: &crate::apply::ApplyReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "apply finished in {:.1} s: {} steps ({} already done)",
+        report.seconds,
+        report.steps.len(),
+        report
+            .steps
+            .iter()
+            .filter(|s| s.status == crate::apply::StepOutcome::AlreadyDone)
+            .count()
+    );
+    if let Some(app) = &report.app {
+        let _ = writeln!(
+            out,
+            "application during apply: {} transactions, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, errors {}",
+            app.transactions, app.p50_ms, app.p99_ms, app.max_ms, app.errors
+        );
+    }
+    out.push_str("next: `shardready verify`\n");
+    out
+}
+
+/// `status`: where the stored plan stands.
+pub fn apply_status(st: &crate::apply::state::ApplyStatus) -> String {
+    if !st.plan_exists {
+        return "no plan applied yet (run `shardready plan`, then `shardready apply`)\n".into();
+    }
+    let mut out = format!(
+        "plan {}{}\n",
+        if st.finished {
+            "finished"
+        } else {
+            "in progress"
+        },
+        if st.apply_running {
+            " (an apply is running now)"
+        } else {
+            ""
+        }
+    );
+    for s in &st.steps {
+        let _ = writeln!(
+            out,
+            "  {:>2}. {:<8} {}{}",
+            s.position + 1,
+            s.status,
+            s.id,
+            s.seconds.map(|x| format!("  {x:.1} s")).unwrap_or_default()
+        );
+    }
+    for b in &st.backfills {
+        let _ = writeln!(
+            out,
+            "  backfill {}: {:.1}% ({} rows in {} batches, key {} of {})",
+            b.step_id.trim_start_matches("backfill:"),
+            b.progress * 100.0,
+            b.rows_updated,
+            b.batches,
+            b.cursor,
+            b.max_key
+        );
+    }
+    out
+}
+
+/// `verify`: each check, its problems, the verdict.
+pub fn verification(v: &crate::verify::Verification) -> String {
+    let mut out = String::new();
+    for c in &v.checks {
+        let _ = writeln!(out, "{} {}", if c.ok { "ok  " } else { "FAIL" }, c.name);
+        for p in &c.problems {
+            let _ = writeln!(out, "       {p}");
+        }
+    }
+    out.push_str(if v.ok {
+        "verified: ready for Citus\n"
+    } else {
+        "not ready\n"
+    });
+    out
+}
+
+/// `distribute`: where the tables went and the row counts.
+pub fn distribution(report: &crate::citus::DistributeReport) -> String {
+    let mut out = format!(
+        "distributed on {} worker(s): {} reference, {} distributed tables ({} shards)\n",
+        report.workers,
+        report.plan.reference.len(),
+        report.plan.distributed.len(),
+        report.plan.shard_count
+    );
+    for (t, before, after) in &report.counts {
+        let _ = writeln!(out, "  {t}: {before} rows before, {after} after");
+    }
+    out.push_str("  a tenant-scoped query routes to one shard\n");
+    out
+}
+
+/// The workload's summary: rate, latency, errors by SQLSTATE.
+pub fn workload_summary(s: &crate::workload::Summary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} orders ({} line items) in {:.1} s: {:.0}/min (target {:.0}/min), {} connections",
+        s.orders,
+        s.line_items,
+        s.duration_s,
+        s.achieved_rate_per_min,
+        s.target_rate_per_min,
+        s.connections
+    );
+    let _ = writeln!(
+        out,
+        "latency ms: p50 {:.2}  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        s.latency.p50_ms, s.latency.p95_ms, s.latency.p99_ms, s.latency.p999_ms, s.latency.max_ms
+    );
+    if s.errors == 0 {
+        out.push_str("errors: none\n");
+    } else {
+        let by: Vec<String> = s
+            .errors_by_sqlstate
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        let _ = writeln!(out, "errors: {} ({})", s.errors, by.join(", "));
+    }
+    out
+}
+
+/// `jobs list`: pg_cron's jobs as a table.
+pub fn cron_jobs(jobs: &[crate::cron::CronJob]) -> String {
+    if jobs.is_empty() {
+        return "no pg_cron jobs\n".into();
+    }
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+    t.set_header([
+        "jobid", "jobname", "schedule", "command", "database", "active",
+    ]);
+    for j in jobs {
+        t.add_row([
+            j.jobid.to_string(),
+            j.jobname.clone().unwrap_or_default(),
+            j.schedule.clone(),
+            j.command.clone(),
+            j.database.clone(),
+            j.active.to_string(),
+        ]);
+    }
+    format!("{t}\n")
+}
+
+/// `sandbox status`.
+pub fn sandbox_status(st: &crate::sandbox::SandboxStatus) -> String {
+    format!(
+        "sandbox   {}\nstate     {}\nurl       {}\nversion   {}\nserver as {}\npg_cron   {}\ncitus     {}\ndata      {:.1} MB\n",
+        st.dir.display(),
+        match st.pid {
+            Some(p) => format!("running (pid {p})"),
+            None => "stopped (start it with `shardready sandbox start`)".into(),
+        },
+        st.url,
+        st.version,
+        st.os_user.as_deref().unwrap_or("the invoking user"),
+        if st.pg_cron { "preloaded" } else { "not installed" },
+        if st.citus { "preloaded" } else { "not installed" },
+        st.data_bytes as f64 / 1e6
+    )
+}
+
+/// `copy`: rows, bytes and time per table.
+pub fn copy_report(report: &crate::ingest::copy::LoadReport) -> String {
+    let mut out = String::new();
+    for t in &report.tables {
+        let _ = writeln!(
+            out,
+            "{}: {} rows, {:.1} MB in {:.2} s",
+            t.table,
+            t.rows,
+            t.bytes as f64 / 1e6,
+            t.seconds
+        );
+    }
+    out
+}
+
+/// The demo's phase tables, one per run, and the verdict.
+pub fn demo_summary(report: &super::DemoReport, out_dir: &std::path::Path) -> String {
+    let mut out = format!("\nphase table ({}):\n", report.runs[0].label);
+    for run in &report.runs {
+        if report.runs.len() > 1 {
+            let _ = writeln!(out, "\n{}:", run.label);
+        }
+        let _ = writeln!(
+            out,
+            "  {:<34} {:>8} {:>9} {:>9} {:>9} {:>7}",
+            "phase", "seconds", "p50 ms", "p99 ms", "max ms", "failed"
+        );
+        for p in &run.phases {
+            let _ = writeln!(
+                out,
+                "  {:<34} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>7}",
+                p.phase, p.seconds, p.p50_ms, p.p99_ms, p.max_ms, p.errors
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  create_orders({}): {:.1} s before, {:.1} s after: {:.1}x",
+            report.create_orders,
+            run.create_orders_before_s,
+            run.create_orders_after_s,
+            run.speedup
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\ntotal {:.0} s; verified: {}; report: {}/report.html (also report.md, report.json, latency.svg, latency.png)",
+        report.total_seconds,
+        if report.verified { "yes" } else { "NO" },
+        out_dir.display()
+    );
+    out
+}
