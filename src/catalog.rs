@@ -465,7 +465,7 @@ const TABLES_SQL: &str =
     "SELECT c.oid, n.nspname::text AS schema, c.relname::text AS name, c.relkind, \
             c.relispartition, c.relrowsecurity, c.relreplident, \
             greatest(c.reltuples, 0)::int8 AS reltuples, \
-            pg_total_relation_size(c.oid)::int8 AS size, \
+            coalesce(pg_total_relation_size(c.oid), 0)::int8 AS size, \
             pn.nspname::text AS parent_schema, p.relname::text AS parent_name, \
             CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partkey, \
             (SELECT o.option_value FROM pg_options_to_table(c.reloptions) o \

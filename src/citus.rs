@@ -484,21 +484,30 @@ pub async fn distribute(
     }
     // Verify: types, colocation, counts, routing.
     let mut problems = Vec::new();
+    // By schema and name from pg_class: regclass text quotes mixed-case
+    // names (`app."Accounts"`), which no QName rendering matches.
     let rows = client
         .query(
-            "SELECT table_name::text, citus_table_type, colocation_id::int8 FROM citus_tables",
+            "SELECT n.nspname::text, c.relname::text, ct.citus_table_type, ct.colocation_id::int8 \
+             FROM citus_tables ct JOIN pg_class c ON c.oid = ct.table_name \
+             JOIN pg_namespace n ON n.oid = c.relnamespace",
             &[],
         )
         .await
         .map_err(db("cannot read citus_tables"))?;
-    let citus_tables: Vec<(String, String, i64)> = rows
+    let found: Vec<(QName, String, i64)> = rows
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .map(|r| (QName::new(r.get(0), r.get(1)), r.get(2), r.get(3)))
+        .collect();
+    let citus_tables: Vec<(String, String, i64)> = found
+        .iter()
+        .map(|(q, ty, colo)| (q.to_string(), ty.clone(), *colo))
         .collect();
     let find = |t: &QName| {
-        citus_tables
+        found
             .iter()
-            .find(|(n, _, _)| *n == t.name || *n == t.to_string() || *n == t.sql())
+            .find(|(q, _, _)| q == t)
+            .map(|(q, ty, colo)| (q.to_string(), ty.clone(), *colo))
     };
     let root_colo = plan.root.as_ref().and_then(&find).map(|x| x.2);
     for t in &plan.reference {
@@ -509,8 +518,8 @@ pub async fn distribute(
     }
     for t in &plan.distributed {
         match find(t) {
-            Some((_, ty, colo))
-                if ty == "distributed" && root_colo.is_none_or(|rc| rc == *colo) => {}
+            Some((_, ty, colo)) if ty == "distributed" && root_colo.is_none_or(|rc| rc == colo) => {
+            }
             other => problems.push(format!(
                 "{t}: expected distributed and colocated with the root, found {other:?}"
             )),
