@@ -9,7 +9,7 @@ use std::process::Command;
 use bytes::Bytes;
 use futures_util::{pin_mut, SinkExt};
 use shardready::conn::Target;
-use shardready::ingest::tailspin::{Generator, Table, SCHEMA_SQL};
+use shardready::ingest::tailspin::{Generator, TailspinTable as Table, SCHEMA_SQL};
 use shardready::sandbox::TestCluster;
 use tokio_postgres::Client;
 

@@ -138,7 +138,7 @@ pub async fn run(
     let id = step.id();
     let start = Instant::now();
     let db = |ctx: &'static str| move |e| ApplyError::db(ctx, e);
-    let Cursor {
+    let BackfillCursor {
         mut cursor,
         max_key,
         min_key,
@@ -272,7 +272,7 @@ async fn reclaim(client: &Client, sql: &str) -> Result<(), ApplyError> {
 }
 
 /// Where a backfill stands (`shardready.backfill`).
-struct Cursor {
+struct BackfillCursor {
     cursor: i64,
     max_key: i64,
     min_key: i64,
@@ -281,7 +281,7 @@ struct Cursor {
 }
 
 /// Resumes from the saved cursor, or starts one over the key range.
-async fn load_cursor(client: &Client, step: &Backfill) -> Result<Cursor, ApplyError> {
+async fn load_cursor(client: &Client, step: &Backfill) -> Result<BackfillCursor, ApplyError> {
     let id = step.id();
     let db = |ctx: &'static str| move |e| ApplyError::db(ctx, e);
     let saved = client
@@ -289,7 +289,7 @@ async fn load_cursor(client: &Client, step: &Backfill) -> Result<Cursor, ApplyEr
         .await
         .map_err(db("cannot read the backfill cursor"))?;
     if let Some(r) = saved {
-        return Ok(Cursor {
+        return Ok(BackfillCursor {
             cursor: r.get(0),
             max_key: r.get(1),
             min_key: r.get(2),
@@ -306,7 +306,7 @@ async fn load_cursor(client: &Client, step: &Backfill) -> Result<Cursor, ApplyEr
         .execute(BackfillCursorSql::START, &[&id, &lo, &hi])
         .await
         .map_err(db("cannot save the backfill cursor"))?;
-    Ok(Cursor {
+    Ok(BackfillCursor {
         cursor: lo,
         max_key: hi,
         min_key: lo,

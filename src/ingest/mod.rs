@@ -79,7 +79,7 @@ pub async fn load_tailspin(
     let loads = match from {
         None => {
             let gen = tailspin::Generator::new(scale, seed)?;
-            tailspin::Table::ALL
+            tailspin::TailspinTable::ALL
                 .iter()
                 .map(|&t| copy::TableLoad {
                     table: t.name().to_string(),
