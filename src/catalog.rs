@@ -1,6 +1,9 @@
-//! Reads the schema into plain structs. Every query of the system catalogs
-//! lives here; other modules ask this one ([`Catalog::read`] for the whole
-//! picture, a few small helpers for single facts).
+//! Reads the schema into plain structs: [`Catalog::read`] for the whole
+//! picture, a few small helpers for single facts. Analyze, plan, apply,
+//! verify and citus ask this module. Two readers remain elsewhere: the
+//! COPY loader (`ingest::copy::load`) resolves its tables and captures their
+//! foreign keys inside its own transaction, and `db::Session` /
+//! `apply::state` read `pg_locks` for who holds the advisory lock.
 
 use std::collections::BTreeMap;
 

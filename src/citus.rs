@@ -425,7 +425,7 @@ pub async fn distribute(
         .findings
         .iter()
         .filter(|f| f.severity == Severity::Blocker)
-        .map(|f| format!("  [{}] {}", f.rule, f.message))
+        .map(|f| format!("  {}", f.line()))
         .collect();
     if !blockers.is_empty() {
         return Err(CitusError::Blocked(blockers));

@@ -81,12 +81,9 @@ pub async fn verify(client: &Client, opts: &AnalyzeOptions) -> Result<Verificati
                 fks.push(format!("{}: {} is NOT VALID", t.name, fk.name));
             }
             if to_tenant {
-                let rc = cat.table(&fk.ref_table).map(col_of).unwrap_or_default();
-                let aligned = fk
-                    .columns
-                    .iter()
-                    .zip(&fk.ref_columns)
-                    .any(|(x, y)| *x == c && *y == rc);
+                let aligned = cat
+                    .table(&fk.ref_table)
+                    .is_some_and(|r| analyze::tenant::fk_aligned(fk, t, r, &a.tenant));
                 if !aligned {
                     fks.push(format!(
                         "{}: {} does not include {c} on both sides",
@@ -115,17 +112,7 @@ pub async fn verify(client: &Client, opts: &AnalyzeOptions) -> Result<Verificati
         .findings
         .iter()
         .filter(|f| f.severity == Severity::Blocker)
-        .map(|f| {
-            format!(
-                "[{}] {}{}",
-                f.rule,
-                f.table
-                    .as_ref()
-                    .map(|t| format!("{t}: "))
-                    .unwrap_or_default(),
-                f.message
-            )
-        })
+        .map(|f| f.line())
         .collect();
     let checks = vec![
         check(

@@ -78,6 +78,23 @@ pub struct Finding {
     pub automatic: bool,
 }
 
+impl Finding {
+    /// One line for lists of blockers (apply, verify and distribute print
+    /// the same): `[rule] table: message — fix: fix`.
+    pub fn line(&self) -> String {
+        format!(
+            "[{}] {}{} — fix: {}",
+            self.rule,
+            self.table
+                .as_ref()
+                .map(|t| format!("{t}: "))
+                .unwrap_or_default(),
+            self.message,
+            self.fix
+        )
+    }
+}
+
 /// What the user asked for.
 #[derive(Debug, Clone, Default)]
 pub struct AnalyzeOptions {

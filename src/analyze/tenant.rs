@@ -277,6 +277,17 @@ pub fn tenant_column_of<'a>(t: &Table, tenant: &'a Tenant) -> &'a str {
     }
 }
 
+/// Whether `fk` (from `t` to `r`) carries the tenant column at the same
+/// position on both sides: what Citus needs of a key between colocated
+/// tables. The one place this is decided (rules, plan, verify).
+pub fn fk_aligned(fk: &crate::catalog::ForeignKey, t: &Table, r: &Table, tenant: &Tenant) -> bool {
+    let (mine, theirs) = (tenant_column_of(t, tenant), tenant_column_of(r, tenant));
+    fk.columns
+        .iter()
+        .zip(&fk.ref_columns)
+        .any(|(a, b)| a == mine && b == theirs)
+}
+
 /// Classifies every table (partitions are represented by their parent).
 pub fn classify(cat: &Catalog, tenant: &Tenant, overrides: &Overrides) -> Vec<Classified> {
     let mut out: BTreeMap<QName, Classified> = BTreeMap::new();

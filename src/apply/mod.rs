@@ -454,15 +454,7 @@ async fn run(
                 .findings
                 .iter()
                 .filter(|f| f.severity == Severity::Blocker && !f.automatic)
-                .map(|f| {
-                    format!(
-                        "  [{}] {}: {} — fix: {}",
-                        f.rule,
-                        f.table.as_ref().map(|t| t.to_string()).unwrap_or_default(),
-                        f.message,
-                        f.fix
-                    )
-                })
+                .map(|f| format!("  {}", f.line()))
                 .collect();
             if !manual.is_empty() {
                 return Err(ApplyError::Blocked(manual));

@@ -412,12 +412,7 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
                 continue;
             }
             let rcol = tenant_col_of(r);
-            let aligned = fk
-                .columns
-                .iter()
-                .zip(&fk.ref_columns)
-                .any(|(a, b)| a == &tcol && b == &rcol);
-            if aligned {
+            if crate::analyze::tenant::fk_aligned(fk, t, r, tenant) {
                 continue;
             }
             // A second reference to the root's key (not automatic).

@@ -74,12 +74,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                     let Some(r) = ctx.cat.table(&fk.ref_table) else { continue };
                     let mine = ctx.tenant_column(t);
                     let theirs = ctx.tenant_column(r);
-                    let same_position = fk
-                        .columns
-                        .iter()
-                        .zip(&fk.ref_columns)
-                        .any(|(a, b)| a == mine && b == theirs);
-                    if !same_position {
+                    if !crate::analyze::tenant::fk_aligned(fk, t, r, ctx.tenant) {
                         let to_root_key = ctx.tenant.root.as_ref() == Some(&r.name)
                             && fk.ref_columns.len() == 1
                             && fk.ref_columns[0] == theirs;
