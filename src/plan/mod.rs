@@ -619,6 +619,68 @@ mod tests {
     }
 
     #[test]
+    fn every_action_sends_one_statement_per_query_with_its_lock_class() {
+        let plan = plan_of(&crate::analyze::testkit::tailspin());
+        for step in &plan.steps {
+            for action in step.actions() {
+                if matches!(action, Action::Backfill { .. }) {
+                    continue; // its psql rendering is a script; apply runs prepared batches
+                }
+                for stmt in action.statements() {
+                    let parts = crate::db::split_statements(&stmt).unwrap();
+                    assert_eq!(
+                        parts.len(),
+                        1,
+                        "{}: several statements in one: {stmt}",
+                        step.id()
+                    );
+                }
+                // What waits for a lock that conflicts with the application
+                // runs under lock_timeout.
+                if let Action::Txn { statements, lock } = &action {
+                    let conflicting = statements.iter().any(|s| {
+                        s.contains("ADD COLUMN")
+                            || s.contains("CREATE TRIGGER")
+                            || s.contains("DROP TRIGGER")
+                            || s.contains("PRIMARY KEY USING INDEX")
+                            || s.contains("SET NOT NULL")
+                    });
+                    if conflicting {
+                        assert_eq!(*lock, LockMode::Brief, "{}: {statements:?}", step.id());
+                    }
+                    if statements.iter().any(|s| s.contains("VALIDATE CONSTRAINT")) {
+                        assert_eq!(*lock, LockMode::NonBlocking, "{}", step.id());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn undo_is_written_or_says_what_it_takes() {
+        let plan = plan_of(&crate::analyze::testkit::tailspin());
+        for step in &plan.steps {
+            match step.undo() {
+                Undo::Actions(a) => assert!(!a.is_empty(), "{}", step.id()),
+                Undo::Todo(what) => assert!(what.len() > 20, "{}", step.id()),
+                Undo::Nothing => {}
+            }
+        }
+        let add = plan
+            .steps
+            .iter()
+            .find(|s| matches!(s, Step::AddColumn(_)))
+            .unwrap();
+        let Undo::Actions(a) = add.undo() else {
+            panic!("adding a column is undone by dropping it")
+        };
+        assert_eq!(
+            a[0].statements(),
+            ["ALTER TABLE \"public\".\"line_items\" DROP COLUMN IF EXISTS \"store_id\";"]
+        );
+    }
+
+    #[test]
     fn index_tail_gets_the_tenant_first() {
         assert_eq!(
             index_tail_with_tenant(
