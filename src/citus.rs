@@ -7,7 +7,7 @@
 //! Citus coordinator and verifies types, colocation, row counts and
 //! single-shard routing of a tenant-scoped query.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::Serialize;
 use thiserror::Error;
@@ -122,35 +122,14 @@ fn fk_drop_sql(table: &QName, fk: &ForeignKey) -> String {
 /// Tenant tables in FK order: a table comes after every tenant table it
 /// references (self-references ignored), ties by name.
 fn fk_order(cat: &Catalog, tables: &[QName]) -> Vec<QName> {
-    let set: BTreeSet<&QName> = tables.iter().collect();
-    let mut deps: BTreeMap<QName, BTreeSet<QName>> = BTreeMap::new();
-    for t in tables {
-        let refs = cat
-            .table(t)
-            .map(|tt| {
-                tt.foreign_keys
-                    .iter()
-                    .map(|fk| fk.ref_table.clone())
-                    .filter(|r| r != t && set.contains(r))
-                    .collect()
-            })
-            .unwrap_or_default();
-        deps.insert(t.clone(), refs);
-    }
-    let mut out = Vec::new();
-    let mut done: BTreeSet<QName> = BTreeSet::new();
-    while out.len() < tables.len() {
-        let next = deps
-            .iter()
-            .find(|(t, d)| !done.contains(*t) && d.iter().all(|x| done.contains(x)))
-            .map(|(t, _)| t.clone())
-            // A cycle: take the first left (FKs are handled around it).
-            .or_else(|| deps.keys().find(|t| !done.contains(*t)).cloned());
-        let Some(t) = next else { break };
-        done.insert(t.clone());
-        out.push(t);
-    }
-    out
+    let sorted: Vec<&QName> = tables.iter().collect::<BTreeSet<_>>().into_iter().collect();
+    crate::catalog::referenced_first(sorted.len(), |i, j| {
+        cat.table(sorted[i])
+            .is_some_and(|t| t.foreign_keys.iter().any(|fk| &fk.ref_table == sorted[j]))
+    })
+    .into_iter()
+    .map(|i| sorted[i].clone())
+    .collect()
 }
 
 /// Plans the distribution of an analyzed (prepared) database.

@@ -14,6 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+#[cfg(feature = "testing")]
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -722,12 +723,17 @@ fn dir_size(path: &Path) -> u64 {
 
 /// A throwaway cluster for one test: its own directory and port, fast to
 /// create (`initdb -N`, no fsync), stopped by process id and deleted on drop.
+/// Behind the `testing` feature (the tests turn it on through the package's
+/// dev-dependency on itself).
+#[cfg(feature = "testing")]
 pub struct TestCluster {
     sandbox: Option<Sandbox>,
 }
 
+#[cfg(feature = "testing")]
 static TEST_SEQ: AtomicU32 = AtomicU32::new(0);
 
+#[cfg(feature = "testing")]
 impl TestCluster {
     /// Starts a fresh cluster (pg_cron preloaded when installed).
     pub fn start() -> Result<TestCluster> {
@@ -775,6 +781,7 @@ impl TestCluster {
     }
 }
 
+#[cfg(feature = "testing")]
 impl Drop for TestCluster {
     fn drop(&mut self) {
         if let Some(sb) = self.sandbox.take() {

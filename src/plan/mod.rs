@@ -13,8 +13,8 @@ use crate::db::LockMode;
 use crate::sql::ident;
 
 pub use steps::{
-    AddColumn, AnalyzeTables, Backfill, DropTrigger, ForeignKey, HoldAutovacuum, NotNull, StepKind,
-    SwapKey, SyncTrigger, UniqueIndex, Vacuum,
+    AddColumn, AnalyzeTables, Backfill, DropTrigger, HoldAutovacuum, NotNull, StepKind, SwapKey,
+    SyncTrigger, TenantForeignKey, UniqueIndex, Vacuum,
 };
 
 /// How a step affects the application.
@@ -76,7 +76,7 @@ pub enum Step {
     Backfill(Backfill),
     NotNull(NotNull),
     UniqueIndex(UniqueIndex),
-    ForeignKey(ForeignKey),
+    ForeignKey(TenantForeignKey),
     SwapKey(SwapKey),
     DropTrigger(DropTrigger),
     Vacuum(Vacuum),
@@ -423,7 +423,7 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
             columns.extend(fk.columns.iter().cloned());
             let mut ref_columns = vec![rcol.clone()];
             ref_columns.extend(fk.ref_columns.iter().cloned());
-            fks.push(Step::ForeignKey(ForeignKey {
+            fks.push(Step::ForeignKey(TenantForeignKey {
                 table: t.name.clone(),
                 name: fk.name.clone(),
                 temp_name: object_name(&fk.name, "_shardready"),
@@ -446,7 +446,7 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
             });
             if &t.name != root && !has {
                 let name = object_name(&format!("{}_{}", t.name.name, tcol), "_fkey");
-                fks.push(Step::ForeignKey(ForeignKey {
+                fks.push(Step::ForeignKey(TenantForeignKey {
                     table: t.name.clone(),
                     name: name.clone(),
                     temp_name: name,

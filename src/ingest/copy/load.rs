@@ -468,30 +468,12 @@ pub(super) async fn lock_tables(
 
 /// Referenced tables first (stable; cycles keep the given order).
 pub(super) fn load_order(plans: &[TablePlan], fks: &[CapturedFk]) -> Vec<usize> {
-    let n = plans.len();
-    let deps: Vec<Vec<usize>> = (0..n)
-        .map(|i| {
-            (0..n)
-                .filter(|&j| {
-                    plans[i].rel.oid != plans[j].rel.oid
-                        && fks
-                            .iter()
-                            .any(|fk| fk.child == plans[i].rel.oid && fk.parent == plans[j].rel.oid)
-                })
-                .collect()
-        })
-        .collect();
-    let mut placed = vec![false; n];
-    let mut order = Vec::with_capacity(n);
-    while order.len() < n {
-        let next = (0..n)
-            .find(|&i| !placed[i] && deps[i].iter().all(|&j| placed[j]))
-            .or_else(|| (0..n).find(|&i| !placed[i]))
-            .expect("an unplaced plan remains");
-        placed[next] = true;
-        order.push(next);
-    }
-    order
+    crate::catalog::referenced_first(plans.len(), |i, j| {
+        plans[i].rel.oid != plans[j].rel.oid
+            && fks
+                .iter()
+                .any(|fk| fk.child == plans[i].rel.oid && fk.parent == plans[j].rel.oid)
+    })
 }
 
 pub(super) fn progress_bar(opts: &LoadOptions, plan: &TablePlan) -> ProgressBar {

@@ -12,7 +12,7 @@ use crate::sql::ident;
 /// A composite FK added NOT VALID, validated, then the old one dropped
 /// and the new one given its name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ForeignKey {
+pub struct TenantForeignKey {
     pub table: QName,
     pub name: String,
     pub temp_name: String,
@@ -24,7 +24,7 @@ pub struct ForeignKey {
     pub replaces: Option<String>,
 }
 
-impl StepKind for ForeignKey {
+impl StepKind for TenantForeignKey {
     fn id(&self) -> String {
         format!("foreign-key:{}.{}", self.table, self.name)
     }

@@ -19,7 +19,7 @@ pub use add_column::AddColumn;
 pub use analyze::AnalyzeTables;
 pub use backfill::{Backfill, BackfillCursorSql, PgCronProcedure};
 pub use drop_trigger::DropTrigger;
-pub use foreign_key::ForeignKey;
+pub use foreign_key::TenantForeignKey;
 pub use hold_autovacuum::HoldAutovacuum;
 pub use not_null::NotNull;
 pub use swap_key::SwapKey;
