@@ -126,6 +126,13 @@ pub struct BackfillStats {
     pub reclaims: u32,
 }
 
+impl BackfillStats {
+    /// Rows filled per second over the whole backfill.
+    pub fn rows_per_second(&self) -> f64 {
+        self.rows as f64 / self.seconds.max(1e-9)
+    }
+}
+
 /// Runs (or resumes) the backfill of one Backfill step.
 pub async fn run(
     client: &Client,

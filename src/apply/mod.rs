@@ -551,7 +551,7 @@ async fn run(
                             b.rows,
                             b.batches,
                             b.seconds,
-                            b.rows as f64 / b.seconds.max(1e-9),
+                            b.rows_per_second(),
                             b.throttled_seconds,
                             b.reclaims
                         ),

@@ -56,7 +56,7 @@ pub fn apply_markdown(
                 b.rows,
                 b.batches,
                 b.seconds,
-                b.rows as f64 / b.seconds.max(1e-9),
+                b.rows_per_second(),
                 b.throttled_seconds,
                 b.reclaims
             );

@@ -20,12 +20,7 @@ impl StepKind for AddColumn {
     fn id(&self) -> String {
         format!("add-column:{}.{}", self.table, self.column)
     }
-    fn table(&self) -> Option<&QName> {
-        Some(&self.table)
-    }
-    fn impact(&self) -> Impact {
-        Impact::Brief
-    }
+    table_step!(Impact::Brief);
     fn describe(&self) -> String {
         format!(
             "add {} {} to {} (nullable, no default)",

@@ -185,12 +185,7 @@ impl StepKind for Backfill {
     fn id(&self) -> String {
         format!("backfill:{}", self.table)
     }
-    fn table(&self) -> Option<&QName> {
-        Some(&self.table)
-    }
-    fn impact(&self) -> Impact {
-        Impact::Batches
-    }
+    table_step!(Impact::Batches);
     fn describe(&self) -> String {
         format!(
             "backfill {}.{} from {} in keyset batches on {}",

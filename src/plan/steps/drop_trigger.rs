@@ -22,12 +22,7 @@ impl StepKind for DropTrigger {
     fn id(&self) -> String {
         format!("drop-trigger:{}", self.table)
     }
-    fn table(&self) -> Option<&QName> {
-        Some(&self.table)
-    }
-    fn impact(&self) -> Impact {
-        Impact::Brief
-    }
+    table_step!(Impact::Brief);
     fn describe(&self) -> String {
         format!(
             "remove the sync trigger from {} once the application writes the column",

@@ -28,12 +28,7 @@ impl StepKind for TenantForeignKey {
     fn id(&self) -> String {
         format!("foreign-key:{}.{}", self.table, self.name)
     }
-    fn table(&self) -> Option<&QName> {
-        Some(&self.table)
-    }
-    fn impact(&self) -> Impact {
-        Impact::ScanNoBlock
-    }
+    table_step!(Impact::ScanNoBlock);
     fn describe(&self) -> String {
         format!(
             "foreign key {}: {} ({}) → {} ({}){}",

@@ -22,12 +22,7 @@ impl StepKind for HoldAutovacuum {
     fn id(&self) -> String {
         format!("hold-autovacuum:{}", self.table)
     }
-    fn table(&self) -> Option<&QName> {
-        Some(&self.table)
-    }
-    fn impact(&self) -> Impact {
-        Impact::NoBlock
-    }
+    table_step!(Impact::NoBlock);
     fn describe(&self) -> String {
         format!(
             "autovacuum off {} until its backfill and index builds are done",

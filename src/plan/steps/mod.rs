@@ -3,6 +3,19 @@
 //! carrying its SQL, its lock mode and whether it runs in a transaction)
 //! and how it is undone. Shared SQL helpers of several kinds live here.
 
+/// The two facts most step kinds state the same way: the table they
+/// change (their `table` field) and how they affect the application.
+macro_rules! table_step {
+    ($impact:expr) => {
+        fn table(&self) -> Option<&crate::catalog::QName> {
+            Some(&self.table)
+        }
+        fn impact(&self) -> crate::plan::Impact {
+            $impact
+        }
+    };
+}
+
 mod add_column;
 mod analyze;
 mod backfill;

@@ -20,12 +20,7 @@ impl StepKind for NotNull {
     fn id(&self) -> String {
         format!("not-null:{}.{}", self.table, self.column)
     }
-    fn table(&self) -> Option<&QName> {
-        Some(&self.table)
-    }
-    fn impact(&self) -> Impact {
-        Impact::ScanNoBlock
-    }
+    table_step!(Impact::ScanNoBlock);
     fn describe(&self) -> String {
         format!(
             "{}.{} NOT NULL via a validated CHECK",

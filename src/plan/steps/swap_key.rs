@@ -24,12 +24,7 @@ impl StepKind for SwapKey {
     fn id(&self) -> String {
         format!("swap-key:{}.{}", self.table, self.index)
     }
-    fn table(&self) -> Option<&QName> {
-        Some(&self.table)
-    }
-    fn impact(&self) -> Impact {
-        Impact::Brief
-    }
+    table_step!(Impact::Brief);
     fn describe(&self) -> String {
         format!(
             "{} of {} becomes ({})",

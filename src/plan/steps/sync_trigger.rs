@@ -76,12 +76,7 @@ impl StepKind for SyncTrigger {
     fn id(&self) -> String {
         format!("sync-trigger:{}", self.table)
     }
-    fn table(&self) -> Option<&QName> {
-        Some(&self.table)
-    }
-    fn impact(&self) -> Impact {
-        Impact::Brief
-    }
+    table_step!(Impact::Brief);
     fn describe(&self) -> String {
         format!(
             "trigger on {} fills {} from {} for rows written without it",

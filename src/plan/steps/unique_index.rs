@@ -39,12 +39,7 @@ impl StepKind for UniqueIndex {
     fn id(&self) -> String {
         format!("unique-index:{}.{}", self.table, self.index)
     }
-    fn table(&self) -> Option<&QName> {
-        Some(&self.table)
-    }
-    fn impact(&self) -> Impact {
-        Impact::Concurrent
-    }
+    table_step!(Impact::Concurrent);
     fn describe(&self) -> String {
         format!(
             "unique index {} on {} ({}) concurrently",

@@ -36,12 +36,7 @@ impl StepKind for Vacuum {
     fn id(&self) -> String {
         format!("vacuum:{}", self.table)
     }
-    fn table(&self) -> Option<&QName> {
-        Some(&self.table)
-    }
-    fn impact(&self) -> Impact {
-        Impact::ScanNoBlock
-    }
+    table_step!(Impact::ScanNoBlock);
     fn describe(&self) -> String {
         format!(
             "VACUUM {} at autovacuum's pace (the backfill's dead rows), then autovacuum on it as before",
