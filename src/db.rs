@@ -184,34 +184,44 @@ pub async fn exec(client: &Client, sql: &str) -> Result<(), tokio_postgres::Erro
     client.batch_execute(sql).await
 }
 
-/// Runs `statements` in one transaction — `BEGIN`, `SET LOCAL
-/// lock_timeout` per `mode`, each statement as its own query, `COMMIT` —
-/// retried as a whole on lock timeouts.
+/// Runs `statements` in one transaction, each as its own query between
+/// `BEGIN` and `COMMIT`; rolls back when one fails, leaving the session
+/// ready for the next query.
+pub async fn in_txn<S: AsRef<str>>(
+    client: &Client,
+    statements: &[S],
+) -> Result<(), tokio_postgres::Error> {
+    let r = async {
+        exec(client, "BEGIN").await?;
+        for s in statements {
+            exec(client, s.as_ref()).await?;
+        }
+        exec(client, "COMMIT").await
+    }
+    .await;
+    if r.is_err() {
+        let _ = exec(client, "ROLLBACK").await;
+    }
+    r
+}
+
+/// Runs `statements` in one transaction ([`in_txn`]) after `SET LOCAL
+/// lock_timeout` per `mode` and no statement timeout, retried as a whole on
+/// lock timeouts.
 pub async fn run_txn(
     client: &Client,
     statements: &[String],
     mode: LockMode,
     policy: &LockPolicy,
 ) -> Result<LockStats, RetryError> {
-    let timeout = format!("SET LOCAL lock_timeout = '{}ms'", policy.timeout_ms(mode));
-    retry_on_lock_timeout(policy, || async {
-        let r = async {
-            exec(client, "BEGIN").await?;
-            exec(client, &timeout).await?;
-            exec(client, "SET LOCAL statement_timeout = 0").await?;
-            for s in statements {
-                exec(client, s).await?;
-            }
-            exec(client, "COMMIT").await
-        }
-        .await;
-        if r.is_err() {
-            let _ = exec(client, "ROLLBACK").await;
-        }
-        r
-    })
-    .await
-    .map(|((), stats)| stats)
+    let mut all = vec![
+        format!("SET LOCAL lock_timeout = '{}ms'", policy.timeout_ms(mode)),
+        "SET LOCAL statement_timeout = 0".to_string(),
+    ];
+    all.extend(statements.iter().cloned());
+    retry_on_lock_timeout(policy, || in_txn(client, &all))
+        .await
+        .map(|((), stats)| stats)
 }
 
 /// Runs a statement that cannot be in a transaction block (CONCURRENTLY,
@@ -280,11 +290,6 @@ impl Session {
             })
             .unwrap_or_else(|| "another session".into());
         Err(LockError::Held { holder })
-    }
-
-    /// The connection, for reads and statements of its own.
-    pub fn client(&self) -> &Client {
-        &self.client
     }
 
     /// Statements in one transaction under the lock policy.

@@ -81,23 +81,12 @@ impl std::str::FromStr for StepState {
 }
 
 pub async fn ensure_schema(client: &Client) -> Result<(), ApplyError> {
-    let fail = DbError::ctx("cannot create the shardready schema");
     // Serialize concurrent first runs: CREATE ... IF NOT EXISTS can race.
-    let r = async {
-        db::exec(client, "BEGIN").await?;
-        client
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&(LOCK_KEY + 1)])
-            .await?;
-        for stmt in SCHEMA_SQL {
-            db::exec(client, stmt).await?;
-        }
-        db::exec(client, "COMMIT").await
-    }
-    .await;
-    if r.is_err() {
-        let _ = db::exec(client, "ROLLBACK").await;
-    }
-    Ok(r.map_err(fail)?)
+    let mut statements = vec![format!("SELECT pg_advisory_xact_lock({})", LOCK_KEY + 1)];
+    statements.extend(SCHEMA_SQL.iter().map(|s| s.to_string()));
+    Ok(db::in_txn(client, &statements)
+        .await
+        .map_err(DbError::ctx("cannot create the shardready schema"))?)
 }
 
 /// The stored plan and whether it finished.
@@ -125,18 +114,16 @@ pub async fn load_plan(client: &Client) -> Result<Option<(Plan, bool)>, ApplyErr
 
 pub async fn save_plan(client: &Client, plan: &Plan) -> Result<(), ApplyError> {
     let v = serde_json::to_value(plan).expect("plan serializes");
-    let r = async {
-        db::exec(client, "BEGIN").await?;
-        for table in ["step", "backfill", "plan"] {
-            db::exec(client, &format!("DELETE FROM shardready.{table}")).await?;
-        }
-        db::exec(client, "COMMIT").await
-    }
-    .await;
-    if r.is_err() {
-        let _ = db::exec(client, "ROLLBACK").await;
-    }
-    r.map_err(DbError::ctx("cannot reset the state"))?;
+    db::in_txn(
+        client,
+        &[
+            "DELETE FROM shardready.step",
+            "DELETE FROM shardready.backfill",
+            "DELETE FROM shardready.plan",
+        ],
+    )
+    .await
+    .map_err(DbError::ctx("cannot reset the state"))?;
     client
         .execute("INSERT INTO shardready.plan (plan) VALUES ($1)", &[&v])
         .await

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{brief, table_in, StepKind};
+use super::{brief, StepKind};
 use crate::catalog::{Catalog, QName};
 use crate::plan::{Action, Impact, Undo};
 use crate::sql::ident;
@@ -28,7 +28,8 @@ impl StepKind for AddColumn {
         )
     }
     fn is_done(&self, cat: &Catalog) -> bool {
-        table_in(cat, &self.table).is_some_and(|t| t.column(&self.column).is_some())
+        cat.table(&self.table)
+            .is_some_and(|t| t.column(&self.column).is_some())
     }
     fn actions(&self) -> Vec<Action> {
         vec![brief(vec![format!(

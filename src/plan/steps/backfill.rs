@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{path_end, path_joins, table_in, StepKind};
+use super::{path_end, path_joins, StepKind};
 use crate::analyze::Hop;
 use crate::catalog::{Catalog, QName};
 use crate::plan::{Action, Impact, Undo};
@@ -198,7 +198,7 @@ impl StepKind for Backfill {
     /// Once the column is NOT NULL no row can lack it; before that the
     /// controller resumes from its cursor and sweeps.
     fn is_done(&self, cat: &Catalog) -> bool {
-        table_in(cat, &self.table)
+        cat.table(&self.table)
             .is_some_and(|t| t.column(&self.column).is_some_and(|c| c.not_null))
     }
     fn actions(&self) -> Vec<Action> {

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::sync_trigger::drop_sync_trigger;
-use super::{table_in, StepKind};
+use super::StepKind;
 use crate::catalog::{Catalog, QName};
 use crate::plan::{Action, Impact, Undo};
 
@@ -30,7 +30,7 @@ impl StepKind for DropTrigger {
         )
     }
     fn is_done(&self, cat: &Catalog) -> bool {
-        table_in(cat, &self.table).is_some_and(|t| {
+        cat.table(&self.table).is_some_and(|t| {
             t.column(&self.column).is_some() && !t.triggers.iter().any(|x| x.name == self.trigger)
         })
     }

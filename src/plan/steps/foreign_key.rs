@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{brief, column_list, non_blocking, table_in, unless_constraint_exists, StepKind};
+use super::{brief, column_list, non_blocking, unless_constraint_exists, StepKind};
 use crate::catalog::{Catalog, QName};
 use crate::plan::{Action, Impact, Undo};
 use crate::sql::ident;
@@ -45,7 +45,7 @@ impl StepKind for TenantForeignKey {
         )
     }
     fn is_done(&self, cat: &Catalog) -> bool {
-        table_in(cat, &self.table).is_some_and(|t| {
+        cat.table(&self.table).is_some_and(|t| {
             let new = t
                 .foreign_keys
                 .iter()

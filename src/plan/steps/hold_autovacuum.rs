@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{non_blocking, table_in, StepKind};
+use super::{non_blocking, StepKind};
 use crate::catalog::{Catalog, QName};
 use crate::plan::{Action, Impact, Undo};
 
@@ -31,7 +31,7 @@ impl StepKind for HoldAutovacuum {
     }
     /// Held, or no longer worth holding: the backfill is over.
     fn is_done(&self, cat: &Catalog) -> bool {
-        table_in(cat, &self.table).is_some_and(|t| {
+        cat.table(&self.table).is_some_and(|t| {
             t.autovacuum_enabled == Some(false)
                 || t.column(&self.column).is_some_and(|c| c.not_null)
         })

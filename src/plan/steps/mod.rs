@@ -147,8 +147,3 @@ pub(crate) fn non_blocking(statements: Vec<String>) -> Action {
         lock: crate::db::LockMode::NonBlocking,
     }
 }
-
-/// The table's entry in the catalog.
-pub(crate) fn table_in<'a>(cat: &'a Catalog, name: &QName) -> Option<&'a Table> {
-    cat.table(name)
-}

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{brief, table_in, unless_constraint_exists, StepKind};
+use super::{brief, unless_constraint_exists, StepKind};
 use crate::catalog::{Catalog, QName};
 use crate::plan::{Action, Impact, Undo};
 use crate::sql::ident;
@@ -28,7 +28,7 @@ impl StepKind for NotNull {
         )
     }
     fn is_done(&self, cat: &Catalog) -> bool {
-        table_in(cat, &self.table).is_some_and(|t| {
+        cat.table(&self.table).is_some_and(|t| {
             t.column(&self.column).is_some_and(|c| c.not_null)
                 && !t.checks.iter().any(|(n, _, _)| n == &self.check)
         })

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{brief, key_in_place, table_in, StepKind};
+use super::{brief, key_in_place, StepKind};
 use crate::catalog::{Catalog, QName};
 use crate::plan::{Action, Impact, KeyTarget, Undo};
 use crate::sql::{ident, qualified};
@@ -38,7 +38,8 @@ impl StepKind for SwapKey {
         )
     }
     fn is_done(&self, cat: &Catalog) -> bool {
-        table_in(cat, &self.table).is_some_and(|t| key_in_place(t, &self.target, &self.columns))
+        cat.table(&self.table)
+            .is_some_and(|t| key_in_place(t, &self.target, &self.columns))
     }
     fn actions(&self) -> Vec<Action> {
         let (t, i) = (self.table.sql(), ident(&self.index));

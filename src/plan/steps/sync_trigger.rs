@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{brief, non_blocking, path_end, path_joins, table_in, StepKind};
+use super::{brief, non_blocking, path_end, path_joins, StepKind};
 use crate::analyze::Hop;
 use crate::catalog::{Catalog, QName};
 use crate::plan::{Action, Impact, Undo};
@@ -86,7 +86,7 @@ impl StepKind for SyncTrigger {
         )
     }
     fn is_done(&self, cat: &Catalog) -> bool {
-        table_in(cat, &self.table)
+        cat.table(&self.table)
             .is_some_and(|t| t.triggers.iter().any(|x| x.name == self.trigger))
     }
     /// The counter and the function never block the application; the

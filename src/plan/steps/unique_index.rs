@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{column_list, key_in_place, table_in, StepKind};
+use super::{column_list, key_in_place, StepKind};
 use crate::catalog::{Catalog, QName};
 use crate::plan::{Action, Impact, KeyTarget, Undo};
 use crate::sql::{ident, qualified};
@@ -49,7 +49,7 @@ impl StepKind for UniqueIndex {
         )
     }
     fn is_done(&self, cat: &Catalog) -> bool {
-        table_in(cat, &self.table).is_some_and(|t| {
+        cat.table(&self.table).is_some_and(|t| {
             key_in_place(t, &self.target, &self.columns)
                 || t.unique_indexes
                     .iter()

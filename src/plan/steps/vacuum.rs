@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{non_blocking, table_in, StepKind};
+use super::{non_blocking, StepKind};
 use crate::catalog::{Catalog, QName};
 use crate::plan::{Action, Impact, Undo};
 
@@ -44,7 +44,8 @@ impl StepKind for Vacuum {
         )
     }
     fn is_done(&self, cat: &Catalog) -> bool {
-        table_in(cat, &self.table).is_some_and(|t| t.autovacuum_enabled != Some(false))
+        cat.table(&self.table)
+            .is_some_and(|t| t.autovacuum_enabled != Some(false))
     }
     fn actions(&self) -> Vec<Action> {
         let bare = |sql: &str| Action::Bare { sql: sql.into() };
