@@ -1,14 +1,14 @@
 //! Reads the schema into plain structs: [`Catalog::read`] for the whole
 //! picture, a few small helpers for single facts. Analyze, plan, apply,
-//! verify and citus ask this module. Two readers remain elsewhere: the
-//! COPY loader (`ingest::copy::load`) resolves its tables and captures their
-//! foreign keys inside its own transaction, and `db::Session` /
-//! `apply::state` read `pg_locks` for who holds the advisory lock.
+//! verify, citus and the COPY loader ask this module (the loader through
+//! [`GenericClient`], inside its own transaction). One reader remains
+//! elsewhere: `db::Session` / `apply::state` read `pg_locks` for who holds
+//! the advisory lock.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 /// Orders `n` items so that each comes after every item it references
 /// (`references(i, j)`: item i references item j; self-references are
@@ -823,6 +823,178 @@ pub async fn current_role(client: &Client) -> Result<String, tokio_postgres::Err
         .query_one("SELECT current_user::text", &[])
         .await?
         .get(0))
+}
+
+/// A relation named by the user, as `to_regclass` resolves it through the
+/// search_path (the COPY loader's targets).
+#[derive(Debug, Clone)]
+pub struct NamedRelation {
+    pub oid: u32,
+    pub name: QName,
+    /// `pg_class.relkind`.
+    pub relkind: String,
+    /// Columns COPY can fill (live, not generated), in table order.
+    pub columns: Vec<String>,
+}
+
+impl NamedRelation {
+    /// Whether rows can be loaded into it (table, partitioned or foreign).
+    pub fn holds_rows(&self) -> bool {
+        matches!(self.relkind.as_str(), "r" | "p" | "f")
+    }
+    /// LOCK TABLE refuses foreign tables.
+    pub fn lockable(&self) -> bool {
+        self.relkind != "f"
+    }
+    /// What it is, for messages.
+    pub fn kind_label(&self) -> &'static str {
+        match self.relkind.as_str() {
+            "r" | "p" => "table",
+            "f" => "foreign table",
+            "v" => "view",
+            "m" => "materialized view",
+            "S" => "sequence",
+            "i" | "I" => "index",
+            "c" => "composite type",
+            "t" => "TOAST table",
+            _ => "relation",
+        }
+    }
+}
+
+/// Resolves `name` (as typed: `t`, `s.t`, `"T"`); None when there is no such
+/// relation. A malformed name is the server's error.
+pub async fn named_relation(
+    client: &impl GenericClient,
+    name: &str,
+) -> Result<Option<NamedRelation>, tokio_postgres::Error> {
+    let Some(row) = client
+        .query_opt(
+            "SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text \
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE c.oid = to_regclass($1)",
+            &[&name],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let oid: u32 = row.get(0);
+    let columns = client
+        .query(
+            "SELECT attname::text FROM pg_attribute \
+              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = '' \
+              ORDER BY attnum",
+            &[&oid],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(Some(NamedRelation {
+        oid,
+        name: QName {
+            schema: row.get(1),
+            name: row.get(2),
+        },
+        relkind: row.get(3),
+        columns,
+    }))
+}
+
+/// A foreign key as it can be dropped and re-added verbatim.
+#[derive(Debug, Clone)]
+pub struct ForeignKeyDefinition {
+    pub name: String,
+    pub child_oid: u32,
+    pub child: QName,
+    pub parent_oid: u32,
+    pub parent: QName,
+    /// `pg_get_constraintdef`: `FOREIGN KEY (...) REFERENCES ...`.
+    pub definition: String,
+    pub validated: bool,
+    pub comment: Option<String>,
+}
+
+/// The foreign keys defined on the relations `oids` (not the copies
+/// PostgreSQL keeps on partitions).
+pub async fn foreign_key_definitions(
+    client: &impl GenericClient,
+    oids: &[u32],
+) -> Result<Vec<ForeignKeyDefinition>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT con.conname::text, con.conrelid, con.confrelid, \
+                    pg_get_constraintdef(con.oid), con.convalidated, \
+                    obj_description(con.oid, 'pg_constraint'), \
+                    cn.nspname::text, c.relname::text, pn.nspname::text, p.relname::text \
+               FROM pg_constraint con \
+               JOIN pg_class c ON c.oid = con.conrelid \
+               JOIN pg_namespace cn ON cn.oid = c.relnamespace \
+               JOIN pg_class p ON p.oid = con.confrelid \
+               JOIN pg_namespace pn ON pn.oid = p.relnamespace \
+              WHERE con.contype = 'f' AND con.conparentid = 0 AND con.conrelid = ANY($1) \
+              ORDER BY cn.nspname, c.relname, con.conname",
+            &[&oids],
+        )
+        .await?
+        .iter()
+        .map(|r| ForeignKeyDefinition {
+            name: r.get(0),
+            child_oid: r.get(1),
+            parent_oid: r.get(2),
+            definition: r.get(3),
+            validated: r.get(4),
+            comment: r.get(5),
+            child: QName {
+                schema: r.get(6),
+                name: r.get(7),
+            },
+            parent: QName {
+                schema: r.get(8),
+                name: r.get(9),
+            },
+        })
+        .collect())
+}
+
+/// A sequence that fills a column (serial or identity).
+#[derive(Debug, Clone)]
+pub struct ColumnSequence {
+    pub column: String,
+    pub oid: u32,
+    pub name: QName,
+}
+
+/// The sequences owned by the columns of relation `oid`, in column order.
+pub async fn column_sequences(
+    client: &impl GenericClient,
+    oid: u32,
+) -> Result<Vec<ColumnSequence>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT a.attname::text, s.oid, sn.nspname::text, s.relname::text \
+               FROM pg_depend d \
+               JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
+               JOIN pg_namespace sn ON sn.oid = s.relnamespace \
+               JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
+              WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass \
+                AND d.refobjid = $1 AND d.deptype IN ('a', 'i') \
+                AND a.attnum > 0 AND NOT a.attisdropped \
+              ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await?
+        .iter()
+        .map(|r| ColumnSequence {
+            column: r.get(0),
+            oid: r.get(1),
+            name: QName {
+                schema: r.get(2),
+                name: r.get(3),
+            },
+        })
+        .collect())
 }
 
 #[cfg(test)]

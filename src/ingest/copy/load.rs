@@ -5,28 +5,7 @@
 
 use super::*;
 
-#[derive(Debug, Clone)]
-pub(super) struct Relation {
-    pub(super) oid: u32,
-    pub(super) schema: String,
-    pub(super) name: String,
-    pub(super) columns: Vec<String>,
-    /// LOCK TABLE refuses foreign tables.
-    pub(super) lockable: bool,
-}
-
-impl Relation {
-    pub(super) fn sql(&self) -> String {
-        qualified(&self.schema, &self.name)
-    }
-    pub(super) fn display(&self) -> String {
-        if self.schema == "public" {
-            self.name.clone()
-        } else {
-            format!("{}.{}", self.schema, self.name)
-        }
-    }
-}
+pub(super) use crate::catalog::NamedRelation as Relation;
 
 pub(super) enum PlanKind {
     Csv { jobs: Vec<CsvJob>, total_bytes: u64 },
@@ -41,19 +20,7 @@ pub(super) struct TablePlan {
     pub(super) kind: PlanKind,
 }
 
-/// A foreign key defined on a loaded table.
-#[derive(Debug, Clone)]
-pub(super) struct CapturedFk {
-    pub(super) name: String,
-    pub(super) child: u32,
-    pub(super) parent: u32,
-    pub(super) definition: String,
-    pub(super) validated: bool,
-    pub(super) comment: Option<String>,
-    pub(super) child_sql: String,
-    pub(super) child_display: String,
-    pub(super) parent_sql: String,
-}
+pub(super) use crate::catalog::ForeignKeyDefinition as CapturedFk;
 
 pub(super) fn db_error(
     context: impl Into<String>,
@@ -73,13 +40,7 @@ pub(super) async fn resolve_table(
     table: &str,
     search_path: &str,
 ) -> Result<Relation, CopyError> {
-    let row = client
-        .query_opt(
-            "SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text \
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-              WHERE c.oid = to_regclass($1)",
-            &[&table],
-        )
+    let rel = crate::catalog::named_relation(client, table)
         .await
         .map_err(|e| match e.as_db_error() {
             Some(db) => CopyError::BadTableName {
@@ -88,48 +49,19 @@ pub(super) async fn resolve_table(
             },
             None => db_error(format!("looking up table {table}"), false)(e),
         })?;
-    let Some(row) = row else {
+    let Some(rel) = rel else {
         return Err(CopyError::UnknownTable {
             table: table.to_string(),
             search_path: search_path.to_string(),
         });
     };
-    let oid: u32 = row.get(0);
-    let kind: String = row.get(3);
-    if !matches!(kind.as_str(), "r" | "p" | "f") {
-        let kind = match kind.as_str() {
-            "v" => "view",
-            "m" => "materialized view",
-            "S" => "sequence",
-            "i" | "I" => "index",
-            "c" => "composite type",
-            "t" => "TOAST table",
-            _ => "relation",
-        };
+    if !rel.holds_rows() {
         return Err(CopyError::NotATable {
             table: table.to_string(),
-            kind: kind.into(),
+            kind: rel.kind_label().into(),
         });
     }
-    let columns = client
-        .query(
-            "SELECT attname::text FROM pg_attribute \
-              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = '' \
-              ORDER BY attnum",
-            &[&oid],
-        )
-        .await
-        .map_err(db_error(format!("reading the columns of {table}"), false))?
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect();
-    Ok(Relation {
-        oid,
-        schema: row.get(1),
-        name: row.get(2),
-        columns,
-        lockable: kind != "f",
-    })
+    Ok(rel)
 }
 
 pub(super) async fn resolve_encoding(
@@ -187,7 +119,7 @@ pub(super) fn copy_sql(rel: &Relation, csv: Option<(&CsvOptions, &Enc)>) -> Stri
             parts.join(", ")
         }
     };
-    format!("COPY {}{} FROM STDIN ({})", rel.sql(), cols, options)
+    format!("COPY {}{} FROM STDIN ({})", rel.name.sql(), cols, options)
 }
 
 /// Loads all the given tables as ONE logical load: one transaction; all or
@@ -327,48 +259,12 @@ pub(super) async fn capture_fks(
     tx: &Transaction<'_>,
     oids: &[u32],
 ) -> Result<Vec<CapturedFk>, CopyError> {
-    let rows = tx
-        .query(
-            "SELECT con.conname::text, con.conrelid, con.confrelid, \
-                    pg_get_constraintdef(con.oid), con.convalidated, \
-                    obj_description(con.oid, 'pg_constraint'), \
-                    cn.nspname::text, c.relname::text, pn.nspname::text, p.relname::text \
-               FROM pg_constraint con \
-               JOIN pg_class c ON c.oid = con.conrelid \
-               JOIN pg_namespace cn ON cn.oid = c.relnamespace \
-               JOIN pg_class p ON p.oid = con.confrelid \
-               JOIN pg_namespace pn ON pn.oid = p.relnamespace \
-              WHERE con.contype = 'f' AND con.conparentid = 0 AND con.conrelid = ANY($1) \
-              ORDER BY cn.nspname, c.relname, con.conname",
-            &[&oids],
-        )
+    crate::catalog::foreign_key_definitions(tx, oids)
         .await
         .map_err(db_error(
             "reading the foreign keys of the loaded tables",
             true,
-        ))?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let (cs, cr, ps, pr): (String, String, String, String) =
-                (r.get(6), r.get(7), r.get(8), r.get(9));
-            CapturedFk {
-                name: r.get(0),
-                child: r.get(1),
-                parent: r.get(2),
-                definition: r.get(3),
-                validated: r.get(4),
-                comment: r.get(5),
-                child_sql: qualified(&cs, &cr),
-                child_display: if cs == "public" {
-                    cr
-                } else {
-                    format!("{cs}.{cr}")
-                },
-                parent_sql: qualified(&ps, &pr),
-            }
-        })
-        .collect())
+        ))
 }
 
 /// Takes the load's locks up front with a short lock_timeout, retrying with
@@ -389,15 +285,16 @@ pub(super) async fn lock_tables(
         }
     }
     for fk in fks {
-        add(&mut exclusive, &fk.child_sql);
+        add(&mut exclusive, &fk.child.sql());
     }
     for fk in fks {
-        if !exclusive.contains(&fk.parent_sql) {
-            add(&mut share, &fk.parent_sql);
+        let parent = fk.parent.sql();
+        if !exclusive.contains(&parent) {
+            add(&mut share, &parent);
         }
     }
-    for p in plans.iter().filter(|p| p.rel.lockable) {
-        let t = p.rel.sql();
+    for p in plans.iter().filter(|p| p.rel.lockable()) {
+        let t = p.rel.name.sql();
         if !exclusive.contains(&t) && !share.contains(&t) {
             add(&mut row, &t);
         }
@@ -472,7 +369,7 @@ pub(super) fn load_order(plans: &[TablePlan], fks: &[CapturedFk]) -> Vec<usize> 
         plans[i].rel.oid != plans[j].rel.oid
             && fks
                 .iter()
-                .any(|fk| fk.child == plans[i].rel.oid && fk.parent == plans[j].rel.oid)
+                .any(|fk| fk.child_oid == plans[i].rel.oid && fk.parent_oid == plans[j].rel.oid)
     })
 }
 
@@ -494,7 +391,7 @@ pub(super) fn progress_bar(opts: &LoadOptions, plan: &TablePlan) -> ProgressBar 
     if let Ok(style) = ProgressStyle::with_template(template) {
         pb.set_style(style.progress_chars("=> "));
     }
-    pb.set_prefix(plan.rel.display());
+    pb.set_prefix(plan.rel.name.to_string());
     pb.enable_steady_tick(Duration::from_millis(200));
     pb
 }
@@ -538,7 +435,7 @@ pub(super) async fn run_load(
         match &plans[i].kind {
             PlanKind::Csv { jobs: files, .. } => jobs.extend(files.iter().cloned().map(Job::Csv)),
             PlanKind::Binary { .. } => jobs.push(Job::Binary {
-                table: plans[i].rel.display(),
+                table: plans[i].rel.name.to_string(),
                 chunks: binaries[i].take().expect("each binary source is used once"),
             }),
         }
@@ -555,11 +452,12 @@ pub(super) async fn run_load(
 
     // Drop the keys defined on the loaded tables (the transaction restores
     // them on any failure).
-    let mut by_child: Vec<(&str, Vec<&CapturedFk>)> = Vec::new();
+    let mut by_child: Vec<(String, Vec<&CapturedFk>)> = Vec::new();
     for fk in &fks {
-        match by_child.iter_mut().find(|(c, _)| *c == fk.child_sql) {
+        let child = fk.child.sql();
+        match by_child.iter_mut().find(|(c, _)| *c == child) {
             Some((_, list)) => list.push(fk),
-            None => by_child.push((&fk.child_sql, vec![fk])),
+            None => by_child.push((child, vec![fk])),
         }
     }
     for (child, list) in &by_child {
@@ -584,10 +482,10 @@ pub(super) async fn run_load(
     let spinner = status_spinner(opts);
     let mut fk_revalidated = Vec::new();
     for fk in &fks {
-        spinner.set_message(format!("validating {} on {}", fk.name, fk.child_display));
+        spinner.set_message(format!("validating {} on {}", fk.name, fk.child));
         let sql = format!(
             "ALTER TABLE {} ADD CONSTRAINT {} {}",
-            fk.child_sql,
+            fk.child.sql(),
             ident(&fk.name),
             fk.definition
         );
@@ -600,12 +498,12 @@ pub(super) async fn run_load(
                     .unwrap_or_default();
                 return Err(CopyError::ForeignKey {
                     constraint: fk.name.clone(),
-                    table: fk.child_display.clone(),
+                    table: fk.child.to_string(),
                     detail,
                 });
             }
             return Err(db_error(
-                format!("re-adding foreign key {} on {}", fk.name, fk.child_display),
+                format!("re-adding foreign key {} on {}", fk.name, fk.child),
                 true,
             )(e));
         }
@@ -613,7 +511,7 @@ pub(super) async fn run_load(
             tx.batch_execute(&format!(
                 "COMMENT ON CONSTRAINT {} ON {} IS {}",
                 ident(&fk.name),
-                fk.child_sql,
+                fk.child.sql(),
                 literal(c)
             ))
             .await
@@ -623,7 +521,7 @@ pub(super) async fn run_load(
             ))?;
         }
         if fk.validated {
-            fk_revalidated.push(format!("{}.{}", fk.child_display, fk.name));
+            fk_revalidated.push(format!("{}.{}", fk.child, fk.name));
         }
     }
 
@@ -649,32 +547,22 @@ pub(super) async fn set_sequences(
     tx: &Transaction<'_>,
     rel: &Relation,
 ) -> Result<Vec<(String, i64)>, CopyError> {
-    let rows = tx
-        .query(
-            "SELECT a.attname::text, s.oid, sn.nspname::text, s.relname::text \
-               FROM pg_depend d \
-               JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
-               JOIN pg_namespace sn ON sn.oid = s.relnamespace \
-               JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
-              WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass \
-                AND d.refobjid = $1 AND d.deptype IN ('a', 'i') \
-                AND a.attnum > 0 AND NOT a.attisdropped \
-              ORDER BY a.attnum",
-            &[&rel.oid],
-        )
+    let sequences = crate::catalog::column_sequences(tx, rel.oid)
         .await
         .map_err(db_error(
-            format!("finding the sequences of {}", rel.display()),
+            format!("finding the sequences of {}", rel.name),
             true,
         ))?;
     let mut set = Vec::new();
-    for r in rows {
-        let (column, seq_oid, seq_schema, seq_name): (String, u32, String, String) =
-            (r.get(0), r.get(1), r.get(2), r.get(3));
-        let ctx = format!("setting sequence {seq_schema}.{seq_name}");
+    for seq in sequences {
+        let ctx = format!("setting sequence {}", seq.name);
         let max: Option<i64> = tx
             .query_one(
-                &format!("SELECT max({})::bigint FROM {}", ident(&column), rel.sql()),
+                &format!(
+                    "SELECT max({})::bigint FROM {}",
+                    ident(&seq.column),
+                    rel.name.sql()
+                ),
                 &[],
             )
             .await
@@ -683,10 +571,7 @@ pub(super) async fn set_sequences(
         let Some(max) = max else { continue };
         let state = tx
             .query_one(
-                &format!(
-                    "SELECT last_value, is_called FROM {}",
-                    qualified(&seq_schema, &seq_name)
-                ),
+                &format!("SELECT last_value, is_called FROM {}", seq.name.sql()),
                 &[],
             )
             .await
@@ -695,15 +580,10 @@ pub(super) async fn set_sequences(
         if (called && last >= max) || (!called && last > max) {
             continue;
         }
-        tx.query_one("SELECT setval($1::oid::regclass, $2)", &[&seq_oid, &max])
+        tx.query_one("SELECT setval($1::oid::regclass, $2)", &[&seq.oid, &max])
             .await
             .map_err(db_error(ctx, true))?;
-        let display = if seq_schema == "public" {
-            seq_name
-        } else {
-            format!("{seq_schema}.{seq_name}")
-        };
-        set.push((display, max));
+        set.push((seq.name.to_string(), max));
     }
     Ok(set)
 }
@@ -734,14 +614,14 @@ pub(super) async fn copy_table(
         let mut segment = Segment { offset: 0, line: 1 };
         loop {
             let msg = rx.recv().await.ok_or_else(|| CopyError::Source {
-                table: plan.rel.display(),
+                table: plan.rel.name.to_string(),
                 detail: "the reader thread stopped unexpectedly".into(),
             })?;
             match msg {
                 Msg::SegmentStart(seg) => {
                     segment = seg;
                     let s = tx.copy_in(&plan.copy_sql).await.map_err(db_error(
-                        format!("starting COPY into {}", plan.rel.display()),
+                        format!("starting COPY into {}", plan.rel.name.to_string()),
                         true,
                     ))?;
                     sink = Some(Box::pin(s));
@@ -786,7 +666,7 @@ pub(super) async fn copy_table(
     if let PlanKind::Binary { rows: expected } = plan.kind {
         if expected != rows {
             tracing::warn!(
-                table = %plan.rel.display(),
+                table = %plan.rel.name.to_string(),
                 expected,
                 rows,
                 "the binary source held a different number of rows than announced"
@@ -803,7 +683,7 @@ pub(super) async fn copy_table(
 
 /// `COPY orders, line 1234, column ordered_at: "…"` → (1234, Some("ordered_at")).
 pub(super) fn parse_copy_context(context: &str, rel: &Relation) -> Option<(u64, Option<String>)> {
-    let prefix = format!("COPY {}, line ", rel.name);
+    let prefix = format!("COPY {}, line ", rel.name.name);
     let line = context.lines().rev().find(|l| l.starts_with(&prefix))?;
     let rest = &line[prefix.len()..];
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
@@ -830,7 +710,7 @@ pub(super) async fn rejected(
     segment: Segment,
 ) -> CopyError {
     let Some(db) = e.as_db_error() else {
-        return db_error(format!("COPY into {}", plan.rel.display()), true)(e);
+        return db_error(format!("COPY into {}", plan.rel.name.to_string()), true)(e);
     };
     let mut message = db.message().to_string();
     if let Some(d) = db.detail() {
@@ -846,7 +726,7 @@ pub(super) async fn rejected(
         None => (None, None),
     };
     let (file, line, binary) = match csv {
-        None => (plan.rel.display(), pg_line, true),
+        None => (plan.rel.name.to_string(), pg_line, true),
         Some(job) => {
             let line = match pg_line {
                 None => None,

@@ -44,7 +44,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, CopyInSink, Transaction};
 
-use crate::sql::{ident, literal, qualified};
+use crate::sql::{ident, literal};
 
 mod error;
 mod inputs;
@@ -352,10 +352,9 @@ mod tests {
     fn parses_copy_context() {
         let rel = Relation {
             oid: 1,
-            schema: "public".into(),
-            name: "orders".into(),
+            name: crate::catalog::QName::new("public", "orders"),
+            relkind: "r".into(),
             columns: vec!["order_id".into(), "ordered_at".into(), "ordered".into()],
-            lockable: true,
         };
         assert_eq!(
             parse_copy_context(
