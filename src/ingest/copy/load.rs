@@ -621,7 +621,7 @@ pub(super) async fn copy_table(
                 Msg::SegmentStart(seg) => {
                     segment = seg;
                     let s = tx.copy_in(&plan.copy_sql).await.map_err(db_error(
-                        format!("starting COPY into {}", plan.rel.name.to_string()),
+                        format!("starting COPY into {}", plan.rel.name),
                         true,
                     ))?;
                     sink = Some(Box::pin(s));
@@ -710,7 +710,7 @@ pub(super) async fn rejected(
     segment: Segment,
 ) -> CopyError {
     let Some(db) = e.as_db_error() else {
-        return db_error(format!("COPY into {}", plan.rel.name.to_string()), true)(e);
+        return db_error(format!("COPY into {}", plan.rel.name), true)(e);
     };
     let mut message = db.message().to_string();
     if let Some(d) = db.detail() {
