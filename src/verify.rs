@@ -1,13 +1,14 @@
-//! `verify`: the post-conditions of a prepared database — every tenant table
-//! has the tenant column NOT NULL, keys and foreign keys include it and are
-//! validated, no index is invalid, no user trigger is left, and analyze
-//! finds nothing that blocks distribution.
+//! `verify`: whether a prepared database is what Citus accepts — the
+//! analyze rules that `apply` must have satisfied (tenant column NOT NULL,
+//! keys and foreign keys include it and are validated, no user trigger on a
+//! table to distribute or replicate), no blocker at all, plus apply's own
+//! post-conditions (every tenant table has the column, no invalid index).
 
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::analyze::{self, AnalyzeError, AnalyzeOptions, Severity};
-use crate::catalog::{Catalog, KeyKind};
+use crate::analyze::{self, AnalyzeError, AnalyzeOptions, RuleId, Severity};
+use crate::catalog::Catalog;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
@@ -33,100 +34,67 @@ fn check(name: &str, problems: Vec<String>) -> Check {
     }
 }
 
+/// Each check but two is the findings of its rules (the rules decide what
+/// Citus accepts); the two others are apply's own post-conditions: every
+/// tenant table has the column (a missing column is work for the plan, not
+/// a finding) and no index build was left invalid.
 pub async fn verify(client: &Client, opts: &AnalyzeOptions) -> Result<Verification, AnalyzeError> {
+    use RuleId::*;
     let cat = Catalog::read(client)
         .await
         .map_err(analyze::db("cannot read the catalog"))?;
     let a = analyze::analyze_read(client, &cat, opts).await?;
-    let tenant_tables: Vec<_> = a
+    let of_rules = |rules: &[RuleId]| -> Vec<String> {
+        a.findings
+            .iter()
+            .filter(|f| rules.contains(&f.rule))
+            .map(|f| f.line())
+            .collect()
+    };
+    let missing_column = a
         .tables
         .iter()
         .filter(|s| s.class.class.is_tenant())
         .filter_map(|s| cat.table(&s.table))
-        .collect();
-    let col_of =
-        |t: &crate::catalog::Table| analyze::tenant::tenant_column_of(t, &a.tenant).to_string();
-
-    let mut not_null = Vec::new();
-    let mut keys = Vec::new();
-    let mut fks = Vec::new();
-    let mut triggers = Vec::new();
-    for t in &tenant_tables {
-        let c = col_of(t);
-        match t.column(&c) {
-            None => not_null.push(format!("{} has no column {c}", t.name)),
-            Some(col) if !col.not_null => not_null.push(format!("{}.{c} allows NULL", t.name)),
-            _ => {}
-        }
-        for k in &t.keys {
-            if k.kind != KeyKind::Exclusion && !k.columns.contains(&c) {
-                keys.push(format!(
-                    "{}: {} ({}) lacks {c}",
-                    t.name,
-                    k.name,
-                    k.columns.join(", ")
-                ));
-            }
-        }
-        for ix in t.unique_indexes.iter().filter(|i| i.constraint.is_none()) {
-            if !ix.columns.iter().any(|x| x.as_deref() == Some(c.as_str())) {
-                keys.push(format!("{}: unique index {} lacks {c}", t.name, ix.name));
-            }
-        }
-        for fk in &t.foreign_keys {
-            let to_tenant = a
-                .class_of(cat.top_parent(cat.table(&fk.ref_table).unwrap_or(t)))
-                .is_some_and(|cl| cl.is_tenant());
-            if !fk.validated {
-                fks.push(format!("{}: {} is NOT VALID", t.name, fk.name));
-            }
-            if to_tenant {
-                let aligned = cat
-                    .table(&fk.ref_table)
-                    .is_some_and(|r| analyze::tenant::fk_aligned(fk, t, r, &a.tenant));
-                if !aligned {
-                    fks.push(format!(
-                        "{}: {} does not include {c} on both sides",
-                        t.name, fk.name
-                    ));
-                }
-            }
-        }
-        for tg in &t.triggers {
-            triggers.push(format!(
-                "{}: trigger {} ({}())",
-                t.name, tg.name, tg.function
-            ));
-        }
-    }
-    let invalid: Vec<String> = cat
-        .tables
-        .iter()
-        .flat_map(|t| {
-            t.invalid_indexes
-                .iter()
-                .map(move |i| format!("{}: {i}", t.name))
-        })
-        .collect();
-    let blockers: Vec<String> = a
+        .filter_map(|t| {
+            let c = analyze::tenant::tenant_column_of(t, &a.tenant);
+            t.column(c)
+                .is_none()
+                .then(|| format!("{} has no column {c}", t.name))
+        });
+    let invalid = cat.tables.iter().flat_map(|t| {
+        t.invalid_indexes
+            .iter()
+            .map(move |i| format!("{}: {i}", t.name))
+    });
+    let blockers = a
         .findings
         .iter()
         .filter(|f| f.severity == Severity::Blocker)
-        .map(|f| f.line())
-        .collect();
+        .map(|f| f.line());
     let checks = vec![
         check(
             &format!("{} is NOT NULL in every tenant table", a.tenant.column),
-            not_null,
+            missing_column.chain(of_rules(&[TenantNullable])).collect(),
         ),
         check(
             "every primary key and unique key includes the tenant column",
-            keys,
+            of_rules(&[
+                PrimaryKeyWithoutTenant,
+                UniqueWithoutTenant,
+                UniqueIndexWithoutTenant,
+            ]),
         ),
-        check("foreign keys are composite and validated", fks),
-        check("no invalid indexes", invalid),
-        check("no user triggers on tenant tables", triggers),
-        check("analyze reports no blocker", blockers),
+        check(
+            "foreign keys are composite and validated",
+            of_rules(&[FkWithoutTenant, FkNotValidated]),
+        ),
+        check("no invalid indexes", invalid.collect()),
+        check(
+            "no user triggers on tables to distribute or replicate",
+            of_rules(&[UserTrigger]),
+        ),
+        check("analyze reports no blocker", blockers.collect()),
     ];
     Ok(Verification {
         schema: "shardready.verify/v1",

@@ -2,7 +2,7 @@
 //! after an intended change): `plan --format sql` and `plan` text for the
 //! seed's Tailspin schema, a SaaS schema of ours (`fixtures/saas.sql`) and
 //! Pagila (`../shared/realworld/pagila`), `analyze` text, and
-//! `distribute --dry-run`. Each schema is loaded into its own throwaway
+//! `distribute --dry-run`, `verify` of the unprepared schema. Each schema is loaded into its own throwaway
 //! cluster; sizes and row estimates are masked (they vary with the server).
 
 mod common;
@@ -38,8 +38,8 @@ macro_rules! snapshot {
     };
 }
 
-/// The four artefacts for a schema: plan SQL, plan text, analyze text,
-/// distribute --dry-run.
+/// The five artefacts for a schema: plan SQL, plan text, analyze text,
+/// distribute --dry-run, and verify before anything was prepared.
 fn snapshot_all(name: &str, url: &str, tenant: &[&'static str]) {
     let with = |args: &[&'static str]| -> Vec<String> {
         args.iter().chain(tenant).map(|s| s.to_string()).collect()
@@ -56,6 +56,10 @@ fn snapshot_all(name: &str, url: &str, tenant: &[&'static str]) {
     snapshot!(
         format!("{name}_distribute_dry_run"),
         run(url, &with(&["distribute", "--dry-run"]))
+    );
+    snapshot!(
+        format!("{name}_verify_unprepared"),
+        run(url, &with(&["verify"]))
     );
 }
 
