@@ -201,8 +201,8 @@ pub struct Table {
     /// Every index that is not valid (interrupted concurrent builds).
     pub invalid_indexes: Vec<String>,
     pub foreign_keys: Vec<ForeignKey>,
-    /// Other CHECK constraints: (name, definition, validated).
-    pub checks: Vec<(String, String, bool)>,
+    /// Other CHECK constraints.
+    pub checks: Vec<CheckConstraint>,
     pub triggers: Vec<Trigger>,
     pub rls_enabled: bool,
     pub policies: Vec<Policy>,
@@ -223,11 +223,26 @@ impl Table {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CheckConstraint {
+    pub name: String,
+    /// `pg_get_constraintdef`: `CHECK (...)`, with `NOT VALID` when not validated.
+    pub definition: String,
+    pub validated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Sequence {
     pub name: QName,
     pub data_type: String,
-    /// (table, column) that owns it (serial or identity).
-    pub owned_by: Option<(QName, String)>,
+    /// The column it fills (serial or identity).
+    pub owned_by: Option<ColumnRef>,
+}
+
+/// A column of a table.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ColumnRef {
+    pub table: QName,
+    pub column: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -250,8 +265,7 @@ pub struct Catalog {
     pub sequences: Vec<Sequence>,
     /// SQL and plpgsql functions in user schemas.
     pub functions: Vec<Function>,
-    /// (name, version).
-    pub extensions: Vec<(String, String)>,
+    pub extensions: Vec<Extension>,
 }
 
 impl Catalog {
@@ -268,7 +282,7 @@ impl Catalog {
         &cur.name
     }
     pub fn has_extension(&self, name: &str) -> bool {
-        self.extensions.iter().any(|(n, _)| n == name)
+        self.extensions.iter().any(|e| e.name == name)
     }
 
     /// Reads every user schema (not pg_catalog, information_schema, pg_toast,
@@ -378,7 +392,11 @@ impl Catalog {
                         definition,
                     })
                 }
-                b'c' => tables[i].checks.push((name, definition, validated)),
+                b'c' => tables[i].checks.push(CheckConstraint {
+                    name,
+                    definition,
+                    validated,
+                }),
                 _ => {}
             }
         }
@@ -434,7 +452,10 @@ impl Catalog {
                 data_type: r.get("data_type"),
                 owned_by: r
                     .get::<_, Option<String>>("owner_schema")
-                    .map(|s| (QName::new(&s, r.get("owner_table")), r.get("owner_column"))),
+                    .map(|s| ColumnRef {
+                        table: QName::new(&s, r.get("owner_table")),
+                        column: r.get("owner_column"),
+                    }),
             })
             .collect();
         let functions = client
@@ -640,7 +661,7 @@ pub async fn has_column(
 
 /// Installed extensions and their versions (the seed's
 /// `SELECT oid, extname, extversion FROM pg_extension`).
-pub async fn extensions(client: &Client) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
+pub async fn extensions(client: &Client) -> Result<Vec<Extension>, tokio_postgres::Error> {
     Ok(client
         .query(
             "SELECT extname::text, extversion FROM pg_extension ORDER BY extname",
@@ -648,8 +669,18 @@ pub async fn extensions(client: &Client) -> Result<Vec<(String, String)>, tokio_
         )
         .await?
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| Extension {
+            name: r.get(0),
+            version: r.get(1),
+        })
         .collect())
+}
+
+/// An installed extension.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Extension {
+    pub name: String,
+    pub version: String,
 }
 
 /// Whether a library is in `shared_preload_libraries`.

@@ -376,9 +376,26 @@ pub async fn check_coordinator(client: &Client, target: &str) -> Result<i64, Cit
 pub struct DistributeReport {
     pub plan: DistributionPlan,
     pub workers: i64,
-    pub counts: Vec<(String, i64, i64)>,
-    pub citus_tables: Vec<(String, String, i64)>,
+    pub counts: Vec<RowsBeforeAfter>,
+    pub citus_tables: Vec<CitusTable>,
     pub routing: String,
+}
+
+/// A table's row count before and after it was distributed.
+#[derive(Debug, Clone, Serialize)]
+pub struct RowsBeforeAfter {
+    pub table: String,
+    pub before: i64,
+    pub after: i64,
+}
+
+/// A row of `citus_tables` after distribution.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CitusTable {
+    pub table: String,
+    /// `distributed`, `reference` or `local`.
+    pub kind: String,
+    pub colocation_id: i64,
 }
 
 /// The session `distribute` runs in: it holds the advisory lock apply
@@ -474,31 +491,31 @@ pub async fn distribute(
         )
         .await
         .map_err(db("cannot read citus_tables"))?;
-    let found: Vec<(QName, String, i64)> = rows
+    let found: Vec<(QName, CitusTable)> = rows
         .iter()
-        .map(|r| (QName::new(r.get(0), r.get(1)), r.get(2), r.get(3)))
+        .map(|r| {
+            let name = QName::new(r.get(0), r.get(1));
+            let table = CitusTable {
+                table: name.to_string(),
+                kind: r.get(2),
+                colocation_id: r.get(3),
+            };
+            (name, table)
+        })
         .collect();
-    let citus_tables: Vec<(String, String, i64)> = found
-        .iter()
-        .map(|(q, ty, colo)| (q.to_string(), ty.clone(), *colo))
-        .collect();
-    let find = |t: &QName| {
-        found
-            .iter()
-            .find(|(q, _, _)| q == t)
-            .map(|(q, ty, colo)| (q.to_string(), ty.clone(), *colo))
-    };
-    let root_colo = plan.root.as_ref().and_then(&find).map(|x| x.2);
+    let find = |t: &QName| found.iter().find(|(q, _)| q == t).map(|(_, ct)| ct);
+    let root_colo = plan.root.as_ref().and_then(find).map(|ct| ct.colocation_id);
     for t in &plan.reference {
         match find(t) {
-            Some((_, ty, _)) if ty == "reference" => {}
+            Some(ct) if ct.kind == "reference" => {}
             other => problems.push(format!("{t}: expected a reference table, found {other:?}")),
         }
     }
     for t in &plan.distributed {
         match find(t) {
-            Some((_, ty, colo)) if ty == "distributed" && root_colo.is_none_or(|rc| rc == colo) => {
-            }
+            Some(ct)
+                if ct.kind == "distributed"
+                    && root_colo.is_none_or(|rc| rc == ct.colocation_id) => {}
             other => problems.push(format!(
                 "{t}: expected distributed and colocated with the root, found {other:?}"
             )),
@@ -514,7 +531,11 @@ pub async fn distribute(
         if after != *n {
             problems.push(format!("{t}: {n} rows before, {after} after"));
         }
-        counts.push((t.to_string(), *n, after));
+        counts.push(RowsBeforeAfter {
+            table: t.to_string(),
+            before: *n,
+            after,
+        });
     }
     let routing = match plan
         .distributed
@@ -557,7 +578,7 @@ pub async fn distribute(
         plan,
         workers,
         counts,
-        citus_tables,
+        citus_tables: found.into_iter().map(|(_, ct)| ct).collect(),
         routing,
     })
 }

@@ -54,7 +54,7 @@ pub async fn ensure(client: &Client) -> Result<(), CronError> {
         .await
         .map_err(db("cannot read pg_extension"))?
         .iter()
-        .any(|(n, _)| n == "pg_cron");
+        .any(|e| e.name == "pg_cron");
     if has {
         return Ok(());
     }

@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use crate::apply::{self, ApplyOptions};
 use crate::conn::Target;
-use crate::report::{DemoReport, PhaseRow, Run};
+use crate::report::{DemoReport, PhaseRow, Run, TableConstraint};
 use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::workload::{self, Latency, Mode, StoreIdMode, Workload, WorkloadConfig};
 
@@ -115,18 +115,20 @@ impl Run {
     }
 }
 
-async fn final_keys(t: &Target) -> Result<Vec<(String, String)>, DemoError> {
+async fn final_keys(t: &Target) -> Result<Vec<TableConstraint>, DemoError> {
     let c = t.connect().await?;
     let cat = crate::catalog::Catalog::read(&c)
         .await
         .map_err(crate::db::DbError::ctx("cannot read the catalog"))?;
     let mut out = Vec::new();
     for t in &cat.tables {
-        for k in &t.keys {
-            out.push((t.name.to_string(), format!("{} {}", k.name, k.definition)));
-        }
-        for fk in &t.foreign_keys {
-            out.push((t.name.to_string(), format!("{} {}", fk.name, fk.definition)));
+        let keys = t.keys.iter().map(|k| (&k.name, &k.definition));
+        let fks = t.foreign_keys.iter().map(|k| (&k.name, &k.definition));
+        for (name, definition) in keys.chain(fks) {
+            out.push(TableConstraint {
+                table: t.name.to_string(),
+                constraint: format!("{name} {definition}"),
+            });
         }
     }
     Ok(out)
@@ -421,8 +423,11 @@ async fn run_on(sb: &Sandbox, opts: &DemoOptions, t_all: Instant) -> Result<Demo
     let t_load = Instant::now();
     let (ours, load) = load_copy(sb, crate::sandbox::DATABASE, opts).await?;
     let load_seconds = t_load.elapsed().as_secs_f64();
-    for (t, n) in &load.counts {
-        say(opts, &format!("   SELECT COUNT(*) FROM {t:<11} -- {n}"));
+    for c in &load.counts {
+        say(
+            opts,
+            &format!("   SELECT COUNT(*) FROM {:<11} -- {}", c.table, c.rows),
+        );
     }
     let c = ours.connect().await?;
     let extensions = crate::catalog::extensions(&c)
@@ -432,8 +437,8 @@ async fn run_on(sb: &Sandbox, opts: &DemoOptions, t_all: Instant) -> Result<Demo
         opts,
         "== pg_cron check (SELECT extname, extversion FROM pg_extension)",
     );
-    for (n, v) in &extensions {
-        say(opts, &format!("   {n} {v}"));
+    for e in &extensions {
+        say(opts, &format!("   {} {}", e.name, e.version));
     }
     let mut report = DemoReport {
         schema: "shardready.demo/v1",

@@ -29,6 +29,6 @@ pub mod ingest;
 pub mod plan;
 pub mod report;
 pub mod sandbox;
-pub mod sql;
+pub(crate) mod sql;
 pub mod verify;
 pub mod workload;

@@ -111,11 +111,11 @@ async fn reads_every_feature_of_a_schema() {
     assert!(nokey.primary_key().is_none());
     assert_eq!(
         nokey.checks,
-        [(
-            "nokey_a_check".to_string(),
-            "CHECK ((a > 0)) NOT VALID".to_string(),
-            false
-        )]
+        [shardready::catalog::CheckConstraint {
+            name: "nokey_a_check".to_string(),
+            definition: "CHECK ((a > 0)) NOT VALID".to_string(),
+            validated: false
+        }]
     );
 
     let refs = cat.table(&QName::new("public", "refs")).unwrap();
@@ -131,11 +131,11 @@ async fn reads_every_feature_of_a_schema() {
         .iter()
         .find(|s| s.name.name == "stores_store_id_seq")
         .unwrap();
-    assert_eq!(seq.owned_by.as_ref().unwrap().1, "store_id");
+    assert_eq!(seq.owned_by.as_ref().unwrap().column, "store_id");
     assert!(cat.sequences.iter().any(|s| s
         .owned_by
         .as_ref()
-        .is_some_and(|o| o.0.name == "Order Items")));
+        .is_some_and(|o| o.table.name == "Order Items")));
     assert!(cat
         .functions
         .iter()

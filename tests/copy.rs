@@ -313,7 +313,7 @@ async fn assert_good_load(c: &Client, report: &LoadReport) {
         assert!(
             report
                 .sequences_set
-                .contains(&(format!("{table}_{}_seq", id_col(table)), max)),
+                .contains(&seq_set(&format!("{table}_{}_seq", id_col(table)), max)),
             "{:?}",
             report.sequences_set
         );
@@ -527,7 +527,7 @@ async fn header_per_file_delimiter_null_string_and_latin1() {
     );
     assert_eq!(
         report.sequences_set,
-        vec![("stores_store_id_seq".to_string(), 504)]
+        vec![seq_set("stores_store_id_seq", 504)]
     );
 }
 
@@ -1103,7 +1103,7 @@ async fn quoted_names_identity_generated_and_dropped_columns() {
     assert_eq!(report.tables[0].rows, 2);
     assert_eq!(
         report.sequences_set,
-        vec![("Sales.Order Items_id_seq".to_string(), 9)]
+        vec![seq_set("Sales.Order Items_id_seq", 9)]
     );
     let totals: Vec<(i32, String, Option<String>)> = db
         .client
@@ -1279,4 +1279,11 @@ async fn busy_tables_time_out_with_retries_and_nothing_changes() {
         .await
         .expect("load succeeds");
     assert_good_load(&db.client, &report).await;
+}
+
+fn seq_set(sequence: &str, value: i64) -> shardready::ingest::copy::SequenceSet {
+    shardready::ingest::copy::SequenceSet {
+        sequence: sequence.into(),
+        value,
+    }
 }

@@ -6,7 +6,7 @@
 //! distribute) starts from an [`Analysis`].
 
 pub mod data;
-pub mod queries;
+pub(crate) mod queries;
 pub mod rules;
 pub mod skew;
 pub mod tenant;

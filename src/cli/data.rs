@@ -62,8 +62,8 @@ pub(super) fn tailspin_cmd(g: &Global, cmd: TailspinCmd) -> Result<ExitCode> {
                     summary.load.seconds,
                     summary.load.fk_revalidated.len()
                 );
-                for (table, count) in &summary.counts {
-                    println!("SELECT COUNT(*) FROM {table:<11} -- {count}");
+                for c in &summary.counts {
+                    println!("SELECT COUNT(*) FROM {:<11} -- {}", c.table, c.rows);
                 }
             }
         }
@@ -106,8 +106,8 @@ pub(super) fn copy_cmd(g: &Global, a: CopyArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", shardready::report::text::copy_report(&report));
-        for (seq, v) in &report.sequences_set {
-            eprintln!("sequence {seq} set to {v}");
+        for s in &report.sequences_set {
+            eprintln!("sequence {} set to {}", s.sequence, s.value);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -63,7 +63,14 @@ pub async fn create_tailspin_schema(client: &Client, replace: bool) -> Result<()
 #[derive(Debug, Serialize)]
 pub struct TailspinLoad {
     pub load: copy::LoadReport,
-    pub counts: Vec<(String, i64)>,
+    pub counts: Vec<TableRows>,
+}
+
+/// A table's row count.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableRows {
+    pub table: String,
+    pub rows: i64,
 }
 
 /// Loads the four tables in one transaction: generated rows streamed as
@@ -136,7 +143,10 @@ pub async fn load_tailspin(
             .query_one(&format!("SELECT count(*) FROM {}", ident(t)), &[])
             .await
             .map_err(db("cannot count the loaded rows"))?;
-        counts.push((t.to_string(), row.get(0)));
+        counts.push(TableRows {
+            table: t.to_string(),
+            rows: row.get(0),
+        });
     }
     Ok(TailspinLoad { load, counts })
 }

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub mod steps;
+pub(crate) mod steps;
 
 use crate::analyze::{Analysis, Class};
 use crate::catalog::{Catalog, KeyKind, QName, Table};

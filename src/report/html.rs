@@ -17,7 +17,7 @@ pub fn demo_html(r: &DemoReport, svg: &str) -> String {
         body,
         "<p>Scale {} ({}), application traffic {:.0} orders/min, {:.0} s in all. Verified: <b>{}</b>.</p>",
         r.scale,
-        esc(&r.counts.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", ")),
+        esc(&super::markdown::counts_line(&r.counts)),
         r.rate_per_min,
         r.total_seconds,
         if r.verified { "yes" } else { "NO" }
@@ -46,12 +46,12 @@ pub fn demo_html(r: &DemoReport, svg: &str) -> String {
     }
     if let Some(run) = r.runs.first() {
         body.push_str("<h2>Final keys</h2><table><tr><th>table</th><th>constraint</th></tr>\n");
-        for (t, k) in &run.final_keys {
+        for k in &run.final_keys {
             let _ = writeln!(
                 body,
                 "<tr><td>{}</td><td><code>{}</code></td></tr>",
-                esc(t),
-                esc(k)
+                esc(&k.table),
+                esc(&k.constraint)
             );
         }
         body.push_str("</table>\n");

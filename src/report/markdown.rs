@@ -92,11 +92,7 @@ pub fn demo_markdown(r: &DemoReport) -> String {
         out,
         "Scale {} ({}), application traffic {:.0} orders/min, {:.0} s in all. Verified: {}.\n",
         r.scale,
-        r.counts
-            .iter()
-            .map(|(t, n)| format!("{t} {n}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        counts_line(&r.counts),
         r.rate_per_min,
         r.total_seconds,
         if r.verified { "yes" } else { "NO" }
@@ -122,9 +118,18 @@ pub fn demo_markdown(r: &DemoReport) -> String {
     }
     if let Some(run) = r.runs.first() {
         out.push_str("## Final keys\n\n| table | constraint |\n|---|---|\n");
-        for (t, k) in &run.final_keys {
-            let _ = writeln!(out, "| {t} | `{k}` |");
+        for k in &run.final_keys {
+            let _ = writeln!(out, "| {} | `{}` |", k.table, k.constraint);
         }
     }
     out
+}
+
+/// `stores 10, products 400, …` (the demo's load counts, in one line).
+pub(super) fn counts_line(counts: &[crate::ingest::TableRows]) -> String {
+    counts
+        .iter()
+        .map(|c| format!("{} {}", c.table, c.rows))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -4,9 +4,9 @@
 //! [`write_apply`]). JSON output is the serde form of the library's
 //! structs; the report types of the demo live here.
 
-pub mod chart;
-pub mod html;
-pub mod markdown;
+pub(crate) mod chart;
+pub(crate) mod html;
+pub(crate) mod markdown;
 pub mod text;
 
 use std::path::Path;
@@ -42,10 +42,17 @@ pub struct Run {
     pub create_orders_before_s: f64,
     pub create_orders_after_s: f64,
     pub speedup: f64,
-    pub final_keys: Vec<(String, String)>,
+    pub final_keys: Vec<TableConstraint>,
     pub workload: workload::Summary,
     pub timeline: Vec<TimelineRow>,
     pub apply: Option<crate::apply::ApplyReport>,
+}
+
+/// A key or foreign key of a table, as `name definition`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableConstraint {
+    pub table: String,
+    pub constraint: String,
 }
 
 /// Everything the demo measured (`report.json`, schema `shardready.demo/v1`).
@@ -56,9 +63,9 @@ pub struct DemoReport {
     pub rate_per_min: f64,
     /// N of the timed `create_orders(N)`.
     pub create_orders: i32,
-    pub counts: Vec<(String, i64)>,
+    pub counts: Vec<crate::ingest::TableRows>,
     pub load_seconds: f64,
-    pub extensions: Vec<(String, String)>,
+    pub extensions: Vec<crate::catalog::Extension>,
     pub blockers_before: usize,
     pub verified: bool,
     pub total_seconds: f64,

@@ -279,8 +279,12 @@ pub fn distribution(report: &crate::citus::DistributeReport) -> String {
         report.plan.distributed.len(),
         report.plan.shard_count
     );
-    for (t, before, after) in &report.counts {
-        let _ = writeln!(out, "  {t}: {before} rows before, {after} after");
+    for c in &report.counts {
+        let _ = writeln!(
+            out,
+            "  {}: {} rows before, {} after",
+            c.table, c.before, c.after
+        );
     }
     out.push_str("  a tenant-scoped query routes to one shard\n");
     out

@@ -2,14 +2,14 @@
 //! pure function of the catalog and the classification that returns
 //! [`Finding`]s; each documents, on top, what Citus refuses and why.
 
-pub mod column;
-pub mod foreign_keys;
+pub(crate) mod column;
+pub(crate) mod foreign_keys;
 pub mod id;
-pub mod keys;
-pub mod no_key;
-pub mod partitioning;
-pub mod sequences;
-pub mod triggers;
+pub(crate) mod keys;
+pub(crate) mod no_key;
+pub(crate) mod partitioning;
+pub(crate) mod sequences;
+pub(crate) mod triggers;
 
 use crate::analyze::tenant::{has_tenant, tenant_column_of, Class, Classified, Tenant};
 use crate::analyze::Finding;

@@ -546,7 +546,7 @@ pub(super) async fn run_load(
 pub(super) async fn set_sequences(
     tx: &Transaction<'_>,
     rel: &Relation,
-) -> Result<Vec<(String, i64)>, CopyError> {
+) -> Result<Vec<SequenceSet>, CopyError> {
     let sequences = crate::catalog::column_sequences(tx, rel.oid)
         .await
         .map_err(db_error(
@@ -583,7 +583,10 @@ pub(super) async fn set_sequences(
         tx.query_one("SELECT setval($1::oid::regclass, $2)", &[&seq.oid, &max])
             .await
             .map_err(db_error(ctx, true))?;
-        set.push((seq.name.to_string(), max));
+        set.push(SequenceSet {
+            sequence: seq.name.to_string(),
+            value: max,
+        });
     }
     Ok(set)
 }

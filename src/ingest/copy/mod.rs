@@ -227,8 +227,15 @@ pub struct LoadReport {
     /// end, as `table.constraint`; NOT VALID keys are re-added as they were
     /// and not listed.
     pub fk_revalidated: Vec<String>,
-    /// Sequences moved to the max of their column: (sequence, value).
-    pub sequences_set: Vec<(String, i64)>,
+    /// Sequences moved to the max of their column.
+    pub sequences_set: Vec<SequenceSet>,
+}
+
+/// A sequence the load moved forward to the max of its column.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SequenceSet {
+    pub sequence: String,
+    pub value: i64,
 }
 
 // ---------------------------------------------------------------------------

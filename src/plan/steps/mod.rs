@@ -30,7 +30,7 @@ mod vacuum;
 
 pub use add_column::AddColumn;
 pub use analyze::AnalyzeTables;
-pub use backfill::{Backfill, BackfillCursorSql, PgCronProcedure};
+pub use backfill::{Backfill, BackfillCursorSql};
 pub use drop_trigger::DropTrigger;
 pub use foreign_key::TenantForeignKey;
 pub use hold_autovacuum::HoldAutovacuum;

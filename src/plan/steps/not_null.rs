@@ -30,7 +30,7 @@ impl StepKind for NotNull {
     fn is_done(&self, cat: &Catalog) -> bool {
         cat.table(&self.table).is_some_and(|t| {
             t.column(&self.column).is_some_and(|c| c.not_null)
-                && !t.checks.iter().any(|(n, _, _)| n == &self.check)
+                && !t.checks.iter().any(|c| c.name == self.check)
         })
     }
     /// ADD CHECK NOT VALID (brief), VALIDATE (no block), SET NOT NULL +
