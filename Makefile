@@ -22,11 +22,6 @@ demo: build
 test: deps
 	$(CARGO) build --release --all-targets
 	$(CARGO) test --release --no-fail-fast
-	@if [ -n "$$SHARDREADY_TEST_CITUS_URL" ]; then \
-	  $(CARGO) test --release --test citus -- --include-ignored; \
-	else \
-	  echo "citus integration tests: skipped (SHARDREADY_TEST_CITUS_URL is not set: no Citus coordinator)"; \
-	fi
 
 lint:
 	$(CARGO) fmt --check

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what shardready needs to build and test, when it is missing
 # (Debian/Ubuntu): PostgreSQL 15 server binaries, pg_cron, libclang (for
-# pg_query), a C compiler. Prints what it does; does nothing when all is there.
+# pg_query), OpenSSL's headers, a C compiler. Prints what it does; does nothing when all is there.
 set -euo pipefail
 
 missing=()
@@ -18,6 +18,11 @@ fi
 # headers, which bindgen needs); the runtime library alone is not enough.
 if [ -z "${LIBCLANG_PATH:-}" ] && ! have '/usr/lib/llvm-*/lib/libclang.so'; then
   missing+=(libclang-dev)
+fi
+# OpenSSL's headers and pkg-config, for TLS with libpq's semantics.
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+if ! have '/usr/include/openssl/ssl.h' '/usr/include/*/openssl/opensslconf.h'; then
+  missing+=(libssl-dev)
 fi
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v make >/dev/null 2>&1 || missing+=(make)

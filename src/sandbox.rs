@@ -62,6 +62,12 @@ pub enum SandboxError {
     },
     #[error("sandbox state file {path} is unreadable: {detail}; `shardready sandbox destroy` and start again")]
     BadState { path: PathBuf, detail: String },
+    #[error(
+        "Citus is not installed for the PostgreSQL in {bin_dir} (no citus.so in its library \
+         directory): install Citus for that server (https://docs.citusdata.com/en/stable/installation/), \
+         or point --pg-bin at binaries that have it"
+    )]
+    CitusNotInstalled { bin_dir: PathBuf },
 }
 
 type Result<T> = std::result::Result<T, SandboxError>;
@@ -97,6 +103,22 @@ pub struct SandboxOptions {
     pub port: Option<u16>,
     /// Extra `name = value` server settings appended to the configuration.
     pub settings: Vec<(String, String)>,
+    /// Whether the server loads Citus.
+    pub citus: CitusChoice,
+    /// Citus workers to start beside it (a local Citus cluster; needs Citus).
+    pub workers: u16,
+}
+
+/// Whether a sandbox loads Citus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CitusChoice {
+    /// When it is installed (the user's sandbox: a Citus node like the seed's).
+    #[default]
+    Auto,
+    /// Never (test clusters, unless a test asks).
+    Off,
+    /// Always; an error when it is not installed.
+    On,
 }
 
 impl SandboxOptions {
@@ -108,6 +130,8 @@ impl SandboxOptions {
             profile: Profile::Bulk,
             port: None,
             settings: Vec::new(),
+            citus: CitusChoice::Auto,
+            workers: 0,
         }
     }
 }
@@ -123,6 +147,10 @@ pub struct SandboxState {
     pub profile: Profile,
     pub pg_cron: bool,
     pub citus: bool,
+    /// The ports the Citus workers (`worker-1`, … beside `data/`) were
+    /// registered with on this coordinator.
+    #[serde(default)]
+    pub worker_ports: Vec<u16>,
 }
 
 /// A sandbox on disk (running or not).
@@ -145,6 +173,15 @@ pub struct SandboxStatus {
     pub pg_cron: bool,
     pub citus: bool,
     pub data_bytes: u64,
+    /// The Citus workers of a local Citus cluster.
+    pub workers: Vec<WorkerStatus>,
+}
+
+/// A Citus worker of the sandbox.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerStatus {
+    pub port: u16,
+    pub running: bool,
 }
 
 /// The default sandbox directory: `$XDG_DATA_HOME/shardready/sandbox`
@@ -232,12 +269,41 @@ fn server_identity(user: &str) -> Result<Option<(u32, u32)>> {
     Ok(Some((uid, gid)))
 }
 
+/// The home directory of a user id.
+fn home_of(uid: u32) -> Option<PathBuf> {
+    // SAFETY: getpwuid returns a pointer into static storage or null; the
+    // string is copied out at once.
+    let pw = unsafe { libc::getpwuid(uid) };
+    if pw.is_null() {
+        return None;
+    }
+    // SAFETY: pw is non-null; pw_dir is a C string or null.
+    let dir = unsafe { (*pw).pw_dir };
+    if dir.is_null() {
+        return None;
+    }
+    // SAFETY: a valid, NUL-terminated string from getpwuid.
+    let s = unsafe { std::ffi::CStr::from_ptr(dir) };
+    Some(PathBuf::from(s.to_string_lossy().into_owned()))
+}
+
+/// Whether Citus is installed for the server binaries found with `pg_bin`
+/// (or the default ones).
+pub fn citus_installed(pg_bin: Option<&Path>) -> bool {
+    find_bin_dir(pg_bin).is_ok_and(|d| has_library(&d, "citus"))
+}
+
 /// A command that runs as the server's OS user.
 fn server_command(program: &Path, identity: Option<(u32, u32)>) -> Command {
     let mut cmd = Command::new(program);
     if let Some((uid, gid)) = identity {
         // std drops root's supplementary groups itself when it sets the uid.
         cmd.uid(uid).gid(gid);
+        // Not root's HOME: libpq inside the server (Citus's connections to
+        // its nodes) reads ~/.postgresql/ and fails where it may not look.
+        if let Some(home) = home_of(uid) {
+            cmd.env("HOME", home);
+        }
     }
     for var in ["PGDATA", "PGPORT", "PGHOST", "PGOPTIONS"] {
         cmd.env_remove(var);
@@ -385,8 +451,85 @@ impl Sandbox {
         if let Some(e) = last_err {
             return Err(e);
         }
+        // Workers first: on a restart, Citus on the coordinator reaches
+        // them as soon as its extension is touched.
+        let workers = (opts.workers as usize).max(sb.state.worker_ports.len());
+        let ports = sb.start_workers(opts, workers)?;
         sb.create_extensions()?;
+        if workers > 0 {
+            sb.register_workers(ports)?;
+        }
         Ok(sb)
+    }
+
+    /// Whether the server binaries know a setting (some minor releases add
+    /// settings, e.g. `output_plugin_libraries`).
+    fn server_has_setting(&self, name: &str) -> bool {
+        let identity = self
+            .state
+            .os_user
+            .as_deref()
+            .and_then(|u| server_identity(u).ok().flatten());
+        server_command(&self.state.bin_dir.join("postgres"), identity)
+            .arg("--describe-config")
+            .output()
+            .ok()
+            .is_some_and(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l.split('\t').next() == Some(name))
+            })
+    }
+
+    fn worker_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("worker-{}", i + 1))
+    }
+
+    /// The sandboxes of the Citus workers.
+    pub fn workers(&self) -> Vec<Sandbox> {
+        (0..self.state.worker_ports.len())
+            .filter_map(|i| Sandbox::open(&self.worker_dir(i)).ok())
+            .collect()
+    }
+
+    /// Starts `n` Citus workers beside the coordinator; their ports.
+    fn start_workers(&self, opts: &SandboxOptions, n: usize) -> Result<Vec<u16>> {
+        if n > 0 && !self.state.citus {
+            return Err(SandboxError::CitusNotInstalled {
+                bin_dir: self.state.bin_dir.clone(),
+            });
+        }
+        let mut ports = Vec::new();
+        for i in 0..n {
+            let mut w = SandboxOptions::new(self.worker_dir(i));
+            w.pg_bin = Some(self.state.bin_dir.clone());
+            w.os_user = opts.os_user.clone();
+            w.profile = self.state.profile;
+            w.settings = opts.settings.clone();
+            w.citus = CitusChoice::On;
+            ports.push(Sandbox::start(&w)?.state.port);
+        }
+        Ok(ports)
+    }
+
+    /// Registers the workers (and the coordinator) in the coordinator's
+    /// metadata; a worker whose remembered port was taken is moved.
+    fn register_workers(&mut self, ports: Vec<u16>) -> Result<()> {
+        self.psql_command(&format!(
+            "SELECT citus_set_coordinator_host('127.0.0.1', {})",
+            self.state.port
+        ))?;
+        for (i, port) in ports.iter().enumerate() {
+            match self.state.worker_ports.get(i) {
+                Some(old) if old != port => self.psql_command(&format!(
+                    "SELECT citus_update_node(nodeid, '127.0.0.1', {port}) \
+                     FROM pg_dist_node WHERE nodename = '127.0.0.1' AND nodeport = {old}"
+                ))?,
+                _ => self.psql_command(&format!("SELECT citus_add_node('127.0.0.1', {port})"))?,
+            }
+        }
+        self.state.worker_ports = ports;
+        self.save_state()
     }
 
     fn init(opts: &SandboxOptions, identity: Option<(u32, u32)>) -> Result<Sandbox> {
@@ -414,7 +557,13 @@ impl Sandbox {
                 port: opts.port.unwrap_or(0),
                 version: server_version(&bin_dir),
                 pg_cron: has_library(&bin_dir, "pg_cron"),
-                citus: has_library(&bin_dir, "citus"),
+                citus: match opts.citus {
+                    CitusChoice::Off => false,
+                    CitusChoice::Auto => has_library(&bin_dir, "citus"),
+                    CitusChoice::On if has_library(&bin_dir, "citus") => true,
+                    CitusChoice::On => return Err(SandboxError::CitusNotInstalled { bin_dir }),
+                },
+                worker_ports: Vec::new(),
                 bin_dir,
                 os_user: identity.map(|_| opts.os_user.clone()),
                 profile: opts.profile,
@@ -481,6 +630,17 @@ impl Sandbox {
                 "shared_preload_libraries = '{}'",
                 preload.join(",")
             ));
+        }
+        if self.state.citus {
+            // What Citus needs to move shards online and isolate tenants:
+            // logical decoding, and (where the server has the setting)
+            // permission to use its decoder as an output plugin.
+            lines.push("wal_level = 'logical'".into());
+            lines.push("max_replication_slots = 20".into());
+            lines.push("max_wal_senders = 20".into());
+            if self.server_has_setting("output_plugin_libraries") {
+                lines.push("output_plugin_libraries = 'pgoutput, test_decoding, citus'".into());
+            }
         }
         let sizing: &[(&str, &str)] = match self.state.profile {
             Profile::Bulk => &[
@@ -565,24 +725,42 @@ impl Sandbox {
             })
     }
 
+    /// Creates the preloaded extensions that are not there yet (only
+    /// then: on a Citus worker, even `CREATE EXTENSION IF NOT EXISTS` is
+    /// DDL the worker refuses once it holds metadata).
     fn create_extensions(&self) -> Result<()> {
-        let mut sql = Vec::new();
-        if self.state.citus {
-            sql.push("CREATE EXTENSION IF NOT EXISTS citus;");
-        }
-        if self.state.pg_cron {
-            sql.push("CREATE EXTENSION IF NOT EXISTS pg_cron;");
-        }
-        if sql.is_empty() {
+        let wanted: Vec<&str> = [("citus", self.state.citus), ("pg_cron", self.state.pg_cron)]
+            .into_iter()
+            .filter_map(|(e, on)| on.then_some(e))
+            .collect();
+        if wanted.is_empty() {
             return Ok(());
         }
-        self.psql_command(&sql.join(" "))
+        let have = self.psql_query("SELECT string_agg(extname, ',') FROM pg_extension")?;
+        let have: Vec<&str> = have.trim().split(',').collect();
+        for e in wanted.iter().filter(|e| !have.contains(e)) {
+            self.psql_command(&format!("CREATE EXTENSION {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Runs one query through the sandbox's psql; its unaligned output.
+    fn psql_query(&self, sql: &str) -> Result<String> {
+        let mut cmd = Command::new(self.state.bin_dir.join("psql"));
+        cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(self.url())
+            .arg("-c")
+            .arg(sql)
+            .stdin(Stdio::null());
+        let out = run("psql", &mut cmd)?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Runs one SQL string through the sandbox's psql (stops on error).
     pub fn psql_command(&self, sql: &str) -> Result<()> {
         let mut cmd = Command::new(self.state.bin_dir.join("psql"));
         cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
+            .env("PGOPTIONS", "-c client_min_messages=warning")
             .arg(self.url())
             .arg("-c")
             .arg(sql)
@@ -614,8 +792,12 @@ impl Sandbox {
         )
     }
 
-    /// Stops the server (fast shutdown); a no-op when it is not running.
+    /// Stops the server and its Citus workers (fast shutdown); a no-op
+    /// for what is not running.
     pub fn stop(&self) -> Result<()> {
+        for w in self.workers() {
+            w.stop()?;
+        }
         if self.running_pid().is_none() {
             return Ok(());
         }
@@ -658,8 +840,12 @@ impl Sandbox {
         )
     }
 
-    /// Immediate shutdown by process id (SIGQUIT), waiting until it is gone.
+    /// Immediate shutdown by process id (SIGQUIT), waiting until it is gone;
+    /// the Citus workers too.
     pub fn kill(&self) {
+        for w in self.workers() {
+            w.kill();
+        }
         if let Some(pid) = self.running_pid() {
             // SAFETY: plain signal to a process id we read from its pid file.
             unsafe { libc::kill(pid, libc::SIGQUIT) };
@@ -680,6 +866,14 @@ impl Sandbox {
             pg_cron: self.state.pg_cron,
             citus: self.state.citus,
             data_bytes: dir_size(&self.data_dir()),
+            workers: self
+                .workers()
+                .iter()
+                .map(|w| WorkerStatus {
+                    port: w.state.port,
+                    running: w.running_pid().is_some(),
+                })
+                .collect(),
         }
     }
 
@@ -742,6 +936,20 @@ impl TestCluster {
 
     /// Starts a fresh cluster with extra server settings.
     pub fn start_with(settings: Vec<(String, String)>) -> Result<TestCluster> {
+        Self::start_opts(settings, CitusChoice::Off, 0)
+    }
+
+    /// Starts a local Citus cluster: a coordinator and `workers` workers
+    /// (fails with [`SandboxError::CitusNotInstalled`] without Citus).
+    pub fn start_citus(workers: u16) -> Result<TestCluster> {
+        Self::start_opts(Vec::new(), CitusChoice::On, workers)
+    }
+
+    fn start_opts(
+        settings: Vec<(String, String)>,
+        citus: CitusChoice,
+        workers: u16,
+    ) -> Result<TestCluster> {
         let dir = std::env::temp_dir().join(format!(
             "shardready-test-{}-{}",
             std::process::id(),
@@ -753,6 +961,8 @@ impl TestCluster {
         let mut opts = SandboxOptions::new(&dir);
         opts.profile = Profile::Test;
         opts.settings = settings;
+        opts.citus = citus;
+        opts.workers = workers;
         match Sandbox::start(&opts) {
             Ok(sb) => Ok(TestCluster { sandbox: Some(sb) }),
             Err(e) => {

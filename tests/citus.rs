@@ -1,12 +1,10 @@
 //! distribute: without Citus (always) the dry run prints the SQL and the
-//! real run explains what to do; with a Citus coordinator
-//! (SHARDREADY_TEST_CITUS_URL, a coordinator with at least one worker) the
-//! whole path — load, apply, distribute, counts and routing — runs.
+//! real run explains what to do; where Citus is installed, each test starts
+//! its own local Citus cluster (coordinator and workers, through the
+//! sandbox code) and the whole path — load, apply, distribute, counts and
+//! routing — runs; where it is not, those tests say they are skipped and why.
 
 mod common;
-
-/// The Citus tests share one coordinator database: one at a time.
-static CITUS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn shardready(url: &str, args: &[&str]) -> std::process::Output {
     common::run_on(url, args)
@@ -52,17 +50,12 @@ async fn without_citus_dry_run_prints_sql_and_distribute_explains() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a Citus coordinator with a worker: set SHARDREADY_TEST_CITUS_URL and run with --include-ignored"]
 async fn prepare_apply_distribute_on_citus() {
-    let _one_at_a_time = CITUS.lock().await;
-    let url = std::env::var("SHARDREADY_TEST_CITUS_URL")
-        .expect("SHARDREADY_TEST_CITUS_URL: a Citus coordinator with at least one worker");
-    let t = shardready::conn::Target::parse(&url).unwrap();
+    let Some((c, t)) = common::citus_cluster("prepare_apply_distribute_on_citus", 2) else {
+        return;
+    };
+    let url = c.url();
     let mut client = t.connect().await.unwrap();
-    client
-        .batch_execute("DROP SCHEMA IF EXISTS app CASCADE")
-        .await
-        .unwrap();
     shardready::ingest::create_tailspin_schema(&client, true)
         .await
         .unwrap();
@@ -96,21 +89,19 @@ async fn prepare_apply_distribute_on_citus() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a Citus coordinator with a worker: set SHARDREADY_TEST_CITUS_URL and run with --include-ignored"]
 async fn the_ordering_trap_distributes_in_one_transaction_on_citus() {
-    let _one_at_a_time = CITUS.lock().await;
     // A tenant table referencing both a lookup table (to become a
     // reference table) and the root, with a mixed-case root in its own
     // schema: the FKs are dropped and re-added in one sequential-mode
     // transaction, every statement sent as its own query.
-    let url = std::env::var("SHARDREADY_TEST_CITUS_URL")
-        .expect("SHARDREADY_TEST_CITUS_URL: a Citus coordinator with at least one worker");
-    let t = shardready::conn::Target::parse(&url).unwrap();
+    let Some((c, t)) = common::citus_cluster(
+        "the_ordering_trap_distributes_in_one_transaction_on_citus",
+        1,
+    ) else {
+        return;
+    };
+    let url = c.url();
     let client = t.connect().await.unwrap();
-    client
-        .batch_execute("DROP SCHEMA IF EXISTS app CASCADE")
-        .await
-        .unwrap();
     shardready::db::exec_script(&client, include_str!("fixtures/saas.sql"))
         .await
         .unwrap();
@@ -164,10 +155,4 @@ async fn the_ordering_trap_distributes_in_one_transaction_on_citus() {
         "{types:?}"
     );
     assert!(v["routing"].as_str().unwrap().contains("Task Count: 1"));
-    // distribute works on the whole database: leave it as the other test
-    // expects it.
-    client
-        .batch_execute("DROP SCHEMA app CASCADE")
-        .await
-        .unwrap();
 }

@@ -1221,7 +1221,7 @@ async fn cancelled_or_disconnected_loads_roll_back() {
     let killer = async {
         in_binary_copy().await;
         observer
-            .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+            .query_one("SELECT pg_catalog.pg_terminate_backend($1)", &[&pid])
             .await
             .expect("terminate")
     };

@@ -77,10 +77,30 @@ impl Pki {
             std::os::unix::fs::chown(&p, Some(server_uid), Some(server_gid)).unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
         };
+        // A client certificate for role `certuser`, signed by the CA.
+        let client_key = KeyPair::generate().unwrap();
+        let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "certuser");
+        let client_cert = client.signed_by(&client_key, &ca_cert, &ca_key).unwrap();
+        let (v1_cert, v1_key) = v1_self_signed("localhost");
         w("ca.pem", ca_cert.pem(), 0o644);
         w("other-ca.pem", other_cert.pem(), 0o644);
         w("server.crt", server_cert.pem(), 0o644);
         w("server.key", server_key.serialize_pem(), 0o600);
+        w("v1.crt", v1_cert, 0o644);
+        w("v1.key", v1_key, 0o600);
+        let me = (nix_uid(), nix_gid());
+        let w_mine = |name: &str, body: String, mode: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, body).unwrap();
+            std::os::unix::fs::chown(&p, Some(me.0), Some(me.1)).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        w_mine("client.crt", client_cert.pem(), 0o644);
+        w_mine("client.key", client_key.serialize_pem(), 0o600);
+        w_mine("client-open.key", client_key.serialize_pem(), 0o644);
         Pki { dir }
     }
     fn path(&self, name: &str) -> PathBuf {
@@ -88,23 +108,81 @@ impl Pki {
     }
 }
 
-/// A cluster with TLS on and a password-protected role `app`.
+fn nix_uid() -> u32 {
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
+
+fn nix_gid() -> u32 {
+    std::fs::metadata("/proc/self").unwrap().gid()
+}
+
+/// An X.509 **version 1** self-signed certificate and its key (PEM), as
+/// `CREATE EXTENSION citus` makes for its node: no extensions, so no SAN;
+/// the host name is the common name.
+fn v1_self_signed(cn: &str) -> (String, String) {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", cn).unwrap();
+    let name = name.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(0).unwrap(); // 0 is version 1
+    b.set_serial_number(&BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap())
+        .unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    let cert = b.build();
+    assert_eq!(cert.version(), 0, "a version 1 certificate");
+    (
+        String::from_utf8(cert.to_pem().unwrap()).unwrap(),
+        String::from_utf8(key.private_key_to_pem_pkcs8().unwrap()).unwrap(),
+    )
+}
+
+/// A cluster with TLS on (the CA-signed certificate, or the v1 self-signed
+/// one), a password-protected role `app`, and a role `certuser` that logs
+/// in with a client certificate signed by the CA.
 fn tls_cluster() -> (TestCluster, Pki) {
+    tls_cluster_with("server")
+}
+
+fn tls_cluster_with(cert: &str) -> (TestCluster, Pki) {
     let c = TestCluster::start().unwrap();
     let data = c.sandbox().data_dir();
     let meta = std::fs::metadata(&data).unwrap();
     let pki = Pki::new(meta.uid(), meta.gid());
+    let (crt, key) = if cert == "v1" {
+        ("v1.crt", "v1.key")
+    } else {
+        ("server.crt", "server.key")
+    };
     for sql in [
         "ALTER SYSTEM SET ssl = on".to_string(),
         format!(
             "ALTER SYSTEM SET ssl_cert_file = '{}'",
-            pki.path("server.crt").display()
+            pki.path(crt).display()
         ),
         format!(
             "ALTER SYSTEM SET ssl_key_file = '{}'",
-            pki.path("server.key").display()
+            pki.path(key).display()
+        ),
+        format!(
+            "ALTER SYSTEM SET ssl_ca_file = '{}'",
+            pki.path("ca.pem").display()
         ),
         format!("CREATE ROLE app LOGIN SUPERUSER PASSWORD '{PASSWORD}'"),
+        "CREATE ROLE certuser LOGIN".to_string(),
     ] {
         c.sandbox().psql_command(&sql).unwrap();
     }
@@ -114,7 +192,8 @@ fn tls_cluster() -> (TestCluster, Pki) {
     std::fs::write(
         &hba,
         format!(
-            "host all app 127.0.0.1/32 scram-sha-256\nhost all app ::1/128 scram-sha-256\n{old}"
+            "host all app 127.0.0.1/32 scram-sha-256\nhost all app ::1/128 scram-sha-256\n\
+             hostssl all certuser 127.0.0.1/32 cert\nhost all certuser 127.0.0.1/32 reject\n{old}"
         ),
     )
     .unwrap();
@@ -190,12 +269,136 @@ async fn tls_require_verify_ca_verify_full() {
     .await
     .unwrap_err();
     assert!(e.to_lowercase().contains("certificate"), "{e}");
-    // verify-* without a CA says what to set.
-    let e = ssl_in_use(&t("localhost", "sslmode=verify-full")).await;
-    if let Err(e) = &e {
+    // verify-* without a CA says what to set (unless ~/.postgresql/root.crt
+    // exists, which libpq would use).
+    if dirs_home_root_crt().is_none() {
+        let e = ssl_in_use(&t("localhost", "sslmode=verify-full"))
+            .await
+            .unwrap_err();
         assert!(e.contains("sslrootcert"), "{e}");
+        assert!(!e.contains(PASSWORD));
     }
-    assert!(!format!("{e:?}").contains(PASSWORD));
+    // require with a root file verifies the chain, as libpq does.
+    assert!(ssl_in_use(&t(
+        "127.0.0.1",
+        &format!("sslmode=require&sslrootcert={other}")
+    ))
+    .await
+    .is_err());
+}
+
+fn dirs_home_root_crt() -> Option<PathBuf> {
+    let p = PathBuf::from(std::env::var("HOME").ok()?).join(".postgresql/root.crt");
+    p.is_file().then_some(p)
+}
+
+/// What `CREATE EXTENSION citus` leaves a node with: a self-signed X.509 v1
+/// certificate. Every sslmode behaves as under libpq.
+#[tokio::test]
+async fn tls_every_sslmode_against_a_v1_self_signed_certificate() {
+    let (c, pki) = tls_cluster_with("v1");
+    let v1 = pki.path("v1.crt").display().to_string();
+    let other = pki.path("other-ca.pem").display().to_string();
+    let t = |host: &str, q: &str| Target::parse(&url(&c, host, q)).unwrap();
+    assert!(!ssl_in_use(&t("127.0.0.1", "sslmode=disable"))
+        .await
+        .unwrap());
+    for mode in ["allow", "prefer", "require"] {
+        assert!(
+            ssl_in_use(&t("127.0.0.1", &format!("sslmode={mode}")))
+                .await
+                .unwrap(),
+            "{mode}"
+        );
+    }
+    // The v1 certificate is its own CA: verify-ca accepts it as sslrootcert,
+    // verify-full too for the name it carries (its CN, there is no SAN).
+    assert!(ssl_in_use(&t(
+        "127.0.0.1",
+        &format!("sslmode=verify-ca&sslrootcert={v1}")
+    ))
+    .await
+    .unwrap());
+    assert!(ssl_in_use(&t(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={v1}")
+    ))
+    .await
+    .unwrap());
+    let e = ssl_in_use(&t(
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={v1}"),
+    ))
+    .await
+    .unwrap_err();
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    assert!(ssl_in_use(&t(
+        "localhost",
+        &format!("sslmode=verify-ca&sslrootcert={other}")
+    ))
+    .await
+    .is_err());
+    // The CLI connects under the default sslmode (prefer).
+    let db = url(&c, "127.0.0.1", "");
+    let out = shardready(&["tailspin", "schema", "--db", &db], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = shardready(&["analyze", "--db", &db], &[]);
+    assert!(
+        out.status.code() == Some(0) || out.status.code() == Some(2),
+        "{}",
+        text(&out)
+    );
+}
+
+/// sslcert/sslkey authenticate us; a key others can read is refused with
+/// the chmod to run; under prefer, a server whose TLS we cannot speak is
+/// retried in plain text (libpq's fallback), under require it fails.
+#[tokio::test]
+async fn tls_client_certificates_and_the_prefer_fallback() {
+    let (c, pki) = tls_cluster();
+    let ca = pki.path("ca.pem").display().to_string();
+    let crt = pki.path("client.crt").display().to_string();
+    let key = pki.path("client.key").display().to_string();
+    let open = pki.path("client-open.key").display().to_string();
+    let port = c.sandbox().state.port;
+    let cert_url = |extra: &str| {
+        format!("postgresql://certuser@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={ca}{extra}")
+    };
+    let t = Target::parse(&cert_url(&format!("&sslcert={crt}&sslkey={key}"))).unwrap();
+    let client = t.connect().await.unwrap();
+    let who: String = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, "certuser");
+    // Without the certificate the server refuses us.
+    assert!(Target::parse(&cert_url(""))
+        .unwrap()
+        .connect()
+        .await
+        .is_err());
+    // A key file others can read: refused before connecting, with the fix.
+    let e = Target::parse(&cert_url(&format!("&sslcert={crt}&sslkey={open}")))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("chmod 0600"), "{e}");
+
+    // A server that only speaks TLS 1.1 (below libpq's minimum, 1.2).
+    c.sandbox()
+        .psql_command("ALTER SYSTEM SET ssl_min_protocol_version = 'TLSv1'")
+        .unwrap();
+    c.sandbox()
+        .psql_command("ALTER SYSTEM SET ssl_max_protocol_version = 'TLSv1.1'")
+        .unwrap();
+    c.sandbox().psql_command("SELECT pg_reload_conf()").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = |q: &str| Target::parse(&url(&c, "127.0.0.1", q)).unwrap();
+    assert!(!ssl_in_use(&t("sslmode=prefer")).await.unwrap());
+    assert!(ssl_in_use(&t("sslmode=require")).await.is_err());
 }
 
 #[tokio::test]

@@ -160,7 +160,7 @@ async fn errors_are_counted_and_a_lock_shows_as_latency() {
     let killed = scalar_i64(
         &admin,
         &format!(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{}'",
+            "SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{}'",
             workload::APPLICATION_NAME
         ),
     )

@@ -446,6 +446,7 @@ pub(crate) enum SandboxCmd {
 Examples:
   shardready sandbox start
   shardready sandbox start --dir /tmp/sb --port 55432
+  shardready sandbox start --dir /tmp/citus --workers 2   # a local Citus cluster
   SHARDREADY_PG_BIN=/usr/lib/postgresql/15/bin shardready sandbox start
 
 pg_cron is preloaded and created when the postgresql-15-cron package is
@@ -484,6 +485,14 @@ pub(crate) struct StartArgs {
     /// Port to listen on [default: a free one, remembered].
     #[arg(long)]
     pub(crate) port: Option<u16>,
+    /// Also start N Citus workers on loopback and register them: a local
+    /// Citus cluster to rehearse `distribute` (needs Citus installed for
+    /// these binaries).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) workers: u16,
+    /// Do not load Citus even when it is installed (a plain PostgreSQL).
+    #[arg(long, conflicts_with = "workers")]
+    pub(crate) no_citus: bool,
 }
 
 #[derive(Subcommand)]

@@ -15,6 +15,14 @@ pub(super) fn sandbox_cmd(g: &Global, cmd: SandboxCmd) -> Result<ExitCode> {
             opts.pg_bin = a.pg_bin;
             opts.os_user = a.os_user;
             opts.port = a.port;
+            opts.workers = a.workers;
+            opts.citus = if a.no_citus {
+                sandbox::CitusChoice::Off
+            } else if a.workers > 0 {
+                sandbox::CitusChoice::On
+            } else {
+                sandbox::CitusChoice::Auto
+            };
             let sb = Sandbox::start(&opts)?;
             let st = sb.status();
             eprintln!(
@@ -25,6 +33,9 @@ pub(super) fn sandbox_cmd(g: &Global, cmd: SandboxCmd) -> Result<ExitCode> {
                 if st.pg_cron { ", pg_cron" } else { "" },
                 if st.citus { ", citus" } else { "" }
             );
+            for w in &st.workers {
+                eprintln!("citus worker on port {} registered", w.port);
+            }
             if !st.pg_cron {
                 eprintln!("note: pg_cron is not installed (apt-get install postgresql-15-cron); `jobs` and --backfill-via pg-cron need it");
             }

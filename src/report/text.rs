@@ -357,7 +357,20 @@ pub fn sandbox_status(st: &crate::sandbox::SandboxStatus) -> String {
         st.version,
         st.os_user.as_deref().unwrap_or("the invoking user"),
         if st.pg_cron { "preloaded" } else { "not installed" },
-        if st.citus { "preloaded" } else { "not installed" },
+        if st.citus {
+            if st.workers.is_empty() {
+                "preloaded (a single Citus node)".to_string()
+            } else {
+                let ports: Vec<String> = st
+                    .workers
+                    .iter()
+                    .map(|w| format!("{}{}", w.port, if w.running { "" } else { " (stopped)" }))
+                    .collect();
+                format!("preloaded, coordinator of workers on port {}", ports.join(", "))
+            }
+        } else {
+            "not loaded".to_string()
+        },
         st.data_bytes as f64 / 1e6
     )
 }

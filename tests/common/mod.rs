@@ -13,6 +13,24 @@ pub fn cluster() -> (TestCluster, Target) {
     (c, t)
 }
 
+/// A local Citus cluster (a coordinator and `workers` workers, started by
+/// the sandbox code) and a target for the coordinator; None, after printing
+/// that the test is skipped and why, when Citus is not installed for the
+/// server binaries the tests use.
+pub fn citus_cluster(test: &str, workers: u16) -> Option<(TestCluster, Target)> {
+    let pg_bin = std::env::var_os("SHARDREADY_PG_BIN").map(std::path::PathBuf::from);
+    if !shardready::sandbox::citus_installed(pg_bin.as_deref()) {
+        eprintln!(
+            "{test}: skipped: Citus is not installed for these PostgreSQL binaries \
+             (no citus.so in their library directory)"
+        );
+        return None;
+    }
+    let c = TestCluster::start_citus(workers).expect("a throwaway Citus cluster starts");
+    let t = Target::parse(&c.url()).expect("sandbox URL parses");
+    Some((c, t))
+}
+
 /// A fresh cluster with the seed's schema and a generated load at `scale`.
 pub async fn tailspin(scale: f64) -> (TestCluster, Target) {
     let (c, t) = cluster();

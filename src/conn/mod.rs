@@ -1,7 +1,6 @@
 //! Where to connect and how: `--db` (conninfo or URL), else `DATABASE_URL`,
 //! else libpq's `PG*` variables (and `~/.pgpass`), else the running sandbox;
-//! TLS by `sslmode` (disable/prefer/require/verify-ca/verify-full) with
-//! rustls; connection retry with backoff. A password never leaves this
+//! TLS by `sslmode` with libpq's semantics ([`tls`]); connection retry with backoff. A password never leaves this
 //! module in any printable form: [`Target::display`] is the only way to show
 //! a target.
 
@@ -9,13 +8,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use thiserror::Error;
+
+pub mod tls;
+pub use tls::TlsFiles;
 use tokio_postgres::config::{Host, SslMode as PgSslMode};
 use tokio_postgres::{Client, Config, NoTls};
 
@@ -98,7 +96,7 @@ pub enum Source {
 pub struct Target {
     pub config: Config,
     pub sslmode: SslMode,
-    pub sslrootcert: Option<PathBuf>,
+    pub tls: TlsFiles,
     pub source: Source,
 }
 
@@ -226,7 +224,11 @@ impl Target {
         let sslmode: SslMode = get("sslmode", "PGSSLMODE")
             .unwrap_or_else(|| "prefer".into())
             .parse()?;
-        let sslrootcert = get("sslrootcert", "PGSSLROOTCERT").map(PathBuf::from);
+        let tls = TlsFiles {
+            root: get("sslrootcert", "PGSSLROOTCERT").map(PathBuf::from),
+            cert: get("sslcert", "PGSSLCERT").map(PathBuf::from),
+            key: get("sslkey", "PGSSLKEY").map(PathBuf::from),
+        };
         config.ssl_mode(match sslmode {
             SslMode::Disable => PgSslMode::Disable,
             SslMode::Prefer => PgSslMode::Prefer,
@@ -235,7 +237,7 @@ impl Target {
         Ok(Target {
             config,
             sslmode,
-            sslrootcert,
+            tls,
             source,
         })
     }
@@ -301,8 +303,14 @@ impl Target {
             SslMode::VerifyFull => "verify-full",
         };
         query.push(format!("sslmode={mode}"));
-        if let Some(root) = &self.sslrootcert {
-            query.push(format!("sslrootcert={}", enc(&root.display().to_string())));
+        for (key, file) in [
+            ("sslrootcert", &self.tls.root),
+            ("sslcert", &self.tls.cert),
+            ("sslkey", &self.tls.key),
+        ] {
+            if let Some(f) = file {
+                query.push(format!("{key}={}", enc(&f.display().to_string())));
+            }
         }
         url.push('?');
         url.push_str(&query.join("&"));
@@ -352,15 +360,24 @@ impl Target {
                 transient: crate::db::is_disconnect(&e),
             }
         };
-        if self.sslmode == SslMode::Disable {
-            let (client, conn) = self.config.connect(NoTls).await.map_err(fail)?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            return Ok(client);
+        if self.sslmode != SslMode::Disable {
+            let tls = tls::connector(self)?;
+            match self.config.connect(tls).await {
+                Ok((client, conn)) => {
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                    return Ok(client);
+                }
+                // libpq: under prefer, a failed TLS handshake is retried
+                // without TLS.
+                Err(e) if self.sslmode == SslMode::Prefer && tls::is_tls_failure(&e) => {}
+                Err(e) => return Err(fail(e)),
+            }
         }
-        let tls = self.tls_connector()?;
-        let (client, conn) = self.config.connect(tls).await.map_err(fail)?;
+        let mut plain = self.config.clone();
+        plain.ssl_mode(PgSslMode::Disable);
+        let (client, conn) = plain.connect(NoTls).await.map_err(fail)?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -383,169 +400,6 @@ impl Target {
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    fn tls_connector(&self) -> Result<tokio_postgres_rustls::MakeRustlsConnect, ConnError> {
-        let tls_err = |detail: String| ConnError::Tls {
-            target: self.display(),
-            detail,
-        };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| tls_err(e.to_string()))?;
-        // libpq: with require, a root certificate file (if present) makes it
-        // behave like verify-ca; without one, the server is not verified.
-        let root_file = self.sslrootcert.clone().or_else(|| {
-            let default = dirs::home_dir()?.join(".postgresql/root.crt");
-            default.is_file().then_some(default)
-        });
-        let verify = match self.sslmode {
-            SslMode::VerifyCa | SslMode::VerifyFull => true,
-            SslMode::Require => root_file.is_some() && self.sslrootcert.is_some(),
-            _ => false,
-        };
-        let config = if verify {
-            let path = root_file.ok_or_else(|| {
-                tls_err(
-                    "sslmode verify-ca/verify-full needs the CA certificate: set sslrootcert=FILE \
-                     (or PGSSLROOTCERT, or ~/.postgresql/root.crt)"
-                        .into(),
-                )
-            })?;
-            let pem = std::fs::read(&path)
-                .map_err(|e| tls_err(format!("cannot read sslrootcert {}: {e}", path.display())))?;
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| tls_err(format!("{}: {e}", path.display())))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| tls_err(format!("{}: {e}", path.display())))?;
-            }
-            if roots.is_empty() {
-                return Err(tls_err(format!(
-                    "{} holds no PEM certificate",
-                    path.display()
-                )));
-            }
-            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider.clone(),
-            )
-            .build()
-            .map_err(|e| tls_err(e.to_string()))?;
-            if self.sslmode == SslMode::VerifyFull {
-                builder.with_webpki_verifier(webpki).with_no_client_auth()
-            } else {
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(ChainOnly { inner: webpki }))
-                    .with_no_client_auth()
-            }
-        } else {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerify { provider }))
-                .with_no_client_auth()
-        };
-        Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
-    }
-}
-
-/// verify-ca: the chain must lead to the CA; the host name is not checked.
-#[derive(Debug)]
-struct ChainOnly {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
-}
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// prefer/require without a CA: encrypt, do not authenticate the server
-/// (what libpq does).
-#[derive(Debug)]
-struct NoVerify {
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
 
