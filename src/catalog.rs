@@ -124,7 +124,7 @@ pub struct Index {
     pub constraint: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FkAction {
     NoAction,
@@ -155,7 +155,7 @@ impl FkAction {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct ForeignKey {
     pub name: String,
     pub columns: Vec<String>,
@@ -329,6 +329,13 @@ impl Catalog {
                     .as_deref()
                     .and_then(pg_bool),
             });
+        }
+        // On a Citus node, shards are Citus's, not the user's: those it
+        // knows, and those an interrupted operation left for cleanup.
+        let shards = citus_shards(client).await?;
+        if !shards.is_empty() {
+            tables.retain(|t| !shards.contains(&t.oid));
+            by_oid = tables.iter().enumerate().map(|(i, t)| (t.oid, i)).collect();
         }
         let oids: Vec<u32> = by_oid.keys().copied().collect();
         let at = |oid: u32| by_oid.get(&oid).copied();
@@ -614,6 +621,34 @@ const FUNCTIONS_SQL: &str = "SELECT n.nspname::text AS schema, p.proname::text A
    AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_namespace'::regclass \
                    AND e.objid = n.oid AND e.deptype = 'e') \
  ORDER BY 1, 2";
+
+/// The relations that are Citus shards on this node (none without Citus).
+async fn citus_shards(
+    client: &Client,
+) -> Result<std::collections::BTreeSet<u32>, tokio_postgres::Error> {
+    let citus: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !citus {
+        return Ok(Default::default());
+    }
+    Ok(client
+        .query(
+            "SELECT c.oid FROM pg_class c WHERE c.relkind IN ('r', 'p', 'f') \
+               AND (pg_catalog.relation_is_a_known_shard(c.oid) \
+                    OR c.oid IN (SELECT to_regclass(object_name) FROM pg_dist_cleanup \
+                                  WHERE object_type = 1))",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
 
 /// Whether `table` (resolved through the search_path, or `schema.table`)
 /// exists.

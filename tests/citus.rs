@@ -101,28 +101,7 @@ async fn the_ordering_trap_distributes_in_one_transaction_on_citus() {
         return;
     };
     let url = c.url();
-    let client = t.connect().await.unwrap();
-    shardready::db::exec_script(&client, include_str!("fixtures/saas.sql"))
-        .await
-        .unwrap();
-    shardready::db::exec_script(
-        &client,
-        "INSERT INTO app.\"Accounts\"(name) SELECT 'a'||g FROM generate_series(1,5) g;
-         INSERT INTO app.plans VALUES ('free',0),('pro',10);
-         INSERT INTO app.members(account_id,email) SELECT 1+g%5, 'm'||g FROM generate_series(1,20) g;
-         INSERT INTO app.projects(account_id,plan_code,slug) SELECT 1+g%5, 'pro', 's'||g FROM generate_series(1,20) g;
-         INSERT INTO app.tasks(project_id,assignee_id,title) SELECT 1+g%20, 1+g%20, 't'||g FROM generate_series(1,100) g;
-         INSERT INTO app.comments(task_id,body) SELECT 1+g%100,'c' FROM generate_series(1,200) g;",
-    )
-    .await
-    .unwrap();
-    let tenant = ["--tenant-column", "account_id"];
-    let out = shardready(&url, &[&["apply", "--replan"][..], &tenant[..]].concat());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let tenant = prepared_saas(&t).await;
     let out = shardready(
         &url,
         &[&["distribute", "--format", "json"][..], &tenant[..]].concat(),
@@ -155,4 +134,155 @@ async fn the_ordering_trap_distributes_in_one_transaction_on_citus() {
         "{types:?}"
     );
     assert!(v["routing"].as_str().unwrap().contains("Task Count: 1"));
+}
+
+/// The SaaS fixture (a lookup table referenced by tenant tables, a
+/// mixed-case root in its own schema, a root→child FK) with rows, prepared
+/// by `apply`; the tenant flags to pass.
+async fn prepared_saas(t: &shardready::conn::Target) -> [&'static str; 2] {
+    let client = t.connect().await.unwrap();
+    shardready::db::exec_script(&client, include_str!("fixtures/saas.sql"))
+        .await
+        .unwrap();
+    shardready::db::exec_script(
+        &client,
+        "INSERT INTO app.\"Accounts\"(name) SELECT 'a'||g FROM generate_series(1,5) g;
+         INSERT INTO app.plans VALUES ('free',0),('pro',10);
+         INSERT INTO app.members(account_id,email) SELECT 1+g%5, 'm'||g FROM generate_series(1,20) g;
+         INSERT INTO app.projects(account_id,plan_code,slug) SELECT 1+g%5, 'pro', 's'||g FROM generate_series(1,20) g;
+         INSERT INTO app.tasks(project_id,assignee_id,title) SELECT 1+g%20, 1+g%20, 't'||g FROM generate_series(1,100) g;
+         INSERT INTO app.comments(task_id,body) SELECT 1+g%100,'c' FROM generate_series(1,200) g;",
+    )
+    .await
+    .unwrap();
+    let tenant = ["--tenant-column", "account_id"];
+    let out = shardready(
+        &t.url_without_password(),
+        &[&["apply", "--replan"][..], &tenant[..]].concat(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tenant
+}
+
+/// The user's foreign keys: (table, name, validated).
+async fn foreign_keys(c: &tokio_postgres::Client) -> Vec<(String, String, bool)> {
+    c.query(
+        "SELECT conrelid::regclass::text, conname::text, convalidated FROM pg_constraint \
+         WHERE contype = 'f' AND connamespace = 'app'::regnamespace ORDER BY 1, 2",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect()
+}
+
+/// kill -9 of `distribute --concurrently` at each of its steps in turn
+/// (each rerun is killed as soon as it starts one more step than the run
+/// before), then a rerun that finishes: every FK back and validated, counts
+/// right, the saved definitions cleared; a rerun of the finished
+/// distribution exits 0 saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distribute_killed_at_every_step_resumes_to_the_end() {
+    use std::io::{BufRead, BufReader};
+    let Some((c, t)) =
+        common::citus_cluster("distribute_killed_at_every_step_resumes_to_the_end", 1)
+    else {
+        return;
+    };
+    let url = c.url();
+    let tenant = prepared_saas(&t).await;
+    let client = t.connect().await.unwrap();
+    let fks_before = foreign_keys(&client).await;
+    assert!(fks_before.len() >= 5, "{fks_before:?}");
+    let rows = "SELECT (SELECT count(*) FROM app.tasks) + (SELECT count(*) FROM app.comments)";
+    let rows_before: i64 = client.query_one(rows, &[]).await.unwrap().get(0);
+    let args: Vec<&str> = [&["distribute", "--concurrently"][..], &tenant[..]].concat();
+    let mut kills = 0;
+    for step in 1.. {
+        let mut child = common::shardready()
+            .args(&args)
+            .arg("--db")
+            .arg(&url)
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut started = 0;
+        let mut killed = false;
+        for line in stderr.lines() {
+            let line = line.unwrap();
+            eprintln!("run {step}: {line}");
+            // A step line is indented and names neither a skip nor a retry.
+            if line.starts_with("  ")
+                && !line.contains("already done")
+                && !line.contains("not needed")
+                && !line.contains("re-adding")
+            {
+                started += 1;
+            }
+            if started == step {
+                child.kill().unwrap(); // SIGKILL
+                killed = true;
+                break;
+            }
+        }
+        let status = child.wait().unwrap();
+        if !killed {
+            assert!(status.success(), "the run that was not killed finishes");
+            break;
+        }
+        kills += 1;
+        assert!(kills < 30, "distribute never finished");
+        // The lost connection's transaction is rolled back by the server;
+        // give it a moment.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert!(kills >= 5, "killed at each of its steps ({kills} kills)");
+    let fks_after = foreign_keys(&client).await;
+    let names = |v: &[(String, String, bool)]| {
+        v.iter()
+            .map(|(t, n, _)| (t.clone(), n.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&fks_after), names(&fks_before), "every FK is back");
+    assert!(
+        fks_after.iter().all(|(_, _, v)| *v),
+        "and validated: {fks_after:?}"
+    );
+    let rows_after: i64 = client.query_one(rows, &[]).await.unwrap().get(0);
+    assert_eq!(rows_after, rows_before);
+    let saved: i64 = client
+        .query_one("SELECT count(*) FROM shardready.distribute_fk", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        saved, 0,
+        "the saved definitions are cleared once all are back"
+    );
+    let distributed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM citus_tables WHERE citus_table_type = 'distributed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(distributed, 5);
+    // Finished: a rerun exits 0 and says so.
+    let out = shardready(&url, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already distributed"), "{err}");
 }

@@ -18,7 +18,19 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
     aopts.catalog_only = false;
     runtime()?.block_on(async {
         let client = target.connect().await?;
-        let (cat, analysis) = shardready::analyze::read_with_catalog(&client, &aopts).await?;
+        // Keys an interrupted distribute dropped are planned (and analyzed)
+        // as they were: the rerun re-adds them.
+        if !a.dry_run {
+            citus::clean_up_leftovers(&client).await?;
+        }
+        let saved = citus::state::saved_fks(&client).await?;
+        let mut cat = shardready::catalog::Catalog::read(&client)
+            .await
+            .map_err(shardready::db::DbError::ctx("cannot read the catalog"))?;
+        for k in citus::state::restore_into(&mut cat, &saved) {
+            eprintln!("  foreign key {k} was dropped by an interrupted distribute: re-adding it");
+        }
+        let analysis = shardready::analyze::analyze_read(&client, &cat, &aopts).await?;
         if a.dry_run {
             let plan = citus::plan(&analysis, &cat, &opts);
             if a.format == Format::Json {

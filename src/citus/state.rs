@@ -1,0 +1,171 @@
+//! What `distribute` keeps and reads back so a rerun after any failure or
+//! kill finishes the job: every foreign key it drops, saved in
+//! `shardready.distribute_fk` *before* it is dropped (and restored into the
+//! catalog a rerun plans from), and the live facts each statement's
+//! done-check asks (which tables Citus has, which FKs exist).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tokio_postgres::Client;
+
+use super::CitusError;
+use crate::catalog::{Catalog, ForeignKey, QName};
+use crate::db::{self, DbError};
+
+const SCHEMA_SQL: [&str; 2] = [
+    "CREATE SCHEMA IF NOT EXISTS shardready",
+    "CREATE TABLE IF NOT EXISTS shardready.distribute_fk (
+    table_schema text NOT NULL,
+    table_name text NOT NULL,
+    name text NOT NULL,
+    fk jsonb NOT NULL,
+    saved_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (table_schema, table_name, name)
+)",
+];
+
+/// A foreign key `distribute` dropped (or is about to) and must re-add.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedFk {
+    pub table: QName,
+    pub fk: ForeignKey,
+}
+
+/// Saves the definitions (idempotent: a key saved before stays as it was).
+pub async fn save_fks(client: &Client, fks: &[SavedFk]) -> Result<(), DbError> {
+    let mut statements: Vec<String> = SCHEMA_SQL.iter().map(|s| s.to_string()).collect();
+    for f in fks {
+        let json = serde_json::to_string(&f.fk).expect("a foreign key serializes");
+        statements.push(format!(
+            "INSERT INTO shardready.distribute_fk (table_schema, table_name, name, fk) \
+             VALUES ({}, {}, {}, {}::jsonb) ON CONFLICT DO NOTHING",
+            crate::sql::literal(&f.table.schema),
+            crate::sql::literal(&f.table.name),
+            crate::sql::literal(&f.fk.name),
+            crate::sql::literal(&json)
+        ));
+    }
+    db::in_txn(client, &statements).await.map_err(DbError::ctx(
+        "cannot save the foreign keys distribute drops",
+    ))
+}
+
+/// The saved definitions (none when nothing was ever saved).
+pub async fn saved_fks(client: &Client) -> Result<Vec<SavedFk>, CitusError> {
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('shardready.distribute_fk') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(DbError::ctx("cannot read distribute's state"))?
+        .get(0);
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            "SELECT table_schema, table_name, fk FROM shardready.distribute_fk \
+             ORDER BY saved_at, table_schema, table_name, name",
+            &[],
+        )
+        .await
+        .map_err(DbError::ctx("cannot read the saved foreign keys"))?;
+    let mut out = Vec::new();
+    for r in rows {
+        let v: serde_json::Value = r.get(2);
+        let fk: ForeignKey = serde_json::from_value(v).map_err(|e| {
+            CitusError::BadState(format!(
+                "shardready.distribute_fk holds a definition this version cannot read: {e}"
+            ))
+        })?;
+        out.push(SavedFk {
+            table: QName::new(r.get(0), r.get(1)),
+            fk,
+        });
+    }
+    Ok(out)
+}
+
+/// Forgets the saved definitions once every one of them is back.
+pub async fn forget_fks(client: &Client) -> Result<(), DbError> {
+    db::exec(client, "DELETE FROM shardready.distribute_fk")
+        .await
+        .map_err(DbError::ctx("cannot clear the saved foreign keys"))
+}
+
+/// Puts saved keys that are missing back into the catalog a rerun plans
+/// and analyzes from (as they were before distribute dropped them); the
+/// names of those it put back.
+pub fn restore_into(cat: &mut Catalog, saved: &[SavedFk]) -> Vec<String> {
+    let mut restored = Vec::new();
+    for s in saved {
+        if let Some(t) = cat.tables.iter_mut().find(|t| t.name == s.table) {
+            if !t.foreign_keys.iter().any(|f| f.name == s.fk.name) {
+                t.foreign_keys.push(s.fk.clone());
+                restored.push(format!("{}.{}", s.table, s.fk.name));
+            }
+        }
+    }
+    restored
+}
+
+/// What the done-checks ask, read once per batch.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Citus tables and their type (`distributed`, `reference`, `local`).
+    pub citus: BTreeMap<QName, String>,
+    /// Foreign keys present, with whether they are validated.
+    pub fks: BTreeMap<(QName, String), bool>,
+}
+
+impl Live {
+    pub async fn read(client: &Client, tables: &BTreeSet<QName>) -> Result<Live, DbError> {
+        let has_citus: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')",
+                &[],
+            )
+            .await
+            .map_err(DbError::ctx("cannot read pg_extension"))?
+            .get(0);
+        let mut live = Live::default();
+        if has_citus {
+            // By schema and name from pg_class: regclass text quotes
+            // mixed-case names, which no QName rendering matches.
+            for r in client
+                .query(
+                    "SELECT n.nspname::text, c.relname::text, ct.citus_table_type::text \
+                     FROM citus_tables ct JOIN pg_class c ON c.oid = ct.table_name \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace",
+                    &[],
+                )
+                .await
+                .map_err(DbError::ctx("cannot read citus_tables"))?
+            {
+                live.citus.insert(QName::new(r.get(0), r.get(1)), r.get(2));
+            }
+        }
+        let (schemas, names): (Vec<String>, Vec<String>) = tables
+            .iter()
+            .map(|q| (q.schema.clone(), q.name.clone()))
+            .unzip();
+        for r in client
+            .query(
+                "SELECT n.nspname::text, c.relname::text, con.conname::text, con.convalidated \
+                 FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 JOIN unnest($1::text[], $2::text[]) AS t(s, r) \
+                   ON t.s = n.nspname AND t.r = c.relname \
+                 WHERE con.contype = 'f' AND con.conparentid = 0",
+                &[&schemas, &names],
+            )
+            .await
+            .map_err(DbError::ctx("cannot read the foreign keys"))?
+        {
+            live.fks
+                .insert((QName::new(r.get(0), r.get(1)), r.get(2)), r.get(3));
+        }
+        Ok(live)
+    }
+}
