@@ -626,14 +626,7 @@ const FUNCTIONS_SQL: &str = "SELECT n.nspname::text AS schema, p.proname::text A
 async fn citus_shards(
     client: &Client,
 ) -> Result<std::collections::BTreeSet<u32>, tokio_postgres::Error> {
-    let citus: bool = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')",
-            &[],
-        )
-        .await?
-        .get(0);
-    if !citus {
+    if !extension_installed(client, "citus").await? {
         return Ok(Default::default());
     }
     Ok(client
@@ -648,6 +641,20 @@ async fn citus_shards(
         .iter()
         .map(|r| r.get(0))
         .collect())
+}
+
+/// Whether an extension is created in this database.
+pub async fn extension_installed(
+    client: &Client,
+    name: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = $1)",
+            &[&name],
+        )
+        .await?
+        .get(0))
 }
 
 /// Whether `table` (resolved through the search_path, or `schema.table`)

@@ -203,6 +203,50 @@ async fn distribute_killed_at_every_step_resumes_to_the_end() {
     let rows = "SELECT (SELECT count(*) FROM app.tasks) + (SELECT count(*) FROM app.comments)";
     let rows_before: i64 = client.query_one(rows, &[]).await.unwrap().get(0);
     let args: Vec<&str> = [&["distribute", "--concurrently"][..], &tenant[..]].concat();
+    // Pre-flight: a coordinator whose output_plugin_libraries does not allow
+    // Citus's decoder is refused before anything changes, naming the fix.
+    client
+        .batch_execute("ALTER SYSTEM SET output_plugin_libraries = 'pgoutput'")
+        .await
+        .ok();
+    client
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+    let has_setting: Option<String> = client
+        .query_one(
+            "SELECT current_setting('output_plugin_libraries', true)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    if has_setting.is_some() {
+        let out = shardready(&url, &args);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("nothing was changed")
+                && err.contains("output_plugin_libraries = 'pgoutput, citus'"),
+            "{err}"
+        );
+        let placed: i64 = client
+            .query_one("SELECT count(*) FROM citus_tables", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(placed, 0);
+        assert_eq!(foreign_keys(&client).await, fks_before);
+        client
+            .batch_execute("ALTER SYSTEM RESET output_plugin_libraries")
+            .await
+            .unwrap();
+        client
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
     let mut kills = 0;
     for step in 1.. {
         let mut child = common::shardready()

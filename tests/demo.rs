@@ -5,15 +5,7 @@ mod common;
 
 #[test]
 fn demo_writes_a_complete_report() {
-    let tmp = tempfile::Builder::new()
-        .prefix("shardready-demo-test")
-        .tempdir_in("/tmp")
-        .unwrap();
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let tmp = common::temp_dir();
     let out = tmp.path().join("report");
     let run = common::shardready()
         .args(["--dir"])

@@ -86,16 +86,8 @@ fn pg_cron_is_preloaded_and_created_when_installed() {
 
 #[test]
 fn the_sandbox_command_manages_a_lifecycle() {
-    let tmp = tempfile::Builder::new()
-        .prefix("shardready-cli-sb")
-        .tempdir_in("/tmp")
-        .unwrap();
-    // The server runs as `postgres` when we are root: let it in.
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    // The server runs as `postgres` when we are root: it may enter.
+    let tmp = common::temp_dir();
     let dir = tmp.path().join("sb");
     // Nothing there yet.
     let out = shardready(&dir, &["sandbox", "status"]);
@@ -194,15 +186,7 @@ fn test_clusters_do_not_load_citus_unless_asked() {
 /// clear refusal.
 #[test]
 fn sandbox_with_citus_workers_restarts_and_reports_them() {
-    let tmp = tempfile::Builder::new()
-        .prefix("shardready-citus-sb")
-        .tempdir_in("/tmp")
-        .unwrap();
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let tmp = common::temp_dir();
     let dir = tmp.path().join("sb");
     let pg_bin = std::env::var_os("SHARDREADY_PG_BIN").map(std::path::PathBuf::from);
     if !shardready::sandbox::citus_installed(pg_bin.as_deref()) {

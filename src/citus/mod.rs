@@ -42,6 +42,8 @@ pub enum CitusError {
     Verify(Vec<String>),
     #[error("{0}; rerun after fixing it or ask for help with the state in the shardready schema")]
     BadState(String),
+    #[error("nothing was changed: this distribution needs settings the cluster lacks:\n  {}", .0.join("\n  "))]
+    Prerequisites(Vec<String>),
 }
 
 fn db(context: &str) -> impl FnOnce(tokio_postgres::Error) -> CitusError + '_ {
@@ -525,15 +527,10 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
 /// `create_distributed_table_concurrently` that was killed, recorded in
 /// `pg_dist_cleanup`), so a rerun neither trips over nor plans them.
 pub async fn clean_up_leftovers(client: &Client) -> Result<(), CitusError> {
-    let citus: bool = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')",
-            &[],
-        )
+    if crate::catalog::extension_installed(client, "citus")
         .await
         .map_err(db("cannot read pg_extension"))?
-        .get(0);
-    if citus {
+    {
         crate::db::exec(client, "CALL pg_catalog.citus_cleanup_orphaned_resources()")
             .await
             .map_err(db("cannot clean up what interrupted Citus operations left"))?;
@@ -543,15 +540,10 @@ pub async fn clean_up_leftovers(client: &Client) -> Result<(), CitusError> {
 
 /// Whether the connected database is a Citus coordinator with workers.
 pub async fn check_coordinator(client: &Client, target: &str) -> Result<i64, CitusError> {
-    let has: bool = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')",
-            &[],
-        )
+    if !crate::catalog::extension_installed(client, "citus")
         .await
         .map_err(db("cannot read pg_extension"))?
-        .get(0);
-    if !has {
+    {
         return Err(CitusError::NotCitus {
             target: target.to_string(),
         });
@@ -568,6 +560,81 @@ pub async fn check_coordinator(client: &Client, target: &str) -> Result<i64, Cit
         return Err(CitusError::NoWorkers);
     }
     Ok(workers)
+}
+
+/// What online shard moves need on every node — `--concurrently` and
+/// tenant isolation copy through logical replication — checked before
+/// anything changes; each missing one says which setting to change and how.
+pub async fn preflight(client: &Client, opts: &DistributeOptions) -> Result<(), CitusError> {
+    if !(opts.concurrently || opts.isolate_hot_tenants) {
+        return Ok(());
+    }
+    // Each setting on the coordinator and on every worker (missing_ok:
+    // output_plugin_libraries exists only in some minor releases).
+    let setting = |name: &str| {
+        format!(
+            "SELECT 'the coordinator', current_setting('{name}', true) \
+             UNION ALL \
+             SELECT 'worker ' || nodename || ':' || nodeport, \
+                    CASE WHEN success THEN result END \
+               FROM run_command_on_workers($$SELECT current_setting('{name}', true)$$)"
+        )
+    };
+    let mut missing = Vec::new();
+    let read = |name: &'static str| {
+        let sql = setting(name);
+        async move {
+            client
+                .query(&sql, &[])
+                .await
+                .map_err(db("cannot read the nodes' settings"))
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1)))
+                        .collect::<Vec<_>>()
+                })
+        }
+    };
+    for (node, v) in read("wal_level").await? {
+        let v = v.unwrap_or_default();
+        if v != "logical" {
+            missing.push(format!(
+                "{node}: wal_level is '{v}'; online distribution needs logical: \
+                 ALTER SYSTEM SET wal_level = logical; then restart that server"
+            ));
+        }
+    }
+    for (node, v) in read("output_plugin_libraries").await? {
+        // NULL: this server has no such setting (nothing to allow).
+        let Some(v) = v else { continue };
+        if !v.split(',').any(|l| l.trim().trim_matches('"') == "citus") {
+            missing.push(format!(
+                "{node}: output_plugin_libraries is '{v}' and does not allow Citus's decoder \
+                 (\"library \"citus\" may not be used as an output plugin\"): \
+                 ALTER SYSTEM SET output_plugin_libraries = '{}citus'; SELECT pg_reload_conf();",
+                if v.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!("{v}, ")
+                }
+            ));
+        }
+    }
+    for (node, v) in read("max_worker_processes").await? {
+        let n: i64 = v.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+        if n <= 8 {
+            missing.push(format!(
+                "{node}: max_worker_processes is {n}; Citus's maintenance and replication \
+                 workers need more: ALTER SYSTEM SET max_worker_processes = 16; then restart \
+                 that server"
+            ));
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(CitusError::Prerequisites(missing))
+    }
 }
 
 /// What `distribute` did and found.
@@ -693,6 +760,7 @@ pub async fn distribute(
     progress: &dyn Fn(&str),
 ) -> Result<DistributeReport, CitusError> {
     let workers = check_coordinator(client, target).await?;
+    preflight(client, opts).await?;
     let blockers: Vec<String> = analysis
         .findings
         .iter()

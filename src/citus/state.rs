@@ -121,14 +121,9 @@ pub struct Live {
 
 impl Live {
     pub async fn read(client: &Client, tables: &BTreeSet<QName>) -> Result<Live, DbError> {
-        let has_citus: bool = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')",
-                &[],
-            )
+        let has_citus = crate::catalog::extension_installed(client, "citus")
             .await
-            .map_err(DbError::ctx("cannot read pg_extension"))?
-            .get(0);
+            .map_err(DbError::ctx("cannot read pg_extension"))?;
         let mut live = Live::default();
         if has_citus {
             // By schema and name from pg_class: regclass text quotes

@@ -21,6 +21,9 @@ Where to connect (every command that talks to a database):
   --db 'postgresql://user@host:5432/db?sslmode=require'  or  --db 'host=... dbname=...'
   else DATABASE_URL, else libpq's PG* variables (PGHOST, PGUSER, ..., ~/.pgpass),
   else the running sandbox (`shardready sandbox start`).
+  TLS as libpq: sslmode prefer (default)/require accept any certificate unless a
+  root file exists (sslrootcert, ~/.postgresql/root.crt); verify-ca/verify-full
+  verify; sslcert/sslkey for client certificates.
 
 Quick start (the seed exercise, Tailspin Toys, on a local sandbox):
   shardready sandbox start
@@ -166,7 +169,13 @@ Examples:
 
 It refuses while analyze finds blockers. When a tenant table references both a
 lookup table (becoming a reference table) and the tenant root, everything runs
-in one transaction in sequential mode, so no relationship is ever unenforced.")]
+in one transaction in sequential mode, so no relationship is ever unenforced.
+
+Run it again after any failure or kill: every foreign key it drops is saved in
+shardready.distribute_fk first, and each statement checks whether it already
+took effect, so a rerun does only the rest; a finished distribution reruns to
+exit 0. Rehearse on a local Citus cluster: `shardready sandbox start --dir
+/tmp/citus --workers 2`.")]
     Distribute(DistributeArgs),
     /// The whole seed exercise on a fresh sandbox, with a disruption report.
     #[command(after_help = "\

@@ -125,10 +125,16 @@ pub fn run_on<S: AsRef<std::ffi::OsStr>>(url: &str, args: &[S]) -> std::process:
 /// A temporary directory under /tmp, which a server running as another OS
 /// user can read; removed when dropped.
 pub fn temp_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
+    let dir = tempfile::Builder::new()
         .prefix("shardready-test-")
         .tempdir_in("/tmp")
-        .expect("a temporary directory")
+        .expect("a temporary directory");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("the server user may enter it");
+    dir
 }
 
 /// The scenario cleanup check, for the end of every finished preparation:
