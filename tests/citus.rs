@@ -74,16 +74,43 @@ async fn prepare_apply_distribute_on_citus() {
     )
     .await
     .unwrap();
-    let out = shardready(&url, &["distribute", "--format", "json"]);
+    // Under the application's traffic: it keeps inserting orders and line
+    // items (writing store_id) while the tables move.
+    let out = shardready(
+        &url,
+        &[
+            "distribute",
+            "--concurrently",
+            "--format",
+            "json",
+            "--workload",
+            "1200/min",
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let felt = &v["workload"];
+    eprintln!(
+        "application during distribute: {} orders, p99 {} ms, max {} ms, {} failed",
+        felt["orders"], felt["latency"]["p99_ms"], felt["latency"]["max_ms"], felt["errors"]
+    );
+    assert!(felt["orders"].as_u64().unwrap() > 0, "{felt}");
+    assert!(felt["latency"]["max_ms"].as_f64().unwrap() > 0.0, "{felt}");
+    // Known gap (issue 14, open): Citus's own metadata step inside
+    // create_distributed_table_concurrently can still deadlock with an
+    // application insert (the application's side is cancelled): the count
+    // is reported, not yet held at zero.
+    assert!(felt["errors"].as_u64().is_some(), "{felt}");
     assert!(!v["counts"].as_array().unwrap().is_empty(), "{v}");
     for c in v["counts"].as_array().unwrap() {
-        assert_eq!(c["before"], c["after"], "row counts unchanged: {c}");
+        assert!(
+            c["after"].as_i64() >= c["before"].as_i64(),
+            "no row lost (the application inserts meanwhile): {c}"
+        );
     }
     assert!(v["routing"].as_str().unwrap().contains("Task Count: 1"));
 }
@@ -260,9 +287,11 @@ async fn distribute_killed_at_every_step_resumes_to_the_end() {
         let stderr = BufReader::new(child.stderr.take().unwrap());
         let mut started = 0;
         let mut killed = false;
+        let mut said = Vec::new();
         for line in stderr.lines() {
             let line = line.unwrap();
             eprintln!("run {step}: {line}");
+            said.push(line.clone());
             // A step line is indented and names neither a skip nor a retry.
             if line.starts_with("  ")
                 && !line.contains("already done")
@@ -279,7 +308,11 @@ async fn distribute_killed_at_every_step_resumes_to_the_end() {
         }
         let status = child.wait().unwrap();
         if !killed {
-            assert!(status.success(), "the run that was not killed finishes");
+            assert!(
+                status.success(),
+                "the run that was not killed finishes:\n{}",
+                said.join("\n")
+            );
             break;
         }
         kills += 1;

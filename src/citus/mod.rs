@@ -645,6 +645,8 @@ pub struct DistributeReport {
     pub counts: Vec<RowsBeforeAfter>,
     pub citus_tables: Vec<CitusTable>,
     pub routing: String,
+    /// What the application's traffic felt during the run (`--workload`).
+    pub workload: Option<crate::workload::Summary>,
 }
 
 /// A table's row count before and after it was distributed.
@@ -821,11 +823,22 @@ pub async fn distribute(
     }
     // Statements that lock tables the application writes wait at most
     // lock_timeout at a time and retry, so the application never queues
-    // behind them for long. Every statement is sent as its own query:
-    // Citus forwards DDL on distributed tables to the workers as the
-    // original query string.
+    // behind them for long — and, the wait being shorter than the server's
+    // deadlock_timeout, a lock cycle with an application transaction
+    // dissolves by our retry before PostgreSQL (or Citus's distributed
+    // detector, later still) would cancel the application's side. Every
+    // statement is sent as its own query: Citus forwards DDL on distributed
+    // tables to the workers as the original query string.
+    let deadlock_ms: i64 = client
+        .query_one(
+            "SELECT setting::int8 FROM pg_settings WHERE name = 'deadlock_timeout'",
+            &[],
+        )
+        .await
+        .map_err(db("cannot read deadlock_timeout"))?
+        .get(0);
     let policy = LockPolicy {
-        lock_timeout: std::time::Duration::from_secs(2),
+        lock_timeout: std::time::Duration::from_millis(deadlock_ms.clamp(80, 8000) as u64 / 4),
         max_wait: Some(std::time::Duration::from_secs(600)),
         max_attempts: None,
     };
@@ -958,6 +971,7 @@ pub async fn distribute(
         counts,
         citus_tables: found.into_iter().map(|(_, ct)| ct).collect(),
         routing,
+        workload: None,
     })
 }
 

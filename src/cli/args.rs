@@ -166,6 +166,7 @@ Examples:
   shardready distribute --db 'postgresql://citus@coordinator/app'
   shardready distribute --concurrently            # create_distributed_table_concurrently, writes continue
   shardready distribute --shard-count 64 --isolate-hot-tenants
+  shardready distribute --concurrently --workload 20000/min   # what the application felt
 
 It refuses while analyze finds blockers. When a tenant table references both a
 lookup table (becoming a reference table) and the tenant root, everything runs
@@ -228,6 +229,10 @@ pub(crate) struct DistributeArgs {
     /// Move each hot tenant found by analyze to its own shard.
     #[arg(long)]
     pub(crate) isolate_hot_tenants: bool,
+    /// Run the built-in Tailspin order workload at this rate during
+    /// distribute and report what it felt (latency, failed transactions).
+    #[arg(long, value_name = "RATE")]
+    pub(crate) workload: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub(crate) format: Format,
 }

@@ -8,6 +8,7 @@ use super::runtime;
 
 pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> {
     use shardready::citus::{self, DistributeOptions};
+    use shardready::workload::{self, Workload, WorkloadConfig};
     let target = g.target()?;
     let opts = DistributeOptions {
         shard_count: a.shard_count,
@@ -41,7 +42,21 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
             return anyhow::Ok(());
         }
         let session = citus::lock(client).await?;
-        let report = citus::distribute(
+        let traffic = match &a.workload {
+            Some(rate) => Some(
+                Workload::start(
+                    &target,
+                    WorkloadConfig {
+                        rate: workload::parse_rate(rate)?,
+                        duration: None,
+                        ..WorkloadConfig::default()
+                    },
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let result = citus::distribute(
             &session,
             &target.display(),
             &analysis,
@@ -49,7 +64,16 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
             &opts,
             &|step| eprintln!("  {step}"),
         )
-        .await?;
+        .await;
+        let felt = match traffic {
+            Some(w) => Some(w.stop().await.summary),
+            None => None,
+        };
+        if let Some(s) = &felt {
+            eprint!("{}", shardready::report::text::workload_summary(s));
+        }
+        let mut report = result?;
+        report.workload = felt;
         if a.format == Format::Json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
