@@ -759,6 +759,21 @@ pub async fn time_create_orders(
 
 impl Workload {
     /// Checks the database and starts the traffic in the background.
+    /// The application's traffic beside a long operation (`apply` or
+    /// `distribute --workload RATE`): the default order mix at `rate`
+    /// (`3000/min`), until stopped.
+    pub async fn beside(target: &Target, rate: &str) -> Result<Workload, WorkloadError> {
+        Workload::start(
+            target,
+            WorkloadConfig {
+                rate: parse_rate(rate)?,
+                duration: None,
+                ..WorkloadConfig::default()
+            },
+        )
+        .await
+    }
+
     pub async fn start(target: &Target, cfg: WorkloadConfig) -> Result<Workload, WorkloadError> {
         let setup = setup(target).await?;
         if cfg.mode == Mode::Server {

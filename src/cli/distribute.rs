@@ -8,7 +8,7 @@ use super::runtime;
 
 pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> {
     use shardready::citus::{self, DistributeOptions};
-    use shardready::workload::{self, Workload, WorkloadConfig};
+    use shardready::workload::Workload;
     let target = g.target()?;
     let opts = DistributeOptions {
         shard_count: a.shard_count,
@@ -43,17 +43,7 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
         }
         let session = citus::lock(client).await?;
         let traffic = match &a.workload {
-            Some(rate) => Some(
-                Workload::start(
-                    &target,
-                    WorkloadConfig {
-                        rate: workload::parse_rate(rate)?,
-                        duration: None,
-                        ..WorkloadConfig::default()
-                    },
-                )
-                .await?,
-            ),
+            Some(rate) => Some(Workload::beside(&target, rate).await?),
             None => None,
         };
         let result = citus::distribute(

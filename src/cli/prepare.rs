@@ -58,7 +58,7 @@ pub(super) fn plan_cmd(g: &Global, a: PlanArgs) -> Result<ExitCode> {
 pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
     use shardready::apply::{self, backfill::Pace, ApplyOptions};
     use shardready::db::LockPolicy;
-    use shardready::workload::{self, Workload, WorkloadConfig};
+    use shardready::workload::Workload;
     let mut analysis = a.analysis.options();
     analysis.catalog_only = true;
     let opts = ApplyOptions {
@@ -86,17 +86,7 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
     let target = g.target()?;
     let (report, wl) = runtime()?.block_on(async {
         let w = match &a.workload {
-            Some(rate) => Some(
-                Workload::start(
-                    &target,
-                    WorkloadConfig {
-                        rate: workload::parse_rate(rate)?,
-                        duration: None,
-                        ..WorkloadConfig::default()
-                    },
-                )
-                .await?,
-            ),
+            Some(rate) => Some(Workload::beside(&target, rate).await?),
             None => None,
         };
         let r = apply::apply(&target, &opts, w.as_ref()).await;
