@@ -113,6 +113,16 @@ async fn prepare_apply_distribute_on_citus() {
         );
     }
     assert!(v["routing"].as_str().unwrap().contains("Task Count: 1"));
+    // The shard count is Citus's own, not the plan's.
+    let shards: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = 'stores'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v["root_shards"], shards, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -647,6 +647,9 @@ pub struct DistributeReport {
     pub routing: String,
     /// What the application's traffic felt during the run (`--workload`).
     pub workload: Option<crate::workload::Summary>,
+    /// Shards the tenant root has now, as Citus counts them (isolating a
+    /// tenant adds some to the planned count).
+    pub root_shards: Option<i64>,
 }
 
 /// A table's row count before and after it was distributed.
@@ -914,6 +917,21 @@ pub async fn distribute(
             after,
         });
     }
+    let root_shards = match &plan.root {
+        Some(r) => Some(
+            client
+                .query_one(
+                    "SELECT count(*) FROM pg_dist_shard s JOIN pg_class c ON c.oid = s.logicalrelid \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = $1 AND c.relname = $2",
+                    &[&r.schema, &r.name],
+                )
+                .await
+                .map_err(db("cannot count the shards"))?
+                .get(0),
+        ),
+        None => None,
+    };
     let routing = match plan
         .distributed
         .iter()
@@ -972,6 +990,7 @@ pub async fn distribute(
         citus_tables: found.into_iter().map(|(_, ct)| ct).collect(),
         routing,
         workload: None,
+        root_shards,
     })
 }
 

@@ -277,7 +277,7 @@ pub fn distribution(report: &crate::citus::DistributeReport) -> String {
         report.workers,
         report.plan.reference.len(),
         report.plan.distributed.len(),
-        report.plan.shard_count
+        report.root_shards.unwrap_or(report.plan.shard_count)
     );
     for c in &report.counts {
         let _ = writeln!(
