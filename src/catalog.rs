@@ -332,7 +332,8 @@ impl Catalog {
         }
         // On a Citus node, shards are Citus's, not the user's: those it
         // knows, and those an interrupted operation left for cleanup.
-        let shards = citus_shards(client).await?;
+        let extensions = extensions(client).await?;
+        let shards = citus_shards(client, extensions.iter().any(|e| e.name == "citus")).await?;
         if !shards.is_empty() {
             tables.retain(|t| !shards.contains(&t.oid));
             by_oid = tables.iter().enumerate().map(|(i, t)| (t.oid, i)).collect();
@@ -484,7 +485,7 @@ impl Catalog {
             tables,
             sequences,
             functions,
-            extensions: extensions(client).await?,
+            extensions,
         })
     }
 }
@@ -625,8 +626,9 @@ const FUNCTIONS_SQL: &str = "SELECT n.nspname::text AS schema, p.proname::text A
 /// The relations that are Citus shards on this node (none without Citus).
 async fn citus_shards(
     client: &Client,
+    citus: bool,
 ) -> Result<std::collections::BTreeSet<u32>, tokio_postgres::Error> {
-    if !extension_installed(client, "citus").await? {
+    if !citus {
         return Ok(Default::default());
     }
     Ok(client

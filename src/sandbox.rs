@@ -746,26 +746,28 @@ impl Sandbox {
 
     /// Runs one query through the sandbox's psql; its unaligned output.
     fn psql_query(&self, sql: &str) -> Result<String> {
-        let mut cmd = Command::new(self.state.bin_dir.join("psql"));
-        cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(self.url())
-            .arg("-c")
-            .arg(sql)
-            .stdin(Stdio::null());
-        let out = run("psql", &mut cmd)?;
+        let out = self.psql(&["-A", "-t"], sql)?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Runs one SQL string through the sandbox's psql (stops on error).
     pub fn psql_command(&self, sql: &str) -> Result<()> {
+        self.psql(&["-q"], sql).map(|_| ())
+    }
+
+    /// psql on the sandbox with `flags`, stopping on the first error,
+    /// notices below warnings silenced.
+    fn psql(&self, flags: &[&str], sql: &str) -> Result<Output> {
         let mut cmd = Command::new(self.state.bin_dir.join("psql"));
-        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
+        cmd.arg("-X")
+            .args(flags)
+            .args(["-v", "ON_ERROR_STOP=1", "-d"])
             .env("PGOPTIONS", "-c client_min_messages=warning")
             .arg(self.url())
             .arg("-c")
             .arg(sql)
             .stdin(Stdio::null());
-        run("psql", &mut cmd).map(|_| ())
+        run("psql", &mut cmd)
     }
 
     /// The server's process id when it is running.

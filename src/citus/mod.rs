@@ -856,29 +856,19 @@ pub async fn distribute(
         )
         .await?;
     }
-    // Verify: types, colocation, counts, routing.
+    // Verify: types, colocation, counts, routing, every key back.
     let mut problems = Vec::new();
-    // By schema and name from pg_class: regclass text quotes mixed-case
-    // names (`app."Accounts"`), which no QName rendering matches.
-    let rows = client
-        .query(
-            "SELECT n.nspname::text, c.relname::text, ct.citus_table_type, ct.colocation_id::int8 \
-             FROM citus_tables ct JOIN pg_class c ON c.oid = ct.table_name \
-             JOIN pg_namespace n ON n.oid = c.relnamespace",
-            &[],
-        )
-        .await
-        .map_err(db("cannot read citus_tables"))?;
-    let found: Vec<(QName, CitusTable)> = rows
+    let live = state::Live::read(client, &tables).await?;
+    let found: Vec<(QName, CitusTable)> = live
+        .citus
         .iter()
-        .map(|r| {
-            let name = QName::new(r.get(0), r.get(1));
+        .map(|(name, kind)| {
             let table = CitusTable {
                 table: name.to_string(),
-                kind: r.get(2),
-                colocation_id: r.get(3),
+                kind: kind.clone(),
+                colocation_id: live.colocation.get(name).copied().unwrap_or_default(),
             };
-            (name, table)
+            (name.clone(), table)
         })
         .collect();
     let find = |t: &QName| found.iter().find(|(q, _)| q == t).map(|(_, ct)| ct);
@@ -968,7 +958,6 @@ pub async fn distribute(
     };
     // Every key distribute ever dropped is back.
     let saved = state::saved_fks(client).await?;
-    let live = state::Live::read(client, &tables).await?;
     for s in &saved {
         if !live.fks.contains_key(&(s.table.clone(), s.fk.name.clone())) {
             problems.push(format!(

@@ -115,6 +115,8 @@ pub fn restore_into(cat: &mut Catalog, saved: &[SavedFk]) -> Vec<String> {
 pub struct Live {
     /// Citus tables and their type (`distributed`, `reference`, `local`).
     pub citus: BTreeMap<QName, String>,
+    /// Their colocation group.
+    pub colocation: BTreeMap<QName, i64>,
     /// Foreign keys present, with whether they are validated.
     pub fks: BTreeMap<(QName, String), bool>,
 }
@@ -130,7 +132,8 @@ impl Live {
             // mixed-case names, which no QName rendering matches.
             for r in client
                 .query(
-                    "SELECT n.nspname::text, c.relname::text, ct.citus_table_type::text \
+                    "SELECT n.nspname::text, c.relname::text, ct.citus_table_type::text, \
+                            ct.colocation_id::int8 \
                      FROM citus_tables ct JOIN pg_class c ON c.oid = ct.table_name \
                      JOIN pg_namespace n ON n.oid = c.relnamespace",
                     &[],
@@ -138,7 +141,9 @@ impl Live {
                 .await
                 .map_err(DbError::ctx("cannot read citus_tables"))?
             {
-                live.citus.insert(QName::new(r.get(0), r.get(1)), r.get(2));
+                let name = QName::new(r.get(0), r.get(1));
+                live.colocation.insert(name.clone(), r.get(3));
+                live.citus.insert(name, r.get(2));
             }
         }
         let (schemas, names): (Vec<String>, Vec<String>) = tables
