@@ -7,7 +7,6 @@
 //! preloaded). When shardready runs as root the server runs as an unprivileged
 //! OS user (`postgres` by default), because PostgreSQL refuses to run as root.
 
-use std::ffi::CString;
 use std::fs;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -257,34 +256,20 @@ fn server_identity(user: &str) -> Result<Option<(u32, u32)>> {
     if !is_root() {
         return Ok(None);
     }
-    let c = CString::new(user).map_err(|_| SandboxError::NoSuchUser { user: user.into() })?;
-    // SAFETY: getpwnam returns a pointer into static storage or null; we copy
-    // the two integers out immediately.
-    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
-    if pw.is_null() {
-        return Err(SandboxError::NoSuchUser { user: user.into() });
+    // nix uses getpwnam_r: tests start clusters from several threads at once,
+    // and getpwnam's static buffer would be shared between them.
+    match nix::unistd::User::from_name(user) {
+        Ok(Some(u)) => Ok(Some((u.uid.as_raw(), u.gid.as_raw()))),
+        _ => Err(SandboxError::NoSuchUser { user: user.into() }),
     }
-    // SAFETY: pw checked non-null above.
-    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
-    Ok(Some((uid, gid)))
 }
 
-/// The home directory of a user id.
+/// The home directory of a user id (getpwuid_r, safe from any thread).
 fn home_of(uid: u32) -> Option<PathBuf> {
-    // SAFETY: getpwuid returns a pointer into static storage or null; the
-    // string is copied out at once.
-    let pw = unsafe { libc::getpwuid(uid) };
-    if pw.is_null() {
-        return None;
-    }
-    // SAFETY: pw is non-null; pw_dir is a C string or null.
-    let dir = unsafe { (*pw).pw_dir };
-    if dir.is_null() {
-        return None;
-    }
-    // SAFETY: a valid, NUL-terminated string from getpwuid.
-    let s = unsafe { std::ffi::CStr::from_ptr(dir) };
-    Some(PathBuf::from(s.to_string_lossy().into_owned()))
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
 }
 
 /// Whether Citus is installed for the server binaries found with `pg_bin`
