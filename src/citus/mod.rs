@@ -82,6 +82,9 @@ pub enum Done {
     Repeatable,
     /// Citus has the table, as this type.
     CitusTable { table: QName, kind: &'static str },
+    /// Citus has the table in its metadata, of any type (a Citus local
+    /// table on its way to being distributed, or further).
+    InMetadata { table: QName },
     /// The foreign key is gone.
     FkAbsent { table: QName, name: String },
     /// The foreign key is there (and validated, when asked).
@@ -101,6 +104,7 @@ impl Done {
             Done::CitusTable { table, kind } => {
                 live.citus.get(table).map(String::as_str) == Some(kind)
             }
+            Done::InMetadata { table } => live.citus.contains_key(table),
             Done::FkAbsent { table, name } => {
                 !live.fks.contains_key(&(table.clone(), name.clone()))
             }
@@ -124,6 +128,11 @@ impl Done {
             Done::Repeatable => {}
             Done::CitusTable { table, kind } => {
                 live.citus.insert(table.clone(), kind.to_string());
+            }
+            Done::InMetadata { table } => {
+                live.citus
+                    .entry(table.clone())
+                    .or_insert_with(|| "local".to_string());
             }
             Done::FkAbsent { table, name } => {
                 live.fks.remove(&(table.clone(), name.clone()));
@@ -423,6 +432,48 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
             });
         }
         for t in &tenant {
+            // create_distributed_table_concurrently first adds the table to
+            // Citus's metadata over a connection of its own, with no lock
+            // timeout: it locks the table, then the sequences its columns
+            // own. An application transaction takes them the other way
+            // round (nextval, then INSERT): a deadlock, and PostgreSQL
+            // cancels the application's side. Done here as our own
+            // transaction instead, the sequences are locked first (an
+            // ALTER SEQUENCE that keeps the owner it has: the lock Citus
+            // needs, no change), in the application's order, and every
+            // wait is bounded by our lock timeout and retried.
+            let mut s: Vec<Statement> = cat
+                .sequences
+                .iter()
+                .filter_map(|q| {
+                    let owner = q.owned_by.as_ref()?;
+                    let col = cat
+                        .table(t)?
+                        .columns
+                        .iter()
+                        .find(|c| c.name == owner.column)?;
+                    (&owner.table == t && col.identity.is_none()).then(|| {
+                        repeatable(format!(
+                            "ALTER SEQUENCE {} OWNED BY {}.{};",
+                            q.name.sql(),
+                            t.sql(),
+                            ident(&owner.column)
+                        ))
+                    })
+                })
+                .collect();
+            s.push(Statement {
+                sql: format!(
+                    "SELECT citus_add_local_table_to_metadata({});",
+                    literal(&t.sql())
+                ),
+                done: Done::InMetadata { table: t.clone() },
+            });
+            batches.push(Batch {
+                description: format!("add {t} to Citus's metadata (brief lock)"),
+                transaction: true,
+                statements: s,
+            });
             batches.push(Batch {
                 description: format!("distribute {t} concurrently (writes continue)"),
                 transaction: false,
@@ -485,14 +536,22 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
         }
     }
     // The coordinator's local copies of the rows are no longer needed;
-    // children first, then what they reference.
-    let mut order: Vec<QName> = tenant.iter().rev().cloned().collect();
+    // children first, then what they reference. A concurrent distribution
+    // leaves none (the table's rows moved into its shards); TRUNCATE would
+    // only queue the application behind an exclusive lock.
+    let mut order: Vec<QName> = if opts.concurrently {
+        Vec::new()
+    } else {
+        tenant.iter().rev().cloned().collect()
+    };
     order.extend(reference.iter().rev().cloned());
-    batches.push(Batch {
-        description: "remove the local copies of the rows left on the coordinator".into(),
-        transaction: true,
-        statements: order.iter().map(truncate).collect(),
-    });
+    if !order.is_empty() {
+        batches.push(Batch {
+            description: "remove the local copies of the rows left on the coordinator".into(),
+            transaction: true,
+            statements: order.iter().map(truncate).collect(),
+        });
+    }
     if opts.isolate_hot_tenants {
         if let (Some(r), Some(skew)) = (&root, &analysis.skew) {
             for h in &skew.hot {
@@ -680,8 +739,10 @@ pub async fn lock(client: Client) -> Result<Session, CitusError> {
 
 /// Runs what a batch still has to do: its statements whose effect the
 /// database does not show yet (a batch whose every checkable statement took
-/// effect is skipped whole). A distributed deadlock with the application
-/// rolls the batch back; it is tried again, up to five times.
+/// effect is skipped whole). A deadlock with the application (PostgreSQL's,
+/// or Citus's distributed detector cancelling our side) rolls the batch
+/// back; it is tried again for as long as the policy lets a lock be waited
+/// for.
 async fn run_batch(
     client: &Session,
     b: &Batch,
@@ -691,6 +752,10 @@ async fn run_batch(
     progress: &dyn Fn(&str),
 ) -> Result<(), CitusError> {
     let mut attempt = 0;
+    let started = std::time::Instant::now();
+    let give_up_after = policy
+        .max_wait
+        .unwrap_or(std::time::Duration::from_secs(600));
     loop {
         attempt += 1;
         let live = state::Live::read(client, tables).await?;
@@ -734,13 +799,13 @@ async fn run_batch(
             Ok(_) => return Ok(()),
             Err(RetryError::Failed(e))
                 if e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
-                    && attempt < 5 =>
+                    && started.elapsed() < give_up_after =>
             {
                 progress(&format!(
                     "{}: deadlock with the application, rolled back; trying again",
                     b.description
                 ));
-                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt.min(10))).await;
             }
             Err(RetryError::Failed(e)) => {
                 return Err(CitusError::Db(DbError::new(b.description.clone(), e)))
@@ -1180,7 +1245,16 @@ mod tests {
 
     #[test]
     fn concurrently_drops_and_readds_colocated_fks_around_one_table_at_a_time() {
-        let cat = prepared_tailspin();
+        let mut cat = prepared_tailspin();
+        let orders = QName::new("public", "orders");
+        cat.sequences.push(crate::catalog::Sequence {
+            name: QName::new("public", "orders_order_id_seq"),
+            data_type: "bigint".into(),
+            owned_by: Some(crate::catalog::ColumnRef {
+                table: orders.clone(),
+                column: "order_id".into(),
+            }),
+        });
         let a = analysis(&cat);
         let p = plan(
             &a,
@@ -1230,6 +1304,31 @@ mod tests {
             .rposition(|b| b.statements.iter().any(|s| s.contains("_concurrently")))
             .unwrap();
         assert!(readd > last_concurrent);
+        // Each table joins Citus's metadata in a transaction of ours first,
+        // its sequences locked before it (the application's order).
+        for (i, b) in p.batches.iter().enumerate() {
+            if b.statements.iter().any(|s| s.contains("_concurrently(")) {
+                let before = &p.batches[i - 1];
+                assert!(before.transaction);
+                let last = before.statements.last().unwrap();
+                assert!(
+                    last.contains("citus_add_local_table_to_metadata"),
+                    "{last:?}"
+                );
+                assert!(matches!(last.done, Done::InMetadata { .. }));
+            }
+        }
+        let orders_meta = p
+            .batches
+            .iter()
+            .find(|b| b.description.starts_with("add orders "))
+            .unwrap();
+        assert_eq!(
+            orders_meta.statements[0],
+            "ALTER SEQUENCE \"public\".\"orders_order_id_seq\" OWNED BY \"public\".\"orders\".\"order_id\";"
+        );
+        // No TRUNCATE: the rows moved into the shards.
+        assert!(!p.to_sql().contains("truncate_local_data"));
     }
 
     #[test]

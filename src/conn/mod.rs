@@ -407,7 +407,7 @@ impl Target {
 /// and hint when there are any.
 pub fn error_text(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
-        let mut s = db.message().to_string();
+        let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
         if let Some(d) = db.detail() {
             s.push_str("\nDETAIL: ");
             s.push_str(d);
