@@ -78,14 +78,7 @@ async fn prepare_apply_distribute_on_citus() {
     // items (writing store_id) while the tables move.
     let out = shardready(
         &url,
-        &[
-            "distribute",
-            "--concurrently",
-            "--format",
-            "json",
-            "--workload",
-            "1200/min",
-        ],
+        &["distribute", "--format", "json", "--workload", "1200/min"],
     );
     assert!(
         out.status.success(),
@@ -93,6 +86,20 @@ async fn prepare_apply_distribute_on_citus() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Nobody asked for a mode: the application's writes chose concurrently.
+    assert_eq!(
+        v["plan"]["concurrently"], true,
+        "{}",
+        v["plan"]["mode_reason"]
+    );
+    assert!(
+        v["plan"]["mode_reason"]
+            .as_str()
+            .unwrap()
+            .contains("because the application writes"),
+        "{}",
+        v["plan"]["mode_reason"]
+    );
     let felt = &v["workload"];
     eprintln!(
         "application during distribute: {} orders, p99 {} ms, max {} ms, {} failed",
@@ -148,6 +155,15 @@ async fn the_ordering_trap_distributes_in_one_transaction_on_citus() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Nothing writes: the fastest, blocking mode, and the plan says why.
+    assert_eq!(v["plan"]["concurrently"], false, "{v}");
+    assert!(
+        v["plan"]["mode_reason"]
+            .as_str()
+            .unwrap()
+            .contains("nothing wrote to the tables"),
+        "{v}"
+    );
     assert_eq!(v["plan"]["sequential_transaction"], true, "{v}");
     assert_eq!(v["plan"]["reference"][0]["name"], "plans", "{v}");
     assert!(!v["counts"].as_array().unwrap().is_empty(), "{v}");

@@ -53,8 +53,151 @@ fn db(context: &str) -> impl FnOnce(tokio_postgres::Error) -> CitusError + '_ {
 #[derive(Debug, Clone, Default)]
 pub struct DistributeOptions {
     pub shard_count: Option<i64>,
+    /// create_distributed_table_concurrently (see [`choose_mode`]).
     pub concurrently: bool,
+    /// Why this mode: shown with the plan and in the report.
+    pub mode_reason: String,
     pub isolate_hot_tenants: bool,
+}
+
+/// How the user asked the tables to be distributed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModeRequest {
+    /// Concurrently when the application writes to the tables, blocking
+    /// (faster) when nothing does.
+    #[default]
+    Auto,
+    Blocking,
+    Concurrently,
+}
+
+/// What the application wrote to the tables while we watched.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WriteSample {
+    pub window_s: f64,
+    /// Rows inserted, updated or deleted (pg_stat_user_tables).
+    pub rows_written: i64,
+    /// The tables written to.
+    pub tables: Vec<String>,
+    /// Other sessions holding a write lock on one of them right now.
+    pub open_writers: i64,
+}
+
+impl WriteSample {
+    pub fn any(&self) -> bool {
+        self.rows_written > 0 || self.open_writers > 0
+    }
+}
+
+/// Watches the tables for `window`: rows written (the statistics each
+/// session flushes at least every second while it works) and sessions that
+/// hold a write lock on one of them at the end.
+pub async fn sample_writes(
+    client: &Client,
+    tables: &[QName],
+    window: std::time::Duration,
+) -> Result<WriteSample, CitusError> {
+    let names: Vec<String> = tables.iter().map(|t| t.sql()).collect();
+    let read = || async {
+        client
+            .query(
+                "SELECT x, coalesce(s.n_tup_ins + s.n_tup_upd + s.n_tup_del, 0)::int8 \
+                   FROM unnest($1::text[]) x \
+                   LEFT JOIN pg_stat_user_tables s ON s.relid = to_regclass(x)",
+                &[&names],
+            )
+            .await
+            .map_err(db("cannot read the tables' write statistics"))
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+                    .collect::<Vec<_>>()
+            })
+    };
+    let before = read().await?;
+    tokio::time::sleep(window).await;
+    let after = read().await?;
+    let mut sample = WriteSample {
+        window_s: window.as_secs_f64(),
+        ..Default::default()
+    };
+    for ((name, b), (_, a)) in before.iter().zip(&after) {
+        if a > b {
+            sample.rows_written += a - b;
+            if let Some(t) = tables.iter().find(|t| &t.sql() == name) {
+                sample.tables.push(t.to_string());
+            }
+        }
+    }
+    sample.open_writers = client
+        .query_one(
+            "SELECT count(DISTINCT l.pid) FROM pg_locks l \
+              WHERE l.locktype = 'relation' AND l.mode = 'RowExclusiveLock' \
+                AND l.pid <> pg_backend_pid() AND l.granted \
+                AND l.relation IN (SELECT to_regclass(x)::oid FROM unnest($1::text[]) x)",
+            &[&names],
+        )
+        .await
+        .map_err(db("cannot read the tables' locks"))?
+        .get(0);
+    Ok(sample)
+}
+
+/// Decides between create_distributed_table (fastest; blocks writes to each
+/// table while it copies) and create_distributed_table_concurrently (writes
+/// continue), and says why. `resuming`: an interrupted concurrent run left
+/// keys to re-add, which only the concurrent plan does.
+pub async fn choose_mode(
+    client: &Client,
+    tables: &[QName],
+    request: ModeRequest,
+    resuming: bool,
+    window: std::time::Duration,
+) -> Result<(bool, String), CitusError> {
+    Ok(match request {
+        ModeRequest::Blocking => (
+            false,
+            "blocking, as asked (--blocking): each table's writes wait while it is copied".into(),
+        ),
+        ModeRequest::Concurrently => (
+            true,
+            "concurrently, as asked (--concurrently): writes continue".into(),
+        ),
+        ModeRequest::Auto if resuming => (
+            true,
+            "concurrently: resuming an interrupted concurrent distribution".into(),
+        ),
+        ModeRequest::Auto if tables.is_empty() => (false, "every table is placed already".into()),
+        ModeRequest::Auto => {
+            let w = sample_writes(client, tables, window).await?;
+            if w.any() {
+                (
+                    true,
+                    format!(
+                        "concurrently, because the application writes: {} row(s) written to {} \
+                         and {} session(s) writing, in {:.0} s (--blocking to block writes instead)",
+                        w.rows_written,
+                        if w.tables.is_empty() {
+                            "the tables".to_string()
+                        } else {
+                            w.tables.join(", ")
+                        },
+                        w.open_writers,
+                        w.window_s
+                    ),
+                )
+            } else {
+                (
+                    false,
+                    format!(
+                        "blocking (fastest), because nothing wrote to the tables in {:.0} s \
+                         (--concurrently to keep writes going anyway)",
+                        w.window_s
+                    ),
+                )
+            }
+        }
+    })
 }
 
 /// A unit of execution: statements in one transaction, or one statement
@@ -225,10 +368,22 @@ pub struct DistributionPlan {
     pub distributed: Vec<QName>,
     /// Whether the ordering trap forced the one-transaction form.
     pub sequential_transaction: bool,
+    /// create_distributed_table_concurrently, and why this mode.
+    pub concurrently: bool,
+    pub mode_reason: String,
     pub batches: Vec<Batch>,
 }
 
 impl DistributionPlan {
+    /// Every table the plan places (reference and distributed).
+    pub fn tables(&self) -> BTreeSet<QName> {
+        self.reference
+            .iter()
+            .chain(&self.distributed)
+            .cloned()
+            .collect()
+    }
+
     /// The plan as a psql script.
     pub fn to_sql(&self) -> String {
         let mut out = format!(
@@ -238,6 +393,9 @@ impl DistributionPlan {
             self.tenant_column,
             self.shard_count
         );
+        if !self.mode_reason.is_empty() {
+            out.push_str(&format!("-- mode: {}\n", self.mode_reason));
+        }
         for b in &self.batches {
             out.push_str(&format!("\n-- {}\n", b.description));
             if b.transaction {
@@ -578,6 +736,8 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
         reference,
         distributed: tenant,
         sequential_transaction: trap && !opts.concurrently,
+        concurrently: opts.concurrently,
+        mode_reason: opts.mode_reason.clone(),
         batches,
     }
 }
@@ -624,9 +784,33 @@ pub async fn check_coordinator(client: &Client, target: &str) -> Result<i64, Cit
 /// What online shard moves need on every node — `--concurrently` and
 /// tenant isolation copy through logical replication — checked before
 /// anything changes; each missing one says which setting to change and how.
-pub async fn preflight(client: &Client, opts: &DistributeOptions) -> Result<(), CitusError> {
+pub async fn preflight(
+    client: &Client,
+    opts: &DistributeOptions,
+    cat: &Catalog,
+    tables: &[QName],
+) -> Result<(), CitusError> {
     if !(opts.concurrently || opts.isolate_hot_tenants) {
         return Ok(());
+    }
+    let mut missing = Vec::new();
+    // Moving a table's rows by logical replication replays its UPDATEs and
+    // DELETEs by replica identity; without one, they fail meanwhile.
+    for t in tables.iter().filter_map(|q| cat.table(q)) {
+        let none = match t.replica_identity.as_str() {
+            "n" => true,
+            "d" => t.primary_key().is_none(),
+            _ => false,
+        };
+        if none {
+            missing.push(format!(
+                "{}: no replica identity (no primary key), so the application's UPDATEs and \
+                 DELETEs on it would fail while it moves: add a primary key, or \
+                 ALTER TABLE {} REPLICA IDENTITY FULL;",
+                t.name,
+                t.name.sql()
+            ));
+        }
     }
     // Each setting on the coordinator and on every worker (missing_ok:
     // output_plugin_libraries exists only in some minor releases).
@@ -830,7 +1014,8 @@ pub async fn distribute(
     progress: &dyn Fn(&str),
 ) -> Result<DistributeReport, CitusError> {
     let workers = check_coordinator(client, target).await?;
-    preflight(client, opts).await?;
+    let plan = plan(analysis, cat, opts);
+    preflight(client, opts, cat, &plan.distributed).await?;
     let blockers: Vec<String> = analysis
         .findings
         .iter()
@@ -840,14 +1025,13 @@ pub async fn distribute(
     if !blockers.is_empty() {
         return Err(CitusError::Blocked(blockers));
     }
-    let plan = plan(analysis, cat, opts);
     let all: Vec<QName> = plan
         .reference
         .iter()
         .chain(&plan.distributed)
         .cloned()
         .collect();
-    let tables: BTreeSet<QName> = all.iter().cloned().collect();
+    let tables = plan.tables();
     // Every key the plan drops is saved before anything changes, so that a
     // rerun after a failure or a kill re-adds it.
     let drops: Vec<state::SavedFk> = plan

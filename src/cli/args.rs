@@ -219,10 +219,16 @@ pub(crate) struct DistributeArgs {
     /// Shards per distributed table [default: the analyzer's suggestion].
     #[arg(long)]
     pub(crate) shard_count: Option<i64>,
-    /// Use create_distributed_table_concurrently (one table at a time,
-    /// outside transactions; FKs dropped and re-added NOT VALID + VALIDATE).
-    #[arg(long)]
+    /// Use create_distributed_table_concurrently: writes continue (one
+    /// table at a time, outside transactions; FKs dropped and re-added NOT
+    /// VALID + VALIDATE). Default: chosen by watching the tables for 3 s —
+    /// concurrently when the application writes to them.
+    #[arg(long, conflicts_with = "blocking")]
     pub(crate) concurrently: bool,
+    /// Use create_distributed_table even if the application writes: the
+    /// fastest, but each table's writes wait while it is copied.
+    #[arg(long)]
+    pub(crate) blocking: bool,
     /// Print the SQL instead of running it.
     #[arg(long)]
     pub(crate) dry_run: bool,

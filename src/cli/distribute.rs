@@ -10,10 +10,17 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
     use shardready::citus::{self, DistributeOptions};
     use shardready::workload::Workload;
     let target = g.target()?;
-    let opts = DistributeOptions {
+    let mut opts = DistributeOptions {
         shard_count: a.shard_count,
-        concurrently: a.concurrently,
         isolate_hot_tenants: a.isolate_hot_tenants,
+        ..Default::default()
+    };
+    let request = if a.concurrently {
+        citus::ModeRequest::Concurrently
+    } else if a.blocking {
+        citus::ModeRequest::Blocking
+    } else {
+        citus::ModeRequest::Auto
     };
     let mut aopts = a.analysis.options();
     aopts.catalog_only = false;
@@ -33,6 +40,9 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
         }
         let analysis = shardready::analyze::analyze_read(&client, &cat, &aopts).await?;
         if a.dry_run {
+            let (concurrently, reason) =
+                choose(&client, &analysis, &cat, &opts, request, !saved.is_empty()).await?;
+            (opts.concurrently, opts.mode_reason) = (concurrently, reason);
             let plan = citus::plan(&analysis, &cat, &opts);
             if a.format == Format::Json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);
@@ -41,19 +51,29 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
             }
             return anyhow::Ok(());
         }
+        citus::check_coordinator(&client, &target.display()).await?;
         let session = citus::lock(client).await?;
+        // The application's traffic starts first: the choice of mode
+        // watches for it.
         let traffic = match &a.workload {
             Some(rate) => Some(Workload::beside(&target, rate).await?),
             None => None,
         };
-        let result = citus::distribute(
-            &session,
-            &target.display(),
-            &analysis,
-            &cat,
-            &opts,
-            &|step| eprintln!("  {step}"),
-        )
+        let result = async {
+            let (concurrently, reason) =
+                choose(&session, &analysis, &cat, &opts, request, !saved.is_empty()).await?;
+            (opts.concurrently, opts.mode_reason) = (concurrently, reason);
+            eprintln!("  mode: {}", opts.mode_reason);
+            citus::distribute(
+                &session,
+                &target.display(),
+                &analysis,
+                &cat,
+                &opts,
+                &|step| eprintln!("  {step}"),
+            )
+            .await
+        }
         .await;
         let felt = match traffic {
             Some(w) => Some(w.stop().await.summary),
@@ -72,4 +92,42 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Concurrently when the application writes to the tables still to place
+/// (watched before anything changes), blocking otherwise.
+async fn choose(
+    client: &tokio_postgres::Client,
+    analysis: &shardready::analyze::Analysis,
+    cat: &shardready::catalog::Catalog,
+    opts: &shardready::citus::DistributeOptions,
+    request: shardready::citus::ModeRequest,
+    resuming: bool,
+) -> Result<(bool, String), shardready::citus::CitusError> {
+    use shardready::citus;
+    let tables = citus::plan(analysis, cat, opts).tables();
+    let live = citus::state::Live::read(client, &tables).await?;
+    let unplaced: Vec<_> = tables
+        .into_iter()
+        .filter(|t| {
+            !matches!(
+                live.citus.get(t).map(String::as_str),
+                Some("distributed" | "reference")
+            )
+        })
+        .collect();
+    if request == citus::ModeRequest::Auto && !resuming && !unplaced.is_empty() {
+        eprintln!(
+            "  watching {} table(s) for writes for 3 s to choose how to distribute",
+            unplaced.len()
+        );
+    }
+    citus::choose_mode(
+        client,
+        &unplaced,
+        request,
+        resuming,
+        std::time::Duration::from_secs(3),
+    )
+    .await
 }
