@@ -164,9 +164,11 @@ it finishes the job. Only one apply runs at a time.")]
 Examples:
   shardready distribute --dry-run                 # the exact SQL, no Citus needed
   shardready distribute --db 'postgresql://citus@coordinator/app'
+                                                  # concurrently if the application writes, else blocking
   shardready distribute --concurrently            # create_distributed_table_concurrently, writes continue
+  shardready distribute --blocking                # create_distributed_table: fastest, writes wait
   shardready distribute --shard-count 64 --isolate-hot-tenants
-  shardready distribute --concurrently --workload 20000/min   # what the application felt
+  shardready distribute --workload 6000/min       # with traffic, and what the application felt
 
 It refuses while analyze finds blockers. When a tenant table references both a
 lookup table (becoming a reference table) and the tenant root, everything runs
