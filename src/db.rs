@@ -114,9 +114,16 @@ pub struct LockPolicy {
     pub max_wait: Option<Duration>,
     /// Give up after this many lock timeouts.
     pub max_attempts: Option<u32>,
+    /// Cancel a statement that runs longer (None: no limit).
+    pub statement_timeout: Option<Duration>,
 }
 
 impl LockPolicy {
+    /// `statement_timeout` in milliseconds (0: none).
+    pub fn statement_ms(&self) -> u128 {
+        self.statement_timeout.map_or(0, |d| d.as_millis().max(1))
+    }
+
     /// `lock_timeout` for a statement of this mode, in milliseconds (0:
     /// none).
     pub fn timeout_ms(&self, mode: LockMode) -> u128 {
@@ -206,7 +213,7 @@ pub async fn in_txn<S: AsRef<str>>(
 }
 
 /// Runs `statements` in one transaction ([`in_txn`]) after `SET LOCAL
-/// lock_timeout` per `mode` and no statement timeout, retried as a whole on
+/// lock_timeout` per `mode` and the policy's statement timeout, retried as a whole on
 /// lock timeouts.
 pub async fn run_txn(
     client: &Client,
@@ -216,7 +223,10 @@ pub async fn run_txn(
 ) -> Result<LockStats, RetryError> {
     let mut all = vec![
         format!("SET LOCAL lock_timeout = '{}ms'", policy.timeout_ms(mode)),
-        "SET LOCAL statement_timeout = 0".to_string(),
+        format!(
+            "SET LOCAL statement_timeout = '{}ms'",
+            policy.statement_ms()
+        ),
     ];
     all.extend(statements.iter().cloned());
     retry_on_lock_timeout(policy, || in_txn(client, &all))
@@ -225,14 +235,19 @@ pub async fn run_txn(
 }
 
 /// Runs a statement that cannot be in a transaction block (CONCURRENTLY,
-/// VACUUM) with no lock or statement timeout, retried on lock timeouts.
+/// VACUUM) with no lock timeout and the policy's statement timeout,
+/// retried on lock timeouts.
 pub async fn run_bare(
     client: &Client,
     sql: &str,
     policy: &LockPolicy,
 ) -> Result<LockStats, RetryError> {
     exec(client, "SET lock_timeout = 0").await?;
-    exec(client, "SET statement_timeout = 0").await?;
+    exec(
+        client,
+        &format!("SET statement_timeout = '{}ms'", policy.statement_ms()),
+    )
+    .await?;
     retry_on_lock_timeout(policy, || exec(client, sql))
         .await
         .map(|((), stats)| stats)

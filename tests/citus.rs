@@ -145,6 +145,29 @@ async fn the_ordering_trap_distributes_in_one_transaction_on_citus() {
     };
     let url = c.url();
     let tenant = prepared_saas(&t).await;
+    // A Citus call that outlives --statement-timeout is cancelled, says
+    // what to do, and leaves nothing half-done (one transaction here).
+    let out = shardready(
+        &url,
+        &[
+            &["distribute", "--statement-timeout", "5ms"][..],
+            &tenant[..],
+        ]
+        .concat(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("still running after 5ms (--statement-timeout)") && err.contains("rerun"),
+        "{err}"
+    );
+    let client = t.connect().await.unwrap();
+    let placed: i64 = client
+        .query_one("SELECT count(*) FROM pg_dist_partition", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(placed, 0, "the cancelled transaction placed nothing");
     let out = shardready(
         &url,
         &[&["distribute", "--format", "json"][..], &tenant[..]].concat(),

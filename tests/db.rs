@@ -15,6 +15,7 @@ fn policy(attempts: u32) -> LockPolicy {
         lock_timeout: Duration::from_millis(20),
         max_wait: None,
         max_attempts: Some(attempts),
+        statement_timeout: None,
     }
 }
 

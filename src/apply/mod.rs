@@ -206,6 +206,7 @@ impl Default for ApplyOptions {
                 lock_timeout: Duration::from_millis(100),
                 max_wait: None,
                 max_attempts: None,
+                statement_timeout: None,
             },
             pace: backfill::Pace::default(),
             force: false,

@@ -44,6 +44,16 @@ pub enum CitusError {
     BadState(String),
     #[error("nothing was changed: this distribution needs settings the cluster lacks:\n  {}", .0.join("\n  "))]
     Prerequisites(Vec<String>),
+    #[error(
+        "{context}: still running after {} (--statement-timeout), so it was cancelled and rolled \
+         back; the steps before it stay done and a rerun resumes here. For a large table raise \
+         --statement-timeout (0: no limit); if it was waiting, pg_stat_activity shows on what",
+        humantime::format_duration(*.limit)
+    )]
+    TimedOut {
+        context: String,
+        limit: std::time::Duration,
+    },
 }
 
 fn db(context: &str) -> impl FnOnce(tokio_postgres::Error) -> CitusError + '_ {
@@ -58,6 +68,8 @@ pub struct DistributeOptions {
     /// Why this mode: shown with the plan and in the report.
     pub mode_reason: String,
     pub isolate_hot_tenants: bool,
+    /// Longest a Citus call may run (None: no limit).
+    pub statement_timeout: Option<std::time::Duration>,
 }
 
 /// How the user asked the tables to be distributed.
@@ -991,6 +1003,15 @@ async fn run_batch(
                 ));
                 tokio::time::sleep(std::time::Duration::from_millis(200 * attempt.min(10))).await;
             }
+            Err(RetryError::Failed(e))
+                if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+                    && policy.statement_timeout.is_some() =>
+            {
+                return Err(CitusError::TimedOut {
+                    context: b.description.clone(),
+                    limit: policy.statement_timeout.unwrap_or_default(),
+                })
+            }
             Err(RetryError::Failed(e)) => {
                 return Err(CitusError::Db(DbError::new(b.description.clone(), e)))
             }
@@ -1093,6 +1114,7 @@ pub async fn distribute(
         lock_timeout: std::time::Duration::from_millis(deadlock_ms.clamp(80, 8000) as u64 / 4),
         max_wait: Some(std::time::Duration::from_secs(600)),
         max_attempts: None,
+        statement_timeout: opts.statement_timeout,
     };
     for (i, b) in plan.batches.iter().enumerate() {
         run_batch(

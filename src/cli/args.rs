@@ -237,6 +237,10 @@ pub(crate) struct DistributeArgs {
     /// Move each hot tenant found by analyze to its own shard.
     #[arg(long)]
     pub(crate) isolate_hot_tenants: bool,
+    /// Cancel a Citus call that runs longer than this (e.g. one waiting for
+    /// a background worker that never comes); a rerun resumes. 0: no limit.
+    #[arg(long, default_value = "30m")]
+    pub(crate) statement_timeout: humantime::Duration,
     /// Run the built-in Tailspin order workload at this rate during
     /// distribute and report what it felt (latency, failed transactions).
     #[arg(long, value_name = "RATE")]

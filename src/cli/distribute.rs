@@ -13,6 +13,8 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
     let mut opts = DistributeOptions {
         shard_count: a.shard_count,
         isolate_hot_tenants: a.isolate_hot_tenants,
+        statement_timeout: Some(a.statement_timeout.into())
+            .filter(|d: &std::time::Duration| !d.is_zero()),
         ..Default::default()
     };
     let request = if a.concurrently {
@@ -41,7 +43,7 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
         let analysis = shardready::analyze::analyze_read(&client, &cat, &aopts).await?;
         if a.dry_run {
             let (concurrently, reason) =
-                choose(&client, &analysis, &cat, &opts, request, !saved.is_empty()).await?;
+                choose(&client, &analysis, &cat, &opts, request, &saved).await?;
             (opts.concurrently, opts.mode_reason) = (concurrently, reason);
             let plan = citus::plan(&analysis, &cat, &opts);
             if a.format == Format::Json {
@@ -61,7 +63,7 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
         };
         let result = async {
             let (concurrently, reason) =
-                choose(&session, &analysis, &cat, &opts, request, !saved.is_empty()).await?;
+                choose(&session, &analysis, &cat, &opts, request, &saved).await?;
             (opts.concurrently, opts.mode_reason) = (concurrently, reason);
             eprintln!("  mode: {}", opts.mode_reason);
             citus::distribute(
@@ -95,18 +97,23 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
 }
 
 /// Concurrently when the application writes to the tables still to place
-/// (watched before anything changes), blocking otherwise.
+/// (watched before anything changes), blocking otherwise; concurrently
+/// when an interrupted concurrent run left keys dropped (`saved` and gone:
+/// the blocking plan drops keys only inside its one transaction).
 async fn choose(
     client: &tokio_postgres::Client,
     analysis: &shardready::analyze::Analysis,
     cat: &shardready::catalog::Catalog,
     opts: &shardready::citus::DistributeOptions,
     request: shardready::citus::ModeRequest,
-    resuming: bool,
+    saved: &[shardready::citus::state::SavedFk],
 ) -> Result<(bool, String), shardready::citus::CitusError> {
     use shardready::citus;
     let tables = citus::plan(analysis, cat, opts).tables();
     let live = citus::state::Live::read(client, &tables).await?;
+    let resuming = saved
+        .iter()
+        .any(|s| !live.fks.contains_key(&(s.table.clone(), s.fk.name.clone())));
     let unplaced: Vec<_> = tables
         .into_iter()
         .filter(|t| {

@@ -67,6 +67,7 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
             lock_timeout: a.lock_timeout.into(),
             max_wait: a.max_wait.map(Into::into),
             max_attempts: None,
+            statement_timeout: None,
         },
         pace: Pace {
             batch_target: a.batch_target.into(),

@@ -326,6 +326,7 @@ pub(super) async fn lock_tables(
         lock_timeout: opts.lock_timeout,
         max_wait: None,
         max_attempts: Some(attempts),
+        statement_timeout: None,
     };
     // One LOCK statement per query, all under one savepoint per attempt.
     let attempt = || async {
