@@ -266,6 +266,23 @@ pub struct Catalog {
     /// SQL and plpgsql functions in user schemas.
     pub functions: Vec<Function>,
     pub extensions: Vec<Extension>,
+    /// Tables Citus already has (distributed, reference or local); empty
+    /// without Citus.
+    pub placed: Vec<Placement>,
+}
+
+/// A table in Citus's metadata.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Placement {
+    pub table: QName,
+    /// `distributed`, `reference` or `local`.
+    pub kind: String,
+    /// The distribution column ("" for reference and local tables).
+    pub column: String,
+    pub colocation_id: i64,
+    pub shards: i64,
+    /// All its shards' size (`citus_total_relation_size`).
+    pub size_bytes: i64,
 }
 
 impl Catalog {
@@ -333,7 +350,20 @@ impl Catalog {
         // On a Citus node, shards are Citus's, not the user's: those it
         // knows, and those an interrupted operation left for cleanup.
         let extensions = extensions(client).await?;
-        let shards = citus_shards(client, extensions.iter().any(|e| e.name == "citus")).await?;
+        let has_citus = extensions.iter().any(|e| e.name == "citus");
+        let shards = citus_shards(client, has_citus).await?;
+        let placed = if has_citus {
+            citus_placements(client).await?
+        } else {
+            Vec::new()
+        };
+        // A placed table's rows are in its shards: size it by them, not by
+        // the coordinator's empty shell.
+        for p in &placed {
+            if let Some(t) = tables.iter_mut().find(|t| t.name == p.table) {
+                t.size_bytes = p.size_bytes;
+            }
+        }
         if !shards.is_empty() {
             tables.retain(|t| !shards.contains(&t.oid));
             by_oid = tables.iter().enumerate().map(|(i, t)| (t.oid, i)).collect();
@@ -486,6 +516,7 @@ impl Catalog {
             sequences,
             functions,
             extensions,
+            placed,
         })
     }
 }
@@ -642,6 +673,41 @@ async fn citus_shards(
         .await?
         .iter()
         .map(|r| r.get(0))
+        .collect())
+}
+
+/// The tables in Citus's metadata (call only where Citus is installed),
+/// by schema and name from pg_class: regclass text quotes mixed-case names.
+pub async fn citus_placements(client: &Client) -> Result<Vec<Placement>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT n.nspname::text, c.relname::text, \
+                    CASE WHEN p.partkey IS NOT NULL THEN 'distributed' \
+                         WHEN p.repmodel = 't' THEN 'reference' \
+                         WHEN p.colocationid = 0 THEN 'local' \
+                         ELSE 'distributed' END, \
+                    coalesce(pg_catalog.column_to_column_name(p.logicalrelid, p.partkey), ''), \
+                    p.colocationid::int8, \
+                    (SELECT count(*) FROM pg_dist_shard s WHERE s.logicalrelid = p.logicalrelid), \
+                    pg_catalog.citus_total_relation_size(p.logicalrelid)::int8 \
+               FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                                AND d.objid = c.oid AND d.refclassid = 'pg_extension'::regclass \
+                                AND d.deptype = 'e') \
+              ORDER BY 1, 2",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| Placement {
+            table: QName::new(r.get(0), r.get(1)),
+            kind: r.get(2),
+            column: r.get(3),
+            colocation_id: r.get(4),
+            shards: r.get(5),
+            size_bytes: r.get(6),
+        })
         .collect())
 }
 

@@ -323,6 +323,7 @@ async fn distribute_killed_at_every_step_resumes_to_the_end() {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
     let mut kills = 0;
+    let mut saw_dropped = 0;
     for step in 1.. {
         let mut child = common::shardready()
             .args(&args)
@@ -368,8 +369,30 @@ async fn distribute_killed_at_every_step_resumes_to_the_end() {
         // The lost connection's transaction is rolled back by the server;
         // give it a moment.
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // `status` names every key the killed run left dropped.
+        let now = foreign_keys(&client).await;
+        let missing: Vec<&(String, String, bool)> = fks_before
+            .iter()
+            .filter(|(t, n, _)| !now.iter().any(|(t2, n2, _)| t2 == t && n2 == n))
+            .collect();
+        if !missing.is_empty() {
+            let out = shardready(&url, &["status", "--format", "json"]);
+            assert!(out.status.success());
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let dropped = v["distribution"]["dropped_fks"].as_array().unwrap().clone();
+            for (_, name, _) in &missing {
+                assert!(
+                    dropped
+                        .iter()
+                        .any(|d| d["name"] == name.as_str() && d["present"] == false),
+                    "{name} missing from status: {dropped:?}"
+                );
+            }
+            saw_dropped += 1;
+        }
     }
     assert!(kills >= 5, "killed at each of its steps ({kills} kills)");
+    assert!(saw_dropped > 0, "some kill left keys dropped");
     let fks_after = foreign_keys(&client).await;
     let names = |v: &[(String, String, bool)]| {
         v.iter()
@@ -410,4 +433,18 @@ async fn distribute_killed_at_every_step_resumes_to_the_end() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already distributed"), "{err}");
+    // status and analyze say what Citus has, sized by its shards.
+    let out = shardready(&url, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("already distributed: 5 distributed table(s)"),
+        "{text}"
+    );
+    assert!(!text.contains("interrupted distribute dropped"), "{text}");
+    let out = shardready(&url, &[&["analyze"][..], &tenant[..]].concat());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("on Citus:") && text.contains("distributed by account_id, 32 shards"),
+        "{text}"
+    );
 }

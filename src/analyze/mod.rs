@@ -133,6 +133,9 @@ pub struct Analysis {
     pub data: Option<data::DataReport>,
     pub skew: Option<skew::Skew>,
     pub counts: Counts,
+    /// Tables Citus already has: this database is (partly) distributed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub placed: Vec<crate::catalog::Placement>,
 }
 
 impl Analysis {
@@ -256,5 +259,6 @@ pub async fn analyze_read(
         data,
         skew,
         counts,
+        placed: cat.placed.clone(),
     })
 }

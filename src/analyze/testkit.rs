@@ -201,6 +201,7 @@ pub fn catalog(tables: Vec<TB>) -> Catalog {
         sequences: Vec::new(),
         functions: Vec::new(),
         extensions: Vec::new(),
+        placed: Vec::new(),
     }
 }
 

@@ -1279,6 +1279,7 @@ mod tests {
             data: None,
             skew: None,
             counts: Counts::default(),
+            placed: Vec::new(),
         }
     }
 

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::Serialize;
 use tokio_postgres::Client;
 
 use super::CitusError;
@@ -128,22 +129,12 @@ impl Live {
             .map_err(DbError::ctx("cannot read pg_extension"))?;
         let mut live = Live::default();
         if has_citus {
-            // By schema and name from pg_class: regclass text quotes
-            // mixed-case names, which no QName rendering matches.
-            for r in client
-                .query(
-                    "SELECT n.nspname::text, c.relname::text, ct.citus_table_type::text, \
-                            ct.colocation_id::int8 \
-                     FROM citus_tables ct JOIN pg_class c ON c.oid = ct.table_name \
-                     JOIN pg_namespace n ON n.oid = c.relnamespace",
-                    &[],
-                )
+            for p in crate::catalog::citus_placements(client)
                 .await
-                .map_err(DbError::ctx("cannot read citus_tables"))?
+                .map_err(DbError::ctx("cannot read Citus's tables"))?
             {
-                let name = QName::new(r.get(0), r.get(1));
-                live.colocation.insert(name.clone(), r.get(3));
-                live.citus.insert(name, r.get(2));
+                live.colocation.insert(p.table.clone(), p.colocation_id);
+                live.citus.insert(p.table, p.kind);
             }
         }
         let (schemas, names): (Vec<String>, Vec<String>) = tables
@@ -168,4 +159,56 @@ impl Live {
         }
         Ok(live)
     }
+}
+
+/// Where distribution stands, for `status`: what Citus has, and the keys an
+/// interrupted distribute dropped (saved; a rerun re-adds them).
+#[derive(Debug, Clone, Serialize)]
+pub struct DistributionStatus {
+    pub citus_installed: bool,
+    pub placed: Vec<crate::catalog::Placement>,
+    pub dropped_fks: Vec<DroppedFk>,
+}
+
+/// A key distribute saved before dropping it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DroppedFk {
+    pub table: String,
+    pub name: String,
+    pub definition: String,
+    /// Whether it is back in the database.
+    pub present: bool,
+}
+
+/// Reads [`DistributionStatus`] (None: no Citus and nothing saved).
+pub async fn status(client: &Client) -> Result<Option<DistributionStatus>, CitusError> {
+    let citus_installed = crate::catalog::extension_installed(client, "citus")
+        .await
+        .map_err(DbError::ctx("cannot read pg_extension"))?;
+    let saved = saved_fks(client).await?;
+    if !citus_installed && saved.is_empty() {
+        return Ok(None);
+    }
+    let tables: BTreeSet<QName> = saved.iter().map(|s| s.table.clone()).collect();
+    let live = Live::read(client, &tables).await?;
+    let placed = if citus_installed {
+        crate::catalog::citus_placements(client)
+            .await
+            .map_err(DbError::ctx("cannot read Citus's tables"))?
+    } else {
+        Vec::new()
+    };
+    Ok(Some(DistributionStatus {
+        citus_installed,
+        placed,
+        dropped_fks: saved
+            .iter()
+            .map(|s| DroppedFk {
+                table: s.table.to_string(),
+                name: s.fk.name.clone(),
+                definition: s.fk.definition.clone(),
+                present: live.fks.contains_key(&(s.table.clone(), s.fk.name.clone())),
+            })
+            .collect(),
+    }))
 }

@@ -112,12 +112,24 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
 
 pub(super) fn status_cmd(g: &Global, format: Format) -> Result<ExitCode> {
     let target = g.target()?;
-    let st = runtime()?.block_on(shardready::apply::status(&target))?;
+    let (st, dist) = runtime()?.block_on(async {
+        let st = shardready::apply::status(&target).await?;
+        let client = target.connect().await?;
+        let dist = shardready::citus::state::status(&client).await?;
+        anyhow::Ok((st, dist))
+    })?;
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
+        // apply's status, with `distribution` beside it (null without
+        // Citus and nothing saved).
+        let mut v = serde_json::to_value(&st)?;
+        v["distribution"] = serde_json::to_value(&dist)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     print!("{}", shardready::report::text::apply_status(&st));
+    if let Some(d) = &dist {
+        print!("{}", shardready::report::text::distribution_status(d));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

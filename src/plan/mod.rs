@@ -569,6 +569,7 @@ mod tests {
             data: None,
             skew: None,
             counts: Default::default(),
+            placed: Vec::new(),
         };
         build(&analysis, cat)
     }

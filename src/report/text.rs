@@ -88,8 +88,17 @@ pub fn analysis_text(a: &Analysis, color: bool) -> String {
             t.type_name
         );
     }
+    if !a.placed.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} {}",
+            p.bold("on Citus:     "),
+            placed_summary(&a.placed)
+        );
+    }
     let _ = writeln!(out);
     for s in &a.tables {
+        let on_citus = a.placed.iter().find(|pl| pl.table == s.table);
         let class = match &s.class.class {
             Class::Root => "root".to_string(),
             Class::Distributed => "distributed".to_string(),
@@ -103,9 +112,11 @@ pub fn analysis_text(a: &Analysis, color: bool) -> String {
             p.bold(&s.table.to_string()),
             class,
             p.dim(&format!(
-                "~{} rows, {}{}",
-                s.row_estimate,
-                human_bytes(s.size_bytes),
+                "{}{}",
+                match on_citus {
+                    Some(pl) => placement(pl),
+                    None => format!("~{} rows, {}", s.row_estimate, human_bytes(s.size_bytes)),
+                },
                 if s.class.overridden {
                     ", overridden"
                 } else {
@@ -426,5 +437,89 @@ pub fn demo_summary(report: &super::DemoReport, out_dir: &std::path::Path) -> St
         if report.verified { "yes" } else { "NO" },
         out_dir.display()
     );
+    out
+}
+
+/// One line on what Citus already has: "4 distributed (32 shards, colocation
+/// 2), 1 reference".
+pub fn placed_summary(placed: &[crate::catalog::Placement]) -> String {
+    let of = |kind: &str| placed.iter().filter(|p| p.kind == kind).collect::<Vec<_>>();
+    let mut parts = Vec::new();
+    let dist = of("distributed");
+    if !dist.is_empty() {
+        let colocations: std::collections::BTreeSet<i64> =
+            dist.iter().map(|p| p.colocation_id).collect();
+        let shards: std::collections::BTreeSet<i64> = dist.iter().map(|p| p.shards).collect();
+        parts.push(format!(
+            "{} distributed table(s) ({} shards, colocation group {})",
+            dist.len(),
+            shards
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join("/"),
+            colocations
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    for kind in ["reference", "local"] {
+        let n = of(kind).len();
+        if n > 0 {
+            parts.push(format!("{n} {kind} table(s)"));
+        }
+    }
+    format!("this database is already distributed: {}", parts.join(", "))
+}
+
+/// What Citus has of one table: "distributed by store_id, 32 shards,
+/// colocation 2, 12 MB in its shards".
+fn placement(p: &crate::catalog::Placement) -> String {
+    match p.kind.as_str() {
+        "distributed" => format!(
+            "on Citus: distributed by {}, {} shards, colocation {}, {} in its shards",
+            p.column,
+            p.shards,
+            p.colocation_id,
+            human_bytes(p.size_bytes)
+        ),
+        kind => format!("on Citus: {kind} table, {}", human_bytes(p.size_bytes)),
+    }
+}
+
+/// `status`: what Citus has, and any key an interrupted distribute left
+/// dropped.
+pub fn distribution_status(d: &crate::citus::state::DistributionStatus) -> String {
+    let mut out = String::new();
+    if d.placed.is_empty() {
+        let _ = writeln!(
+            out,
+            "distribution: not started{}",
+            if d.citus_installed {
+                " (Citus is installed: `shardready distribute` when verify passes)"
+            } else {
+                ""
+            }
+        );
+    } else {
+        let _ = writeln!(out, "distribution: {}", placed_summary(&d.placed));
+        for p in &d.placed {
+            let _ = writeln!(out, "  {}  {}", p.table, placement(p));
+        }
+    }
+    let gone: Vec<_> = d.dropped_fks.iter().filter(|f| !f.present).collect();
+    if !gone.is_empty() {
+        let _ = writeln!(
+            out,
+            "foreign keys an interrupted distribute dropped ({}; saved in \
+             shardready.distribute_fk, `shardready distribute` re-adds them):",
+            gone.len()
+        );
+        for f in gone {
+            let _ = writeln!(out, "  {}: {} {}", f.table, f.name, f.definition);
+        }
+    }
     out
 }
