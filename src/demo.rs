@@ -453,6 +453,17 @@ async fn run_on(sb: &Sandbox, opts: &DemoOptions, t_all: Instant) -> Result<Demo
         total_seconds: 0.0,
         runs: Vec::new(),
         sandbox_url: opts.keep.then(|| sb.url()),
+        distribution: if sb.state.citus {
+            "stopped before distribution: the demo does not distribute yet; rehearse the next \
+             unit with `shardready sandbox start --workers 2`, the steps above, then \
+             `shardready distribute --workload 6000/min`"
+                .into()
+        } else {
+            "stopped before distribution: Citus is not installed for this PostgreSQL (no \
+             citus.so); where it is, `shardready sandbox start --workers 2` then \
+             `shardready distribute --workload 6000/min` rehearse it"
+                .into()
+        },
     };
     let run = our_run(&ours, opts, &mut report).await?;
     report.runs.push(run);

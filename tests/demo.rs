@@ -30,6 +30,8 @@ fn demo_writes_a_complete_report() {
     assert!(run.status.success(), "{stderr}");
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("verified: yes"), "{stdout}");
+    // One line on where it stopped before Citus, and why.
+    assert!(stdout.contains("stopped before distribution:"), "{stdout}");
     assert!(
         stderr.contains("SELECT COUNT(*) FROM line_items"),
         "the seed's counts are printed"

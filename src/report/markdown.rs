@@ -97,6 +97,7 @@ pub fn demo_markdown(r: &DemoReport) -> String {
         r.total_seconds,
         if r.verified { "yes" } else { "NO" }
     );
+    let _ = writeln!(out, "{}.\n", r.distribution);
     out.push_str("![application latency per second, by phase](latency.png)\n\n");
     for run in &r.runs {
         let _ = writeln!(out, "## {}\n", run.label);

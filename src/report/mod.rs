@@ -71,6 +71,8 @@ pub struct DemoReport {
     pub total_seconds: f64,
     pub runs: Vec<Run>,
     pub sandbox_url: Option<String>,
+    /// Where the demo stopped short of distributing on Citus, and why.
+    pub distribution: String,
 }
 
 /// A report directory's files: report.json and report.md always; the

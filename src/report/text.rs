@@ -430,6 +430,7 @@ pub fn demo_summary(report: &super::DemoReport, out_dir: &std::path::Path) -> St
             run.speedup
         );
     }
+    let _ = writeln!(out, "\n{}", report.distribution);
     let _ = writeln!(
         out,
         "\ntotal {:.0} s; verified: {}; report: {}/report.html (also report.md, report.json, latency.svg, latency.png)",
