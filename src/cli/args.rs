@@ -153,7 +153,8 @@ down, and vacuums lightly every tenth of the way so the table does not double. S
 lives in the `shardready` schema: after a crash or Ctrl-C, run apply again and
 it finishes the job. Only one apply runs at a time.")]
     Apply(ApplyArgs),
-    /// Where the plan stands: steps done, backfill progress.
+    /// Where things stand: apply's steps and backfill progress; on Citus,
+    /// the tables it has and any key an interrupted distribute dropped.
     Status {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
