@@ -49,11 +49,12 @@ async fn without_citus_dry_run_prints_sql_and_distribute_explains() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prepare_apply_distribute_on_citus() {
-    let Some((c, t)) = common::citus_cluster("prepare_apply_distribute_on_citus", 2) else {
-        return;
-    };
+/// Tailspin loaded and prepared on a fresh Citus cluster, then distributed
+/// with `args` under the application's traffic; the JSON report, after the
+/// checks every mode must pass: not one application transaction failed, no
+/// row lost, a tenant query routed to one shard, Citus's own shard count.
+async fn distribute_tailspin_under_traffic(test: &str, args: &[&str]) -> Option<serde_json::Value> {
+    let (c, t) = common::citus_cluster(test, 2)?;
     let url = c.url();
     let mut client = t.connect().await.unwrap();
     shardready::ingest::create_tailspin_schema(&client, true)
@@ -76,41 +77,34 @@ async fn prepare_apply_distribute_on_citus() {
     .unwrap();
     // Under the application's traffic: it keeps inserting orders and line
     // items (writing store_id) while the tables move.
-    let out = shardready(
-        &url,
-        &["distribute", "--format", "json", "--workload", "1200/min"],
-    );
+    let base = ["distribute", "--format", "json", "--workload", "1200/min"];
+    let out = shardready(&url, &[&base[..], args].concat());
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    // Nobody asked for a mode: the application's writes chose concurrently.
-    assert_eq!(
-        v["plan"]["concurrently"], true,
-        "{}",
-        v["plan"]["mode_reason"]
-    );
-    assert!(
-        v["plan"]["mode_reason"]
-            .as_str()
-            .unwrap()
-            .contains("because the application writes"),
-        "{}",
-        v["plan"]["mode_reason"]
-    );
     let felt = &v["workload"];
     eprintln!(
-        "application during distribute: {} orders, p99 {} ms, max {} ms, {} failed",
+        "{test}: application during distribute: {} orders, p99 {} ms, max {} ms, {} failed",
         felt["orders"], felt["latency"]["p99_ms"], felt["latency"]["max_ms"], felt["errors"]
     );
     assert!(felt["orders"].as_u64().unwrap() > 0, "{felt}");
     assert!(felt["latency"]["max_ms"].as_f64().unwrap() > 0.0, "{felt}");
-    // Not one application transaction failed: each table joined Citus's
-    // metadata in our own transaction, sequences first (the application's
-    // lock order), under our lock timeout.
-    assert_eq!(felt["errors"].as_u64(), Some(0), "{felt}");
+    // Our statements take their locks in the application's order (parents,
+    // sequences, the table), each wait bounded by our lock timeout. The
+    // concurrent mode (what a rerun under writes chooses) holds failures
+    // at zero; the blocking one still lets Citus's distributed deadlock
+    // detector cancel an application transaction now and then on a loaded
+    // machine (issue 14, open): counted, and nothing but deadlocks.
+    let errors = felt["errors"].as_u64().unwrap();
+    if args.contains(&"--blocking") {
+        let by_state = felt["errors_by_sqlstate"].as_object().unwrap();
+        assert!(by_state.keys().all(|k| k == "40P01"), "{felt}");
+    } else {
+        assert_eq!(errors, 0, "{felt}");
+    }
     assert!(!v["counts"].as_array().unwrap().is_empty(), "{v}");
     for c in v["counts"].as_array().unwrap() {
         assert!(
@@ -129,6 +123,49 @@ async fn prepare_apply_distribute_on_citus() {
         .unwrap()
         .get(0);
     assert_eq!(v["root_shards"], shards, "{v}");
+    Some(v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepare_apply_distribute_on_citus() {
+    let Some(v) = distribute_tailspin_under_traffic("prepare_apply_distribute_on_citus", &[]).await
+    else {
+        return;
+    };
+    // Nobody asked for a mode: the application's writes chose concurrently.
+    assert_eq!(
+        v["plan"]["concurrently"], true,
+        "{}",
+        v["plan"]["mode_reason"]
+    );
+    assert!(
+        v["plan"]["mode_reason"]
+            .as_str()
+            .unwrap()
+            .contains("because the application writes"),
+        "{}",
+        v["plan"]["mode_reason"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_distribute_under_traffic_reports_what_the_application_felt() {
+    let Some(v) = distribute_tailspin_under_traffic(
+        "blocking_distribute_under_traffic_reports_what_the_application_felt",
+        &["--blocking"],
+    )
+    .await
+    else {
+        return;
+    };
+    assert_eq!(v["plan"]["concurrently"], false, "{v}");
+    assert!(
+        v["plan"]["mode_reason"]
+            .as_str()
+            .unwrap()
+            .contains("as asked (--blocking)"),
+        "{v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

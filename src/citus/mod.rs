@@ -484,6 +484,61 @@ fn fk_order(cat: &Catalog, tables: &[QName]) -> Vec<QName> {
     .collect()
 }
 
+/// Statements that take, first, the locks an application transaction takes
+/// before it writes `t`: the sequences `t`'s columns own (nextval comes
+/// before the INSERT), by an ALTER SEQUENCE that keeps the owner it has —
+/// SHARE ROW EXCLUSIVE, the lock Citus takes on them after the table's.
+/// Taken in the application's order, the locks cannot close a cycle with it.
+fn sequences_first(cat: &Catalog, t: &QName) -> Vec<Statement> {
+    cat.sequences
+        .iter()
+        .filter_map(|q| {
+            let owner = q.owned_by.as_ref()?;
+            let col = cat
+                .table(t)?
+                .columns
+                .iter()
+                .find(|c| c.name == owner.column)?;
+            (&owner.table == t && col.identity.is_none()).then(|| {
+                repeatable(format!(
+                    "ALTER SEQUENCE {} OWNED BY {}.{};",
+                    q.name.sql(),
+                    t.sql(),
+                    ident(&owner.column)
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The tables `t` references among `placed_before` (the application
+/// writes them first: a parent row exists before its children), locked in
+/// SHARE ROW EXCLUSIVE — what creating `t`'s foreign keys on the shards
+/// takes on them — before anything else of `t`'s.
+fn parents_first(cat: &Catalog, t: &QName, placed_before: &[QName]) -> Vec<Statement> {
+    let Some(tt) = cat.table(t) else {
+        return Vec::new();
+    };
+    let parents: BTreeSet<&QName> = tt
+        .foreign_keys
+        .iter()
+        .map(|fk| &fk.ref_table)
+        .filter(|r| *r != t && placed_before.contains(r))
+        .collect();
+    // In the order they were placed (root first), as the application
+    // writes them.
+    placed_before
+        .iter()
+        .filter(|p| parents.contains(p))
+        .map(|p| {
+            repeatable(format!(
+                "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE;",
+                p.sql()
+            ))
+        })
+        .collect()
+}
+
 /// Plans the distribution of an analyzed (prepared) database.
 pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> DistributionPlan {
     let col = analysis.tenant.column.clone();
@@ -612,26 +667,7 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
             // ALTER SEQUENCE that keeps the owner it has: the lock Citus
             // needs, no change), in the application's order, and every
             // wait is bounded by our lock timeout and retried.
-            let mut s: Vec<Statement> = cat
-                .sequences
-                .iter()
-                .filter_map(|q| {
-                    let owner = q.owned_by.as_ref()?;
-                    let col = cat
-                        .table(t)?
-                        .columns
-                        .iter()
-                        .find(|c| c.name == owner.column)?;
-                    (&owner.table == t && col.identity.is_none()).then(|| {
-                        repeatable(format!(
-                            "ALTER SEQUENCE {} OWNED BY {}.{};",
-                            q.name.sql(),
-                            t.sql(),
-                            ident(&owner.column)
-                        ))
-                    })
-                })
-                .collect();
+            let mut s = sequences_first(cat, t);
             s.push(Statement {
                 sql: format!(
                     "SELECT citus_add_local_table_to_metadata({});",
@@ -701,7 +737,17 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
                     }
                 ),
                 transaction: true,
-                statements: vec![distribute(t, false)],
+                statements: {
+                    // Parents, then sequences, then the table: the order in
+                    // which the application takes them.
+                    let pos = tenant.iter().position(|x| x == t).unwrap_or(0);
+                    let before: Vec<QName> =
+                        reference.iter().chain(&tenant[..pos]).cloned().collect();
+                    let mut s = parents_first(cat, t, &before);
+                    s.extend(sequences_first(cat, t));
+                    s.push(distribute(t, false));
+                    s
+                },
             });
         }
     }
@@ -1363,9 +1409,16 @@ mod tests {
             p.batches[0].statements,
             ["SELECT create_distributed_table('\"public\".\"stores\"', 'store_id', shard_count => 32);"]
         );
+        // line_items: its parents locked first, in the order they were
+        // placed (the application's order), then the table.
         assert_eq!(
             p.batches[3].statements,
-            ["SELECT create_distributed_table('\"public\".\"line_items\"', 'store_id', colocate_with => '\"public\".\"stores\"');"]
+            [
+                "LOCK TABLE \"public\".\"stores\" IN SHARE ROW EXCLUSIVE MODE;",
+                "LOCK TABLE \"public\".\"orders\" IN SHARE ROW EXCLUSIVE MODE;",
+                "LOCK TABLE \"public\".\"products\" IN SHARE ROW EXCLUSIVE MODE;",
+                "SELECT create_distributed_table('\"public\".\"line_items\"', 'store_id', colocate_with => '\"public\".\"stores\"');"
+            ]
         );
         let last = p.batches.last().unwrap();
         assert_eq!(last.statements.len(), 4);
@@ -1374,6 +1427,7 @@ mod tests {
         assert!(last.statements[3].contains("\"stores\""));
         let sql = p.to_sql();
         assert!(sql.contains("BEGIN;\nSELECT create_distributed_table"));
+        assert!(sql.contains("BEGIN;\nLOCK TABLE"));
     }
 
     /// A tenant table referencing a lookup and the root: the trap.
