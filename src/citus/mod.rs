@@ -851,25 +851,7 @@ pub async fn preflight(
     if !(opts.concurrently || opts.isolate_hot_tenants) {
         return Ok(());
     }
-    let mut missing = Vec::new();
-    // Moving a table's rows by logical replication replays its UPDATEs and
-    // DELETEs by replica identity; without one, they fail meanwhile.
-    for t in tables.iter().filter_map(|q| cat.table(q)) {
-        let none = match t.replica_identity.as_str() {
-            "n" => true,
-            "d" => t.primary_key().is_none(),
-            _ => false,
-        };
-        if none {
-            missing.push(format!(
-                "{}: no replica identity (no primary key), so the application's UPDATEs and \
-                 DELETEs on it would fail while it moves: add a primary key, or \
-                 ALTER TABLE {} REPLICA IDENTITY FULL;",
-                t.name,
-                t.name.sql()
-            ));
-        }
-    }
+    let mut missing = without_replica_identity(cat, tables);
     // Each setting on the coordinator and on every worker (missing_ok:
     // output_plugin_libraries exists only in some minor releases).
     let setting = |name: &str| {
@@ -881,7 +863,6 @@ pub async fn preflight(
                FROM run_command_on_workers($$SELECT current_setting('{name}', true)$$)"
         )
     };
-    let mut missing = Vec::new();
     let read = |name: &'static str| {
         let sql = setting(name);
         async move {
@@ -936,6 +917,30 @@ pub async fn preflight(
     } else {
         Err(CitusError::Prerequisites(missing))
     }
+}
+
+/// Moving a table's rows by logical replication replays its UPDATEs and
+/// DELETEs by replica identity; without one, they fail meanwhile. One line
+/// per such table among `tables`, with the fix.
+fn without_replica_identity(cat: &Catalog, tables: &[QName]) -> Vec<String> {
+    tables
+        .iter()
+        .filter_map(|q| cat.table(q))
+        .filter(|t| match t.replica_identity.as_str() {
+            "n" => true,
+            "d" => t.primary_key().is_none(),
+            _ => false,
+        })
+        .map(|t| {
+            format!(
+                "{}: no replica identity (no primary key), so the application's UPDATEs and \
+                 DELETEs on it would fail while it moves: add a primary key, or \
+                 ALTER TABLE {} REPLICA IDENTITY FULL;",
+                t.name,
+                t.name.sql()
+            )
+        })
+        .collect()
 }
 
 /// What `distribute` did and found.
@@ -1390,6 +1395,27 @@ mod tests {
                 &["store_id"],
             ),
         ])
+    }
+
+    #[test]
+    fn a_table_without_replica_identity_is_named_with_its_fix() {
+        let mut cat = prepared_tailspin();
+        let orders = QName::new("public", "orders");
+        let stores = QName::new("public", "stores");
+        assert!(without_replica_identity(&cat, &[orders.clone(), stores.clone()]).is_empty());
+        // No primary key and the default identity (which is the key): none.
+        let t = cat.tables.iter_mut().find(|t| t.name == orders).unwrap();
+        t.keys.clear();
+        // REPLICA IDENTITY NOTHING: none either, key or not.
+        let s = cat.tables.iter_mut().find(|t| t.name == stores).unwrap();
+        s.replica_identity = "n".into();
+        let missing = without_replica_identity(&cat, &[orders.clone(), stores.clone()]);
+        assert_eq!(missing.len(), 2, "{missing:?}");
+        assert!(missing[0].contains("ALTER TABLE \"public\".\"orders\" REPLICA IDENTITY FULL;"));
+        // FULL is enough without a key.
+        let t = cat.tables.iter_mut().find(|t| t.name == orders).unwrap();
+        t.replica_identity = "f".into();
+        assert_eq!(without_replica_identity(&cat, &[orders]).len(), 0);
     }
 
     #[test]
