@@ -353,7 +353,7 @@ impl Catalog {
         let has_citus = extensions.iter().any(|e| e.name == "citus");
         let shards = citus_shards(client, has_citus).await?;
         let placed = if has_citus {
-            citus_placements(client).await?
+            citus_placements(client, true).await?
         } else {
             Vec::new()
         };
@@ -678,7 +678,11 @@ async fn citus_shards(
 
 /// The tables in Citus's metadata (call only where Citus is installed),
 /// by schema and name from pg_class: regclass text quotes mixed-case names.
-pub async fn citus_placements(client: &Client) -> Result<Vec<Placement>, tokio_postgres::Error> {
+/// `sized`: also their shards' size, which asks every node (0 otherwise).
+pub async fn citus_placements(
+    client: &Client,
+    sized: bool,
+) -> Result<Vec<Placement>, tokio_postgres::Error> {
     Ok(client
         .query(
             "SELECT n.nspname::text, c.relname::text, \
@@ -689,14 +693,15 @@ pub async fn citus_placements(client: &Client) -> Result<Vec<Placement>, tokio_p
                     coalesce(pg_catalog.column_to_column_name(p.logicalrelid, p.partkey), ''), \
                     p.colocationid::int8, \
                     (SELECT count(*) FROM pg_dist_shard s WHERE s.logicalrelid = p.logicalrelid), \
-                    pg_catalog.citus_total_relation_size(p.logicalrelid)::int8 \
+                    CASE WHEN $1 THEN pg_catalog.citus_total_relation_size(p.logicalrelid)::int8 \
+                         ELSE 0 END \
                FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid \
                JOIN pg_namespace n ON n.oid = c.relnamespace \
               WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
                                 AND d.objid = c.oid AND d.refclassid = 'pg_extension'::regclass \
                                 AND d.deptype = 'e') \
               ORDER BY 1, 2",
-            &[],
+            &[&sized],
         )
         .await?
         .iter()

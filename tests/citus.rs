@@ -49,6 +49,20 @@ async fn without_citus_dry_run_prints_sql_and_distribute_explains() {
     );
 }
 
+/// The mode the plan chose and the words of its reason.
+fn assert_mode(v: &serde_json::Value, concurrently: bool, reason: &str) {
+    assert_eq!(
+        v["plan"]["concurrently"], concurrently,
+        "{}",
+        v["plan"]["mode_reason"]
+    );
+    assert!(
+        v["plan"]["mode_reason"].as_str().unwrap().contains(reason),
+        "{}",
+        v["plan"]["mode_reason"]
+    );
+}
+
 /// Tailspin loaded and prepared on a fresh Citus cluster, then distributed
 /// with `args` under the application's traffic; the JSON report, after the
 /// checks every mode must pass: not one application transaction failed, no
@@ -133,19 +147,7 @@ async fn prepare_apply_distribute_on_citus() {
         return;
     };
     // Nobody asked for a mode: the application's writes chose concurrently.
-    assert_eq!(
-        v["plan"]["concurrently"], true,
-        "{}",
-        v["plan"]["mode_reason"]
-    );
-    assert!(
-        v["plan"]["mode_reason"]
-            .as_str()
-            .unwrap()
-            .contains("because the application writes"),
-        "{}",
-        v["plan"]["mode_reason"]
-    );
+    assert_mode(&v, true, "because the application writes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,14 +160,7 @@ async fn blocking_distribute_under_traffic_reports_what_the_application_felt() {
     else {
         return;
     };
-    assert_eq!(v["plan"]["concurrently"], false, "{v}");
-    assert!(
-        v["plan"]["mode_reason"]
-            .as_str()
-            .unwrap()
-            .contains("as asked (--blocking)"),
-        "{v}"
-    );
+    assert_mode(&v, false, "as asked (--blocking)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,14 +211,7 @@ async fn the_ordering_trap_distributes_in_one_transaction_on_citus() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // Nothing writes: the fastest, blocking mode, and the plan says why.
-    assert_eq!(v["plan"]["concurrently"], false, "{v}");
-    assert!(
-        v["plan"]["mode_reason"]
-            .as_str()
-            .unwrap()
-            .contains("nothing wrote to the tables"),
-        "{v}"
-    );
+    assert_mode(&v, false, "nothing wrote to the tables");
     assert_eq!(v["plan"]["sequential_transaction"], true, "{v}");
     assert_eq!(v["plan"]["reference"][0]["name"], "plans", "{v}");
     assert!(!v["counts"].as_array().unwrap().is_empty(), "{v}");

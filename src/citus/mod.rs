@@ -63,6 +63,8 @@ fn db(context: &str) -> impl FnOnce(tokio_postgres::Error) -> CitusError + '_ {
 #[derive(Debug, Clone, Default)]
 pub struct DistributeOptions {
     pub shard_count: Option<i64>,
+    /// How the user asked the tables to be distributed.
+    pub request: ModeRequest,
     /// create_distributed_table_concurrently (see [`choose_mode`]).
     pub concurrently: bool,
     /// Why this mode: shown with the plan and in the report.
@@ -155,18 +157,40 @@ pub async fn sample_writes(
     Ok(sample)
 }
 
+/// How long [`choose_mode`] watches the tables for writes.
+pub const WATCH_FOR_WRITES: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Decides between create_distributed_table (fastest; blocks writes to each
 /// table while it copies) and create_distributed_table_concurrently (writes
-/// continue), and says why. `resuming`: an interrupted concurrent run left
-/// keys to re-add, which only the concurrent plan does.
+/// continue), and says why: concurrently when the application writes to the
+/// tables still to place (watched for `window` before anything changes), or
+/// when an interrupted concurrent run left keys dropped (`saved` and gone:
+/// the blocking plan drops keys only inside its one transaction).
 pub async fn choose_mode(
     client: &Client,
-    tables: &[QName],
-    request: ModeRequest,
-    resuming: bool,
-    window: std::time::Duration,
+    analysis: &Analysis,
+    cat: &Catalog,
+    opts: &DistributeOptions,
+    saved: &[state::SavedFk],
+    progress: &dyn Fn(&str),
 ) -> Result<(bool, String), CitusError> {
-    Ok(match request {
+    let window = WATCH_FOR_WRITES;
+    let tables = plan(analysis, cat, opts).tables();
+    let live = state::Live::read(client, &tables).await?;
+    let resuming = saved
+        .iter()
+        .any(|s| !live.fks.contains_key(&(s.table.clone(), s.fk.name.clone())));
+    let unplaced: Vec<QName> = tables
+        .into_iter()
+        .filter(|t| {
+            !matches!(
+                live.citus.get(t).map(String::as_str),
+                Some("distributed" | "reference")
+            )
+        })
+        .collect();
+    let tables = &unplaced;
+    Ok(match opts.request {
         ModeRequest::Blocking => (
             false,
             "blocking, as asked (--blocking): each table's writes wait while it is copied".into(),
@@ -181,6 +205,11 @@ pub async fn choose_mode(
         ),
         ModeRequest::Auto if tables.is_empty() => (false, "every table is placed already".into()),
         ModeRequest::Auto => {
+            progress(&format!(
+                "watching {} table(s) for writes for {:.0} s to choose how to distribute",
+                tables.len(),
+                window.as_secs_f64()
+            ));
             let w = sample_writes(client, tables, window).await?;
             if w.any() {
                 (
@@ -490,15 +519,14 @@ fn fk_order(cat: &Catalog, tables: &[QName]) -> Vec<QName> {
 /// SHARE ROW EXCLUSIVE, the lock Citus takes on them after the table's.
 /// Taken in the application's order, the locks cannot close a cycle with it.
 fn sequences_first(cat: &Catalog, t: &QName) -> Vec<Statement> {
+    let Some(tt) = cat.table(t) else {
+        return Vec::new();
+    };
     cat.sequences
         .iter()
         .filter_map(|q| {
             let owner = q.owned_by.as_ref()?;
-            let col = cat
-                .table(t)?
-                .columns
-                .iter()
-                .find(|c| c.name == owner.column)?;
+            let col = tt.columns.iter().find(|c| c.name == owner.column)?;
             (&owner.table == t && col.identity.is_none()).then(|| {
                 repeatable(format!(
                     "ALTER SEQUENCE {} OWNED BY {}.{};",

@@ -129,7 +129,8 @@ impl Live {
             .map_err(DbError::ctx("cannot read pg_extension"))?;
         let mut live = Live::default();
         if has_citus {
-            for p in crate::catalog::citus_placements(client)
+            // The done-checks need no sizes.
+            for p in crate::catalog::citus_placements(client, false)
                 .await
                 .map_err(DbError::ctx("cannot read Citus's tables"))?
             {
@@ -137,28 +138,38 @@ impl Live {
                 live.citus.insert(p.table, p.kind);
             }
         }
-        let (schemas, names): (Vec<String>, Vec<String>) = tables
-            .iter()
-            .map(|q| (q.schema.clone(), q.name.clone()))
-            .unzip();
-        for r in client
-            .query(
-                "SELECT n.nspname::text, c.relname::text, con.conname::text, con.convalidated \
+        live.fks = foreign_keys(client, tables).await?;
+        Ok(live)
+    }
+}
+
+/// The foreign keys declared on `tables` (not those inherited by
+/// partitions), with whether each is validated.
+async fn foreign_keys(
+    client: &Client,
+    tables: &BTreeSet<QName>,
+) -> Result<BTreeMap<(QName, String), bool>, DbError> {
+    let mut fks = BTreeMap::new();
+    let (schemas, names): (Vec<String>, Vec<String>) = tables
+        .iter()
+        .map(|q| (q.schema.clone(), q.name.clone()))
+        .unzip();
+    for r in client
+        .query(
+            "SELECT n.nspname::text, c.relname::text, con.conname::text, con.convalidated \
                  FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid \
                  JOIN pg_namespace n ON n.oid = c.relnamespace \
                  JOIN unnest($1::text[], $2::text[]) AS t(s, r) \
                    ON t.s = n.nspname AND t.r = c.relname \
                  WHERE con.contype = 'f' AND con.conparentid = 0",
-                &[&schemas, &names],
-            )
-            .await
-            .map_err(DbError::ctx("cannot read the foreign keys"))?
-        {
-            live.fks
-                .insert((QName::new(r.get(0), r.get(1)), r.get(2)), r.get(3));
-        }
-        Ok(live)
+            &[&schemas, &names],
+        )
+        .await
+        .map_err(DbError::ctx("cannot read the foreign keys"))?
+    {
+        fks.insert((QName::new(r.get(0), r.get(1)), r.get(2)), r.get(3));
     }
+    Ok(fks)
 }
 
 /// Where distribution stands, for `status`: what Citus has, and the keys an
@@ -190,9 +201,9 @@ pub async fn status(client: &Client) -> Result<Option<DistributionStatus>, Citus
         return Ok(None);
     }
     let tables: BTreeSet<QName> = saved.iter().map(|s| s.table.clone()).collect();
-    let live = Live::read(client, &tables).await?;
+    let present = foreign_keys(client, &tables).await?;
     let placed = if citus_installed {
-        crate::catalog::citus_placements(client)
+        crate::catalog::citus_placements(client, true)
             .await
             .map_err(DbError::ctx("cannot read Citus's tables"))?
     } else {
@@ -207,7 +218,7 @@ pub async fn status(client: &Client) -> Result<Option<DistributionStatus>, Citus
                 table: s.table.to_string(),
                 name: s.fk.name.clone(),
                 definition: s.fk.definition.clone(),
-                present: live.fks.contains_key(&(s.table.clone(), s.fk.name.clone())),
+                present: present.contains_key(&(s.table.clone(), s.fk.name.clone())),
             })
             .collect(),
     }))

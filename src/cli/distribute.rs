@@ -15,14 +15,14 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
         isolate_hot_tenants: a.isolate_hot_tenants,
         statement_timeout: Some(a.statement_timeout.into())
             .filter(|d: &std::time::Duration| !d.is_zero()),
+        request: if a.concurrently {
+            citus::ModeRequest::Concurrently
+        } else if a.blocking {
+            citus::ModeRequest::Blocking
+        } else {
+            citus::ModeRequest::Auto
+        },
         ..Default::default()
-    };
-    let request = if a.concurrently {
-        citus::ModeRequest::Concurrently
-    } else if a.blocking {
-        citus::ModeRequest::Blocking
-    } else {
-        citus::ModeRequest::Auto
     };
     let mut aopts = a.analysis.options();
     aopts.catalog_only = false;
@@ -43,7 +43,10 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
         let analysis = shardready::analyze::analyze_read(&client, &cat, &aopts).await?;
         if a.dry_run {
             let (concurrently, reason) =
-                choose(&client, &analysis, &cat, &opts, request, &saved).await?;
+                citus::choose_mode(&client, &analysis, &cat, &opts, &saved, &|s| {
+                    eprintln!("  {s}")
+                })
+                .await?;
             (opts.concurrently, opts.mode_reason) = (concurrently, reason);
             let plan = citus::plan(&analysis, &cat, &opts);
             if a.format == Format::Json {
@@ -63,7 +66,10 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
         };
         let result = async {
             let (concurrently, reason) =
-                choose(&session, &analysis, &cat, &opts, request, &saved).await?;
+                citus::choose_mode(&session, &analysis, &cat, &opts, &saved, &|s| {
+                    eprintln!("  {s}")
+                })
+                .await?;
             (opts.concurrently, opts.mode_reason) = (concurrently, reason);
             eprintln!("  mode: {}", opts.mode_reason);
             citus::distribute(
@@ -94,47 +100,4 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Concurrently when the application writes to the tables still to place
-/// (watched before anything changes), blocking otherwise; concurrently
-/// when an interrupted concurrent run left keys dropped (`saved` and gone:
-/// the blocking plan drops keys only inside its one transaction).
-async fn choose(
-    client: &tokio_postgres::Client,
-    analysis: &shardready::analyze::Analysis,
-    cat: &shardready::catalog::Catalog,
-    opts: &shardready::citus::DistributeOptions,
-    request: shardready::citus::ModeRequest,
-    saved: &[shardready::citus::state::SavedFk],
-) -> Result<(bool, String), shardready::citus::CitusError> {
-    use shardready::citus;
-    let tables = citus::plan(analysis, cat, opts).tables();
-    let live = citus::state::Live::read(client, &tables).await?;
-    let resuming = saved
-        .iter()
-        .any(|s| !live.fks.contains_key(&(s.table.clone(), s.fk.name.clone())));
-    let unplaced: Vec<_> = tables
-        .into_iter()
-        .filter(|t| {
-            !matches!(
-                live.citus.get(t).map(String::as_str),
-                Some("distributed" | "reference")
-            )
-        })
-        .collect();
-    if request == citus::ModeRequest::Auto && !resuming && !unplaced.is_empty() {
-        eprintln!(
-            "  watching {} table(s) for writes for 3 s to choose how to distribute",
-            unplaced.len()
-        );
-    }
-    citus::choose_mode(
-        client,
-        &unplaced,
-        request,
-        resuming,
-        std::time::Duration::from_secs(3),
-    )
-    .await
 }
