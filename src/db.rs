@@ -272,21 +272,71 @@ pub enum LockError {
     Held { holder: String },
 }
 
+/// The backend that holds the advisory lock.
+struct Holder {
+    pid: i32,
+    application: String,
+    from: String,
+    /// Running a statement (rather than idle between two).
+    active: bool,
+}
+
+impl Holder {
+    fn describe(&self) -> String {
+        format!(
+            "pid {} ({}, from {})",
+            self.pid, self.application, self.from
+        )
+    }
+}
+
+/// How long [`Session::lock`] waits for a holder that is running a
+/// statement: a killed run's backend goes on until the server notices the
+/// lost client (within `client_connection_check_interval`, which every
+/// session sets) and its statement has rolled back.
+pub const HOLDER_GRACE: Duration = Duration::from_secs(15);
+
 impl Session {
-    /// Takes the advisory lock on `client`, or says who holds it.
+    /// Takes the advisory lock on `client`, or says who holds it. A holder
+    /// that is running a statement may be the backend of a killed run
+    /// (kill -9, a closed terminal) that the server has not yet noticed:
+    /// it is waited for up to [`HOLDER_GRACE`]. A holder that sits idle
+    /// has a live client, and is reported at once.
     pub async fn lock(client: Client) -> Result<Session, LockError> {
-        let got: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
-            .await
-            .map_err(DbError::ctx("cannot take the advisory lock"))?
-            .get(0);
-        if got {
-            return Ok(Session { client });
+        // If this process dies, the server notices within a second even
+        // while the session waits in a long statement (CREATE INDEX
+        // CONCURRENTLY, create_distributed_table_concurrently), cancels it
+        // and lets go of the lock, so a rerun can take over (PostgreSQL 14+;
+        // older servers keep their default).
+        let _ = exec(&client, "SET client_connection_check_interval = '1s'").await;
+        let start = Instant::now();
+        loop {
+            let got: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
+                .await
+                .map_err(DbError::ctx("cannot take the advisory lock"))?
+                .get(0);
+            if got {
+                return Ok(Session { client });
+            }
+            let holder = Self::holder(&client).await;
+            let busy = holder.as_ref().is_some_and(|h| h.active);
+            if !busy || start.elapsed() >= HOLDER_GRACE {
+                let holder = holder
+                    .map(|h| h.describe())
+                    .unwrap_or_else(|| "another session".into());
+                return Err(LockError::Held { holder });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let holder = client
+    }
+
+    /// The backend holding the lock, if it can be seen.
+    async fn holder(client: &Client) -> Option<Holder> {
+        client
             .query_opt(
                 "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local'), \
-                        now() - a.backend_start \
+                        a.state = 'active' \
                  FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
                  WHERE l.locktype = 'advisory' AND l.granted \
                    AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
@@ -295,16 +345,12 @@ impl Session {
             .await
             .ok()
             .flatten()
-            .map(|r| {
-                format!(
-                    "pid {} ({}, from {})",
-                    r.get::<_, i32>(0),
-                    r.get::<_, String>(1),
-                    r.get::<_, String>(2)
-                )
+            .map(|r| Holder {
+                pid: r.get(0),
+                application: r.get(1),
+                from: r.get(2),
+                active: r.get::<_, Option<bool>>(3).unwrap_or(false),
             })
-            .unwrap_or_else(|| "another session".into());
-        Err(LockError::Held { holder })
     }
 
     /// Statements in one transaction under the lock policy.

@@ -110,6 +110,48 @@ async fn only_one_session_holds_the_advisory_lock() {
     assert!(Session::lock(connect(&t).await).await.is_ok());
 }
 
+/// A run killed in a long statement (kill -9: its socket closes, its
+/// backend runs on) does not keep a rerun out: the session it held noticed
+/// the lost client within client_connection_check_interval, and the rerun
+/// waited for that instead of reporting a live apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_runs_lock_goes_with_its_long_statement() {
+    let (_c, t) = cluster();
+    let (client, connection) = t.config.connect(tokio_postgres::NoTls).await.unwrap();
+    let socket = tokio::spawn(connection);
+    let killed = Session::lock(client).await.unwrap();
+    let long = tokio::spawn(async move {
+        let _ = killed.batch_execute("SELECT pg_sleep(600)").await;
+        killed
+    });
+    let watch = connect(&t).await;
+    let running = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(600)%'";
+    while scalar_i64(&watch, running).await == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The process dies: its socket closes, the server is not told.
+    socket.abort();
+    let started = std::time::Instant::now();
+    let rerun = Session::lock(connect(&t).await).await;
+    assert!(
+        rerun.is_ok(),
+        "the rerun takes the lock: {:?}",
+        rerun.err().map(|e| e.to_string())
+    );
+    assert!(
+        started.elapsed() < db::HOLDER_GRACE,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        scalar_i64(&watch, running).await,
+        0,
+        "the long statement was cancelled"
+    );
+    long.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_script_runs_one_statement_per_query() {
     let (_c, t) = cluster();

@@ -332,10 +332,6 @@ async fn session(target: &Target, opts: &ApplyOptions) -> Result<Session, ApplyE
         .with_application_name("shardready-apply")
         .connect_with_retry(10)
         .await?;
-    // If this process dies, the server notices within a second even while
-    // the session waits (e.g. in CREATE INDEX CONCURRENTLY) and lets go of
-    // its locks, so a rerun can take over (PostgreSQL 14+).
-    let _ = db::exec(&client, "SET client_connection_check_interval = '1s'").await;
     // Leave the other cores to the application: index builds and
     // validations run without parallel workers.
     // synchronous_commit off: backfill batches do not each wait for a WAL
