@@ -1,7 +1,9 @@
 //! `demo`: the whole Tailspin Toys exercise on a fresh sandbox — schema,
 //! load, pg_cron check, the timed `create_orders(20000)`, analyze, apply
 //! under the application's traffic, verify, the timed call again — and a
-//! disruption report (Markdown, HTML, JSON, SVG and PNG chart). With
+//! disruption report (Markdown, HTML, JSON, SVG and PNG chart). Where Citus
+//! is installed, the sandbox has Citus workers and the demo ends with the
+//! seed's next unit: distributing the prepared tables under the same traffic. With
 //! `compare_seed`, the seed's procedure as written runs on an identical
 //! second database under the same traffic, side by side.
 
@@ -34,6 +36,8 @@ pub enum DemoError {
     Baseline(#[from] crate::baseline::BaselineError),
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
+    #[error(transparent)]
+    Citus(#[from] crate::citus::CitusError),
     #[error("{context}: {detail}")]
     Other { context: String, detail: String },
 }
@@ -59,6 +63,9 @@ pub struct DemoOptions {
     pub create_orders: i32,
     /// Traffic before and after the preparation, for the baseline.
     pub settle: Duration,
+    /// Citus workers to distribute onto at the end (where Citus is
+    /// installed; 0: stop before distribution).
+    pub workers: u16,
     pub progress: bool,
 }
 
@@ -195,31 +202,26 @@ async fn start_traffic(
     Ok((w, t0, vec![baseline]))
 }
 
-/// Lets the traffic run alone once more (the "after" phase) and stops it.
-async fn finish_traffic(
-    w: Workload,
+/// Lets the traffic run alone for the settle time: a phase named `name`.
+async fn settle_phase(
+    w: &Workload,
     t0: Instant,
     phases: &mut Vec<PhaseRow>,
     opts: &DemoOptions,
-) -> workload::WorkloadReport {
-    let after_t = Instant::now();
+    name: &str,
+) {
+    let from = Instant::now();
     tokio::time::sleep(opts.settle).await;
-    phases.push(row(
-        &w,
-        t0,
-        "after (traffic only)",
-        "",
-        after_t,
-        Instant::now(),
-    ));
-    w.stop().await
+    phases.push(row(w, t0, name, "", from, Instant::now()));
 }
 
 /// shardready's run: create_orders timed, analyze, apply under traffic,
-/// verify, create_orders timed again.
+/// verify, create_orders timed again (the traffic paused), and with
+/// `citus` the distribution under the traffic.
 async fn our_run(
     t: &Target,
     opts: &DemoOptions,
+    citus: bool,
     report: &mut DemoReport,
 ) -> Result<Run, DemoError> {
     say(
@@ -316,7 +318,10 @@ async fn our_run(
             &format!("   {} {}", if ch.ok { "ok  " } else { "FAIL" }, ch.name),
         );
     }
-    let wl = finish_traffic(w, t0, &mut phases, opts).await;
+    settle_phase(&w, t0, &mut phases, opts, "after (traffic only)").await;
+    // The seed times create_orders again on a quiet database: the traffic
+    // pauses for it (and resumes for the distribution).
+    w.pause().await;
     say(opts, "== unschedule jobs");
     let jobs = crate::cron::list(&c).await.unwrap_or_default();
     for j in jobs.iter().filter_map(|j| j.jobname.as_deref()) {
@@ -338,6 +343,21 @@ async fn our_run(
             before.as_secs_f64() / after.as_secs_f64()
         ),
     );
+    if citus && v.ok {
+        w.resume();
+        let d = distribute_phase(t, opts, &w, t0, &mut phases).await?;
+        report.distribution = distributed_line(&d, phases.last().expect("the phase"));
+        report.distributed = Some(d);
+        settle_phase(
+            &w,
+            t0,
+            &mut phases,
+            opts,
+            "after distribution (traffic only)",
+        )
+        .await;
+    }
+    let wl = w.stop().await;
     Run::finish(
         "shardready apply",
         t,
@@ -347,6 +367,96 @@ async fn our_run(
         Some(rep),
     )
     .await
+}
+
+/// The seed's next unit under the same traffic: the prepared tables
+/// distributed onto the sandbox's Citus workers (the mode chosen as
+/// `distribute` chooses it: the traffic writes, so concurrently), verified,
+/// and a tenant query shown routed to one shard.
+async fn distribute_phase(
+    t: &Target,
+    opts: &DemoOptions,
+    w: &Workload,
+    t0: Instant,
+    phases: &mut Vec<PhaseRow>,
+) -> Result<crate::citus::DistributeReport, DemoError> {
+    use crate::citus;
+    say(
+        opts,
+        "== distribute on Citus (with the traffic running): the seed's next unit",
+    );
+    let client = t.connect().await?;
+    let cat = crate::catalog::Catalog::read(&client)
+        .await
+        .map_err(crate::db::DbError::ctx("cannot read the catalog"))?;
+    let analysis = crate::analyze::analyze_read(
+        &client,
+        &cat,
+        &crate::analyze::AnalyzeOptions {
+            catalog_only: false,
+            ..Default::default()
+        },
+    )
+    .await?;
+    citus::check_coordinator(&client, &t.display()).await?;
+    let session = citus::lock(client).await?;
+    let progress = |s: &str| say(opts, &format!("   {s}"));
+    let mut dopts = citus::DistributeOptions::default();
+    let from = Instant::now();
+    (dopts.concurrently, dopts.mode_reason) =
+        citus::choose_mode(&session, &analysis, &cat, &dopts, &[], &progress).await?;
+    progress(&format!("mode: {}", dopts.mode_reason));
+    let report =
+        citus::distribute(&session, &t.display(), &analysis, &cat, &dopts, &progress).await;
+    phases.push(row(
+        w,
+        t0,
+        "distribute on Citus",
+        "create_distributed_table (the next unit)",
+        from,
+        Instant::now(),
+    ));
+    session.unlock().await;
+    let report = report?;
+    if opts.progress {
+        eprint!("{}", crate::report::text::distribution(&report));
+        for line in routing_lines(&report.routing) {
+            eprintln!("     {line}");
+        }
+    }
+    Ok(report)
+}
+
+/// The lines of a tenant query's plan that show where it went (the task
+/// count and the node).
+fn routing_lines(explain: &str) -> Vec<&str> {
+    explain
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("Task Count:") || l.starts_with("Node:"))
+        .collect()
+}
+
+/// The demo's one line on distribution once it happened.
+fn distributed_line(d: &crate::citus::DistributeReport, phase: &PhaseRow) -> String {
+    let routed = routing_lines(&d.routing).join(", ");
+    format!(
+        "distributed on {} Citus worker(s) under the traffic in {:.1} s ({} reference, {} \
+         distributed tables, {} shards; {} failed transactions, max {:.0} ms); a tenant \
+         query: {}",
+        d.workers,
+        phase.seconds,
+        d.plan.reference.len(),
+        d.plan.distributed.len(),
+        d.root_shards.unwrap_or(d.plan.shard_count),
+        phase.errors,
+        phase.max_ms,
+        if routed.is_empty() {
+            "routed to one shard"
+        } else {
+            &routed
+        }
+    )
 }
 
 /// The seed's procedure as written, on its own copy, under the same traffic.
@@ -377,7 +487,8 @@ async fn seed_run(t: &Target, opts: &DemoOptions) -> Result<Run, DemoError> {
             p.end.expect("timed"),
         ));
     }
-    let wl = finish_traffic(w, t0, &mut phases, opts).await;
+    settle_phase(&w, t0, &mut phases, opts, "after (traffic only)").await;
+    let wl = w.stop().await;
     let after = workload::time_create_orders(t, opts.create_orders, StoreIdMode::Auto).await?;
     Run::finish(
         "the seed's procedure as written",
@@ -407,7 +518,11 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         opts,
         &format!("== fresh sandbox in {}", opts.sandbox_dir.display()),
     );
-    let sb = Sandbox::start(&SandboxOptions::new(&opts.sandbox_dir))?;
+    let mut sopts = SandboxOptions::new(&opts.sandbox_dir);
+    if crate::sandbox::citus_installed(sopts.pg_bin.as_deref()) {
+        sopts.workers = opts.workers;
+    }
+    let sb = Sandbox::start(&sopts)?;
     let result = run_on(&sb, opts, t_all).await;
     if !opts.keep {
         let _ = sb.clone().destroy();
@@ -453,19 +568,21 @@ async fn run_on(sb: &Sandbox, opts: &DemoOptions, t_all: Instant) -> Result<Demo
         total_seconds: 0.0,
         runs: Vec::new(),
         sandbox_url: opts.keep.then(|| sb.url()),
-        distribution: if sb.state.citus {
-            "stopped before distribution: the demo does not distribute yet; rehearse the next \
-             unit with `shardready sandbox start --workers 2`, the steps above, then \
-             `shardready distribute --workload 6000/min`"
+        distribution: if !sb.state.citus {
+            "stopped before distribution: Citus is not installed for this PostgreSQL (no \
+             citus.so); where it is, the demo ends by distributing the prepared tables"
+                .into()
+        } else if sb.state.worker_ports.is_empty() {
+            "stopped before distribution: --workers 0; `shardready sandbox start --workers 2` \
+             then `shardready distribute --workload 6000/min` rehearse it"
                 .into()
         } else {
-            "stopped before distribution: Citus is not installed for this PostgreSQL (no \
-             citus.so); where it is, `shardready sandbox start --workers 2` then \
-             `shardready distribute --workload 6000/min` rehearse it"
-                .into()
+            "stopped before distribution: the preparation did not verify".into()
         },
+        distributed: None,
     };
-    let run = our_run(&ours, opts, &mut report).await?;
+    let citus = sb.state.citus && !sb.state.worker_ports.is_empty();
+    let run = our_run(&ours, opts, citus, &mut report).await?;
     report.runs.push(run);
     if opts.compare_seed {
         let (seed_db, _) = load_copy(sb, "seed", opts).await?;

@@ -210,6 +210,8 @@ pub struct Summary {
     pub orders_to_store_5: u64,
     pub errors: u64,
     pub errors_by_sqlstate: BTreeMap<String, u64>,
+    /// The first message seen for each SQLSTATE, as the application got it.
+    pub error_examples: BTreeMap<String, String>,
     pub latency: Latency,
 }
 
@@ -262,6 +264,8 @@ struct Recorder {
     hist: Mutex<Histogram<u64>>,
     seconds: Mutex<Vec<Second>>,
     errors: Mutex<BTreeMap<String, u64>>,
+    /// The first message of each SQLSTATE.
+    examples: Mutex<BTreeMap<String, String>>,
     transactions: AtomicU64,
     orders: AtomicU64,
     line_items: AtomicU64,
@@ -271,6 +275,10 @@ struct Recorder {
     /// The application's version, switchable while it runs
     /// ([`Workload::set_store_id`]): a [`StoreIdMode`] as u8.
     store_id_mode: std::sync::atomic::AtomicU8,
+    /// No orders are issued while set ([`Workload::pause`]).
+    paused: AtomicBool,
+    /// Orders handed to the connections so far.
+    issued: AtomicU64,
 }
 
 impl StoreIdMode {
@@ -293,6 +301,7 @@ impl Recorder {
             hist: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds")),
             seconds: Mutex::new(Vec::new()),
             errors: Mutex::new(BTreeMap::new()),
+            examples: Mutex::new(BTreeMap::new()),
             transactions: AtomicU64::new(0),
             orders: AtomicU64::new(0),
             line_items: AtomicU64::new(0),
@@ -300,6 +309,8 @@ impl Recorder {
             orders_to_store_5: AtomicU64::new(0),
             error_count: AtomicU64::new(0),
             store_id_mode: std::sync::atomic::AtomicU8::new(0),
+            paused: AtomicBool::new(false),
+            issued: AtomicU64::new(0),
         }
     }
 
@@ -333,6 +344,18 @@ impl Recorder {
             .fetch_add(work.line_items_with_store_id, Ordering::Relaxed);
         self.orders_to_store_5
             .fetch_add(work.orders_to_store_5, Ordering::Relaxed);
+    }
+
+    /// A failed order, from the driver's error: its SQLSTATE counted, its
+    /// message kept when it is the first of its kind.
+    fn failed(&self, e: &tokio_postgres::Error, done: Instant) {
+        let code = sqlstate(e);
+        self.examples
+            .lock()
+            .unwrap()
+            .entry(code.clone())
+            .or_insert_with(|| crate::conn::error_text(e));
+        self.error(&code, done);
     }
 
     fn error(&self, sqlstate: &str, done: Instant) {
@@ -849,6 +872,27 @@ impl Workload {
     }
 
     /// When the run started.
+    /// Stops issuing orders until [`Workload::resume`] and waits (up to a
+    /// few seconds) for those in flight: the database is left quiet, e.g. to
+    /// time something the way the seed does, on its own.
+    pub async fn pause(&self) {
+        self.recorder.paused.store(true, Ordering::SeqCst);
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            let done = self.recorder.transactions.load(Ordering::SeqCst)
+                + self.recorder.error_count.load(Ordering::SeqCst);
+            if done >= self.recorder.issued.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Issues orders again at the configured rate.
+    pub fn resume(&self) {
+        self.recorder.paused.store(false, Ordering::SeqCst);
+    }
+
     pub fn started(&self) -> Instant {
         self.started
     }
@@ -896,6 +940,7 @@ fn report(rec: &Recorder, cfg: &WorkloadConfig, elapsed: Duration) -> WorkloadRe
             orders_to_store_5: rec.orders_to_store_5.load(Ordering::Relaxed),
             errors: rec.error_count.load(Ordering::Relaxed),
             errors_by_sqlstate: rec.errors.lock().unwrap().clone(),
+            error_examples: rec.examples.lock().unwrap().clone(),
             latency: rec.latency(),
         },
         timeline: rec.timeline(),
@@ -946,6 +991,11 @@ async fn drive(
             _ = stop.changed() => break,
         }
         i += 1;
+        // Paused: the order due now is not issued (nor made up later).
+        if rec.paused.load(Ordering::SeqCst) {
+            continue;
+        }
+        rec.issued.fetch_add(1, Ordering::SeqCst);
         if tx.send((i, intended)).is_err() {
             break;
         }
@@ -1040,7 +1090,7 @@ async fn worker(
                     match Statements::prepare(client, *with_store).await {
                         Ok(s) => *stmts = Some(s),
                         Err(e) => {
-                            rec.error(&sqlstate(&e), Instant::now());
+                            rec.failed(&e, Instant::now());
                             continue;
                         }
                     }
@@ -1074,7 +1124,7 @@ async fn worker(
         match result {
             Ok(work) => rec.ok(intended, done, &work),
             Err(e) => {
-                rec.error(&sqlstate(&e), done);
+                rec.failed(&e, done);
                 tracing::debug!("order failed: {}", error_text(&e));
             }
         }

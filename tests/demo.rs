@@ -1,5 +1,6 @@
 //! `shardready demo` at a tiny scale: every report file is written, parses,
-//! and holds every phase; the chart is a valid SVG and PNG.
+//! and holds every phase (the distribution on Citus among them where Citus
+//! is installed); the chart is a valid SVG and PNG.
 
 mod common;
 
@@ -30,8 +31,25 @@ fn demo_writes_a_complete_report() {
     assert!(run.status.success(), "{stderr}");
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("verified: yes"), "{stdout}");
-    // One line on where it stopped before Citus, and why.
-    assert!(stdout.contains("stopped before distribution:"), "{stdout}");
+    // Where Citus is installed the demo ends with the seed's next unit under
+    // the same traffic; elsewhere one line says where it stopped, and why.
+    let citus = shardready::sandbox::citus_installed(
+        std::env::var_os("SHARDREADY_PG_BIN")
+            .map(std::path::PathBuf::from)
+            .as_deref(),
+    );
+    if citus {
+        assert!(
+            stdout.contains("distributed on 2 Citus worker(s) under the traffic")
+                && stdout.contains("Task Count: 1"),
+            "{stdout}"
+        );
+    } else {
+        assert!(
+            stdout.contains("stopped before distribution: Citus is not installed"),
+            "{stdout}"
+        );
+    }
     assert!(
         stderr.contains("SELECT COUNT(*) FROM line_items"),
         "the seed's counts are printed"
@@ -55,19 +73,33 @@ fn demo_writes_a_complete_report() {
             .map(|p| p["phase"].as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(
-        phases(0),
-        [
-            "baseline (traffic only)",
-            "add column + sync trigger",
-            "backfill",
-            "NOT NULL",
-            "unique indexes",
-            "foreign keys + key swap",
-            "trigger removal, VACUUM + ANALYZE",
-            "after (traffic only)"
-        ]
-    );
+    let mut ours = vec![
+        "baseline (traffic only)",
+        "add column + sync trigger",
+        "backfill",
+        "NOT NULL",
+        "unique indexes",
+        "foreign keys + key swap",
+        "trigger removal, VACUUM + ANALYZE",
+        "after (traffic only)",
+    ];
+    if citus {
+        ours.extend(["distribute on Citus", "after distribution (traffic only)"]);
+    }
+    assert_eq!(phases(0), ours);
+    if citus {
+        let d = &json["distributed"];
+        assert_eq!(d["workers"], 2, "{d}");
+        assert!(d["routing"].as_str().unwrap().contains("Task Count: 1"));
+        let tables = d["citus_tables"].as_array().unwrap();
+        assert!(tables.len() >= 4, "{d}");
+        // Every pre-existing row is still there.
+        for c in d["counts"].as_array().unwrap() {
+            assert!(c["after"].as_i64() >= c["before"].as_i64(), "{c}");
+        }
+    } else {
+        assert!(json["distributed"].is_null());
+    }
     assert_eq!(
         phases(1),
         [

@@ -188,13 +188,16 @@ Examples:
   shardready demo --scale 0.1 --rate 3000/min --out ./report
   shardready demo --compare-seed                    # also the seed's procedure, side by side
   shardready demo --keep                            # leave the sandbox running afterwards
+  shardready demo --workers 0                       # stop before distributing on Citus
 
 Phases (the seed's steps): fresh sandbox; tailspin schema and load (step 7's
 counts); pg_cron check; create_orders(20000) timed; analyze; the application's
-traffic starts; apply under traffic (add column, backfill, keys); verify; jobs
-unscheduled; create_orders(20000) timed again. The report (report.md,
-report.html, report.json, latency.svg, latency.png) shows what each phase cost
-the application.")]
+traffic starts; apply under traffic (add column, backfill, keys); verify;
+jobs unscheduled; create_orders(20000) timed again (traffic paused); where
+Citus is installed (citus.so), distribute onto --workers local Citus workers
+under the same traffic and show a tenant query routed to one shard. The
+report (report.md, report.html, report.json, latency.svg, latency.png) shows
+what each phase cost the application.")]
     Demo(DemoArgs),
     /// Check the post-conditions: tenant column NOT NULL, composite keys and
     /// FKs validated, no invalid indexes, no triggers, no blocker. Exit 2 if not.
@@ -276,6 +279,10 @@ pub(crate) struct DemoArgs {
     /// Traffic-only time before and after the preparation.
     #[arg(long, default_value = "10s")]
     pub(crate) settle: humantime::Duration,
+    /// Citus workers the demo distributes onto at the end, where Citus is
+    /// installed (0: stop before distribution).
+    #[arg(long, default_value_t = 2)]
+    pub(crate) workers: u16,
 }
 
 #[derive(Args)]

@@ -23,6 +23,7 @@ pub(super) fn demo_cmd(g: &Global, a: DemoArgs) -> Result<ExitCode> {
         compare_seed: a.compare_seed,
         create_orders: a.create_orders,
         settle: a.settle.into(),
+        workers: a.workers,
         progress: true,
     };
     let report = runtime()?.block_on(demo::run(&opts))?;

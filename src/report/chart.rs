@@ -46,6 +46,25 @@ const BAND_COLORS: [RGBColor; 4] = [
     RGBColor(171, 71, 188),
 ];
 
+/// Characters of the phase key that fit on one line of the chart.
+const KEY_LINE_CHARS: usize = 150;
+
+/// `phases: 1 a  ·  2 b …`, wrapped between names at `width` characters.
+fn key_lines(names: &[String], width: usize) -> Vec<String> {
+    let mut lines = vec![String::from("phases:")];
+    for (i, name) in names.iter().enumerate() {
+        let last = lines.last_mut().expect("a line");
+        let sep = if i == 0 { " " } else { "  ·  " };
+        if i > 0 && last.chars().count() + sep.len() + name.chars().count() > width {
+            lines.push(format!("        {name}"));
+        } else {
+            last.push_str(sep);
+            last.push_str(name);
+        }
+    }
+    lines
+}
+
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
     panels: &[Panel],
@@ -71,21 +90,26 @@ where
     let y_min = 0.1f64;
     let areas = root.split_evenly((panels.len().max(1), 1));
     for (panel, whole) in panels.iter().zip(areas) {
-        // The bottom strip names the numbered phase bands.
-        let (_, h) = whole.dim_in_pixel();
-        let (area, key) = whole.split_vertically(h.saturating_sub(30));
+        // The bottom strip names the numbered phase bands, on as many lines
+        // as they need.
         let names: Vec<String> = panel
             .bands
             .iter()
             .enumerate()
             .map(|(i, b)| format!("{} {}", i + 1, b.label))
             .collect();
-        key.draw_text(
-            &format!("phases: {}", names.join("  ·  ")),
-            &("sans-serif", 13).into_font().color(&BLACK.mix(0.8)),
-            (80, 6),
-        )
-        .map_err(|e| e.to_string())?;
+        let lines = key_lines(&names, KEY_LINE_CHARS);
+        let (_, h) = whole.dim_in_pixel();
+        let strip = 12 + 18 * lines.len().max(1) as u32;
+        let (area, key) = whole.split_vertically(h.saturating_sub(strip));
+        for (i, line) in lines.iter().enumerate() {
+            key.draw_text(
+                line,
+                &("sans-serif", 13).into_font().color(&BLACK.mix(0.8)),
+                (80, 6 + 18 * i as i32),
+            )
+            .map_err(|e| e.to_string())?;
+        }
         let mut chart = ChartBuilder::on(&area)
             .caption(
                 &panel.title,
@@ -198,4 +222,22 @@ pub fn write_png(path: &Path, panels: &[Panel]) -> Result<(), String> {
         BitMapBackend::new(path, (1280, h)).into_drawing_area(),
         panels,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_phase_key_wraps_between_names() {
+        let names: Vec<String> = (1..=10).map(|i| format!("{i} phase number {i}")).collect();
+        let lines = key_lines(&names, 60);
+        assert!(lines.len() > 1, "{lines:?}");
+        assert!(lines.iter().all(|l| l.chars().count() <= 60), "{lines:?}");
+        let all = lines.join(" ");
+        for n in &names {
+            assert!(all.contains(n.as_str()), "{n} lost: {lines:?}");
+        }
+        assert_eq!(key_lines(&names[..2], 60).len(), 1);
+    }
 }

@@ -71,8 +71,11 @@ pub struct DemoReport {
     pub total_seconds: f64,
     pub runs: Vec<Run>,
     pub sandbox_url: Option<String>,
-    /// Where the demo stopped short of distributing on Citus, and why.
+    /// One line: how distributing on Citus went, or where the demo stopped
+    /// short of it and why.
     pub distribution: String,
+    /// What `distribute` did, when the demo distributed.
+    pub distributed: Option<crate::citus::DistributeReport>,
 }
 
 /// A report directory's files: report.json and report.md always; the

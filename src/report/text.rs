@@ -328,6 +328,9 @@ pub fn workload_summary(s: &crate::workload::Summary) -> String {
             .map(|(k, v)| format!("{k}: {v}"))
             .collect();
         let _ = writeln!(out, "errors: {} ({})", s.errors, by.join(", "));
+        for (code, message) in &s.error_examples {
+            let _ = writeln!(out, "  {code}: {message}");
+        }
     }
     out
 }
@@ -429,6 +432,10 @@ pub fn demo_summary(report: &super::DemoReport, out_dir: &std::path::Path) -> St
             run.create_orders_after_s,
             run.speedup
         );
+        for (code, message) in &run.workload.error_examples {
+            let n = run.workload.errors_by_sqlstate.get(code).unwrap_or(&0);
+            let _ = writeln!(out, "  failed transactions, {n} x {code}: {message}");
+        }
     }
     let _ = writeln!(out, "\n{}", report.distribution);
     let _ = writeln!(
