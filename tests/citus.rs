@@ -229,16 +229,18 @@ async fn the_ordering_trap_distributes_in_one_transaction_on_citus() {
             )
         })
         .collect();
-    assert!(
-        types.contains(&("app.Accounts".into(), "distributed".into())),
-        "{types:?}"
-    );
+    for table in ["app.Accounts", "app.audit_log"] {
+        assert!(
+            types.contains(&(table.into(), "distributed".into())),
+            "{types:?}"
+        );
+    }
     assert!(v["routing"].as_str().unwrap().contains("Task Count: 1"));
 }
 
 /// The SaaS fixture (a lookup table referenced by tenant tables, a
-/// mixed-case root in its own schema, a root→child FK) with rows, prepared
-/// by `apply`; the tenant flags to pass.
+/// mixed-case root in its own schema) and a tenant table without a primary
+/// key, with rows, prepared by `apply`; the tenant flags to pass.
 async fn prepared_saas(t: &shardready::conn::Target) -> [&'static str; 2] {
     let client = t.connect().await.unwrap();
     shardready::db::exec_script(&client, include_str!("fixtures/saas.sql"))
@@ -251,7 +253,12 @@ async fn prepared_saas(t: &shardready::conn::Target) -> [&'static str; 2] {
          INSERT INTO app.members(account_id,email) SELECT 1+g%5, 'm'||g FROM generate_series(1,20) g;
          INSERT INTO app.projects(account_id,plan_code,slug) SELECT 1+g%5, 'pro', 's'||g FROM generate_series(1,20) g;
          INSERT INTO app.tasks(project_id,assignee_id,title) SELECT 1+g%20, 1+g%20, 't'||g FROM generate_series(1,100) g;
-         INSERT INTO app.comments(task_id,body) SELECT 1+g%100,'c' FROM generate_series(1,200) g;",
+         INSERT INTO app.comments(task_id,body) SELECT 1+g%100,'c' FROM generate_series(1,200) g;
+         CREATE TABLE app.audit_log (
+             account_id bigint NOT NULL REFERENCES app.\"Accounts\" (id),
+             at timestamptz NOT NULL DEFAULT now(),
+             what text);
+         INSERT INTO app.audit_log(account_id,what) SELECT 1+g%5,'login' FROM generate_series(1,50) g;",
     )
     .await
     .unwrap();
@@ -347,6 +354,29 @@ async fn distribute_killed_at_every_step_resumes_to_the_end() {
             .unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
+    // Pre-flight: a table without a replica identity (app.audit_log has no
+    // primary key) would fail the application's UPDATEs and DELETEs while
+    // it moves concurrently: refused before anything changes, naming the fix.
+    let out = shardready(&url, &args);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nothing was changed")
+            && err.contains("app.audit_log: no replica identity")
+            && err.contains("ALTER TABLE \"app\".\"audit_log\" REPLICA IDENTITY FULL;"),
+        "{err}"
+    );
+    assert_eq!(foreign_keys(&client).await, fks_before);
+    let placed: i64 = client
+        .query_one("SELECT count(*) FROM pg_dist_partition", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(placed, 0);
+    client
+        .batch_execute("ALTER TABLE app.audit_log REPLICA IDENTITY FULL")
+        .await
+        .unwrap();
     let mut kills = 0;
     let mut saw_dropped = 0;
     for step in 1.. {
@@ -448,7 +478,7 @@ async fn distribute_killed_at_every_step_resumes_to_the_end() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(distributed, 5);
+    assert_eq!(distributed, 6, "the table without a primary key too");
     // Finished: a rerun exits 0 and says so.
     let out = shardready(&url, &args);
     assert!(
@@ -462,7 +492,7 @@ async fn distribute_killed_at_every_step_resumes_to_the_end() {
     let out = shardready(&url, &["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("already distributed: 5 distributed table(s)"),
+        text.contains("already distributed: 6 distributed table(s)"),
         "{text}"
     );
     assert!(!text.contains("interrupted distribute dropped"), "{text}");
