@@ -163,6 +163,29 @@ fn citus_error(c: &DataCheck) -> Option<String> {
     }
 }
 
+/// What resolves cross-tenant rows that the application writes on purpose,
+/// as command lines: drop the key (`--drop-fk`), or, when the referenced
+/// table references nothing itself (so Citus can copy it to every node),
+/// keep that table whole as a reference table.
+pub(crate) fn by_design(ctx: &Ctx, t: &Table, fk: &catalog::ForeignKey) -> String {
+    let mut out = format!(
+        "if the application writes such rows by design, drop the key (its definition is \
+         kept and printed): `shardready apply --drop-fk {}.{}`",
+        t.name, fk.name
+    );
+    let shareable = ctx
+        .cat
+        .table(&fk.ref_table)
+        .is_some_and(|r| r.foreign_keys.is_empty());
+    if shareable {
+        out.push_str(&format!(
+            ", or keep {r} whole on every node: `shardready apply --reference {r}`",
+            r = fk.ref_table
+        ));
+    }
+    out
+}
+
 /// One FK hop from a catalog foreign key.
 fn hop_of(t: &Table, fk: &catalog::ForeignKey) -> Hop {
     Hop {
@@ -414,9 +437,9 @@ fn plan_needs(ctx: &Ctx, t: &Table, path: &[Hop], scan: Scan) -> Option<TablePla
                 fk.ref_columns.join(", ")
             ),
             fix: format!(
-                "make each row's {} point at a row of the same tenant (or delete it); \
-                 the data is inconsistent today",
-                fk.columns.join(", ")
+                "make each row's {} point at a row of the same tenant (or delete it); {}",
+                fk.columns.join(", "),
+                by_design(ctx, t, fk)
             ),
         });
     }
@@ -524,8 +547,9 @@ fn plan_distributed(ctx: &Ctx, t: &Table, scan: Scan) -> Option<TablePlan> {
             ),
             fix: format!(
                 "correct {col} or {} on these rows so both name the same tenant (or delete \
-                 them); the data is inconsistent today",
-                fk.columns.join(", ")
+                 them); {}",
+                fk.columns.join(", "),
+                by_design(ctx, t, fk)
             ),
         });
     }

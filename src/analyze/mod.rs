@@ -136,6 +136,48 @@ pub struct Analysis {
     /// Tables Citus already has: this database is (partly) distributed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub placed: Vec<crate::catalog::Placement>,
+    /// Foreign keys the user chose to drop (`--drop-fk`), with their
+    /// definitions: the analysis saw the schema without them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dropped_fks: Vec<DroppedFk>,
+}
+
+/// A foreign key dropped at the user's request, and how to restore it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DroppedFk {
+    pub table: QName,
+    pub name: String,
+    /// As `pg_get_constraintdef` gives it.
+    pub definition: String,
+}
+
+/// The catalog without the foreign keys `--drop-fk` names, and those keys
+/// (a key no longer there was dropped already); an unknown table is an
+/// error.
+pub fn without_dropped_fks(
+    cat: &Catalog,
+    overrides: &Overrides,
+) -> Result<(Catalog, Vec<DroppedFk>), AnalyzeError> {
+    let mut out = cat.clone();
+    let mut dropped = Vec::new();
+    for r in &overrides.drop_fk {
+        let t = out
+            .tables
+            .iter_mut()
+            .find(|t| t.name == r.table)
+            .ok_or_else(|| AnalyzeError::UnknownTable(r.table.to_string()))?;
+        // Not there: dropped already (a rerun, or verify afterwards).
+        let Some(i) = t.foreign_keys.iter().position(|fk| fk.name == r.name) else {
+            continue;
+        };
+        let fk = t.foreign_keys.remove(i);
+        dropped.push(DroppedFk {
+            table: r.table.clone(),
+            name: fk.name,
+            definition: fk.definition,
+        });
+    }
+    Ok((out, dropped))
 }
 
 impl Analysis {
@@ -202,6 +244,8 @@ pub async fn analyze_read(
     cat: &Catalog,
     opts: &AnalyzeOptions,
 ) -> Result<Analysis, AnalyzeError> {
+    let (without, dropped_fks) = without_dropped_fks(cat, &opts.overrides)?;
+    let cat = &without;
     let (tenant, classes, mut findings) = analyze_catalog(cat, &opts.overrides)?;
     let ctx = rules::Ctx {
         cat,
@@ -260,5 +304,6 @@ pub async fn analyze_read(
         skew,
         counts,
         placed: cat.placed.clone(),
+        dropped_fks,
     })
 }

@@ -87,6 +87,37 @@ pub struct Overrides {
     pub tenant_column: Option<String>,
     pub reference: Vec<QName>,
     pub local: Vec<QName>,
+    /// Foreign keys to drop (`--drop-fk`): they cannot hold across tenants
+    /// (the application writes cross-tenant rows by design). The analysis
+    /// and the plan treat them as gone; the plan drops them, keeping their
+    /// definitions.
+    pub drop_fk: Vec<FkRef>,
+}
+
+/// A foreign key named on the command line: `table.constraint` or
+/// `schema.table.constraint`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FkRef {
+    pub table: QName,
+    pub name: String,
+}
+
+impl FkRef {
+    /// Parses `table.constraint` or `schema.table.constraint` (unquoted, as
+    /// in the catalog).
+    pub fn parse(s: &str) -> Option<FkRef> {
+        let (table, name) = s.rsplit_once('.')?;
+        (!table.is_empty() && !name.is_empty()).then(|| FkRef {
+            table: parse_table(table),
+            name: name.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for FkRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.table, self.name)
+    }
 }
 
 /// Parses `name` or `schema.name` (unquoted; as written in the catalog).

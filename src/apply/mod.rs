@@ -54,7 +54,8 @@ pub enum ApplyError {
     #[error("another apply is running ({holder}); only one runs at a time. `shardready status` shows its progress")]
     AlreadyRunning { holder: String },
     #[error(
-        "analyze found blockers the plan cannot fix:\n{}\nFix them (see `shardready analyze`), then rerun.",
+        "the pre-flight found what would make the preparation fail or reject the application's \
+         writes; nothing was changed:\n{}\nResolve each as its fix says, then rerun `shardready apply`.",
         .0.join("\n")
     )]
     Blocked(Vec<String>),
@@ -63,6 +64,25 @@ pub enum ApplyError {
         .missing.join("\n")
     )]
     Privileges { role: String, missing: Vec<String> },
+    #[error(
+        "stopped before {constraint} on {table} could reject the application's writes: rows \
+         with {} have no matching row in the table it references for the same tenant \
+         (cross-tenant or orphaned rows). {}\n\
+         Resolve it, then rerun `shardready apply` (it resumes here):\n  - {}",
+        keys.join(", "),
+        match when {
+            Reject::Before => "Nothing of the new key was added; the original one still holds.",
+            Reject::Validating => "The application wrote them while the new key was being validated: it was taken away at once; the original one still holds.",
+        },
+        resolve.join("\n  - ")
+    )]
+    WouldReject {
+        table: String,
+        constraint: String,
+        when: Reject,
+        keys: Vec<String>,
+        resolve: Vec<String>,
+    },
     #[error("the stored state is unreadable ({0}); rerun with --replan")]
     BadState(String),
     #[error(
@@ -90,7 +110,25 @@ pub enum ApplyError {
     },
 }
 
+/// When a new constraint was found to reject rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// Before it was added.
+    Before,
+    /// While it was validated (rows written since the check).
+    Validating,
+}
+
 impl ApplyError {
+    /// Findings in the data, not failures: the CLI exits 2 for them, as
+    /// `analyze` does for blockers.
+    pub fn is_blocker(&self) -> bool {
+        matches!(
+            self,
+            ApplyError::Blocked(_) | ApplyError::WouldReject { .. } | ApplyError::Orphans { .. }
+        )
+    }
+
     /// Whether the error is the connection going away (server restart,
     /// terminated session, network): apply reconnects and resumes. Decided
     /// from the driver's error (SQLSTATE, closed connection), never from
@@ -363,7 +401,11 @@ async fn session(target: &Target, opts: &ApplyOptions) -> Result<Session, ApplyE
         }
     }
     check_privileges(&client, opts).await?;
-    state::ensure_schema(&client).await?;
+    // A first run creates its state only after the pre-flight found nothing
+    // in the way (see `run`); an earlier run's state is brought up to date.
+    if state::load_plan(&client).await?.is_some() {
+        state::ensure_schema(&client).await?;
+    }
     Session::lock(client).await.map_err(|e| match e {
         db::LockError::Db(e) => ApplyError::Db(e),
         db::LockError::Held { holder } => ApplyError::AlreadyRunning { holder },
@@ -437,6 +479,13 @@ async fn run(
         }
         _ => cat,
     };
+    // Replanning over an unfinished plan: the columns it added and has not
+    // filled yet are analyzed as absent (so the new plan backfills them
+    // rather than seeing NULLs), and its sync triggers are carried over.
+    let unfinished = match &stored {
+        Some((old, false)) if opts.replan => Some(old.clone()),
+        _ => None,
+    };
     let (plan, resumed) = match stored {
         Some((p, false)) if !opts.replan => {
             say(
@@ -446,7 +495,24 @@ async fn run(
             (p, true)
         }
         _ => {
-            let analysis = analyze::analyze_read(client, &cat, &opts.analyze).await?;
+            // Pre-flight: the catalog rules and the data checks, every row
+            // (a sample could miss the few rows that would make a step
+            // fail, or a new key reject the application's writes), before
+            // anything changes.
+            say(
+                opts,
+                "pre-flight: checking the schema and every row the plan depends on",
+            );
+            let preflight = AnalyzeOptions {
+                catalog_only: false,
+                full: true,
+                ..opts.analyze.clone()
+            };
+            let seen = match &unfinished {
+                Some(old) => before_plan(&cat, old),
+                None => cat.clone(),
+            };
+            let analysis = analyze::analyze_read(client, &seen, &preflight).await?;
             let manual: Vec<String> = analysis
                 .findings
                 .iter()
@@ -456,7 +522,11 @@ async fn run(
             if !manual.is_empty() {
                 return Err(ApplyError::Blocked(manual));
             }
-            let p = plan::build(&analysis, &cat);
+            let mut p = plan::build(&analysis, &seen);
+            if let Some(old) = &unfinished {
+                carry_helpers(&mut p, old, &cat);
+            }
+            state::ensure_schema(client).await?;
             state::save_plan(client, &p).await?;
             (p, false)
         }
@@ -610,6 +680,64 @@ async fn run(
     Ok(report(carry, true))
 }
 
+/// The catalog as a new plan should see it over the unfinished plan `old`:
+/// each column `old` added that is not NOT NULL yet is taken out, with what
+/// was built on it (indexes, keys, foreign keys, the sync trigger), so the
+/// new plan derives its steps again (those done are skipped as done).
+fn before_plan(cat: &Catalog, old: &Plan) -> Catalog {
+    let mut out = cat.clone();
+    for step in &old.steps {
+        let plan::Step::AddColumn(a) = step else {
+            continue;
+        };
+        let Some(t) = out.tables.iter_mut().find(|t| t.name == a.table) else {
+            continue;
+        };
+        if t.column(&a.column).is_none_or(|c| c.not_null) {
+            continue;
+        }
+        let col = a.column.as_str();
+        t.columns.retain(|c| c.name != col);
+        t.keys.retain(|k| !k.columns.iter().any(|c| c == col));
+        t.unique_indexes
+            .retain(|ix| !ix.columns.iter().any(|c| c.as_deref() == Some(col)));
+        t.foreign_keys
+            .retain(|fk| !fk.columns.iter().any(|c| c == col));
+        let triggers: Vec<&str> = old
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                plan::Step::SyncTrigger(st) if st.table == a.table => Some(st.trigger.as_str()),
+                _ => None,
+            })
+            .collect();
+        t.triggers
+            .retain(|tr| !triggers.contains(&tr.name.as_str()));
+    }
+    out
+}
+
+/// Carries the unfinished plan's trigger removals into the new plan when
+/// the new one has none for that table (its column is filled and NOT NULL,
+/// so the new plan does not know it was ever synced): shardready's own
+/// helpers are never left behind.
+fn carry_helpers(p: &mut Plan, old: &Plan, cat: &Catalog) {
+    for step in &old.steps {
+        if !matches!(step, plan::Step::DropTrigger(_)) || step.is_done(cat) {
+            continue;
+        }
+        if p.steps.iter().any(|s| s.id() == step.id()) {
+            continue;
+        }
+        let at = p
+            .steps
+            .iter()
+            .position(|s| matches!(s, plan::Step::Vacuum(_) | plan::Step::Analyze(_)))
+            .unwrap_or(p.steps.len());
+        p.steps.insert(at, step.clone());
+    }
+}
+
 /// Runs one statement-level action under the lock policy (the backfill
 /// and the wait for the application are run by [`run`] itself).
 async fn execute(
@@ -642,7 +770,78 @@ async fn execute(
             build_index(session, schema, index, sql, policy).await
         }
         Action::Backfill { .. } | Action::AwaitAppWrites { .. } => Ok(LockStats::default()),
+        Action::Constrain {
+            table,
+            constraint,
+            violations,
+            add,
+            validate,
+            drop,
+            resolve,
+        } => {
+            let rejects = |when: Reject, keys: Vec<String>| ApplyError::WouldReject {
+                table: table.to_string(),
+                constraint: constraint.clone(),
+                when,
+                keys,
+                resolve: resolve.clone(),
+            };
+            let offending = |sql: &str| {
+                let sql = sql.to_string();
+                async move {
+                    session
+                        .query(&sql, &[])
+                        .await
+                        .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect())
+                        .map_err(|e| ApplyError::sql(&sql, e))
+                }
+            };
+            // Rows that violate it now: not added (and taken away, if a
+            // killed run had added it), or it would reject writes like them.
+            let keys: Vec<String> = offending(violations).await?;
+            if !keys.is_empty() {
+                execute_txn(session, drop, LockMode::Brief, policy).await?;
+                return Err(rejects(Reject::Before, keys));
+            }
+            let mut stats = execute_txn(session, add, LockMode::Brief, policy).await?;
+            match session
+                .run_txn(
+                    std::slice::from_ref(validate),
+                    LockMode::NonBlocking,
+                    policy,
+                )
+                .await
+            {
+                Ok(s) => {
+                    stats.add(s);
+                    Ok(stats)
+                }
+                Err(e) => {
+                    // The application wrote such rows since the check: take
+                    // the constraint away at once, then say which.
+                    execute_txn(session, drop, LockMode::Brief, policy).await?;
+                    let keys = offending(violations).await?;
+                    if keys.is_empty() {
+                        return Err(ApplyError::retried(validate, e));
+                    }
+                    Err(rejects(Reject::Validating, keys))
+                }
+            }
+        }
     }
+}
+
+/// One statement in its own transaction under the lock policy.
+async fn execute_txn(
+    session: &Session,
+    sql: &str,
+    lock: LockMode,
+    policy: &LockPolicy,
+) -> Result<LockStats, ApplyError> {
+    session
+        .run_txn(&[sql.to_string()], lock, policy)
+        .await
+        .map_err(|e| ApplyError::retried(sql, e))
 }
 
 /// Before a new plan replaces an unfinished one: what the old plan's

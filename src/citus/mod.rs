@@ -1359,6 +1359,7 @@ mod tests {
             skew: None,
             counts: Counts::default(),
             placed: Vec::new(),
+            dropped_fks: Vec::new(),
         }
     }
 

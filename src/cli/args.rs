@@ -370,6 +370,18 @@ pub(crate) struct AnalyzeTarget {
     /// Keep this table local (repeatable).
     #[arg(long, value_name = "TABLE")]
     pub(crate) local: Vec<String>,
+    /// Drop this foreign key, which cannot hold across tenants (the
+    /// application writes rows that reference another tenant's row by
+    /// design): `apply` drops it first and prints its definition to restore
+    /// it (repeatable).
+    #[arg(long, value_name = "TABLE.CONSTRAINT", value_parser = parse_fk_ref)]
+    pub(crate) drop_fk: Vec<shardready::analyze::tenant::FkRef>,
+}
+
+fn parse_fk_ref(s: &str) -> Result<shardready::analyze::tenant::FkRef, String> {
+    shardready::analyze::tenant::FkRef::parse(s).ok_or_else(|| {
+        format!("`{s}`: give the key as table.constraint or schema.table.constraint")
+    })
 }
 
 impl AnalyzeTarget {
@@ -380,6 +392,7 @@ impl AnalyzeTarget {
                 tenant_column: self.tenant_column.clone(),
                 reference: self.reference.iter().map(|t| parse_table(t)).collect(),
                 local: self.local.iter().map(|t| parse_table(t)).collect(),
+                drop_fk: self.drop_fk.clone(),
             },
             full: false,
             catalog_only: true,

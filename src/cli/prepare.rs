@@ -95,8 +95,18 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
             Some(w) => Some(w.stop().await),
             None => None,
         };
-        anyhow::Ok((r?, wl))
+        anyhow::Ok((r, wl))
     })?;
+    let report = match report {
+        Ok(r) => r,
+        // What the data holds stops apply, like a blocker stops analyze:
+        // exit 2, with what to do.
+        Err(e) if e.is_blocker() => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Some(dir) = &a.report {
         let files = shardready::report::write_apply(dir, &report, wl.as_ref())
             .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;

@@ -13,8 +13,8 @@ use crate::db::LockMode;
 use crate::sql::ident;
 
 pub use steps::{
-    AddColumn, AnalyzeTables, Backfill, DropTrigger, HoldAutovacuum, NotNull, StepKind, SwapKey,
-    SyncTrigger, TenantForeignKey, UniqueIndex, Vacuum,
+    AddColumn, AnalyzeTables, Backfill, DropForeignKey, DropTrigger, HoldAutovacuum, NotNull,
+    StepKind, SwapKey, SyncTrigger, TenantForeignKey, UniqueIndex, Vacuum,
 };
 
 /// How a step affects the application.
@@ -77,6 +77,7 @@ pub enum Step {
     NotNull(NotNull),
     UniqueIndex(UniqueIndex),
     ForeignKey(TenantForeignKey),
+    DropForeignKey(DropForeignKey),
     SwapKey(SwapKey),
     DropTrigger(DropTrigger),
     Vacuum(Vacuum),
@@ -94,6 +95,7 @@ impl Step {
             Step::NotNull(s) => s,
             Step::UniqueIndex(s) => s,
             Step::ForeignKey(s) => s,
+            Step::DropForeignKey(s) => s,
             Step::SwapKey(s) => s,
             Step::DropTrigger(s) => s,
             Step::Vacuum(s) => s,
@@ -165,6 +167,23 @@ pub enum Action {
         column: String,
         counter: QName,
     },
+    /// A constraint that new rows must satisfy, added only when no row
+    /// violates it, so that it cannot reject the application's writes:
+    /// `violations` (the keys of offending rows, a read that never blocks)
+    /// runs right before `add` (brief), `validate` (never blocks) right
+    /// after; when rows violate it, or validation fails, `drop` (brief)
+    /// takes the new constraint away at once and apply stops, naming the
+    /// rows.
+    Constrain {
+        table: QName,
+        constraint: String,
+        violations: String,
+        add: String,
+        validate: String,
+        drop: String,
+        /// Complete command lines (or SQL) that resolve violating rows.
+        resolve: Vec<String>,
+    },
 }
 
 impl Action {
@@ -182,6 +201,17 @@ impl Action {
             Action::AwaitAppWrites { table, column, .. } => format!(
                 "-- wait until the application writes {column} into {table} itself (apply watches the sync trigger's counter)\n"
             ),
+            Action::Constrain {
+                violations,
+                add,
+                validate,
+                drop,
+                ..
+            } => format!(
+                "-- rows the new constraint would reject (stop unless none):\n{violations};\n\
+                 BEGIN;\n{add}\nCOMMIT;\nBEGIN;\n{validate}\nCOMMIT;\n\
+                 -- if VALIDATE fails: {drop}\n"
+            ),
         }
     }
 
@@ -196,6 +226,18 @@ impl Action {
             }
             Action::Backfill { psql, .. } => vec![psql.clone()],
             Action::AwaitAppWrites { .. } => Vec::new(),
+            Action::Constrain {
+                violations,
+                add,
+                validate,
+                drop,
+                ..
+            } => vec![
+                violations.clone(),
+                add.clone(),
+                validate.clone(),
+                drop.clone(),
+            ],
         }
     }
 }
@@ -402,8 +444,15 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
             }));
             changed = true;
         }
-        // Foreign keys between tenant tables get the tenant column in front.
-        for fk in &t.foreign_keys {
+        // Foreign keys between tenant tables get the tenant column in front
+        // (those the user drops are left alone).
+        let dropped = |fk: &crate::catalog::ForeignKey| {
+            analysis
+                .dropped_fks
+                .iter()
+                .any(|d| d.table == t.name && d.name == fk.name)
+        };
+        for fk in t.foreign_keys.iter().filter(|fk| !dropped(fk)) {
             let Some(r) = cat.table(&fk.ref_table) else {
                 continue;
             };
@@ -464,7 +513,19 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
             touched.push(t.name.clone());
         }
     }
-    let mut steps = Vec::new();
+    // Keys the user chose to drop go first: dropping one rejects no write,
+    // and nothing after it depends on them.
+    let mut steps: Vec<Step> = analysis
+        .dropped_fks
+        .iter()
+        .map(|d| {
+            Step::DropForeignKey(DropForeignKey {
+                table: d.table.clone(),
+                name: d.name.clone(),
+                definition: d.definition.clone(),
+            })
+        })
+        .collect();
     steps.extend(adds);
     steps.extend(triggers);
     steps.extend(holds);
@@ -570,6 +631,7 @@ mod tests {
             skew: None,
             counts: Default::default(),
             placed: Vec::new(),
+            dropped_fks: Vec::new(),
         };
         build(&analysis, cat)
     }

@@ -1,10 +1,11 @@
 //! Step: a composite foreign key with the tenant column in front — added
-//! NOT VALID, validated in its own transaction, then the old key dropped
-//! and the new one given its name; no window without a constraint.
+//! NOT VALID only when no row violates it, validated at once (taken away
+//! again if that fails), then the old key dropped and the new one given its
+//! name; no window without a constraint.
 
 use serde::{Deserialize, Serialize};
 
-use super::{brief, column_list, non_blocking, unless_constraint_exists, StepKind};
+use super::{brief, column_list, unless_constraint_exists, StepKind};
 use crate::catalog::{Catalog, QName};
 use crate::plan::{Action, Impact, Undo};
 use crate::sql::ident;
@@ -22,6 +23,59 @@ pub struct TenantForeignKey {
     pub on_delete: String,
     pub on_update: String,
     pub replaces: Option<String>,
+}
+
+impl TenantForeignKey {
+    /// Up to five rows the key would reject, as `(columns)=(values)` the
+    /// way PostgreSQL names them: every column set (MATCH SIMPLE leaves a
+    /// row with a NULL alone) and no row of the referenced table with those
+    /// values. Reads only: it never blocks the application.
+    pub fn violations_sql(&self) -> String {
+        let set: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| format!("c.{} IS NOT NULL", ident(c)))
+            .collect();
+        let matches: Vec<String> = self
+            .columns
+            .iter()
+            .zip(&self.ref_columns)
+            .map(|(c, rc)| format!("r.{} = c.{}", ident(rc), ident(c)))
+            .collect();
+        let values: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| format!("c.{}::text", ident(c)))
+            .collect();
+        format!(
+            "SELECT DISTINCT '(' || concat_ws(', ', {values}) || ')' FROM {t} c \
+             WHERE {set} AND NOT EXISTS (SELECT 1 FROM {r} r WHERE {matches}) LIMIT 5",
+            values = values.join(", "),
+            t = self.table.sql(),
+            set = set.join(" AND "),
+            r = self.ref_table.sql(),
+            matches = matches.join(" AND "),
+        )
+    }
+}
+
+impl TenantForeignKey {
+    /// What resolves rows the key would reject: fixing them, or, for a key
+    /// that replaces the application's own, dropping that key.
+    fn resolutions(&self) -> Vec<String> {
+        let mut out = vec![format!(
+            "fix or delete the rows, if they are mistakes (list them: {});",
+            self.violations_sql().replace(" LIMIT 5", "")
+        )];
+        if let Some(old) = &self.replaces {
+            out.push(format!(
+                "if the application writes them by design, drop the key (its definition is kept \
+                 and printed): `shardready apply --replan --drop-fk {}.{old}`",
+                self.table
+            ));
+        }
+        out
+    }
 }
 
 impl StepKind for TenantForeignKey {
@@ -60,12 +114,16 @@ impl StepKind for TenantForeignKey {
             new.is_some_and(|fk| fk.validated) && !temp_left && !old_left
         })
     }
-    /// ADD NOT VALID (brief), VALIDATE (no block), drop the old one and
-    /// rename (brief).
+    /// The new key added only when no row violates it (see
+    /// [`Action::Constrain`]): ADD NOT VALID (brief), VALIDATE (no block);
+    /// then the old one dropped and the new one renamed (brief).
     fn actions(&self) -> Vec<Action> {
         let t = self.table.sql();
-        let mut out = vec![
-            brief(vec![unless_constraint_exists(
+        let mut out = vec![Action::Constrain {
+            table: self.table.clone(),
+            constraint: self.temp_name.clone(),
+            violations: self.violations_sql(),
+            add: unless_constraint_exists(
                 &self.table,
                 &self.temp_name,
                 &format!(
@@ -77,12 +135,17 @@ impl StepKind for TenantForeignKey {
                     d = self.on_delete,
                     u = self.on_update,
                 ),
-            )]),
-            non_blocking(vec![format!(
+            ),
+            validate: format!(
                 "ALTER TABLE {t} VALIDATE CONSTRAINT {};",
                 ident(&self.temp_name)
-            )]),
-        ];
+            ),
+            drop: format!(
+                "ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {};",
+                ident(&self.temp_name)
+            ),
+            resolve: self.resolutions(),
+        }];
         let mut last = Vec::new();
         if let Some(old) = &self.replaces {
             last.push(format!(

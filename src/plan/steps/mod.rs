@@ -19,6 +19,7 @@ macro_rules! table_step {
 mod add_column;
 mod analyze;
 mod backfill;
+mod drop_foreign_key;
 mod drop_trigger;
 mod foreign_key;
 mod hold_autovacuum;
@@ -31,6 +32,7 @@ mod vacuum;
 pub use add_column::AddColumn;
 pub use analyze::AnalyzeTables;
 pub use backfill::{Backfill, BackfillCursorSql};
+pub use drop_foreign_key::DropForeignKey;
 pub use drop_trigger::DropTrigger;
 pub use foreign_key::TenantForeignKey;
 pub use hold_autovacuum::HoldAutovacuum;

@@ -1,0 +1,332 @@
+//! Never break the application: an application that writes cross-tenant
+//! rows (a history table whose rows reference another tenant's document,
+//! by design) keeps writing, error-free, while `apply` refuses before any
+//! change, then completes with the resolution it printed; rows that start
+//! to violate the new key only after the pre-flight stop `apply` before the
+//! key is added, and no NOT VALID constraint is left to reject writes.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{cluster, connect, run_on, scalar_i64};
+use shardready::apply::{self, ApplyError, ApplyOptions, Reject};
+use shardready::conn::Target;
+
+const SCHEMA: &str = "
+CREATE TABLE accounts (account_id bigint PRIMARY KEY, name text NOT NULL);
+CREATE TABLE docs (
+    doc_id bigint PRIMARY KEY,
+    account_id bigint NOT NULL REFERENCES accounts (account_id),
+    title text NOT NULL);
+CREATE TABLE doc_history (
+    id bigserial PRIMARY KEY,
+    account_id bigint NOT NULL REFERENCES accounts (account_id),
+    doc_id bigint NOT NULL REFERENCES docs (doc_id),
+    at timestamptz NOT NULL DEFAULT now());
+INSERT INTO accounts SELECT g, 'a' || g FROM generate_series(1, 3) g;
+INSERT INTO docs SELECT g, 1 + g % 3, 'd' || g FROM generate_series(1, 30) g;
+INSERT INTO doc_history (account_id, doc_id) SELECT 1 + d % 3, d FROM generate_series(1, 30) d, generate_series(1, 10);
+";
+
+/// The application: inserts a history row every few milliseconds until
+/// stopped — every `cross`-th one (0: never) for a document of another
+/// account — and counts what the database rejected.
+struct App {
+    stop: Arc<AtomicBool>,
+    cross: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl App {
+    async fn start(t: &Target, cross: u64) -> App {
+        let c = connect(t).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let cross = Arc::new(AtomicU64::new(cross));
+        let written = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let (s, x, w, f) = (stop.clone(), cross.clone(), written.clone(), failed.clone());
+        let task = tokio::spawn(async move {
+            let mut errors = Vec::new();
+            let mut i: i64 = 0;
+            while !s.load(Ordering::SeqCst) {
+                i += 1;
+                let doc = 1 + i % 30;
+                let own = 1 + doc % 3;
+                let every = x.load(Ordering::SeqCst) as i64;
+                let account = if every > 0 && i % every == 0 {
+                    1 + own % 3 // another account's document
+                } else {
+                    own
+                };
+                match c
+                    .execute(
+                        "INSERT INTO doc_history (account_id, doc_id) VALUES ($1, $2)",
+                        &[&account, &doc],
+                    )
+                    .await
+                {
+                    Ok(_) => w.fetch_add(1, Ordering::SeqCst),
+                    Err(e) => {
+                        errors.push(shardready::conn::error_text(&e));
+                        f.fetch_add(1, Ordering::SeqCst)
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            errors
+        });
+        App {
+            stop,
+            cross,
+            written,
+            failed,
+            task,
+        }
+    }
+
+    /// Stops it; the messages of its failed writes.
+    async fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let errors = self.task.await.unwrap();
+        (self.written.load(Ordering::SeqCst), errors)
+    }
+}
+
+/// Every constraint of the public schema, as `table name definition`.
+async fn constraints(c: &tokio_postgres::Client) -> Vec<String> {
+    c.query(
+        "SELECT conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) \
+         FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// The ``shardready apply --drop-fk …`` command line a refusal printed, as
+/// arguments.
+fn printed_resolution(stderr: &str) -> Vec<String> {
+    let start = stderr
+        .find("`shardready apply --drop-fk ")
+        .or_else(|| stderr.find("`shardready apply --replan --drop-fk "))
+        .unwrap_or_else(|| panic!("no --drop-fk resolution printed:\n{stderr}"));
+    let rest = &stderr[start + 1..];
+    let line = &rest[..rest.find('`').unwrap()];
+    line.split_whitespace().skip(1).map(String::from).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_tenant_writes_stop_apply_before_any_change_then_its_resolution_completes() {
+    let (cl, t) = cluster();
+    let c = connect(&t).await;
+    shardready::db::exec_script(&c, SCHEMA).await.unwrap();
+    let before = constraints(&c).await;
+    // The application writes one row in four for another account's
+    // document, as it always has.
+    let app = App::start(&t, 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tenant = ["--tenant-column", "account_id"];
+    let out = run_on(&cl.url(), &[&["apply"][..], &tenant[..]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("nothing was changed") && err.contains("cross-tenant-rows"),
+        "{err}"
+    );
+    // Nothing changed: not a constraint, not even shardready's own state.
+    assert_eq!(constraints(&c).await, before);
+    assert_eq!(
+        scalar_i64(
+            &c,
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'shardready'"
+        )
+        .await,
+        0
+    );
+    // The resolution it printed, under the same traffic.
+    let mut args = printed_resolution(&err);
+    args.extend(tenant.iter().map(|s| s.to_string()));
+    let out = run_on(&cl.url(), &args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (written, errors) = app.stop().await;
+    assert!(written > 50, "the application kept writing ({written})");
+    assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+    // Prepared: the key that could not hold is gone (its definition was
+    // printed), every other one has the tenant in front.
+    let mut verify_args = vec!["verify".to_string()];
+    verify_args.extend(args[1..].iter().cloned());
+    let verify = run_on(&cl.url(), &verify_args);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn violating_rows_after_the_preflight_never_meet_the_new_key() {
+    let (cl, t) = cluster();
+    let c = connect(&t).await;
+    shardready::db::exec_script(&c, SCHEMA).await.unwrap();
+    let mut opts = ApplyOptions {
+        progress: false,
+        trigger_window: Duration::from_millis(500),
+        await_app: Duration::from_secs(2),
+        ..ApplyOptions::default()
+    };
+    opts.analyze.overrides.tenant_column = Some("account_id".into());
+    // The plan, run up to its first composite foreign key: the pre-flight
+    // found nothing (the application writes only its own account's rows).
+    let plan = run_on(
+        &cl.url(),
+        &["plan", "--format", "json", "--tenant-column", "account_id"],
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let first_fk = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|s| s["step"] == "foreign_key")
+        .expect("a composite foreign key step");
+    let app = App::start(&t, 0).await;
+    let partial = apply::apply(
+        &t,
+        &ApplyOptions {
+            max_steps: Some(first_fk),
+            ..opts.clone()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(!partial.finished);
+    // Now the application starts writing cross-tenant rows.
+    app.cross.store(5, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let err = apply::apply(&t, &opts, None).await.unwrap_err();
+    match &err {
+        ApplyError::WouldReject { when, keys, .. } => {
+            assert_eq!(*when, Reject::Before, "{err}");
+            assert!(!keys.is_empty(), "{err}");
+        }
+        other => panic!("expected a refusal before the key, got {other}"),
+    }
+    assert!(err.is_blocker());
+    let text = err.to_string();
+    assert!(
+        text.contains("Nothing of the new key was added") && text.contains("--drop-fk"),
+        "{text}"
+    );
+    // The application goes on writing such rows: none is rejected, and no
+    // NOT VALID constraint is left behind.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.failed.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        scalar_i64(
+            &c,
+            "SELECT count(*) FROM pg_constraint WHERE NOT convalidated AND contype = 'f'"
+        )
+        .await,
+        0
+    );
+    // A rerun finds the same rows, stops the same way, and prints the
+    // resolution; run as printed, it completes under the same traffic.
+    let out = run_on(&cl.url(), &["apply"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let args = printed_resolution(&err);
+    assert_eq!(
+        args,
+        [
+            "apply",
+            "--replan",
+            "--drop-fk",
+            "doc_history.doc_history_doc_id_fkey"
+        ],
+        "{err}"
+    );
+    let mut args = args;
+    args.extend(["--tenant-column".into(), "account_id".into()]);
+    let out = run_on(&cl.url(), &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (written, errors) = app.stop().await;
+    assert!(written > 50, "{written}");
+    assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+    let kept = scalar_i64(
+        &c,
+        "SELECT count(*) FROM pg_constraint WHERE conname = 'doc_history_doc_id_fkey'",
+    )
+    .await;
+    assert_eq!(kept, 0, "the key the user dropped is gone");
+}
+
+/// `apply --replan` over an unfinished plan never forgets what that plan
+/// created: stopped before the backfill (the column still NULL) or after
+/// the NOT NULL (the column filled), the new plan finishes, and no sync
+/// trigger, function or counter of shardready's is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replanning_over_an_unfinished_plan_leaves_no_helper_behind() {
+    for stop_after in [3, 5] {
+        let (_cl, t) = common::tailspin(0.002).await;
+        let c = connect(&t).await;
+        let before = common::checksum(&c).await;
+        let quiet = ApplyOptions {
+            progress: false,
+            trigger_window: Duration::from_millis(500),
+            await_app: Duration::from_secs(2),
+            ..ApplyOptions::default()
+        };
+        let partial = apply::apply(
+            &t,
+            &ApplyOptions {
+                max_steps: Some(stop_after),
+                ..quiet.clone()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+        assert!(!partial.finished);
+        let r = apply::apply(
+            &t,
+            &ApplyOptions {
+                replan: true,
+                ..quiet.clone()
+            },
+            None,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("replan after {stop_after} steps: {e}"));
+        assert!(r.finished);
+        let helpers = scalar_i64(
+            &c,
+            "SELECT (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'shardready%') + \
+             (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+              WHERE n.nspname = 'shardready')",
+        )
+        .await;
+        assert_eq!(helpers, 0, "after {stop_after} steps and a replan");
+        let v = shardready::verify::verify(&c, &Default::default())
+            .await
+            .unwrap();
+        assert!(v.ok, "after {stop_after} steps and a replan: {v:?}");
+        assert_eq!(common::checksum(&c).await, before);
+    }
+}
