@@ -134,6 +134,14 @@ async fn cross_tenant_writes_stop_apply_before_any_change_then_its_resolution_co
     let app = App::start(&t, 4).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let tenant = ["--tenant-column", "account_id"];
+    // plan says it cannot complete, and why.
+    let out = run_on(&cl.url(), &[&["plan"][..], &tenant[..]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the plan cannot complete") && err.contains("cross-tenant-rows"),
+        "{err}"
+    );
     let out = run_on(&cl.url(), &[&["apply"][..], &tenant[..]].concat());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");

@@ -33,9 +33,20 @@ pub(super) fn analyze_cmd(g: &Global, a: AnalyzeArgs) -> Result<ExitCode> {
 
 pub(super) fn plan_cmd(g: &Global, a: PlanArgs) -> Result<ExitCode> {
     let target = g.target()?;
-    let plan = runtime()?.block_on(async {
+    // The data checks too (bounded, as analyze's): what they find would
+    // stop apply's pre-flight, so the plan says so.
+    let mut opts = a.analysis.options();
+    opts.catalog_only = false;
+    let (plan, blockers) = runtime()?.block_on(async {
         let client = target.connect().await?;
-        anyhow::Ok(shardready::plan::read(&client, &a.analysis.options()).await?)
+        let (cat, analysis) = shardready::analyze::read_with_catalog(&client, &opts).await?;
+        let blockers: Vec<String> = analysis
+            .findings
+            .iter()
+            .filter(|f| f.severity == shardready::analyze::Severity::Blocker && !f.automatic)
+            .map(|f| format!("  {}", f.line()))
+            .collect();
+        anyhow::Ok((shardready::plan::build(&analysis, &cat), blockers))
     })?;
     let text = match a.format {
         PlanFormat::Json => serde_json::to_string_pretty(&plan)? + "\n",
@@ -51,6 +62,13 @@ pub(super) fn plan_cmd(g: &Global, a: PlanArgs) -> Result<ExitCode> {
             eprintln!("wrote {} steps to {}", plan.steps.len(), path.display());
         }
         None => print!("{text}"),
+    }
+    if !blockers.is_empty() {
+        eprintln!(
+            "the plan cannot complete: apply's pre-flight would stop on\n{}\nResolve each as its fix says (`shardready analyze` shows them all).",
+            blockers.join("\n")
+        );
+        return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
 }
