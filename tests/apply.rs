@@ -358,6 +358,17 @@ async fn killed_mid_backfill_and_mid_index_build_then_rerun_finishes() {
         partial > 0 && partial < total,
         "killed mid-backfill: {partial}/{total}"
     );
+    // status: interrupted, not running, and what is in place meanwhile.
+    common::wait_apply_gone(&c).await;
+    let out = common::run_on(&url, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("interrupted: no apply is running")
+            && text.contains("stopped  backfill:line_items")
+            && text.contains("autovacuum is held off line_items")
+            && text.contains("a sync trigger on line_items"),
+        "{text}"
+    );
 
     // Kill -9 while CREATE INDEX CONCURRENTLY waits for an old transaction:
     // it leaves an INVALID index behind.

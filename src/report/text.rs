@@ -223,6 +223,7 @@ pub fn apply_summary(report: &crate::apply::ApplyReport) -> String {
 
 /// `status`: where the stored plan stands.
 pub fn apply_status(st: &crate::apply::state::ApplyStatus) -> String {
+    use crate::apply::state::StepState;
     if !st.plan_exists {
         return "no plan applied yet (run `shardready plan`, then `shardready apply`)\n".into();
     }
@@ -235,19 +236,57 @@ pub fn apply_status(st: &crate::apply::state::ApplyStatus) -> String {
         },
         if st.apply_running {
             " (an apply is running now)"
+        } else if !st.finished {
+            " — interrupted: no apply is running; `shardready apply` resumes it"
         } else {
             ""
         }
     );
+    let interrupted = !st.apply_running && !st.finished;
     for s in &st.steps {
+        // A step marked running with no apply alive was cut short.
+        let status = if interrupted && s.status == StepState::Running {
+            "stopped"
+        } else {
+            s.status.as_str()
+        };
         let _ = writeln!(
             out,
             "  {:>2}. {:<8} {}{}",
             s.position + 1,
-            s.status,
+            status,
             s.id,
             s.seconds.map(|x| format!("  {x:.1} s")).unwrap_or_default()
         );
+    }
+    if !st.finished {
+        // What an unfinished plan leaves in place meanwhile.
+        let done = |id: &str| {
+            st.steps
+                .iter()
+                .any(|s| s.id == id && s.status == StepState::Done)
+        };
+        for s in &st.steps {
+            if s.status != StepState::Done {
+                continue;
+            }
+            if let Some(t) = s.id.strip_prefix("hold-autovacuum:") {
+                if !done(&format!("vacuum:{t}")) {
+                    let _ = writeln!(
+                        out,
+                        "  meanwhile: autovacuum is held off {t} (the plan's VACUUM step gives it back)"
+                    );
+                }
+            }
+            if let Some(t) = s.id.strip_prefix("sync-trigger:") {
+                if !done(&format!("drop-trigger:{t}")) {
+                    let _ = writeln!(
+                        out,
+                        "  meanwhile: a sync trigger on {t} fills the tenant column of rows written without it"
+                    );
+                }
+            }
+        }
     }
     for b in &st.backfills {
         let _ = writeln!(
