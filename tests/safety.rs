@@ -338,3 +338,110 @@ async fn replanning_over_an_unfinished_plan_leaves_no_helper_behind() {
         assert_eq!(common::checksum(&c).await, before);
     }
 }
+
+/// Every index, constraint and trigger of the user's tables, and their
+/// autovacuum settings: what `abort` must give back.
+async fn shape(c: &tokio_postgres::Client) -> Vec<String> {
+    c.query(
+        "SELECT 'c ' || conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) \
+           FROM pg_constraint WHERE connamespace = 'public'::regnamespace \
+         UNION ALL SELECT 'i ' || indexrelid::regclass::text || ' ' || pg_get_indexdef(indexrelid) \
+           FROM pg_index WHERE indrelid::regclass::text IN ('stores', 'orders', 'products', 'line_items') \
+         UNION ALL SELECT 't ' || tgrelid::regclass::text || ' ' || tgname FROM pg_trigger WHERE NOT tgisinternal \
+         UNION ALL SELECT 'r ' || relname || ' ' || coalesce(array_to_string(reloptions, ','), '') \
+           FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r' \
+         UNION ALL SELECT 's ' || nspname FROM pg_namespace WHERE nspname = 'shardready' \
+         ORDER BY 1",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// `abort` after apply stopped at each step before the first key replaced
+/// takes everything back but the column (dropped here with the command it
+/// prints); after a swap it keeps what is past the point of no return,
+/// lists it, and `apply` then finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_takes_back_an_unfinished_preparation_at_every_step() {
+    let (cl, t) = common::tailspin(0.002).await;
+    let url = cl.url();
+    let c = connect(&t).await;
+    let before = common::checksum(&c).await;
+    let shape_before = shape(&c).await;
+    let plan = run_on(&url, &["plan", "--format", "json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let steps = plan["steps"].as_array().unwrap();
+    // The point of no return: the first step that replaces an original key.
+    let first_swap = steps
+        .iter()
+        .position(|s| s["step"] == "swap_key" || s["step"] == "foreign_key")
+        .expect("a key swap");
+    let quiet = ApplyOptions {
+        progress: false,
+        trigger_window: Duration::from_millis(500),
+        await_app: Duration::from_secs(2),
+        ..ApplyOptions::default()
+    };
+    for k in 1..=first_swap {
+        apply::apply(
+            &t,
+            &ApplyOptions {
+                max_steps: Some(k),
+                ..quiet.clone()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+        let out = run_on(&url, &["abort"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "after {k} steps: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("state is removed"), "after {k} steps: {text}");
+        // A second abort finds nothing to do.
+        let again = run_on(&url, &["abort"]);
+        assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to abort"));
+        // The column stays, with the command to drop it.
+        let drop = "ALTER TABLE \"public\".\"line_items\" DROP COLUMN \"store_id\";";
+        assert!(text.contains(drop), "after {k} steps: {text}");
+        c.batch_execute(drop).await.unwrap();
+        assert_eq!(shape(&c).await, shape_before, "after {k} steps: {text}");
+        assert_eq!(common::checksum(&c).await, before, "after {k} steps");
+    }
+    // Past it: kept and listed; apply finishes from there.
+    apply::apply(
+        &t,
+        &ApplyOptions {
+            max_steps: Some(first_swap + 1),
+            ..quiet.clone()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let out = run_on(&url, &["abort"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("the original key is gone") && text.contains("`shardready apply` finishes"),
+        "{text}"
+    );
+    let r = apply::apply(&t, &quiet, None).await.unwrap();
+    assert!(r.finished);
+    let v = shardready::verify::verify(&c, &Default::default())
+        .await
+        .unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(common::checksum(&c).await, before);
+}

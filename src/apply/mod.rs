@@ -6,6 +6,7 @@
 //! to write the new column — recording everything in the `shardready`
 //! schema ([`state`]) so a rerun after a crash finishes the job.
 
+pub mod abort;
 pub mod backfill;
 pub mod state;
 

@@ -283,3 +283,28 @@ pub async fn status(client: &Client) -> Result<ApplyStatus, ApplyError> {
         apply_running: running,
     })
 }
+
+/// Removes shardready's state once nothing of a preparation is left
+/// (`abort`); kept while an interrupted `distribute` still has keys saved
+/// in it.
+pub async fn drop_schema(client: &Client) -> Result<(), ApplyError> {
+    let saved: bool = client
+        .query_one(
+            "SELECT to_regclass('shardready.distribute_fk') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| ApplyError::db("cannot read the state", e))?
+        .get(0);
+    let statements = if saved {
+        vec![
+            "DROP TABLE IF EXISTS shardready.step".to_string(),
+            "DROP TABLE IF EXISTS shardready.plan".to_string(),
+        ]
+    } else {
+        vec!["DROP SCHEMA IF EXISTS shardready CASCADE".to_string()]
+    };
+    Ok(db::in_txn(client, &statements)
+        .await
+        .map_err(DbError::ctx("cannot remove the shardready state"))?)
+}

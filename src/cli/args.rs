@@ -153,6 +153,29 @@ down, and vacuums lightly every tenth of the way so the table does not double. S
 lives in the `shardready` schema: after a crash or Ctrl-C, run apply again and
 it finishes the job. Only one apply runs at a time.")]
     Apply(ApplyArgs),
+    /// Take an unfinished preparation back, online: helpers, NOT VALID keys
+    /// and unswapped indexes go, autovacuum comes back; lists what stays.
+    #[command(after_help = "\
+Examples:
+  shardready abort                       # after a stopped or killed apply
+  shardready abort --format json
+
+Removes what an unfinished `apply` made, each change under lock_timeout and
+idempotent (rerun it after a kill): the sync triggers with their functions
+and counters, composite keys not yet in place (NOT VALID or validated), the
+(tenant, id) indexes not swapped in, the NOT NULL checks; autovacuum is given
+back as its owner left it, then the `shardready` schema goes. The tenant
+column stays (the application may write it already; the command to drop it
+is printed). Keys already swapped in are past the point of no return: they
+stay, valid, with what they rely on, and are listed; `shardready apply`
+finishes the rest.")]
+    Abort {
+        /// lock_timeout of every statement that would queue the application.
+        #[arg(long, default_value = "100ms")]
+        lock_timeout: humantime::Duration,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// Where things stand: apply's steps and backfill progress; on Citus,
     /// the tables it has and any key an interrupted distribute dropped.
     Status {

@@ -36,6 +36,10 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo(args) => demo::demo_cmd(&g, args),
         Command::Distribute(args) => distribute::distribute_cmd(&g, args),
         Command::Status { format } => prepare::status_cmd(&g, format),
+        Command::Abort {
+            lock_timeout,
+            format,
+        } => prepare::abort_cmd(&g, lock_timeout.into(), format),
         Command::Verify { analysis, format } => prepare::verify_cmd(&g, analysis, format),
         Command::Explain { rule } => prepare::explain_cmd(rule.as_deref()),
     }

@@ -138,6 +138,24 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub(super) fn abort_cmd(
+    g: &Global,
+    lock_timeout: std::time::Duration,
+    format: Format,
+) -> Result<ExitCode> {
+    use shardready::apply::{self, ApplyOptions};
+    let target = g.target()?;
+    let mut opts = ApplyOptions::default();
+    opts.policy.lock_timeout = lock_timeout;
+    let report = runtime()?.block_on(apply::abort::abort(&target, &opts))?;
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", shardready::report::text::abort_summary(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(super) fn status_cmd(g: &Global, format: Format) -> Result<ExitCode> {
     let target = g.target()?;
     let (st, dist) = runtime()?.block_on(async {

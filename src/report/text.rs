@@ -221,6 +221,29 @@ pub fn apply_summary(report: &crate::apply::ApplyReport) -> String {
     out
 }
 
+/// `abort`: what was taken back and what stays.
+pub fn abort_summary(r: &crate::apply::abort::AbortReport) -> String {
+    if !r.had_plan {
+        return "nothing to abort: no preparation was started here\n".into();
+    }
+    let mut out = format!("undone: {} step(s)\n", r.undone.len());
+    for id in &r.undone {
+        let _ = writeln!(out, "  {id}");
+    }
+    if !r.kept.is_empty() {
+        out.push_str("kept:\n");
+        for k in &r.kept {
+            let _ = writeln!(out, "  {k}");
+        }
+    }
+    out.push_str(if r.state_removed {
+        "the shardready state is removed; nothing of the preparation is left but what is kept above\n"
+    } else {
+        "keys already swapped stay in place: `shardready apply` finishes the preparation from here\n"
+    });
+    out
+}
+
 /// `status`: where the stored plan stands.
 pub fn apply_status(st: &crate::apply::state::ApplyStatus) -> String {
     use crate::apply::state::StepState;

@@ -165,10 +165,14 @@ impl StepKind for TenantForeignKey {
         }
         out
     }
-    /// todo(abort): before the old key is dropped, undo is dropping the
-    /// new one; after, the single-column key must be re-added NOT VALID
-    /// and validated, which needs its definition recorded in the plan.
+    /// Before it is done: the new key (NOT VALID, or validated but not yet
+    /// in the old one's place) is dropped; the original key was never
+    /// touched. A done step is kept by `abort` (the old key is gone).
     fn undo(&self) -> Undo {
-        Undo::Todo("drop the composite key; re-add the single-column one it replaced NOT VALID + VALIDATE (needs its definition recorded in the plan)")
+        Undo::Actions(vec![brief(vec![format!(
+            "ALTER TABLE {} DROP CONSTRAINT IF EXISTS {};",
+            self.table.sql(),
+            ident(&self.temp_name)
+        )])])
     }
 }
