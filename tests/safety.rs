@@ -15,6 +15,30 @@ use common::{cluster, connect, run_on, scalar_i64};
 use shardready::apply::{self, ApplyError, ApplyOptions, Reject};
 use shardready::conn::Target;
 
+/// Apply's options for tests: quiet, short waits for the application.
+fn quiet() -> ApplyOptions {
+    ApplyOptions {
+        progress: false,
+        trigger_window: Duration::from_millis(500),
+        await_app: Duration::from_secs(2),
+        ..ApplyOptions::default()
+    }
+}
+
+/// Apply, stopped after its first `steps` steps.
+async fn apply_steps(t: &Target, opts: &ApplyOptions, steps: usize) -> apply::ApplyReport {
+    apply::apply(
+        t,
+        &ApplyOptions {
+            max_steps: Some(steps),
+            ..opts.clone()
+        },
+        None,
+    )
+    .await
+    .unwrap()
+}
+
 const SCHEMA: &str = "
 CREATE TABLE accounts (account_id bigint PRIMARY KEY, name text NOT NULL);
 CREATE TABLE docs (
@@ -189,12 +213,7 @@ async fn violating_rows_after_the_preflight_never_meet_the_new_key() {
     let (cl, t) = cluster();
     let c = connect(&t).await;
     shardready::db::exec_script(&c, SCHEMA).await.unwrap();
-    let mut opts = ApplyOptions {
-        progress: false,
-        trigger_window: Duration::from_millis(500),
-        await_app: Duration::from_secs(2),
-        ..ApplyOptions::default()
-    };
+    let mut opts = quiet();
     opts.analyze.overrides.tenant_column = Some("account_id".into());
     // The plan, run up to its first composite foreign key: the pre-flight
     // found nothing (the application writes only its own account's rows).
@@ -210,16 +229,7 @@ async fn violating_rows_after_the_preflight_never_meet_the_new_key() {
         .position(|s| s["step"] == "foreign_key")
         .expect("a composite foreign key step");
     let app = App::start(&t, 0).await;
-    let partial = apply::apply(
-        &t,
-        &ApplyOptions {
-            max_steps: Some(first_fk),
-            ..opts.clone()
-        },
-        None,
-    )
-    .await
-    .unwrap();
+    let partial = apply_steps(&t, &opts, first_fk).await;
     assert!(!partial.finished);
     // Now the application starts writing cross-tenant rows.
     app.cross.store(5, Ordering::SeqCst);
@@ -295,22 +305,8 @@ async fn replanning_over_an_unfinished_plan_leaves_no_helper_behind() {
         let (_cl, t) = common::tailspin(0.002).await;
         let c = connect(&t).await;
         let before = common::checksum(&c).await;
-        let quiet = ApplyOptions {
-            progress: false,
-            trigger_window: Duration::from_millis(500),
-            await_app: Duration::from_secs(2),
-            ..ApplyOptions::default()
-        };
-        let partial = apply::apply(
-            &t,
-            &ApplyOptions {
-                max_steps: Some(stop_after),
-                ..quiet.clone()
-            },
-            None,
-        )
-        .await
-        .unwrap();
+        let quiet = quiet();
+        let partial = apply_steps(&t, &quiet, stop_after).await;
         assert!(!partial.finished);
         let r = apply::apply(
             &t,
@@ -380,23 +376,9 @@ async fn abort_takes_back_an_unfinished_preparation_at_every_step() {
         .iter()
         .position(|s| s["step"] == "swap_key" || s["step"] == "foreign_key")
         .expect("a key swap");
-    let quiet = ApplyOptions {
-        progress: false,
-        trigger_window: Duration::from_millis(500),
-        await_app: Duration::from_secs(2),
-        ..ApplyOptions::default()
-    };
+    let quiet = quiet();
     for k in 1..=first_swap {
-        apply::apply(
-            &t,
-            &ApplyOptions {
-                max_steps: Some(k),
-                ..quiet.clone()
-            },
-            None,
-        )
-        .await
-        .unwrap();
+        apply_steps(&t, &quiet, k).await;
         let out = run_on(&url, &["abort"]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -416,16 +398,7 @@ async fn abort_takes_back_an_unfinished_preparation_at_every_step() {
         assert_eq!(common::checksum(&c).await, before, "after {k} steps");
     }
     // Past it: kept and listed; apply finishes from there.
-    apply::apply(
-        &t,
-        &ApplyOptions {
-            max_steps: Some(first_swap + 1),
-            ..quiet.clone()
-        },
-        None,
-    )
-    .await
-    .unwrap();
+    apply_steps(&t, &quiet, first_swap + 1).await;
     let out = run_on(&url, &["abort"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
