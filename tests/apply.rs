@@ -634,3 +634,44 @@ async fn rows_left_without_the_column_are_named_then_filled_on_rerun() {
     assert_prepared(&c).await;
     verify_ok(&t).await;
 }
+
+/// Ctrl-C (SIGINT) mid-backfill: apply stops, exits 130 and says what to
+/// run next; `status` then says interrupted, and a rerun finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_apply_and_says_what_to_run_next() {
+    let (cluster, t) = tailspin(0.01).await;
+    let url = cluster.url();
+    let c = connect(&t).await;
+    let child = common::shardready()
+        .args(["apply", "--db", &url, "--max-rate", "20000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_for_step(&c, "backfill:", "running", Duration::from_secs(30)).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted: apply stopped")
+            && err.contains("shardready apply    resumes")
+            && err.contains("shardready abort"),
+        "{err}"
+    );
+    common::wait_apply_gone(&c).await;
+    let status = common::run_on(&url, &["status"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("interrupted"));
+    let out = common::run_on(&url, &["apply", "--trigger-window", "500ms"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    verify_ok(&t).await;
+}

@@ -103,18 +103,39 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
         backfill_via: a.backfill_via,
     };
     let target = g.target()?;
-    let (report, wl) = runtime()?.block_on(async {
+    let run = runtime()?.block_on(async {
         let w = match &a.workload {
             Some(rate) => Some(Workload::beside(&target, rate).await?),
             None => None,
         };
-        let r = apply::apply(&target, &opts, w.as_ref()).await;
+        // Ctrl-C: every step is safe to stop at (the server cancels the
+        // statement within a second of the connection going); say where it
+        // stands and what to run next.
+        let r = tokio::select! {
+            r = apply::apply(&target, &opts, w.as_ref()) => r,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!(
+                    "\ninterrupted: apply stopped; every step done so far is kept and the one \
+                     it was in is safe to redo.\n  shardready apply    resumes where it stopped\n  \
+                     shardready abort    takes the preparation back\n  \
+                     shardready status   shows where it stands"
+                );
+                if let Some(w) = w {
+                    w.stop().await;
+                }
+                return anyhow::Ok(Err(ExitCode::from(130)));
+            }
+        };
         let wl = match w {
             Some(w) => Some(w.stop().await),
             None => None,
         };
-        anyhow::Ok((r, wl))
+        anyhow::Ok(Ok((r, wl)))
     })?;
+    let (report, wl) = match run {
+        Ok(done) => done,
+        Err(code) => return Ok(code),
+    };
     let report = match report {
         Ok(r) => r,
         // What the data holds stops apply, like a blocker stops analyze:
