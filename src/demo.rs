@@ -401,13 +401,17 @@ async fn distribute_phase(
     citus::check_coordinator(&client, &t.display()).await?;
     let session = citus::lock(client).await?;
     let progress = |s: &str| say(opts, &format!("   {s}"));
-    let mut dopts = citus::DistributeOptions::default();
     let from = Instant::now();
-    (dopts.concurrently, dopts.mode_reason) =
-        citus::choose_mode(&session, &analysis, &cat, &dopts, &[], &progress).await?;
-    progress(&format!("mode: {}", dopts.mode_reason));
-    let report =
-        citus::distribute(&session, &t.display(), &analysis, &cat, &dopts, &progress).await;
+    let report = citus::distribute_in_chosen_mode(
+        &session,
+        &t.display(),
+        &analysis,
+        &cat,
+        &mut citus::DistributeOptions::default(),
+        &[],
+        &progress,
+    )
+    .await;
     phases.push(row(
         w,
         t0,

@@ -7,20 +7,11 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{checksum, connect, scalar_i64, tailspin};
+use common::{checksum, connect, quiet, scalar_i64, tailspin};
 use shardready::apply::{self, ApplyError, ApplyOptions};
 use shardready::conn::Target;
 use shardready::workload::{Mode, StoreIdMode, Workload, WorkloadConfig};
 use tokio_postgres::Client;
-
-fn quiet() -> ApplyOptions {
-    ApplyOptions {
-        progress: false,
-        trigger_window: Duration::from_millis(500),
-        await_app: Duration::from_secs(2),
-        ..ApplyOptions::default()
-    }
-}
 
 async fn pk_columns(c: &Client, table: &str) -> Vec<String> {
     c.query_one(

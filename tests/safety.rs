@@ -11,19 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{cluster, connect, run_on, scalar_i64};
+use common::{cluster, connect, quiet, run_on, scalar_i64};
 use shardready::apply::{self, ApplyError, ApplyOptions, Reject};
 use shardready::conn::Target;
-
-/// Apply's options for tests: quiet, short waits for the application.
-fn quiet() -> ApplyOptions {
-    ApplyOptions {
-        progress: false,
-        trigger_window: Duration::from_millis(500),
-        await_app: Duration::from_secs(2),
-        ..ApplyOptions::default()
-    }
-}
 
 /// Apply, stopped after its first `steps` steps.
 async fn apply_steps(t: &Target, opts: &ApplyOptions, steps: usize) -> apply::ApplyReport {

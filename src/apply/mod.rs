@@ -402,11 +402,6 @@ async fn session(target: &Target, opts: &ApplyOptions) -> Result<Session, ApplyE
         }
     }
     check_privileges(&client, opts).await?;
-    // A first run creates its state only after the pre-flight found nothing
-    // in the way (see `run`); an earlier run's state is brought up to date.
-    if state::load_plan(&client).await?.is_some() {
-        state::ensure_schema(&client).await?;
-    }
     Session::lock(client).await.map_err(|e| match e {
         db::LockError::Db(e) => ApplyError::Db(e),
         db::LockError::Held { holder } => ApplyError::AlreadyRunning { holder },
@@ -469,23 +464,28 @@ async fn run(
         .await
         .map_err(|e| ApplyError::db("cannot read the catalog", e))?;
     let stored = state::load_plan(client).await?;
+    // A first run creates its state only after the pre-flight found nothing
+    // in the way (below); an earlier run's state is brought up to date.
+    if stored.is_some() {
+        state::ensure_schema(client).await?;
+    }
     // Replanning over an unfinished plan: first give back the autovacuum
-    // it holds, so the new plan sees the tables as their owner left them.
-    let cat = match &stored {
-        Some((old, false)) if opts.replan => {
+    // it holds, so the new plan sees the tables as their owner left them;
+    // the columns it added and has not filled yet are analyzed as absent
+    // (so the new plan backfills them rather than seeing NULLs), and its
+    // trigger removals are carried over.
+    let unfinished = match &stored {
+        Some((old, false)) if opts.replan => Some(old.clone()),
+        _ => None,
+    };
+    let cat = match &unfinished {
+        Some(old) => {
             give_back(client, old, &cat, &opts.policy).await?;
             Catalog::read(client)
                 .await
                 .map_err(|e| ApplyError::db("cannot read the catalog", e))?
         }
-        _ => cat,
-    };
-    // Replanning over an unfinished plan: the columns it added and has not
-    // filled yet are analyzed as absent (so the new plan backfills them
-    // rather than seeing NULLs), and its sync triggers are carried over.
-    let unfinished = match &stored {
-        Some((old, false)) if opts.replan => Some(old.clone()),
-        _ => None,
+        None => cat,
     };
     let (plan, resumed) = match stored {
         Some((p, false)) if !opts.replan => {
@@ -805,14 +805,7 @@ async fn execute(
                 return Err(rejects(Reject::Before, keys));
             }
             let mut stats = execute_txn(session, add, LockMode::Brief, policy).await?;
-            match session
-                .run_txn(
-                    std::slice::from_ref(validate),
-                    LockMode::NonBlocking,
-                    policy,
-                )
-                .await
-            {
+            match execute_txn(session, validate, LockMode::NonBlocking, policy).await {
                 Ok(s) => {
                     stats.add(s);
                     Ok(stats)
@@ -823,7 +816,7 @@ async fn execute(
                     execute_txn(session, drop, LockMode::Brief, policy).await?;
                     let keys = offending(violations).await?;
                     if keys.is_empty() {
-                        return Err(ApplyError::retried(validate, e));
+                        return Err(e);
                     }
                     Err(rejects(Reject::Validating, keys))
                 }

@@ -1104,6 +1104,23 @@ async fn run_batch(
     }
 }
 
+/// Chooses the mode ([`choose_mode`], recorded in `opts`), says it, and
+/// distributes ([`distribute`]).
+pub async fn distribute_in_chosen_mode(
+    client: &Session,
+    target: &str,
+    analysis: &Analysis,
+    cat: &Catalog,
+    opts: &mut DistributeOptions,
+    saved: &[state::SavedFk],
+    progress: &dyn Fn(&str),
+) -> Result<DistributeReport, CitusError> {
+    (opts.concurrently, opts.mode_reason) =
+        choose_mode(client, analysis, cat, opts, saved, progress).await?;
+    progress(&format!("mode: {}", opts.mode_reason));
+    distribute(client, target, analysis, cat, opts, progress).await
+}
+
 /// Refuses on blockers, runs the plan, verifies the result.
 pub async fn distribute(
     client: &Session,

@@ -64,24 +64,15 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
             Some(rate) => Some(Workload::beside(&target, rate).await?),
             None => None,
         };
-        let result = async {
-            let (concurrently, reason) =
-                citus::choose_mode(&session, &analysis, &cat, &opts, &saved, &|s| {
-                    eprintln!("  {s}")
-                })
-                .await?;
-            (opts.concurrently, opts.mode_reason) = (concurrently, reason);
-            eprintln!("  mode: {}", opts.mode_reason);
-            citus::distribute(
-                &session,
-                &target.display(),
-                &analysis,
-                &cat,
-                &opts,
-                &|step| eprintln!("  {step}"),
-            )
-            .await
-        }
+        let result = citus::distribute_in_chosen_mode(
+            &session,
+            &target.display(),
+            &analysis,
+            &cat,
+            &mut opts,
+            &saved,
+            &|step| eprintln!("  {step}"),
+        )
         .await;
         let felt = match traffic {
             Some(w) => Some(w.stop().await.summary),

@@ -168,3 +168,13 @@ pub async fn assert_no_helpers_left(c: &Client) {
         .collect();
     assert!(left.is_empty(), "helpers left behind: {left:?}");
 }
+
+/// Apply's options for tests: quiet, short waits for the application.
+pub fn quiet() -> shardready::apply::ApplyOptions {
+    shardready::apply::ApplyOptions {
+        progress: false,
+        trigger_window: std::time::Duration::from_millis(500),
+        await_app: std::time::Duration::from_secs(2),
+        ..Default::default()
+    }
+}
