@@ -398,6 +398,7 @@ ANALYZE;
         cat: &cat,
         tenant: &tenant,
         classes: &classes,
+        fix_fk_actions: false,
     };
     let before: String = client
         .query_one("SHOW statement_timeout", &[])
@@ -630,6 +631,7 @@ ANALYZE;
         cat: &cat,
         tenant: &tenant,
         classes: &classes,
+        fix_fk_actions: false,
     };
     let tiny = data::Bounds {
         sample_rows: 10,

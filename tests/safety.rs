@@ -173,9 +173,19 @@ async fn cross_tenant_writes_stop_apply_before_any_change_then_its_resolution_co
         .await,
         0
     );
-    // The resolution it printed, under the same traffic.
-    let mut args = printed_resolution(&err);
-    args.extend(tenant.iter().map(|s| s.to_string()));
+    // The resolution it printed (the flags given kept), under the same
+    // traffic.
+    let args = printed_resolution(&err);
+    assert_eq!(
+        args,
+        [
+            "apply",
+            "--drop-fk",
+            "doc_history.doc_history_doc_id_fkey",
+            "--tenant-column",
+            "account_id"
+        ]
+    );
     let out = run_on(&cl.url(), &args);
     assert!(
         out.status.success(),
@@ -407,4 +417,225 @@ async fn abort_takes_back_an_unfinished_preparation_at_every_step() {
         .unwrap();
     assert!(v.ok, "{v:?}");
     assert_eq!(common::checksum(&c).await, before);
+}
+
+/// Tasks reach their account through a project (NOT NULL) or through an
+/// assignee (nullable, a tenth of them NULL); comments through their task
+/// or their author (nullable). The keys cascade key changes (ON UPDATE
+/// CASCADE) and clear an assignee whose user goes (ON DELETE SET NULL):
+/// actions Citus refuses once the tenant is in the key.
+const PROJECTS: &str = "
+CREATE TABLE accounts (id bigint PRIMARY KEY, name text NOT NULL);
+CREATE TABLE users (
+    id bigint PRIMARY KEY,
+    account_id bigint NOT NULL REFERENCES accounts (id) ON UPDATE CASCADE,
+    name text NOT NULL);
+CREATE TABLE projects (
+    id bigint PRIMARY KEY,
+    account_id bigint NOT NULL REFERENCES accounts (id) ON UPDATE CASCADE);
+CREATE TABLE tasks (
+    id bigint PRIMARY KEY,
+    project_id bigint NOT NULL REFERENCES projects (id) ON UPDATE CASCADE ON DELETE CASCADE,
+    assignee_id bigint REFERENCES users (id) ON DELETE SET NULL);
+CREATE TABLE comments (
+    id bigint PRIMARY KEY,
+    task_id bigint NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    author_id bigint REFERENCES users (id),
+    body text NOT NULL);
+INSERT INTO accounts SELECT g, 'a' || g FROM generate_series(1, 3) g;
+INSERT INTO users SELECT g, 1 + g % 3, 'u' || g FROM generate_series(1, 30) g;
+INSERT INTO projects SELECT g, 1 + g % 3 FROM generate_series(1, 30) g;
+INSERT INTO tasks SELECT g, 1 + g % 30, CASE WHEN g % 10 = 0 THEN NULL ELSE 1 + g % 30 END
+    FROM generate_series(1, 300) g;
+INSERT INTO comments SELECT g, 1 + g % 300, CASE WHEN g % 7 = 0 THEN NULL ELSE 1 + (1 + g % 300) % 30 END, 'c'
+    FROM generate_series(1, 900) g;
+ANALYZE;
+";
+
+/// The ``shardready apply …`` command line after `marker` in a refusal.
+fn printed(stderr: &str, marker: &str) -> Vec<String> {
+    let start = stderr
+        .find(marker)
+        .unwrap_or_else(|| panic!("`{marker}` not printed:\n{stderr}"));
+    let rest = &stderr[start + 1..];
+    rest[..rest.find('`').unwrap()]
+        .split_whitespace()
+        .skip(1)
+        .map(String::from)
+        .collect()
+}
+
+/// The two resolutions a user gives by flag: the path a table takes its
+/// tenant through (by default a NOT NULL one, so the NULL assignees and
+/// authors do not stop apply; `--path` to choose, with the other paths
+/// printed when the chosen one leaves rows without a tenant), and
+/// `--fix-fk-actions`, the consent to make refused FK actions NO ACTION.
+/// Where Citus is installed the result is distributed, and the kept
+/// ON DELETE CASCADE still works there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_and_fk_actions_are_the_users_choice() {
+    let citus = common::citus_cluster("paths_and_fk_actions_are_the_users_choice", 1);
+    let (cl, t) = citus.unwrap_or_else(cluster);
+    let url = cl.url();
+    let c = connect(&t).await;
+    shardready::db::exec_script(&c, PROJECTS).await.unwrap();
+    let before = constraints(&c).await;
+    // Refused actions stop the plan, with the flag that resolves them and
+    // what it changes.
+    let out = run_on(&url, &["plan"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("fk-action-on-update") && err.contains("fk-action-on-delete"),
+        "{err}"
+    );
+    assert!(
+        err.contains("fails instead of clearing their assignee_id"),
+        "{err}"
+    );
+    assert_eq!(
+        printed(&err, "`shardready apply --fix-fk-actions"),
+        ["apply", "--fix-fk-actions"]
+    );
+    // By default: through the NOT NULL keys.
+    let out = run_on(&url, &["plan", "--format", "json", "--fix-fk-actions"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let analysis = run_on(&url, &["analyze", "--format", "json", "--fix-fk-actions"]);
+    let a: serde_json::Value = serde_json::from_slice(&analysis.stdout).unwrap();
+    let path = |table: &str| -> Vec<String> {
+        let t = a["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["table"]["name"] == table)
+            .unwrap_or_else(|| panic!("{table} in {a}"));
+        t["path"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{t}"))
+            .iter()
+            .map(|h| h["fk"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(path("tasks"), ["tasks_project_id_fkey"]);
+    assert_eq!(
+        path("comments"),
+        ["comments_task_id_fkey", "tasks_project_id_fkey"]
+    );
+    // Chosen through the nullable assignee: the NULLs stop it, and the
+    // other path is printed as a command.
+    let out = run_on(
+        &url,
+        &[
+            "plan",
+            "--fix-fk-actions",
+            "--path",
+            "tasks=tasks_assignee_id_fkey",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("orphan-rows"), "{err}");
+    assert_eq!(
+        printed(&err, "`shardready apply --path tasks="),
+        [
+            "apply",
+            "--path",
+            "tasks=tasks_project_id_fkey",
+            "--fix-fk-actions"
+        ],
+        "the flags given are kept, the path replaced"
+    );
+    // A path that names no key of the table is refused, with its keys.
+    let out = run_on(&url, &["plan", "--path", "tasks=nope"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("tasks has no foreign key `nope`; its foreign keys: tasks_assignee_id_fkey, tasks_project_id_fkey"),
+        "{err}"
+    );
+    assert_eq!(constraints(&c).await, before, "nothing changed so far");
+    // With consent, apply completes; the refused actions are NO ACTION,
+    // the accepted ones (ON DELETE CASCADE) kept.
+    let out = run_on(&url, &["apply", "--fix-fk-actions"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let actions = |name: &str| {
+        let c = &c;
+        let name = name.to_string();
+        async move {
+            let r = c
+                .query_one(
+                    "SELECT confupdtype::text, confdeltype::text, array_length(conkey, 1) \
+                     FROM pg_constraint WHERE conname = $1",
+                    &[&name],
+                )
+                .await
+                .unwrap();
+            (
+                r.get::<_, String>(0),
+                r.get::<_, String>(1),
+                r.get::<_, i32>(2),
+            )
+        }
+    };
+    assert_eq!(
+        actions("users_account_id_fkey").await,
+        ("a".into(), "a".into(), 1)
+    );
+    assert_eq!(
+        actions("tasks_project_id_fkey").await,
+        ("a".into(), "c".into(), 2)
+    );
+    assert_eq!(
+        actions("tasks_assignee_id_fkey").await,
+        ("a".into(), "a".into(), 2)
+    );
+    assert_eq!(
+        actions("comments_task_id_fkey").await,
+        ("a".into(), "c".into(), 2)
+    );
+    let verify = run_on(&url, &["verify"]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    common::assert_no_helpers_left(&c).await;
+    if !shardready::catalog::extension_installed(&c, "citus")
+        .await
+        .unwrap()
+    {
+        return;
+    }
+    // Citus takes the result, and deleting a project still deletes its
+    // tasks and their comments.
+    let out = run_on(&url, &["distribute"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        scalar_i64(
+            &c,
+            "SELECT count(*) FROM pg_dist_partition WHERE partmethod = 'h'"
+        )
+        .await,
+        5,
+        "accounts, users, projects, tasks, comments"
+    );
+    c.execute("DELETE FROM projects WHERE id = 7", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar_i64(&c, "SELECT count(*) FROM tasks WHERE project_id = 7").await,
+        0
+    );
 }

@@ -388,6 +388,26 @@ fn arrow(h: &Hop) -> String {
     format!("{} → {}", h.columns.join(", "), h.to)
 }
 
+/// The other ways `t` could take its tenant, as `--path` command lines
+/// (empty when there is none).
+fn other_paths(ctx: &Ctx, t: &Table, path: &[Hop]) -> String {
+    let lines: Vec<String> = t
+        .foreign_keys
+        .iter()
+        .filter(|fk| fk.ref_table != t.name && fk.name != path[0].fk)
+        .filter(|fk| hops_through(ctx, t, fk).is_some())
+        .map(|fk| format!("`shardready apply --path {}={}`", t.name, fk.name))
+        .collect();
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; or, if another key gives every row its tenant, derive it through that one: {}",
+            lines.join(" or ")
+        )
+    }
+}
+
 /// Plans the checks of a table that lacks the tenant column.
 fn plan_needs(ctx: &Ctx, t: &Table, path: &[Hop], scan: Scan) -> Option<TablePlan> {
     let col = &ctx.tenant.column;
@@ -407,7 +427,8 @@ fn plan_needs(ctx: &Ctx, t: &Table, path: &[Hop], scan: Scan) -> Option<TablePla
         ),
         fix: format!(
             "give these rows a parent that has a {col} (or delete them) before `apply`; \
-             Citus rejects NULL in the distribution column"
+             Citus rejects NULL in the distribution column{}",
+            other_paths(ctx, t, path)
         ),
     }];
     for fk in &t.foreign_keys {

@@ -40,6 +40,18 @@ pub enum AnalyzeError {
     },
     #[error("no table `{0}` (give it as name or schema.name, as in the catalog)")]
     UnknownTable(String),
+    #[error("--path {table}={name}: {table} has no foreign key `{name}`{}", if available.is_empty() { String::new() } else { format!("; its foreign keys: {}", available.join(", ")) })]
+    UnknownForeignKey {
+        table: String,
+        name: String,
+        available: Vec<String>,
+    },
+    #[error("--path {table}={name}: {why}")]
+    UnusablePath {
+        table: String,
+        name: String,
+        why: String,
+    },
     #[error("the database has no tables in its user schemas: nothing to analyze")]
     Empty,
     #[error(transparent)]
@@ -140,6 +152,10 @@ pub struct Analysis {
     /// definitions: the analysis saw the schema without them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dropped_fks: Vec<DroppedFk>,
+    /// `--fix-fk-actions`: the plan makes the FK actions Citus refuses NO
+    /// ACTION.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fix_fk_actions: bool,
 }
 
 /// A foreign key dropped at the user's request, and how to restore it.
@@ -208,13 +224,70 @@ pub fn analyze_catalog(
     }
     let tenant = tenant::infer(cat, overrides)?;
     let classes = tenant::classify(cat, &tenant, overrides);
+    check_paths(cat, &tenant, &classes, overrides)?;
     let ctx = rules::Ctx {
         cat,
         tenant: &tenant,
         classes: &classes,
+        fix_fk_actions: overrides.fix_fk_actions,
     };
     let findings = rules::check_all(&ctx);
     Ok((tenant, classes, findings))
+}
+
+/// Each `--path TABLE=FK` names an FK of TABLE, and TABLE's tenant is
+/// derived through it: otherwise the user's choice cannot be honoured, and
+/// saying so beats a silent other path.
+fn check_paths(
+    cat: &Catalog,
+    tenant: &Tenant,
+    classes: &[Classified],
+    overrides: &Overrides,
+) -> Result<(), AnalyzeError> {
+    for p in &overrides.path {
+        let err = |why: String| AnalyzeError::UnusablePath {
+            table: p.table.to_string(),
+            name: p.name.clone(),
+            why,
+        };
+        let t = cat
+            .table(&p.table)
+            .ok_or_else(|| AnalyzeError::UnknownTable(p.table.to_string()))?;
+        let Some(fk) = t.foreign_keys.iter().find(|fk| fk.name == p.name) else {
+            return Err(AnalyzeError::UnknownForeignKey {
+                table: p.table.to_string(),
+                name: p.name.clone(),
+                available: t.foreign_keys.iter().map(|fk| fk.name.clone()).collect(),
+            });
+        };
+        let Some(c) = classes.iter().find(|c| c.table == p.table) else {
+            continue; // a partition: its parent's path is its own
+        };
+        match &c.class {
+            Class::NeedsColumn { path } if path[0].fk == p.name => {}
+            Class::Root | Class::Distributed => {
+                return Err(err(format!(
+                    "{} has {} already ({}): there is nothing to derive",
+                    p.table, tenant.column, c.reason
+                )))
+            }
+            _ if c.overridden => {
+                return Err(err(format!(
+                    "{} is kept {} ({}): it takes no tenant",
+                    p.table,
+                    c.class.name(),
+                    c.reason
+                )))
+            }
+            _ => {
+                return Err(err(format!(
+                    "no table with {} can be reached through it (it leads to {})",
+                    tenant.column, fk.ref_table
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads the catalog and runs every check.
@@ -251,6 +324,7 @@ pub async fn analyze_read(
         cat,
         tenant: &tenant,
         classes: &classes,
+        fix_fk_actions: opts.overrides.fix_fk_actions,
     };
     findings.extend(queries::audit(&ctx, client).await?);
     let (data, skew) = if opts.catalog_only {
@@ -305,5 +379,6 @@ pub async fn analyze_read(
         counts,
         placed: cat.placed.clone(),
         dropped_fks,
+        fix_fk_actions: opts.overrides.fix_fk_actions,
     })
 }

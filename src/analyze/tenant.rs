@@ -92,6 +92,90 @@ pub struct Overrides {
     /// and the plan treat them as gone; the plan drops them, keeping their
     /// definitions.
     pub drop_fk: Vec<FkRef>,
+    /// Derivation paths chosen by the user (`--path TABLE=FK`): the tenant
+    /// of TABLE's rows comes through FK (then the referenced table's own
+    /// path), whatever the default choice would be.
+    pub path: Vec<FkRef>,
+    /// `--fix-fk-actions`: foreign-key actions Citus refuses (ON DELETE SET
+    /// NULL/DEFAULT, ON UPDATE CASCADE/SET NULL/DEFAULT) become NO ACTION
+    /// in the rewritten keys — with consent, because behaviour changes.
+    pub fix_fk_actions: bool,
+}
+
+impl Overrides {
+    /// The flags that give these overrides, as a command line has them
+    /// (each flag with its value).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(c) = &self.tenant_column {
+            out.push(format!("--tenant-column {c}"));
+        }
+        for t in &self.reference {
+            out.push(format!("--reference {t}"));
+        }
+        for t in &self.local {
+            out.push(format!("--local {t}"));
+        }
+        for f in &self.drop_fk {
+            out.push(format!("--drop-fk {f}"));
+        }
+        for p in &self.path {
+            out.push(format!("--path {}={}", p.table, p.name));
+        }
+        if self.fix_fk_actions {
+            out.push("--fix-fk-actions".to_string());
+        }
+        out
+    }
+
+    /// `text` with every `` `shardready apply …` `` command line in it
+    /// completed with the flags the user gave already (those the suggested
+    /// line does not replace: its own `--path` for the same table, or the
+    /// same flag), so the line can be copied as it is.
+    pub fn complete_commands(&self, text: &str) -> String {
+        const START: &str = "`shardready apply";
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(i) = rest.find(START) {
+            let Some(len) = rest[i + 1..].find('`') else {
+                break;
+            };
+            let line = &rest[i + 1..i + 1 + len];
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let suggested_path = |t: &QName| {
+                words.windows(2).any(|w| {
+                    w[0] == "--path" && FkRef::parse_path(w[1]).is_some_and(|p| &p.table == t)
+                })
+            };
+            let keep = Overrides {
+                tenant_column: self
+                    .tenant_column
+                    .clone()
+                    .filter(|_| !words.contains(&"--tenant-column")),
+                path: self
+                    .path
+                    .iter()
+                    .filter(|p| !suggested_path(&p.table))
+                    .cloned()
+                    .collect(),
+                fix_fk_actions: self.fix_fk_actions && !words.contains(&"--fix-fk-actions"),
+                ..self.clone()
+            };
+            out.push_str(&rest[..i + 1]);
+            out.push_str(line);
+            let given = format!("{} ", words.join(" "));
+            for a in keep.to_args() {
+                if !given.contains(&format!(" {a} ")) {
+                    out.push(' ');
+                    out.push_str(&a);
+                }
+            }
+            out.push('`');
+            rest = &rest[i + 2 + len..];
+        }
+        out.push_str(rest);
+        out
+    }
 }
 
 /// A foreign key named on the command line: `table.constraint` or
@@ -117,6 +201,17 @@ impl FkRef {
 impl std::fmt::Display for FkRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}.{}", self.table, self.name)
+    }
+}
+
+impl FkRef {
+    /// Parses `table=constraint` or `schema.table=constraint` (`--path`).
+    pub fn parse_path(s: &str) -> Option<FkRef> {
+        let (table, name) = s.split_once('=')?;
+        (!table.is_empty() && !name.is_empty()).then(|| FkRef {
+            table: parse_table(table),
+            name: name.to_string(),
+        })
     }
 }
 
@@ -354,9 +449,10 @@ pub fn classify(cat: &Catalog, tenant: &Tenant, overrides: &Overrides) -> Vec<Cl
             );
         }
     }
-    // Tables without the column: a path of FK hops to a tenant table
-    // (breadth first: fewest hops; ties go to the larger parent, then the
-    // FK name).
+    // Tables without the column: a path of FK hops to a tenant table.
+    // A path whose every column is NOT NULL comes first (a nullable hop
+    // leaves rows without a tenant); then the fewest hops; ties go to the
+    // larger parent, then the FK name. `--path` fixes a table's first hop.
     let is_tenant = |q: &QName, out: &BTreeMap<QName, Classified>| {
         out.get(q)
             .is_some_and(|c| matches!(c.class, Class::Root | Class::Distributed) && !c.overridden)
@@ -366,12 +462,32 @@ pub fn classify(cat: &Catalog, tenant: &Tenant, overrides: &Overrides) -> Vec<Cl
             continue;
         }
         let overridden = |q: &QName| out.get(q).is_some_and(|c| c.overridden);
-        if let Some(path) = derivation_path(cat, &t.name, &|q| is_tenant(q, &out), &overridden) {
+        let search = |not_null: bool| {
+            derivation_path(
+                cat,
+                &t.name,
+                &|q| is_tenant(q, &out),
+                &overridden,
+                &overrides.path,
+                not_null,
+            )
+        };
+        if let Some(path) = search(true).or_else(|| search(false)) {
             let via: Vec<String> = path
                 .iter()
                 .map(|h| format!("{}.{} → {}", h.from.name, h.columns.join(","), h.to))
                 .collect();
-            let reason = format!("no {}; derive it via {}", tenant.column, via.join(" → "));
+            let chosen: Vec<&str> = path
+                .iter()
+                .filter(|h| forced(&overrides.path, &h.from) == Some(h.fk.as_str()))
+                .map(|h| h.fk.as_str())
+                .collect();
+            let mut reason = format!("no {}; derive it via {}", tenant.column, via.join(" → "));
+            if !chosen.is_empty() {
+                reason.push_str(&format!(" (--path {})", chosen.join(", ")));
+            } else if !path_not_null(cat, &path) {
+                reason.push_str(" (a nullable path: no NOT NULL one reaches the tenant)");
+            }
             out.insert(
                 t.name.clone(),
                 Classified {
@@ -443,23 +559,55 @@ fn put(
     );
 }
 
+/// The FK `--path` chose for `table`.
+fn forced<'a>(paths: &'a [FkRef], table: &QName) -> Option<&'a str> {
+    paths
+        .iter()
+        .find(|p| &p.table == table)
+        .map(|p| p.name.as_str())
+}
+
+/// Whether every column of every hop is NOT NULL: each row then has a
+/// parent to take its tenant from.
+fn path_not_null(cat: &Catalog, path: &[Hop]) -> bool {
+    path.iter().all(|h| hop_not_null(cat, &h.from, &h.columns))
+}
+
+fn hop_not_null(cat: &Catalog, table: &QName, columns: &[String]) -> bool {
+    cat.table(table).is_some_and(|t| {
+        columns
+            .iter()
+            .all(|c| t.column(c).is_some_and(|c| c.not_null))
+    })
+}
+
 /// Shortest FK path from `start` to a table accepted by `target`.
 /// Tables for which `skip` holds (forced reference or local) are not
-/// walked through: a row's tenant cannot come through a lookup.
+/// walked through: a row's tenant cannot come through a lookup. Where
+/// `paths` names a table's FK (`--path`), only that one is followed from
+/// it; with `not_null`, only hops whose columns are all NOT NULL (forced
+/// ones excepted: the user chose them).
 fn derivation_path(
     cat: &Catalog,
     start: &QName,
     target: &dyn Fn(&QName) -> bool,
     skip: &dyn Fn(&QName) -> bool,
+    paths: &[FkRef],
+    not_null: bool,
 ) -> Option<Vec<Hop>> {
     let mut seen: BTreeSet<QName> = BTreeSet::from([start.clone()]);
     let mut queue: VecDeque<(QName, Vec<Hop>)> = VecDeque::from([(start.clone(), Vec::new())]);
     while let Some((q, path)) = queue.pop_front() {
         let Some(t) = cat.table(&q) else { continue };
+        let chosen = forced(paths, &q);
         let mut fks: Vec<_> = t
             .foreign_keys
             .iter()
             .filter(|fk| fk.ref_table != q && !seen.contains(&fk.ref_table) && !skip(&fk.ref_table))
+            .filter(|fk| match chosen {
+                Some(name) => fk.name == name,
+                None => !not_null || hop_not_null(cat, &q, &fk.columns),
+            })
             .collect();
         // The larger parent first (an order owns its line items; a product
         // is a lookup of them), then by name for a stable result.
@@ -864,5 +1012,156 @@ mod tests {
             !c.contains_key("events_2024"),
             "partitions are not classified"
         );
+    }
+
+    /// A comment reaches its account through its (nullable) author in one
+    /// hop, or through its task and project (NOT NULL) in two.
+    fn tasks() -> Catalog {
+        catalog(vec![
+            table("accounts").col("id", "bigint").pk(&["id"]),
+            table("users")
+                .col("id", "bigint")
+                .col_notnull("account_id", "bigint")
+                .pk(&["id"])
+                .fk("users_account", &["account_id"], "accounts", &["id"]),
+            table("projects")
+                .col("id", "bigint")
+                .col_notnull("account_id", "bigint")
+                .pk(&["id"])
+                .fk("projects_account", &["account_id"], "accounts", &["id"]),
+            table("tasks")
+                .col("id", "bigint")
+                .col_notnull("project_id", "bigint")
+                .pk(&["id"])
+                .fk("tasks_project", &["project_id"], "projects", &["id"]),
+            table("comments")
+                .col("id", "bigint")
+                .col("author_id", "bigint")
+                .col_notnull("task_id", "bigint")
+                .pk(&["id"])
+                .fk("comments_author", &["author_id"], "users", &["id"])
+                .fk("comments_task", &["task_id"], "tasks", &["id"]),
+        ])
+    }
+
+    #[test]
+    fn a_not_null_path_beats_a_shorter_nullable_one() {
+        let c = classes(&tasks(), &Overrides::default());
+        assert_eq!(
+            path_of(&c["comments"]),
+            ["comments_task", "tasks_project"],
+            "every comment has a task; an author may be NULL"
+        );
+        // Only a nullable path: taken, and the reason says so.
+        let mut cat = tasks();
+        let comments = cat
+            .tables
+            .iter_mut()
+            .find(|t| t.name == q("comments"))
+            .unwrap();
+        comments
+            .foreign_keys
+            .retain(|fk| fk.name == "comments_author");
+        let t = infer(&cat, &Overrides::default()).unwrap();
+        let all = classify(&cat, &t, &Overrides::default());
+        let comments = all.iter().find(|c| c.table == q("comments")).unwrap();
+        assert_eq!(path_of(&comments.class), ["comments_author"]);
+        assert!(
+            comments.reason.contains("a nullable path"),
+            "{}",
+            comments.reason
+        );
+    }
+
+    #[test]
+    fn path_chooses_the_first_hop() {
+        let o = Overrides {
+            path: vec![FkRef::parse_path("comments=comments_author").unwrap()],
+            ..Default::default()
+        };
+        let t = infer(&tasks(), &o).unwrap();
+        let all = classify(&tasks(), &t, &o);
+        let comments = all.iter().find(|c| c.table == q("comments")).unwrap();
+        assert_eq!(path_of(&comments.class), ["comments_author"]);
+        assert!(
+            comments.reason.ends_with("(--path comments_author)"),
+            "{}",
+            comments.reason
+        );
+        // Other tables keep their default.
+        assert_eq!(path_of(&classes(&tasks(), &o)["tasks"]), ["tasks_project"]);
+    }
+
+    #[test]
+    fn printed_commands_keep_the_users_flags() {
+        let o = Overrides {
+            tenant_column: Some("account_id".into()),
+            reference: vec![q("app.plans")],
+            drop_fk: vec![FkRef::parse("h.h_doc").unwrap()],
+            path: vec![
+                FkRef::parse_path("tasks=tasks_assignee").unwrap(),
+                FkRef::parse_path("notes=notes_task").unwrap(),
+            ],
+            fix_fk_actions: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            o.complete_commands(
+                "fix: `shardready apply --path tasks=tasks_project`, or `shardready apply \
+                 --replan --drop-fk x.y` (then `shardready verify`)"
+            ),
+            "fix: `shardready apply --path tasks=tasks_project --tenant-column account_id \
+             --reference app.plans --drop-fk h.h_doc --path notes=notes_task --fix-fk-actions`, \
+             or `shardready apply --replan --drop-fk x.y --tenant-column account_id --reference \
+             app.plans --drop-fk h.h_doc --path tasks=tasks_assignee --path notes=notes_task \
+             --fix-fk-actions` (then `shardready verify`)"
+        );
+        // Nothing to add, nothing changed; a flag already there not twice.
+        assert_eq!(
+            Overrides::default().complete_commands("`shardready apply --fix-fk-actions`"),
+            "`shardready apply --fix-fk-actions`"
+        );
+        let fix = Overrides {
+            fix_fk_actions: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            fix.complete_commands("a `shardready apply --fix-fk-actions` b `c`"),
+            "a `shardready apply --fix-fk-actions` b `c`"
+        );
+    }
+
+    #[test]
+    fn a_path_that_cannot_be_honoured_is_an_error() {
+        use crate::analyze::{analyze_catalog, AnalyzeError};
+        let with = |p: &str| Overrides {
+            path: vec![FkRef::parse_path(p).unwrap()],
+            ..Default::default()
+        };
+        let err = analyze_catalog(&tasks(), &with("comments=nope")).unwrap_err();
+        assert!(
+            matches!(&err, AnalyzeError::UnknownForeignKey { available, .. } if available == &["comments_author", "comments_task"]),
+            "{err}"
+        );
+        let err = analyze_catalog(&tasks(), &with("users=users_account")).unwrap_err();
+        assert!(
+            err.to_string().contains("users has account_id already"),
+            "{err}"
+        );
+        let err = analyze_catalog(&tasks(), &with("nowhere=x")).unwrap_err();
+        assert!(matches!(err, AnalyzeError::UnknownTable(_)), "{err}");
+        // The FK leads to a table kept local: no tenant through it.
+        let o = Overrides {
+            local: vec![q("users")],
+            ..with("comments=comments_author")
+        };
+        let err = analyze_catalog(&tasks(), &o).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no table with account_id can be reached through it"),
+            "{err}"
+        );
+        assert_eq!(FkRef::parse_path("comments"), None);
+        assert_eq!(FkRef::parse_path("=x"), None);
     }
 }

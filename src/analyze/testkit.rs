@@ -287,6 +287,7 @@ pub fn with_ctx<R>(cat: &Catalog, o: &Overrides, f: impl FnOnce(&Ctx) -> R) -> R
         cat,
         tenant: &t,
         classes: &classes,
+        fix_fk_actions: o.fix_fk_actions,
     };
     f(&ctx)
 }

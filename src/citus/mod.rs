@@ -1377,6 +1377,7 @@ mod tests {
             counts: Counts::default(),
             placed: Vec::new(),
             dropped_fks: Vec::new(),
+            fix_fk_actions: false,
         }
     }
 

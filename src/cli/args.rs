@@ -399,6 +399,24 @@ pub(crate) struct AnalyzeTarget {
     /// it (repeatable).
     #[arg(long, value_name = "TABLE.CONSTRAINT", value_parser = parse_fk_ref)]
     pub(crate) drop_fk: Vec<shardready::analyze::tenant::FkRef>,
+    /// Derive TABLE's tenant through this foreign key (then the referenced
+    /// table's own path), instead of the default choice: a path whose
+    /// columns are all NOT NULL, then the fewest hops (repeatable).
+    #[arg(long = "path", value_name = "TABLE=CONSTRAINT", value_parser = parse_path)]
+    pub(crate) path: Vec<shardready::analyze::tenant::FkRef>,
+    /// Make foreign-key actions Citus refuses (ON DELETE SET NULL/SET
+    /// DEFAULT, ON UPDATE CASCADE/SET NULL/SET DEFAULT) NO ACTION in the
+    /// rewritten keys. Behaviour changes: deleting or re-keying a
+    /// referenced row then fails while rows reference it; `analyze` says
+    /// what changes for each key.
+    #[arg(long)]
+    pub(crate) fix_fk_actions: bool,
+}
+
+fn parse_path(s: &str) -> Result<shardready::analyze::tenant::FkRef, String> {
+    shardready::analyze::tenant::FkRef::parse_path(s).ok_or_else(|| {
+        format!("`{s}`: give the path as table=constraint or schema.table=constraint")
+    })
 }
 
 fn parse_fk_ref(s: &str) -> Result<shardready::analyze::tenant::FkRef, String> {
@@ -416,6 +434,8 @@ impl AnalyzeTarget {
                 reference: self.reference.iter().map(|t| parse_table(t)).collect(),
                 local: self.local.iter().map(|t| parse_table(t)).collect(),
                 drop_fk: self.drop_fk.clone(),
+                path: self.path.clone(),
+                fix_fk_actions: self.fix_fk_actions,
             },
             full: false,
             catalog_only: true,

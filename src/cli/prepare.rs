@@ -44,7 +44,7 @@ pub(super) fn plan_cmd(g: &Global, a: PlanArgs) -> Result<ExitCode> {
             .findings
             .iter()
             .filter(|f| f.severity == shardready::analyze::Severity::Blocker && !f.automatic)
-            .map(|f| format!("  {}", f.line()))
+            .map(|f| format!("  {}", opts.overrides.complete_commands(&f.line())))
             .collect();
         anyhow::Ok((shardready::plan::build(&analysis, &cat), blockers))
     })?;
@@ -141,7 +141,11 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
         // What the data holds stops apply, like a blocker stops analyze:
         // exit 2, with what to do.
         Err(e) if e.is_blocker() => {
-            eprintln!("error: {e}");
+            // Its command lines with the flags given here, to copy as they are.
+            eprintln!(
+                "error: {}",
+                opts.analyze.overrides.complete_commands(&e.to_string())
+            );
             return Ok(ExitCode::from(2));
         }
         Err(e) => return Err(e.into()),

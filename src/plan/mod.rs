@@ -461,17 +461,24 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
                 continue;
             }
             let rcol = tenant_col_of(r);
-            if crate::analyze::tenant::fk_aligned(fk, t, r, tenant) {
+            let actions = TenantForeignKey::citus_actions(fk, analysis.fix_fk_actions);
+            let (columns, ref_columns) = if crate::analyze::tenant::fk_aligned(fk, t, r, tenant) {
+                // Its shape is right; only actions Citus refuses, with
+                // --fix-fk-actions, make it change.
+                if actions.changed.is_none() {
+                    continue;
+                }
+                (fk.columns.clone(), fk.ref_columns.clone())
+            } else if tenant.root.as_ref() == Some(&r.name) && fk.ref_columns == [rcol.clone()] {
+                // A second reference to the root's key (not automatic).
                 continue;
-            }
-            // A second reference to the root's key (not automatic).
-            if tenant.root.as_ref() == Some(&r.name) && fk.ref_columns == [rcol.clone()] {
-                continue;
-            }
-            let mut columns = vec![tcol.clone()];
-            columns.extend(fk.columns.iter().cloned());
-            let mut ref_columns = vec![rcol.clone()];
-            ref_columns.extend(fk.ref_columns.iter().cloned());
+            } else {
+                let mut columns = vec![tcol.clone()];
+                columns.extend(fk.columns.iter().cloned());
+                let mut ref_columns = vec![rcol.clone()];
+                ref_columns.extend(fk.ref_columns.iter().cloned());
+                (columns, ref_columns)
+            };
             fks.push(Step::ForeignKey(TenantForeignKey {
                 table: t.name.clone(),
                 name: fk.name.clone(),
@@ -479,9 +486,10 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
                 columns,
                 ref_table: fk.ref_table.clone(),
                 ref_columns,
-                on_delete: fk.on_delete.sql().to_string(),
-                on_update: fk.on_update.sql().to_string(),
+                on_delete: actions.on_delete,
+                on_update: actions.on_update,
                 replaces: Some(fk.name.clone()),
+                fixed_actions: actions.changed,
             }));
             changed = true;
         }
@@ -505,6 +513,7 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
                     on_delete: "NO ACTION".into(),
                     on_update: "NO ACTION".into(),
                     replaces: None,
+                    fixed_actions: None,
                 }));
                 changed = true;
             }
@@ -610,8 +619,11 @@ mod tests {
     /// The plan for a catalog, through the same analysis apply runs
     /// (catalog part only).
     fn plan_of(cat: &Catalog) -> Plan {
-        let (tenant, classes, findings) =
-            crate::analyze::analyze_catalog(cat, &Default::default()).unwrap();
+        plan_with(cat, &Default::default())
+    }
+
+    fn plan_with(cat: &Catalog, overrides: &crate::analyze::Overrides) -> Plan {
+        let (tenant, classes, findings) = crate::analyze::analyze_catalog(cat, overrides).unwrap();
         let tables = classes
             .iter()
             .map(|c| crate::analyze::TableSummary {
@@ -632,6 +644,7 @@ mod tests {
             counts: Default::default(),
             placed: Vec::new(),
             dropped_fks: Vec::new(),
+            fix_fk_actions: overrides.fix_fk_actions,
         };
         build(&analysis, cat)
     }
@@ -741,6 +754,75 @@ mod tests {
             a[0].statements(),
             ["ALTER TABLE \"public\".\"line_items\" DROP COLUMN IF EXISTS \"store_id\";"]
         );
+    }
+
+    #[test]
+    fn refused_fk_actions_are_rewritten_only_with_consent() {
+        use crate::analyze::testkit::{catalog, table};
+        use crate::catalog::FkAction;
+        // items → orders already has the tenant in front, but ON UPDATE
+        // CASCADE; order_notes → orders lacks it and has ON DELETE SET NULL.
+        let cat = || {
+            catalog(vec![
+                table("stores").col("store_id", "bigint").pk(&["store_id"]),
+                table("orders")
+                    .col("store_id", "bigint")
+                    .col("id", "bigint")
+                    .pk(&["store_id", "id"])
+                    .fk("o_s", &["store_id"], "stores", &["store_id"]),
+                table("items")
+                    .col("store_id", "bigint")
+                    .col("id", "bigint")
+                    .col("order_id", "bigint")
+                    .pk(&["store_id", "id"])
+                    .fk("i_s", &["store_id"], "stores", &["store_id"])
+                    .fk_with(
+                        "i_o",
+                        &["store_id", "order_id"],
+                        "orders",
+                        &["store_id", "id"],
+                        |fk| fk.on_update = FkAction::Cascade,
+                    ),
+            ])
+        };
+        let fk_steps = |p: &Plan| -> Vec<TenantForeignKey> {
+            p.steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::ForeignKey(f) => Some(f.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert!(fk_steps(&plan_of(&cat())).is_empty(), "kept as it is");
+        let p = plan_with(
+            &cat(),
+            &crate::analyze::Overrides {
+                fix_fk_actions: true,
+                ..Default::default()
+            },
+        );
+        let f = fk_steps(&p);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].columns, ["store_id", "order_id"]);
+        assert_eq!(f[0].on_update, "NO ACTION");
+        assert_eq!(f[0].fixed_actions.as_deref(), Some("ON UPDATE CASCADE"));
+        assert!(f[0].describe().contains("ON UPDATE CASCADE: now NO ACTION"));
+        // Not done while the old key keeps its action, done once replaced.
+        let mut c = cat();
+        assert!(!f[0].is_done(&c));
+        let items = c
+            .tables
+            .iter_mut()
+            .find(|t| t.name.name == "items")
+            .unwrap();
+        let old = items
+            .foreign_keys
+            .iter_mut()
+            .find(|k| k.name == "i_o")
+            .unwrap();
+        old.on_update = FkAction::NoAction;
+        assert!(f[0].is_done(&c));
     }
 
     #[test]

@@ -48,6 +48,82 @@ fn finding(
     }
 }
 
+/// The actions Citus refuses on a key between tenant tables, each with
+/// what NO ACTION changes for the application, as findings: blockers, or
+/// with `--fix-fk-actions` warnings that the plan rewrites them.
+fn refused_actions(ctx: &Ctx, t: &Table, fk: &ForeignKey) -> Vec<Finding> {
+    let mut refused = Vec::new();
+    if matches!(fk.on_delete, FkAction::SetNull | FkAction::SetDefault) {
+        refused.push((
+            RuleId::FkActionOnDelete,
+            ON_DELETE_ERROR,
+            format!("ON DELETE {}", fk.on_delete.sql()),
+            format!(
+                "deleting a row of {} that rows of {} still reference fails instead of {} their {}",
+                fk.ref_table,
+                t.name,
+                if fk.on_delete == FkAction::SetNull {
+                    "clearing"
+                } else {
+                    "resetting"
+                },
+                fk.columns.join(", ")
+            ),
+        ));
+    }
+    if matches!(
+        fk.on_update,
+        FkAction::SetNull | FkAction::SetDefault | FkAction::Cascade
+    ) {
+        refused.push((
+            RuleId::FkActionOnUpdate,
+            ON_UPDATE_ERROR,
+            format!("ON UPDATE {}", fk.on_update.sql()),
+            format!(
+                "changing the key ({}) of a row of {} that rows of {} reference fails instead \
+                 of reaching them",
+                fk.ref_columns.join(", "),
+                fk.ref_table,
+                t.name
+            ),
+        ));
+    }
+    refused
+        .into_iter()
+        .map(|(rule, citus, what, effect)| {
+            if ctx.fix_fk_actions {
+                finding(
+                    t,
+                    fk,
+                    rule,
+                    Severity::Warning,
+                    format!(
+                        "foreign key {} uses {what}; --fix-fk-actions makes it NO ACTION",
+                        fk.name
+                    ),
+                    None,
+                    format!("behaviour changes: {effect}"),
+                    true,
+                )
+            } else {
+                finding(
+                    t,
+                    fk,
+                    rule,
+                    Severity::Blocker,
+                    format!("foreign key {} uses {what}", fk.name),
+                    Some(citus),
+                    format!(
+                        "let the plan make it NO ACTION (behaviour changes: {effect}): \
+                         `shardready apply --fix-fk-actions`, or change it yourself"
+                    ),
+                    false,
+                )
+            }
+        })
+        .collect()
+}
+
 pub fn check(ctx: &Ctx) -> Vec<Finding> {
     let mut out = missing_root_fks(ctx);
     for (t, class) in ctx.tables() {
@@ -109,33 +185,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                     }
                     // With the tenant column in the key (always, once
                     // rewritten), Citus refuses these actions.
-                    if matches!(fk.on_delete, FkAction::SetNull | FkAction::SetDefault) {
-                        out.push(finding(
-                            t,
-                            fk,
-                            RuleId::FkActionOnDelete,
-                            Severity::Blocker,
-                            format!("foreign key {} uses ON DELETE {}", fk.name, fk.on_delete.sql()),
-                            Some(ON_DELETE_ERROR),
-                            "change it to NO ACTION, RESTRICT or CASCADE (or clear the column in the application)".into(),
-                            false,
-                        ));
-                    }
-                    if matches!(
-                        fk.on_update,
-                        FkAction::SetNull | FkAction::SetDefault | FkAction::Cascade
-                    ) {
-                        out.push(finding(
-                            t,
-                            fk,
-                            RuleId::FkActionOnUpdate,
-                            Severity::Blocker,
-                            format!("foreign key {} uses ON UPDATE {}", fk.name, fk.on_update.sql()),
-                            Some(ON_UPDATE_ERROR),
-                            "change it to NO ACTION or RESTRICT (tenant ids and keys do not change)".into(),
-                            false,
-                        ));
-                    }
+                    out.extend(refused_actions(ctx, t, fk));
                     if !fk.validated {
                         out.push(finding(
                             t,
@@ -298,6 +348,35 @@ mod tests {
         );
         assert_eq!(f[0].severity, Severity::Blocker);
         assert_eq!(f[2].severity, Severity::Warning);
+        assert!(
+            f[1].fix.contains("`shardready apply --fix-fk-actions`")
+                && f[1].fix.contains(
+                    "changing the key (store_id, id) of a row of orders that rows of items"
+                ),
+            "{}",
+            f[1].fix
+        );
+        // With consent: warnings the plan resolves, saying what changes.
+        let fixed = run_rule(
+            &shop(|fk| {
+                fk.on_delete = FkAction::SetNull;
+                fk.on_update = FkAction::Cascade;
+            }),
+            &crate::analyze::Overrides {
+                fix_fk_actions: true,
+                ..Default::default()
+            },
+            check,
+        );
+        assert_eq!(fixed.len(), 2);
+        for f in &fixed {
+            assert_eq!(f.severity, Severity::Warning);
+            assert!(f.automatic && f.message.contains("--fix-fk-actions makes it NO ACTION"));
+            assert!(f.fix.starts_with("behaviour changes: "), "{}", f.fix);
+        }
+        assert!(fixed[0]
+            .fix
+            .contains("fails instead of clearing their store_id, order_id"));
         // CASCADE on delete is fine.
         let f = run_rule(
             &shop(|fk| fk.on_delete = FkAction::Cascade),

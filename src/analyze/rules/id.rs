@@ -165,13 +165,13 @@ impl RuleId {
                 ForeignKeys,
                 "With the distribution column in the key, ON DELETE SET NULL / SET DEFAULT would change the distribution column of the referencing row.",
                 Some("cannot create foreign key constraint\nDETAIL: SET NULL or SET DEFAULT is not supported in ON DELETE operation when distribution key is included in the foreign key constraint"),
-                "By you: use CASCADE, RESTRICT or NO ACTION, or a column list (PostgreSQL 15: `SET NULL (col)`) that leaves the tenant column alone.",
+                "With consent: `--fix-fk-actions` makes the rewritten key NO ACTION (deleting a referenced row then fails while rows reference it; Citus refuses SET NULL even with a column list). Or by you: CASCADE, RESTRICT or NO ACTION.",
             ),
             FkActionOnUpdate => (
                 ForeignKeys,
                 "ON UPDATE SET NULL / SET DEFAULT / CASCADE would rewrite the distribution column of referencing rows.",
                 Some("cannot create foreign key constraint\nDETAIL: SET NULL, SET DEFAULT or CASCADE is not supported in ON UPDATE operation when distribution key included in the foreign constraint."),
-                "By you: use RESTRICT or NO ACTION on update.",
+                "With consent: `--fix-fk-actions` makes the rewritten key NO ACTION on update (changing a referenced key then fails while rows reference it; tenant ids and keys rarely change). Or by you: RESTRICT or NO ACTION.",
             ),
             FkNotValidated => (
                 ForeignKeys,

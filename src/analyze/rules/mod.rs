@@ -20,6 +20,9 @@ pub struct Ctx<'a> {
     pub cat: &'a Catalog,
     pub tenant: &'a Tenant,
     pub classes: &'a [Classified],
+    /// `--fix-fk-actions`: the plan rewrites refused FK actions to NO
+    /// ACTION, so they are no longer blockers.
+    pub fix_fk_actions: bool,
 }
 
 impl<'a> Ctx<'a> {

@@ -23,9 +23,58 @@ pub struct TenantForeignKey {
     pub on_delete: String,
     pub on_update: String,
     pub replaces: Option<String>,
+    /// The actions the original key had that Citus refuses, made NO ACTION
+    /// at the user's request (`--fix-fk-actions`), e.g. `ON UPDATE
+    /// CASCADE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_actions: Option<String>,
+}
+
+/// The ON DELETE / ON UPDATE actions a rewritten key gets.
+pub struct KeyActions {
+    pub on_delete: String,
+    pub on_update: String,
+    /// What was made NO ACTION, if anything.
+    pub changed: Option<String>,
 }
 
 impl TenantForeignKey {
+    /// `fk`'s actions for its tenant-column replacement: kept, or with
+    /// `fix` those Citus refuses between distributed tables (ON DELETE SET
+    /// NULL/DEFAULT; ON UPDATE CASCADE/SET NULL/DEFAULT) made NO ACTION.
+    pub fn citus_actions(fk: &crate::catalog::ForeignKey, fix: bool) -> KeyActions {
+        use crate::catalog::FkAction;
+        let refused_delete = matches!(fk.on_delete, FkAction::SetNull | FkAction::SetDefault);
+        let refused_update = matches!(
+            fk.on_update,
+            FkAction::SetNull | FkAction::SetDefault | FkAction::Cascade
+        );
+        let mut changed = Vec::new();
+        let mut on_delete = fk.on_delete.sql().to_string();
+        let mut on_update = fk.on_update.sql().to_string();
+        if fix && refused_delete {
+            changed.push(format!("ON DELETE {on_delete}"));
+            on_delete = "NO ACTION".into();
+        }
+        if fix && refused_update {
+            changed.push(format!("ON UPDATE {on_update}"));
+            on_update = "NO ACTION".into();
+        }
+        KeyActions {
+            on_delete,
+            on_update,
+            changed: (!changed.is_empty()).then(|| changed.join(" and ")),
+        }
+    }
+
+    /// Whether a catalog key is this step's result: its columns and
+    /// actions.
+    fn is_new(&self, fk: &crate::catalog::ForeignKey) -> bool {
+        fk.columns == self.columns
+            && fk.on_delete.sql() == self.on_delete
+            && fk.on_update.sql() == self.on_update
+    }
+
     /// Up to five rows the key would reject, as `(columns)=(values)` the
     /// way PostgreSQL names them: every column set (MATCH SIMPLE leaves a
     /// row with a NULL alone) and no row of the referenced table with those
@@ -91,10 +140,13 @@ impl StepKind for TenantForeignKey {
             self.columns.join(", "),
             self.ref_table,
             self.ref_columns.join(", "),
-            match &self.replaces {
-                Some(old) if old == &self.name => " (replaces the single-column one)".to_string(),
-                Some(old) => format!(" (replaces {old})"),
-                None => String::new(),
+            match (&self.replaces, &self.fixed_actions) {
+                (Some(_), Some(was)) =>
+                    format!(" (replaces the one with {was}: now NO ACTION, --fix-fk-actions)"),
+                (Some(old), None) if old == &self.name =>
+                    " (replaces the single-column one)".to_string(),
+                (Some(old), None) => format!(" (replaces {old})"),
+                (None, _) => String::new(),
             }
         )
     }
@@ -103,13 +155,13 @@ impl StepKind for TenantForeignKey {
             let new = t
                 .foreign_keys
                 .iter()
-                .find(|fk| fk.name == self.name && fk.columns == self.columns);
+                .find(|fk| fk.name == self.name && self.is_new(fk));
             let temp_left = self.temp_name != self.name
                 && t.foreign_keys.iter().any(|fk| fk.name == self.temp_name);
             let old_left = self.replaces.as_ref().is_some_and(|old| {
                 t.foreign_keys
                     .iter()
-                    .any(|fk| &fk.name == old && fk.columns != self.columns)
+                    .any(|fk| &fk.name == old && !self.is_new(fk))
             });
             new.is_some_and(|fk| fk.validated) && !temp_left && !old_left
         })
