@@ -592,14 +592,32 @@ async fn rows_left_without_the_column_are_named_then_filled_on_rerun() {
     // the NOT NULL validation then finds the rows the ranges had already
     // passed, and apply names them.
     let err = apply::apply(&t, &quiet(), None).await.unwrap_err();
-    let ApplyError::Orphans { examples, .. } = &err else {
+    // They are found before the NOT NULL check is added: it never
+    // rejects a write of the application.
+    let ApplyError::WouldReject {
+        when,
+        keys: examples,
+        ..
+    } = &err
+    else {
         panic!("{err}")
     };
+    assert_eq!(*when, apply::Reject::Before, "{err}");
     assert_eq!(examples.len(), 5, "{err}");
     assert!(examples[0].contains("\"order_id\""), "{err}");
     assert!(
-        err.to_string().contains("rerun `shardready apply`"),
+        err.to_string()
+            .contains("rerun `shardready apply`: it fills what can be derived"),
         "{err}"
+    );
+    assert_eq!(
+        scalar_i64(
+            &c,
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'c' AND NOT convalidated"
+        )
+        .await,
+        0,
+        "no NOT VALID check left to reject writes"
     );
     assert_eq!(
         scalar_i64(&c, "SELECT count(*) FROM line_items WHERE store_id IS NULL").await,

@@ -66,14 +66,13 @@ pub enum ApplyError {
     )]
     Privileges { role: String, missing: Vec<String> },
     #[error(
-        "stopped before {constraint} on {table} could reject the application's writes: rows \
-         with {} have no matching row in the table it references for the same tenant \
-         (cross-tenant or orphaned rows). {}\n\
+        "stopped before {constraint} on {table} could reject the application's writes: {problem}, \
+         e.g. {}. {} {kept}\n\
          Resolve it, then rerun `shardready apply` (it resumes here):\n  - {}",
         keys.join(", "),
         match when {
-            Reject::Before => "Nothing of the new key was added; the original one still holds.",
-            Reject::Validating => "The application wrote them while the new key was being validated: it was taken away at once; the original one still holds.",
+            Reject::Before => "Nothing of the new constraint was added;",
+            Reject::Validating => "The application wrote them while the new constraint was being validated: it was taken away at once;",
         },
         resolve.join("\n  - ")
     )]
@@ -81,22 +80,13 @@ pub enum ApplyError {
         table: String,
         constraint: String,
         when: Reject,
+        problem: String,
         keys: Vec<String>,
+        kept: String,
         resolve: Vec<String>,
     },
     #[error("the stored state is unreadable ({0}); rerun with --replan")]
     BadState(String),
-    #[error(
-        "rows of {table} still have no {column}, e.g. {}: their parent row is missing or has no \
-         tenant, or they were written while the sync trigger was off. Fix or delete the orphans, \
-         then rerun `shardready apply`: it fills what can be derived and resumes.",
-        examples.join(", ")
-    )]
-    Orphans {
-        table: String,
-        column: String,
-        examples: Vec<String>,
-    },
     #[error(
         "rows still arrive in {table} without {column}: the sync trigger filled {fills} in the last \
          {window_s:.0} s. Update the application to write {column} (like the seed's new \
@@ -126,7 +116,7 @@ impl ApplyError {
     pub fn is_blocker(&self) -> bool {
         matches!(
             self,
-            ApplyError::Blocked(_) | ApplyError::WouldReject { .. } | ApplyError::Orphans { .. }
+            ApplyError::Blocked(_) | ApplyError::WouldReject { .. }
         )
     }
 
@@ -755,18 +745,6 @@ async fn execute(
             .run_bare(sql, policy)
             .await
             .map_err(|e| ApplyError::retried(sql, e)),
-        Action::Validate { table, column, sql } => {
-            match session
-                .run_txn(std::slice::from_ref(sql), LockMode::NonBlocking, policy)
-                .await
-            {
-                Ok(s) => Ok(s),
-                Err(e) => {
-                    let e = ApplyError::retried(sql, e);
-                    Err(rows_without(session, table, column).await?.unwrap_or(e))
-                }
-            }
-        }
         Action::BuildIndex { schema, index, sql } => {
             build_index(session, schema, index, sql, policy).await
         }
@@ -778,13 +756,17 @@ async fn execute(
             add,
             validate,
             drop,
+            problem,
+            kept,
             resolve,
         } => {
             let rejects = |when: Reject, keys: Vec<String>| ApplyError::WouldReject {
                 table: table.to_string(),
                 constraint: constraint.clone(),
                 when,
+                problem: problem.clone(),
                 keys,
+                kept: kept.clone(),
                 resolve: resolve.clone(),
             };
             let offending = |sql: &str| {
@@ -855,29 +837,6 @@ async fn give_back(
         }
     }
     Ok(())
-}
-
-/// When a validation failed: the rows still without `column`, as an
-/// error naming some of them (None when there are none).
-async fn rows_without(
-    client: &Client,
-    table: &QName,
-    column: &str,
-) -> Result<Option<ApplyError>, ApplyError> {
-    let sql = format!(
-        "SELECT row_to_json(t)::text FROM {} t WHERE t.{} IS NULL LIMIT 5",
-        table.sql(),
-        crate::sql::ident(column)
-    );
-    let rows = client
-        .query(&sql, &[])
-        .await
-        .map_err(|e| ApplyError::db("cannot look for rows without the column", e))?;
-    Ok((!rows.is_empty()).then(|| ApplyError::Orphans {
-        table: table.to_string(),
-        column: column.to_string(),
-        examples: rows.iter().map(|r| r.get(0)).collect(),
-    }))
 }
 
 fn window(w: &Workload, from: Instant, to: Instant) -> AppWindow {

@@ -150,13 +150,6 @@ pub enum Action {
         index: String,
         sql: String,
     },
-    /// VALIDATE of a NOT NULL check (never blocks the application): the
-    /// proof that no row lacks `column`; when some do, apply names them.
-    Validate {
-        table: QName,
-        column: String,
-        sql: String,
-    },
     /// The keyset backfill controller; `psql` is what a reviewer runs
     /// instead (fixed batches).
     Backfill { step: Backfill, psql: String },
@@ -181,6 +174,11 @@ pub enum Action {
         add: String,
         validate: String,
         drop: String,
+        /// What the violating rows are, before their keys (e.g. "rows
+        /// without store_id").
+        problem: String,
+        /// What stays as it was when the constraint is not added.
+        kept: String,
         /// Complete command lines (or SQL) that resolve violating rows.
         resolve: Vec<String>,
     },
@@ -191,7 +189,6 @@ impl Action {
     pub fn to_psql(&self) -> String {
         match self {
             Action::Txn { statements, .. } => format!("BEGIN;\n{}\nCOMMIT;\n", statements.join("\n")),
-            Action::Validate { sql, .. } => format!("BEGIN;\n{sql}\nCOMMIT;\n"),
             Action::Bare { sql } => format!("{sql}\n"),
             Action::BuildIndex { schema, index, sql } => format!(
                 "DROP INDEX CONCURRENTLY IF EXISTS {}; -- only if a build was interrupted (INVALID)\n{sql}\n",
@@ -219,11 +216,7 @@ impl Action {
     pub fn statements(&self) -> Vec<String> {
         match self {
             Action::Txn { statements, .. } => statements.clone(),
-            Action::Bare { sql }
-            | Action::BuildIndex { sql, .. }
-            | Action::Validate { sql, .. } => {
-                vec![sql.clone()]
-            }
+            Action::Bare { sql } | Action::BuildIndex { sql, .. } => vec![sql.clone()],
             Action::Backfill { psql, .. } => vec![psql.clone()],
             Action::AwaitAppWrites { .. } => Vec::new(),
             Action::Constrain {

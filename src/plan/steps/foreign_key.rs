@@ -196,6 +196,14 @@ impl StepKind for TenantForeignKey {
                 "ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {};",
                 ident(&self.temp_name)
             ),
+            problem: "rows with these keys have no matching row in the table it references for \
+                      the same tenant (cross-tenant or orphaned rows)"
+                .into(),
+            kept: if self.replaces.is_some() {
+                "the original key still holds.".into()
+            } else {
+                String::new()
+            },
             resolve: self.resolutions(),
         }];
         let mut last = Vec::new();

@@ -1,5 +1,7 @@
 //! Step: make the tenant column NOT NULL through a validated CHECK, so no
-//! table scan ever runs under ACCESS EXCLUSIVE.
+//! table scan ever runs under ACCESS EXCLUSIVE; the CHECK is added only
+//! when no row lacks the column, so it cannot reject the application's
+//! writes.
 
 use serde::{Deserialize, Serialize};
 
@@ -33,20 +35,47 @@ impl StepKind for NotNull {
                 && !t.checks.iter().any(|c| c.name == self.check)
         })
     }
-    /// ADD CHECK NOT VALID (brief), VALIDATE (no block), SET NOT NULL +
-    /// DROP CHECK (brief: no scan thanks to the valid check).
+    /// The CHECK added only when no row lacks the column (see
+    /// [`Action::Constrain`]): ADD CHECK NOT VALID (brief), VALIDATE (no
+    /// block); then SET NOT NULL + DROP CHECK (brief: no scan thanks to the
+    /// valid check).
     fn actions(&self) -> Vec<Action> {
         let (t, c, col) = (self.table.sql(), ident(&self.check), ident(&self.column));
         vec![
-            brief(vec![unless_constraint_exists(
-                &self.table,
-                &self.check,
-                &format!("ALTER TABLE {t} ADD CONSTRAINT {c} CHECK ({col} IS NOT NULL) NOT VALID;"),
-            )]),
-            Action::Validate {
+            Action::Constrain {
                 table: self.table.clone(),
-                column: self.column.clone(),
-                sql: format!("ALTER TABLE {t} VALIDATE CONSTRAINT {c};"),
+                constraint: self.check.clone(),
+                violations: format!(
+                    "SELECT row_to_json(t)::text FROM {t} t WHERE t.{col} IS NULL LIMIT 5"
+                ),
+                add: unless_constraint_exists(
+                    &self.table,
+                    &self.check,
+                    &format!(
+                        "ALTER TABLE {t} ADD CONSTRAINT {c} CHECK ({col} IS NOT NULL) NOT VALID;"
+                    ),
+                ),
+                validate: format!("ALTER TABLE {t} VALIDATE CONSTRAINT {c};"),
+                drop: format!("ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {c};"),
+                problem: format!(
+                    "rows of {} have no {} (their parent row is missing or has no tenant, or \
+                     they were written while the sync trigger was off)",
+                    self.table, self.column
+                ),
+                kept: format!("{} stays nullable.", self.column),
+                resolve: vec![
+                    format!(
+                        "fix or delete the orphans, then rerun `shardready apply`: it fills what \
+                         can be derived and resumes (list them: SELECT * FROM {t} WHERE {col} IS \
+                         NULL);"
+                    ),
+                    format!(
+                        "if the application writes rows whose key to the parent is NULL, derive \
+                         the tenant through a key that never is: `shardready apply --replan --path \
+                         {}=CONSTRAINT` (`shardready analyze` shows the path each table takes)",
+                        self.table
+                    ),
+                ],
             },
             brief(vec![
                 format!("ALTER TABLE {t} ALTER COLUMN {col} SET NOT NULL;"),
