@@ -640,3 +640,186 @@ async fn paths_and_fk_actions_are_the_users_choice() {
         0
     );
 }
+
+/// `abort` right after `kill -9` of apply inside each kind of step,
+/// started at once (it waits for the killed session's lock): before the
+/// point of no return everything comes back — the same indexes,
+/// constraints, triggers and autovacuum settings once the column is dropped
+/// with the command abort prints — with every row unchanged and no helper
+/// left; past it, what stays is listed and `apply` finishes. Apply runs up
+/// to the step, then is started again and killed once that step is seen
+/// running: long steps mid-work, short ones while they wait for a table
+/// lock the test holds. One abort is itself killed and rerun.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_after_kill_9_inside_every_kind_of_step() {
+    use std::process::Stdio;
+    use std::time::Instant;
+    let (cl, _t) = cluster();
+    let src = Target::parse(&cl.create_database("src").unwrap()).unwrap();
+    {
+        let mut c = connect(&src).await;
+        shardready::ingest::create_tailspin_schema(&c, false)
+            .await
+            .unwrap();
+        shardready::ingest::load_tailspin(&mut c, None, 0.01, 42, false)
+            .await
+            .unwrap();
+    }
+    // (kind, killed mid-work rather than waiting for a lock)
+    let kinds = [
+        ("add-column", false),
+        ("sync-trigger", false),
+        ("hold-autovacuum", false),
+        ("backfill", true),
+        ("not-null", true),
+        ("not-null", false),
+        ("unique-index", true),
+        ("swap-key", false),
+        ("foreign-key", true),
+        ("foreign-key", false),
+        ("drop-trigger", false),
+        ("vacuum", false),
+        ("analyze", false),
+    ];
+    let mut outcomes = Vec::new();
+    for (trial, (kind, mid_work)) in kinds.iter().enumerate() {
+        let db = format!("abort{trial}");
+        cl.sandbox()
+            .psql_command(&format!("CREATE DATABASE {db} TEMPLATE src"))
+            .unwrap();
+        let url = cl.sandbox().url_for(&db);
+        let target = Target::parse(&url).unwrap();
+        let c = connect(&target).await;
+        let rows = common::checksum(&c).await;
+        let shape_before = shape(&c).await;
+        let plan = run_on(&url, &["plan", "--format", "json"]);
+        let plan: shardready::plan::Plan = serde_json::from_slice(&plan.stdout).unwrap();
+        let at = plan
+            .steps
+            .iter()
+            .position(|s| s.id().starts_with(kind))
+            .unwrap_or_else(|| panic!("no {kind} step"));
+        if at > 0 {
+            apply_steps(&target, &quiet(), at).await;
+        }
+        let blocker = connect(&target).await;
+        if !mid_work {
+            blocker
+                .batch_execute(
+                    "BEGIN; LOCK TABLE stores, orders, products, line_items IN SHARE UPDATE EXCLUSIVE MODE",
+                )
+                .await
+                .unwrap();
+        }
+        let mut child = common::shardready()
+            .args(["apply", "--db", &url, "--trigger-window", "200ms"])
+            .args(["--max-rate", "20000", "--lock-timeout", "20ms"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        let mut seen = None;
+        while seen.is_none() && t0.elapsed() < Duration::from_secs(60) {
+            seen = c
+                .query_opt(
+                    "SELECT id FROM shardready.step WHERE status = 'running' LIMIT 1",
+                    &[],
+                )
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.get::<_, String>(0))
+                .filter(|s| s.starts_with(kind));
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "apply ended before {kind} was seen running"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let at = seen.unwrap_or_else(|| panic!("{kind} never seen running"));
+        tokio::time::sleep(Duration::from_millis(if *mid_work { 5 } else { 100 })).await;
+        let _ = child.kill();
+        child.wait().unwrap();
+        if !mid_work {
+            blocker.batch_execute("ROLLBACK").await.unwrap();
+        }
+        drop(blocker);
+        // The first trial kills its abort too, then aborts again.
+        if trial == 0 {
+            let mut a = common::shardready()
+                .args(["abort", "--db", &url])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let _ = a.kill();
+            a.wait().unwrap();
+        }
+        let out = run_on(&url, &["abort", "--format", "json"]);
+        assert!(
+            out.status.success(),
+            "killed in {at}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let kept: Vec<String> = report["kept"]
+            .as_array()
+            .map(|k| k.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            common::checksum(&c).await,
+            rows,
+            "killed in {at}: rows changed"
+        );
+        let outcome = if trial == 0 && report["had_plan"] == false {
+            // The killed abort had finished its work (the column stays, as
+            // it printed).
+            c.batch_execute("ALTER TABLE line_items DROP COLUMN IF EXISTS store_id")
+                .await
+                .unwrap();
+            common::assert_no_helpers_left(&c).await;
+            assert_eq!(shape(&c).await, shape_before, "killed in {at}");
+            "all undone by the killed abort".to_string()
+        } else if report["state_removed"] == true {
+            // Back to before: drop the column as printed.
+            for k in &kept {
+                let sql = k
+                    .split('`')
+                    .nth(1)
+                    .filter(|s| s.contains("DROP COLUMN"))
+                    .unwrap_or_else(|| panic!("killed in {at}: kept {k}"));
+                c.batch_execute(sql).await.unwrap();
+            }
+            common::assert_no_helpers_left(&c).await;
+            assert_eq!(shape(&c).await, shape_before, "killed in {at}: {kept:?}");
+            "all undone".to_string()
+        } else {
+            // Past the point of no return: kept, listed; apply finishes.
+            assert!(
+                kept.iter().any(|k| k.contains("the original key is gone")),
+                "killed in {at}: {kept:?}"
+            );
+            let out = run_on(&url, &["apply", "--trigger-window", "200ms"]);
+            assert!(
+                out.status.success(),
+                "killed in {at}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            common::assert_no_helpers_left(&c).await;
+            let v = shardready::verify::verify(&c, &Default::default())
+                .await
+                .unwrap();
+            assert!(v.ok, "killed in {at}: {v:?}");
+            assert_eq!(common::checksum(&c).await, rows, "killed in {at}");
+            format!("{} kept, apply finished", kept.len())
+        };
+        outcomes.push(format!("killed in {at:<48} {outcome}"));
+        drop(c);
+        cl.sandbox()
+            .psql_command(&format!("DROP DATABASE {db}"))
+            .unwrap();
+    }
+    println!("{}", outcomes.join("\n"));
+}

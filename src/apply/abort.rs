@@ -83,6 +83,10 @@ pub async fn abort(target: &Target, opts: &ApplyOptions) -> Result<AbortReport, 
                 p.table() == Some(t) || matches!(p, Step::ForeignKey(fk) if &fk.ref_table == t)
             })
         });
+        // Not added, not dropped: nothing happened to keep or undo.
+        if matches!(step, Step::AddColumn(_) | Step::DropForeignKey(_)) && !step.is_done(&cat) {
+            continue;
+        }
         let keep = match step {
             // An application may write the column already: it stays.
             Step::AddColumn(a) => Some(format!(

@@ -82,6 +82,16 @@ pub(crate) fn unless_constraint_exists(table: &QName, constraint: &str, stmt: &s
     )
 }
 
+/// `stmt` run only when `table` has `column` (an undo that must also hold
+/// when the step adding the column never ran).
+pub(crate) fn if_column_exists(table: &QName, column: &str, stmt: &str) -> String {
+    format!(
+        "DO $shardready$ BEGIN\n  IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {t}::regclass AND attname = {c} AND NOT attisdropped) THEN\n    {stmt}\n  END IF;\nEND $shardready$;",
+        c = literal(column),
+        t = literal(&table.sql()),
+    )
+}
+
 /// Whether the table's key (per `target`) already has exactly `columns`.
 pub(crate) fn key_in_place(t: &Table, target: &KeyTarget, columns: &[String]) -> bool {
     match target {

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{brief, unless_constraint_exists, StepKind};
+use super::{brief, if_column_exists, unless_constraint_exists, StepKind};
 use crate::catalog::{Catalog, QName};
 use crate::plan::{Action, Impact, Undo};
 use crate::sql::ident;
@@ -83,12 +83,17 @@ impl StepKind for NotNull {
             ]),
         ]
     }
-    /// The column was nullable before (the step exists only then).
+    /// The column was nullable before (the step exists only then); it may
+    /// not exist yet (apply stopped before adding it).
     fn undo(&self) -> Undo {
         let (t, c, col) = (self.table.sql(), ident(&self.check), ident(&self.column));
-        Undo::Actions(vec![brief(vec![
-            format!("ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {c};"),
-            format!("ALTER TABLE {t} ALTER COLUMN {col} DROP NOT NULL;"),
-        ])])
+        Undo::Actions(vec![brief(vec![if_column_exists(
+            &self.table,
+            &self.column,
+            &format!(
+                "ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {c};\n    \
+                 ALTER TABLE {t} ALTER COLUMN {col} DROP NOT NULL;"
+            ),
+        )])])
     }
 }

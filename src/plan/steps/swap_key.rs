@@ -67,10 +67,10 @@ impl StepKind for SwapKey {
             ],
         }
     }
-    /// todo(abort): the old key's index is gone after the swap; undoing it
-    /// means building the single-column unique index concurrently again
-    /// and swapping back, which needs the old definition in the plan.
+    /// The swap is one transaction: before it is done, nothing of it
+    /// happened. Once done, the original key is gone: `abort` keeps the new
+    /// one (valid; past the point of no return) and lists it.
     fn undo(&self) -> Undo {
-        Undo::Todo("rebuild the old key's index concurrently and swap back (needs the old definition recorded in the plan)")
+        Undo::Nothing
     }
 }

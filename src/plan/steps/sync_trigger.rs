@@ -85,9 +85,14 @@ impl StepKind for SyncTrigger {
             path_end(&self.path)
         )
     }
+    /// In place; or its time is over: the column is NOT NULL (made so only
+    /// after the trigger, and the trigger goes only at the plan's end), so
+    /// a rerun after the trigger was removed does not bring it back.
     fn is_done(&self, cat: &Catalog) -> bool {
-        cat.table(&self.table)
-            .is_some_and(|t| t.triggers.iter().any(|x| x.name == self.trigger))
+        cat.table(&self.table).is_some_and(|t| {
+            t.triggers.iter().any(|x| x.name == self.trigger)
+                || t.column(&self.column).is_some_and(|c| c.not_null)
+        })
     }
     /// The counter and the function never block the application; the
     /// trigger takes a brief SHARE ROW EXCLUSIVE lock.
