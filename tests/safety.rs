@@ -567,6 +567,19 @@ async fn paths_and_fk_actions_are_the_users_choice() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("resolutions you chose: --fix-fk-actions"),
+        "recorded and reported: {said}"
+    );
+    assert!(
+        said.contains("(replaces the one with ON UPDATE CASCADE: now NO ACTION, --fix-fk-actions)"),
+        "{said}"
+    );
     let actions = |name: &str| {
         let c = &c;
         let name = name.to_string();

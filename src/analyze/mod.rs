@@ -156,6 +156,9 @@ pub struct Analysis {
     /// ACTION.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub fix_fk_actions: bool,
+    /// The overrides given, as flags (recorded in the plan and reports).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resolutions: Vec<String>,
 }
 
 /// A foreign key dropped at the user's request, and how to restore it.
@@ -380,5 +383,6 @@ pub async fn analyze_read(
         placed: cat.placed.clone(),
         dropped_fks,
         fix_fk_actions: opts.overrides.fix_fk_actions,
+        resolutions: opts.overrides.to_args(),
     })
 }

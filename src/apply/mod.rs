@@ -294,6 +294,9 @@ pub enum StepOutcome {
 pub struct ApplyReport {
     pub schema: &'static str,
     pub tenant_column: String,
+    /// The resolutions the plan was made with (its flags).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resolutions: Vec<String>,
     pub resumed: bool,
     pub seconds: f64,
     pub steps: Vec<StepReport>,
@@ -532,6 +535,7 @@ async fn run(
     let report = |carry: &Carry, finished: bool| ApplyReport {
         schema: "shardready.apply/v1",
         tenant_column: plan.tenant_column.clone(),
+        resolutions: plan.resolutions.clone(),
         resumed: carry.resumed,
         seconds: t_start.elapsed().as_secs_f64(),
         steps: carry.steps.clone(),

@@ -1378,6 +1378,7 @@ mod tests {
             placed: Vec::new(),
             dropped_fks: Vec::new(),
             fix_fk_actions: false,
+            resolutions: Vec::new(),
         }
     }
 

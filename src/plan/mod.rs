@@ -252,6 +252,10 @@ pub struct Plan {
     pub schema: String,
     pub tenant_column: String,
     pub root: Option<QName>,
+    /// The resolutions the user chose, as the flags that gave them
+    /// (`--path …`, `--fix-fk-actions`, `--drop-fk …`, `--reference …`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolutions: Vec<String>,
     pub steps: Vec<Step>,
 }
 
@@ -545,6 +549,7 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
         schema: "shardready.plan/v1".into(),
         tenant_column: col,
         root: tenant.root.clone(),
+        resolutions: analysis.resolutions.clone(),
         steps,
     }
 }
@@ -638,6 +643,7 @@ mod tests {
             placed: Vec::new(),
             dropped_fks: Vec::new(),
             fix_fk_actions: overrides.fix_fk_actions,
+            resolutions: overrides.to_args(),
         };
         build(&analysis, cat)
     }

@@ -18,6 +18,17 @@ pub fn apply_markdown(
         r.seconds,
         if r.resumed { " (resumed)" } else { "" }
     );
+    if !r.resolutions.is_empty() {
+        let _ = writeln!(
+            out,
+            "Resolutions chosen: {}.\n",
+            r.resolutions
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     out.push_str("| # | step | lock | seconds | lock timeouts | app tx | app p50 ms | app p99 ms | app max ms | app errors |\n");
     out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for s in &r.steps {

@@ -184,6 +184,9 @@ pub fn plan_text(plan: &crate::plan::Plan) -> String {
             .unwrap_or_default(),
         plan.steps.len()
     );
+    if !plan.resolutions.is_empty() {
+        let _ = writeln!(s, "resolutions you chose: {}", plan.resolutions.join(", "));
+    }
     for (i, step) in plan.steps.iter().enumerate() {
         let _ = writeln!(
             s,
@@ -215,6 +218,13 @@ pub fn apply_summary(report: &crate::apply::ApplyReport) -> String {
             out,
             "application during apply: {} transactions, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, errors {}",
             app.transactions, app.p50_ms, app.p99_ms, app.max_ms, app.errors
+        );
+    }
+    if !report.resolutions.is_empty() {
+        let _ = writeln!(
+            out,
+            "resolutions you chose: {}",
+            report.resolutions.join(", ")
         );
     }
     out.push_str("next: `shardready verify`\n");
