@@ -426,8 +426,9 @@ fn plan_needs(ctx: &Ctx, t: &Table, path: &[Hop], scan: Scan) -> Option<TablePla
             t.name
         ),
         fix: format!(
-            "give these rows a parent that has a {col} (or delete them) before `apply`; \
+            "give these rows a parent that has {} {col} (or delete them) before `apply`; \
              Citus rejects NULL in the distribution column{}",
+            super::article(col),
             other_paths(ctx, t, path)
         ),
     }];

@@ -29,8 +29,9 @@ pub enum AnalyzeError {
     )]
     NoTenantColumn,
     #[error(
-        "the tenant column is ambiguous: {} reference their tables equally often. Choose one \
-         with --tenant-column COLUMN", candidates.join(" and ")
+        "the tenant column is ambiguous: {}. The foreign keys alone do not tell the tenant from \
+         a lookup here (tables reference several of them). Choose one with --tenant-column COLUMN",
+        candidates.join("; ")
     )]
     AmbiguousTenantColumn { candidates: Vec<String> },
     #[error("no table has a column `{column}`{}", if suggestions.is_empty() { String::new() } else { format!("; candidates: {}", suggestions.join(", ")) })]
@@ -291,6 +292,15 @@ fn check_paths(
         }
     }
     Ok(())
+}
+
+/// "a" or "an" before `word` (by its first letter: good enough for column
+/// and type names).
+pub(crate) fn article(word: &str) -> &'static str {
+    match word.chars().next().map(|c| c.to_ascii_lowercase()) {
+        Some('a' | 'e' | 'i' | 'o' | 'u') => "an",
+        _ => "a",
+    }
 }
 
 /// Reads the catalog and runs every check.

@@ -340,6 +340,7 @@ pub fn infer(cat: &Catalog, overrides: &Overrides) -> Result<Tenant, AnalyzeErro
     // comments → posts → threads → accounts every column has one vote:
     // accounts is the one everything hangs from).
     let present = |c: &str| candidates(cat).filter(|t| t.column(c).is_some()).count();
+    let strong = |k: &(String, QName), n: usize| (n, present(&k.0));
     let rank = |k: &(String, QName), n: usize| (n, present(&k.0), reach(cat, &k.1));
     ranked.sort_by(|a, b| {
         rank(b.0, b.1)
@@ -349,14 +350,41 @@ pub fn infer(cat: &Catalog, overrides: &Overrides) -> Result<Tenant, AnalyzeErro
     let Some((best, n)) = ranked.first().map(|(k, n)| (*k, *n)) else {
         return Err(AnalyzeError::NoTenantColumn);
     };
+    let evidence = |(c, r): &(String, QName)| {
+        let by: Vec<String> = votes[&(c.clone(), r.clone())]
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        format!("{c} → {r} (referenced from {})", by.join(", "))
+    };
     let top = rank(best, n);
     let tied: Vec<String> = ranked
         .iter()
         .filter(|(k, m)| rank(k, *m) == top)
-        .map(|((c, r), _)| format!("{c} → {r}"))
+        .map(|(k, _)| evidence(k))
         .collect();
     if tied.len() > 1 {
         return Err(AnalyzeError::AmbiguousTenantColumn { candidates: tied });
+    }
+    // Reachability is a weak tie-break: it tells a chain of owned data
+    // (comments → posts → threads → accounts, one candidate column per
+    // table) but not a tenant from a lookup the tenant references (a
+    // store's address). Where the candidates it separates share tables —
+    // a table holds both columns — it is no proof: say so.
+    let close: Vec<&(String, QName)> = ranked
+        .iter()
+        .filter(|(k, m)| strong(k, *m) == strong(best, n))
+        .map(|(k, _)| *k)
+        .collect();
+    let shared = close.iter().any(|a| {
+        close
+            .iter()
+            .any(|b| a != b && votes[a].iter().any(|t| votes[b].contains(t)))
+    });
+    if close.len() > 1 && shared {
+        return Err(AnalyzeError::AmbiguousTenantColumn {
+            candidates: close.iter().map(|k| evidence(k)).collect(),
+        });
     }
     let (column, root) = best;
     let root_key = cat
@@ -782,7 +810,13 @@ mod tests {
     fn ambiguous() {
         match infer(&two_tenants(), &Overrides::default()) {
             Err(AnalyzeError::AmbiguousTenantColumn { candidates }) => {
-                assert_eq!(candidates, ["org_id → orgs", "store_id → stores"])
+                assert_eq!(
+                    candidates,
+                    [
+                        "org_id → orgs (referenced from c, d)",
+                        "store_id → stores (referenced from a, b)"
+                    ]
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -1042,6 +1076,71 @@ mod tests {
                 .fk("comments_author", &["author_id"], "users", &["id"])
                 .fk("comments_task", &["task_id"], "tasks", &["id"]),
         ])
+    }
+
+    /// Pagila's shape: customers and staff reference both their store and
+    /// their address, the store its address; films are referenced as
+    /// often. Votes and presence tie; reachability would pick the address
+    /// (the store hangs from it), so it is no proof: ambiguous, with the
+    /// evidence, never `address_id`.
+    #[test]
+    fn a_lookup_tied_with_the_tenant_is_ambiguous_not_a_coin_toss() {
+        let cat = catalog(vec![
+            table("address")
+                .col("address_id", "integer")
+                .pk(&["address_id"]),
+            table("store")
+                .col("store_id", "integer")
+                .col("address_id", "integer")
+                .pk(&["store_id"])
+                .fk("store_address", &["address_id"], "address", &["address_id"]),
+            table("customer")
+                .col("customer_id", "integer")
+                .col("store_id", "integer")
+                .col("address_id", "integer")
+                .pk(&["customer_id"])
+                .fk("customer_store", &["store_id"], "store", &["store_id"])
+                .fk(
+                    "customer_address",
+                    &["address_id"],
+                    "address",
+                    &["address_id"],
+                ),
+            table("staff")
+                .col("staff_id", "integer")
+                .col("store_id", "integer")
+                .col("address_id", "integer")
+                .pk(&["staff_id"])
+                .fk("staff_store", &["store_id"], "store", &["store_id"])
+                .fk("staff_address", &["address_id"], "address", &["address_id"]),
+            table("inventory")
+                .col("inventory_id", "integer")
+                .col("store_id", "integer")
+                .pk(&["inventory_id"])
+                .fk("inventory_store", &["store_id"], "store", &["store_id"]),
+        ]);
+        let err = infer(&cat, &Overrides::default()).unwrap_err();
+        let AnalyzeError::AmbiguousTenantColumn { candidates } = &err else {
+            panic!("{err}")
+        };
+        assert!(
+            candidates
+                .iter()
+                .any(|c| c == "store_id → store (referenced from customer, inventory, staff)"),
+            "{err}"
+        );
+        assert!(
+            candidates
+                .iter()
+                .any(|c| c.starts_with("address_id → address")),
+            "{err}"
+        );
+        // Named, it is taken.
+        let o = Overrides {
+            tenant_column: Some("store_id".into()),
+            ..Default::default()
+        };
+        assert_eq!(infer(&cat, &o).unwrap().root, Some(q("store")));
     }
 
     #[test]

@@ -185,7 +185,7 @@ pub async fn run(
             stats.reclaims += 1;
             next_reclaim = cursor + step_keys;
         }
-        let hi = (cursor + size).min(max_key);
+        let hi = step.advance(cursor, size).min(max_key);
         let t0 = Instant::now();
         let result = async {
             db::exec(client, "BEGIN").await?;

@@ -341,7 +341,17 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
                 function: function.clone(),
                 counter: counter.clone(),
             }));
-            if let Some(pk) = t.primary_key().filter(|k| k.columns.len() == 1) {
+            // Walked by its single integer key, or else by its pages.
+            let int_key = t
+                .primary_key()
+                .filter(|k| k.columns.len() == 1)
+                .map(|k| k.columns[0].clone())
+                .filter(|c| {
+                    t.column(c).is_some_and(|c| {
+                        matches!(c.type_name.as_str(), "smallint" | "integer" | "bigint")
+                    })
+                });
+            {
                 // A table whose owner turned autovacuum off stays as it is.
                 if t.autovacuum_enabled != Some(false) {
                     holds.push(Step::HoldAutovacuum(HoldAutovacuum {
@@ -356,7 +366,8 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
                 backfills.push(Step::Backfill(Backfill {
                     table: t.name.clone(),
                     column: tcol.clone(),
-                    key: pk.columns[0].clone(),
+                    pages: int_key.is_none(),
+                    key: int_key.unwrap_or_else(|| "ctid".into()),
                     path: path.clone(),
                 }));
             }

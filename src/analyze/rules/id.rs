@@ -82,6 +82,7 @@ rules! {
     PrimaryKeyWithoutTenant = "primary-key-without-tenant",
     UniqueWithoutTenant = "unique-without-tenant",
     UniqueIndexWithoutTenant = "unique-index-without-tenant",
+    UniqueBecomesPerTenant = "unique-becomes-per-tenant",
     ExclusionWithoutTenant = "exclusion-without-tenant",
     FkWithoutTenant = "fk-without-tenant",
     FkToLocal = "fk-to-local",
@@ -136,6 +137,12 @@ impl RuleId {
                 "A unique index that backs no constraint must contain the distribution column too.",
                 Some(KEY_ERROR),
                 "Automatic for column and expression indexes: rebuilt concurrently with the tenant column first (expressions and WHERE kept), the old one dropped concurrently and the new one renamed.",
+            ),
+            UniqueBecomesPerTenant => (
+                Keys,
+                "Rewritten with the tenant column in front, a unique rule on the application's own values (one store per manager, one account per e-mail) holds per tenant only: two tenants may then share a value. Keys made of generated ids stay globally unique through their sequence.",
+                None,
+                "By you: check that the application does not rely on the rule across tenants; if it does, enforce it in the application (shards can only enforce uniqueness within a tenant).",
             ),
             ExclusionWithoutTenant => (
                 Keys,

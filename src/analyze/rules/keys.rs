@@ -21,6 +21,40 @@ use super::Ctx;
 
 pub const CITUS_ERROR: &str = "Distributed relations cannot have UNIQUE, EXCLUDE, or PRIMARY KEY constraints that do not include the partition column (with an equality operator if EXCLUDE).";
 
+/// Whether every column is filled by a sequence or identity (its values are
+/// unique everywhere whatever the key says).
+fn generated(t: &crate::catalog::Table, columns: &[String]) -> bool {
+    !columns.is_empty()
+        && columns.iter().all(|c| {
+            t.column(c).is_some_and(|c| {
+                c.identity.is_some() || c.default.as_deref().is_some_and(|d| d.contains("nextval("))
+            })
+        })
+}
+
+/// The warning that a unique rule on the application's values becomes
+/// per-tenant once the tenant column is in front.
+fn per_tenant(t: &crate::catalog::Table, name: &str, columns: &str, col: &str) -> Finding {
+    Finding {
+        rule: RuleId::UniqueBecomesPerTenant,
+        severity: Severity::Warning,
+        table: Some(t.name.clone()),
+        object: Some(name.to_string()),
+        message: format!(
+            "{name}: \"unique ({columns})\" on {} becomes \"unique ({col}, {columns})\": two tenants \
+             may then have the same {columns}",
+            t.name
+        ),
+        citus_error: None,
+        fix: format!(
+            "check that the application does not need ({columns}) unique across tenants; if it \
+             does, enforce that in the application (a distributed table's shards can only \
+             enforce uniqueness within a tenant)"
+        ),
+        automatic: false,
+    }
+}
+
 pub fn check(ctx: &Ctx) -> Vec<Finding> {
     let mut out = Vec::new();
     for t in ctx.tenant_tables() {
@@ -65,6 +99,9 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                     format!("recreate it with `{col} WITH =` as its first element (not automatic)"),
                 ),
             };
+            if k.kind == KeyKind::Unique && !generated(t, &k.columns) {
+                out.push(per_tenant(t, &k.name, &k.columns.join(", "), col));
+            }
             out.push(Finding {
                 rule,
                 severity: Severity::Blocker,
@@ -98,6 +135,16 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                 continue;
             }
             let has_expr = ix.columns.iter().any(|c| c.is_none());
+            let named: Vec<String> = ix.columns.iter().flatten().cloned().collect();
+            if has_expr || !generated(t, &named) {
+                let what = ix
+                    .columns
+                    .iter()
+                    .map(|c| c.as_deref().unwrap_or("(expression)"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                out.push(per_tenant(t, &ix.name, &what, col));
+            }
             out.push(Finding {
                 rule: RuleId::UniqueIndexWithoutTenant,
                 severity: Severity::Blocker,
@@ -193,7 +240,39 @@ mod tests {
                 .fk("o_s", &["store_id"], "stores", &["store_id"]),
             table("countries").col("code", "text").pk(&["code"]),
         ]);
-        let f = run_rule(&cat, &Default::default(), check);
+        let all = run_rule(&cat, &Default::default(), check);
+        // Each unique rule on the application's values is also said to
+        // become per-tenant (the key columns of ids are not).
+        let per_tenant: Vec<_> = all
+            .iter()
+            .filter(|f| f.rule == RuleId::UniqueBecomesPerTenant)
+            .map(|f| f.object.clone().unwrap())
+            .collect();
+        assert_eq!(
+            per_tenant,
+            [
+                "stores_name_key",
+                "orders_code_key",
+                "orders_code_idx",
+                "orders_lower_code"
+            ]
+        );
+        let warning = all
+            .iter()
+            .find(|f| f.rule == RuleId::UniqueBecomesPerTenant)
+            .unwrap();
+        assert_eq!(warning.severity, Severity::Warning);
+        assert!(
+            warning
+                .message
+                .contains("\"unique (name)\" on stores becomes \"unique (store_id, name)\""),
+            "{}",
+            warning.message
+        );
+        let f: Vec<_> = all
+            .into_iter()
+            .filter(|f| f.rule != RuleId::UniqueBecomesPerTenant)
+            .collect();
         assert_eq!(
             summary(&f),
             [
@@ -247,7 +326,10 @@ mod tests {
                 .pk(&["id"])
                 .unique_index("events_1_local", &["code"]),
         ]);
-        let f = run_rule(&cat, &Default::default(), check);
+        let f: Vec<_> = run_rule(&cat, &Default::default(), check)
+            .into_iter()
+            .filter(|f| f.rule != RuleId::UniqueBecomesPerTenant)
+            .collect();
         assert_eq!(
             summary(&f),
             [

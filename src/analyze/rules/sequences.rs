@@ -31,8 +31,9 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                     table: Some(t.name.clone()),
                     object: Some(c.name.clone()),
                     message: format!(
-                        "{} is a {} {} column",
+                        "{} is {} {} {} column",
                         c.name,
+                        crate::analyze::article(&c.type_name),
                         c.type_name,
                         if c.identity.is_some() { "identity" } else { "serial" }
                     ),

@@ -12,14 +12,26 @@ use crate::catalog::{Catalog, QName};
 use crate::plan::{Action, Impact, Undo};
 use crate::sql::{ident, literal};
 
-/// Fills the column for existing rows in keyset batches.
+/// Fills the column for existing rows in keyset batches: over the range
+/// of its single integer key (any of smallint, integer, bigint), or, for a
+/// table without one (a composite, uuid, text or numeric key, or none),
+/// over its pages (`ctid` ranges, a TID range scan each).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Backfill {
     pub table: QName,
     pub column: String,
+    /// The integer key walked (`ctid` when `pages`).
     pub key: String,
     pub path: Vec<Hop>,
+    /// Walk the table's pages instead of a key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pages: bool,
 }
+
+/// Keys worth one page when the walk is over pages: the controller and
+/// the pg_cron procedure size batches in keys, and a page holds some tens
+/// of rows.
+const KEYS_PER_PAGE: i64 = 50;
 
 /// The statements that keep a backfill's cursor (`shardready.backfill`).
 pub struct BackfillCursorSql;
@@ -51,21 +63,56 @@ pub struct PgCronProcedure {
 }
 
 impl Backfill {
-    /// One batch over the key range (`lo`, `hi`]: fills only NULLs, so
-    /// reruns are idempotent.
+    /// Rows of `alias` in the walk's range (`lo`, `hi`] (bigint
+    /// expressions): keys, or pages `lo + 1` to `hi`.
+    fn in_range(&self, alias: &str, lo: &str, hi: &str) -> String {
+        if self.pages {
+            let page = |p: &str| format!("('(' || (({p})::bigint + 1) || ',0)')::tid");
+            format!(
+                "{alias}.ctid >= {} AND {alias}.ctid < {}",
+                page(lo),
+                page(hi)
+            )
+        } else {
+            let k = ident(&self.key);
+            format!("{alias}.{k} > ({lo})::bigint AND {alias}.{k} <= ({hi})::bigint")
+        }
+    }
+
+    /// The cursor moved on by `keys` keys (a page per [`KEYS_PER_PAGE`]
+    /// keys, at least one, when walking pages), as a bigint expression.
+    pub fn advance_sql(&self, lo: &str, keys: &str) -> String {
+        if self.pages {
+            format!("{lo} + greatest(1, {keys} / {KEYS_PER_PAGE})")
+        } else {
+            format!("{lo} + {keys}")
+        }
+    }
+
+    /// [`Self::advance_sql`] for the client's controller.
+    pub fn advance(&self, cursor: i64, keys: i64) -> i64 {
+        if self.pages {
+            cursor + (keys / KEYS_PER_PAGE).max(1)
+        } else {
+            cursor + keys
+        }
+    }
+
+    /// One batch over the range (`lo`, `hi`]: fills only NULLs, so reruns
+    /// are idempotent.
     pub fn batch_sql(&self, lo: &str, hi: &str) -> String {
         let (from, conds, value) = path_joins("t", &self.path, &self.column);
         format!(
-            "UPDATE {tbl} t SET {col} = {value}\n  FROM {from}\n  WHERE t.{k} > {lo} AND t.{k} <= {hi} AND t.{col} IS NULL\n    AND {conds};",
+            "UPDATE {tbl} t SET {col} = {value}\n  FROM {from}\n  WHERE {range} AND t.{col} IS NULL\n    AND {conds};",
             tbl = self.table.sql(),
             col = ident(&self.column),
-            k = ident(&self.key),
+            range = self.in_range("t", lo, hi),
             conds = conds.join(" AND ")
         )
     }
 
-    /// The client's batch: `$1`, `$2` the key range; returns the rows it
-    /// filled.
+    /// The client's batch: `$1`, `$2` the range (bigint); returns the rows
+    /// it filled.
     pub fn batch_query(&self) -> String {
         format!(
             "WITH done AS ({} RETURNING 1) SELECT count(*) FROM done",
@@ -73,28 +120,45 @@ impl Backfill {
         )
     }
 
-    /// min(key) - 1 and max(key), as bigint.
+    /// The walk's range as two bigints: min(key) - 1 and max(key), or -1
+    /// and the last page.
     pub fn key_range_sql(&self) -> String {
-        format!(
-            "SELECT coalesce(min({k})::bigint - 1, 0), coalesce(max({k})::bigint, 0) FROM {t}",
-            k = ident(&self.key),
-            t = self.table.sql()
-        )
+        if self.pages {
+            format!(
+                "SELECT -1::bigint, pg_relation_size({})::bigint / \
+                 current_setting('block_size')::bigint - 1",
+                literal(&self.table.sql())
+            )
+        } else {
+            format!(
+                "SELECT coalesce(min({k})::bigint - 1, 0), coalesce(max({k})::bigint, 0) FROM {t}",
+                k = ident(&self.key),
+                t = self.table.sql()
+            )
+        }
     }
 
     /// Final sweep: fills up to 10000 NULLs (past `past` when given, through
-    /// the key's index; anywhere otherwise) and returns how many.
+    /// the key's index or a TID range scan; anywhere otherwise) and returns
+    /// how many.
     pub fn sweep_sql(&self, past: Option<i64>) -> String {
         let (from, conds, value) = path_joins("t", &self.path, &self.column);
-        let range = past
-            .map(|max| format!("{} > {max} AND ", ident(&self.key)))
-            .unwrap_or_default();
+        let (k, order) = if self.pages {
+            ("ctid".to_string(), String::new())
+        } else {
+            let k = ident(&self.key);
+            (k.clone(), format!(" ORDER BY {k}"))
+        };
+        let range = match past {
+            Some(max) if self.pages => format!("ctid >= '({},0)'::tid AND ", max + 1),
+            Some(max) => format!("{k} > {max} AND "),
+            None => String::new(),
+        };
         format!(
-            "WITH todo AS (SELECT {k} FROM {t} WHERE {range}{c} IS NULL ORDER BY {k} LIMIT 10000), \
+            "WITH todo AS (SELECT {k} AS key FROM {t} WHERE {range}{c} IS NULL{order} LIMIT 10000), \
                   done AS (UPDATE {t} t SET {c} = {value} FROM {from}, todo \
-                           WHERE t.{k} = todo.{k} AND {conds} RETURNING 1) \
+                           WHERE t.{k} = todo.key AND {conds} RETURNING 1) \
              SELECT count(*) FROM done",
-            k = ident(&self.key),
             t = self.table.sql(),
             c = ident(&self.column),
             conds = conds.join(" AND "),
@@ -123,7 +187,7 @@ impl Backfill {
         let name =
             super::super::object_name(&format!("backfill_{}_{}", self.table.name, self.column), "");
         let procedure = QName::new("shardready", &name);
-        let update = self.batch_sql("lo", "lo + batch");
+        let update = self.batch_sql("lo", &self.advance_sql("lo", "batch"));
         let create = format!(
             "CREATE OR REPLACE PROCEDURE {p}(batch bigint, budget interval)\n\
              LANGUAGE plpgsql AS $shardready$\n\
@@ -137,7 +201,7 @@ impl Backfill {
              \x20   b0 := clock_timestamp();\n\
              \x20   {update}\n\
              \x20   GET DIAGNOSTICS n = ROW_COUNT;\n\
-             \x20   UPDATE shardready.backfill SET cursor = least(lo + batch, top), rows_updated = rows_updated + n,\n\
+             \x20   UPDATE shardready.backfill SET cursor = least({next}, top), rows_updated = rows_updated + n,\n\
              \x20     batches = batches + 1, updated_at = now() WHERE step_id = {id};\n\
              \x20   COMMIT;\n\
              \x20   -- adapt the batch to the time target (at most halve or double)\n\
@@ -148,6 +212,7 @@ impl Backfill {
             p = procedure.sql(),
             id = literal(&self.id()),
             update = update.replace('\n', "\n    "),
+            next = self.advance_sql("lo", "batch"),
         );
         PgCronProcedure {
             job: format!("shardready-{name}"),
@@ -164,19 +229,19 @@ impl Backfill {
     /// What `plan --format sql` shows for the backfill: a DO block of
     /// fixed-size keyset batches (apply adapts and throttles instead).
     fn psql_script(&self) -> String {
+        let next = self.advance_sql("lo", "10000");
         format!(
             "-- keyset batches of 10000 keys, one transaction each (apply adapts the size\n\
              -- to a time target and throttles on the application's latency)\n\
-             DO $shardready$\nDECLARE lo bigint := 0; top bigint;\nBEGIN\n\
-             \x20 SELECT max({k}) INTO top FROM {t};\n\
-             \x20 WHILE lo < coalesce(top, 0) LOOP\n\
+             DO $shardready$\nDECLARE lo bigint; top bigint;\nBEGIN\n\
+             \x20 {range} INTO lo, top;\n\
+             \x20 WHILE lo < top LOOP\n\
              \x20   {update}\n\
              \x20   COMMIT;\n\
-             \x20   lo := lo + 10000;\n\
+             \x20   lo := {next};\n\
              \x20 END LOOP;\nEND\n$shardready$;",
-            k = ident(&self.key),
-            t = self.table.sql(),
-            update = self.batch_sql("lo", "lo + 10000").replace('\n', "\n    ")
+            range = self.key_range_sql(),
+            update = self.batch_sql("lo", &next).replace('\n', "\n    ")
         )
     }
 }
@@ -187,13 +252,22 @@ impl StepKind for Backfill {
     }
     table_step!(Impact::Batches);
     fn describe(&self) -> String {
-        format!(
-            "backfill {}.{} from {} in keyset batches on {}",
-            self.table,
-            self.column,
-            path_end(&self.path),
-            self.key
-        )
+        if self.pages {
+            format!(
+                "backfill {}.{} from {} in batches of pages (ctid ranges: no single integer key)",
+                self.table,
+                self.column,
+                path_end(&self.path)
+            )
+        } else {
+            format!(
+                "backfill {}.{} from {} in keyset batches on {}",
+                self.table,
+                self.column,
+                path_end(&self.path),
+                self.key
+            )
+        }
     }
     /// Once the column is NOT NULL no row can lack it; before that the
     /// controller resumes from its cursor and sweeps.
