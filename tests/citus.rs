@@ -503,3 +503,97 @@ async fn distribute_killed_at_every_step_resumes_to_the_end() {
         "{text}"
     );
 }
+
+/// A root that references one of its children — a store names its manager
+/// among its own staff, as in Pagila — and a child that references the
+/// root: a cycle. Citus refuses to distribute the root while its key
+/// points at a table it does not have yet, so distribute drops that key
+/// (saved), places both, and re-adds it; in either mode, and with a lookup
+/// table (the one-transaction mode) too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_referencing_its_child_distributes_in_every_mode() {
+    const SCHEMA: &str = "
+    CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL);
+    CREATE TABLE stores (store_id bigint PRIMARY KEY, manager_id bigint, country text);
+    CREATE TABLE staff (
+        staff_id bigint PRIMARY KEY,
+        store_id bigint NOT NULL REFERENCES stores (store_id),
+        name text NOT NULL);
+    ALTER TABLE stores ADD FOREIGN KEY (manager_id) REFERENCES staff (staff_id);
+    INSERT INTO countries VALUES ('fr', 'France'), ('de', 'Germany');
+    INSERT INTO stores SELECT g, NULL, CASE WHEN g % 2 = 0 THEN 'fr' ELSE 'de' END FROM generate_series(1, 6) g;
+    INSERT INTO staff SELECT g, 1 + g % 6, 's' || g FROM generate_series(1, 60) g;
+    UPDATE stores SET manager_id = store_id + 5;
+    ";
+    // (mode, stores references the lookup table: the one-transaction mode)
+    for (mode, lookup) in [
+        ("--blocking", false),
+        ("--concurrently", false),
+        ("--blocking", true),
+    ] {
+        let test = "a_root_referencing_its_child_distributes_in_every_mode";
+        let Some((c, t)) = common::citus_cluster(test, 1) else {
+            return;
+        };
+        let url = c.url();
+        let client = t.connect().await.unwrap();
+        shardready::db::exec_script(&client, SCHEMA).await.unwrap();
+        if lookup {
+            client
+                .batch_execute(
+                    "ALTER TABLE stores ADD FOREIGN KEY (country) REFERENCES countries (code)",
+                )
+                .await
+                .unwrap();
+        }
+        let mode = format!("{mode}{}", if lookup { " (with a lookup)" } else { "" });
+        let tenant = ["--tenant-column", "store_id"];
+        let out = shardready(&url, &[&["apply"][..], &tenant[..]].concat());
+        assert!(
+            out.status.success(),
+            "{mode:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        async fn keys(c: &tokio_postgres::Client) -> Vec<(String, String, bool)> {
+            c.query(
+                "SELECT conrelid::regclass::text, conname::text, convalidated FROM pg_constraint \
+                 WHERE contype = 'f' AND connamespace = 'public'::regnamespace ORDER BY 1, 2",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+        }
+        let before = keys(&client).await;
+        let mut args = vec!["distribute"];
+        args.extend(tenant);
+        args.push(mode.split(' ').next().unwrap());
+        let out = shardready(&url, &args);
+        assert!(
+            out.status.success(),
+            "{mode:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Every key back, validated; the cycle holds on the shards.
+        let after = keys(&client).await;
+        assert_eq!(after.len(), before.len(), "{mode:?}: {after:?}");
+        assert!(
+            after.iter().all(|(_, _, valid)| *valid),
+            "{mode:?}: {after:?}"
+        );
+        let err = client
+            .execute("UPDATE stores SET manager_id = 6 WHERE store_id = 2", &[])
+            .await
+            .expect_err("a manager from another store is refused on the shards");
+        assert!(
+            shardready::conn::error_text(&err).contains("violates foreign key constraint"),
+            "{mode:?}: {err}"
+        );
+        let placed = common::scalar_i64(&client, "SELECT count(*) FROM pg_dist_partition").await;
+        assert!(placed >= 2, "{mode:?}");
+        drop(c);
+    }
+}

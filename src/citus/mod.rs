@@ -567,6 +567,31 @@ fn parents_first(cat: &Catalog, t: &QName, placed_before: &[QName]) -> Vec<State
         .collect()
 }
 
+/// The batches that re-add dropped keys once their tables are placed:
+/// NOT VALID together (a brief lock), then each validated (writes
+/// continue). Sequential: the distributed tables were just written to in
+/// parallel, and Citus refuses DDL after that in parallel mode.
+fn readd(dropped: &[(QName, ForeignKey)]) -> Vec<Batch> {
+    if dropped.is_empty() {
+        return Vec::new();
+    }
+    let mut s = vec![sequential()];
+    s.extend(dropped.iter().map(|(t, fk)| fk_add(t, fk, true)));
+    let mut out = vec![Batch {
+        description: "re-add the foreign keys NOT VALID (brief lock)".into(),
+        transaction: true,
+        statements: s,
+    }];
+    for (t, fk) in dropped {
+        out.push(Batch {
+            description: format!("validate {} on {t} (writes continue)", fk.name),
+            transaction: true,
+            statements: vec![sequential(), fk_validate(t, fk)],
+        });
+    }
+    out
+}
+
 /// Plans the distribution of an analyzed (prepared) database.
 pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> DistributionPlan {
     let col = analysis.tenant.column.clone();
@@ -663,6 +688,17 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
     };
     let mut batches = Vec::new();
     let trap = !into_reference.is_empty() && !reference.is_empty();
+    // Keys to a tenant table distributed later (a root that references one
+    // of its children — a store's manager among its staff — or any cycle):
+    // Citus refuses to distribute a table whose key points at a table it
+    // does not have yet, so they are dropped first (saved) and re-added
+    // once both are placed.
+    let pos = |q: &QName| tenant.iter().position(|t| t == q);
+    let backward: Vec<(QName, ForeignKey)> = colocated
+        .iter()
+        .filter(|(t, fk)| &fk.ref_table != t && pos(&fk.ref_table) > pos(t))
+        .cloned()
+        .collect();
     if opts.concurrently {
         // create_distributed_table_concurrently: no FK from other tables to
         // the one being distributed, one at a time, outside transactions.
@@ -714,39 +750,36 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
                 statements: vec![distribute(t, true)],
             });
         }
-        if !dropped.is_empty() {
-            // Sequential: the distributed tables were just written to in
-            // parallel, and Citus refuses DDL after that in parallel mode.
-            let mut s = vec![sequential()];
-            s.extend(dropped.iter().map(|(t, fk)| fk_add(t, fk, true)));
-            batches.push(Batch {
-                description: "re-add the foreign keys NOT VALID (brief lock)".into(),
-                transaction: true,
-                statements: s,
-            });
-            for (t, fk) in &dropped {
-                batches.push(Batch {
-                    description: format!("validate {} on {t} (writes continue)", fk.name),
-                    transaction: true,
-                    statements: vec![sequential(), fk_validate(t, fk)],
-                });
-            }
-        }
+        batches.extend(readd(&dropped));
     } else if trap {
-        // One transaction: drop the FKs into the would-be reference tables,
-        // create the reference tables, distribute root then children,
-        // re-add those FKs — atomic, so no relationship is ever unenforced.
+        // One transaction: drop the FKs into the would-be reference tables
+        // (and those pointing at tables distributed later), create the
+        // reference tables, distribute root then children, re-add those
+        // FKs — atomic, so no relationship is ever unenforced.
         let mut s = vec![sequential()];
         s.extend(into_reference.iter().map(|(t, fk)| fk_drop(t, fk)));
+        s.extend(backward.iter().map(|(t, fk)| fk_drop(t, fk)));
         s.extend(reference.iter().map(create_ref));
         s.extend(tenant.iter().map(|t| distribute(t, false)));
         s.extend(into_reference.iter().map(|(t, fk)| fk_add(t, fk, false)));
+        s.extend(backward.iter().map(|(t, fk)| fk_add(t, fk, false)));
         batches.push(Batch {
             description: "tenant tables reference lookup tables: everything in one sequential-mode transaction".into(),
             transaction: true,
             statements: s,
         });
     } else {
+        if !backward.is_empty() {
+            let mut s = vec![sequential()];
+            s.extend(backward.iter().map(|(t, fk)| fk_drop(t, fk)));
+            batches.push(Batch {
+                description: "drop the foreign keys that point at tables distributed later \
+                              (saved; re-added below)"
+                    .into(),
+                transaction: true,
+                statements: s,
+            });
+        }
         for r in &reference {
             batches.push(Batch {
                 description: format!("reference table {r}"),
@@ -778,6 +811,7 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
                 },
             });
         }
+        batches.extend(readd(&backward));
     }
     // The coordinator's local copies of the rows are no longer needed;
     // children first, then what they reference. A concurrent distribution
