@@ -1,4 +1,5 @@
-//! User triggers: Citus refuses to distribute a table that has them.
+//! User triggers: Citus refuses to distribute a table that has them, and
+//! to make one a reference table.
 //!
 //! ```text
 //! ERROR:  cannot distribute relation "orders" because it has triggers
@@ -18,7 +19,11 @@ pub const OWN_PREFIX: &str = "shardready_";
 
 pub fn check(ctx: &Ctx) -> Vec<Finding> {
     let mut out = Vec::new();
-    for t in ctx.tenant_tables() {
+    let converted = ctx
+        .tables()
+        .filter(|(_, c)| c.is_tenant() || matches!(c, crate::analyze::Class::Reference))
+        .map(|(t, _)| t);
+    for t in converted {
         // Row triggers of a partitioned table are cloned onto its
         // partitions under the same name: reported once, on the parent.
         let parent = t.parent.as_ref().and_then(|p| ctx.cat.table(p));
@@ -72,6 +77,7 @@ mod tests {
                 .col("store_id", "bigint")
                 .pk(&["id"])
                 .fk("o_s", &["store_id"], "stores", &["store_id"])
+                .fk("o_c", &["currency"], "currencies", &["code"])
                 .trigger("orders_touch", "touch")
                 .trigger("shardready_sync_store_id", "shardready_sync"),
             table("events")
@@ -87,6 +93,10 @@ mod tests {
                 .col("code", "text")
                 .pk(&["code"])
                 .trigger("c_t", "touch"),
+            table("currencies")
+                .col("code", "text")
+                .pk(&["code"])
+                .trigger("cur_t", "touch"),
         ]);
         let f = run_rule(&cat, &Default::default(), check);
         assert_eq!(
@@ -99,8 +109,10 @@ mod tests {
                     s("shardready_sync_store_id")
                 ),
                 (RuleId::UserTrigger, "events".into(), s("events_audit")),
+                (RuleId::UserTrigger, "currencies".into(), s("cur_t")),
             ],
-            "the partition's clone and the unrelated local table are not reported"
+            "a reference table's too; the partition's clone and the unrelated local table are \
+             not reported"
         );
         assert!(!f[0].automatic);
         assert!(f[0]
