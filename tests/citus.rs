@@ -275,12 +275,12 @@ async fn prepared_saas(t: &shardready::conn::Target) -> [&'static str; 2] {
     tenant
 }
 
-/// The user's foreign keys: (table, name, validated).
-async fn foreign_keys(c: &tokio_postgres::Client) -> Vec<(String, String, bool)> {
+/// The foreign keys of `schema`: (table, name, validated).
+async fn foreign_keys_in(c: &tokio_postgres::Client, schema: &str) -> Vec<(String, String, bool)> {
     c.query(
         "SELECT conrelid::regclass::text, conname::text, convalidated FROM pg_constraint \
-         WHERE contype = 'f' AND connamespace = 'app'::regnamespace ORDER BY 1, 2",
-        &[],
+         WHERE contype = 'f' AND connamespace = $1::text::regnamespace ORDER BY 1, 2",
+        &[&schema],
     )
     .await
     .unwrap()
@@ -305,7 +305,7 @@ async fn distribute_killed_at_every_step_resumes_to_the_end() {
     let url = c.url();
     let tenant = prepared_saas(&t).await;
     let client = t.connect().await.unwrap();
-    let fks_before = foreign_keys(&client).await;
+    let fks_before = foreign_keys_in(&client, "app").await;
     assert!(fks_before.len() >= 5, "{fks_before:?}");
     let rows = "SELECT (SELECT count(*) FROM app.tasks) + (SELECT count(*) FROM app.comments)";
     let rows_before: i64 = client.query_one(rows, &[]).await.unwrap().get(0);
@@ -343,7 +343,7 @@ async fn distribute_killed_at_every_step_resumes_to_the_end() {
             .unwrap()
             .get(0);
         assert_eq!(placed, 0);
-        assert_eq!(foreign_keys(&client).await, fks_before);
+        assert_eq!(foreign_keys_in(&client, "app").await, fks_before);
         client
             .batch_execute("ALTER SYSTEM RESET output_plugin_libraries")
             .await
@@ -366,7 +366,7 @@ async fn distribute_killed_at_every_step_resumes_to_the_end() {
             && err.contains("ALTER TABLE \"app\".\"audit_log\" REPLICA IDENTITY FULL;"),
         "{err}"
     );
-    assert_eq!(foreign_keys(&client).await, fks_before);
+    assert_eq!(foreign_keys_in(&client, "app").await, fks_before);
     let placed: i64 = client
         .query_one("SELECT count(*) FROM pg_dist_partition", &[])
         .await
@@ -425,7 +425,7 @@ async fn distribute_killed_at_every_step_resumes_to_the_end() {
         // give it a moment.
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         // `status` names every key the killed run left dropped.
-        let now = foreign_keys(&client).await;
+        let now = foreign_keys_in(&client, "app").await;
         let missing: Vec<&(String, String, bool)> = fks_before
             .iter()
             .filter(|(t, n, _)| !now.iter().any(|(t2, n2, _)| t2 == t && n2 == n))
@@ -448,7 +448,7 @@ async fn distribute_killed_at_every_step_resumes_to_the_end() {
     }
     assert!(kills >= 5, "killed at each of its steps ({kills} kills)");
     assert!(saw_dropped > 0, "some kill left keys dropped");
-    let fks_after = foreign_keys(&client).await;
+    let fks_after = foreign_keys_in(&client, "app").await;
     let names = |v: &[(String, String, bool)]| {
         v.iter()
             .map(|(t, n, _)| (t.clone(), n.clone()))
@@ -554,19 +554,7 @@ async fn a_root_referencing_its_child_distributes_in_every_mode() {
             "{mode:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        async fn keys(c: &tokio_postgres::Client) -> Vec<(String, String, bool)> {
-            c.query(
-                "SELECT conrelid::regclass::text, conname::text, convalidated FROM pg_constraint \
-                 WHERE contype = 'f' AND connamespace = 'public'::regnamespace ORDER BY 1, 2",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect()
-        }
-        let before = keys(&client).await;
+        let before = foreign_keys_in(&client, "public").await;
         let mut args = vec!["distribute"];
         args.extend(tenant);
         args.push(mode.split(' ').next().unwrap());
@@ -578,7 +566,7 @@ async fn a_root_referencing_its_child_distributes_in_every_mode() {
             String::from_utf8_lossy(&out.stderr)
         );
         // Every key back, validated; the cycle holds on the shards.
-        let after = keys(&client).await;
+        let after = foreign_keys_in(&client, "public").await;
         assert_eq!(after.len(), before.len(), "{mode:?}: {after:?}");
         assert!(
             after.iter().all(|(_, _, valid)| *valid),

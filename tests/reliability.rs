@@ -75,17 +75,7 @@ async fn running_step(c: &Client) -> Option<String> {
 async fn kill_9_at_thirty_plus_points_then_rerun_always_finishes() {
     // One loaded source database, copied for every trial (CREATE DATABASE
     // ... TEMPLATE: a file copy, no reload).
-    let (cluster, _t) = common::cluster();
-    let src = Target::parse(&cluster.create_database("src").unwrap()).unwrap();
-    {
-        let mut c = connect(&src).await;
-        shardready::ingest::create_tailspin_schema(&c, false)
-            .await
-            .unwrap();
-        shardready::ingest::load_tailspin(&mut c, None, 0.01, 42, false)
-            .await
-            .unwrap();
-    }
+    let cluster = common::tailspin_template(0.01).await;
     // Kill points: every kind of step (after it is seen running, plus a
     // random few ms) and random instants over the whole run.
     let targets = [
@@ -114,11 +104,7 @@ async fn kill_9_at_thirty_plus_points_then_rerun_always_finishes() {
     let trials = targets.len() + 15;
     for trial in 0..trials {
         let db = format!("trial{trial}");
-        cluster
-            .sandbox()
-            .psql_command(&format!("CREATE DATABASE {db} TEMPLATE src"))
-            .unwrap();
-        let url = cluster.sandbox().url_for(&db);
+        let url = common::copy_of(&cluster, &db);
         let tt = Target::parse(&url).unwrap();
         let c = connect(&tt).await;
         let before = checksum(&c).await;

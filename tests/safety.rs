@@ -667,17 +667,7 @@ async fn paths_and_fk_actions_are_the_users_choice() {
 async fn abort_after_kill_9_inside_every_kind_of_step() {
     use std::process::Stdio;
     use std::time::Instant;
-    let (cl, _t) = cluster();
-    let src = Target::parse(&cl.create_database("src").unwrap()).unwrap();
-    {
-        let mut c = connect(&src).await;
-        shardready::ingest::create_tailspin_schema(&c, false)
-            .await
-            .unwrap();
-        shardready::ingest::load_tailspin(&mut c, None, 0.01, 42, false)
-            .await
-            .unwrap();
-    }
+    let cl = common::tailspin_template(0.01).await;
     // (kind, killed mid-work rather than waiting for a lock)
     let kinds = [
         ("add-column", false),
@@ -697,10 +687,7 @@ async fn abort_after_kill_9_inside_every_kind_of_step() {
     let mut outcomes = Vec::new();
     for (trial, (kind, mid_work)) in kinds.iter().enumerate() {
         let db = format!("abort{trial}");
-        cl.sandbox()
-            .psql_command(&format!("CREATE DATABASE {db} TEMPLATE src"))
-            .unwrap();
-        let url = cl.sandbox().url_for(&db);
+        let url = common::copy_of(&cl, &db);
         let target = Target::parse(&url).unwrap();
         let c = connect(&target).await;
         let rows = common::checksum(&c).await;

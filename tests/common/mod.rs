@@ -31,6 +31,30 @@ pub fn citus_cluster(test: &str, workers: u16) -> Option<(TestCluster, Target)> 
     Some((c, t))
 }
 
+/// A fresh cluster whose database `src` holds Tailspin at `scale`, to copy
+/// for each trial with [`copy_of`].
+pub async fn tailspin_template(scale: f64) -> TestCluster {
+    let (cl, _t) = cluster();
+    let src = Target::parse(&cl.create_database("src").unwrap()).unwrap();
+    let mut c = connect(&src).await;
+    shardready::ingest::create_tailspin_schema(&c, false)
+        .await
+        .unwrap();
+    shardready::ingest::load_tailspin(&mut c, None, scale, 42, false)
+        .await
+        .unwrap();
+    cl
+}
+
+/// A new database `db` copied from `src` (CREATE DATABASE … TEMPLATE: a
+/// file copy, no reload); its URL.
+pub fn copy_of(cl: &TestCluster, db: &str) -> String {
+    cl.sandbox()
+        .psql_command(&format!("CREATE DATABASE {db} TEMPLATE src"))
+        .unwrap();
+    cl.sandbox().url_for(db)
+}
+
 /// A fresh cluster with the seed's schema and a generated load at `scale`.
 pub async fn tailspin(scale: f64) -> (TestCluster, Target) {
     let (c, t) = cluster();
