@@ -296,12 +296,19 @@ impl Holder {
 /// session sets) and its statement has rolled back.
 pub const HOLDER_GRACE: Duration = Duration::from_secs(15);
 
+/// How long [`Session::lock`] waits for a holder that sits idle: a killed
+/// run's backend that was between statements exits as soon as it reads the
+/// closed socket, which can be a moment after a rerun that starts at once.
+pub const IDLE_GRACE: Duration = Duration::from_secs(1);
+
 impl Session {
     /// Takes the advisory lock on `client`, or says who holds it. A holder
     /// that is running a statement may be the backend of a killed run
     /// (kill -9, a closed terminal) that the server has not yet noticed:
-    /// it is waited for up to [`HOLDER_GRACE`]. A holder that sits idle
-    /// has a live client, and is reported at once.
+    /// it is waited for up to [`HOLDER_GRACE`], and so is one that cannot be
+    /// seen any more (exiting). A holder that sits idle has a live client,
+    /// unless it is a killed run's backend about to exit: it is reported
+    /// after [`IDLE_GRACE`].
     pub async fn lock(client: Client) -> Result<Session, LockError> {
         // If this process dies, the server notices within a second even
         // while the session waits in a long statement (CREATE INDEX
@@ -320,8 +327,11 @@ impl Session {
                 return Ok(Session { client });
             }
             let holder = Self::holder(&client).await;
-            let busy = holder.as_ref().is_some_and(|h| h.active);
-            if !busy || start.elapsed() >= HOLDER_GRACE {
+            let grace = match &holder {
+                Some(h) if !h.active => IDLE_GRACE,
+                _ => HOLDER_GRACE,
+            };
+            if start.elapsed() >= grace {
                 let holder = holder
                     .map(|h| h.describe())
                     .unwrap_or_else(|| "another session".into());
