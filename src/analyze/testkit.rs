@@ -279,6 +279,32 @@ pub fn tailspin() -> Catalog {
     ])
 }
 
+/// Stores, orders and items, each with the tenant column; items → orders
+/// already composite, with `fk` applied to that key.
+pub fn shop(fk: impl FnOnce(&mut crate::catalog::ForeignKey)) -> Catalog {
+    catalog(vec![
+        table("stores").col("store_id", "bigint").pk(&["store_id"]),
+        table("orders")
+            .col("store_id", "bigint")
+            .col("id", "bigint")
+            .pk(&["store_id", "id"])
+            .fk("o_s", &["store_id"], "stores", &["store_id"]),
+        table("items")
+            .col("store_id", "bigint")
+            .col("id", "bigint")
+            .col("order_id", "bigint")
+            .pk(&["store_id", "id"])
+            .fk("i_s", &["store_id"], "stores", &["store_id"])
+            .fk_with(
+                "i_o",
+                &["store_id", "order_id"],
+                "orders",
+                &["store_id", "id"],
+                fk,
+            ),
+    ])
+}
+
 /// Infers and classifies `cat` and hands the rule context to `f`.
 pub fn with_ctx<R>(cat: &Catalog, o: &Overrides, f: impl FnOnce(&Ctx) -> R) -> R {
     let t = tenant::infer(cat, o).expect("a tenant column");

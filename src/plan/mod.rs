@@ -351,26 +351,24 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
                         matches!(c.type_name.as_str(), "smallint" | "integer" | "bigint")
                     })
                 });
-            {
-                // A table whose owner turned autovacuum off stays as it is.
-                if t.autovacuum_enabled != Some(false) {
-                    holds.push(Step::HoldAutovacuum(HoldAutovacuum {
-                        table: t.name.clone(),
-                        column: tcol.clone(),
-                    }));
-                    vacuums.push(Step::Vacuum(Vacuum {
-                        table: t.name.clone(),
-                        autovacuum: t.autovacuum_enabled,
-                    }));
-                }
-                backfills.push(Step::Backfill(Backfill {
+            // A table whose owner turned autovacuum off stays as it is.
+            if t.autovacuum_enabled != Some(false) {
+                holds.push(Step::HoldAutovacuum(HoldAutovacuum {
                     table: t.name.clone(),
                     column: tcol.clone(),
-                    pages: int_key.is_none(),
-                    key: int_key.unwrap_or_else(|| "ctid".into()),
-                    path: path.clone(),
+                }));
+                vacuums.push(Step::Vacuum(Vacuum {
+                    table: t.name.clone(),
+                    autovacuum: t.autovacuum_enabled,
                 }));
             }
+            backfills.push(Step::Backfill(Backfill {
+                table: t.name.clone(),
+                column: tcol.clone(),
+                pages: int_key.is_none(),
+                key: int_key.unwrap_or_else(|| "ctid".into()),
+                path: path.clone(),
+            }));
             drops.push(Step::DropTrigger(DropTrigger {
                 table: t.name.clone(),
                 column: tcol.clone(),
@@ -768,33 +766,10 @@ mod tests {
 
     #[test]
     fn refused_fk_actions_are_rewritten_only_with_consent() {
-        use crate::analyze::testkit::{catalog, table};
         use crate::catalog::FkAction;
         // items → orders already has the tenant in front, but ON UPDATE
-        // CASCADE; order_notes → orders lacks it and has ON DELETE SET NULL.
-        let cat = || {
-            catalog(vec![
-                table("stores").col("store_id", "bigint").pk(&["store_id"]),
-                table("orders")
-                    .col("store_id", "bigint")
-                    .col("id", "bigint")
-                    .pk(&["store_id", "id"])
-                    .fk("o_s", &["store_id"], "stores", &["store_id"]),
-                table("items")
-                    .col("store_id", "bigint")
-                    .col("id", "bigint")
-                    .col("order_id", "bigint")
-                    .pk(&["store_id", "id"])
-                    .fk("i_s", &["store_id"], "stores", &["store_id"])
-                    .fk_with(
-                        "i_o",
-                        &["store_id", "order_id"],
-                        "orders",
-                        &["store_id", "id"],
-                        |fk| fk.on_update = FkAction::Cascade,
-                    ),
-            ])
-        };
+        // CASCADE.
+        let cat = || crate::analyze::testkit::shop(|fk| fk.on_update = FkAction::Cascade);
         let fk_steps = |p: &Plan| -> Vec<TenantForeignKey> {
             p.steps
                 .iter()

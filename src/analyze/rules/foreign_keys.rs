@@ -48,12 +48,25 @@ fn finding(
     }
 }
 
+/// ON DELETE actions Citus refuses once the tenant column is in the key.
+pub fn refused_on_delete(fk: &ForeignKey) -> bool {
+    matches!(fk.on_delete, FkAction::SetNull | FkAction::SetDefault)
+}
+
+/// ON UPDATE actions Citus refuses once the tenant column is in the key.
+pub fn refused_on_update(fk: &ForeignKey) -> bool {
+    matches!(
+        fk.on_update,
+        FkAction::SetNull | FkAction::SetDefault | FkAction::Cascade
+    )
+}
+
 /// The actions Citus refuses on a key between tenant tables, each with
 /// what NO ACTION changes for the application, as findings: blockers, or
 /// with `--fix-fk-actions` warnings that the plan rewrites them.
 fn refused_actions(ctx: &Ctx, t: &Table, fk: &ForeignKey) -> Vec<Finding> {
     let mut refused = Vec::new();
-    if matches!(fk.on_delete, FkAction::SetNull | FkAction::SetDefault) {
+    if refused_on_delete(fk) {
         refused.push((
             RuleId::FkActionOnDelete,
             ON_DELETE_ERROR,
@@ -71,10 +84,7 @@ fn refused_actions(ctx: &Ctx, t: &Table, fk: &ForeignKey) -> Vec<Finding> {
             ),
         ));
     }
-    if matches!(
-        fk.on_update,
-        FkAction::SetNull | FkAction::SetDefault | FkAction::Cascade
-    ) {
+    if refused_on_update(fk) {
         refused.push((
             RuleId::FkActionOnUpdate,
             ON_UPDATE_ERROR,
@@ -296,30 +306,6 @@ mod tests {
             .fix
             .contains("add (store_id, order_id) → (store_id, order_id) NOT VALID"));
         assert_eq!(f[1].citus_error.as_deref(), Some(SHAPE_ERROR));
-    }
-
-    fn shop(fk: impl FnOnce(&mut ForeignKey)) -> crate::catalog::Catalog {
-        catalog(vec![
-            table("stores").col("store_id", "bigint").pk(&["store_id"]),
-            table("orders")
-                .col("store_id", "bigint")
-                .col("id", "bigint")
-                .pk(&["store_id", "id"])
-                .fk("o_s", &["store_id"], "stores", &["store_id"]),
-            table("items")
-                .col("store_id", "bigint")
-                .col("id", "bigint")
-                .col("order_id", "bigint")
-                .pk(&["store_id", "id"])
-                .fk("i_s", &["store_id"], "stores", &["store_id"])
-                .fk_with(
-                    "i_o",
-                    &["store_id", "order_id"],
-                    "orders",
-                    &["store_id", "id"],
-                    fk,
-                ),
-        ])
     }
 
     #[test]

@@ -43,20 +43,15 @@ impl TenantForeignKey {
     /// `fix` those Citus refuses between distributed tables (ON DELETE SET
     /// NULL/DEFAULT; ON UPDATE CASCADE/SET NULL/DEFAULT) made NO ACTION.
     pub fn citus_actions(fk: &crate::catalog::ForeignKey, fix: bool) -> KeyActions {
-        use crate::catalog::FkAction;
-        let refused_delete = matches!(fk.on_delete, FkAction::SetNull | FkAction::SetDefault);
-        let refused_update = matches!(
-            fk.on_update,
-            FkAction::SetNull | FkAction::SetDefault | FkAction::Cascade
-        );
+        use crate::analyze::rules::foreign_keys::{refused_on_delete, refused_on_update};
         let mut changed = Vec::new();
         let mut on_delete = fk.on_delete.sql().to_string();
         let mut on_update = fk.on_update.sql().to_string();
-        if fix && refused_delete {
+        if fix && refused_on_delete(fk) {
             changed.push(format!("ON DELETE {on_delete}"));
             on_delete = "NO ACTION".into();
         }
-        if fix && refused_update {
+        if fix && refused_on_update(fk) {
             changed.push(format!("ON UPDATE {on_update}"));
             on_update = "NO ACTION".into();
         }
