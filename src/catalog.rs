@@ -298,6 +298,37 @@ impl Catalog {
         }
         &cur.name
     }
+    /// The leaf partitions under a partitioned table (none for others).
+    pub fn partitions_of(&self, parent: &QName) -> Vec<&Table> {
+        self.tables
+            .iter()
+            .filter(|p| p.kind != TableKind::Partitioned && p.parent.is_some())
+            .filter(|p| self.top_parent(p) == parent)
+            .collect()
+    }
+    /// The foreign keys that bind a table's rows: its own and, for a
+    /// partitioned table, those declared on its partitions only (Pagila's
+    /// `payment_p2022_01_customer_id_fkey`), one per shape (columns and
+    /// referenced key), named after the first partition declaring it.
+    pub fn foreign_keys_of<'a>(&'a self, t: &'a Table) -> Vec<&'a ForeignKey> {
+        let mut out: Vec<&ForeignKey> = t.foreign_keys.iter().collect();
+        if t.kind != TableKind::Partitioned {
+            return out;
+        }
+        for p in self.partitions_of(&t.name) {
+            for fk in &p.foreign_keys {
+                let same = |o: &&ForeignKey| {
+                    o.columns == fk.columns
+                        && o.ref_table == fk.ref_table
+                        && o.ref_columns == fk.ref_columns
+                };
+                if !out.iter().any(same) {
+                    out.push(fk);
+                }
+            }
+        }
+        out
+    }
     pub fn has_extension(&self, name: &str) -> bool {
         self.extensions.iter().any(|e| e.name == name)
     }
@@ -363,6 +394,39 @@ impl Catalog {
             if let Some(t) = tables.iter_mut().find(|t| t.name == p.table) {
                 t.size_bytes = p.size_bytes;
             }
+        }
+        // A partitioned table holds nothing itself: its rows and bytes are
+        // its partitions'.
+        let sums: Vec<(usize, i64, i64)> = tables
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.kind == TableKind::Partitioned && t.size_bytes == 0)
+            .map(|(i, t)| {
+                let under = |p: &&Table| {
+                    let mut cur = p.parent.as_ref();
+                    while let Some(q) = cur {
+                        if q == &t.name {
+                            return true;
+                        }
+                        cur = tables
+                            .iter()
+                            .find(|x| &x.name == q)
+                            .and_then(|x| x.parent.as_ref());
+                    }
+                    false
+                };
+                let leaves = tables
+                    .iter()
+                    .filter(|p| p.kind != TableKind::Partitioned)
+                    .filter(under);
+                let (rows, bytes) =
+                    leaves.fold((0, 0), |(r, b), p| (r + p.row_estimate, b + p.size_bytes));
+                (i, rows, bytes)
+            })
+            .collect();
+        for (i, rows, bytes) in sums {
+            tables[i].row_estimate = rows;
+            tables[i].size_bytes = bytes;
         }
         if !shards.is_empty() {
             tables.retain(|t| !shards.contains(&t.oid));
@@ -616,7 +680,7 @@ const INDEXES_SQL: &str = "SELECT i.indrelid, ic.relname::text AS name, i.indisu
 const TRIGGERS_SQL: &str = "SELECT t.tgrelid, t.tgname::text, t.tgenabled, \
         p.proname::text AS func, pg_get_triggerdef(t.oid) AS def \
  FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid \
- WHERE t.tgrelid = ANY($1) AND NOT t.tgisinternal \
+ WHERE t.tgrelid = ANY($1) AND NOT t.tgisinternal AND t.tgparentid = 0 \
  ORDER BY t.tgrelid, t.tgname";
 
 const POLICIES_SQL: &str = "SELECT p.polrelid, p.polname::text, \

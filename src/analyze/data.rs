@@ -391,9 +391,10 @@ fn arrow(h: &Hop) -> String {
 /// The other ways `t` could take its tenant, as `--path` command lines
 /// (empty when there is none).
 fn other_paths(ctx: &Ctx, t: &Table, path: &[Hop]) -> String {
-    let lines: Vec<String> = t
-        .foreign_keys
-        .iter()
+    let lines: Vec<String> = ctx
+        .cat
+        .foreign_keys_of(t)
+        .into_iter()
         .filter(|fk| fk.ref_table != t.name && fk.name != path[0].fk)
         .filter(|fk| hops_through(ctx, t, fk).is_some())
         .map(|fk| format!("`shardready apply --path {}={}`", t.name, fk.name))
@@ -432,7 +433,7 @@ fn plan_needs(ctx: &Ctx, t: &Table, path: &[Hop], scan: Scan) -> Option<TablePla
             other_paths(ctx, t, path)
         ),
     }];
-    for fk in &t.foreign_keys {
+    for fk in ctx.cat.foreign_keys_of(t) {
         if fk.ref_table == t.name || fk.name == path[0].fk {
             continue;
         }
@@ -490,7 +491,7 @@ fn plan_distributed(ctx: &Ctx, t: &Table, scan: Scan) -> Option<TablePlan> {
     if !column.not_null {
         // Where the value could come from: an FK to another tenant table
         // that does not go through the tenant column itself.
-        let source = t.foreign_keys.iter().find(|fk| {
+        let source = ctx.cat.foreign_keys_of(t).into_iter().find(|fk| {
             fk.ref_table != t.name
                 && !fk.columns.iter().any(|c| c == col)
                 && ctx
@@ -520,7 +521,7 @@ fn plan_distributed(ctx: &Ctx, t: &Table, scan: Scan) -> Option<TablePlan> {
         });
     }
     let root = ctx.tenant.root.as_ref();
-    for fk in &t.foreign_keys {
+    for fk in ctx.cat.foreign_keys_of(t) {
         let Some(r) = ctx.cat.table(&fk.ref_table) else {
             continue;
         };

@@ -187,15 +187,52 @@ pub fn without_dropped_fks(
             .find(|t| t.name == r.table)
             .ok_or_else(|| AnalyzeError::UnknownTable(r.table.to_string()))?;
         // Not there: dropped already (a rerun, or verify afterwards).
-        let Some(i) = t.foreign_keys.iter().position(|fk| fk.name == r.name) else {
+        if let Some(i) = t.foreign_keys.iter().position(|fk| fk.name == r.name) {
+            let fk = t.foreign_keys.remove(i);
+            dropped.push(DroppedFk {
+                table: r.table.clone(),
+                name: fk.name,
+                definition: fk.definition,
+            });
             continue;
-        };
-        let fk = t.foreign_keys.remove(i);
-        dropped.push(DroppedFk {
-            table: r.table.clone(),
-            name: fk.name,
-            definition: fk.definition,
-        });
+        }
+        // A key of a partitioned table's partitions (named after one of
+        // them, as analyze shows it): dropped from every partition that
+        // declares it.
+        let parent = t.name.clone();
+        let shape = cat
+            .tables
+            .iter()
+            .filter(|p| p.parent.is_some() && cat.top_parent(p) == &parent)
+            .flat_map(|p| &p.foreign_keys)
+            .find(|fk| fk.name == r.name)
+            .map(|fk| {
+                (
+                    fk.columns.clone(),
+                    fk.ref_table.clone(),
+                    fk.ref_columns.clone(),
+                )
+            });
+        let Some(shape) = shape else { continue };
+        for p in out.tables.iter_mut().filter(|p| {
+            p.parent.is_some() && cat.top_parent(cat.table(&p.name).unwrap_or(p)) == &parent
+        }) {
+            p.foreign_keys.retain(|fk| {
+                let same = (
+                    fk.columns.clone(),
+                    fk.ref_table.clone(),
+                    fk.ref_columns.clone(),
+                ) == shape;
+                if same {
+                    dropped.push(DroppedFk {
+                        table: p.name.clone(),
+                        name: fk.name.clone(),
+                        definition: fk.definition.clone(),
+                    });
+                }
+                !same
+            });
+        }
     }
     Ok((out, dropped))
 }
@@ -257,11 +294,12 @@ fn check_paths(
         let t = cat
             .table(&p.table)
             .ok_or_else(|| AnalyzeError::UnknownTable(p.table.to_string()))?;
-        let Some(fk) = t.foreign_keys.iter().find(|fk| fk.name == p.name) else {
+        let fks = cat.foreign_keys_of(t);
+        let Some(fk) = fks.iter().find(|fk| fk.name == p.name) else {
             return Err(AnalyzeError::UnknownForeignKey {
                 table: p.table.to_string(),
                 name: p.name.clone(),
-                available: t.foreign_keys.iter().map(|fk| fk.name.clone()).collect(),
+                available: fks.iter().map(|fk| fk.name.clone()).collect(),
             });
         };
         let Some(c) = classes.iter().find(|c| c.table == p.table) else {

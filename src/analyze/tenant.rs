@@ -249,7 +249,8 @@ fn reach(cat: &Catalog, root: &QName) -> usize {
     let mut queue: VecDeque<&QName> = VecDeque::from([root]);
     while let Some(q) = queue.pop_front() {
         for t in candidates(cat) {
-            if !seen.contains(&t.name) && t.foreign_keys.iter().any(|fk| &fk.ref_table == q) {
+            if !seen.contains(&t.name) && cat.foreign_keys_of(t).iter().any(|fk| &fk.ref_table == q)
+            {
                 seen.insert(&t.name);
                 queue.push_back(&t.name);
             }
@@ -264,7 +265,7 @@ pub fn infer(cat: &Catalog, overrides: &Overrides) -> Result<Tenant, AnalyzeErro
     // (column, root) → tables whose `column` references root's key.
     let mut votes: BTreeMap<(String, QName), BTreeSet<QName>> = BTreeMap::new();
     for t in candidates(cat) {
-        for fk in &t.foreign_keys {
+        for fk in cat.foreign_keys_of(t) {
             if fk.columns.len() != 1 || fk.ref_table == t.name {
                 continue;
             }
@@ -537,7 +538,7 @@ pub fn classify(cat: &Catalog, tenant: &Tenant, overrides: &Overrides) -> Vec<Cl
         .collect();
     while let Some(q) = queue.pop_front() {
         let Some(t) = cat.table(&q) else { continue };
-        for fk in &t.foreign_keys {
+        for fk in cat.foreign_keys_of(t) {
             let r = &fk.ref_table;
             if !out.contains_key(r) && referenced.insert(r.clone()) {
                 queue.push_back(r.clone());
@@ -628,9 +629,9 @@ fn derivation_path(
     while let Some((q, path)) = queue.pop_front() {
         let Some(t) = cat.table(&q) else { continue };
         let chosen = forced(paths, &q);
-        let mut fks: Vec<_> = t
-            .foreign_keys
-            .iter()
+        let mut fks: Vec<_> = cat
+            .foreign_keys_of(t)
+            .into_iter()
             .filter(|fk| fk.ref_table != q && !seen.contains(&fk.ref_table) && !skip(&fk.ref_table))
             .filter(|fk| match chosen {
                 Some(name) => fk.name == name,

@@ -8,13 +8,13 @@ use serde::{Deserialize, Serialize};
 pub(crate) mod steps;
 
 use crate::analyze::{Analysis, Class};
-use crate::catalog::{Catalog, KeyKind, QName, Table};
+use crate::catalog::{Catalog, KeyKind, QName, Table, TableKind};
 use crate::db::LockMode;
 use crate::sql::ident;
 
 pub use steps::{
     AddColumn, AnalyzeTables, Backfill, DropForeignKey, DropTrigger, HoldAutovacuum, NotNull,
-    StepKind, SwapKey, SyncTrigger, TenantForeignKey, UniqueIndex, Vacuum,
+    PartitionIndex, StepKind, SwapKey, SyncTrigger, TenantForeignKey, UniqueIndex, Vacuum,
 };
 
 /// How a step affects the application.
@@ -341,34 +341,34 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
                 function: function.clone(),
                 counter: counter.clone(),
             }));
-            // Walked by its single integer key, or else by its pages.
-            let int_key = t
-                .primary_key()
-                .filter(|k| k.columns.len() == 1)
-                .map(|k| k.columns[0].clone())
-                .filter(|c| {
-                    t.column(c).is_some_and(|c| {
-                        matches!(c.type_name.as_str(), "smallint" | "integer" | "bigint")
-                    })
-                });
-            // A table whose owner turned autovacuum off stays as it is.
-            if t.autovacuum_enabled != Some(false) {
-                holds.push(Step::HoldAutovacuum(HoldAutovacuum {
-                    table: t.name.clone(),
+            // A partitioned table's rows are in its partitions: each is
+            // held, backfilled and vacuumed on its own.
+            let storage: Vec<&Table> = if t.kind == TableKind::Partitioned {
+                cat.partitions_of(&t.name)
+            } else {
+                vec![t]
+            };
+            for p in storage {
+                // A table whose owner turned autovacuum off stays as it is.
+                if p.autovacuum_enabled != Some(false) {
+                    holds.push(Step::HoldAutovacuum(HoldAutovacuum {
+                        table: p.name.clone(),
+                        column: tcol.clone(),
+                    }));
+                    vacuums.push(Step::Vacuum(Vacuum {
+                        table: p.name.clone(),
+                        autovacuum: p.autovacuum_enabled,
+                    }));
+                }
+                let int_key = single_int_key(p);
+                backfills.push(Step::Backfill(Backfill {
+                    table: p.name.clone(),
                     column: tcol.clone(),
-                }));
-                vacuums.push(Step::Vacuum(Vacuum {
-                    table: t.name.clone(),
-                    autovacuum: t.autovacuum_enabled,
+                    pages: int_key.is_none(),
+                    key: int_key.unwrap_or_else(|| "ctid".into()),
+                    path: path.clone(),
                 }));
             }
-            backfills.push(Step::Backfill(Backfill {
-                table: t.name.clone(),
-                column: tcol.clone(),
-                pages: int_key.is_none(),
-                key: int_key.unwrap_or_else(|| "ctid".into()),
-                path: path.clone(),
-            }));
             drops.push(Step::DropTrigger(DropTrigger {
                 table: t.name.clone(),
                 column: tcol.clone(),
@@ -387,88 +387,69 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
             }));
             changed = true;
         }
-        // Keys: every PK/UNIQUE and unique index without the tenant column.
-        for k in &t.keys {
-            if k.kind == KeyKind::Exclusion || k.columns.contains(&tcol) {
-                continue;
+        // Keys: every PK/UNIQUE and unique index without the tenant column
+        // (on a partitioned table, built on each partition).
+        for key in keys_without(t, &tcol) {
+            let parts = partition_indexes(cat, t, &key);
+            for p in &parts {
+                indexes.push(Step::UniqueIndex(UniqueIndex {
+                    table: p.table.clone(),
+                    index: p.index.clone(),
+                    columns: key.columns.clone(),
+                    definition: p.definition.clone(),
+                    target: p.target.clone(),
+                }));
             }
-            let mut columns = vec![tcol.clone()];
-            columns.extend(k.columns.iter().cloned());
-            let index = object_name(&k.name, "_shardready");
-            let target = if k.kind == KeyKind::Primary {
-                KeyTarget::Primary {
-                    constraint: k.name.clone(),
-                }
-            } else {
-                KeyTarget::Unique {
-                    constraint: k.name.clone(),
-                }
-            };
-            indexes.push(Step::UniqueIndex(UniqueIndex {
-                table: t.name.clone(),
-                index: index.clone(),
-                columns: columns.clone(),
-                definition: None,
-                target: target.clone(),
-            }));
+            let index = object_name(key.name(), "_shardready");
+            if t.kind != TableKind::Partitioned {
+                indexes.push(Step::UniqueIndex(UniqueIndex {
+                    table: t.name.clone(),
+                    index: index.clone(),
+                    columns: key.columns.clone(),
+                    definition: key.definition.clone(),
+                    target: key.target.clone(),
+                }));
+            }
             swaps.push(Step::SwapKey(SwapKey {
                 table: t.name.clone(),
                 index,
-                target,
-                columns,
-            }));
-            changed = true;
-        }
-        for ix in &t.unique_indexes {
-            if ix.constraint.is_some() || ix.columns.iter().any(|c| c.as_deref() == Some(&tcol)) {
-                continue;
-            }
-            let index = object_name(&ix.name, "_shardready");
-            let columns: Vec<String> = std::iter::once(tcol.clone())
-                .chain(
-                    ix.columns
-                        .iter()
-                        .map(|c| c.clone().unwrap_or_else(|| "(expr)".into())),
-                )
-                .collect();
-            indexes.push(Step::UniqueIndex(UniqueIndex {
-                table: t.name.clone(),
-                index: index.clone(),
-                columns: columns.clone(),
-                definition: Some(index_tail_with_tenant(&ix.definition, &tcol)),
-                target: KeyTarget::Index {
-                    name: ix.name.clone(),
-                },
-            }));
-            swaps.push(Step::SwapKey(SwapKey {
-                table: t.name.clone(),
-                index,
-                target: KeyTarget::Index {
-                    name: ix.name.clone(),
-                },
-                columns,
+                target: key.target,
+                columns: key.columns,
+                definition: key.definition,
+                partitions: parts,
             }));
             changed = true;
         }
         // Foreign keys between tenant tables get the tenant column in front
         // (those the user drops are left alone).
-        let dropped = |fk: &crate::catalog::ForeignKey| {
-            analysis
+        // A partitioned table's keys declared on its partitions are
+        // rewritten there (PostgreSQL 15 adds no NOT VALID key to a
+        // partitioned table).
+        let declared = std::iter::once(t).chain(cat.partitions_of(&t.name));
+        for (d, fk) in declared.flat_map(|d| d.foreign_keys.iter().map(move |fk| (d, fk))) {
+            if analysis
                 .dropped_fks
                 .iter()
-                .any(|d| d.table == t.name && d.name == fk.name)
-        };
-        for fk in t.foreign_keys.iter().filter(|fk| !dropped(fk)) {
+                .any(|x| x.table == d.name && x.name == fk.name)
+            {
+                continue;
+            }
             let Some(r) = cat.table(&fk.ref_table) else {
                 continue;
             };
+            // One declared on a partitioned table itself cannot be
+            // rewritten without a full check under lock: a blocker
+            // (rules::partitioning), not a step.
+            if d.kind == TableKind::Partitioned {
+                continue;
+            }
             let ref_class = analysis.class_of(cat.top_parent(r));
             if !ref_class.is_some_and(|c| c.is_tenant()) {
                 continue;
             }
             let rcol = tenant_col_of(r);
             let actions = TenantForeignKey::citus_actions(fk, analysis.fix_fk_actions);
-            let (columns, ref_columns) = if crate::analyze::tenant::fk_aligned(fk, t, r, tenant) {
+            let (columns, ref_columns) = if crate::analyze::tenant::fk_aligned(fk, d, r, tenant) {
                 // Its shape is right; only actions Citus refuses, with
                 // --fix-fk-actions, make it change.
                 if actions.changed.is_none() {
@@ -486,7 +467,7 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
                 (columns, ref_columns)
             };
             fks.push(Step::ForeignKey(TenantForeignKey {
-                table: t.name.clone(),
+                table: d.name.clone(),
                 name: fk.name.clone(),
                 temp_name: object_name(&fk.name, "_shardready"),
                 columns,
@@ -508,19 +489,30 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
                     && fk.ref_columns == [root_key.clone()]
             });
             if &t.name != root && !has {
-                let name = object_name(&format!("{}_{}", t.name.name, tcol), "_fkey");
-                fks.push(Step::ForeignKey(TenantForeignKey {
-                    table: t.name.clone(),
-                    name: name.clone(),
-                    temp_name: name,
-                    columns: vec![tcol.clone()],
-                    ref_table: root.clone(),
-                    ref_columns: vec![root_key.clone()],
-                    on_delete: "NO ACTION".into(),
-                    on_update: "NO ACTION".into(),
-                    replaces: None,
-                    fixed_actions: None,
-                }));
+                // On each partition of a partitioned table (see above).
+                let on: Vec<&Table> = if t.kind == TableKind::Partitioned {
+                    cat.partitions_of(&t.name)
+                } else {
+                    vec![t]
+                };
+                for d in on {
+                    let name = object_name(&format!("{}_{}", d.name.name, tcol), "_fkey");
+                    if d.foreign_keys.iter().any(|fk| fk.name == name) {
+                        continue;
+                    }
+                    fks.push(Step::ForeignKey(TenantForeignKey {
+                        table: d.name.clone(),
+                        name: name.clone(),
+                        temp_name: name,
+                        columns: vec![tcol.clone()],
+                        ref_table: root.clone(),
+                        ref_columns: vec![root_key.clone()],
+                        on_delete: "NO ACTION".into(),
+                        on_update: "NO ACTION".into(),
+                        replaces: None,
+                        fixed_actions: None,
+                    }));
+                }
                 changed = true;
             }
         }
@@ -561,6 +553,134 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
         resolutions: analysis.resolutions.clone(),
         steps,
     }
+}
+
+/// The single integer primary key a backfill walks (else it walks pages).
+fn single_int_key(t: &Table) -> Option<String> {
+    t.primary_key()
+        .filter(|k| k.columns.len() == 1)
+        .map(|k| k.columns[0].clone())
+        .filter(|c| {
+            t.column(c)
+                .is_some_and(|c| matches!(c.type_name.as_str(), "smallint" | "integer" | "bigint"))
+        })
+}
+
+/// A key (PK, UNIQUE or unique index) to rebuild with the tenant column in
+/// front.
+struct KeyToBuild {
+    target: KeyTarget,
+    columns: Vec<String>,
+    /// The index tail for expression or partial indexes.
+    definition: Option<String>,
+}
+
+impl KeyToBuild {
+    /// The constraint's or index's name.
+    fn name(&self) -> &str {
+        match &self.target {
+            KeyTarget::Primary { constraint } | KeyTarget::Unique { constraint } => constraint,
+            KeyTarget::Index { name } => name,
+        }
+    }
+}
+
+/// Every PK/UNIQUE constraint and unique index of `t` without `tcol`.
+fn keys_without(t: &Table, tcol: &str) -> Vec<KeyToBuild> {
+    let mut out = Vec::new();
+    for k in &t.keys {
+        if k.kind == KeyKind::Exclusion || k.columns.iter().any(|c| c == tcol) {
+            continue;
+        }
+        let constraint = k.name.clone();
+        out.push(KeyToBuild {
+            target: if k.kind == KeyKind::Primary {
+                KeyTarget::Primary { constraint }
+            } else {
+                KeyTarget::Unique { constraint }
+            },
+            columns: std::iter::once(tcol.to_string())
+                .chain(k.columns.iter().cloned())
+                .collect(),
+            definition: None,
+        });
+    }
+    for ix in &t.unique_indexes {
+        if ix.constraint.is_some() || ix.columns.iter().any(|c| c.as_deref() == Some(tcol)) {
+            continue;
+        }
+        out.push(KeyToBuild {
+            target: KeyTarget::Index {
+                name: ix.name.clone(),
+            },
+            columns: std::iter::once(tcol.to_string())
+                .chain(
+                    ix.columns
+                        .iter()
+                        .map(|c| c.clone().unwrap_or_else(|| "(expr)".into())),
+                )
+                .collect(),
+            definition: Some(index_tail_with_tenant(&ix.definition, tcol)),
+        });
+    }
+    out
+}
+
+/// For a key of a partitioned table, its copy on each partition and the
+/// new index to build there (none for other tables). The copy is found
+/// by its columns: a partition's key mirrors its parent's.
+fn partition_indexes(cat: &Catalog, t: &Table, key: &KeyToBuild) -> Vec<PartitionIndex> {
+    if t.kind != TableKind::Partitioned {
+        return Vec::new();
+    }
+    let old_columns = &key.columns[1..];
+    cat.partitions_of(&t.name)
+        .into_iter()
+        .filter_map(|p| {
+            let target = match &key.target {
+                KeyTarget::Primary { .. } => KeyTarget::Primary {
+                    constraint: p.primary_key()?.name.clone(),
+                },
+                KeyTarget::Unique { .. } => KeyTarget::Unique {
+                    constraint: p
+                        .keys
+                        .iter()
+                        .find(|k| k.kind == KeyKind::Unique && k.columns == old_columns)?
+                        .name
+                        .clone(),
+                },
+                KeyTarget::Index { .. } => KeyTarget::Index {
+                    name: p
+                        .unique_indexes
+                        .iter()
+                        .find(|ix| {
+                            ix.constraint.is_none()
+                                && ix.columns.iter().flatten().eq(old_columns.iter())
+                        })?
+                        .name
+                        .clone(),
+                },
+            };
+            let own = match &target {
+                KeyTarget::Primary { constraint } | KeyTarget::Unique { constraint } => constraint,
+                KeyTarget::Index { name } => name,
+            };
+            let definition = match &target {
+                KeyTarget::Index { name } => p
+                    .unique_indexes
+                    .iter()
+                    .find(|ix| &ix.name == name)
+                    .map(|ix| index_tail_with_tenant(&ix.definition, &key.columns[0])),
+                _ => None,
+            };
+            Some(PartitionIndex {
+                table: p.name.clone(),
+                index: object_name(own, "_shardready"),
+                target,
+                definition,
+            })
+        })
+        .collect()
 }
 
 /// `CREATE UNIQUE INDEX name ON t USING btree (a, lower(b)) WHERE …` →

@@ -136,10 +136,9 @@ fn refused_actions(ctx: &Ctx, t: &Table, fk: &ForeignKey) -> Vec<Finding> {
 
 pub fn check(ctx: &Ctx) -> Vec<Finding> {
     let mut out = missing_root_fks(ctx);
+    // Partitions too: the catalog keeps only the keys a partition declares
+    // itself (its parent's copies are the parent's).
     for (t, class) in ctx.tables() {
-        if t.parent.is_some() {
-            continue; // partitions inherit their parent's FKs
-        }
         for fk in &t.foreign_keys {
             let Some(ref_class) = ctx
                 .cat
@@ -164,7 +163,31 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                         let to_root_key = ctx.tenant.root.as_ref() == Some(&r.name)
                             && fk.ref_columns.len() == 1
                             && fk.ref_columns[0] == theirs;
-                        out.push(if to_root_key {
+                        let partitioned = [t, r].iter().any(|x| x.kind == crate::catalog::TableKind::Partitioned);
+                        out.push(if partitioned && !to_root_key {
+                            // PostgreSQL 15 adds no NOT VALID key to a
+                            // partitioned table, and a key referencing one
+                            // needs its new unique key first: either would
+                            // check every row under a lock.
+                            finding(
+                                t,
+                                fk,
+                                RuleId::FkWithoutTenant,
+                                Severity::Blocker,
+                                format!("foreign key {} {arrow} does not include the tenant column on both sides", fk.name),
+                                Some(SHAPE_ERROR),
+                                format!(
+                                    "not automatic on a partitioned table (PostgreSQL checks such a key under a lock): \
+                                     declare it on each partition instead, ({mine}, {}) → ({theirs}, {}), or drop it: \
+                                     `shardready apply --drop-fk {}.{}`",
+                                    fk.columns.join(", "),
+                                    fk.ref_columns.join(", "),
+                                    t.name,
+                                    fk.name
+                                ),
+                                false,
+                            )
+                        } else if to_root_key {
                             finding(
                                 t,
                                 fk,

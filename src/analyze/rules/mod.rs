@@ -62,5 +62,16 @@ pub fn check_all(ctx: &Ctx) -> Vec<Finding> {
     out.extend(partitioning::check(ctx));
     out.extend(sequences::check(ctx));
     out.extend(no_key::check(ctx));
+    // A partition is shown with its parent, the table the user prepares
+    // and Citus distributes; the message names the partition.
+    for f in &mut out {
+        let Some(t) = f.table.as_ref().and_then(|q| ctx.cat.table(q)) else {
+            continue;
+        };
+        if t.parent.is_some() {
+            f.message = format!("partition {}: {}", t.name, f.message);
+            f.table = Some(ctx.cat.top_parent(t).clone());
+        }
+    }
     out
 }

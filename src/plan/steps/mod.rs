@@ -37,7 +37,7 @@ pub use drop_trigger::DropTrigger;
 pub use foreign_key::TenantForeignKey;
 pub use hold_autovacuum::HoldAutovacuum;
 pub use not_null::NotNull;
-pub use swap_key::SwapKey;
+pub use swap_key::{PartitionIndex, SwapKey};
 pub use sync_trigger::SyncTrigger;
 pub use unique_index::UniqueIndex;
 pub use vacuum::Vacuum;

@@ -1,10 +1,13 @@
 //! Step: make the new index the key — `DROP CONSTRAINT …, ADD … USING
 //! INDEX` in one brief lock, or, for a plain unique index, drop the old one
-//! concurrently and rename the new one.
+//! concurrently and rename the new one. On a partitioned table the new
+//! indexes were built on each partition; the swap makes them the
+//! partitions' keys and the parent's key (or index) attaches them, in one
+//! brief lock and without building anything.
 
 use serde::{Deserialize, Serialize};
 
-use super::{brief, key_in_place, StepKind};
+use super::{brief, column_list, key_in_place, StepKind};
 use crate::catalog::{Catalog, QName};
 use crate::plan::{Action, Impact, KeyTarget, Undo};
 use crate::sql::{ident, qualified};
@@ -18,6 +21,84 @@ pub struct SwapKey {
     pub index: String,
     pub target: KeyTarget,
     pub columns: Vec<String>,
+    /// The index tail (`USING btree (...) WHERE ...`) of an expression or
+    /// partial index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
+    /// On a partitioned table: the new index of each partition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<PartitionIndex>,
+}
+
+/// A partition's new unique index and the partition's copy of the key it
+/// replaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionIndex {
+    pub table: QName,
+    pub index: String,
+    pub target: KeyTarget,
+    /// The index tail of an expression or partial index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
+}
+
+impl SwapKey {
+    /// The swap on a partitioned table, one transaction: the parent's key
+    /// goes (its partitions' copies with it), each partition's new index
+    /// becomes its key, then the parent's new key attaches them (an
+    /// existing matching key on every partition: nothing is built).
+    fn partitioned(&self) -> Vec<String> {
+        let t = self.table.sql();
+        let cols = column_list(&self.columns);
+        let each = |kind: &'static str| {
+            self.partitions.iter().filter_map(move |p| match &p.target {
+                KeyTarget::Primary { constraint } | KeyTarget::Unique { constraint } => {
+                    Some(format!(
+                        "ALTER TABLE {} ADD CONSTRAINT {} {kind} USING INDEX {};",
+                        p.table.sql(),
+                        ident(constraint),
+                        ident(&p.index)
+                    ))
+                }
+                KeyTarget::Index { .. } => None,
+            })
+        };
+        match &self.target {
+            KeyTarget::Primary { constraint } | KeyTarget::Unique { constraint } => {
+                let kind = if matches!(self.target, KeyTarget::Primary { .. }) {
+                    "PRIMARY KEY"
+                } else {
+                    "UNIQUE"
+                };
+                let c = ident(constraint);
+                std::iter::once(format!("ALTER TABLE {t} DROP CONSTRAINT {c};"))
+                    .chain(each(kind))
+                    .chain(std::iter::once(format!(
+                        "ALTER TABLE {t} ADD CONSTRAINT {c} {kind} ({cols});"
+                    )))
+                    .collect()
+            }
+            KeyTarget::Index { name } => {
+                let new = qualified(&self.table.schema, &self.index);
+                let tail = self.definition.clone().unwrap_or(format!("({cols})"));
+                std::iter::once(format!(
+                    "CREATE UNIQUE INDEX {} ON ONLY {t} {tail};",
+                    ident(&self.index)
+                ))
+                .chain(self.partitions.iter().map(|p| {
+                    format!(
+                        "ALTER INDEX {new} ATTACH PARTITION {};",
+                        qualified(&p.table.schema, &p.index)
+                    )
+                }))
+                .chain([
+                    format!("DROP INDEX {};", qualified(&self.table.schema, name)),
+                    format!("ALTER INDEX {new} RENAME TO {};", ident(name)),
+                ])
+                .collect()
+            }
+        }
+    }
 }
 
 impl StepKind for SwapKey {
@@ -42,6 +123,9 @@ impl StepKind for SwapKey {
             .is_some_and(|t| key_in_place(t, &self.target, &self.columns))
     }
     fn actions(&self) -> Vec<Action> {
+        if !self.partitions.is_empty() {
+            return vec![brief(self.partitioned())];
+        }
         let (t, i) = (self.table.sql(), ident(&self.index));
         match &self.target {
             KeyTarget::Primary { constraint } => vec![brief(vec![format!(
