@@ -545,11 +545,55 @@ pub fn classify(cat: &Catalog, tenant: &Tenant, overrides: &Overrides) -> Vec<Cl
             }
         }
     }
+    // Catalogue data: a table that references such a lookup (Pagila's
+    // film_actor → film), and what it references in turn (actor). Kept
+    // local, Citus would make it a "citus local" table on the coordinator
+    // anyway (the foreign key graph is converted with the lookup).
+    let mut catalogue: BTreeMap<QName, QName> = BTreeMap::new();
+    loop {
+        let mut grew = false;
+        for t in candidates(cat) {
+            if out.contains_key(&t.name) || referenced.contains(&t.name) {
+                continue;
+            }
+            let Some(via) = cat
+                .foreign_keys_of(t)
+                .iter()
+                .find(|fk| referenced.contains(&fk.ref_table))
+                .map(|fk| fk.ref_table.clone())
+            else {
+                continue;
+            };
+            referenced.insert(t.name.clone());
+            catalogue.insert(t.name.clone(), via);
+            for fk in cat.foreign_keys_of(t) {
+                if !out.contains_key(&fk.ref_table) && referenced.insert(fk.ref_table.clone()) {
+                    catalogue.insert(fk.ref_table.clone(), t.name.clone());
+                }
+            }
+            grew = true;
+        }
+        if !grew {
+            break;
+        }
+    }
     for t in candidates(cat) {
         if out.contains_key(&t.name) {
             continue;
         }
-        if referenced.contains(&t.name) {
+        if let Some(via) = catalogue.get(&t.name) {
+            put(
+                &mut out,
+                &t.name,
+                Class::Reference,
+                format!(
+                    "catalogue data joined with {via}, a reference table (else Citus keeps it as a \
+                     \"citus local\" table on the coordinator; --local {} to keep it local)",
+                    t.name
+                ),
+                false,
+            );
+        } else if referenced.contains(&t.name) {
             put(
                 &mut out,
                 &t.name,

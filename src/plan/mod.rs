@@ -13,8 +13,9 @@ use crate::db::LockMode;
 use crate::sql::ident;
 
 pub use steps::{
-    AddColumn, AnalyzeTables, Backfill, DropForeignKey, DropTrigger, HoldAutovacuum, NotNull,
-    PartitionIndex, StepKind, SwapKey, SyncTrigger, TenantForeignKey, UniqueIndex, Vacuum,
+    AddColumn, AnalyzeTables, Backfill, DropForeignKey, DropTrigger, HoldAutovacuum,
+    LiftForeignKey, NotNull, PartitionIndex, StepKind, SwapKey, SyncTrigger, TenantForeignKey,
+    UniqueIndex, Vacuum,
 };
 
 /// How a step affects the application.
@@ -78,6 +79,7 @@ pub enum Step {
     UniqueIndex(UniqueIndex),
     ForeignKey(TenantForeignKey),
     DropForeignKey(DropForeignKey),
+    LiftForeignKey(LiftForeignKey),
     SwapKey(SwapKey),
     DropTrigger(DropTrigger),
     Vacuum(Vacuum),
@@ -96,6 +98,7 @@ impl Step {
             Step::UniqueIndex(s) => s,
             Step::ForeignKey(s) => s,
             Step::DropForeignKey(s) => s,
+            Step::LiftForeignKey(s) => s,
             Step::SwapKey(s) => s,
             Step::DropTrigger(s) => s,
             Step::Vacuum(s) => s,
@@ -301,6 +304,7 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
     let mut not_nulls = Vec::new();
     let mut indexes = Vec::new();
     let mut fks = Vec::new();
+    let mut lifts = Vec::new();
     let mut swaps = Vec::new();
     let mut drops = Vec::new();
     let mut touched = Vec::new();
@@ -424,7 +428,9 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
         // (those the user drops are left alone).
         // A partitioned table's keys declared on its partitions are
         // rewritten there (PostgreSQL 15 adds no NOT VALID key to a
-        // partitioned table).
+        // partitioned table), then declared once on the parent (`shapes`:
+        // each key's final form and the partitions that have it).
+        let mut shapes: Vec<(Shape, Vec<QName>)> = Vec::new();
         let declared = std::iter::once(t).chain(cat.partitions_of(&t.name));
         for (d, fk) in declared.flat_map(|d| d.foreign_keys.iter().map(move |fk| (d, fk))) {
             if analysis
@@ -439,80 +445,113 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
             };
             // One declared on a partitioned table itself cannot be
             // rewritten without a full check under lock: a blocker
-            // (rules::partitioning), not a step.
+            // (rules::foreign_keys), not a step.
             if d.kind == TableKind::Partitioned {
                 continue;
             }
+            let mut shape = Shape {
+                columns: fk.columns.clone(),
+                ref_table: fk.ref_table.clone(),
+                ref_columns: fk.ref_columns.clone(),
+                on_delete: fk.on_delete.sql().to_string(),
+                on_update: fk.on_update.sql().to_string(),
+            };
             let ref_class = analysis.class_of(cat.top_parent(r));
-            if !ref_class.is_some_and(|c| c.is_tenant()) {
-                continue;
-            }
             let rcol = tenant_col_of(r);
             let actions = TenantForeignKey::citus_actions(fk, analysis.fix_fk_actions);
-            let (columns, ref_columns) = if crate::analyze::tenant::fk_aligned(fk, d, r, tenant) {
+            let rewrite = if !ref_class.is_some_and(|c| c.is_tenant()) {
+                None
+            } else if crate::analyze::tenant::fk_aligned(fk, d, r, tenant) {
                 // Its shape is right; only actions Citus refuses, with
                 // --fix-fk-actions, make it change.
-                if actions.changed.is_none() {
-                    continue;
-                }
-                (fk.columns.clone(), fk.ref_columns.clone())
+                actions
+                    .changed
+                    .is_some()
+                    .then(|| (fk.columns.clone(), fk.ref_columns.clone()))
             } else if tenant.root.as_ref() == Some(&r.name) && fk.ref_columns == [rcol.clone()] {
                 // A second reference to the root's key (not automatic).
-                continue;
+                None
             } else {
                 let mut columns = vec![tcol.clone()];
                 columns.extend(fk.columns.iter().cloned());
                 let mut ref_columns = vec![rcol.clone()];
                 ref_columns.extend(fk.ref_columns.iter().cloned());
-                (columns, ref_columns)
+                Some((columns, ref_columns))
             };
-            fks.push(Step::ForeignKey(TenantForeignKey {
-                table: d.name.clone(),
-                name: fk.name.clone(),
-                temp_name: object_name(&fk.name, "_shardready"),
-                columns,
-                ref_table: fk.ref_table.clone(),
-                ref_columns,
-                on_delete: actions.on_delete,
-                on_update: actions.on_update,
-                replaces: Some(fk.name.clone()),
-                fixed_actions: actions.changed,
-            }));
-            changed = true;
+            if let Some((columns, ref_columns)) = rewrite {
+                shape = Shape {
+                    columns: columns.clone(),
+                    ref_table: fk.ref_table.clone(),
+                    ref_columns: ref_columns.clone(),
+                    on_delete: actions.on_delete.clone(),
+                    on_update: actions.on_update.clone(),
+                };
+                fks.push(Step::ForeignKey(TenantForeignKey {
+                    table: d.name.clone(),
+                    name: fk.name.clone(),
+                    temp_name: object_name(&fk.name, "_shardready"),
+                    columns,
+                    ref_table: fk.ref_table.clone(),
+                    ref_columns,
+                    on_delete: actions.on_delete,
+                    on_update: actions.on_update,
+                    replaces: Some(fk.name.clone()),
+                    fixed_actions: actions.changed,
+                }));
+                changed = true;
+            }
+            if d.parent.is_some() {
+                match shapes.iter_mut().find(|(s, _)| s.same_key(&shape)) {
+                    Some((_, on)) => on.push(d.name.clone()),
+                    None => shapes.push((shape, vec![d.name.clone()])),
+                }
+            }
         }
         // The tenant column references the root (the seed's
-        // line_items_store_id_fkey).
+        // line_items_store_id_fkey); on a partitioned table, through its
+        // partitions like the keys above.
         if let (Some(root), Some(root_key)) = (&tenant.root, &tenant.root_key) {
-            let has = t.foreign_keys.iter().any(|fk| {
+            let has = cat.foreign_keys_of(t).iter().any(|fk| {
                 &fk.ref_table == root
                     && fk.columns == [tcol.clone()]
                     && fk.ref_columns == [root_key.clone()]
             });
             if &t.name != root && !has {
-                // On each partition of a partitioned table (see above).
-                let on: Vec<&Table> = if t.kind == TableKind::Partitioned {
-                    cat.partitions_of(&t.name)
-                } else {
-                    vec![t]
+                let shape = Shape {
+                    columns: vec![tcol.clone()],
+                    ref_table: root.clone(),
+                    ref_columns: vec![root_key.clone()],
+                    on_delete: "NO ACTION".into(),
+                    on_update: "NO ACTION".into(),
                 };
-                for d in on {
-                    let name = object_name(&format!("{}_{}", d.name.name, tcol), "_fkey");
-                    if d.foreign_keys.iter().any(|fk| fk.name == name) {
-                        continue;
-                    }
-                    fks.push(Step::ForeignKey(TenantForeignKey {
-                        table: d.name.clone(),
-                        name: name.clone(),
-                        temp_name: name,
-                        columns: vec![tcol.clone()],
-                        ref_table: root.clone(),
-                        ref_columns: vec![root_key.clone()],
-                        on_delete: "NO ACTION".into(),
-                        on_update: "NO ACTION".into(),
-                        replaces: None,
-                        fixed_actions: None,
-                    }));
+                if t.kind == TableKind::Partitioned {
+                    shapes.push((shape, Vec::new()));
+                } else {
+                    fks.push(Step::ForeignKey(shape.add_to(t, &tcol)));
                 }
+                changed = true;
+            }
+        }
+        if t.kind == TableKind::Partitioned {
+            for (shape, on) in shapes {
+                for p in cat.partitions_of(&t.name) {
+                    if !on.contains(&p.name) {
+                        fks.push(Step::ForeignKey(shape.add_to(p, &shape.columns.join("_"))));
+                    }
+                }
+                let name = object_name(
+                    &format!("{}_{}", t.name.name, shape.columns.join("_")),
+                    "_fkey",
+                );
+                lifts.push(Step::LiftForeignKey(LiftForeignKey {
+                    table: t.name.clone(),
+                    name,
+                    columns: shape.columns,
+                    ref_table: shape.ref_table,
+                    ref_columns: shape.ref_columns,
+                    on_delete: shape.on_delete,
+                    on_update: shape.on_update,
+                }));
                 changed = true;
             }
         }
@@ -540,6 +579,7 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
     steps.extend(not_nulls);
     steps.extend(indexes);
     steps.extend(fks);
+    steps.extend(lifts);
     steps.extend(swaps);
     steps.extend(drops);
     steps.extend(vacuums);
@@ -552,6 +592,41 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
         root: tenant.root.clone(),
         resolutions: analysis.resolutions.clone(),
         steps,
+    }
+}
+
+/// A foreign key's final form (columns, referenced key, actions).
+struct Shape {
+    columns: Vec<String>,
+    ref_table: QName,
+    ref_columns: Vec<String>,
+    on_delete: String,
+    on_update: String,
+}
+
+impl Shape {
+    /// Whether PostgreSQL takes one for the other when a parent's key
+    /// attaches its partitions'.
+    fn same_key(&self, o: &Shape) -> bool {
+        self.columns == o.columns
+            && self.ref_table == o.ref_table
+            && self.ref_columns == o.ref_columns
+    }
+    /// A new key of this shape on `t`, named `<t>_<suffix>_fkey`.
+    fn add_to(&self, t: &Table, suffix: &str) -> TenantForeignKey {
+        let name = object_name(&format!("{}_{suffix}", t.name.name), "_fkey");
+        TenantForeignKey {
+            table: t.name.clone(),
+            name: name.clone(),
+            temp_name: name,
+            columns: self.columns.clone(),
+            ref_table: self.ref_table.clone(),
+            ref_columns: self.ref_columns.clone(),
+            on_delete: self.on_delete.clone(),
+            on_update: self.on_update.clone(),
+            replaces: None,
+            fixed_actions: None,
+        }
     }
 }
 

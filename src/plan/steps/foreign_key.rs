@@ -158,7 +158,17 @@ impl StepKind for TenantForeignKey {
                     .iter()
                     .any(|fk| &fk.name == old && !self.is_new(fk))
             });
-            new.is_some_and(|fk| fk.validated) && !temp_left && !old_left
+            // On a partition, its key may be the parent's by now
+            // ([`super::LiftForeignKey`]): then it is no longer its own.
+            let lifted = t.parent.is_some()
+                && cat.table(cat.top_parent(t)).is_some_and(|p| {
+                    p.foreign_keys.iter().any(|fk| {
+                        fk.columns == self.columns
+                            && fk.ref_table == self.ref_table
+                            && fk.ref_columns == self.ref_columns
+                    })
+                });
+            lifted || (new.is_some_and(|fk| fk.validated) && !temp_left && !old_left)
         })
     }
     /// The new key added only when no row violates it (see

@@ -1,0 +1,74 @@
+//! Step: make the foreign keys declared on each partition of a partitioned
+//! table one key of the parent. Citus distributes a partitioned table only
+//! when its partitions' keys are inherited from the parent ("cannot
+//! cascade operation via foreign keys as partition table … involved in a
+//! foreign key relationship that is not inherited from its parent
+//! table"). Each partition has a validated key of this shape by then, so
+//! the parent's key attaches them: one brief lock, no row checked.
+
+use serde::{Deserialize, Serialize};
+
+use super::{brief, column_list, unless_constraint_exists, StepKind};
+use crate::catalog::{Catalog, QName};
+use crate::plan::{Action, Impact, Undo};
+use crate::sql::ident;
+
+/// `ALTER TABLE parent ADD FOREIGN KEY …`, attaching each partition's
+/// validated key of the same shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiftForeignKey {
+    pub table: QName,
+    pub name: String,
+    pub columns: Vec<String>,
+    pub ref_table: QName,
+    pub ref_columns: Vec<String>,
+    pub on_delete: String,
+    pub on_update: String,
+}
+
+impl StepKind for LiftForeignKey {
+    fn id(&self) -> String {
+        format!("lift-fk:{}.{}", self.table, self.name)
+    }
+    table_step!(Impact::Brief);
+    fn describe(&self) -> String {
+        format!(
+            "foreign key {}: {} ({}) → {} ({}) declared once on the partitioned table, taking in its partitions' keys",
+            self.name,
+            self.table,
+            self.columns.join(", "),
+            self.ref_table,
+            self.ref_columns.join(", ")
+        )
+    }
+    fn is_done(&self, cat: &Catalog) -> bool {
+        cat.table(&self.table).is_some_and(|t| {
+            t.foreign_keys.iter().any(|fk| {
+                fk.columns == self.columns
+                    && fk.ref_table == self.ref_table
+                    && fk.ref_columns == self.ref_columns
+            })
+        })
+    }
+    fn actions(&self) -> Vec<Action> {
+        let t = self.table.sql();
+        vec![brief(vec![unless_constraint_exists(
+            &self.table,
+            &self.name,
+            &format!(
+                "ALTER TABLE {t} ADD CONSTRAINT {n} FOREIGN KEY ({c}) REFERENCES {r} ({rc}) ON DELETE {d} ON UPDATE {u};",
+                n = ident(&self.name),
+                c = column_list(&self.columns),
+                r = self.ref_table.sql(),
+                rc = column_list(&self.ref_columns),
+                d = self.on_delete,
+                u = self.on_update,
+            ),
+        )])]
+    }
+    /// Once attached, the partitions' keys are the parent's: `abort` keeps
+    /// it (the same rows are checked as before it).
+    fn undo(&self) -> Undo {
+        Undo::Nothing
+    }
+}
