@@ -174,6 +174,14 @@ pub struct Trigger {
     pub function: String,
     pub enabled: bool,
     pub definition: String,
+    /// The function's language (`plpgsql`, `c`, `internal`, ...) and
+    /// source (`prosrc`: the body, or the C symbol).
+    pub language: String,
+    pub source: String,
+    /// A BEFORE … FOR EACH ROW trigger.
+    pub before_row: bool,
+    /// It fires on UPDATE (a backfill's UPDATEs fire it).
+    pub on_update: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -532,6 +540,10 @@ impl Catalog {
                 function: r.get("func"),
                 enabled: r.get::<_, i8>("tgenabled") as u8 != b'D',
                 definition: r.get("def"),
+                language: r.get("lang"),
+                source: r.get("src"),
+                before_row: r.get("before_row"),
+                on_update: r.get("on_update"),
             });
         }
         for r in client.query(POLICIES_SQL, &[&oids]).await? {
@@ -678,8 +690,11 @@ const INDEXES_SQL: &str = "SELECT i.indrelid, ic.relname::text AS name, i.indisu
  ORDER BY i.indrelid, ic.relname";
 
 const TRIGGERS_SQL: &str = "SELECT t.tgrelid, t.tgname::text, t.tgenabled, \
-        p.proname::text AS func, pg_get_triggerdef(t.oid) AS def \
+        p.proname::text AS func, pg_get_triggerdef(t.oid) AS def, \
+        l.lanname::text AS lang, p.prosrc AS src, \
+        (t.tgtype & 3) = 3 AS before_row, (t.tgtype & 16) <> 0 AS on_update \
  FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid \
+ JOIN pg_language l ON l.oid = p.prolang \
  WHERE t.tgrelid = ANY($1) AND NOT t.tgisinternal AND t.tgparentid = 0 \
  ORDER BY t.tgrelid, t.tgname";
 

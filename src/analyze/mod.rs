@@ -271,6 +271,7 @@ pub fn analyze_catalog(
         tenant: &tenant,
         classes: &classes,
         fix_fk_actions: overrides.fix_fk_actions,
+        keep_triggers: overrides.keep_triggers,
     };
     let findings = rules::check_all(&ctx);
     Ok((tenant, classes, findings))
@@ -376,6 +377,7 @@ pub async fn analyze_read(
         tenant: &tenant,
         classes: &classes,
         fix_fk_actions: opts.overrides.fix_fk_actions,
+        keep_triggers: opts.overrides.keep_triggers,
     };
     findings.extend(queries::audit(&ctx, client).await?);
     let (data, skew) = if opts.catalog_only {

@@ -100,6 +100,9 @@ pub struct Overrides {
     /// NULL/DEFAULT, ON UPDATE CASCADE/SET NULL/DEFAULT) become NO ACTION
     /// in the rewritten keys — with consent, because behaviour changes.
     pub fix_fk_actions: bool,
+    /// `--keep-triggers`: triggers that only change the row being written
+    /// stay (Citus accepts them under citus.enable_unsafe_triggers).
+    pub keep_triggers: bool,
 }
 
 impl Overrides {
@@ -124,6 +127,9 @@ impl Overrides {
         }
         if self.fix_fk_actions {
             out.push("--fix-fk-actions".to_string());
+        }
+        if self.keep_triggers {
+            out.push("--keep-triggers".to_string());
         }
         out
     }
@@ -159,6 +165,7 @@ impl Overrides {
                     .cloned()
                     .collect(),
                 fix_fk_actions: self.fix_fk_actions && !words.contains(&"--fix-fk-actions"),
+                keep_triggers: self.keep_triggers && !words.contains(&"--keep-triggers"),
                 ..self.clone()
             };
             out.push_str(&rest[..i + 1]);

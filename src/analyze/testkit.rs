@@ -163,6 +163,25 @@ impl TB {
             function: function.into(),
             enabled: true,
             definition: String::new(),
+            language: "plpgsql".into(),
+            source: "BEGIN INSERT INTO audit VALUES (NEW.id); RETURN NEW; END".into(),
+            before_row: false,
+            on_update: true,
+        });
+        self
+    }
+    /// A BEFORE UPDATE row trigger that only sets a column of the row
+    /// (Pagila's `last_updated`).
+    pub fn row_trigger(mut self, name: &str, function: &str) -> Self {
+        self.0.triggers.push(Trigger {
+            name: name.into(),
+            function: function.into(),
+            enabled: true,
+            definition: String::new(),
+            language: "plpgsql".into(),
+            source: "\nBEGIN\n    NEW.last_update = CURRENT_TIMESTAMP; -- keep it\n    RETURN NEW;\nEND ".into(),
+            before_row: true,
+            on_update: true,
         });
         self
     }
@@ -314,6 +333,7 @@ pub fn with_ctx<R>(cat: &Catalog, o: &Overrides, f: impl FnOnce(&Ctx) -> R) -> R
         tenant: &t,
         classes: &classes,
         fix_fk_actions: o.fix_fk_actions,
+        keep_triggers: o.keep_triggers,
     };
     f(&ctx)
 }

@@ -61,6 +61,14 @@ pub enum ApplyError {
     )]
     Blocked(Vec<String>),
     #[error(
+        "the backfill's UPDATEs would fire these triggers, which may change other columns of \
+         every row it fills (e.g. a last-update timestamp); nothing was changed:\n{}\n\
+         Run apply as a superuser (its backfill then fires no trigger: \
+         session_replication_role = replica), or accept it: `shardready apply --fire-triggers`.",
+        .0.join("\n")
+    )]
+    TriggersWouldFire(Vec<String>),
+    #[error(
         "the role `{role}` lacks what apply needs; nothing was changed:\n{}\n         Connect as the tables' owner (or a member of its role), or grant what is missing.",
         .missing.join("\n")
     )]
@@ -116,7 +124,9 @@ impl ApplyError {
     pub fn is_blocker(&self) -> bool {
         matches!(
             self,
-            ApplyError::Blocked(_) | ApplyError::WouldReject { .. }
+            ApplyError::Blocked(_)
+                | ApplyError::WouldReject { .. }
+                | ApplyError::TriggersWouldFire(_)
         )
     }
 
@@ -212,6 +222,9 @@ pub struct ApplyOptions {
     pub parallel_workers: i32,
     /// Who runs the backfill batches.
     pub backfill_via: BackfillVia,
+    /// Let the backfill fire the tables' own UPDATE triggers when the role
+    /// cannot keep them quiet (not a superuser).
+    pub fire_triggers: bool,
 }
 
 /// Who runs the backfill batches.
@@ -246,6 +259,7 @@ impl Default for ApplyOptions {
             max_steps: None,
             parallel_workers: 0,
             backfill_via: BackfillVia::Client,
+            fire_triggers: false,
         }
     }
 }
@@ -401,6 +415,45 @@ async fn session(target: &Target, opts: &ApplyOptions) -> Result<Session, ApplyE
     })
 }
 
+/// Before changing anything: the backfill must not change the tables'
+/// other columns through their UPDATE triggers (Pagila's `last_updated`
+/// would stamp every backfilled row). A superuser's backfill fires none
+/// (session_replication_role = replica, see [`backfill::run`]); for other
+/// roles, the triggers are named and apply stops unless `--fire-triggers`.
+async fn check_user_triggers(
+    client: &Client,
+    cat: &Catalog,
+    plan: &plan::Plan,
+    opts: &ApplyOptions,
+) -> Result<(), ApplyError> {
+    let firing: Vec<String> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            plan::Step::Backfill(b) => cat.table(&b.table),
+            _ => None,
+        })
+        .flat_map(|t| {
+            let parent = t.parent.as_ref().and_then(|p| cat.table(p));
+            t.triggers
+                .iter()
+                .chain(parent.into_iter().flat_map(|p| &p.triggers))
+                .filter(|tg| {
+                    tg.enabled
+                        && tg.on_update
+                        && !tg.name.starts_with(analyze::rules::triggers::OWN_PREFIX)
+                })
+                .map(move |tg| {
+                    format!("  trigger {} on {} runs {}()", tg.name, t.name, tg.function)
+                })
+        })
+        .collect();
+    if firing.is_empty() || opts.fire_triggers || backfill::quiet_triggers(client).await {
+        return Ok(());
+    }
+    Err(ApplyError::TriggersWouldFire(firing))
+}
+
 /// Before changing anything: may this role keep state and alter the tables
 /// the plan would touch?
 async fn check_privileges(client: &Client, opts: &ApplyOptions) -> Result<(), ApplyError> {
@@ -517,6 +570,7 @@ async fn run(
                 return Err(ApplyError::Blocked(manual));
             }
             let mut p = plan::build(&analysis, &seen);
+            check_user_triggers(client, &seen, &p, opts).await?;
             if let Some(old) = &unfinished {
                 carry_helpers(&mut p, old, &cat);
             }

@@ -1176,6 +1176,19 @@ pub async fn distribute(
     if !blockers.is_empty() {
         return Err(CitusError::Blocked(blockers));
     }
+    // Triggers kept with --keep-triggers (each only changes the row being
+    // written): Citus accepts them under this setting, for this session.
+    if analysis
+        .findings
+        .iter()
+        .any(|f| f.rule == crate::analyze::RuleId::UserTrigger && f.severity == Severity::Warning)
+    {
+        progress("keeping the row-local triggers (--keep-triggers): citus.enable_unsafe_triggers on for this session");
+        client
+            .execute("SET citus.enable_unsafe_triggers TO on", &[])
+            .await
+            .map_err(db("cannot turn on citus.enable_unsafe_triggers"))?;
+    }
     let all: Vec<QName> = plan
         .reference
         .iter()

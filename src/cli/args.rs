@@ -349,6 +349,13 @@ pub(crate) struct ApplyArgs {
     /// latency) or a pg_cron job (the seed's way, keyset batches).
     #[arg(long, value_enum, default_value_t = shardready::apply::BackfillVia::Client)]
     pub(crate) backfill_via: shardready::apply::BackfillVia,
+    /// Let the backfill's UPDATEs fire the tables' own UPDATE triggers
+    /// (they may change other columns, e.g. a `last_update` timestamp).
+    /// Needed only when the role is not a superuser: a superuser's
+    /// backfill runs with session_replication_role = replica, which fires
+    /// none of them.
+    #[arg(long)]
+    pub(crate) fire_triggers: bool,
     /// Parallel workers for index builds and validations (0 leaves the
     /// other cores to the application).
     #[arg(long, default_value_t = 0)]
@@ -411,6 +418,12 @@ pub(crate) struct AnalyzeTarget {
     /// what changes for each key.
     #[arg(long)]
     pub(crate) fix_fk_actions: bool,
+    /// Keep triggers that only change the row being written (a BEFORE
+    /// row trigger setting `NEW.last_update`, a tsvector column):
+    /// `distribute` turns on citus.enable_unsafe_triggers for its own
+    /// session so Citus accepts them. Other triggers stay blockers.
+    #[arg(long)]
+    pub(crate) keep_triggers: bool,
 }
 
 fn parse_path(s: &str) -> Result<shardready::analyze::tenant::FkRef, String> {
@@ -436,6 +449,7 @@ impl AnalyzeTarget {
                 drop_fk: self.drop_fk.clone(),
                 path: self.path.clone(),
                 fix_fk_actions: self.fix_fk_actions,
+                keep_triggers: self.keep_triggers,
             },
             full: false,
             catalog_only: true,

@@ -101,6 +101,7 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
         max_steps: None,
         parallel_workers: a.parallel_workers,
         backfill_via: a.backfill_via,
+        fire_triggers: a.fire_triggers,
     };
     let target = g.target()?;
     let run = runtime()?.block_on(async {

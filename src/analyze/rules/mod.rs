@@ -23,6 +23,8 @@ pub struct Ctx<'a> {
     /// `--fix-fk-actions`: the plan rewrites refused FK actions to NO
     /// ACTION, so they are no longer blockers.
     pub fix_fk_actions: bool,
+    /// `--keep-triggers`: row-local triggers stay (warnings, not blockers).
+    pub keep_triggers: bool,
 }
 
 impl<'a> Ctx<'a> {

@@ -6,8 +6,11 @@
 //! HINT:  Consider dropping all the triggers on "orders" and retry.
 //! ```
 //!
-//! shardready's own sync trigger is removed by `apply` itself; other
-//! triggers need the user (or `citus.enable_unsafe_triggers`).
+//! shardready's own sync trigger is removed by `apply` itself. A trigger
+//! that only changes the row being written ([`row_local`]: Pagila's
+//! `last_updated`) can stay with `--keep-triggers`: `distribute` turns on
+//! `citus.enable_unsafe_triggers` for its session and Citus accepts it.
+//! Others need the user: drop them or move their logic.
 
 use crate::analyze::rules::id::RuleId;
 use crate::analyze::{Finding, Severity};
@@ -16,6 +19,94 @@ use super::Ctx;
 
 /// Prefix of the triggers shardready creates (and removes) itself.
 pub const OWN_PREFIX: &str = "shardready_";
+
+/// Built-in trigger functions that only compute columns of the row.
+const ROW_LOCAL_BUILTINS: &[&str] = &[
+    "tsvector_update_trigger",
+    "tsvector_update_trigger_column",
+    "suppress_redundant_updates_trigger",
+];
+
+/// Words of a PL/pgSQL body that reach beyond the row being written.
+const REACHING_WORDS: &[&str] = &[
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "merge",
+    "perform",
+    "execute",
+    "copy",
+    "notify",
+    "pg_notify",
+    "call",
+    "lock",
+    "truncate",
+    "nextval",
+    "setval",
+    "dblink",
+    "from",
+];
+
+/// Whether a trigger only changes the row being written: a BEFORE … FOR
+/// EACH ROW trigger whose function is a built-in of that kind or a
+/// PL/pgSQL body that reads and writes no table (no query, no dynamic
+/// SQL). Such a trigger gives the same result on a shard as on one node.
+pub fn row_local(tg: &crate::catalog::Trigger) -> bool {
+    if !tg.before_row {
+        return false;
+    }
+    match tg.language.as_str() {
+        "internal" => ROW_LOCAL_BUILTINS.contains(&tg.function.as_str()),
+        "plpgsql" => {
+            let code = code_words(&tg.source);
+            code.iter().any(|w| w == "new")
+                && !code.iter().any(|w| REACHING_WORDS.contains(&w.as_str()))
+        }
+        _ => false,
+    }
+}
+
+/// The lower-case words of PL/pgSQL source outside comments and string
+/// literals.
+fn code_words(src: &str) -> Vec<String> {
+    let mut code = String::new();
+    let mut chars = src.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '-' if chars.peek() == Some(&'-') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut prev = ' ';
+                for c in chars.by_ref() {
+                    if prev == '*' && c == '/' {
+                        break;
+                    }
+                    prev = c;
+                }
+            }
+            '\'' => {
+                for c in chars.by_ref() {
+                    if c == '\'' {
+                        break;
+                    }
+                }
+                code.push(' ');
+            }
+            _ => code.push(c),
+        }
+    }
+    code.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_lowercase())
+        .collect()
+}
 
 pub fn check(ctx: &Ctx) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -32,6 +123,27 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                 continue;
             }
             let own = tg.name.starts_with(OWN_PREFIX);
+            let local = !own && row_local(tg);
+            if local && ctx.keep_triggers {
+                out.push(Finding {
+                    rule: RuleId::UserTrigger,
+                    severity: Severity::Warning,
+                    table: Some(t.name.clone()),
+                    object: Some(tg.name.clone()),
+                    message: format!(
+                        "trigger {} runs {}(), which only changes the row being written: kept \
+                         (--keep-triggers)",
+                        tg.name, tg.function
+                    ),
+                    citus_error: None,
+                    fix: "`distribute` turns on citus.enable_unsafe_triggers for its session; \
+                          Citus then creates it on every shard, where it runs as before. \
+                          Later DDL on such triggers needs the same setting"
+                        .into(),
+                    automatic: true,
+                });
+                continue;
+            }
             out.push(Finding {
                 rule: RuleId::UserTrigger,
                 severity: Severity::Blocker,
@@ -48,6 +160,14 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                 )),
                 fix: if own {
                     "`apply` removes it once the application writes the column itself".into()
+                } else if local {
+                    format!(
+                        "it only changes the row being written, so Citus can keep it: \
+                         `shardready apply --keep-triggers` (distribute then sets \
+                         citus.enable_unsafe_triggers); or drop it (DROP TRIGGER {} ON {})",
+                        crate::sql::ident(&tg.name),
+                        t.name.sql()
+                    )
                 } else {
                     format!(
                         "drop it (DROP TRIGGER {} ON {}) or move its logic to the application; \
