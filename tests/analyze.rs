@@ -399,6 +399,7 @@ ANALYZE;
         tenant: &tenant,
         classes: &classes,
         fix_fk_actions: false,
+        keep_triggers: false,
     };
     let before: String = client
         .query_one("SHOW statement_timeout", &[])
@@ -632,6 +633,7 @@ ANALYZE;
         tenant: &tenant,
         classes: &classes,
         fix_fk_actions: false,
+        keep_triggers: false,
     };
     let tiny = data::Bounds {
         sample_rows: 10,

@@ -188,6 +188,39 @@ mod tests {
     use super::*;
     use crate::analyze::testkit::*;
 
+    /// Pagila's `last_updated` (only `NEW.last_update = …`) is kept with
+    /// --keep-triggers, as a warning; a trigger writing another table is a
+    /// blocker either way, and without the flag both are.
+    #[test]
+    fn row_local_triggers_are_kept_only_with_consent() {
+        let cat = catalog(vec![
+            table("stores").col("store_id", "bigint").pk(&["store_id"]),
+            table("orders")
+                .col("id", "bigint")
+                .col("store_id", "bigint")
+                .pk(&["id"])
+                .fk("o_s", &["store_id"], "stores", &["store_id"])
+                .row_trigger("last_updated", "last_updated")
+                .trigger("audit", "audit_insert"),
+        ]);
+        let orders = cat.tables.iter().find(|t| t.name.name == "orders").unwrap();
+        assert!(row_local(&orders.triggers[0]));
+        assert!(!row_local(&orders.triggers[1]));
+        let severity = |keep: bool, name: &str| {
+            let o = crate::analyze::Overrides {
+                keep_triggers: keep,
+                ..Default::default()
+            };
+            run_rule(&cat, &o, check)
+                .into_iter()
+                .find(|f| f.object.as_deref() == Some(name))
+                .map(|f| f.severity)
+        };
+        assert_eq!(severity(true, "last_updated"), Some(Severity::Warning));
+        assert_eq!(severity(false, "last_updated"), Some(Severity::Blocker));
+        assert_eq!(severity(true, "audit"), Some(Severity::Blocker));
+    }
+
     #[test]
     fn user_and_own_triggers_once_per_hierarchy() {
         let cat = catalog(vec![

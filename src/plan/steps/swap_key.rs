@@ -95,6 +95,15 @@ impl SwapKey {
                     format!("DROP INDEX {};", qualified(&self.table.schema, name)),
                     format!("ALTER INDEX {new} RENAME TO {};", ident(name)),
                 ])
+                // Each partition's new index takes the old one's name too.
+                .chain(self.partitions.iter().filter_map(|p| match &p.target {
+                    KeyTarget::Index { name } => Some(format!(
+                        "ALTER INDEX {} RENAME TO {};",
+                        qualified(&p.table.schema, &p.index),
+                        ident(name)
+                    )),
+                    _ => None,
+                }))
                 .collect()
             }
         }
