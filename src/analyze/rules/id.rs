@@ -226,7 +226,7 @@ impl RuleId {
                 Triggers,
                 "Citus refuses to distribute a table, reference tables included, that has user triggers.",
                 Some("cannot distribute relation \"orders\" because it has triggers\nHINT: Consider dropping all the triggers on \"orders\" and retry."),
-                "By you (shardready's own sync trigger is removed by apply): drop the trigger, move its logic into the application, or set `citus.enable_unsafe_triggers` knowing what it means.",
+                "A trigger that only changes the row being written (a BEFORE row trigger whose PL/pgSQL reads no table, e.g. one stamping `last_update`; `tsvector_update_trigger`) is kept with `--keep-triggers`: `distribute` turns on `citus.enable_unsafe_triggers` for its session. Others by you (shardready's own sync trigger is removed by apply): drop the trigger or move its logic into the application.",
             ),
             MultiLevelPartitioning => (
                 Partitioning,
