@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{brief, column_list, unless_constraint_exists, StepKind};
+use super::{add_fk_sql, brief, has_key, unless_constraint_exists, StepKind};
 use crate::catalog::{Catalog, QName};
 use crate::plan::{Action, Impact, Undo};
 use crate::sql::ident;
@@ -161,13 +161,9 @@ impl StepKind for TenantForeignKey {
             // On a partition, its key may be the parent's by now
             // ([`super::LiftForeignKey`]): then it is no longer its own.
             let lifted = t.parent.is_some()
-                && cat.table(cat.top_parent(t)).is_some_and(|p| {
-                    p.foreign_keys.iter().any(|fk| {
-                        fk.columns == self.columns
-                            && fk.ref_table == self.ref_table
-                            && fk.ref_columns == self.ref_columns
-                    })
-                });
+                && cat
+                    .table(cat.top_parent(t))
+                    .is_some_and(|p| has_key(p, &self.columns, &self.ref_table, &self.ref_columns));
             lifted || (new.is_some_and(|fk| fk.validated) && !temp_left && !old_left)
         })
     }
@@ -183,14 +179,15 @@ impl StepKind for TenantForeignKey {
             add: unless_constraint_exists(
                 &self.table,
                 &self.temp_name,
-                &format!(
-                    "ALTER TABLE {t} ADD CONSTRAINT {n} FOREIGN KEY ({c}) REFERENCES {r} ({rc}) ON DELETE {d} ON UPDATE {u} NOT VALID;",
-                    n = ident(&self.temp_name),
-                    c = column_list(&self.columns),
-                    r = self.ref_table.sql(),
-                    rc = column_list(&self.ref_columns),
-                    d = self.on_delete,
-                    u = self.on_update,
+                &add_fk_sql(
+                    &self.table,
+                    &self.temp_name,
+                    &self.columns,
+                    &self.ref_table,
+                    &self.ref_columns,
+                    &self.on_delete,
+                    &self.on_update,
+                    " NOT VALID",
                 ),
             ),
             validate: format!(

@@ -8,10 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{brief, column_list, unless_constraint_exists, StepKind};
+use super::{add_fk_sql, brief, has_key, unless_constraint_exists, StepKind};
 use crate::catalog::{Catalog, QName};
 use crate::plan::{Action, Impact, Undo};
-use crate::sql::ident;
 
 /// `ALTER TABLE parent ADD FOREIGN KEY …`, attaching each partition's
 /// validated key of the same shape.
@@ -42,27 +41,22 @@ impl StepKind for LiftForeignKey {
         )
     }
     fn is_done(&self, cat: &Catalog) -> bool {
-        cat.table(&self.table).is_some_and(|t| {
-            t.foreign_keys.iter().any(|fk| {
-                fk.columns == self.columns
-                    && fk.ref_table == self.ref_table
-                    && fk.ref_columns == self.ref_columns
-            })
-        })
+        cat.table(&self.table)
+            .is_some_and(|t| has_key(t, &self.columns, &self.ref_table, &self.ref_columns))
     }
     fn actions(&self) -> Vec<Action> {
-        let t = self.table.sql();
         vec![brief(vec![unless_constraint_exists(
             &self.table,
             &self.name,
-            &format!(
-                "ALTER TABLE {t} ADD CONSTRAINT {n} FOREIGN KEY ({c}) REFERENCES {r} ({rc}) ON DELETE {d} ON UPDATE {u};",
-                n = ident(&self.name),
-                c = column_list(&self.columns),
-                r = self.ref_table.sql(),
-                rc = column_list(&self.ref_columns),
-                d = self.on_delete,
-                u = self.on_update,
+            &add_fk_sql(
+                &self.table,
+                &self.name,
+                &self.columns,
+                &self.ref_table,
+                &self.ref_columns,
+                &self.on_delete,
+                &self.on_update,
+                "",
             ),
         )])]
     }

@@ -146,6 +146,41 @@ pub(crate) fn column_list(columns: &[String]) -> String {
         .join(", ")
 }
 
+/// `ALTER TABLE … ADD CONSTRAINT … FOREIGN KEY …` with its actions, and
+/// `tail` (` NOT VALID` or nothing).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn add_fk_sql(
+    table: &QName,
+    name: &str,
+    columns: &[String],
+    ref_table: &QName,
+    ref_columns: &[String],
+    on_delete: &str,
+    on_update: &str,
+    tail: &str,
+) -> String {
+    format!(
+        "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) ON DELETE {on_delete} ON UPDATE {on_update}{tail};",
+        table.sql(),
+        ident(name),
+        column_list(columns),
+        ref_table.sql(),
+        column_list(ref_columns),
+    )
+}
+
+/// Whether `t` has a foreign key on `columns` to `ref_table (ref_columns)`.
+pub(crate) fn has_key(
+    t: &Table,
+    columns: &[String],
+    ref_table: &QName,
+    ref_columns: &[String],
+) -> bool {
+    t.foreign_keys.iter().any(|fk| {
+        fk.columns == columns && &fk.ref_table == ref_table && fk.ref_columns == ref_columns
+    })
+}
+
 /// A brief-lock transaction of `statements`.
 pub(crate) fn brief(statements: Vec<String>) -> Action {
     Action::Txn {
