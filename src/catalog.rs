@@ -273,10 +273,23 @@ pub struct Catalog {
     pub sequences: Vec<Sequence>,
     /// SQL and plpgsql functions in user schemas.
     pub functions: Vec<Function>,
+    /// Views and materialized views in user schemas.
+    #[serde(default)]
+    pub views: Vec<View>,
     pub extensions: Vec<Extension>,
     /// Tables Citus already has (distributed, reference or local); empty
     /// without Citus.
     pub placed: Vec<Placement>,
+}
+
+/// A view or materialized view: its query runs on whatever the tables
+/// become.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct View {
+    pub name: QName,
+    pub materialized: bool,
+    /// `pg_get_viewdef`: the SELECT.
+    pub definition: String,
 }
 
 /// A table in Citus's metadata.
@@ -585,12 +598,23 @@ impl Catalog {
                 definition: r.get("def"),
             })
             .collect();
+        let views = client
+            .query(VIEWS_SQL, &[])
+            .await?
+            .iter()
+            .map(|r| View {
+                name: QName::new(r.get("schema"), r.get("name")),
+                materialized: r.get("materialized"),
+                definition: r.get("def"),
+            })
+            .collect();
         Ok(Catalog {
             server_version_num: head.get(0),
             database: head.get(1),
             tables,
             sequences,
             functions,
+            views,
             extensions,
             placed,
         })
@@ -729,6 +753,18 @@ const FUNCTIONS_SQL: &str = "SELECT n.nspname::text AS schema, p.proname::text A
    AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'shardready') \
    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass \
                    AND d.objid = p.oid AND d.deptype = 'e') \
+   AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_namespace'::regclass \
+                   AND e.objid = n.oid AND e.deptype = 'e') \
+ ORDER BY 1, 2";
+
+const VIEWS_SQL: &str = "SELECT n.nspname::text AS schema, c.relname::text AS name, \
+        c.relkind = 'm' AS materialized, pg_get_viewdef(c.oid) AS def \
+ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+ WHERE c.relkind IN ('v', 'm') \
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'shardready') \
+   AND n.nspname NOT LIKE 'pg\\_%' \
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                   AND d.objid = c.oid AND d.deptype = 'e') \
    AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_namespace'::regclass \
                    AND e.objid = n.oid AND e.deptype = 'e') \
  ORDER BY 1, 2";

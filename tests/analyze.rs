@@ -398,8 +398,8 @@ ANALYZE;
         cat: &cat,
         tenant: &tenant,
         classes: &classes,
-        fix_fk_actions: false,
-        keep_triggers: false,
+        overrides: &Overrides::default(),
+        reading_functions: Default::default(),
     };
     let before: String = client
         .query_one("SHOW statement_timeout", &[])
@@ -632,8 +632,8 @@ ANALYZE;
         cat: &cat,
         tenant: &tenant,
         classes: &classes,
-        fix_fk_actions: false,
-        keep_triggers: false,
+        overrides: &Overrides::default(),
+        reading_functions: Default::default(),
     };
     let tiny = data::Bounds {
         sample_rows: 10,

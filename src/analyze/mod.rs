@@ -92,6 +92,19 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// Whether `apply` (and `plan`) must stop on it: a blocker only the
+    /// user can resolve, that concerns the preparation. Queries Citus will
+    /// refuse matter at `distribute`: the application keeps working while
+    /// the tables are prepared.
+    pub fn blocks_apply(&self) -> bool {
+        self.severity == Severity::Blocker
+            && !self.automatic
+            && !matches!(
+                self.rule,
+                RuleId::NonColocatedJoin | RuleId::FunctionOnShard
+            )
+    }
+
     /// One line for lists of blockers (apply, verify and distribute print
     /// the same): `[rule] table: message — fix: fix`.
     pub fn line(&self) -> String {
@@ -270,8 +283,8 @@ pub fn analyze_catalog(
         cat,
         tenant: &tenant,
         classes: &classes,
-        fix_fk_actions: overrides.fix_fk_actions,
-        keep_triggers: overrides.keep_triggers,
+        overrides,
+        reading_functions: Default::default(),
     };
     let findings = rules::check_all(&ctx);
     Ok((tenant, classes, findings))
@@ -376,8 +389,8 @@ pub async fn analyze_read(
         cat,
         tenant: &tenant,
         classes: &classes,
-        fix_fk_actions: opts.overrides.fix_fk_actions,
-        keep_triggers: opts.overrides.keep_triggers,
+        overrides: &opts.overrides,
+        reading_functions: Default::default(),
     };
     findings.extend(queries::audit(&ctx, client).await?);
     let (data, skew) = if opts.catalog_only {

@@ -43,6 +43,13 @@ pub struct Issue {
     pub verb: &'static str,
     /// The statement, whitespace collapsed, trimmed to ~120 characters.
     pub statement: String,
+    /// The other table of a join Citus refuses (`non-colocated-join`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub with: Option<QName>,
+    /// The function a statement on a tenant table calls
+    /// (`function-on-shard`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calls: Option<String>,
 }
 
 /// A table named in a query.
@@ -71,7 +78,16 @@ impl Rel {
 struct Scope {
     rels: Vec<Rel>,
     filters: Vec<(Option<String>, String)>,
+    /// `a.x = b.y` between two columns: what joins the tables.
+    equalities: Vec<(ColRef, ColRef)>,
+    /// `JOIN … USING (x)` columns.
+    using: Vec<String>,
+    /// An outer join at this level (Citus's message differs).
+    outer: bool,
 }
+
+/// A column as a query names it: (qualifier, column).
+type ColRef = (Option<String>, String);
 
 /// Walks one statement's tree, collecting query levels and inserts.
 #[derive(Default)]
@@ -80,6 +96,8 @@ struct Walk {
     scopes: Vec<Scope>,
     /// (target, written columns; None without a column list).
     inserts: Vec<(Rel, Option<Vec<String>>)>,
+    /// Functions the statement calls (names, lower case).
+    calls: BTreeSet<String>,
 }
 
 fn node(n: &Node) -> Option<&NodeEnum> {
@@ -223,12 +241,14 @@ impl Walk {
                 scope.rels.push(Rel::of(v, "reads"));
             }
             Some(NodeEnum::JoinExpr(j)) => {
+                scope.outer |= j.jointype != protobuf::JoinType::JoinInner as i32;
                 for side in [&j.larg, &j.rarg].into_iter().flatten() {
                     self.range_item(side, scope);
                 }
                 for u in &j.using_clause {
                     if let Some(c) = sval(u) {
                         scope.filters.push((None, c.to_string()));
+                        scope.using.push(c.to_string());
                     }
                 }
                 if let Some(q) = boxed(&j.quals) {
@@ -265,9 +285,20 @@ impl Walk {
                     && op == "=")
                     || is(AExprKind::AexprNotDistinct);
                 if equality {
+                    let mut sides = Vec::new();
                     for side in [&e.lexpr, &e.rexpr] {
+                        let mut cols = Vec::new();
                         if let Some(s) = boxed(side) {
-                            operand_columns(s, &mut scope.filters);
+                            operand_columns(s, &mut cols);
+                        }
+                        scope.filters.extend(cols.iter().cloned());
+                        sides.push(cols);
+                    }
+                    if let [l, r] = &sides[..] {
+                        if l.len() == r.len() && is(AExprKind::AexprOp) {
+                            scope
+                                .equalities
+                                .extend(l.iter().cloned().zip(r.iter().cloned()));
                         }
                     }
                 }
@@ -308,6 +339,9 @@ impl Walk {
             }
             NodeEnum::BoolExpr(b) => each(self, &b.args),
             NodeEnum::FuncCall(f) => {
+                if let Some(name) = f.funcname.iter().filter_map(sval).next_back() {
+                    self.calls.insert(name.to_lowercase());
+                }
                 each(self, &f.args);
                 if let Some(x) = boxed(&f.agg_filter) {
                     self.expr_enum(x);
@@ -460,6 +494,8 @@ fn audit_node(ctx: &Ctx, n: &NodeEnum, shown: &str) -> Vec<Issue> {
                 table: ctx.cat.top_parent(t).clone(),
                 verb: rel.verb,
                 statement: statement.clone(),
+                with: None,
+                calls: None,
             });
         }
     }
@@ -485,11 +521,192 @@ fn audit_node(ctx: &Ctx, n: &NodeEnum, shown: &str) -> Vec<Issue> {
                     table: top.clone(),
                     verb: rel.verb,
                     statement: statement.clone(),
+                    with: None,
+                    calls: None,
                 });
             }
         }
     }
+    for scope in &w.scopes {
+        if let Some(issue) = split_join(ctx, scope, &statement) {
+            out.insert(issue);
+        }
+    }
+    // Calls from a statement on a tenant table: candidates, kept by
+    // [`keep_shard_calls`] when the callee reads tenant tables itself.
+    let read = w
+        .scopes
+        .iter()
+        .flat_map(|s| &s.rels)
+        .chain(w.inserts.iter().map(|(r, _)| r))
+        .filter_map(|r| resolve(ctx, r))
+        .find(|t| {
+            ctx.class_of(ctx.cat.top_parent(t))
+                .is_some_and(|c| c.is_tenant())
+        });
+    if let Some(t) = read {
+        for f in &w.calls {
+            out.insert(Issue {
+                rule: RuleId::FunctionOnShard,
+                table: ctx.cat.top_parent(t).clone(),
+                verb: "calls",
+                statement: statement.clone(),
+                with: None,
+                calls: Some(f.clone()),
+            });
+        }
+    }
     out.into_iter().collect()
+}
+
+/// The user functions whose statements read or write tenant tables: a
+/// statement on a tenant table that calls one runs it on a shard, where
+/// Citus refuses the distributed query inside ("cannot execute a
+/// distributed query from a query on a shard").
+fn reading_functions(ctx: &Ctx) -> BTreeSet<String> {
+    ctx.cat
+        .functions
+        .iter()
+        .filter(|f| {
+            statements_of(f).iter().any(|sql| {
+                pg_query::parse(sql, 0).is_ok_and(|p| {
+                    p.protobuf
+                        .stmts
+                        .iter()
+                        .filter_map(|s| boxed(&s.stmt))
+                        .any(|n| {
+                            let mut w = Walk::default();
+                            w.stmt(n);
+                            w.scopes
+                                .iter()
+                                .flat_map(|s| &s.rels)
+                                .chain(w.inserts.iter().map(|(r, _)| r))
+                                .filter_map(|r| resolve(ctx, r))
+                                .any(|t| {
+                                    ctx.class_of(ctx.cat.top_parent(t))
+                                        .is_some_and(|c| c.is_tenant())
+                                })
+                        })
+                })
+            })
+        })
+        .map(|f| f.name.to_lowercase())
+        .collect()
+}
+
+/// A function's statements as SQL texts (plpgsql expressions as SELECTs).
+fn statements_of(f: &Function) -> Vec<String> {
+    match f.language.as_str() {
+        "sql" => vec![f.body.clone()],
+        "plpgsql" => plpgsql_candidates(f)
+            .iter()
+            .find_map(|text| pg_query::parse_plpgsql(text).ok())
+            .map(|json| {
+                let mut exprs = Vec::new();
+                plpgsql_exprs(&json, &mut exprs);
+                exprs
+                    .into_iter()
+                    .flat_map(|(q, _)| [q.clone(), format!("SELECT {q}")])
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Keeps the `function-on-shard` candidates whose callee reads tenant
+/// tables.
+fn keep_shard_calls(ctx: &Ctx, issues: Vec<Issue>) -> Vec<Issue> {
+    let reading = ctx.reading_functions.get_or_init(|| reading_functions(ctx));
+    issues
+        .into_iter()
+        .filter(|i| {
+            i.rule != RuleId::FunctionOnShard
+                || i.calls.as_ref().is_some_and(|c| reading.contains(c))
+        })
+        .collect()
+}
+
+/// A query level that joins tenant tables Citus cannot run together once
+/// they are distributed: they fall into groups that neither an equality of
+/// their tenant columns (`a.store_id = b.store_id`, `USING (store_id)`)
+/// nor a filter pinning each to one tenant ties together. Citus refuses
+/// such a join ("the query contains a join that requires repartitioning",
+/// or "complex joins are only supported when all distributed tables are
+/// co-located and joined on their distribution columns").
+fn split_join(ctx: &Ctx, scope: &Scope, statement: &str) -> Option<Issue> {
+    let tenant: Vec<(&Rel, &Table)> = scope
+        .rels
+        .iter()
+        .filter_map(|r| resolve(ctx, r).map(|t| (r, t)))
+        .filter(|(_, t)| {
+            ctx.class_of(ctx.cat.top_parent(t))
+                .is_some_and(|c| c.is_tenant())
+        })
+        .collect();
+    if tenant.len() < 2 {
+        return None;
+    }
+    let names =
+        |r: &Rel, q: &str| r.alias.as_deref() == Some(q) || (r.alias.is_none() && r.name == q);
+    let is_col = |i: usize, c: &ColRef| {
+        let (r, t) = tenant[i];
+        c.1 == ctx.tenant_column(t) && c.0.as_deref().is_some_and(|q| names(r, q))
+    };
+    // Groups: union-find over the tenant tables of this level.
+    let mut group: Vec<usize> = (0..tenant.len()).collect();
+    fn root(g: &mut [usize], i: usize) -> usize {
+        let mut i = i;
+        while g[i] != i {
+            g[i] = g[g[i]];
+            i = g[i];
+        }
+        i
+    }
+    let join = |g: &mut Vec<usize>, a: usize, b: usize| {
+        let (ra, rb) = (root(g, a), root(g, b));
+        g[ra] = rb;
+    };
+    let mut pinned = Vec::new();
+    for i in 0..tenant.len() {
+        let col = ctx.tenant_column(tenant[i].1);
+        for j in 0..tenant.len() {
+            if i != j
+                && scope
+                    .equalities
+                    .iter()
+                    .any(|(a, b)| (is_col(i, a) && is_col(j, b)) || (is_col(j, a) && is_col(i, b)))
+            {
+                join(&mut group, i, j);
+            }
+        }
+        if scope.using.iter().any(|u| u == col) {
+            pinned.push(i); // joined on the tenant column with its neighbour
+        }
+        // Compared with something else than a column: one tenant.
+        let uses = scope.filters.iter().filter(|c| is_col(i, c)).count();
+        let joins = scope
+            .equalities
+            .iter()
+            .filter(|(a, b)| is_col(i, a) || is_col(i, b))
+            .count();
+        if uses > joins {
+            pinned.push(i);
+        }
+    }
+    for w in pinned.windows(2) {
+        join(&mut group, w[0], w[1]);
+    }
+    let first = root(&mut group, 0);
+    let apart = (1..tenant.len()).find(|&i| root(&mut group, i) != first)?;
+    Some(Issue {
+        rule: RuleId::NonColocatedJoin,
+        table: ctx.cat.top_parent(tenant[0].1).clone(),
+        verb: if scope.outer { "outer-joins" } else { "joins" },
+        statement: statement.to_string(),
+        with: Some(ctx.cat.top_parent(tenant[apart].1).clone()),
+        calls: None,
+    })
 }
 
 /// Audits SQL text: one or more complete statements.
@@ -507,7 +724,7 @@ pub fn audit_sql(ctx: &Ctx, sql: &str) -> Result<Vec<Issue>, String> {
         let shown = sql.get(start..end).unwrap_or(sql);
         out.extend(audit_node(ctx, n, shown));
     }
-    Ok(out)
+    Ok(keep_shard_calls(ctx, out))
 }
 
 /// Audits one plpgsql expression or statement as the plpgsql parser hands
@@ -614,7 +831,7 @@ pub fn audit_function(ctx: &Ctx, f: &Function) -> Result<Vec<Issue>, String> {
                         for (q, mode) in exprs {
                             out.extend(audit_plpgsql_expr(ctx, &q, mode));
                         }
-                        return Ok(out.into_iter().collect());
+                        return Ok(keep_shard_calls(ctx, out.into_iter().collect()));
                     }
                     Err(e) => last = e.to_string(),
                 }
@@ -673,6 +890,83 @@ pub fn finding(ctx: &Ctx, object: &str, issue: &Issue) -> Finding {
                 automatic: false,
             }
         }
+        RuleId::FunctionOnShard => {
+            let callee = issue.calls.clone().unwrap_or_default();
+            let accepted = ctx.overrides.accept_failing_queries;
+            Finding {
+                rule: RuleId::FunctionOnShard,
+                severity: if accepted {
+                    Severity::Warning
+                } else {
+                    Severity::Blocker
+                },
+                table: Some(issue.table.clone()),
+                object: Some(object.to_string()),
+                message: format!(
+                    "{object} calls {callee}() in a statement on {}, and {callee}() queries \
+                     distributed tables itself: once distributed, the call runs on a shard and \
+                     Citus refuses the query inside{}: \"{}\"",
+                    issue.table,
+                    if accepted {
+                        " (accepted: --accept-failing-queries)"
+                    } else {
+                        ""
+                    },
+                    issue.statement
+                ),
+                citus_error: Some(
+                    "cannot execute a distributed query from a query on a shard".into(),
+                ),
+                fix: format!(
+                    "compute what {callee}() returns in the statement itself (a join or a \
+                     subquery on {col}), or call it outside statements on distributed tables; or \
+                     accept that it fails after distribution: `shardready distribute \
+                     --accept-failing-queries`"
+                ),
+                automatic: false,
+            }
+        }
+        RuleId::NonColocatedJoin => {
+            let other = issue.with.clone().unwrap_or_else(|| issue.table.clone());
+            let accepted = ctx.overrides.accept_failing_queries;
+            Finding {
+                rule: RuleId::NonColocatedJoin,
+                severity: if accepted {
+                    Severity::Warning
+                } else {
+                    Severity::Blocker
+                },
+                table: Some(issue.table.clone()),
+                object: Some(object.to_string()),
+                message: format!(
+                    "{object} joins {} and {other} on other columns than {col}: once they are \
+                     distributed, Citus refuses it{}: \"{}\"",
+                    issue.table,
+                    if accepted {
+                        " (accepted: --accept-failing-queries)"
+                    } else {
+                        ""
+                    },
+                    issue.statement
+                ),
+                citus_error: Some(if issue.verb == "outer-joins" {
+                    "complex joins are only supported when all distributed tables are co-located \
+                     and joined on their distribution columns"
+                        .into()
+                } else {
+                    crate::analyze::rules::id::NON_COLOCATED_ERROR.into()
+                }),
+                fix: format!(
+                    "join them on {col} too ({t}.{col} = {o}.{col}), or filter each on one \
+                     tenant; or run it with citus.enable_repartition_joins on (inner joins \
+                     only, slower); or accept that it fails after distribution: \
+                     `shardready distribute --accept-failing-queries`",
+                    t = issue.table.name,
+                    o = other.name
+                ),
+                automatic: false,
+            }
+        }
         _ => Finding {
             rule: RuleId::QueryWithoutTenantFilter,
             severity: Severity::Warning,
@@ -692,9 +986,38 @@ pub fn finding(ctx: &Ctx, object: &str, issue: &Issue) -> Finding {
     }
 }
 
-/// Audits the functions of the catalog (pure; no pg_stat_statements).
+/// Audits the functions and the views of the catalog (pure; no
+/// pg_stat_statements).
 pub fn audit_functions(ctx: &Ctx) -> Vec<Finding> {
     let mut out = Vec::new();
+    for v in &ctx.cat.views {
+        let object = format!(
+            "{} {}",
+            if v.materialized {
+                "materialized view"
+            } else {
+                "view"
+            },
+            if v.name.schema == "public" {
+                v.name.name.clone()
+            } else {
+                v.name.to_string()
+            }
+        );
+        // A view that reads tenant tables without a filter is what views
+        // are for (the filter comes with the query on the view): only the
+        // joins Citus refuses are worth saying.
+        if let Ok(issues) = audit_sql(ctx, &v.definition) {
+            out.extend(
+                issues
+                    .iter()
+                    .filter(|i| {
+                        matches!(i.rule, RuleId::NonColocatedJoin | RuleId::FunctionOnShard)
+                    })
+                    .map(|i| finding(ctx, &object, i)),
+            );
+        }
+    }
     for f in &ctx.cat.functions {
         let object = object_of(f);
         match audit_function(ctx, f) {
@@ -800,6 +1123,74 @@ mod tests {
         assert!(issues("SELECT * FROM pg_class").is_empty());
     }
 
+    /// Joins Citus cannot run once the tables are distributed: tenant
+    /// tables tied neither by their tenant columns nor by one tenant each.
+    #[test]
+    fn joins_not_on_the_tenant_column_are_named() {
+        const NC: RuleId = RuleId::NonColocatedJoin;
+        let joins = |sql: &str| -> Vec<String> {
+            issues(sql)
+                .into_iter()
+                .filter(|(r, _)| *r == NC)
+                .map(|(_, t)| t)
+                .collect()
+        };
+        // Tied by the tenant column: co-located.
+        assert!(joins("SELECT * FROM orders o JOIN line_items li ON li.store_id = o.store_id AND li.order_id = o.order_id").is_empty());
+        assert!(
+            joins("SELECT * FROM orders JOIN line_items USING (store_id, order_id)").is_empty()
+        );
+        // Each pinned to one tenant: routed to one shard.
+        assert!(joins("SELECT * FROM orders o, line_items li WHERE o.store_id = 1 AND li.store_id = 1 AND li.order_id = o.order_id").is_empty());
+        // Joined on the order id only (line_items lacks store_id today):
+        // fails once both are distributed, outer or not.
+        assert_eq!(
+            joins("SELECT * FROM orders o JOIN line_items li ON li.order_id = o.order_id"),
+            ["orders"]
+        );
+        assert_eq!(
+            joins("SELECT count(*) FROM orders o LEFT JOIN line_items li USING (order_id)"),
+            ["orders"]
+        );
+        // A reference-free single table, or a table with a lookup: fine.
+        assert!(joins("SELECT * FROM orders").is_empty());
+    }
+
+    /// A statement on a tenant table that calls a function which itself
+    /// reads tenant tables (Pagila's film_in_stock calling
+    /// inventory_in_stock) runs that function on a shard.
+    #[test]
+    fn functions_called_on_a_shard_are_named() {
+        let mut cat = tailspin();
+        cat.functions.push(function(
+            "order_total",
+            "sql",
+            "o bigint",
+            "SELECT sum(quantity) FROM line_items WHERE order_id = o",
+        ));
+        cat.functions
+            .push(function("twice", "sql", "x bigint", "SELECT x * 2"));
+        let found = |sql: &str| -> Vec<Option<String>> {
+            with_ctx(&cat, &Default::default(), |ctx| {
+                audit_sql(ctx, sql)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|i| i.rule == RuleId::FunctionOnShard)
+                    .map(|i| i.calls)
+                    .collect()
+            })
+        };
+        assert_eq!(
+            found("SELECT order_id FROM orders WHERE store_id = 1 AND order_total(order_id) > 3"),
+            [Some("order_total".to_string())]
+        );
+        assert!(found("SELECT twice(order_id) FROM orders WHERE store_id = 1").is_empty());
+        assert!(
+            found("SELECT order_total(5)").is_empty(),
+            "not on a tenant table"
+        );
+    }
+
     #[test]
     fn joins_and_qualifiers() {
         // Both filtered through the join and the WHERE.
@@ -811,17 +1202,20 @@ mod tests {
             issues("SELECT * FROM orders JOIN products USING (store_id) WHERE store_id = 1")
                 .is_empty()
         );
-        // The filter names the other table only.
+        // The filter names the other table only: products is read on
+        // every shard, and joined to orders on another column than the
+        // tenant's (Citus refuses it).
         assert_eq!(
             issues("SELECT * FROM orders o JOIN products p ON p.product_id = o.order_id WHERE o.store_id = 1"),
-            [(NF, "products".into())]
+            [(NF, "products".into()), (RuleId::NonColocatedJoin, "orders".into())]
         );
-        // line_items lacks store_id today: an unqualified store_id is orders'.
+        // line_items lacks store_id today: an unqualified store_id is
+        // orders'; line_items, on every shard, joins orders on order_id.
         assert_eq!(
             issues(
                 "SELECT * FROM line_items li JOIN orders o ON o.order_id = li.order_id WHERE store_id = 1"
             ),
-            [(NF, "line_items".into())]
+            [(NF, "line_items".into()), (RuleId::NonColocatedJoin, "line_items".into())]
         );
         assert!(issues(
             "SELECT * FROM line_items li JOIN orders o ON o.order_id = li.order_id AND li.store_id = o.store_id WHERE o.store_id = 1"

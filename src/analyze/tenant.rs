@@ -103,6 +103,9 @@ pub struct Overrides {
     /// `--keep-triggers`: triggers that only change the row being written
     /// stay (Citus accepts them under citus.enable_unsafe_triggers).
     pub keep_triggers: bool,
+    /// `--accept-failing-queries`: queries Citus refuses once the tables
+    /// are distributed (joins not on the tenant column) are warnings.
+    pub accept_failing_queries: bool,
 }
 
 impl Overrides {
@@ -130,6 +133,9 @@ impl Overrides {
         }
         if self.keep_triggers {
             out.push("--keep-triggers".to_string());
+        }
+        if self.accept_failing_queries {
+            out.push("--accept-failing-queries".to_string());
         }
         out
     }
@@ -166,6 +172,8 @@ impl Overrides {
                     .collect(),
                 fix_fk_actions: self.fix_fk_actions && !words.contains(&"--fix-fk-actions"),
                 keep_triggers: self.keep_triggers && !words.contains(&"--keep-triggers"),
+                accept_failing_queries: self.accept_failing_queries
+                    && !words.contains(&"--accept-failing-queries"),
                 ..self.clone()
             };
             out.push_str(&rest[..i + 1]);

@@ -219,6 +219,7 @@ pub fn catalog(tables: Vec<TB>) -> Catalog {
         tables: tables.into_iter().map(|t| t.0).collect(),
         sequences: Vec::new(),
         functions: Vec::new(),
+        views: Vec::new(),
         extensions: Vec::new(),
         placed: Vec::new(),
     }
@@ -332,8 +333,8 @@ pub fn with_ctx<R>(cat: &Catalog, o: &Overrides, f: impl FnOnce(&Ctx) -> R) -> R
         cat,
         tenant: &t,
         classes: &classes,
-        fix_fk_actions: o.fix_fk_actions,
-        keep_triggers: o.keep_triggers,
+        overrides: o,
+        reading_functions: Default::default(),
     };
     f(&ctx)
 }

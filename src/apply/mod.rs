@@ -16,7 +16,7 @@ use serde::Serialize;
 use thiserror::Error;
 use tokio_postgres::Client;
 
-use crate::analyze::{self, AnalyzeOptions, Severity};
+use crate::analyze::{self, AnalyzeOptions};
 use crate::catalog::{self, Catalog, QName};
 use crate::conn::Target;
 use crate::db::{self, DbError, LockMode, LockPolicy, LockStats, RetryError, Session};
@@ -563,7 +563,7 @@ async fn run(
             let manual: Vec<String> = analysis
                 .findings
                 .iter()
-                .filter(|f| f.severity == Severity::Blocker && !f.automatic)
+                .filter(|f| f.blocks_apply())
                 .map(|f| format!("  {}", f.line()))
                 .collect();
             if !manual.is_empty() {

@@ -30,7 +30,11 @@ pub enum CitusError {
     NotCitus { target: String },
     #[error("the coordinator has no worker nodes: add them (SELECT citus_add_node('worker-1', 5432)) before distributing")]
     NoWorkers,
-    #[error("analyze still finds blockers; prepare the database first (`shardready apply`):\n{}", .0.join("\n"))]
+    #[error(
+        "analyze finds what Citus would refuse; nothing was changed:\n{}\n\
+         Resolve each as its fix says (`shardready apply` makes the automatic ones).",
+        .0.join("\n")
+    )]
     Blocked(Vec<String>),
     #[error(transparent)]
     Db(#[from] DbError),
@@ -1155,6 +1159,16 @@ pub async fn distribute_in_chosen_mode(
     distribute(client, target, analysis, cat, opts, progress).await
 }
 
+/// Every blocker analyze finds, one line each: what Citus would refuse.
+pub fn blockers(analysis: &Analysis) -> Vec<String> {
+    analysis
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Blocker)
+        .map(|f| format!("  {}", f.line()))
+        .collect()
+}
+
 /// Refuses on blockers, runs the plan, verifies the result.
 pub async fn distribute(
     client: &Session,
@@ -1167,12 +1181,7 @@ pub async fn distribute(
     let workers = check_coordinator(client, target).await?;
     let plan = plan(analysis, cat, opts);
     preflight(client, opts, cat, &plan.distributed).await?;
-    let blockers: Vec<String> = analysis
-        .findings
-        .iter()
-        .filter(|f| f.severity == Severity::Blocker)
-        .map(|f| format!("  {}", f.line()))
-        .collect();
+    let blockers = blockers(analysis);
     if !blockers.is_empty() {
         return Err(CitusError::Blocked(blockers));
     }

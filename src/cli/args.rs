@@ -424,6 +424,13 @@ pub(crate) struct AnalyzeTarget {
     /// session so Citus accepts them. Other triggers stay blockers.
     #[arg(long)]
     pub(crate) keep_triggers: bool,
+    /// Accept that the queries analyze names under non-colocated-join
+    /// (functions, views, statements joining distributed tables on other
+    /// columns than the tenant column) fail once the tables are
+    /// distributed: warnings instead of blockers for verify and
+    /// distribute.
+    #[arg(long)]
+    pub(crate) accept_failing_queries: bool,
 }
 
 fn parse_path(s: &str) -> Result<shardready::analyze::tenant::FkRef, String> {
@@ -450,6 +457,7 @@ impl AnalyzeTarget {
                 path: self.path.clone(),
                 fix_fk_actions: self.fix_fk_actions,
                 keep_triggers: self.keep_triggers,
+                accept_failing_queries: self.accept_failing_queries,
             },
             full: false,
             catalog_only: true,

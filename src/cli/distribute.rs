@@ -54,9 +54,16 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
             } else {
                 print!("{}", plan.to_sql());
             }
-            return anyhow::Ok(());
+            return anyhow::Ok(ExitCode::SUCCESS);
         }
         citus::check_coordinator(&client, &target.display()).await?;
+        // What Citus would refuse stops it before anything (exit 2, like
+        // apply's pre-flight).
+        let blockers = citus::blockers(&analysis);
+        if !blockers.is_empty() {
+            eprintln!("error: {}", citus::CitusError::Blocked(blockers));
+            return anyhow::Ok(ExitCode::from(2));
+        }
         let session = citus::lock(client).await?;
         // The application's traffic starts first: the choice of mode
         // watches for it.
@@ -88,7 +95,6 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
         } else {
             print!("{}", shardready::report::text::distribution(&report));
         }
-        anyhow::Ok(())
-    })?;
-    Ok(ExitCode::SUCCESS)
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
 }

@@ -43,7 +43,7 @@ pub(super) fn plan_cmd(g: &Global, a: PlanArgs) -> Result<ExitCode> {
         let blockers: Vec<String> = analysis
             .findings
             .iter()
-            .filter(|f| f.severity == shardready::analyze::Severity::Blocker && !f.automatic)
+            .filter(|f| f.blocks_apply())
             .map(|f| format!("  {}", opts.overrides.complete_commands(&f.line())))
             .collect();
         anyhow::Ok((shardready::plan::build(&analysis, &cat), blockers))

@@ -101,7 +101,7 @@ fn refused_actions(ctx: &Ctx, t: &Table, fk: &ForeignKey) -> Vec<Finding> {
     refused
         .into_iter()
         .map(|(rule, citus, what, effect)| {
-            if ctx.fix_fk_actions {
+            if ctx.overrides.fix_fk_actions {
                 finding(
                     t,
                     fk,

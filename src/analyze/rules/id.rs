@@ -54,6 +54,11 @@ pub struct RuleDoc {
 }
 
 const KEY_ERROR: &str = "cannot create constraint on \"orders\"\nDETAIL: Distributed relations cannot have UNIQUE, EXCLUDE, or PRIMARY KEY constraints that do not include the partition column (with an equality operator if EXCLUDE).";
+/// What Citus says of a join between distributed tables on other columns
+/// than their distribution column (inner joins; outer and complex ones get
+/// "complex joins are only supported when all distributed tables are
+/// co-located and joined on their distribution columns").
+pub const NON_COLOCATED_ERROR: &str = "the query contains a join that requires repartitioning";
 const FK_ERROR: &str = "cannot create foreign key constraint\nDETAIL: Foreign keys are supported in two cases, either in between two colocated tables including partition column in the same ordinal in the both tables or from distributed to reference tables";
 
 macro_rules! rules {
@@ -108,6 +113,8 @@ rules! {
     DataCheckIncomplete = "data-check-incomplete",
     InsertWithoutTenant = "insert-without-tenant",
     QueryWithoutTenantFilter = "query-without-tenant-filter",
+    NonColocatedJoin = "non-colocated-join",
+    FunctionOnShard = "function-on-shard",
     QueryAuditSkipped = "query-audit-skipped",
     HotTenant = "hot-tenant",
     ShardCount = "shard-count",
@@ -293,6 +300,18 @@ impl RuleId {
                 "A query on a distributed table without a tenant filter fans out to every shard.",
                 None,
                 "By you: add `tenant = $1` to the query where it belongs to one tenant.",
+            ),
+            NonColocatedJoin => (
+                Queries,
+                "A query (function, view, statement) that joins distributed tables on other columns than the tenant column, without pinning each to one tenant, fails once they are distributed. `apply` goes ahead (the application keeps working until `distribute`); `verify` and `distribute` refuse until it is resolved.",
+                Some(NON_COLOCATED_ERROR),
+                "By you: join the tables on the tenant column too, or filter each on one tenant; or run it with `citus.enable_repartition_joins` on (inner joins only, slower); or accept that it fails: `--accept-failing-queries`.",
+            ),
+            FunctionOnShard => (
+                Queries,
+                "A statement on a distributed table that calls a function which itself queries distributed tables runs that function on a shard, where Citus refuses the query inside. `apply` goes ahead; `verify` and `distribute` refuse until it is resolved.",
+                Some("cannot execute a distributed query from a query on a shard"),
+                "By you: compute the function's result in the statement itself (a join or a subquery), or call it outside statements on distributed tables; or accept that it fails: `--accept-failing-queries`.",
             ),
             QueryAuditSkipped => (
                 Queries,

@@ -20,11 +20,14 @@ pub struct Ctx<'a> {
     pub cat: &'a Catalog,
     pub tenant: &'a Tenant,
     pub classes: &'a [Classified],
-    /// `--fix-fk-actions`: the plan rewrites refused FK actions to NO
-    /// ACTION, so they are no longer blockers.
-    pub fix_fk_actions: bool,
-    /// `--keep-triggers`: row-local triggers stay (warnings, not blockers).
-    pub keep_triggers: bool,
+    /// The user's resolutions: `--fix-fk-actions` (refused FK actions are
+    /// rewritten, no longer blockers), `--keep-triggers` (row-local
+    /// triggers stay), `--accept-failing-queries` (joins Citus refuses are
+    /// warnings).
+    pub overrides: &'a crate::analyze::Overrides,
+    /// The user functions that read tenant tables (the query audit's,
+    /// computed once).
+    pub reading_functions: std::sync::OnceLock<std::collections::BTreeSet<String>>,
 }
 
 impl<'a> Ctx<'a> {

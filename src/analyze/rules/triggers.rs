@@ -124,7 +124,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
             }
             let own = tg.name.starts_with(OWN_PREFIX);
             let local = !own && row_local(tg);
-            if local && ctx.keep_triggers {
+            if local && ctx.overrides.keep_triggers {
                 out.push(Finding {
                     rule: RuleId::UserTrigger,
                     severity: Severity::Warning,
