@@ -464,3 +464,65 @@ async fn a_partitioned_tenant_table_with_keys_on_its_partitions() {
     .await;
     assert_eq!(stamped, 1);
 }
+
+/// A role that is not a superuser cannot keep the tables' triggers from
+/// firing for the backfill's UPDATEs: apply names them and changes
+/// nothing; with `--fire-triggers` it goes ahead, and the trigger stamps
+/// the rows it fills, as the user accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_that_cannot_quiet_triggers_is_asked_first() {
+    let (_c, t) = common::cluster();
+    let admin = connect(&t).await;
+    admin
+        .batch_execute(
+            "CREATE ROLE owner LOGIN; GRANT CREATE ON DATABASE postgres TO owner; \
+             GRANT CREATE, USAGE ON SCHEMA public TO owner;",
+        )
+        .await
+        .unwrap();
+    let mut cfg = t.config.clone();
+    cfg.user("owner");
+    let owner = shardready::conn::Target {
+        config: cfg,
+        ..t.clone()
+    };
+    let client = connect(&owner).await;
+    shardready::db::exec_script(&client, EVENTS).await.unwrap();
+    shardready::db::exec_script(&client, EVENTS_DATA)
+        .await
+        .unwrap();
+    let opts = |fire: bool| shardready::apply::ApplyOptions {
+        fire_triggers: fire,
+        analyze: shardready::analyze::AnalyzeOptions {
+            overrides: shardready::analyze::Overrides {
+                tenant_column: Some("account_id".into()),
+                keep_triggers: true,
+                ..Default::default()
+            },
+            catalog_only: true,
+            ..Default::default()
+        },
+        ..common::quiet()
+    };
+    let err = shardready::apply::apply(&owner, &opts(false), None)
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(err.is_blocker(), "{msg}");
+    assert!(
+        msg.contains("trigger stamp on events_2024 runs stamp()")
+            && msg.contains("--fire-triggers"),
+        "{msg}"
+    );
+    let changed = scalar_i64(
+        &admin,
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 'events'::regclass AND attname = 'account_id'",
+    )
+    .await;
+    assert_eq!(changed, 0, "nothing was changed");
+    shardready::apply::apply(&owner, &opts(true), None)
+        .await
+        .unwrap();
+    let stamped = scalar_i64(&admin, "SELECT count(*) FROM events WHERE seen IS NOT NULL").await;
+    assert_eq!(stamped, 3000, "the trigger fired for every row filled");
+}

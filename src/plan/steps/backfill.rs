@@ -33,6 +33,11 @@ pub struct Backfill {
 /// of rows.
 const KEYS_PER_PAGE: i64 = 50;
 
+/// PL/pgSQL that keeps the tables' triggers from firing for the backfill's
+/// own UPDATEs where the role may (a superuser's setting): they would
+/// change other columns (a last-update stamp).
+const QUIET: &str = "IF current_setting('is_superuser') = 'on' THEN SET session_replication_role = replica; END IF;";
+
 /// The statements that keep a backfill's cursor (`shardready.backfill`).
 pub struct BackfillCursorSql;
 
@@ -195,6 +200,7 @@ impl Backfill {
              BEGIN\n\
              \x20 SET lock_timeout = '{lock_timeout_ms}ms';\n\
              \x20 SET plan_cache_mode = force_custom_plan;\n\
+             \x20 {QUIET}\n\
              \x20 LOOP\n\
              \x20   SELECT cursor, max_key INTO lo, top FROM shardready.backfill WHERE step_id = {id};\n\
              \x20   EXIT WHEN lo >= top OR clock_timestamp() - t0 > budget;\n\
@@ -234,12 +240,14 @@ impl Backfill {
             "-- keyset batches of 10000 keys, one transaction each (apply adapts the size\n\
              -- to a time target and throttles on the application's latency)\n\
              DO $shardready$\nDECLARE lo bigint; top bigint;\nBEGIN\n\
+             \x20 {QUIET}\n\
              \x20 {range} INTO lo, top;\n\
              \x20 WHILE lo < top LOOP\n\
              \x20   {update}\n\
              \x20   COMMIT;\n\
              \x20   lo := {next};\n\
-             \x20 END LOOP;\nEND\n$shardready$;",
+             \x20 END LOOP;\n\
+             \x20 RESET session_replication_role;\nEND\n$shardready$;",
             range = self.key_range_sql(),
             update = self.batch_sql("lo", &next).replace('\n', "\n    ")
         )
