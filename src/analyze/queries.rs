@@ -892,80 +892,48 @@ pub fn finding(ctx: &Ctx, object: &str, issue: &Issue) -> Finding {
         }
         RuleId::FunctionOnShard => {
             let callee = issue.calls.clone().unwrap_or_default();
-            let accepted = ctx.overrides.accept_failing_queries;
-            Finding {
-                rule: RuleId::FunctionOnShard,
-                severity: if accepted {
-                    Severity::Warning
-                } else {
-                    Severity::Blocker
-                },
-                table: Some(issue.table.clone()),
-                object: Some(object.to_string()),
-                message: format!(
+            failing_query(
+                ctx,
+                issue,
+                object,
+                format!(
                     "{object} calls {callee}() in a statement on {}, and {callee}() queries \
                      distributed tables itself: once distributed, the call runs on a shard and \
-                     Citus refuses the query inside{}: \"{}\"",
-                    issue.table,
-                    if accepted {
-                        " (accepted: --accept-failing-queries)"
-                    } else {
-                        ""
-                    },
-                    issue.statement
+                     Citus refuses the query inside",
+                    issue.table
                 ),
-                citus_error: Some(
-                    "cannot execute a distributed query from a query on a shard".into(),
-                ),
-                fix: format!(
+                "cannot execute a distributed query from a query on a shard",
+                format!(
                     "compute what {callee}() returns in the statement itself (a join or a \
-                     subquery on {col}), or call it outside statements on distributed tables; or \
-                     accept that it fails after distribution: `shardready distribute \
-                     --accept-failing-queries`"
+                     subquery on {col}), or call it outside statements on distributed tables"
                 ),
-                automatic: false,
-            }
+            )
         }
         RuleId::NonColocatedJoin => {
             let other = issue.with.clone().unwrap_or_else(|| issue.table.clone());
-            let accepted = ctx.overrides.accept_failing_queries;
-            Finding {
-                rule: RuleId::NonColocatedJoin,
-                severity: if accepted {
-                    Severity::Warning
-                } else {
-                    Severity::Blocker
-                },
-                table: Some(issue.table.clone()),
-                object: Some(object.to_string()),
-                message: format!(
+            failing_query(
+                ctx,
+                issue,
+                object,
+                format!(
                     "{object} joins {} and {other} on other columns than {col}: once they are \
-                     distributed, Citus refuses it{}: \"{}\"",
-                    issue.table,
-                    if accepted {
-                        " (accepted: --accept-failing-queries)"
-                    } else {
-                        ""
-                    },
-                    issue.statement
+                     distributed, Citus refuses it",
+                    issue.table
                 ),
-                citus_error: Some(if issue.verb == "outer-joins" {
+                if issue.verb == "outer-joins" {
                     "complex joins are only supported when all distributed tables are co-located \
                      and joined on their distribution columns"
-                        .into()
                 } else {
-                    crate::analyze::rules::id::NON_COLOCATED_ERROR.into()
-                }),
-                fix: format!(
+                    crate::analyze::rules::id::NON_COLOCATED_ERROR
+                },
+                format!(
                     "join them on {col} too ({t}.{col} = {o}.{col}), or filter each on one \
                      tenant; or run it with citus.enable_repartition_joins on (inner joins \
-                     only, slower); or accept that it fails after distribution: \
-                     `shardready distribute --accept-failing-queries`",
+                     only, slower)",
                     t = issue.table.name,
                     o = other.name
                 ),
-                automatic: false,
-            }
+            )
         }
         _ => Finding {
             rule: RuleId::QueryWithoutTenantFilter,
@@ -983,6 +951,45 @@ pub fn finding(ctx: &Ctx, object: &str, issue: &Issue) -> Finding {
             ),
             automatic: false,
         },
+    }
+}
+
+/// A query Citus will refuse once the tables are distributed: a blocker
+/// for `verify` and `distribute`, or a warning the user accepted
+/// (`--accept-failing-queries`).
+fn failing_query(
+    ctx: &Ctx,
+    issue: &Issue,
+    object: &str,
+    what: String,
+    citus_error: &str,
+    fix: String,
+) -> Finding {
+    let accepted = ctx.overrides.accept_failing_queries;
+    Finding {
+        rule: issue.rule,
+        severity: if accepted {
+            Severity::Warning
+        } else {
+            Severity::Blocker
+        },
+        table: Some(issue.table.clone()),
+        object: Some(object.to_string()),
+        message: format!(
+            "{what}{}: \"{}\"",
+            if accepted {
+                " (accepted: --accept-failing-queries)"
+            } else {
+                ""
+            },
+            issue.statement
+        ),
+        citus_error: Some(citus_error.to_string()),
+        fix: format!(
+            "{fix}; or accept that it fails after distribution: `shardready distribute \
+             --accept-failing-queries`"
+        ),
+        automatic: false,
     }
 }
 
