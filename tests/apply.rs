@@ -448,10 +448,13 @@ async fn a_long_lock_makes_apply_wait_and_retry_without_blocking_the_app() {
     );
     assert_eq!(r.summary.errors, 0);
     // The application was never queued behind apply for long: each attempt
-    // gives up after 100 ms.
+    // gives up after 100 ms, so no transaction waits anywhere near the 3 s
+    // the holder keeps its lock (what a plain ADD COLUMN would make it
+    // wait). The bound leaves room for a loaded 2-core machine running
+    // the other tests (413 ms was seen once under `make test`).
     let app = add.app.as_ref().unwrap();
     assert!(
-        app.max_ms < 400.0,
+        app.max_ms < 1000.0,
         "app max latency during the wait: {} ms",
         app.max_ms
     );
