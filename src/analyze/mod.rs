@@ -212,11 +212,9 @@ pub fn without_dropped_fks(
         // A key of a partitioned table's partitions (named after one of
         // them, as analyze shows it): dropped from every partition that
         // declares it.
-        let parent = t.name.clone();
-        let shape = cat
-            .tables
+        let partitions = cat.partitions_of(&t.name);
+        let shape = partitions
             .iter()
-            .filter(|p| p.parent.is_some() && cat.top_parent(p) == &parent)
             .flat_map(|p| &p.foreign_keys)
             .find(|fk| fk.name == r.name)
             .map(|fk| {
@@ -227,9 +225,8 @@ pub fn without_dropped_fks(
                 )
             });
         let Some(shape) = shape else { continue };
-        for p in out.tables.iter_mut().filter(|p| {
-            p.parent.is_some() && cat.top_parent(cat.table(&p.name).unwrap_or(p)) == &parent
-        }) {
+        let names: Vec<QName> = partitions.iter().map(|p| p.name.clone()).collect();
+        for p in out.tables.iter_mut().filter(|p| names.contains(&p.name)) {
             p.foreign_keys.retain(|fk| {
                 let same = (
                     fk.columns.clone(),

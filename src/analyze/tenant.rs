@@ -458,6 +458,17 @@ pub fn fk_aligned(fk: &crate::catalog::ForeignKey, t: &Table, r: &Table, tenant:
         .any(|(a, b)| a == mine && b == theirs)
 }
 
+/// Whether a key from `t` to `r` is declared on, or points at, a
+/// partitioned table: the plan cannot rewrite it without checking every
+/// row under a lock (PostgreSQL 15 adds no NOT VALID key to a partitioned
+/// table, and a key referencing one needs its new unique key first). The
+/// one place this is decided (rule and plan).
+pub fn partitioned_key(t: &Table, r: &Table) -> bool {
+    [t, r]
+        .iter()
+        .any(|x| x.kind == crate::catalog::TableKind::Partitioned)
+}
+
 /// Classifies every table (partitions are represented by their parent).
 pub fn classify(cat: &Catalog, tenant: &Tenant, overrides: &Overrides) -> Vec<Classified> {
     let mut out: BTreeMap<QName, Classified> = BTreeMap::new();

@@ -265,7 +265,7 @@ pub async fn run(
         }
     }
     bar.finish_and_clear();
-    stats.swept = sweep(client, step, (!ranges_done).then_some(max_key)).await?;
+    stats.swept = sweep(client, step, (!ranges_done).then_some(max_key), quiet).await?;
     stats.rows = rows + stats.swept;
     stats.batches = batches;
     stats.seconds = start.elapsed().as_secs_f64();
@@ -373,11 +373,15 @@ fn progress_bar(
 /// any. When the ranges were already done before this run (a rerun after
 /// that proof failed), `past` is None and the sweep fills NULLs anywhere
 /// (a table scan per round).
-/// Fills what the ranges missed, firing no trigger where the role allows
-/// (as the batches).
-async fn sweep(client: &Client, step: &Backfill, past: Option<i64>) -> Result<i64, ApplyError> {
+/// Fills what the ranges missed, firing no trigger when `quiet` (as the
+/// batches; see [`quiet_triggers`]).
+async fn sweep(
+    client: &Client,
+    step: &Backfill,
+    past: Option<i64>,
+    quiet: bool,
+) -> Result<i64, ApplyError> {
     let sql = step.sweep_sql(past);
-    let quiet = quiet_triggers(client).await;
     let role = |set: &'static str| async move {
         if quiet {
             db::exec(client, set)
@@ -477,7 +481,8 @@ pub async fn run_pg_cron(
         .map_err(|e| ApplyError::db("cannot drop the backfill procedure", e))?;
     let (rows, batches) = result?;
     let ranges_done = c.cursor >= c.max_key;
-    let swept = sweep(client, step, (!ranges_done).then_some(c.max_key)).await?;
+    let quiet = quiet_triggers(client).await;
+    let swept = sweep(client, step, (!ranges_done).then_some(c.max_key), quiet).await?;
     Ok(BackfillStats {
         table: table.to_string(),
         rows: rows + swept,

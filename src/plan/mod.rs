@@ -471,6 +471,10 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
             } else if tenant.root.as_ref() == Some(&r.name) && fk.ref_columns == [rcol.clone()] {
                 // A second reference to the root's key (not automatic).
                 None
+            } else if crate::analyze::tenant::partitioned_key(d, r) {
+                // A key to a partitioned table: a blocker, not a step
+                // (rules::foreign_keys).
+                continue;
             } else {
                 let mut columns = vec![tcol.clone()];
                 columns.extend(fk.columns.iter().cloned());

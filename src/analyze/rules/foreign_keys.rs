@@ -163,31 +163,7 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                         let to_root_key = ctx.tenant.root.as_ref() == Some(&r.name)
                             && fk.ref_columns.len() == 1
                             && fk.ref_columns[0] == theirs;
-                        let partitioned = [t, r].iter().any(|x| x.kind == crate::catalog::TableKind::Partitioned);
-                        out.push(if partitioned && !to_root_key {
-                            // PostgreSQL 15 adds no NOT VALID key to a
-                            // partitioned table, and a key referencing one
-                            // needs its new unique key first: either would
-                            // check every row under a lock.
-                            finding(
-                                t,
-                                fk,
-                                RuleId::FkWithoutTenant,
-                                Severity::Blocker,
-                                format!("foreign key {} {arrow} does not include the tenant column on both sides", fk.name),
-                                Some(SHAPE_ERROR),
-                                format!(
-                                    "not automatic on a partitioned table (PostgreSQL checks such a key under a lock): \
-                                     declare it on each partition instead, ({mine}, {}) → ({theirs}, {}), or drop it: \
-                                     `shardready apply --drop-fk {}.{}`",
-                                    fk.columns.join(", "),
-                                    fk.ref_columns.join(", "),
-                                    t.name,
-                                    fk.name
-                                ),
-                                false,
-                            )
-                        } else if to_root_key {
+                        out.push(if to_root_key {
                             finding(
                                 t,
                                 fk,
@@ -199,6 +175,16 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                                 false,
                             )
                         } else {
+                            let pair = format!(
+                                "({mine}, {}) → ({theirs}, {})",
+                                fk.columns.join(", "),
+                                fk.ref_columns.join(", ")
+                            );
+                            // PostgreSQL 15 adds no NOT VALID key to a
+                            // partitioned table, and a key referencing one
+                            // needs its new unique key first: either would
+                            // check every row under a lock.
+                            let automatic = !crate::analyze::tenant::partitioned_key(t, r);
                             finding(
                                 t,
                                 fk,
@@ -206,13 +192,17 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                                 Severity::Blocker,
                                 format!("foreign key {} {arrow} does not include the tenant column on both sides", fk.name),
                                 Some(SHAPE_ERROR),
-                                format!(
-                                    "add ({mine}, {}) → ({theirs}, {}) NOT VALID, validate it, then drop {}",
-                                    fk.columns.join(", "),
-                                    fk.ref_columns.join(", "),
-                                    fk.name
-                                ),
-                                true,
+                                if automatic {
+                                    format!("add {pair} NOT VALID, validate it, then drop {}", fk.name)
+                                } else {
+                                    format!(
+                                        "not automatic on a partitioned table (PostgreSQL checks such a key under a lock): \
+                                         declare it on each partition instead, {pair}, or drop it: \
+                                         `shardready apply --drop-fk {}.{}`",
+                                        t.name, fk.name
+                                    )
+                                },
+                                automatic,
                             )
                         });
                     }
