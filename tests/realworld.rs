@@ -526,3 +526,221 @@ async fn a_role_that_cannot_quiet_triggers_is_asked_first() {
     let stamped = scalar_i64(&admin, "SELECT count(*) FROM events WHERE seen IS NOT NULL").await;
     assert_eq!(stamped, 3000, "the trigger fired for every row filled");
 }
+
+/// Keys declared on a partitioned table itself (`events` → `devices`) and
+/// keys pointing at one (`notes` → `events`), the two PostgreSQL 15 adds no
+/// NOT VALID key for.
+const CROSS: &str = "
+CREATE TABLE accounts (account_id integer PRIMARY KEY, name text NOT NULL);
+CREATE TABLE devices (device_id integer PRIMARY KEY,
+    account_id integer NOT NULL REFERENCES accounts (account_id), label text);
+CREATE TABLE events (event_id bigint NOT NULL, at date NOT NULL,
+    device_id integer NOT NULL REFERENCES devices (device_id), code text NOT NULL,
+    PRIMARY KEY (at, event_id)) PARTITION BY RANGE (at);
+CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+CREATE TABLE notes (note_id integer PRIMARY KEY, at date NOT NULL, event_id bigint NOT NULL,
+    body text, FOREIGN KEY (at, event_id) REFERENCES events (at, event_id));
+INSERT INTO accounts SELECT g, 'a' || g FROM generate_series(1, 5) g;
+INSERT INTO devices SELECT g, 1 + g % 5, 'd' || g FROM generate_series(1, 50) g;
+INSERT INTO events SELECT g, date '2024-01-01' + (g % 900), 1 + g % 50, 'c' || g
+  FROM generate_series(1, 3000) g;
+INSERT INTO notes SELECT g, date '2024-01-01' + (g % 900), g, 'n' || g
+  FROM generate_series(1, 3000, 3) g;
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_on_and_to_a_partitioned_table_are_rewritten_without_a_window() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let (c, t, citus) =
+        cluster_for("keys_on_and_to_a_partitioned_table_are_rewritten_without_a_window");
+    let url = c.url();
+    let client = connect(&t).await;
+    shardready::db::exec_script(&client, CROSS).await.unwrap();
+    let before = checksums(&client, "account_id").await;
+    let flags = ["--tenant-column", "account_id"];
+    let with = |cmd: &'static str| -> Vec<&str> { std::iter::once(cmd).chain(flags).collect() };
+    let analysis = report(run_on(&url, &with("analyze")));
+    assert!(
+        !analysis.contains("not automatic"),
+        "both keys are rewritten by the plan: {analysis}"
+    );
+    // The application goes on writing events and notes (account_id
+    // itself once the column exists), and, every time, a note of an event
+    // that does not exist and an event of a device that does not exist:
+    // one of the keys must reject each of those at every moment.
+    let stop = Arc::new(AtomicBool::new(false));
+    let app = {
+        let (stop, c) = (stop.clone(), connect(&t).await);
+        tokio::spawn(async move {
+            let (mut written, mut errors, mut let_through) = (0, Vec::new(), Vec::new());
+            let mut id: i32 = 100_000;
+            while !stop.load(Ordering::SeqCst) {
+                id += 1;
+                let has_column = c
+                    .query_one(
+                        "SELECT count(*) = 2 FROM pg_attribute WHERE attname = 'account_id' \
+                         AND attrelid IN ('events'::regclass, 'notes'::regclass)",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get::<_, bool>(0);
+                let r = async {
+                    if has_column {
+                        c.execute(
+                            "INSERT INTO events (event_id, at, device_id, code, account_id) \
+                             SELECT $1::bigint, date '2026-03-01', device_id, 'new', account_id \
+                             FROM devices WHERE device_id = 1 + $1::bigint % 50",
+                            &[&i64::from(id)],
+                        )
+                        .await?;
+                        c.execute(
+                            "INSERT INTO notes (note_id, at, event_id, body, account_id) \
+                             SELECT $1::integer, at, event_id, 'new', account_id FROM events \
+                             WHERE at = date '2026-03-01' AND event_id = $1::integer",
+                            &[&id],
+                        )
+                        .await
+                    } else {
+                        c.execute(
+                            "INSERT INTO events (event_id, at, device_id, code) \
+                             VALUES ($1::bigint, date '2026-03-01', 1 + $1::bigint % 50, 'new')",
+                            &[&i64::from(id)],
+                        )
+                        .await?;
+                        c.execute(
+                            "INSERT INTO notes (note_id, at, event_id, body) \
+                             VALUES ($1::integer, date '2026-03-01', $1::integer, 'new')",
+                            &[&id],
+                        )
+                        .await
+                    }
+                }
+                .await;
+                match r {
+                    Ok(_) => written += 1,
+                    Err(e) => errors.push(shardready::conn::error_text(&e)),
+                }
+                let (orphan_note, orphan_event) = if has_column {
+                    (
+                        "INSERT INTO notes (note_id, at, event_id, account_id) \
+                         VALUES (-1, date '2026-03-01', -1, 1)",
+                        "INSERT INTO events (event_id, at, device_id, code, account_id) \
+                         VALUES (-1, date '2026-03-01', -1, 'x', 1)",
+                    )
+                } else {
+                    (
+                        "INSERT INTO notes (note_id, at, event_id) VALUES (-1, date '2026-03-01', -1)",
+                        "INSERT INTO events (event_id, at, device_id, code) VALUES (-1, date '2026-03-01', -1, 'x')",
+                    )
+                };
+                for bad in [orphan_note, orphan_event] {
+                    if c.execute(bad, &[]).await.is_ok() {
+                        let_through.push(bad);
+                        let _ = c
+                            .batch_execute(
+                                "DELETE FROM notes WHERE note_id = -1; DELETE FROM events WHERE event_id = -1",
+                            )
+                            .await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (written, errors, let_through)
+        })
+    };
+    let mut applying = with("apply");
+    applying.extend(["--trigger-window", "300ms"]);
+    let applied = ok(run_on(&url, &applying), "apply");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (written, errors, let_through) = app.await.unwrap();
+    assert!(
+        written > 20,
+        "the application kept writing ({written}): {:?}",
+        errors.first()
+    );
+    assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+    assert!(
+        let_through.is_empty(),
+        "a key was missing while apply ran: {let_through:?}"
+    );
+    assert!(applied.contains("(replaces the parent's own)"), "{applied}");
+    let verified = ok(run_on(&url, &with("verify")), "verify");
+    assert!(verified.contains("ready for Citus"), "{verified}");
+    common::assert_no_helpers_left(&client).await;
+    let after: Vec<(String, String)> = checksums(&client, "account_id").await;
+    for (table, sum) in &before {
+        if !table.starts_with("events_2026") && table != "notes" {
+            assert!(
+                after.contains(&(table.clone(), sum.clone())),
+                "{table} changed"
+            );
+        }
+    }
+    let keys: Vec<(String, String, bool)> = client
+        .query(
+            "SELECT conrelid::regclass::text, pg_get_constraintdef(oid), convalidated \
+             FROM pg_constraint WHERE contype = 'f' AND conparentid = 0 \
+             AND conrelid IN ('events'::regclass, 'notes'::regclass) ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert!(
+        keys.contains(&(
+            "events".into(),
+            "FOREIGN KEY (account_id, device_id) REFERENCES devices(account_id, device_id)".into(),
+            true
+        )),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&(
+            "notes".into(),
+            "FOREIGN KEY (account_id, at, event_id) REFERENCES events(account_id, at, event_id)"
+                .into(),
+            true
+        )),
+        "{keys:?}"
+    );
+    assert_eq!(
+        keys.len(),
+        4,
+        "the new keys and the tenant column's to accounts: {keys:?}"
+    );
+    // The parent's key attached each partition's (none is a partition's own).
+    let own = scalar_i64(
+        &client,
+        "SELECT count(*) FROM pg_constraint c JOIN pg_inherits i ON i.inhrelid = c.conrelid \
+         WHERE c.contype = 'f' AND c.conparentid = 0 AND i.inhparent = 'events'::regclass",
+    )
+    .await;
+    assert_eq!(own, 0);
+    if !citus {
+        eprintln!("distribute skipped: Citus is not installed");
+        return;
+    }
+    ok(run_on(&url, &with("distribute")), "distribute");
+    let distributed = scalar_i64(
+        &client,
+        "SELECT count(*) FROM pg_dist_partition WHERE partmethod = 'h' \
+         AND logicalrelid IN ('events'::regclass, 'notes'::regclass, 'devices'::regclass)",
+    )
+    .await;
+    assert_eq!(distributed, 3);
+    let orphan = client
+        .execute(
+            "INSERT INTO notes (note_id, at, event_id, account_id) VALUES (-2, date '2026-03-01', -2, 1)",
+            &[],
+        )
+        .await;
+    assert!(orphan.is_err(), "the key holds on Citus");
+}

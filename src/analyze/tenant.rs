@@ -458,15 +458,17 @@ pub fn fk_aligned(fk: &crate::catalog::ForeignKey, t: &Table, r: &Table, tenant:
         .any(|(a, b)| a == mine && b == theirs)
 }
 
-/// Whether a key from `t` to `r` is declared on, or points at, a
-/// partitioned table: the plan cannot rewrite it without checking every
-/// row under a lock (PostgreSQL 15 adds no NOT VALID key to a partitioned
-/// table, and a key referencing one needs its new unique key first). The
-/// one place this is decided (rule and plan).
-pub fn partitioned_key(t: &Table, r: &Table) -> bool {
-    [t, r]
-        .iter()
-        .any(|x| x.kind == crate::catalog::TableKind::Partitioned)
+/// Whether a key from `t` to `r` cannot be rewritten without checking
+/// every row under a lock: one to a partitioned table from a partitioned
+/// table or a partition (PostgreSQL 15 adds no NOT VALID key to a
+/// partitioned table, and the key it references exists only once the
+/// referenced table's swap is done). Keys declared on a partitioned table
+/// to another table, and keys from a plain table to a partitioned one, are
+/// rewritten (through its partitions, or with the referenced key's swap).
+/// The one place this is decided (rule and plan).
+pub fn fk_rewrite_blocked(t: &Table, r: &Table) -> bool {
+    use crate::catalog::TableKind;
+    r.kind == TableKind::Partitioned && (t.kind == TableKind::Partitioned || t.parent.is_some())
 }
 
 /// Classifies every table (partitions are represented by their parent).

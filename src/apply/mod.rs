@@ -795,10 +795,7 @@ async fn execute(
     policy: &LockPolicy,
 ) -> Result<LockStats, ApplyError> {
     match action {
-        Action::Txn { statements, lock } => session
-            .run_txn(statements, *lock, policy)
-            .await
-            .map_err(|e| ApplyError::retried(&statements.join("\n"), e)),
+        Action::Txn { statements, lock } => execute_txn(session, statements, *lock, policy).await,
         Action::Bare { sql } => session
             .run_bare(sql, policy)
             .await
@@ -845,11 +842,25 @@ async fn execute(
                 return Err(rejects(Reject::Before, keys));
             }
             let mut stats = execute_txn(session, add, LockMode::Brief, policy).await?;
-            match execute_txn(session, validate, LockMode::NonBlocking, policy).await {
-                Ok(s) => {
-                    stats.add(s);
-                    Ok(stats)
+            let mut validated = Ok(());
+            for v in validate {
+                match execute_txn(
+                    session,
+                    std::slice::from_ref(v),
+                    LockMode::NonBlocking,
+                    policy,
+                )
+                .await
+                {
+                    Ok(s) => stats.add(s),
+                    Err(e) => {
+                        validated = Err(e);
+                        break;
+                    }
                 }
+            }
+            match validated {
+                Ok(()) => Ok(stats),
                 Err(e) => {
                     // The application wrote such rows since the check: take
                     // the constraint away at once, then say which.
@@ -865,17 +876,17 @@ async fn execute(
     }
 }
 
-/// One statement in its own transaction under the lock policy.
+/// Statements in one transaction under the lock policy.
 async fn execute_txn(
     session: &Session,
-    sql: &str,
+    statements: &[String],
     lock: LockMode,
     policy: &LockPolicy,
 ) -> Result<LockStats, ApplyError> {
     session
-        .run_txn(&[sql.to_string()], lock, policy)
+        .run_txn(statements, lock, policy)
         .await
-        .map_err(|e| ApplyError::retried(sql, e))
+        .map_err(|e| ApplyError::retried(&statements.join("\n"), e))
 }
 
 /// Before a new plan replaces an unfinished one: what the old plan's

@@ -166,17 +166,17 @@ pub enum Action {
     /// A constraint that new rows must satisfy, added only when no row
     /// violates it, so that it cannot reject the application's writes:
     /// `violations` (the keys of offending rows, a read that never blocks)
-    /// runs right before `add` (brief), `validate` (never blocks) right
-    /// after; when rows violate it, or validation fails, `drop` (brief)
-    /// takes the new constraint away at once and apply stops, naming the
-    /// rows.
+    /// runs right before `add` (one brief transaction), `validate` (each
+    /// its own transaction, never blocking) right after; when rows violate
+    /// it, or validation fails, `drop` (one brief transaction) takes the
+    /// new constraint away at once and apply stops, naming the rows.
     Constrain {
         table: QName,
         constraint: String,
         violations: String,
-        add: String,
-        validate: String,
-        drop: String,
+        add: Vec<String>,
+        validate: Vec<String>,
+        drop: Vec<String>,
         /// What the violating rows are, before their keys (e.g. "rows
         /// without store_id").
         problem: String,
@@ -209,8 +209,14 @@ impl Action {
                 ..
             } => format!(
                 "-- rows the new constraint would reject (stop unless none):\n{violations};\n\
-                 BEGIN;\n{add}\nCOMMIT;\nBEGIN;\n{validate}\nCOMMIT;\n\
-                 -- if VALIDATE fails: {drop}\n"
+                 BEGIN;\n{}\nCOMMIT;\n{}\
+                 -- if VALIDATE fails: {}\n",
+                add.join("\n"),
+                validate
+                    .iter()
+                    .map(|v| format!("BEGIN;\n{v}\nCOMMIT;\n"))
+                    .collect::<String>(),
+                drop.join(" ")
             ),
         }
     }
@@ -228,12 +234,11 @@ impl Action {
                 validate,
                 drop,
                 ..
-            } => vec![
-                violations.clone(),
-                add.clone(),
-                validate.clone(),
-                drop.clone(),
-            ],
+            } => std::iter::once(violations.clone())
+                .chain(add.iter().cloned())
+                .chain(validate.iter().cloned())
+                .chain(drop.iter().cloned())
+                .collect(),
         }
     }
 }
@@ -306,6 +311,8 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
     let mut fks = Vec::new();
     let mut lifts = Vec::new();
     let mut swaps = Vec::new();
+    let mut referrers: Vec<TenantForeignKey> = Vec::new();
+    let mut follow_ups = Vec::new();
     let mut drops = Vec::new();
     let mut touched = Vec::new();
 
@@ -421,6 +428,7 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
                 columns: key.columns,
                 definition: key.definition,
                 partitions: parts,
+                referrers: Vec::new(),
             }));
             changed = true;
         }
@@ -430,7 +438,7 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
         // rewritten there (PostgreSQL 15 adds no NOT VALID key to a
         // partitioned table), then declared once on the parent (`shapes`:
         // each key's final form and the partitions that have it).
-        let mut shapes: Vec<(Shape, Vec<QName>)> = Vec::new();
+        let mut shapes: Vec<(Shape, Vec<QName>, Option<String>)> = Vec::new();
         let declared = std::iter::once(t).chain(cat.partitions_of(&t.name));
         for (d, fk) in declared.flat_map(|d| d.foreign_keys.iter().map(move |fk| (d, fk))) {
             if analysis
@@ -443,12 +451,6 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
             let Some(r) = cat.table(&fk.ref_table) else {
                 continue;
             };
-            // One declared on a partitioned table itself cannot be
-            // rewritten without a full check under lock: a blocker
-            // (rules::foreign_keys), not a step.
-            if d.kind == TableKind::Partitioned {
-                continue;
-            }
             let mut shape = Shape {
                 columns: fk.columns.clone(),
                 ref_table: fk.ref_table.clone(),
@@ -471,9 +473,9 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
             } else if tenant.root.as_ref() == Some(&r.name) && fk.ref_columns == [rcol.clone()] {
                 // A second reference to the root's key (not automatic).
                 None
-            } else if crate::analyze::tenant::partitioned_key(d, r) {
-                // A key to a partitioned table: a blocker, not a step
-                // (rules::foreign_keys).
+            } else if crate::analyze::tenant::fk_rewrite_blocked(d, r) {
+                // A key to a partitioned table from another partitioned
+                // one: a blocker, not a step (rules::foreign_keys).
                 continue;
             } else {
                 let mut columns = vec![tcol.clone()];
@@ -490,7 +492,7 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
                     on_delete: actions.on_delete.clone(),
                     on_update: actions.on_update.clone(),
                 };
-                fks.push(Step::ForeignKey(TenantForeignKey {
+                let key = TenantForeignKey {
                     table: d.name.clone(),
                     name: fk.name.clone(),
                     temp_name: object_name(&fk.name, "_shardready"),
@@ -501,13 +503,33 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
                     on_update: actions.on_update,
                     replaces: Some(fk.name.clone()),
                     fixed_actions: actions.changed,
-                }));
+                };
+                if d.kind == TableKind::Partitioned {
+                    // Declared on the parent: PostgreSQL 15 adds no NOT
+                    // VALID key there, so each partition gets the new key
+                    // (checked), then the parent's replaces the old one and
+                    // attaches them.
+                    shapes.push((shape, Vec::new(), Some(fk.name.clone())));
+                    changed = true;
+                    continue;
+                } else if r.kind == TableKind::Partitioned {
+                    // The referenced unique key exists once the swap of its
+                    // table is done: the swap carries this key over; its own
+                    // step re-adds it if a validation failed.
+                    referrers.push(key.clone());
+                    follow_ups.push(Step::ForeignKey(TenantForeignKey {
+                        replaces: None,
+                        ..key
+                    }));
+                } else {
+                    fks.push(Step::ForeignKey(key));
+                }
                 changed = true;
             }
             if d.parent.is_some() {
-                match shapes.iter_mut().find(|(s, _)| s.same_key(&shape)) {
-                    Some((_, on)) => on.push(d.name.clone()),
-                    None => shapes.push((shape, vec![d.name.clone()])),
+                match shapes.iter_mut().find(|(s, _, _)| s.same_key(&shape)) {
+                    Some((_, on, _)) => on.push(d.name.clone()),
+                    None => shapes.push((shape, vec![d.name.clone()], None)),
                 }
             }
         }
@@ -529,7 +551,7 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
                     on_update: "NO ACTION".into(),
                 };
                 if t.kind == TableKind::Partitioned {
-                    shapes.push((shape, Vec::new()));
+                    shapes.push((shape, Vec::new(), None));
                 } else {
                     fks.push(Step::ForeignKey(shape.add_to(t, &tcol)));
                 }
@@ -537,16 +559,18 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
             }
         }
         if t.kind == TableKind::Partitioned {
-            for (shape, on) in shapes {
+            for (shape, on, replaces) in shapes {
                 for p in cat.partitions_of(&t.name) {
                     if !on.contains(&p.name) {
                         fks.push(Step::ForeignKey(shape.add_to(p, &shape.columns.join("_"))));
                     }
                 }
-                let name = object_name(
-                    &format!("{}_{}", t.name.name, shape.columns.join("_")),
-                    "_fkey",
-                );
+                let name = replaces.clone().unwrap_or_else(|| {
+                    object_name(
+                        &format!("{}_{}", t.name.name, shape.columns.join("_")),
+                        "_fkey",
+                    )
+                });
                 lifts.push(Step::LiftForeignKey(LiftForeignKey {
                     table: t.name.clone(),
                     name,
@@ -555,12 +579,32 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
                     ref_columns: shape.ref_columns,
                     on_delete: shape.on_delete,
                     on_update: shape.on_update,
+                    replaces,
                 }));
                 changed = true;
             }
         }
         if changed {
             touched.push(t.name.clone());
+        }
+    }
+    // Keys to a partitioned table ride on the swap of the key they
+    // reference (its columns, in any order, with the tenant's).
+    for key in referrers {
+        let same = |cols: &[String]| {
+            let mut a = cols.to_vec();
+            let mut b = key.ref_columns.clone();
+            a.sort();
+            b.sort();
+            a == b
+        };
+        match swaps.iter_mut().find_map(|s| match s {
+            Step::SwapKey(k) if k.table == key.ref_table && same(&k.columns) => Some(k),
+            _ => None,
+        }) {
+            Some(swap) => swap.referrers.push(key),
+            // Its table's key has the tenant already: added like any other.
+            None => fks.push(Step::ForeignKey(key)),
         }
     }
     // Keys the user chose to drop go first: dropping one rejects no write,
@@ -585,6 +629,7 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
     steps.extend(fks);
     steps.extend(lifts);
     steps.extend(swaps);
+    steps.extend(follow_ups);
     steps.extend(drops);
     steps.extend(vacuums);
     if !touched.is_empty() {

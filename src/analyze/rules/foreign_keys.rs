@@ -180,11 +180,14 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                                 fk.columns.join(", "),
                                 fk.ref_columns.join(", ")
                             );
-                            // PostgreSQL 15 adds no NOT VALID key to a
-                            // partitioned table, and a key referencing one
-                            // needs its new unique key first: either would
-                            // check every row under a lock.
-                            let automatic = !crate::analyze::tenant::partitioned_key(t, r);
+                            let automatic = !crate::analyze::tenant::fk_rewrite_blocked(t, r);
+                            let how = if t.kind == crate::catalog::TableKind::Partitioned {
+                                format!("add {pair} NOT VALID on each partition, validate them, then declare it on {} in place of {}", t.name, fk.name)
+                            } else if r.kind == crate::catalog::TableKind::Partitioned {
+                                format!("replace {} by {pair} NOT VALID in the transaction that swaps the key of {}, then validate it", fk.name, r.name)
+                            } else {
+                                format!("add {pair} NOT VALID, validate it, then drop {}", fk.name)
+                            };
                             finding(
                                 t,
                                 fk,
@@ -193,12 +196,11 @@ pub fn check(ctx: &Ctx) -> Vec<Finding> {
                                 format!("foreign key {} {arrow} does not include the tenant column on both sides", fk.name),
                                 Some(SHAPE_ERROR),
                                 if automatic {
-                                    format!("add {pair} NOT VALID, validate it, then drop {}", fk.name)
+                                    how
                                 } else {
                                     format!(
-                                        "not automatic on a partitioned table (PostgreSQL checks such a key under a lock): \
-                                         declare it on each partition instead, {pair}, or drop it: \
-                                         `shardready apply --drop-fk {}.{}`",
+                                        "not automatic between partitioned tables (PostgreSQL would check such a key under a lock): \
+                                         drop it, `shardready apply --drop-fk {}.{}`, and declare {pair} once both are prepared",
                                         t.name, fk.name
                                     )
                                 },
@@ -466,6 +468,70 @@ mod tests {
                 (RuleId::FkWithoutTenant, "categories".into(), s("c_parent")),
                 (RuleId::FkActionOnDelete, "categories".into(), s("c_parent")),
             ]
+        );
+    }
+}
+
+#[cfg(test)]
+mod partitioned_tests {
+    use super::*;
+    use crate::analyze::testkit::*;
+    use crate::analyze::Overrides;
+
+    /// A key declared on a partitioned table, and one from a plain table
+    /// to it, are rewritten by the plan; one between two partitioned
+    /// tables is left to the user, with its fix.
+    #[test]
+    fn keys_on_and_to_partitioned_tables() {
+        let cat = catalog(vec![
+            table("accounts").col("account_id", "bigint").pk(&["account_id"]),
+            table("devices")
+                .col("device_id", "bigint")
+                .col("account_id", "bigint")
+                .pk(&["device_id"])
+                .fk("d_a", &["account_id"], "accounts", &["account_id"]),
+            table("events")
+                .col("event_id", "bigint")
+                .col("device_id", "bigint")
+                .pk(&["event_id"])
+                .partitioned("HASH (event_id)")
+                .fk("e_d", &["device_id"], "devices", &["device_id"]),
+            table("events_0")
+                .col("event_id", "bigint")
+                .col("device_id", "bigint")
+                .pk(&["event_id"])
+                .partition_of("events"),
+            table("notes")
+                .col("note_id", "bigint")
+                .col("event_id", "bigint")
+                .pk(&["note_id"])
+                .fk("n_e", &["event_id"], "events", &["event_id"]),
+            table("replies")
+                .col("event_id", "bigint")
+                .col("reply_id", "bigint")
+                .pk(&["event_id", "reply_id"])
+                .partitioned("HASH (event_id)")
+                .fk("r_e", &["event_id"], "events", &["event_id"]),
+        ]);
+        let o = Overrides {
+            tenant_column: Some("account_id".into()),
+            ..Default::default()
+        };
+        let f = run_rule(&cat, &o, check);
+        let of = |name: &str| {
+            f.iter()
+                .find(|f| f.rule == RuleId::FkWithoutTenant && f.object.as_deref() == Some(name))
+                .unwrap_or_else(|| panic!("{name}: {f:?}"))
+        };
+        assert!(of("e_d").automatic, "{}", of("e_d").fix);
+        assert!(of("e_d").fix.contains("on each partition"));
+        assert!(of("n_e").automatic, "{}", of("n_e").fix);
+        assert!(of("n_e").fix.contains("swaps the key of events"));
+        assert!(!of("r_e").automatic);
+        assert!(
+            of("r_e").fix.contains("`shardready apply --drop-fk replies.r_e`"),
+            "{}",
+            of("r_e").fix
         );
     }
 }

@@ -106,7 +106,7 @@ impl TenantForeignKey {
 impl TenantForeignKey {
     /// What resolves rows the key would reject: fixing them, or, for a key
     /// that replaces the application's own, dropping that key.
-    fn resolutions(&self) -> Vec<String> {
+    pub(crate) fn resolutions(&self) -> Vec<String> {
         let mut out = vec![format!(
             "fix or delete the rows, if they are mistakes (list them: {});",
             self.violations_sql().replace(" LIMIT 5", "")
@@ -120,6 +120,69 @@ impl TenantForeignKey {
         }
         out
     }
+
+    /// The new key under its temporary name, NOT VALID (guarded: a rerun
+    /// finds it added).
+    pub(crate) fn add_not_valid(&self) -> String {
+        unless_constraint_exists(
+            &self.table,
+            &self.temp_name,
+            &add_fk_sql(
+                &self.table,
+                &self.temp_name,
+                &self.columns,
+                &self.ref_table,
+                &self.ref_columns,
+                &self.on_delete,
+                &self.on_update,
+                " NOT VALID",
+            ),
+        )
+    }
+
+    pub(crate) fn validate_sql(&self) -> String {
+        format!(
+            "ALTER TABLE {} VALIDATE CONSTRAINT {};",
+            self.table.sql(),
+            ident(&self.temp_name)
+        )
+    }
+
+    /// Takes the new key (under its temporary name) away.
+    pub(crate) fn drop_new_sql(&self) -> String {
+        format!(
+            "ALTER TABLE {} DROP CONSTRAINT IF EXISTS {};",
+            self.table.sql(),
+            ident(&self.temp_name)
+        )
+    }
+
+    /// Drops the original key.
+    pub(crate) fn drop_old_sql(&self) -> Option<String> {
+        self.replaces.as_ref().map(|old| {
+            format!(
+                "ALTER TABLE {} DROP CONSTRAINT IF EXISTS {};",
+                self.table.sql(),
+                ident(old)
+            )
+        })
+    }
+
+    /// Gives the new key its final name.
+    pub(crate) fn rename_sql(&self) -> Option<String> {
+        (self.temp_name != self.name).then(|| {
+            format!(
+                "ALTER TABLE {} RENAME CONSTRAINT {} TO {};",
+                self.table.sql(),
+                ident(&self.temp_name),
+                ident(&self.name)
+            )
+        })
+    }
+
+    /// What the rows a new key would reject are.
+    pub(crate) const PROBLEM: &'static str = "rows with these keys have no matching row in the \
+        table it references for the same tenant (cross-tenant or orphaned rows)";
 }
 
 impl StepKind for TenantForeignKey {
@@ -171,36 +234,14 @@ impl StepKind for TenantForeignKey {
     /// [`Action::Constrain`]): ADD NOT VALID (brief), VALIDATE (no block);
     /// then the old one dropped and the new one renamed (brief).
     fn actions(&self) -> Vec<Action> {
-        let t = self.table.sql();
         let mut out = vec![Action::Constrain {
             table: self.table.clone(),
             constraint: self.temp_name.clone(),
             violations: self.violations_sql(),
-            add: unless_constraint_exists(
-                &self.table,
-                &self.temp_name,
-                &add_fk_sql(
-                    &self.table,
-                    &self.temp_name,
-                    &self.columns,
-                    &self.ref_table,
-                    &self.ref_columns,
-                    &self.on_delete,
-                    &self.on_update,
-                    " NOT VALID",
-                ),
-            ),
-            validate: format!(
-                "ALTER TABLE {t} VALIDATE CONSTRAINT {};",
-                ident(&self.temp_name)
-            ),
-            drop: format!(
-                "ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {};",
-                ident(&self.temp_name)
-            ),
-            problem: "rows with these keys have no matching row in the table it references for \
-                      the same tenant (cross-tenant or orphaned rows)"
-                .into(),
+            add: vec![self.add_not_valid()],
+            validate: vec![self.validate_sql()],
+            drop: vec![self.drop_new_sql()],
+            problem: Self::PROBLEM.into(),
             kept: if self.replaces.is_some() {
                 "the original key still holds.".into()
             } else {
@@ -208,20 +249,11 @@ impl StepKind for TenantForeignKey {
             },
             resolve: self.resolutions(),
         }];
-        let mut last = Vec::new();
-        if let Some(old) = &self.replaces {
-            last.push(format!(
-                "ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {};",
-                ident(old)
-            ));
-        }
-        if self.temp_name != self.name {
-            last.push(format!(
-                "ALTER TABLE {t} RENAME CONSTRAINT {} TO {};",
-                ident(&self.temp_name),
-                ident(&self.name)
-            ));
-        }
+        let last: Vec<String> = self
+            .drop_old_sql()
+            .into_iter()
+            .chain(self.rename_sql())
+            .collect();
         if !last.is_empty() {
             out.push(brief(last));
         }
@@ -231,10 +263,6 @@ impl StepKind for TenantForeignKey {
     /// in the old one's place) is dropped; the original key was never
     /// touched. A done step is kept by `abort` (the old key is gone).
     fn undo(&self) -> Undo {
-        Undo::Actions(vec![brief(vec![format!(
-            "ALTER TABLE {} DROP CONSTRAINT IF EXISTS {};",
-            self.table.sql(),
-            ident(&self.temp_name)
-        )])])
+        Undo::Actions(vec![brief(vec![self.drop_new_sql()])])
     }
 }

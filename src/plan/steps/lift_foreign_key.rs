@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{add_fk_sql, brief, has_key, unless_constraint_exists, StepKind};
 use crate::catalog::{Catalog, QName};
 use crate::plan::{Action, Impact, Undo};
+use crate::sql::ident;
 
 /// `ALTER TABLE parent ADD FOREIGN KEY …`, attaching each partition's
 /// validated key of the same shape.
@@ -23,6 +24,11 @@ pub struct LiftForeignKey {
     pub ref_columns: Vec<String>,
     pub on_delete: String,
     pub on_update: String,
+    /// A key declared on the parent itself that this one replaces (same
+    /// name): dropped in the same transaction, so that every write is
+    /// checked by one of them throughout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 impl StepKind for LiftForeignKey {
@@ -38,27 +44,49 @@ impl StepKind for LiftForeignKey {
             self.columns.join(", "),
             self.ref_table,
             self.ref_columns.join(", ")
-        )
+        ) + if self.replaces.is_some() {
+            " (replaces the parent's own)"
+        } else {
+            ""
+        }
     }
     fn is_done(&self, cat: &Catalog) -> bool {
-        cat.table(&self.table)
-            .is_some_and(|t| has_key(t, &self.columns, &self.ref_table, &self.ref_columns))
+        cat.table(&self.table).is_some_and(|t| {
+            has_key(t, &self.columns, &self.ref_table, &self.ref_columns)
+                && !self.replaces.as_ref().is_some_and(|old| {
+                    t.foreign_keys
+                        .iter()
+                        .any(|fk| &fk.name == old && fk.columns != self.columns)
+                })
+        })
     }
     fn actions(&self) -> Vec<Action> {
-        vec![brief(vec![unless_constraint_exists(
-            &self.table,
-            &self.name,
-            &add_fk_sql(
-                &self.table,
-                &self.name,
-                &self.columns,
-                &self.ref_table,
-                &self.ref_columns,
-                &self.on_delete,
-                &self.on_update,
-                "",
-            ),
-        )])]
+        let drop_old = self.replaces.as_ref().map(|old| {
+            format!(
+                "ALTER TABLE {} DROP CONSTRAINT IF EXISTS {};",
+                self.table.sql(),
+                ident(old)
+            )
+        });
+        vec![brief(
+            drop_old
+                .into_iter()
+                .chain([unless_constraint_exists(
+                    &self.table,
+                    &self.name,
+                    &add_fk_sql(
+                        &self.table,
+                        &self.name,
+                        &self.columns,
+                        &self.ref_table,
+                        &self.ref_columns,
+                        &self.on_delete,
+                        &self.on_update,
+                        "",
+                    ),
+                )])
+                .collect(),
+        )]
     }
     /// Once attached, the partitions' keys are the parent's: `abort` keeps
     /// it (the same rows are checked as before it).

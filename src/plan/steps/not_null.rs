@@ -48,15 +48,15 @@ impl StepKind for NotNull {
                 violations: format!(
                     "SELECT row_to_json(t)::text FROM {t} t WHERE t.{col} IS NULL LIMIT 5"
                 ),
-                add: unless_constraint_exists(
+                add: vec![unless_constraint_exists(
                     &self.table,
                     &self.check,
                     &format!(
                         "ALTER TABLE {t} ADD CONSTRAINT {c} CHECK ({col} IS NOT NULL) NOT VALID;"
                     ),
-                ),
-                validate: format!("ALTER TABLE {t} VALIDATE CONSTRAINT {c};"),
-                drop: format!("ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {c};"),
+                )],
+                validate: vec![format!("ALTER TABLE {t} VALIDATE CONSTRAINT {c};")],
+                drop: vec![format!("ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {c};")],
                 problem: format!(
                     "rows of {} have no {} (their parent row is missing or has no tenant, or \
                      they were written while the sync trigger was off)",

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{brief, column_list, key_in_place, StepKind};
+use super::{brief, column_list, key_in_place, StepKind, TenantForeignKey};
 use crate::catalog::{Catalog, QName};
 use crate::plan::{Action, Impact, KeyTarget, Undo};
 use crate::sql::{ident, qualified};
@@ -28,6 +28,15 @@ pub struct SwapKey {
     /// On a partitioned table: the new index of each partition.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partitions: Vec<PartitionIndex>,
+    /// On a partitioned table: the keys of other tables that reference the
+    /// key being replaced, and their replacements. A key to a partitioned
+    /// table needs a unique key of the parent, which exists only once the
+    /// swap is done, so the swap carries them over: the old ones are
+    /// dropped and the new ones added NOT VALID in its transaction (every
+    /// new write checked throughout), after the rows were checked; then
+    /// validated (no block) and given the old names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<TenantForeignKey>,
 }
 
 /// A partition's new unique index and the partition's copy of the key it
@@ -110,6 +119,76 @@ impl SwapKey {
     }
 }
 
+impl SwapKey {
+    /// The swap with the keys referencing it carried over: the rows are
+    /// checked against the new keys first (nothing changes when one would
+    /// reject a row); one transaction drops the old keys, swaps and adds
+    /// the new keys NOT VALID; each is validated, then renamed. When a
+    /// validation fails (rows written since the check), the new key is
+    /// taken away and apply stops naming the rows; a rerun adds it again
+    /// through its own step once they are fixed.
+    fn carrying_referrers(&self) -> Vec<Action> {
+        let violations = match self.referrers.as_slice() {
+            [one] => one.violations_sql(),
+            many => many
+                .iter()
+                .map(|r| {
+                    format!(
+                        "(SELECT {} || ': ' || v FROM ({}) AS x(v))",
+                        crate::sql::literal(&r.table.to_string()),
+                        r.violations_sql()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL "),
+        };
+        let add = self
+            .referrers
+            .iter()
+            .filter_map(TenantForeignKey::drop_old_sql)
+            .chain(self.partitioned())
+            .chain(self.referrers.iter().map(TenantForeignKey::add_not_valid))
+            .collect();
+        let renames: Vec<String> = self
+            .referrers
+            .iter()
+            .filter_map(TenantForeignKey::rename_sql)
+            .collect();
+        let mut out = vec![Action::Constrain {
+            table: self.table.clone(),
+            constraint: self
+                .referrers
+                .iter()
+                .map(|r| format!("{}.{}", r.table, r.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+            violations,
+            add,
+            validate: self
+                .referrers
+                .iter()
+                .map(TenantForeignKey::validate_sql)
+                .collect(),
+            drop: self
+                .referrers
+                .iter()
+                .map(TenantForeignKey::drop_new_sql)
+                .collect(),
+            problem: TenantForeignKey::PROBLEM.into(),
+            kept: "the keys referencing it are unchanged.".into(),
+            resolve: self
+                .referrers
+                .iter()
+                .flat_map(|r| r.resolutions())
+                .collect(),
+        }];
+        if !renames.is_empty() {
+            out.push(brief(renames));
+        }
+        out
+    }
+}
+
 impl StepKind for SwapKey {
     fn id(&self) -> String {
         format!("swap-key:{}.{}", self.table, self.index)
@@ -125,13 +204,20 @@ impl StepKind for SwapKey {
             },
             self.table,
             self.columns.join(", ")
-        )
+        ) + &self
+            .referrers
+            .iter()
+            .map(|r| format!(", carrying {} of {} over", r.name, r.table))
+            .collect::<String>()
     }
     fn is_done(&self, cat: &Catalog) -> bool {
         cat.table(&self.table)
             .is_some_and(|t| key_in_place(t, &self.target, &self.columns))
     }
     fn actions(&self) -> Vec<Action> {
+        if !self.referrers.is_empty() {
+            return self.carrying_referrers();
+        }
         if !self.partitions.is_empty() {
             return vec![brief(self.partitioned())];
         }
