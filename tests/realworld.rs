@@ -744,3 +744,80 @@ async fn keys_on_and_to_a_partitioned_table_are_rewritten_without_a_window() {
         .await;
     assert!(orphan.is_err(), "the key holds on Citus");
 }
+
+/// A cycle among tenant tables: each store's manager is one of its staff.
+const CYCLE: &str = "
+CREATE TABLE stores (store_id integer PRIMARY KEY, name text, manager_id integer);
+CREATE TABLE staff (staff_id integer PRIMARY KEY,
+    store_id integer NOT NULL REFERENCES stores (store_id), name text);
+ALTER TABLE stores ADD FOREIGN KEY (manager_id) REFERENCES staff (staff_id);
+CREATE TABLE orders (order_id integer PRIMARY KEY,
+    store_id integer NOT NULL REFERENCES stores (store_id),
+    staff_id integer REFERENCES staff (staff_id));
+INSERT INTO stores SELECT g, 's' || g, NULL FROM generate_series(1, 4) g;
+INSERT INTO staff SELECT g, 1 + g % 4, 'p' || g FROM generate_series(1, 20) g;
+UPDATE stores SET manager_id = 4 + store_id - 1;
+INSERT INTO orders SELECT g, 1 + g % 4, 4 + g % 4 FROM generate_series(1, 400) g;
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_managed_by_another_stores_staff_is_found_before_any_change() {
+    let (c, t, citus) =
+        cluster_for("a_store_managed_by_another_stores_staff_is_found_before_any_change");
+    let url = c.url();
+    let client = connect(&t).await;
+    shardready::db::exec_script(&client, CYCLE).await.unwrap();
+    // Each store is managed by one of its own staff (staff g works at
+    // store 1 + g % 4); store 2 is then given store 1's staff 8.
+    client
+        .batch_execute("UPDATE stores SET manager_id = 8 WHERE store_id = 2")
+        .await
+        .unwrap();
+    let analysis = report(run_on(&url, &["analyze"]));
+    assert!(
+        analysis.contains("BLOCKER [cross-tenant-rows] 1 row in stores with another store_id than the staff row they reference through manager_id"),
+        "{analysis}"
+    );
+    assert!(
+        analysis.contains("`shardready apply --drop-fk stores.stores_manager_id_fkey`"),
+        "{analysis}"
+    );
+    // apply refuses before changing anything.
+    let refused = run_on(&url, &["apply"]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let changed = scalar_i64(
+        &client,
+        "SELECT count(*) FROM pg_class WHERE relname LIKE '%shardready%'",
+    )
+    .await;
+    assert_eq!(changed, 0, "nothing was built");
+    // The user corrects the row; then everything goes through.
+    client
+        .batch_execute("UPDATE stores SET manager_id = 5 WHERE store_id = 2")
+        .await
+        .unwrap();
+    ok(run_on(&url, &["apply"]), "apply");
+    ok(run_on(&url, &["verify"]), "verify");
+    let key: String = client
+        .query_one(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'stores_manager_id_fkey'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        key,
+        "FOREIGN KEY (store_id, manager_id) REFERENCES staff(store_id, staff_id)"
+    );
+    if !citus {
+        eprintln!("distribute skipped: Citus is not installed");
+        return;
+    }
+    // The cycle: keys dropped and re-added around the distribution.
+    ok(run_on(&url, &["distribute"]), "distribute");
+    let cross = client
+        .execute("UPDATE stores SET manager_id = 8 WHERE store_id = 2", &[])
+        .await;
+    assert!(cross.is_err(), "the rewritten key holds on Citus");
+}

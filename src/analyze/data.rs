@@ -596,7 +596,9 @@ fn plan_all(ctx: &Ctx, full: bool, limit: i64) -> Vec<TablePlan> {
         let scan = choose_scan(rows, bytes, full, limit);
         let plan = match class {
             Class::NeedsColumn { path } if !path.is_empty() => plan_needs(ctx, t, path, scan),
-            Class::Distributed => plan_distributed(ctx, t, scan),
+            // The root too: its own keys to its tenant tables (a store's
+            // manager among the staff) must stay within the tenant.
+            Class::Root | Class::Distributed => plan_distributed(ctx, t, scan),
             _ => None,
         };
         out.extend(plan);
@@ -868,6 +870,35 @@ mod tests {
             orders.is_none(),
             "NOT NULL, FK by the tenant column: nothing to check"
         );
+    }
+
+    #[test]
+    fn the_roots_own_key_to_a_tenant_table_is_cross_checked() {
+        // A store's manager is one of the staff: of the same store.
+        let cat = catalog(vec![
+            table("stores")
+                .col("store_id", "bigint")
+                .col("manager_id", "bigint")
+                .pk(&["store_id"])
+                .fk("s_manager", &["manager_id"], "staff", &["staff_id"]),
+            table("staff")
+                .col("staff_id", "bigint")
+                .col_notnull("store_id", "bigint")
+                .pk(&["staff_id"])
+                .fk("staff_store", &["store_id"], "stores", &["store_id"]),
+        ]);
+        let o = crate::analyze::Overrides {
+            tenant_column: Some("store_id".into()),
+            ..Default::default()
+        };
+        let plans = with_ctx(&cat, &o, |ctx| plan_all(ctx, true, 10));
+        let stores = plans.iter().find(|p| p.table.name == "stores").unwrap();
+        assert_eq!(stores.probes.len(), 1);
+        assert_eq!(stores.probes[0].rule, RuleId::CrossTenantRows);
+        assert_eq!(stores.probes[0].via, ["s_manager"]);
+        assert!(stores.probes[0]
+            .cond
+            .contains("t0.\"store_id\" <> t1.\"store_id\""));
     }
 
     #[test]

@@ -484,7 +484,9 @@ mod partitioned_tests {
     #[test]
     fn keys_on_and_to_partitioned_tables() {
         let cat = catalog(vec![
-            table("accounts").col("account_id", "bigint").pk(&["account_id"]),
+            table("accounts")
+                .col("account_id", "bigint")
+                .pk(&["account_id"]),
             table("devices")
                 .col("device_id", "bigint")
                 .col("account_id", "bigint")
@@ -529,7 +531,9 @@ mod partitioned_tests {
         assert!(of("n_e").fix.contains("swaps the key of events"));
         assert!(!of("r_e").automatic);
         assert!(
-            of("r_e").fix.contains("`shardready apply --drop-fk replies.r_e`"),
+            of("r_e")
+                .fix
+                .contains("`shardready apply --drop-fk replies.r_e`"),
             "{}",
             of("r_e").fix
         );
