@@ -40,6 +40,21 @@ pub enum DemoError {
     Citus(#[from] crate::citus::CitusError),
     #[error("{context}: {detail}")]
     Other { context: String, detail: String },
+    /// The directory holds a sandbox the demo did not create: the demo
+    /// starts each run afresh, so it would remove it.
+    #[error(
+        "{dir} holds a sandbox the demo did not create, and the demo starts from a fresh one: \
+         nothing was changed. Give the demo its own directory (`shardready demo --dir \
+         /tmp/demo-sandbox`), or remove that sandbox first if you no longer need it \
+         (`shardready sandbox destroy --dir {dir}`)"
+    )]
+    NotTheDemosSandbox { dir: String },
+    #[error("--{option} {value}: {why}")]
+    BadOption {
+        option: &'static str,
+        value: String,
+        why: &'static str,
+    },
 }
 
 fn other(context: &str, detail: impl ToString) -> DemoError {
@@ -505,9 +520,52 @@ async fn seed_run(t: &Target, opts: &DemoOptions) -> Result<Run, DemoError> {
     .await
 }
 
+/// The file that marks a sandbox as the demo's own: only such a sandbox
+/// is removed when the next demo starts.
+pub const DEMO_MARK: &str = "shardready-demo";
+
+impl DemoOptions {
+    /// Refuses what cannot run, before anything is touched.
+    #[allow(clippy::result_large_err)]
+    pub fn check(&self) -> Result<(), DemoError> {
+        let bad = |option, value: String, why| Err(DemoError::BadOption { option, value, why });
+        if !(self.scale.is_finite() && self.scale > 0.0) {
+            return bad(
+                "scale",
+                self.scale.to_string(),
+                "must be greater than 0 (e.g. 0.1)",
+            );
+        }
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            return bad(
+                "rate",
+                self.rate.to_string(),
+                "must be greater than 0 (e.g. 3000/min)",
+            );
+        }
+        if self.connections == 0 {
+            return bad("connections", "0".into(), "must be at least 1");
+        }
+        if self.create_orders < 1 {
+            return bad(
+                "create-orders",
+                self.create_orders.to_string(),
+                "must be at least 1 (the seed: 20000)",
+            );
+        }
+        if Sandbox::open(&self.sandbox_dir).is_ok() && !self.sandbox_dir.join(DEMO_MARK).exists() {
+            return Err(DemoError::NotTheDemosSandbox {
+                dir: self.sandbox_dir.display().to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Runs the demo and writes the report into `opts.out`.
 pub async fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
     let t_all = Instant::now();
+    opts.check()?;
     if Sandbox::open(&opts.sandbox_dir).is_ok() {
         say(
             opts,
@@ -527,6 +585,11 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         sopts.workers = opts.workers;
     }
     let sb = Sandbox::start(&sopts)?;
+    std::fs::write(
+        opts.sandbox_dir.join(DEMO_MARK),
+        "made by `shardready demo`, which removes it when the next demo starts\n",
+    )
+    .map_err(|e| other("marking the demo's sandbox", e))?;
     let result = run_on(&sb, opts, t_all).await;
     if !opts.keep {
         let _ = sb.clone().destroy();

@@ -59,6 +59,11 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "port {port} is taken by another program: nothing was started; choose another \
+         (--port), or leave --port out to have a free one picked"
+    )]
+    PortTaken { port: u16 },
     #[error("sandbox state file {path} is unreadable: {detail}; `shardready sandbox destroy` and start again")]
     BadState { path: PathBuf, detail: String },
     #[error(
@@ -408,11 +413,15 @@ impl Sandbox {
         // tests race for free ports: retry on another one.
         let mut last_err = None;
         for attempt in 0..6 {
-            if attempt > 0 || !port_is_free(sb.state.port) {
-                sb.state.port = match opts.port {
-                    Some(p) if attempt == 0 => p,
-                    _ => free_port()?,
-                };
+            // A port the user chose is theirs: taken, it is an error, not
+            // silently another one.
+            if let Some(p) = opts.port {
+                if attempt > 0 || !port_is_free(p) {
+                    return Err(SandboxError::PortTaken { port: p });
+                }
+                sb.state.port = p;
+            } else if attempt > 0 || !port_is_free(sb.state.port) {
+                sb.state.port = free_port()?;
             }
             sb.write_conf(opts)?;
             sb.save_state()?;

@@ -57,6 +57,14 @@ pub(crate) struct Global {
 }
 
 impl Global {
+    /// Whether `dir` came from SHARDREADY_SANDBOX_DIR rather than `--dir`.
+    pub(crate) fn dir_from_env(&self) -> bool {
+        let given = std::env::args_os().any(|a| {
+            let a = a.to_string_lossy();
+            a == "--dir" || a.starts_with("--dir=")
+        });
+        !given && self.dir.is_some()
+    }
     pub(crate) fn sandbox_dir(&self) -> PathBuf {
         self.dir.clone().unwrap_or_else(sandbox::default_dir)
     }
@@ -83,6 +91,7 @@ Examples:
   shardready copy stores stores.csv --header
   shardready copy line_items data.zip:'line_items_*.csv'
   shardready copy products products.tsv --delimiter '\\t' --null '\\N' --encoding LATIN1
+  zcat orders.csv.gz | shardready copy orders -
 
 The files load as one transaction: foreign keys on the table are dropped,
 the rows copied, then the keys re-added (one set-based validation), and the
@@ -171,13 +180,21 @@ stay, valid, with what they rely on, and are listed; `shardready apply`
 finishes the rest.")]
     Abort {
         /// lock_timeout of every statement that would queue the application.
-        #[arg(long, default_value = "100ms")]
+        #[arg(allow_hyphen_values = true, value_parser = positive_duration, long, default_value = "100ms")]
         lock_timeout: humantime::Duration,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
     /// Where things stand: apply's steps and backfill progress; on Citus,
     /// the tables it has and any key an interrupted distribute dropped.
+    #[command(after_help = "\
+Examples:
+  shardready status                     # during or after apply, from another terminal
+  shardready status --format json       # for scripts: steps, states, backfill cursors
+
+An apply that was stopped (Ctrl-C, kill, lost connection) shows as
+interrupted, with what stays meanwhile (autovacuum held off, the sync trigger)
+and the command that resumes it.")]
     Status {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
@@ -213,6 +230,12 @@ Examples:
   shardready demo --keep                            # leave the sandbox running afterwards
   shardready demo --workers 0                       # stop before distributing on Citus
 
+Its sandbox: --dir when given on the command line, else
+~/.local/share/shardready/demo-sandbox (or /var/lib/shardready/demo-sandbox as
+root) — never the one SHARDREADY_SANDBOX_DIR names. Each run starts afresh,
+removing the previous demo's sandbox; it refuses to touch a sandbox it did not
+create (`sandbox start`'s). --db is refused: the demo makes its own database.
+
 Phases (the seed's steps): fresh sandbox; tailspin schema and load (step 7's
 counts); pg_cron check; create_orders(20000) timed; analyze; the application's
 traffic starts; apply under traffic (add column, backfill, keys); verify;
@@ -224,6 +247,13 @@ what each phase cost the application.")]
     Demo(DemoArgs),
     /// Check the post-conditions: tenant column NOT NULL, composite keys and
     /// FKs validated, no invalid indexes, no triggers, no blocker. Exit 2 if not.
+    #[command(after_help = "\
+Examples:
+  shardready verify                                  # after apply: exit 0 when ready for Citus
+  shardready verify --tenant-column store_id --format json
+  shardready verify --accept-failing-queries         # views Citus refuses are warnings, not blockers
+
+Pass the same resolutions as to apply (--reference, --drop-fk, --keep-triggers, ...).")]
     Verify {
         #[command(flatten)]
         analysis: AnalyzeTarget,
@@ -266,7 +296,7 @@ pub(crate) struct DistributeArgs {
     pub(crate) isolate_hot_tenants: bool,
     /// Cancel a Citus call that runs longer than this (e.g. one waiting for
     /// a background worker that never comes); a rerun resumes. 0: no limit.
-    #[arg(long, default_value = "30m")]
+    #[arg(allow_hyphen_values = true, value_parser = duration, long, default_value = "30m")]
     pub(crate) statement_timeout: humantime::Duration,
     /// Run the built-in Tailspin order workload at this rate during
     /// distribute and report what it felt (latency, failed transactions).
@@ -279,13 +309,13 @@ pub(crate) struct DistributeArgs {
 #[derive(Args)]
 pub(crate) struct DemoArgs {
     /// Size relative to the seed's dataset (1 = 442 stores, ~6M rows).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(allow_hyphen_values = true, value_parser = positive_f64, long, default_value_t = 1.0)]
     pub(crate) scale: f64,
     /// The application's traffic during the preparation.
     #[arg(long, default_value = "20000/min")]
     pub(crate) rate: String,
     /// Connections of the application's traffic.
-    #[arg(long, default_value_t = 4)]
+    #[arg(allow_hyphen_values = true, value_parser = at_least_one::<usize>, long, default_value_t = 4)]
     pub(crate) connections: usize,
     /// Where the report goes.
     #[arg(long, default_value = "shardready-report")]
@@ -293,14 +323,16 @@ pub(crate) struct DemoArgs {
     /// Leave the demo sandbox running afterwards (and print how to connect).
     #[arg(long)]
     pub(crate) keep: bool,
-    /// Also run the seed's procedure as written on an identical database.
+    /// Also run the seed's procedure on an identical database: its steps as
+    /// written, but its backfill job's runs back to back instead of one a
+    /// minute (the same rows, without the minutes of waiting).
     #[arg(long)]
     pub(crate) compare_seed: bool,
     /// Orders of the timed create_orders call (the seed: 20000).
-    #[arg(long, default_value_t = 20000)]
+    #[arg(allow_hyphen_values = true, value_parser = at_least_one::<i32>, long, default_value_t = 20000)]
     pub(crate) create_orders: i32,
     /// Traffic-only time before and after the preparation.
-    #[arg(long, default_value = "10s")]
+    #[arg(allow_hyphen_values = true, value_parser = duration, long, default_value = "10s")]
     pub(crate) settle: humantime::Duration,
     /// Citus workers the demo distributes onto at the end, where Citus is
     /// installed (0: stop before distribution).
@@ -313,21 +345,24 @@ pub(crate) struct ApplyArgs {
     #[command(flatten)]
     pub(crate) analysis: AnalyzeTarget,
     /// lock_timeout of every statement that would queue the application.
-    #[arg(long, default_value = "100ms")]
+    #[arg(allow_hyphen_values = true, value_parser = positive_duration, long, default_value = "100ms")]
     pub(crate) lock_timeout: humantime::Duration,
     /// Give up (cleanly) after waiting this long for one lock [default: never].
-    #[arg(long)]
+    #[arg(allow_hyphen_values = true, value_parser = duration, long)]
     pub(crate) max_wait: Option<humantime::Duration>,
     /// Target duration of one backfill batch.
-    #[arg(long, default_value = "100ms")]
+    #[arg(allow_hyphen_values = true, value_parser = positive_duration, long, default_value = "100ms")]
     pub(crate) batch_target: humantime::Duration,
     /// Backfill at most this many rows per second.
-    #[arg(long, value_name = "ROWS/s")]
+    #[arg(allow_hyphen_values = true, value_parser = positive_f64, long, value_name = "ROWS/s")]
     pub(crate) max_rate: Option<f64>,
-    /// Keep the application's p99 below this (ms): with --workload, the
-    /// backfill pauses when 0.5% more of the application's transactions take
-    /// longer than before it started.
-    #[arg(long, default_value_t = 15.0)]
+    /// The application latency (ms) the backfill's brake watches, with
+    /// --workload: a batch is followed by a pause (never below half speed)
+    /// when more than 0.5% of the application's transactions take longer
+    /// than this, beyond the share that already did before the backfill. It
+    /// limits the backfill's own cost; it does not cap the application's
+    /// p99, which the machine's load and the other steps also set.
+    #[arg(allow_hyphen_values = true, value_parser = positive_f64, long, value_name = "MS", default_value_t = 15.0)]
     pub(crate) app_p99_limit: f64,
     /// Run the built-in create_orders workload at this rate during apply and
     /// report what it felt per step (e.g. 3000/min).
@@ -337,10 +372,10 @@ pub(crate) struct ApplyArgs {
     #[arg(long)]
     pub(crate) force: bool,
     /// Window without trigger fills that shows the application writes the column.
-    #[arg(long, default_value = "5s")]
+    #[arg(allow_hyphen_values = true, value_parser = duration, long, default_value = "5s")]
     pub(crate) trigger_window: humantime::Duration,
     /// How long to wait for the application to write the column before stopping.
-    #[arg(long, default_value = "60s")]
+    #[arg(allow_hyphen_values = true, value_parser = duration, long, default_value = "60s")]
     pub(crate) await_app: humantime::Duration,
     /// Discard an unfinished stored plan and build a new one.
     #[arg(long)]
@@ -377,7 +412,7 @@ pub(crate) struct PlanArgs {
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
     /// lock_timeout written into the SQL script.
-    #[arg(long, default_value = "100ms")]
+    #[arg(allow_hyphen_values = true, value_parser = positive_duration, long, default_value = "100ms")]
     pub(crate) lock_timeout: humantime::Duration,
 }
 
@@ -495,10 +530,10 @@ pub(crate) struct WorkloadArgs {
     #[arg(long, default_value = "20000/min")]
     pub(crate) rate: String,
     /// How long to run (e.g. 60s, 5m); 0 runs until Ctrl-C.
-    #[arg(long, default_value = "60s")]
+    #[arg(allow_hyphen_values = true, value_parser = duration, long, default_value = "60s")]
     pub(crate) duration: humantime::Duration,
     /// Concurrent connections.
-    #[arg(long, default_value_t = 4)]
+    #[arg(allow_hyphen_values = true, value_parser = at_least_one::<usize>, long, default_value_t = 4)]
     pub(crate) connections: usize,
     #[arg(long, value_enum, default_value_t = shardready::workload::Mode::Client)]
     pub(crate) mode: shardready::workload::Mode,
@@ -506,10 +541,10 @@ pub(crate) struct WorkloadArgs {
     #[arg(long, value_enum, default_value_t = shardready::workload::StoreIdMode::Auto)]
     pub(crate) store_id: shardready::workload::StoreIdMode,
     /// Server mode: orders per create_orders call.
-    #[arg(long, default_value_t = 3)]
+    #[arg(allow_hyphen_values = true, value_parser = at_least_one::<u32>, long, default_value_t = 3)]
     pub(crate) batch: u32,
     /// Server mode: run `SELECT create_orders(N)` once and print the time.
-    #[arg(long, value_name = "N", conflicts_with = "schedule")]
+    #[arg(allow_hyphen_values = true, value_parser = at_least_one::<i32>, long, value_name = "N", conflicts_with = "schedule")]
     pub(crate) once: Option<i32>,
     /// Server mode: schedule create_orders with pg_cron every minute at
     /// --rate (like the seed) and return.
@@ -531,6 +566,9 @@ pub(crate) struct WorkloadArgs {
 #[derive(Subcommand)]
 pub(crate) enum JobsCmd {
     /// List pg_cron jobs.
+    #[command(
+        after_help = "Examples:\n  shardready jobs list\n  shardready jobs list --format json"
+    )]
     List {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
@@ -540,6 +578,7 @@ pub(crate) enum JobsCmd {
         after_help = "Example:\n  shardready jobs schedule create_orders '*/1 * * * *' 'SELECT create_orders(20000);'"
     )]
     Schedule {
+        /// The job's name (a job of that name is replaced).
         name: String,
         /// Cron expression, e.g. '*/1 * * * *'.
         cron: String,
@@ -548,7 +587,10 @@ pub(crate) enum JobsCmd {
     },
     /// Remove a job.
     #[command(after_help = "Example:\n  shardready jobs unschedule create_orders")]
-    Unschedule { name: String },
+    Unschedule {
+        /// The job's name, as `jobs list` shows it.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -565,13 +607,22 @@ pg_cron is preloaded and created when the postgresql-15-cron package is
 installed (Citus likewise). As root, the server runs as the `postgres` OS user.")]
     Start(StartArgs),
     /// Stop the server (fast shutdown); data stays.
+    #[command(
+        after_help = "Examples:\n  shardready sandbox stop\n  shardready sandbox stop --dir /tmp/citus     # its workers too"
+    )]
     Stop,
     /// Whether it runs, where, and what it has.
+    #[command(
+        after_help = "Examples:\n  shardready sandbox status\n  shardready sandbox status --format json     # {\"exists\": …, \"running\": …, \"port\": …}"
+    )]
     Status {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
     /// Print the connection URL (e.g. `psql "$(shardready sandbox url)"`).
+    #[command(
+        after_help = "Examples:\n  psql \"$(shardready sandbox url)\"\n  export DATABASE_URL=\"$(shardready sandbox url)\""
+    )]
     Url,
     /// Open psql on the sandbox; arguments after `--` go to psql.
     #[command(
@@ -582,6 +633,9 @@ installed (Citus likewise). As root, the server runs as the `postgres` OS user."
         args: Vec<String>,
     },
     /// Stop the server and delete the sandbox directory with all its data.
+    #[command(
+        after_help = "Examples:\n  shardready sandbox destroy\n  shardready sandbox destroy --dir /tmp/citus"
+    )]
     Destroy,
 }
 
@@ -653,7 +707,7 @@ at the end; the sequences are set like the seed's setval.")]
 #[derive(Args)]
 pub(crate) struct DataArgs {
     /// Size relative to the seed's dataset (1 = 442 stores, ~6M rows).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(allow_hyphen_values = true, value_parser = positive_f64, long, default_value_t = 1.0)]
     pub(crate) scale: f64,
     /// Random seed; the same scale and seed give the same data.
     #[arg(long, default_value_t = 42)]
@@ -664,8 +718,10 @@ pub(crate) struct DataArgs {
 pub(crate) struct CopyArgs {
     /// Target table (`name` or `schema.name`).
     pub(crate) table: String,
-    /// CSV files, glob patterns, zip archives (`data.zip` or `data.zip:PATTERN`).
-    #[arg(required = true, value_name = "FILE|GLOB|ZIP")]
+    /// CSV files, glob patterns, zip archives (`data.zip` or
+    /// `data.zip:PATTERN`), `-` for standard input, or a pipe (`<(zcat
+    /// f.csv.gz)`); a stream is kept in a temporary file while it loads.
+    #[arg(required = true, value_name = "FILE|GLOB|ZIP|-")]
     pub(crate) inputs: Vec<String>,
     /// Each file starts with a header line (skipped).
     #[arg(long)]
@@ -687,4 +743,40 @@ pub(crate) struct CopyArgs {
 pub(crate) enum Format {
     Text,
     Json,
+}
+
+/// Value parsers that give the real reason for a bad number or duration
+/// (a negative one reaches them instead of being taken for an option).
+fn positive_f64(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(_) => Err("must be greater than 0".into()),
+        Err(_) => Err("not a number".into()),
+    }
+}
+
+fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(s: &str) -> Result<T, String> {
+    match s.trim().parse::<T>() {
+        Ok(v) if v >= T::from(1) => Ok(v),
+        Ok(_) => Err("must be at least 1".into()),
+        Err(_) if s.trim().starts_with('-') => Err("must be at least 1".into()),
+        Err(_) => Err("not a whole number".into()),
+    }
+}
+
+fn duration(s: &str) -> Result<humantime::Duration, String> {
+    if s.trim().starts_with('-') {
+        return Err("a duration cannot be negative (e.g. 100ms, 2s, 5m)".into());
+    }
+    s.trim()
+        .parse::<humantime::Duration>()
+        .map_err(|e| format!("{e} (e.g. 100ms, 2s, 5m)"))
+}
+
+fn positive_duration(s: &str) -> Result<humantime::Duration, String> {
+    let d = duration(s)?;
+    if std::time::Duration::from(d).is_zero() {
+        return Err("must be longer than 0 (e.g. 100ms)".into());
+    }
+    Ok(d)
 }

@@ -7,16 +7,29 @@ use super::args::*;
 use super::runtime;
 use shardready::sandbox;
 
+/// The demo's sandbox when no --dir is given: beside the default sandbox.
+pub(super) fn demo_dir() -> std::path::PathBuf {
+    sandbox::default_dir().with_file_name("demo-sandbox")
+}
+
 pub(super) fn demo_cmd(g: &Global, a: DemoArgs) -> Result<ExitCode> {
     use shardready::demo::{self, DemoOptions};
-    let sandbox_dir = g
-        .dir
-        .clone()
-        .unwrap_or_else(|| sandbox::default_dir().with_file_name("demo-sandbox"));
+    if g.db.is_some() {
+        anyhow::bail!(
+            "the demo runs on a sandbox of its own, so --db is not used; to prepare your \
+             database, run `shardready analyze --db …` then `shardready apply --db …`"
+        );
+    }
+    // Its own directory: never the one SHARDREADY_SANDBOX_DIR names for the
+    // user's sandbox (only an explicit --dir).
+    let sandbox_dir = match &g.dir {
+        Some(d) if !g.dir_from_env() => d.clone(),
+        _ => demo_dir(),
+    };
     let opts = DemoOptions {
         scale: a.scale,
         rate: shardready::workload::parse_rate(&a.rate)?,
-        connections: a.connections.max(1),
+        connections: a.connections,
         out: a.out.clone(),
         sandbox_dir,
         keep: a.keep,

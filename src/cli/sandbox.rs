@@ -8,6 +8,12 @@ use anyhow::bail;
 use shardready::sandbox::{self, Sandbox, SandboxOptions};
 
 pub(super) fn sandbox_cmd(g: &Global, cmd: SandboxCmd) -> Result<ExitCode> {
+    if g.db.is_some() {
+        bail!(
+            "--db means nothing to `sandbox` (it works on the sandbox in --dir, or \
+             SHARDREADY_SANDBOX_DIR's); leave it out"
+        );
+    }
     let dir = g.sandbox_dir();
     match cmd {
         SandboxCmd::Start(a) => {
@@ -43,8 +49,12 @@ pub(super) fn sandbox_cmd(g: &Global, cmd: SandboxCmd) -> Result<ExitCode> {
         }
         SandboxCmd::Stop => {
             let sb = Sandbox::open(&dir)?;
-            sb.stop()?;
-            eprintln!("sandbox stopped: {}", dir.display());
+            if sb.running_pid().is_none() {
+                eprintln!("sandbox was not running: {}", dir.display());
+            } else {
+                sb.stop()?;
+                eprintln!("sandbox stopped: {}", dir.display());
+            }
         }
         SandboxCmd::Status { format } => match Sandbox::open(&dir) {
             Ok(sb) => {

@@ -139,7 +139,14 @@ impl Target {
             return Self::parse_in(db, Source::Flag, env);
         }
         if let Some(url) = env.var("DATABASE_URL") {
-            return Self::parse_in(&url, Source::DatabaseUrl, env);
+            // Say where the bad string came from: the user did not type it
+            // on this command line.
+            return Self::parse_in(&url, Source::DatabaseUrl, env).map_err(|e| match e {
+                ConnError::Parse(detail) => ConnError::Parse(format!(
+                    "{detail} (from DATABASE_URL; fix it, unset it, or pass --db)"
+                )),
+                other => other,
+            });
         }
         if ["PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER"]
             .iter()

@@ -3,11 +3,62 @@
 
 use super::*;
 
-/// One input: a file on disk or a member of a zip archive (read in place).
+/// One input: a file on disk, a member of a zip archive (read in place),
+/// or standard input or a pipe, kept in a temporary file while the load
+/// reads it (the load reads its inputs more than once: checked, then
+/// streamed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InputFile {
     Path(PathBuf),
     ZipMember { archive: PathBuf, member: String },
+    Spooled(Spooled),
+}
+
+/// A stream read once into a temporary file, removed when the last copy of
+/// this goes.
+#[derive(Debug, Clone)]
+pub struct Spooled {
+    /// What the user named (`-` shows as "standard input").
+    pub name: String,
+    file: std::sync::Arc<tempfile::TempPath>,
+}
+
+impl PartialEq for Spooled {
+    fn eq(&self, o: &Spooled) -> bool {
+        self.name == o.name
+    }
+}
+impl Eq for Spooled {}
+
+impl Spooled {
+    fn path(&self) -> &Path {
+        &self.file
+    }
+    /// Reads `arg` (`-` for standard input, else a pipe or device) to its
+    /// end into a temporary file.
+    fn read(arg: &str) -> Result<Spooled, CopyError> {
+        let name = if arg == "-" {
+            "standard input".to_string()
+        } else {
+            arg.to_string()
+        };
+        let failed = |e: io::Error| CopyError::Read {
+            file: name.clone(),
+            source: e,
+            during_load: false,
+        };
+        let mut tmp = tempfile::NamedTempFile::new().map_err(&failed)?;
+        if arg == "-" {
+            io::copy(&mut io::stdin().lock(), &mut tmp).map_err(&failed)?;
+        } else {
+            let mut src = File::open(arg).map_err(|e| open_error(Path::new(arg), e))?;
+            io::copy(&mut src, &mut tmp).map_err(&failed)?;
+        }
+        Ok(Spooled {
+            name,
+            file: std::sync::Arc::new(tmp.into_temp_path()),
+        })
+    }
 }
 
 impl fmt::Display for InputFile {
@@ -17,6 +68,7 @@ impl fmt::Display for InputFile {
             InputFile::ZipMember { archive, member } => {
                 write!(f, "{}:{}", archive.display(), member)
             }
+            InputFile::Spooled(s) => write!(f, "{}", s.name),
         }
     }
 }
@@ -44,6 +96,9 @@ impl InputFile {
                 let f = z.by_name(member).map_err(|e| zip_error(archive, e))?;
                 Ok(f.size())
             }
+            InputFile::Spooled(s) => Ok(std::fs::metadata(s.path())
+                .map_err(|e| open_error(s.path(), e))?
+                .len()),
         }
     }
 
@@ -61,6 +116,10 @@ impl InputFile {
                 let mut z = open_zip(archive)?;
                 let mut zf = z.by_name(member).map_err(|e| zip_error(archive, e))?;
                 f(&mut zf)
+            }
+            InputFile::Spooled(s) => {
+                let mut file = File::open(s.path()).map_err(|e| open_error(s.path(), e))?;
+                f(&mut file)
             }
         }
     }
@@ -259,12 +318,22 @@ pub fn resolve_inputs(args: &[String]) -> Result<Vec<InputFile>, CopyError> {
             }
             continue;
         }
-        let paths = if has_glob_chars(arg) {
+        let paths = if arg == "-" {
+            push(InputFile::Spooled(Spooled::read(arg)?), &mut out);
+            continue;
+        } else if has_glob_chars(arg) {
             expand_glob(arg)?
         } else {
             let p = PathBuf::from(arg);
             let meta = std::fs::metadata(&p).map_err(|e| open_error(&p, e))?;
             if !meta.is_file() {
+                // A pipe or device (`<(zcat …)`, /dev/fd/N): read once.
+                use std::os::unix::fs::FileTypeExt;
+                let ft = meta.file_type();
+                if ft.is_fifo() || ft.is_char_device() {
+                    push(InputFile::Spooled(Spooled::read(arg)?), &mut out);
+                    continue;
+                }
                 return Err(CopyError::NotAFile { path: arg.clone() });
             }
             vec![p]
