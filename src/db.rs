@@ -175,9 +175,14 @@ where
                         attempts: stats.lock_timeouts,
                     });
                 }
-                let pause = Duration::from_micros(
+                let mut pause = Duration::from_micros(
                     rand::thread_rng().gen_range(0..=backoff.as_micros() as u64),
                 );
+                // Never sleep past max_wait: the last try starts by then,
+                // so giving up comes within one lock_timeout of it.
+                if let Some(max) = policy.max_wait {
+                    pause = pause.min(max.saturating_sub(start.elapsed()));
+                }
                 tokio::time::sleep(pause).await;
                 stats.waited += pause;
                 backoff = (backoff * 2).min(Duration::from_secs(5));

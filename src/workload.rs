@@ -983,7 +983,17 @@ async fn drive(
     let mut i: u64 = 0;
     loop {
         let intended = rec.start + interval.mul_f64(i as f64);
-        if end.is_some_and(|e| intended >= e) || *stop.borrow() {
+        if *stop.borrow() {
+            break;
+        }
+        if let Some(e) = end.filter(|e| intended >= *e) {
+            // No order is due before the end: the run still lasts its whole
+            // duration (a low rate must not end it early and report a rate
+            // measured over a fraction of a second).
+            tokio::select! {
+                _ = tokio::time::sleep_until(e.into()) => {}
+                _ = stop.changed() => {}
+            }
             break;
         }
         tokio::select! {

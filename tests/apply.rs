@@ -470,6 +470,14 @@ async fn a_long_lock_makes_apply_wait_and_retry_without_blocking_the_app() {
     opts.policy.max_wait = Some(Duration::from_millis(800));
     let err = apply::apply(&t2, &opts, None).await.unwrap_err();
     assert!(matches!(err, ApplyError::GaveUp { .. }), "{err}");
+    // It gives up within one lock_timeout (100 ms) of --max-wait, not a
+    // backoff pause later (5.8 s for --max-wait 3s, before).
+    if let ApplyError::GaveUp { waited, .. } = &err {
+        assert!(
+            *waited < Duration::from_millis(800 + 100 + 300),
+            "gave up after {waited:?}"
+        );
+    }
     tx.rollback().await.unwrap();
     let c2 = connect(&t2).await;
     let has_col = scalar_i64(

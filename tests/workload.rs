@@ -100,6 +100,20 @@ async fn client_mode_holds_the_rate_and_follows_the_seed() {
     assert_eq!(tl_total, s.transactions);
     assert!(report.timeline.len() >= 8);
     assert!(s.latency.p50_ms > 0.0 && s.latency.max_ms >= s.latency.p99_ms);
+    // A rate too low for one order per duration still runs the whole
+    // duration and reports what it did over it (100/h for 2 s: 1 order).
+    let slow = Workload::start(&t, cfg(100.0 / 3600.0, 2))
+        .await
+        .unwrap()
+        .wait()
+        .await;
+    assert_eq!(slow.summary.orders, 1);
+    assert!(
+        slow.summary.duration_s >= 2.0,
+        "{}",
+        slow.summary.duration_s
+    );
+    assert!(slow.summary.achieved_rate_per_min <= 31.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -124,12 +124,16 @@ pub struct BackfillStats {
     pub final_batch_keys: i64,
     /// Light VACUUMs along the way ([`reclaim`]).
     pub reclaims: u32,
+    /// Of `rows`, those an earlier, interrupted run filled (not in
+    /// `seconds`).
+    pub earlier_rows: i64,
 }
 
 impl BackfillStats {
-    /// Rows filled per second over the whole backfill.
+    /// Rows this run filled per second (an earlier run's rows are not in
+    /// its time).
     pub fn rows_per_second(&self) -> f64 {
-        self.rows as f64 / self.seconds.max(1e-9)
+        (self.rows - self.earlier_rows) as f64 / self.seconds.max(1e-9)
     }
 }
 
@@ -167,6 +171,7 @@ pub async fn run(
     let mut size: i64 = 1000;
     let mut stats = BackfillStats {
         table: table.to_string(),
+        earlier_rows: rows,
         ..Default::default()
     };
     let mut throttled = Duration::ZERO;
@@ -339,16 +344,60 @@ async fn load_cursor(client: &Client, step: &Backfill) -> Result<BackfillCursor,
     })
 }
 
-/// Rows/s and ETA over the key range, on a terminal only.
+/// Where the backfill is, for the person watching: a bar on a terminal;
+/// elsewhere (a log file, CI) one line every [`PLAIN_EVERY`], so a long
+/// backfill is never silent.
+struct Progress {
+    bar: ProgressBar,
+    plain: Option<Plain>,
+}
+
+struct Plain {
+    table: String,
+    total: u64,
+    started: Instant,
+    from: u64,
+    last: std::sync::Mutex<Instant>,
+}
+
+/// How often a line is printed when the output is not a terminal.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+impl Progress {
+    fn set_position(&self, pos: u64) {
+        self.bar.set_position(pos);
+        let Some(p) = &self.plain else { return };
+        let mut last = p.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() < PLAIN_EVERY {
+            return;
+        }
+        *last = Instant::now();
+        let rate = pos.saturating_sub(p.from) as f64 / p.started.elapsed().as_secs_f64().max(1e-9);
+        let left = p.total.saturating_sub(pos) as f64 / rate.max(1e-9);
+        eprintln!(
+            "  backfill {}: {:.0}% of the key range, {:.0} keys/s, about {:.0} s left",
+            p.table,
+            100.0 * pos as f64 / p.total.max(1) as f64,
+            rate,
+            left
+        );
+    }
+    fn finish_and_clear(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 fn progress_bar(
     progress: bool,
     table: &crate::catalog::QName,
     min_key: i64,
     max_key: i64,
     cursor: i64,
-) -> ProgressBar {
+) -> Progress {
     let tty = progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let bar = ProgressBar::new((max_key - min_key).max(0) as u64);
+    let total = (max_key - min_key).max(0) as u64;
+    let at = (cursor - min_key).max(0) as u64;
+    let bar = ProgressBar::new(total);
     bar.set_draw_target(if tty {
         ProgressDrawTarget::stderr()
     } else {
@@ -360,8 +409,17 @@ fn progress_bar(
             .progress_chars("=> "),
     );
     bar.set_message(table.to_string());
-    bar.set_position((cursor - min_key).max(0) as u64);
-    bar
+    bar.set_position(at);
+    Progress {
+        bar,
+        plain: (progress && !tty).then(|| Plain {
+            table: table.to_string(),
+            total,
+            started: Instant::now(),
+            from: at,
+            last: std::sync::Mutex::new(Instant::now()),
+        }),
+    }
 }
 
 /// Final sweep. The key ranges covered every row up to their maximum, and
@@ -489,6 +547,7 @@ pub async fn run_pg_cron(
         batches,
         seconds: start.elapsed().as_secs_f64(),
         swept,
+        earlier_rows: c.rows,
         ..Default::default()
     })
 }

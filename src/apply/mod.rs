@@ -663,8 +663,13 @@ async fn run(
                     say(
                         opts,
                         &format!(
-                            "        {} rows in {} batches, {:.1} s ({:.0} rows/s), throttled {:.1} s, {} light vacuums",
+                            "        {} rows{} in {} batches, {:.1} s ({:.0} rows/s), throttled {:.1} s, {} light vacuums",
                             b.rows,
+                            if b.earlier_rows > 0 {
+                                format!(" ({} of them before the interruption)", b.earlier_rows)
+                            } else {
+                                String::new()
+                            },
                             b.batches,
                             b.seconds,
                             b.rows_per_second(),
@@ -705,10 +710,14 @@ async fn run(
                     String::new()
                 },
                 app.as_ref()
-                    .map(|a| format!(
-                        "; app p99 {:.1} ms, max {:.1} ms, errors {}",
-                        a.p99_ms, a.max_ms, a.errors
-                    ))
+                    .map(|a| if a.transactions == 0 && a.errors == 0 {
+                        "; no application transaction ended meanwhile".to_string()
+                    } else {
+                        format!(
+                            "; app p99 {:.1} ms, max {:.1} ms, errors {}",
+                            a.p99_ms, a.max_ms, a.errors
+                        )
+                    })
                     .unwrap_or_default()
             ),
         );

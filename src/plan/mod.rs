@@ -37,6 +37,16 @@ pub enum Impact {
 }
 
 impl Impact {
+    /// A short name for tables (report.md's lock column).
+    pub fn label(self) -> &'static str {
+        match self {
+            Impact::Brief => "brief lock",
+            Impact::ScanNoBlock => "scan, writes continue",
+            Impact::Concurrent => "concurrent build",
+            Impact::Batches => "short batches",
+            Impact::NoBlock => "no block",
+        }
+    }
     pub fn describe(self) -> &'static str {
         match self {
             Impact::Brief => "brief lock (milliseconds; lock_timeout + retry)",

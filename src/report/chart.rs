@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use plotters::prelude::*;
-use plotters::style::{register_font, FontStyle};
+use plotters::style::{register_font, FontStyle, FontTransform};
 
 use crate::workload::TimelineRow;
 
@@ -143,25 +143,43 @@ where
                     color.mix(0.13).filled(),
                 )))
                 .map_err(|e| e.to_string())?;
-            // Numbers (named in the strip below) alternate between two
-            // heights so narrow neighbours stay readable.
-            let y = if i % 2 == 0 { y_max / 1.6 } else { y_max / 3.2 };
+            // Each band named in place, written downwards from the top
+            // along its left edge (a short phase keeps its name); the
+            // number matches the key below. Neighbours alternate between
+            // two heights, so two short phases in a row stay readable.
+            let y = if i % 2 == 0 { y_max / 1.3 } else { y_max / 6.0 };
             chart
                 .draw_series(std::iter::once(Text::new(
-                    format!("{}", i + 1),
+                    format!("{} {}", i + 1, b.label),
                     (b.start_s + x_max * 0.002, y),
-                    ("sans-serif", 15)
+                    ("sans-serif", 12)
                         .into_font()
                         .style(FontStyle::Bold)
-                        .color(&color.mix(0.95)),
+                        .transform(FontTransform::Rotate90)
+                        .color(&darker(color)),
                 )))
                 .map_err(|e| e.to_string())?;
         }
-        // max last and thin, so it shows where it equals p99.
-        let series: [Series; 3] = [
+        // The baseline: the application's p99 before anything ran, across
+        // the whole run, so every phase is read against it.
+        if let Some(base) = baseline_p99(panel) {
+            let grey = RGBColor(90, 90, 90);
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(0.0, base), (x_max, base)],
+                    6,
+                    4,
+                    grey.stroke_width(1),
+                ))
+                .map_err(|e| e.to_string())?
+                .label(format!("baseline p99 ({base:.1} ms)"))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 22, y)], grey.stroke_width(1))
+                });
+        }
+        let series: [Series; 2] = [
             ("p99", RGBColor(230, 124, 0), 3, |r| r.p99_ms),
             ("p50", RGBColor(15, 98, 170), 2, |r| r.p50_ms),
-            ("max", RGBColor(200, 30, 30), 1, |r| r.max_ms),
         ];
         for (name, color, width, get) in series {
             let pts: Vec<(f64, f64)> = panel
@@ -178,6 +196,22 @@ where
                     PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
                 });
         }
+        // max as dots over the lines: never hidden under p99 where they
+        // are equal (seconds with few transactions).
+        let red = RGBColor(200, 30, 30);
+        chart
+            .draw_series(
+                panel
+                    .timeline
+                    .iter()
+                    .filter(|r| r.transactions > 0)
+                    .map(|r| {
+                        Circle::new((r.t_s as f64 + 0.5, r.max_ms.max(y_min)), 2, red.filled())
+                    }),
+            )
+            .map_err(|e| e.to_string())?
+            .label("max")
+            .legend(move |(x, y)| Circle::new((x + 11, y), 3, red.filled()));
         let errors: Vec<(f64, f64)> = panel
             .timeline
             .iter()
@@ -205,6 +239,33 @@ where
             .map_err(|e| e.to_string())?;
     }
     root.present().map_err(|e| e.to_string())
+}
+
+/// A band colour dark enough for text.
+fn darker(c: RGBColor) -> RGBColor {
+    RGBColor(c.0 / 2, c.1 / 2, c.2 / 2)
+}
+
+/// The median per-second p99 of the baseline phase (the band whose label
+/// starts with "baseline"), if the run has one.
+fn baseline_p99(panel: &Panel) -> Option<f64> {
+    let band = panel
+        .bands
+        .iter()
+        .find(|b| b.label.starts_with("baseline"))?;
+    let mut p99s: Vec<f64> = panel
+        .timeline
+        .iter()
+        .filter(|r| r.transactions > 0)
+        // Whole seconds inside the band (row t covers [t, t + 1)).
+        .filter(|r| (r.t_s as f64) >= band.start_s && (r.t_s as f64 + 1.0) <= band.end_s + 0.01)
+        .map(|r| r.p99_ms)
+        .collect();
+    if p99s.is_empty() {
+        return None;
+    }
+    p99s.sort_by(f64::total_cmp);
+    Some(p99s[p99s.len() / 2])
 }
 
 /// Writes the chart as SVG.

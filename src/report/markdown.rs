@@ -33,6 +33,14 @@ pub fn apply_markdown(
     out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for s in &r.steps {
         let (tx, p50, p99, max, err) = match &s.app {
+            // No latency without a transaction: a blank, not 0.0 ms.
+            Some(a) if a.transactions == 0 => (
+                "0".into(),
+                "–".into(),
+                "–".into(),
+                "–".into(),
+                a.errors.to_string(),
+            ),
             Some(a) => (
                 a.transactions.to_string(),
                 format!("{:.1}", a.p50_ms),
@@ -44,7 +52,7 @@ pub fn apply_markdown(
         };
         let _ = writeln!(
             out,
-            "| {} | {}{} | {:?} | {:.2} | {} | {tx} | {p50} | {p99} | {max} | {err} |",
+            "| {} | {}{} | {} | {:.2} | {} | {tx} | {p50} | {p99} | {max} | {err} |",
             s.position,
             s.description,
             if s.status == crate::apply::StepOutcome::AlreadyDone {
@@ -52,7 +60,7 @@ pub fn apply_markdown(
             } else {
                 ""
             },
-            s.impact,
+            s.impact.label(),
             s.seconds,
             s.lock_timeouts
         );
@@ -88,10 +96,24 @@ fn phase_table_md(out: &mut String, run: &Run) {
     out.push_str("| phase | seed step | seconds | app tx | app p50 ms | app p99 ms | app max ms | failed tx |\n");
     out.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
     for p in &run.phases {
+        let ms = |v: f64| {
+            if p.transactions == 0 {
+                "–".to_string()
+            } else {
+                format!("{v:.1}")
+            }
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {} |",
-            p.phase, p.seed_step, p.seconds, p.transactions, p.p50_ms, p.p99_ms, p.max_ms, p.errors
+            "| {} | {} | {:.1} | {} | {} | {} | {} | {} |",
+            p.phase,
+            p.seed_step,
+            p.seconds,
+            p.transactions,
+            ms(p.p50_ms),
+            ms(p.p99_ms),
+            ms(p.max_ms),
+            p.errors
         );
     }
 }
@@ -101,13 +123,21 @@ pub fn demo_markdown(r: &DemoReport) -> String {
     let mut out = String::from("# shardready demo: Tailspin Toys, prepared for Citus online\n\n");
     let _ = writeln!(
         out,
-        "Scale {} ({}), application traffic {:.0} orders/min, {:.0} s in all. Verified: {}.\n",
+        "Scale {} ({}, loaded in {:.1} s), application traffic {:.0} orders/min, {:.0} s in all. Verified: {}.\n",
         r.scale,
         counts_line(&r.counts),
+        r.load_seconds,
         r.rate_per_min,
         r.total_seconds,
         if r.verified { "yes" } else { "NO" }
     );
+    if r.runs.len() > 1 {
+        out.push_str("**Verdict, side by side:**\n\n");
+        for run in &r.runs {
+            let _ = writeln!(out, "- {}", super::text::run_verdict(run));
+        }
+        out.push('\n');
+    }
     let _ = writeln!(out, "{}.\n", r.distribution);
     out.push_str("![application latency per second, by phase](latency.png)\n\n");
     for run in &r.runs {

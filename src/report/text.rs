@@ -478,8 +478,44 @@ pub fn copy_report(report: &crate::ingest::copy::LoadReport) -> String {
 }
 
 /// The demo's phase tables, one per run, and the verdict.
+/// One line on what a run cost the application: its worst phase p99, its
+/// longest single wait (and in which phase), its failed transactions.
+pub fn run_verdict(run: &super::Run) -> String {
+    // The phases where the procedure ran (not the traffic-only ones before
+    // and after it), with transactions to measure.
+    let working: Vec<&super::PhaseRow> = run
+        .phases
+        .iter()
+        .filter(|p| !p.phase.contains("(traffic only)") && p.transactions > 0)
+        .collect();
+    let p99 = working.iter().map(|p| p.p99_ms).fold(0.0, f64::max);
+    let worst = working.iter().max_by(|a, b| a.max_ms.total_cmp(&b.max_ms));
+    let failed: u64 = run
+        .phases
+        .iter()
+        .filter(|p| !p.phase.contains("(traffic only)"))
+        .map(|p| p.errors)
+        .sum();
+    match worst {
+        Some(w) => format!(
+            "{}: while it ran, worst p99 {p99:.1} ms, longest wait {:.0} ms (in \"{}\"), {failed} failed",
+            run.label, w.max_ms, w.phase
+        ),
+        None => format!("{}: no phase measured", run.label),
+    }
+}
+
 pub fn demo_summary(report: &super::DemoReport, out_dir: &std::path::Path) -> String {
-    let mut out = format!("\nphase table ({}):\n", report.runs[0].label);
+    let mut out = format!(
+        "\nloaded {} rows in {:.1} s\n",
+        report.counts.iter().map(|c| c.rows).sum::<i64>(),
+        report.load_seconds
+    );
+    if report.runs.len() > 1 {
+        out.push_str("\nphase tables:\n");
+    } else {
+        let _ = write!(out, "\nphase table ({}):\n", report.runs[0].label);
+    }
     for run in &report.runs {
         if report.runs.len() > 1 {
             let _ = writeln!(out, "\n{}:", run.label);
@@ -490,10 +526,23 @@ pub fn demo_summary(report: &super::DemoReport, out_dir: &std::path::Path) -> St
             "phase", "seconds", "p50 ms", "p99 ms", "max ms", "failed"
         );
         for p in &run.phases {
+            // No latency without a transaction: a dash, not 0.0 ms.
+            let ms = |v: f64| {
+                if p.transactions == 0 {
+                    "–".to_string()
+                } else {
+                    format!("{v:.1}")
+                }
+            };
             let _ = writeln!(
                 out,
-                "  {:<34} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>7}",
-                p.phase, p.seconds, p.p50_ms, p.p99_ms, p.max_ms, p.errors
+                "  {:<34} {:>8.1} {:>9} {:>9} {:>9} {:>7}",
+                p.phase,
+                p.seconds,
+                ms(p.p50_ms),
+                ms(p.p99_ms),
+                ms(p.max_ms),
+                p.errors
             );
         }
         let _ = writeln!(
@@ -507,6 +556,12 @@ pub fn demo_summary(report: &super::DemoReport, out_dir: &std::path::Path) -> St
         for (code, message) in &run.workload.error_examples {
             let n = run.workload.errors_by_sqlstate.get(code).unwrap_or(&0);
             let _ = writeln!(out, "  failed transactions, {n} x {code}: {message}");
+        }
+    }
+    if report.runs.len() > 1 {
+        let _ = writeln!(out, "\nverdict, side by side:");
+        for run in &report.runs {
+            let _ = writeln!(out, "  {}", run_verdict(run));
         }
     }
     let _ = writeln!(out, "\n{}", report.distribution);
