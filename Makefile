@@ -11,7 +11,7 @@ deps:
 	@bash scripts/install-deps.sh
 
 build: deps
-	@echo "== building shardready (release): the first build takes about 10 minutes on 2 cores, later ones seconds"
+	@echo "== building shardready (release): the first build takes 4 to 10 minutes on 2 cores, later ones seconds"
 	$(CARGO) build --release
 	@echo '== built $(BIN) (put it on your PATH: export PATH="$$PWD/target/release:$$PATH")'
 
@@ -23,7 +23,7 @@ demo: build
 	$(BIN) demo --scale $(SCALE) $(ARGS)
 
 test: deps
-	@echo "== building shardready and its tests (release): the first build takes about 10 minutes on 2 cores"
+	@echo "== building shardready and its tests (release): the first build takes 4 to 10 minutes on 2 cores"
 	$(CARGO) build --release --all-targets
 	$(CARGO) test --release --no-fail-fast
 

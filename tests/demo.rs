@@ -128,6 +128,39 @@ fn demo_writes_a_complete_report() {
         assert!(md.contains(p.as_str()), "report.md lacks {p}");
     }
     assert!(md.contains("latency.png"));
+    // With --compare-seed, one verdict line per procedure, in the output
+    // and the report; the load time is in both; a phase without a
+    // transaction shows no latency rather than 0.0 ms.
+    assert!(stdout.contains("verdict, side by side:"), "{stdout}");
+    for label in [
+        "shardready apply: while it ran",
+        "the seed's procedure as written: while it ran",
+    ] {
+        assert!(
+            stdout.contains(label) && md.contains(label),
+            "{label}: {stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("loaded ") && md.contains("loaded in"),
+        "{stdout}"
+    );
+    let (ours_text, seeds_text) = stdout
+        .split_once("\nthe seed's procedure as written:\n")
+        .expect("two phase tables");
+    for (r, text) in runs.iter().zip([ours_text, seeds_text]) {
+        for p in r["phases"].as_array().unwrap() {
+            if p["transactions"] == 0 {
+                let prefix = format!("  {:<34} ", p["phase"].as_str().unwrap());
+                let row = text.lines().find(|l| l.starts_with(&prefix)).unwrap();
+                assert_eq!(row.matches('–').count(), 3, "{row}");
+            }
+        }
+    }
+    // Every phase is named on the chart itself, not only in the key.
+    for p in phases(0) {
+        assert!(svg_text(&out).contains(&p), "{p} is not on the chart");
+    }
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(
         html.starts_with("<!DOCTYPE html>") && html.contains("<svg"),
@@ -141,4 +174,14 @@ fn demo_writes_a_complete_report() {
     assert!(svg.contains("application latency per order (ms, log scale)"));
     let png = image::open(out.join("latency.png")).expect("latency.png decodes");
     assert_eq!((png.width(), png.height()), (1280, 900));
+}
+
+/// The text of latency.svg with XML entities decoded.
+fn svg_text(out: &std::path::Path) -> String {
+    let svg = std::fs::read_to_string(out.join("latency.svg")).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    doc.descendants()
+        .filter_map(|n| n.text())
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -265,3 +265,38 @@ fn copy_reads_standard_input_and_loads_leave_statistics() {
         "12009 rows loaded, estimated {estimate}"
     );
 }
+
+/// Every command a newcomer looks up has a runnable example in --help.
+#[test]
+fn help_has_an_example_for_every_command() {
+    for args in [
+        vec!["status"],
+        vec!["verify"],
+        vec!["sandbox", "start"],
+        vec!["sandbox", "status"],
+        vec!["sandbox", "url"],
+        vec!["sandbox", "stop"],
+        vec!["sandbox", "destroy"],
+        vec!["jobs", "list"],
+        vec!["jobs", "schedule"],
+        vec!["copy"],
+        vec!["demo"],
+    ] {
+        let out = common::shardready()
+            .args(&args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = text(&out);
+        assert!(out.status.success(), "{args:?}: {help}");
+        assert!(
+            help.contains("Example"),
+            "{args:?} --help has no example: {help}"
+        );
+    }
+    let schedule = common::shardready()
+        .args(["jobs", "schedule", "--help"])
+        .output()
+        .unwrap();
+    assert!(text(&schedule).contains("a job of that name is replaced"));
+}

@@ -46,7 +46,8 @@ pub(crate) struct Global {
     #[arg(long, global = true, value_name = "CONNINFO|URL")]
     pub(crate) db: Option<String>,
     /// Sandbox directory [default: ~/.local/share/shardready/sandbox,
-    /// or /var/lib/shardready/sandbox as root].
+    /// or /var/lib/shardready/sandbox as root; `demo` uses its own,
+    /// demo-sandbox beside it, unless --dir is given].
     #[arg(
         long,
         global = true,
