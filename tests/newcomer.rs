@@ -272,6 +272,8 @@ fn help_has_an_example_for_every_command() {
     for args in [
         vec!["status"],
         vec!["verify"],
+        vec!["pause"],
+        vec!["resume"],
         vec!["sandbox", "start"],
         vec!["sandbox", "status"],
         vec!["sandbox", "url"],

@@ -127,6 +127,8 @@ pub struct BackfillStats {
     /// Of `rows`, those an earlier, interrupted run filled (not in
     /// `seconds`).
     pub earlier_rows: i64,
+    /// Seconds spent paused by `shardready pause`.
+    pub paused_seconds: f64,
 }
 
 impl BackfillStats {
@@ -198,7 +200,22 @@ pub async fn run(
     let mut governor = Governor::new(pressure, pace.app_p99_limit_ms);
     let step_keys = ((max_key - min_key) / RECLAIM_EVERY).max(1);
     let mut next_reclaim = cursor + step_keys;
+    // `shardready pause` / `resume --max-rate`, read at most once a second.
+    let mut max_rate = pace.max_rate;
+    let mut next_control = Instant::now();
+    let mut paused = Duration::ZERO;
     while cursor < max_key {
+        if Instant::now() >= next_control {
+            next_control = Instant::now() + Duration::from_secs(1);
+            let mut c = super::control::read(client).await?;
+            if c.paused {
+                paused += super::control::wait_while_paused(client, progress).await?;
+                window_start = Instant::now();
+                window_rows = 0;
+                c = super::control::read(client).await?;
+            }
+            max_rate = c.max_rate.or(pace.max_rate);
+        }
         if cursor >= next_reclaim {
             reclaim(client, &reclaim_sql).await?;
             stats.reclaims += 1;
@@ -255,7 +272,7 @@ pub async fn run(
         }
         size = size.clamp(pace.min_batch, pace.max_batch);
         // Rate cap.
-        if let Some(max_rate) = pace.max_rate {
+        if let Some(max_rate) = max_rate {
             let elapsed = window_start.elapsed().as_secs_f64();
             let allowed = elapsed * max_rate;
             if (window_rows as f64) > allowed {
@@ -275,6 +292,7 @@ pub async fn run(
     stats.batches = batches;
     stats.seconds = start.elapsed().as_secs_f64();
     stats.throttled_seconds = throttled.as_secs_f64();
+    stats.paused_seconds = paused.as_secs_f64();
     stats.final_batch_keys = size;
     Ok(stats)
 }

@@ -8,6 +8,7 @@
 
 pub mod abort;
 pub mod backfill;
+pub mod control;
 pub mod state;
 
 use std::time::{Duration, Instant};
@@ -642,6 +643,9 @@ async fn run(
             });
             continue;
         }
+        // `shardready pause` holds the next step too (nothing runs, no
+        // lock is held) until `shardready resume`.
+        control::wait_while_paused(client, opts.progress).await?;
         say(opts, &format!("[{:>2}/{n}] {}", i + 1, step.describe()));
         state::mark(client, &id, StepState::Running, None, 0, None).await?;
         let t0 = Instant::now();

@@ -11,7 +11,7 @@ use crate::db::{self, DbError, LOCK_KEY};
 use crate::plan::Plan;
 
 /// The statements that create the state schema, one per query.
-const SCHEMA_SQL: [&str; 4] = [
+const SCHEMA_SQL: [&str; 5] = [
     "CREATE SCHEMA IF NOT EXISTS shardready",
     "CREATE TABLE IF NOT EXISTS shardready.plan (
     id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
@@ -38,6 +38,7 @@ const SCHEMA_SQL: [&str; 4] = [
     batches bigint NOT NULL DEFAULT 0,
     updated_at timestamptz NOT NULL DEFAULT now()
 )",
+    super::control::CONTROL_SQL,
 ];
 
 /// Where a step of the stored plan stands (`shardready.step.status`).
@@ -207,6 +208,8 @@ pub struct ApplyStatus {
     pub steps: Vec<StepStatus>,
     pub backfills: Vec<BackfillStatus>,
     pub apply_running: bool,
+    /// `shardready pause` / `resume`'s row.
+    pub control: super::control::Control,
 }
 
 pub async fn status(client: &Client) -> Result<ApplyStatus, ApplyError> {
@@ -227,6 +230,7 @@ pub async fn status(client: &Client) -> Result<ApplyStatus, ApplyError> {
             steps: Vec::new(),
             backfills: Vec::new(),
             apply_running: running,
+            control: Default::default(),
         });
     };
     let steps = client
@@ -281,6 +285,7 @@ pub async fn status(client: &Client) -> Result<ApplyStatus, ApplyError> {
         steps,
         backfills,
         apply_running: running,
+        control: super::control::read(client).await?,
     })
 }
 
@@ -300,6 +305,7 @@ pub async fn drop_schema(client: &Client) -> Result<(), ApplyError> {
         vec![
             "DROP TABLE IF EXISTS shardready.step".to_string(),
             "DROP TABLE IF EXISTS shardready.plan".to_string(),
+            "DROP TABLE IF EXISTS shardready.control".to_string(),
         ]
     } else {
         vec!["DROP SCHEMA IF EXISTS shardready CASCADE".to_string()]

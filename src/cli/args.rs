@@ -186,6 +186,28 @@ finishes the rest.")]
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Pause a running apply from anywhere: its backfill stops after the
+    /// current batch and no next step starts, until `shardready resume`.
+    #[command(after_help = "\
+Examples:
+  shardready pause                      # from another terminal, during apply
+  shardready status                     # says paused, and since when
+  shardready resume --max-rate 20000    # go on, at most 20000 rows/s from now
+
+The pause is a row in shardready.control, so it works from any machine that
+reaches the database; while paused, apply holds no lock and no transaction.")]
+    Pause,
+    /// Resume a paused apply, optionally with a new backfill rate cap.
+    #[command(after_help = "\
+Examples:
+  shardready resume
+  shardready resume --max-rate 5000     # the backfill's new cap, without a restart")]
+    Resume {
+        /// Backfill at most this many rows per second from now on (the
+        /// running apply takes it within a second).
+        #[arg(long, value_name = "ROWS/s", allow_hyphen_values = true, value_parser = positive_f64)]
+        max_rate: Option<f64>,
+    },
     /// Where things stand: apply's steps and backfill progress; on Citus,
     /// the tables it has and any key an interrupted distribute dropped.
     #[command(after_help = "\

@@ -41,6 +41,8 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             format,
         } => prepare::abort_cmd(&g, lock_timeout.into(), format),
         Command::Verify { analysis, format } => prepare::verify_cmd(&g, analysis, format),
+        Command::Pause => prepare::control_cmd(&g, None),
+        Command::Resume { max_rate } => prepare::control_cmd(&g, Some(max_rate)),
         Command::Explain { rule } => prepare::explain_cmd(rule.as_deref()),
     }
 }

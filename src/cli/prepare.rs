@@ -205,6 +205,33 @@ pub(super) fn status_cmd(g: &Global, format: Format) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `pause` (`resume`: None) or `resume [--max-rate]` (Some).
+pub(super) fn control_cmd(g: &Global, resume: Option<Option<f64>>) -> Result<ExitCode> {
+    use shardready::apply::control;
+    let target = g.target()?;
+    let c = runtime()?.block_on(async {
+        let client = target.connect().await?;
+        anyhow::Ok(match resume {
+            None => control::pause(&client).await?,
+            Some(rate) => control::resume(&client, rate).await?,
+        })
+    })?;
+    if c.paused {
+        println!(
+            "paused: the backfill stops after its current batch and no next step starts; \
+             `shardready resume` goes on"
+        );
+    } else {
+        println!(
+            "resumed{}",
+            c.max_rate
+                .map(|r| format!(": the backfill runs at most {r:.0} rows/s"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(super) fn verify_cmd(g: &Global, analysis: AnalyzeTarget, format: Format) -> Result<ExitCode> {
     let target = g.target()?;
     let v = runtime()?.block_on(async {

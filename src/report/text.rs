@@ -275,6 +275,23 @@ pub fn apply_status(st: &crate::apply::state::ApplyStatus) -> String {
             ""
         }
     );
+    if st.control.paused && !st.finished {
+        let _ = writeln!(
+            out,
+            "  PAUSED by `shardready pause`{}: nothing runs and no lock is held until `shardready resume`",
+            st.control
+                .paused_at
+                .as_deref()
+                .map(|t| format!(" since {t}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(r) = st.control.max_rate.filter(|_| !st.finished) {
+        let _ = writeln!(
+            out,
+            "  backfill rate cap {r:.0} rows/s (set by `shardready resume --max-rate`)"
+        );
+    }
     let interrupted = !st.apply_running && !st.finished;
     for s in &st.steps {
         // A step marked running with no apply alive was cut short.

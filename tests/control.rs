@@ -1,0 +1,92 @@
+//! `shardready pause` / `resume` from a second process while apply's
+//! backfill runs: the cursor stops moving, `status` says paused, nothing
+//! holds a lock meanwhile, and `resume --max-rate` lets it finish.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{connect, run_on, scalar_i64, tailspin};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_from_another_process_during_the_backfill() {
+    let (c, t) = tailspin(0.05).await;
+    let url = c.url();
+    let client = connect(&t).await;
+    // Nothing to pause before a preparation exists: said, not ignored.
+    let early = run_on(&url, &["pause"]);
+    assert_eq!(early.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&early.stderr).contains("shardready apply"));
+    // A slow backfill (2000 rows/s over 200k line items), in the background.
+    let apply = {
+        let t = t.clone();
+        tokio::spawn(async move {
+            let mut opts = common::quiet();
+            opts.pace.max_rate = Some(2000.0);
+            // Short batches: a batch and its rate pause take well under
+            // the second after which the backfill looks at the control row.
+            opts.pace.batch_target = Duration::from_millis(10);
+            shardready::apply::apply(&t, &opts, None).await
+        })
+    };
+    let cursor = || async {
+        client
+            .query_opt(
+                "SELECT cursor FROM shardready.backfill WHERE step_id LIKE 'backfill:%line_items'",
+                &[],
+            )
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.get::<_, i64>(0))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while cursor().await.unwrap_or(0) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backfill never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let paused = run_on(&url, &["pause"]);
+    assert!(paused.status.success(), "{paused:?}");
+    assert!(String::from_utf8_lossy(&paused.stdout).contains("paused"));
+    // Within a second and a batch it stops; then it stays where it is.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let at = cursor().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(cursor().await.unwrap(), at, "the cursor moved while paused");
+    let status = run_on(&url, &["status"]);
+    let said = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(
+        said.contains("PAUSED by `shardready pause` since"),
+        "{said}"
+    );
+    // No lock on line_items is held while paused (besides ours, none).
+    let locks = scalar_i64(
+        &client,
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+         WHERE l.relation = 'line_items'::regclass AND a.application_name = 'shardready' \
+         AND a.pid <> pg_backend_pid()",
+    )
+    .await;
+    assert_eq!(locks, 0, "a paused apply holds no lock on the table");
+    // Resume with a higher cap: it goes on and finishes.
+    let resumed = run_on(&url, &["resume", "--max-rate", "1000000"]);
+    assert!(resumed.status.success(), "{resumed:?}");
+    assert!(String::from_utf8_lossy(&resumed.stdout).contains("at most 1000000 rows/s"));
+    let report = tokio::time::timeout(Duration::from_secs(120), apply)
+        .await
+        .expect("apply finishes after resume")
+        .unwrap()
+        .expect("apply succeeds");
+    let b = report
+        .backfills
+        .iter()
+        .find(|b| b.table.ends_with("line_items"))
+        .unwrap();
+    assert!(b.paused_seconds >= 2.0, "paused {} s", b.paused_seconds);
+    assert!(cursor().await.unwrap() > at);
+    let verify = run_on(&url, &["verify"]);
+    assert!(verify.status.success(), "{verify:?}");
+}
