@@ -975,6 +975,67 @@ impl TestCluster {
         self.sandbox.as_ref().expect("cluster is alive")
     }
 
+    /// A streaming replica of this cluster: `pg_basebackup -R` into its own
+    /// directory, started on its own port with `settings` (e.g.
+    /// `recovery_min_apply_delay` to make it fall behind); stopped and
+    /// deleted on drop like any test cluster.
+    pub fn start_replica(&self, settings: Vec<(String, String)>) -> Result<TestCluster> {
+        let primary = self.sandbox();
+        let dir = std::env::temp_dir().join(format!(
+            "shardready-test-{}-{}",
+            std::process::id(),
+            TEST_SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        let identity = match &primary.state.os_user {
+            Some(u) => server_identity(u)?,
+            None => None,
+        };
+        io(
+            format!("cannot create {}", dir.display()),
+            fs::create_dir_all(&dir),
+        )?;
+        chown_to(&dir, identity)?;
+        let sb = Sandbox {
+            dir: dir.clone(),
+            state: SandboxState {
+                port: 0,
+                pg_cron: false,
+                citus: false,
+                worker_ports: Vec::new(),
+                ..primary.state.clone()
+            },
+        };
+        let made = (|| {
+            io(
+                "cannot create the socket directory",
+                fs::create_dir_all(sb.socket_dir()),
+            )?;
+            chown_to(&sb.socket_dir(), identity)?;
+            let mut bb = server_command(&sb.state.bin_dir.join("pg_basebackup"), identity);
+            bb.args(["-h", "127.0.0.1", "-p", &primary.state.port.to_string()])
+                .args(["-U", SUPERUSER, "-D"])
+                .arg(sb.data_dir())
+                .args(["-R", "-X", "stream", "-c", "fast"]);
+            run("pg_basebackup", &mut bb)?;
+            sb.save_state()?;
+            let mut opts = SandboxOptions::new(&dir);
+            opts.profile = Profile::Test;
+            opts.settings = settings;
+            opts.citus = CitusChoice::Off;
+            Sandbox::start(&opts)
+        })();
+        match made {
+            Ok(sb) => Ok(TestCluster { sandbox: Some(sb) }),
+            Err(e) => {
+                if let Ok(sb) = Sandbox::open(&dir) {
+                    sb.kill();
+                }
+                let _ = fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
     pub fn url(&self) -> String {
         self.sandbox().url()
     }

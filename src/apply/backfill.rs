@@ -29,6 +29,8 @@ pub struct Pace {
     pub lock_timeout: Duration,
     pub min_batch: i64,
     pub max_batch: i64,
+    /// How far behind the standbys may fall (None: not watched).
+    pub max_replica_lag: Option<super::control::ReplicaBudget>,
 }
 
 impl Default for Pace {
@@ -40,6 +42,7 @@ impl Default for Pace {
             lock_timeout: Duration::from_millis(100),
             min_batch: 200,
             max_batch: 200_000,
+            max_replica_lag: Some(super::control::ReplicaBudget::Time(Duration::from_secs(10))),
         }
     }
 }
@@ -129,6 +132,8 @@ pub struct BackfillStats {
     pub earlier_rows: i64,
     /// Seconds spent paused by `shardready pause`.
     pub paused_seconds: f64,
+    /// Seconds spent waiting for standbys beyond `--max-replica-lag`.
+    pub replica_wait_seconds: f64,
 }
 
 impl BackfillStats {
@@ -204,6 +209,7 @@ pub async fn run(
     let mut max_rate = pace.max_rate;
     let mut next_control = Instant::now();
     let mut paused = Duration::ZERO;
+    let mut replica_wait = Duration::ZERO;
     while cursor < max_key {
         if Instant::now() >= next_control {
             next_control = Instant::now() + Duration::from_secs(1);
@@ -252,6 +258,12 @@ pub async fn run(
             }
         };
         let took = t0.elapsed();
+        // The standbys replay what the batch wrote before the next one
+        // adds more, beyond the budget (checked after every batch: the
+        // lag stays within the budget plus one batch's WAL).
+        if let Some(budget) = &pace.max_replica_lag {
+            replica_wait += super::control::wait_for_replicas(client, budget, progress).await?;
+        }
         cursor = hi;
         rows += n;
         batches += 1;
@@ -293,6 +305,7 @@ pub async fn run(
     stats.seconds = start.elapsed().as_secs_f64();
     stats.throttled_seconds = throttled.as_secs_f64();
     stats.paused_seconds = paused.as_secs_f64();
+    stats.replica_wait_seconds = replica_wait.as_secs_f64();
     stats.final_batch_keys = size;
     Ok(stats)
 }

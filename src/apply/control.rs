@@ -147,3 +147,149 @@ pub async fn wait_while_paused(
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }
+
+/// How far behind the standbys may fall while the backfill writes
+/// (`--max-replica-lag`): by replay time or by WAL bytes not yet replayed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReplicaBudget {
+    Time(std::time::Duration),
+    Bytes(i64),
+}
+
+impl std::fmt::Display for ReplicaBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplicaBudget::Time(d) => write!(f, "{:.1} s", d.as_secs_f64()),
+            ReplicaBudget::Bytes(b) => write!(f, "{:.1} MB", *b as f64 / 1e6),
+        }
+    }
+}
+
+impl std::str::FromStr for ReplicaBudget {
+    type Err = String;
+    /// `10s`, `1500ms` (replay time) or `64MB`, `512kB`, `1GB` (WAL bytes).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let units = [("GB", 1e9), ("MB", 1e6), ("kB", 1e3), ("B", 1.0)];
+        for (unit, scale) in units {
+            if let Some(n) = t.strip_suffix(unit) {
+                let n: f64 = n.trim().parse().map_err(|_| format!("not a size: {s}"))?;
+                if !(n.is_finite() && n > 0.0) {
+                    return Err("must be greater than 0".into());
+                }
+                return Ok(ReplicaBudget::Bytes((n * scale) as i64));
+            }
+        }
+        if t.starts_with('-') {
+            return Err("cannot be negative".into());
+        }
+        let d: humantime::Duration = t
+            .parse()
+            .map_err(|e| format!("{e} (e.g. 10s, 1500ms, 64MB, or off)"))?;
+        if std::time::Duration::from(d).is_zero() {
+            return Err("must be greater than 0 (or off)".into());
+        }
+        Ok(ReplicaBudget::Time(d.into()))
+    }
+}
+
+/// The standby furthest behind, as the primary sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaLag {
+    pub name: String,
+    pub seconds: f64,
+    pub bytes: i64,
+}
+
+impl ReplicaLag {
+    fn over(&self, budget: &ReplicaBudget) -> bool {
+        match budget {
+            ReplicaBudget::Time(d) => self.seconds > d.as_secs_f64(),
+            ReplicaBudget::Bytes(b) => self.bytes > *b,
+        }
+    }
+}
+
+/// The furthest-behind standby (None without standbys, or when the role
+/// may not see their positions: `pg_monitor` or superuser can).
+pub async fn replica_lag(client: &Client) -> Result<Option<ReplicaLag>, ApplyError> {
+    let row = client
+        .query_opt(
+            "SELECT application_name::text, \
+                    coalesce(extract(epoch FROM replay_lag), 0)::float8, \
+                    coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::bigint \
+             FROM pg_stat_replication WHERE replay_lsn IS NOT NULL \
+             ORDER BY pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(|e| ApplyError::db("cannot read pg_stat_replication", e))?;
+    Ok(row.map(|r| ReplicaLag {
+        name: r.get(0),
+        seconds: r.get(1),
+        bytes: r.get(2),
+    }))
+}
+
+/// Waits while a standby is further behind than `budget`, saying once
+/// which one and how far; returns how long it waited. Holds no lock.
+pub async fn wait_for_replicas(
+    client: &Client,
+    budget: &ReplicaBudget,
+    progress: bool,
+) -> Result<std::time::Duration, ApplyError> {
+    let start = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        match replica_lag(client).await? {
+            Some(lag) if lag.over(budget) => {
+                if !said && progress {
+                    eprintln!(
+                        "        held back by replica lag: {} is {:.1} s / {:.1} MB behind (budget {budget}); waiting",
+                        lag.name,
+                        lag.seconds,
+                        lag.bytes as f64 / 1e6
+                    );
+                    said = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            _ => return Ok(start.elapsed()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn replica_budgets_parse_as_time_or_size() {
+        assert_eq!(
+            "10s".parse::<ReplicaBudget>(),
+            Ok(ReplicaBudget::Time(Duration::from_secs(10)))
+        );
+        assert_eq!(
+            "1500ms".parse::<ReplicaBudget>(),
+            Ok(ReplicaBudget::Time(Duration::from_millis(1500)))
+        );
+        assert_eq!(
+            "64MB".parse::<ReplicaBudget>(),
+            Ok(ReplicaBudget::Bytes(64_000_000))
+        );
+        assert_eq!(
+            "512kB".parse::<ReplicaBudget>(),
+            Ok(ReplicaBudget::Bytes(512_000))
+        );
+        assert!("-3s".parse::<ReplicaBudget>().is_err());
+        assert!("0MB".parse::<ReplicaBudget>().is_err());
+        let lag = ReplicaLag {
+            name: "standby".into(),
+            seconds: 2.0,
+            bytes: 5_000_000,
+        };
+        assert!(lag.over(&ReplicaBudget::Time(Duration::from_secs(1))));
+        assert!(!lag.over(&ReplicaBudget::Bytes(8_000_000)));
+    }
+}

@@ -664,10 +664,21 @@ async fn run(
                         }
                     };
                     stats.lock_timeouts += b.lock_timeouts;
+                    let waits: String = [
+                        (
+                            b.replica_wait_seconds,
+                            "waiting for standbys (--max-replica-lag)",
+                        ),
+                        (b.paused_seconds, "paused (shardready pause)"),
+                    ]
+                    .iter()
+                    .filter(|(s, _)| *s > 0.0)
+                    .map(|(s, what)| format!(", {s:.1} s {what}"))
+                    .collect();
                     say(
                         opts,
                         &format!(
-                            "        {} rows{} in {} batches, {:.1} s ({:.0} rows/s), throttled {:.1} s, {} light vacuums",
+                            "        {} rows{} in {} batches, {:.1} s ({:.0} rows/s), throttled {:.1} s, {} light vacuums{waits}",
                             b.rows,
                             if b.earlier_rows > 0 {
                                 format!(" ({} of them before the interruption)", b.earlier_rows)

@@ -387,6 +387,12 @@ pub(crate) struct ApplyArgs {
     /// p99, which the machine's load and the other steps also set.
     #[arg(allow_hyphen_values = true, value_parser = positive_f64, long, value_name = "MS", default_value_t = 15.0)]
     pub(crate) app_p99_limit: f64,
+    /// How far the standbys may fall behind while the backfill writes:
+    /// replay time (10s) or WAL bytes not yet replayed (64MB); after each
+    /// batch the backfill waits while one is further behind. `off` does
+    /// not watch them. Needs pg_monitor (or superuser) to see them.
+    #[arg(long, value_name = "TIME|SIZE|off", default_value = "10s", value_parser = replica_budget)]
+    pub(crate) max_replica_lag: LagBudget,
     /// Run the built-in create_orders workload at this rate during apply and
     /// report what it felt per step (e.g. 3000/min).
     #[arg(long, value_name = "RATE")]
@@ -802,4 +808,15 @@ fn positive_duration(s: &str) -> Result<humantime::Duration, String> {
         return Err("must be longer than 0 (e.g. 100ms)".into());
     }
     Ok(d)
+}
+
+/// `--max-replica-lag`: a budget, or `off` (None).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LagBudget(pub(crate) Option<shardready::apply::control::ReplicaBudget>);
+
+fn replica_budget(s: &str) -> Result<LagBudget, String> {
+    if s.trim() == "off" {
+        return Ok(LagBudget(None));
+    }
+    s.parse().map(|b| LagBudget(Some(b)))
 }

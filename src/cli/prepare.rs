@@ -91,6 +91,7 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
             batch_target: a.batch_target.into(),
             max_rate: a.max_rate,
             app_p99_limit_ms: a.app_p99_limit,
+            max_replica_lag: a.max_replica_lag.0,
             ..Pace::default()
         },
         force: a.force,

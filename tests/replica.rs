@@ -1,0 +1,97 @@
+//! A real streaming replica (pg_basebackup, replaying one second behind)
+//! while apply backfills: after each batch the backfill waits while the
+//! standby is further behind than `--max-replica-lag`, so the lag stays
+//! within the budget plus about one batch, and the backfill still ends.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{connect, run_on, tailspin};
+use shardready::apply::control::ReplicaBudget;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backfill_waits_for_a_standby_beyond_its_lag_budget() {
+    let (c, t) = tailspin(0.05).await;
+    let _standby = c
+        .start_replica(vec![
+            ("recovery_min_apply_delay".into(), "1s".into()),
+            ("wal_receiver_status_interval".into(), "1s".into()),
+        ])
+        .expect("a streaming replica starts");
+    let client = connect(&t).await;
+    // The primary sees it streaming.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while shardready::apply::control::replica_lag(&client)
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // What the standby lags while the backfill of line_items runs.
+    let budget: i64 = 4_000_000;
+    let worst = Arc::new(AtomicI64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (worst, done, c) = (worst.clone(), done.clone(), connect(&t).await);
+        tokio::spawn(async move {
+            let mut samples = 0;
+            while !done.load(Ordering::SeqCst) {
+                let running = c
+                    .query_opt(
+                        "SELECT 1 FROM shardready.step WHERE id LIKE 'backfill:%line_items' AND status = 'running'",
+                        &[],
+                    )
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some();
+                if running {
+                    if let Some(lag) = shardready::apply::control::replica_lag(&c).await.unwrap() {
+                        worst.fetch_max(lag.bytes, Ordering::SeqCst);
+                        samples += 1;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            samples
+        })
+    };
+    let mut opts = common::quiet();
+    opts.pace.max_replica_lag = Some(ReplicaBudget::Bytes(budget));
+    opts.pace.batch_target = Duration::from_millis(20);
+    let report = shardready::apply::apply(&t, &opts, None).await.unwrap();
+    done.store(true, Ordering::SeqCst);
+    let samples = sampler.await.unwrap();
+    let b = report
+        .backfills
+        .iter()
+        .find(|b| b.table.ends_with("line_items"))
+        .unwrap();
+    assert!(samples > 5, "the backfill was watched ({samples} samples)");
+    assert!(
+        b.replica_wait_seconds > 0.5,
+        "the backfill waited for the standby: {} s",
+        b.replica_wait_seconds
+    );
+    // Within the budget plus what one batch (20 ms of updates) and the
+    // standby's once-a-second reports add.
+    let worst = worst.load(Ordering::SeqCst);
+    eprintln!(
+        "standby at most {worst} bytes behind (budget {budget}); the backfill waited {:.1} s of {:.1} s",
+        b.replica_wait_seconds, b.seconds
+    );
+    assert!(
+        worst <= budget + 4_000_000,
+        "the standby fell {worst} bytes behind (budget {budget})"
+    );
+    let verify = run_on(&c.url(), &["verify"]);
+    assert!(verify.status.success(), "{verify:?}");
+}
