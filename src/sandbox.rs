@@ -946,6 +946,17 @@ impl TestCluster {
         citus: CitusChoice,
         workers: u16,
     ) -> Result<TestCluster> {
+        let dir = Self::fresh_dir();
+        let mut opts = SandboxOptions::new(&dir);
+        opts.profile = Profile::Test;
+        opts.settings = settings;
+        opts.citus = citus;
+        opts.workers = workers;
+        Self::started(&dir, Sandbox::start(&opts))
+    }
+
+    /// A directory of its own for a test cluster.
+    fn fresh_dir() -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "shardready-test-{}-{}",
             std::process::id(),
@@ -954,18 +965,18 @@ impl TestCluster {
         if dir.exists() {
             let _ = fs::remove_dir_all(&dir);
         }
-        let mut opts = SandboxOptions::new(&dir);
-        opts.profile = Profile::Test;
-        opts.settings = settings;
-        opts.citus = citus;
-        opts.workers = workers;
-        match Sandbox::start(&opts) {
+        dir
+    }
+
+    /// The cluster, or, when starting failed, nothing left behind.
+    fn started(dir: &Path, made: Result<Sandbox>) -> Result<TestCluster> {
+        match made {
             Ok(sb) => Ok(TestCluster { sandbox: Some(sb) }),
             Err(e) => {
-                if let Ok(sb) = Sandbox::open(&dir) {
+                if let Ok(sb) = Sandbox::open(dir) {
                     sb.kill();
                 }
-                let _ = fs::remove_dir_all(&dir);
+                let _ = fs::remove_dir_all(dir);
                 Err(e)
             }
         }
@@ -981,11 +992,7 @@ impl TestCluster {
     /// deleted on drop like any test cluster.
     pub fn start_replica(&self, settings: Vec<(String, String)>) -> Result<TestCluster> {
         let primary = self.sandbox();
-        let dir = std::env::temp_dir().join(format!(
-            "shardready-test-{}-{}",
-            std::process::id(),
-            TEST_SEQ.fetch_add(1, Ordering::SeqCst)
-        ));
+        let dir = Self::fresh_dir();
         let identity = match &primary.state.os_user {
             Some(u) => server_identity(u)?,
             None => None,
@@ -1024,16 +1031,7 @@ impl TestCluster {
             opts.citus = CitusChoice::Off;
             Sandbox::start(&opts)
         })();
-        match made {
-            Ok(sb) => Ok(TestCluster { sandbox: Some(sb) }),
-            Err(e) => {
-                if let Ok(sb) = Sandbox::open(&dir) {
-                    sb.kill();
-                }
-                let _ = fs::remove_dir_all(&dir);
-                Err(e)
-            }
-        }
+        Self::started(&dir, made)
     }
 
     pub fn url(&self) -> String {

@@ -181,39 +181,15 @@ fn copy_reads_standard_input_and_loads_leave_statistics() {
     assert!(common::run_on(&url, &["tailspin", "schema"])
         .status
         .success());
-    let mut child = common::shardready()
-        .args(["copy", "stores", "-", "--header", "--db", &url])
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"store_id,name,category\n1,One,toys\n2,\"Two, Inc\",games\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = copy_from_stdin(
+        &url,
+        &["--header"],
+        b"store_id,name,category\n1,One,toys\n2,\"Two, Inc\",games\n",
+    );
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("stores: 2 rows"), "{}", text(&out));
     // A bad row from a stream names it, and nothing is written.
-    let mut child = common::shardready()
-        .args(["copy", "stores", "-", "--db", &url])
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"3,Three,toys\nx,Four,toys\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = copy_from_stdin(&url, &[], b"3,Three,toys\nx,Four,toys\n");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("standard input:2"), "{}", text(&out));
     // apply on a database with nothing to prepare fails, saying why, and
@@ -301,4 +277,19 @@ fn help_has_an_example_for_every_command() {
         .output()
         .unwrap();
     assert!(text(&schedule).contains("a job of that name is replaced"));
+}
+
+/// `shardready copy stores - ARGS` with `input` on its standard input.
+fn copy_from_stdin(url: &str, args: &[&str], input: &[u8]) -> Output {
+    let mut child = common::shardready()
+        .args(["copy", "stores", "-", "--db", url])
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
 }

@@ -65,23 +65,26 @@ fn no_plan() -> ApplyError {
     }
 }
 
-async fn has_state(client: &Client) -> Result<bool, ApplyError> {
-    Ok(client
+/// Refuses without a stored preparation; makes sure the control row's
+/// table exists (a state schema older than it).
+async fn ready(client: &Client) -> Result<(), ApplyError> {
+    let has_state: bool = client
         .query_one("SELECT to_regclass('shardready.plan') IS NOT NULL", &[])
         .await
         .map_err(|e| ApplyError::db("cannot read the state", e))?
-        .get(0))
+        .get(0);
+    if !has_state {
+        return Err(no_plan());
+    }
+    crate::db::exec(client, CONTROL_SQL)
+        .await
+        .map_err(|e| ApplyError::db("cannot create shardready.control", e))
 }
 
 /// `shardready pause`: the backfill stops after its current batch and
 /// apply does not start its next step until `resume`.
 pub async fn pause(client: &Client) -> Result<Control, ApplyError> {
-    if !has_state(client).await? {
-        return Err(no_plan());
-    }
-    crate::db::exec(client, CONTROL_SQL)
-        .await
-        .map_err(|e| ApplyError::db("cannot create shardready.control", e))?;
+    ready(client).await?;
     client
         .execute(
             "INSERT INTO shardready.control (id, paused, paused_at) VALUES (1, true, now()) \
@@ -97,12 +100,7 @@ pub async fn pause(client: &Client) -> Result<Control, ApplyError> {
 /// `shardready resume [--max-rate N]`: goes on (a new rate cap, if given,
 /// holds from the next batch).
 pub async fn resume(client: &Client, max_rate: Option<f64>) -> Result<Control, ApplyError> {
-    if !has_state(client).await? {
-        return Err(no_plan());
-    }
-    crate::db::exec(client, CONTROL_SQL)
-        .await
-        .map_err(|e| ApplyError::db("cannot create shardready.control", e))?;
+    ready(client).await?;
     client
         .execute(
             "INSERT INTO shardready.control (id, paused, max_rate) VALUES (1, false, $1) \
