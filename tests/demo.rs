@@ -133,8 +133,8 @@ fn demo_writes_a_complete_report() {
     // transaction shows no latency rather than 0.0 ms.
     assert!(stdout.contains("verdict, side by side:"), "{stdout}");
     for label in [
-        "shardready apply: while it ran",
-        "the seed's procedure as written: while it ran",
+        "shardready apply: while it prepared the tables",
+        "the seed's procedure as written: while it prepared the tables",
     ] {
         assert!(
             stdout.contains(label) && md.contains(label),

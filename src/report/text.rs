@@ -498,24 +498,25 @@ pub fn copy_report(report: &crate::ingest::copy::LoadReport) -> String {
 /// One line on what a run cost the application: its worst phase p99, its
 /// longest single wait (and in which phase), its failed transactions.
 pub fn run_verdict(run: &super::Run) -> String {
-    // The phases where the procedure ran (not the traffic-only ones before
-    // and after it), with transactions to measure.
+    // The phases where the preparation ran: not the traffic-only ones
+    // before and after it, nor the distribution that only shardready's run
+    // goes on to (side by side, like is compared with like), and with
+    // transactions to measure.
+    let preparing = |p: &&super::PhaseRow| {
+        !p.phase.contains("(traffic only)") && !p.phase.contains("distribut")
+    };
     let working: Vec<&super::PhaseRow> = run
         .phases
         .iter()
-        .filter(|p| !p.phase.contains("(traffic only)") && p.transactions > 0)
+        .filter(preparing)
+        .filter(|p| p.transactions > 0)
         .collect();
     let p99 = working.iter().map(|p| p.p99_ms).fold(0.0, f64::max);
     let worst = working.iter().max_by(|a, b| a.max_ms.total_cmp(&b.max_ms));
-    let failed: u64 = run
-        .phases
-        .iter()
-        .filter(|p| !p.phase.contains("(traffic only)"))
-        .map(|p| p.errors)
-        .sum();
+    let failed: u64 = run.phases.iter().filter(preparing).map(|p| p.errors).sum();
     match worst {
         Some(w) => format!(
-            "{}: while it ran, worst p99 {p99:.1} ms, longest wait {:.0} ms (in \"{}\"), {failed} failed",
+            "{}: while it prepared the tables, worst p99 {p99:.1} ms, longest wait {:.0} ms (in \"{}\"), {failed} failed",
             run.label, w.max_ms, w.phase
         ),
         None => format!("{}: no phase measured", run.label),
