@@ -30,12 +30,7 @@ pub struct Control {
 
 /// Reads the control row (none yet, or no state schema: not paused).
 pub async fn read(client: &Client) -> Result<Control, ApplyError> {
-    let exists: bool = client
-        .query_one("SELECT to_regclass('shardready.control') IS NOT NULL", &[])
-        .await
-        .map_err(|e| ApplyError::db("cannot read shardready.control", e))?
-        .get(0);
-    if !exists {
+    if !super::state::has_table(client, "control").await? {
         return Ok(Control::default());
     }
     let row = client
@@ -68,12 +63,7 @@ fn no_plan() -> ApplyError {
 /// Refuses without a stored preparation; makes sure the control row's
 /// table exists (a state schema older than it).
 async fn ready(client: &Client) -> Result<(), ApplyError> {
-    let has_state: bool = client
-        .query_one("SELECT to_regclass('shardready.plan') IS NOT NULL", &[])
-        .await
-        .map_err(|e| ApplyError::db("cannot read the state", e))?
-        .get(0);
-    if !has_state {
+    if !super::state::has_table(client, "plan").await? {
         return Err(no_plan());
     }
     crate::db::exec(client, CONTROL_SQL)

@@ -90,14 +90,22 @@ pub async fn ensure_schema(client: &Client) -> Result<(), ApplyError> {
         .map_err(DbError::ctx("cannot create the shardready schema"))?)
 }
 
-/// The stored plan and whether it finished.
-pub async fn load_plan(client: &Client) -> Result<Option<(Plan, bool)>, ApplyError> {
-    let exists: bool = client
-        .query_one("SELECT to_regclass('shardready.plan') IS NOT NULL", &[])
+/// Whether a table of shardready's state exists (`name` in the
+/// `shardready` schema): the one check for state that may not be there yet.
+pub(crate) async fn has_table(client: &Client, name: &str) -> Result<bool, ApplyError> {
+    Ok(client
+        .query_one(
+            "SELECT to_regclass(format('shardready.%I', $1::text)) IS NOT NULL",
+            &[&name],
+        )
         .await
         .map_err(|e| ApplyError::db("cannot read the state", e))?
-        .get(0);
-    if !exists {
+        .get(0))
+}
+
+/// The stored plan and whether it finished.
+pub async fn load_plan(client: &Client) -> Result<Option<(Plan, bool)>, ApplyError> {
+    if !has_table(client, "plan").await? {
         return Ok(None);
     }
     let row = client
@@ -293,15 +301,7 @@ pub async fn status(client: &Client) -> Result<ApplyStatus, ApplyError> {
 /// (`abort`); kept while an interrupted `distribute` still has keys saved
 /// in it.
 pub async fn drop_schema(client: &Client) -> Result<(), ApplyError> {
-    let saved: bool = client
-        .query_one(
-            "SELECT to_regclass('shardready.distribute_fk') IS NOT NULL",
-            &[],
-        )
-        .await
-        .map_err(|e| ApplyError::db("cannot read the state", e))?
-        .get(0);
-    let statements = if saved {
+    let statements = if has_table(client, "distribute_fk").await? {
         vec![
             "DROP TABLE IF EXISTS shardready.step".to_string(),
             "DROP TABLE IF EXISTS shardready.plan".to_string(),
