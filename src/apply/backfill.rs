@@ -73,7 +73,7 @@ const BASELINE_WINDOW: Duration = Duration::from_secs(10);
 /// not what slows it, and stopping it would only make both wait). Each
 /// transaction is judged once, so one bad second does not keep the backfill
 /// paused for seconds after it.
-struct Governor {
+struct Watch {
     limit_ms: f64,
     since: Instant,
     total: u64,
@@ -81,7 +81,7 @@ struct Governor {
     allowed: f64,
 }
 
-impl Governor {
+impl Watch {
     fn new(pressure: &dyn Pressure, limit_ms: f64) -> Self {
         let now = Instant::now();
         let baseline = now
@@ -90,7 +90,7 @@ impl Governor {
             .filter(|&(n, _)| n >= 100)
             .map(|(n, slow)| slow as f64 / n as f64)
             .unwrap_or(0.0);
-        Governor {
+        Watch {
             limit_ms,
             since: now,
             total: PRIOR_TRANSACTIONS,
@@ -115,6 +115,40 @@ impl Governor {
     }
 }
 
+/// One [`Watch`] per source of pressure (the application's latency from
+/// `--workload`, the database's own signals): the backfill pauses when
+/// any of them says so, and the progress line names it.
+struct Governor<'a> {
+    watches: Vec<(&'a dyn Pressure, Watch)>,
+}
+
+impl<'a> Governor<'a> {
+    fn new(pressures: &[&'a dyn Pressure], limit_ms: f64) -> Self {
+        Governor {
+            watches: pressures
+                .iter()
+                .map(|&p| (p, Watch::new(p, limit_ms)))
+                .collect(),
+        }
+    }
+
+    /// The pause after a batch that took `took`, and what asked for it.
+    fn after_batch(&mut self, took: Duration) -> (Duration, Option<String>) {
+        let mut out = (Duration::ZERO, None);
+        for (p, w) in &mut self.watches {
+            let from = w.since;
+            let pause = w.after_batch(*p, took);
+            if !pause.is_zero() && out.1.is_none() {
+                out = (pause, p.holding(from, w.limit_ms));
+            }
+        }
+        for (p, _) in &self.watches {
+            p.note_holding(out.1.clone());
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct BackfillStats {
     pub table: String,
@@ -134,6 +168,11 @@ pub struct BackfillStats {
     pub paused_seconds: f64,
     /// Seconds spent waiting for standbys beyond `--max-replica-lag`.
     pub replica_wait_seconds: f64,
+    /// Of `throttled_seconds`, how long each signal held the backfill
+    /// back (its description's first words: "canary commit", "the
+    /// application waited", ...).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub held_back: std::collections::BTreeMap<String, f64>,
 }
 
 impl BackfillStats {
@@ -159,7 +198,7 @@ pub async fn run(
     client: &Client,
     step: &Backfill,
     pace: &Pace,
-    pressure: &dyn Pressure,
+    pressures: &[&dyn Pressure],
     progress: bool,
 ) -> Result<BackfillStats, ApplyError> {
     let table = &step.table;
@@ -202,7 +241,7 @@ pub async fn run(
     let quiet = quiet_triggers(client).await;
     let mut window_start = Instant::now();
     let mut window_rows: i64 = 0;
-    let mut governor = Governor::new(pressure, pace.app_p99_limit_ms);
+    let mut governor = Governor::new(pressures, pace.app_p99_limit_ms);
     let step_keys = ((max_key - min_key) / RECLAIM_EVERY).max(1);
     let mut next_reclaim = cursor + step_keys;
     // `shardready pause` / `resume --max-rate`, read at most once a second.
@@ -273,7 +312,8 @@ pub async fn run(
         // and halve the batch (shorter bursts interleave better with a
         // busy application); otherwise adapt the size to the time target
         // (at most halve or double).
-        let pause = governor.after_batch(pressure, took);
+        let (pause, why) = governor.after_batch(took);
+        bar.held_back(why.as_deref());
         if pause.is_zero() {
             let ratio = pace.batch_target.as_secs_f64() / took.as_secs_f64().max(1e-4);
             size = ((size as f64) * ratio.clamp(0.5, 2.0)) as i64;
@@ -281,6 +321,8 @@ pub async fn run(
             size /= 2;
             tokio::time::sleep(pause).await;
             throttled += pause;
+            let signal = why.as_deref().map_or("application latency", signal_name);
+            *stats.held_back.entry(signal.to_string()).or_default() += pause.as_secs_f64();
         }
         size = size.clamp(pace.min_batch, pace.max_batch);
         // Rate cap.
@@ -308,6 +350,19 @@ pub async fn run(
     stats.replica_wait_seconds = replica_wait.as_secs_f64();
     stats.final_batch_keys = size;
     Ok(stats)
+}
+
+/// The signal a governor's reason names, as a short key for the stats.
+fn signal_name(why: &str) -> &'static str {
+    if why.starts_with("canary") {
+        "canary"
+    } else if why.contains("waited") {
+        "lock waits"
+    } else if why.contains("statements") {
+        "statements"
+    } else {
+        "application latency"
+    }
 }
 
 /// How many times over the key range the backfill reclaims the space of
@@ -385,6 +440,8 @@ struct Progress {
 
 struct Plain {
     table: String,
+    /// What holds the backfill back, for the next line.
+    holding: std::sync::Mutex<Option<String>>,
     total: u64,
     started: Instant,
     from: u64,
@@ -405,13 +462,40 @@ impl Progress {
         *last = Instant::now();
         let rate = pos.saturating_sub(p.from) as f64 / p.started.elapsed().as_secs_f64().max(1e-9);
         let left = p.total.saturating_sub(pos) as f64 / rate.max(1e-9);
+        let holding = p.holding.lock().unwrap_or_else(|e| e.into_inner()).take();
         eprintln!(
-            "  backfill {}: {:.0}% of the key range, {:.0} keys/s, about {:.0} s left",
+            "  backfill {}: {:.0}% of the key range, {:.0} keys/s, about {:.0} s left{}",
             p.table,
             100.0 * pos as f64 / p.total.max(1) as f64,
             rate,
-            left
+            left,
+            holding
+                .map(|h| format!("; held back by {h}"))
+                .unwrap_or_default()
         );
+    }
+
+    /// Says what holds the backfill back (None: nothing now).
+    fn held_back(&self, why: Option<&str>) {
+        match why {
+            Some(why) => {
+                self.bar
+                    .set_message(format!("{} (held back by {why})", self.table()));
+                if let Some(p) = &self.plain {
+                    *p.holding.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.to_string());
+                }
+            }
+            None => self.bar.set_message(self.table()),
+        }
+    }
+
+    fn table(&self) -> String {
+        self.bar
+            .message()
+            .split(" (held back")
+            .next()
+            .unwrap_or_default()
+            .to_string()
     }
     fn finish_and_clear(&self) {
         self.bar.finish_and_clear();
@@ -445,6 +529,7 @@ fn progress_bar(
         bar,
         plain: (progress && !tty).then(|| Plain {
             table: table.to_string(),
+            holding: std::sync::Mutex::new(None),
             total,
             started: Instant::now(),
             from: at,
@@ -605,11 +690,11 @@ mod tests {
         let mut all = vec![baseline];
         all.extend_from_slice(windows);
         let p = Script(Mutex::new(all));
-        let mut g = Governor::new(&p, 15.0);
+        let mut g = Governor::new(&[&p], 15.0);
         let took = Duration::from_millis(100);
         windows
             .iter()
-            .map(|_| g.after_batch(&p, took).as_millis() as u64)
+            .map(|_| g.after_batch(took).0.as_millis() as u64)
             .collect()
     }
 
@@ -649,7 +734,7 @@ mod tests {
     fn a_fine_application_never_pauses_the_backfill() {
         assert!(pauses(&[(50, 0); 20]).iter().all(|&p| p == 0));
         let none = crate::apply::NoPressure;
-        let mut g = Governor::new(&none, 15.0);
-        assert!(g.after_batch(&none, Duration::from_secs(1)).is_zero());
+        let mut g = Governor::new(&[&none], 15.0);
+        assert!(g.after_batch(Duration::from_secs(1)).0.is_zero());
     }
 }

@@ -9,6 +9,7 @@
 pub mod abort;
 pub mod backfill;
 pub mod control;
+pub mod signals;
 pub mod state;
 
 use std::time::{Duration, Instant};
@@ -186,6 +187,15 @@ pub trait Pressure: Send + Sync {
     /// many, and how many took longer than `slow_ms`; None when nothing
     /// measures the application.
     fn slow_since(&self, from: Instant, slow_ms: f64) -> Option<(u64, u64)>;
+    /// What made the transactions since `from` slow, for the person
+    /// watching (which signal holds the backfill back).
+    fn holding(&self, _from: Instant, slow_ms: f64) -> Option<String> {
+        Some(format!(
+            "the application's transactions over {slow_ms:.0} ms"
+        ))
+    }
+    /// Notes what holds the backfill back now (None: nothing).
+    fn note_holding(&self, _what: Option<String>) {}
 }
 
 /// No application signal.
@@ -226,6 +236,8 @@ pub struct ApplyOptions {
     /// Let the backfill fire the tables' own UPDATE triggers when the role
     /// cannot keep them quiet (not a superuser).
     pub fire_triggers: bool,
+    /// Sample the database's own signals ([`signals`]) and pace on them.
+    pub signals: bool,
 }
 
 /// Who runs the backfill batches.
@@ -258,6 +270,7 @@ impl Default for ApplyOptions {
             replan: false,
             progress: true,
             max_steps: None,
+            signals: true,
             parallel_workers: 0,
             backfill_via: BackfillVia::Client,
             fire_triggers: false,
@@ -320,6 +333,10 @@ pub struct ApplyReport {
     pub finished: bool,
     /// Times the connection was lost and apply reconnected and resumed.
     pub reconnects: u32,
+    /// The database's signals over the run, beside the application's
+    /// latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signals: Option<signals::SignalReport>,
 }
 
 /// Runs the plan for the database at `target`. When `workload` is given
@@ -335,11 +352,26 @@ pub async fn apply(
     loop {
         let result = async {
             let session = session(target, opts).await?;
-            let r = run(&session, opts, workload, t_start, &mut carry).await;
+            let r = run(target, &session, opts, workload, t_start, &mut carry).await;
             session.unlock().await;
             r
         }
         .await;
+        let result = match result {
+            Ok(mut report) => {
+                if let Some(s) = carry.signals.take() {
+                    report.signals = Some(s.stop().await);
+                }
+                Ok(report)
+            }
+            Err(e) if carry.reconnects < MAX_RECONNECTS && e.is_disconnect() => Err(e),
+            Err(e) => {
+                if let Some(s) = carry.signals.take() {
+                    s.stop().await;
+                }
+                Err(e)
+            }
+        };
         match result {
             Err(e) if carry.reconnects < MAX_RECONNECTS && e.is_disconnect() => {
                 carry.reconnects += 1;
@@ -360,6 +392,60 @@ pub async fn apply(
     }
 }
 
+/// The longest a step waits for the signals to calm down before it starts.
+const CALM_WAIT: Duration = Duration::from_secs(10);
+
+/// Starts the signals' sampler and says what the baseline was.
+async fn start_signals(
+    target: &Target,
+    plan: &Plan,
+    t_start: Instant,
+    opts: &ApplyOptions,
+) -> Option<signals::Signals> {
+    let batches = plan
+        .steps
+        .iter()
+        .flat_map(|s| s.actions())
+        .filter_map(|a| match a {
+            Action::Backfill { step, .. } => Some(step.batch_query()),
+            _ => None,
+        })
+        .collect();
+    say(
+        opts,
+        &format!(
+            "measuring the database's baseline ({:.0} s, nothing changes meanwhile)",
+            signals::BASELINE.as_secs_f64()
+        ),
+    );
+    let s = signals::Signals::start(target, t_start, batches).await;
+    match s.as_ref().map(|s| s.baseline()) {
+        Ok(Some(b)) => say(
+            opts,
+            &format!(
+                "        canary commit p50 {:.1} ms, p99 {:.1} ms (slow above {:.1} ms){}{}",
+                b.canary_p50_ms,
+                b.canary_p99_ms,
+                b.canary_limit_ms,
+                b.stmt_mean_ms
+                    .map(|m| format!("; application statements {m:.2} ms on average"))
+                    .unwrap_or_default(),
+                b.wal_mb_s
+                    .map(|w| format!("; WAL {w:.1} MB/s"))
+                    .unwrap_or_default()
+            ),
+        ),
+        Ok(None) => {}
+        Err(e) => say(
+            opts,
+            &format!(
+                "        the signals cannot be sampled ({e}); the backfill paces on --workload only"
+            ),
+        ),
+    }
+    s.ok()
+}
+
 /// How often apply reconnects after losing its connection (a server
 /// restart, a network cut) before it gives up.
 const MAX_RECONNECTS: u32 = 8;
@@ -371,6 +457,8 @@ struct Carry {
     backfills: Vec<backfill::BackfillStats>,
     reconnects: u32,
     resumed: bool,
+    /// The database's signals, sampled across reconnects.
+    signals: Option<signals::Signals>,
 }
 
 /// A configured apply session holding the advisory lock.
@@ -501,6 +589,7 @@ fn say(opts: &ApplyOptions, msg: &str) {
 }
 
 async fn run(
+    target: &Target,
     client: &Session,
     opts: &ApplyOptions,
     workload: Option<&Workload>,
@@ -580,10 +669,19 @@ async fn run(
             (p, false)
         }
     };
-    let pressure: &dyn Pressure = match workload {
-        Some(w) => w,
-        None => &NoPressure,
-    };
+    if opts.signals
+        && carry.signals.as_ref().is_none_or(|s| s.is_dead())
+        && plan.steps.iter().any(|s| !s.is_done(&cat))
+    {
+        carry.signals = start_signals(target, &plan, t_start, opts).await;
+    }
+    let mut pressures: Vec<&dyn Pressure> = Vec::new();
+    if let Some(w) = workload {
+        pressures.push(w);
+    }
+    if let Some(s) = &carry.signals {
+        pressures.push(s);
+    }
     if carry.reconnects == 0 {
         carry.resumed = resumed;
     }
@@ -600,6 +698,7 @@ async fn run(
             .flatten(),
         finished,
         reconnects: carry.reconnects,
+        signals: None,
     };
     let n = plan.steps.len();
     for (i, step) in plan.steps.iter().enumerate() {
@@ -646,6 +745,18 @@ async fn run(
         // `shardready pause` holds the next step too (nothing runs, no
         // lock is held) until `shardready resume`.
         control::wait_while_paused(client, opts.progress).await?;
+        if let Some(s) = &carry.signals {
+            let waited = s.wait_calm(opts.pace.app_p99_limit_ms, CALM_WAIT).await;
+            if waited > signals::TICK * 2 {
+                say(
+                    opts,
+                    &format!(
+                        "        waited {:.1} s for the database to calm down before the next step",
+                        waited.as_secs_f64()
+                    ),
+                );
+            }
+        }
         say(opts, &format!("[{:>2}/{n}] {}", i + 1, step.describe()));
         state::mark(client, &id, StepState::Running, None, 0, None).await?;
         let t0 = Instant::now();
@@ -657,7 +768,7 @@ async fn run(
                     pace.lock_timeout = opts.policy.lock_timeout;
                     let b = match opts.backfill_via {
                         BackfillVia::Client => {
-                            backfill::run(client, &b, &pace, pressure, opts.progress).await?
+                            backfill::run(client, &b, &pace, &pressures, opts.progress).await?
                         }
                         BackfillVia::PgCron => {
                             backfill::run_pg_cron(client, &b, &pace, opts.progress).await?

@@ -11,7 +11,7 @@ use crate::db::{self, DbError, LOCK_KEY};
 use crate::plan::Plan;
 
 /// The statements that create the state schema, one per query.
-const SCHEMA_SQL: [&str; 5] = [
+const SCHEMA_SQL: [&str; 6] = [
     "CREATE SCHEMA IF NOT EXISTS shardready",
     "CREATE TABLE IF NOT EXISTS shardready.plan (
     id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
@@ -39,6 +39,7 @@ const SCHEMA_SQL: [&str; 5] = [
     updated_at timestamptz NOT NULL DEFAULT now()
 )",
     super::control::CONTROL_SQL,
+    super::signals::CANARY_SQL,
 ];
 
 /// Where a step of the stored plan stands (`shardready.step.status`).
@@ -218,6 +219,16 @@ pub struct ApplyStatus {
     pub apply_running: bool,
     /// `shardready pause` / `resume`'s row.
     pub control: super::control::Control,
+    /// The database's signals as a running apply last sampled them.
+    pub signals: Option<LiveSignals>,
+}
+
+/// The last second of signals a running apply wrote to `shardready.canary`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveSignals {
+    /// How long ago (seconds).
+    pub age_s: f64,
+    pub last: super::signals::SignalSecond,
 }
 
 pub async fn status(client: &Client) -> Result<ApplyStatus, ApplyError> {
@@ -239,6 +250,7 @@ pub async fn status(client: &Client) -> Result<ApplyStatus, ApplyError> {
             backfills: Vec::new(),
             apply_running: running,
             control: Default::default(),
+            signals: None,
         });
     };
     let steps = client
@@ -294,6 +306,9 @@ pub async fn status(client: &Client) -> Result<ApplyStatus, ApplyError> {
         backfills,
         apply_running: running,
         control: super::control::read(client).await?,
+        signals: super::signals::last(client)
+            .await?
+            .map(|(age_s, last)| LiveSignals { age_s, last }),
     })
 }
 

@@ -379,12 +379,14 @@ pub(crate) struct ApplyArgs {
     /// Backfill at most this many rows per second.
     #[arg(allow_hyphen_values = true, value_parser = positive_f64, long, value_name = "ROWS/s")]
     pub(crate) max_rate: Option<f64>,
-    /// The application latency (ms) the backfill's brake watches, with
-    /// --workload: a batch is followed by a pause (never below half speed)
-    /// when more than 0.5% of the application's transactions take longer
-    /// than this, beyond the share that already did before the backfill. It
-    /// limits the backfill's own cost; it does not cap the application's
-    /// p99, which the machine's load and the other steps also set.
+    /// The application latency (ms) the backfill's brake watches: a batch
+    /// is followed by a pause (never below half speed) when more than 0.5%
+    /// of the application's transactions (with --workload) or of the
+    /// database's signal samples take longer than this (an application
+    /// backend waiting on a lock shardready holds), beyond the share that
+    /// already did before the backfill. It limits the backfill's own cost;
+    /// it does not cap the application's p99, which the machine's load and
+    /// the other steps also set.
     #[arg(allow_hyphen_values = true, value_parser = positive_f64, long, value_name = "MS", default_value_t = 15.0)]
     pub(crate) app_p99_limit: f64,
     /// How far the standbys may fall behind while the backfill writes:
@@ -397,6 +399,14 @@ pub(crate) struct ApplyArgs {
     /// report what it felt per step (e.g. 3000/min).
     #[arg(long, value_name = "RATE")]
     pub(crate) workload: Option<String>,
+    /// Do not sample the database's own signals. By default a second
+    /// connection measures, ten times a second against a 2 s baseline taken
+    /// before any change: a canary commit to shardready.canary, the
+    /// application's lock waits on shardready's sessions, its statements'
+    /// mean time (pg_stat_statements), WAL rate, checkpoints and standby lag;
+    /// the backfill slows down on them and the report charts them.
+    #[arg(long)]
+    pub(crate) no_signals: bool,
     /// Remove the sync trigger even while rows still arrive without the column.
     #[arg(long)]
     pub(crate) force: bool,

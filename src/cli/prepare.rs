@@ -103,6 +103,7 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
         parallel_workers: a.parallel_workers,
         backfill_via: a.backfill_via,
         fire_triggers: a.fire_triggers,
+        signals: !a.no_signals,
     };
     let target = g.target()?;
     let run = runtime()?.block_on(async {

@@ -220,6 +220,21 @@ pub fn apply_summary(report: &crate::apply::ApplyReport) -> String {
             app.transactions, app.p50_ms, app.p99_ms, app.max_ms, app.errors
         );
     }
+    if let Some(sig) = &report.signals {
+        out.push_str(&signals_line(sig));
+    }
+    let held: Vec<String> = report
+        .backfills
+        .iter()
+        .flat_map(|b| {
+            b.held_back
+                .iter()
+                .map(move |(what, s)| format!("{} {s:.1} s by {what}", b.table))
+        })
+        .collect();
+    if !held.is_empty() {
+        let _ = writeln!(out, "backfill held back: {}", held.join(", "));
+    }
     if !report.resolutions.is_empty() {
         let _ = writeln!(
             out,
@@ -252,6 +267,88 @@ pub fn abort_summary(r: &crate::apply::abort::AbortReport) -> String {
         "keys already swapped stay in place: `shardready apply` finishes the preparation from here\n"
     });
     out
+}
+
+/// A run's signals in one line (apply's summary, the Markdown report).
+pub fn signals_line(sig: &crate::apply::signals::SignalReport) -> String {
+    let s = sig.summary();
+    let mut parts = Vec::new();
+    if let Some(b) = &sig.baseline {
+        parts.push(format!(
+            "canary commit p50 {:.1} ms, max {:.1} ms (baseline p99 {:.1} ms)",
+            s.canary_p50_ms, s.canary_max_ms, b.canary_p99_ms
+        ));
+    }
+    parts.push(format!(
+        "longest application wait on shardready's locks {:.0} ms",
+        s.waits_on_us_ms
+    ));
+    if let Some(m) = s.stmt_mean_max_ms {
+        parts.push(format!(
+            "application statements' worst second {m:.2} ms on average"
+        ));
+    }
+    if let Some(w) = s.wal_peak_mb_s {
+        parts.push(format!("WAL peak {w:.0} MB/s"));
+    }
+    if s.checkpoints_req > 0 {
+        parts.push(format!(
+            "{} checkpoints requested by WAL volume (raise max_wal_size, or --max-rate)",
+            s.checkpoints_req
+        ));
+    }
+    if let Some(l) = s.replica_lag_max_s {
+        parts.push(format!("standby lag max {l:.1} s"));
+    }
+    format!(
+        "database signals over {} s: {}
+",
+        s.seconds,
+        parts.join("; ")
+    )
+}
+
+/// The signals a running apply sampled last, for `status`.
+fn live_signals(sig: &crate::apply::state::LiveSignals) -> String {
+    let l = &sig.last;
+    let mut parts = vec![
+        format!(
+            "canary commit {:.1} ms (max {:.1})",
+            l.canary_p50_ms, l.canary_max_ms
+        ),
+        format!(
+            "{} application backends waiting on a lock{}",
+            l.lock_waiters,
+            if l.waits_on_us_ms > 0.0 {
+                format!(" (on shardready for up to {:.0} ms)", l.waits_on_us_ms)
+            } else {
+                String::new()
+            }
+        ),
+    ];
+    if let Some(m) = l.stmt_mean_ms {
+        parts.push(format!("application statements {m:.2} ms on average"));
+    }
+    if let Some(w) = l.wal_mb_s {
+        parts.push(format!("WAL {w:.1} MB/s"));
+    }
+    if let Some(c) = l.checkpoints_req.filter(|&c| c > 0) {
+        parts.push(format!("{c} checkpoints requested by WAL volume"));
+    }
+    if let (Some(s), Some(mb)) = (l.replica_lag_s, l.replica_lag_mb) {
+        parts.push(format!("standby {s:.1} s / {mb:.1} MB behind"));
+    }
+    format!(
+        "  signals {:.0} s ago: {}
+  governor: {}
+",
+        sig.age_s,
+        parts.join("; "),
+        l.holding
+            .as_deref()
+            .map(|h| format!("holding the backfill back: {h}"))
+            .unwrap_or_else(|| "not holding anything back".into())
+    )
 }
 
 /// `status`: where the stored plan stands.
@@ -291,6 +388,9 @@ pub fn apply_status(st: &crate::apply::state::ApplyStatus) -> String {
             out,
             "  backfill rate cap {r:.0} rows/s (set by `shardready resume --max-rate`)"
         );
+    }
+    if let Some(sig) = st.signals.as_ref().filter(|_| st.apply_running) {
+        out.push_str(&live_signals(sig));
     }
     let interrupted = !st.apply_running && !st.finished;
     for s in &st.steps {

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{path_end, path_joins, StepKind};
+use crate::analyze::data::MARKER;
 use crate::analyze::Hop;
 use crate::catalog::{Catalog, QName};
 use crate::plan::{Action, Impact, Undo};
@@ -120,7 +121,7 @@ impl Backfill {
     /// it filled.
     pub fn batch_query(&self) -> String {
         format!(
-            "WITH done AS ({} RETURNING 1) SELECT count(*) FROM done",
+            "{MARKER} WITH done AS ({} RETURNING 1) SELECT count(*) FROM done",
             self.batch_sql("$1", "$2").trim_end_matches(';')
         )
     }
@@ -136,7 +137,7 @@ impl Backfill {
             )
         } else {
             format!(
-                "SELECT coalesce(min({k})::bigint - 1, 0), coalesce(max({k})::bigint, 0) FROM {t}",
+                "SELECT {MARKER} coalesce(min({k})::bigint - 1, 0), coalesce(max({k})::bigint, 0) FROM {t}",
                 k = ident(&self.key),
                 t = self.table.sql()
             )
@@ -160,7 +161,7 @@ impl Backfill {
             None => String::new(),
         };
         format!(
-            "WITH todo AS (SELECT {k} AS key FROM {t} WHERE {range}{c} IS NULL{order} LIMIT 10000), \
+            "{MARKER} WITH todo AS (SELECT {k} AS key FROM {t} WHERE {range}{c} IS NULL{order} LIMIT 10000), \
                   done AS (UPDATE {t} t SET {c} = {value} FROM {from}, todo \
                            WHERE t.{k} = todo.key AND {conds} RETURNING 1) \
              SELECT count(*) FROM done",

@@ -1,0 +1,566 @@
+//! The database's own signals while apply runs, for an application
+//! shardready cannot see from inside: a canary (a one-row write to
+//! `shardready.canary`, committed, timed: what any application commit
+//! waits for), the application's backends waiting on a lock shardready's
+//! sessions hold (`pg_stat_activity`, `pg_blocking_pids`), the mean time of
+//! the application's statements (`pg_stat_statements`, where installed),
+//! the WAL rate, requested checkpoints and the standbys' lag. Sampled from
+//! a separate connection ten times a second against a baseline taken
+//! before the first change; this is the governor's [`Pressure`] when no
+//! `--workload` measures the application, and each second of it goes to
+//! the report and, through the canary row, to `shardready status`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_postgres::Client;
+
+use super::{ApplyError, Pressure};
+use crate::conn::Target;
+
+/// The canary's row, created with the state schema.
+pub const CANARY_SQL: &str = "CREATE TABLE IF NOT EXISTS shardready.canary (
+    id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    n bigint NOT NULL DEFAULT 0,
+    at timestamptz NOT NULL DEFAULT now(),
+    signals jsonb
+)";
+
+/// The canary transaction: one row, one commit (waits for the WAL flush
+/// like the application's commits). It carries the last second's signals,
+/// for `shardready status`.
+const CANARY_WRITE: &str = "INSERT INTO shardready.canary AS c (id, n, at, signals) \
+     VALUES (1, 1, now(), $1::text::jsonb) \
+     ON CONFLICT (id) DO UPDATE SET n = c.n + 1, at = now(), \
+     signals = coalesce(EXCLUDED.signals, c.signals)";
+
+/// Application backends waiting on a lock, the longest wait on a lock a
+/// shardready session holds (ms), and active backends. Sessions named
+/// `shardready-*` are ours, except the workload, which stands for the
+/// application.
+const ACTIVITY: &str = "WITH ours AS (
+      SELECT coalesce(array_agg(pid), '{}') AS pids FROM pg_catalog.pg_stat_activity
+      WHERE application_name LIKE 'shardready-%' AND application_name <> 'shardready-workload')
+    SELECT count(*) FILTER (WHERE a.wait_event_type = 'Lock')::int,
+           coalesce(max(CASE WHEN a.wait_event_type = 'Lock'
+                              AND pg_catalog.pg_blocking_pids(a.pid) && (SELECT pids FROM ours)
+                        THEN extract(epoch FROM clock_timestamp() - a.query_start) * 1000 END), 0)::float8,
+           count(*) FILTER (WHERE a.state = 'active')::int
+    FROM pg_catalog.pg_stat_activity a
+    WHERE a.backend_type = 'client backend' AND a.pid <> pg_catalog.pg_backend_pid()
+      AND a.datname = current_database()
+      AND a.pid <> ALL (coalesce((SELECT pids FROM ours), '{}'))";
+
+/// The application's statements so far (calls, total ms), leaving out the
+/// catalog's, extensions' and shardready's own (as the query audit does).
+const STATEMENTS: &str = "SELECT coalesce(sum(calls), 0)::float8, coalesce(sum(total_exec_time), 0)::float8 \
+     FROM pg_stat_statements s \
+     WHERE s.dbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) \
+       AND s.query ~* '^\\s*(select|insert|update|delete|with)\\M' \
+       AND s.query !~* '(pg_catalog|information_schema|pg_stat|pg_class|pg_namespace|\\mcron\\.|\\mshardready\\.|\\mSET LOCAL)' \
+       AND position('/* shardready */' in s.query) = 0 \
+       AND s.query <> ALL ($1::text[])";
+
+/// How often the canary and the backends are sampled.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// How long the baseline is measured before the first change.
+pub const BASELINE: Duration = Duration::from_secs(2);
+
+/// How much of the canary's latency over its baseline is allowed: 1.5x
+/// its baseline p99, and never less than this much above it (on an idle
+/// server the canary takes a fraction of a millisecond and a 1.5x rule
+/// would read noise as pressure).
+pub const CANARY_HEADROOM_MS: f64 = 2.0;
+
+/// A second of signals (the report's series, `status`'s view).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SignalSecond {
+    /// Seconds since apply started.
+    pub at_s: f64,
+    /// The canary's slowest commit in the second, and its median.
+    pub canary_max_ms: f64,
+    pub canary_p50_ms: f64,
+    /// Application backends waiting on a lock (most at once).
+    pub lock_waiters: u32,
+    /// The longest wait of an application backend on a lock a shardready
+    /// session holds.
+    pub waits_on_us_ms: f64,
+    /// Active application backends (most at once).
+    pub active: u32,
+    /// WAL written per second (MB).
+    pub wal_mb_s: Option<f64>,
+    /// Checkpoints requested (WAL beyond max_wal_size) since apply started.
+    pub checkpoints_req: Option<i64>,
+    /// The standby furthest behind.
+    pub replica_lag_s: Option<f64>,
+    pub replica_lag_mb: Option<f64>,
+    /// The application's statements in the second (pg_stat_statements).
+    pub stmt_calls: Option<f64>,
+    pub stmt_mean_ms: Option<f64>,
+    /// What holds the backfill back, when something does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holding: Option<String>,
+}
+
+/// What the signals were before apply changed anything.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Baseline {
+    pub seconds: f64,
+    pub samples: usize,
+    pub canary_p50_ms: f64,
+    pub canary_p99_ms: f64,
+    /// Above this a canary commit counts as slow.
+    pub canary_limit_ms: f64,
+    pub stmt_mean_ms: Option<f64>,
+    pub wal_mb_s: Option<f64>,
+}
+
+impl Baseline {
+    /// A statement mean above this counts as slow (1.5x, at least 1 ms more).
+    fn stmt_limit_ms(&self) -> Option<f64> {
+        self.stmt_mean_ms.map(|m| (m * 1.5).max(m + 1.0))
+    }
+}
+
+/// One tick: what the governor judges.
+#[derive(Debug, Clone, Copy)]
+struct Tick {
+    at: Instant,
+    canary_ms: f64,
+    waits_on_us_ms: f64,
+    lock_waiters: u32,
+    active: u32,
+    /// The last second's statement mean (ms), once a second.
+    stmt_mean_ms: Option<f64>,
+}
+
+#[derive(Default)]
+struct Shared {
+    ticks: VecDeque<Tick>,
+    seconds: Vec<SignalSecond>,
+    baseline: Option<Baseline>,
+    holding: Option<String>,
+    error: Option<String>,
+}
+
+/// The running sampler.
+pub struct Signals {
+    shared: Arc<Mutex<Shared>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What the signals looked like over a run (for the report).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SignalReport {
+    pub baseline: Option<Baseline>,
+    pub seconds: Vec<SignalSecond>,
+    /// Why sampling stopped early, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A run's signals in a few numbers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SignalSummary {
+    pub seconds: usize,
+    /// The median of the seconds' median canary, and the slowest canary.
+    pub canary_p50_ms: f64,
+    pub canary_max_ms: f64,
+    /// The longest an application backend waited on shardready's locks.
+    pub waits_on_us_ms: f64,
+    pub wal_peak_mb_s: Option<f64>,
+    pub checkpoints_req: i64,
+    pub replica_lag_max_s: Option<f64>,
+    pub stmt_mean_max_ms: Option<f64>,
+}
+
+impl SignalReport {
+    pub fn summary(&self) -> SignalSummary {
+        let s = &self.seconds;
+        let max = |f: fn(&SignalSecond) -> Option<f64>| s.iter().filter_map(f).reduce(f64::max);
+        let mut p50: Vec<f64> = s.iter().map(|x| x.canary_p50_ms).collect();
+        p50.sort_by(f64::total_cmp);
+        SignalSummary {
+            seconds: s.len(),
+            canary_p50_ms: p50.get(p50.len() / 2).copied().unwrap_or(0.0),
+            canary_max_ms: max(|x| Some(x.canary_max_ms)).unwrap_or(0.0),
+            waits_on_us_ms: max(|x| Some(x.waits_on_us_ms)).unwrap_or(0.0),
+            wal_peak_mb_s: max(|x| x.wal_mb_s),
+            checkpoints_req: s
+                .iter()
+                .filter_map(|x| x.checkpoints_req)
+                .max()
+                .unwrap_or(0),
+            replica_lag_max_s: max(|x| x.replica_lag_s),
+            stmt_mean_max_ms: max(|x| x.stmt_mean_ms),
+        }
+    }
+}
+
+impl Signals {
+    /// Starts sampling on its own connection; `t0` is apply's start (the
+    /// series' time axis) and `exclude` the texts of shardready's own
+    /// statements that pg_stat_statements would count as the application's
+    /// (the backfill batches). Measures the baseline for [`BASELINE`]
+    /// before returning. An error (why, for a message) when the
+    /// connection fails or nothing could be sampled: apply goes on without.
+    pub async fn start(
+        target: &Target,
+        t0: Instant,
+        exclude: Vec<String>,
+    ) -> Result<Signals, String> {
+        let client = target
+            .with_application_name("shardready-signals")
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = |e: tokio_postgres::Error| crate::conn::error_text(&e);
+        // Our own commits wait for the flush like the application's do.
+        crate::db::exec(&client, "SET synchronous_commit = on")
+            .await
+            .map_err(text)?;
+        let canary = client.prepare(CANARY_WRITE).await.map_err(text)?;
+        let statements = match has_statements(&client).await {
+            true => client.prepare(STATEMENTS).await.ok(),
+            false => None,
+        };
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let (stop, stopped) = watch::channel(false);
+        let sampler = Sampler {
+            client,
+            canary,
+            statements,
+            exclude,
+            shared: shared.clone(),
+            t0,
+            first_checkpoints: None,
+            last_wal: None,
+            last_stmt: None,
+            stmt_window: None,
+        };
+        let task = tokio::spawn(sampler.run(stopped));
+        let started = Instant::now();
+        tokio::time::sleep(BASELINE).await;
+        {
+            let mut s = lock(&shared);
+            let ticks: Vec<&Tick> = s.ticks.iter().filter(|t| t.at >= started).collect();
+            if ticks.is_empty() {
+                let why = s.error.clone().unwrap_or_else(|| "no sample".into());
+                drop(s);
+                let _ = stop.send(true);
+                return Err(why);
+            }
+            let mut canary: Vec<f64> = ticks.iter().map(|t| t.canary_ms).collect();
+            canary.sort_by(f64::total_cmp);
+            let p = |q: f64| canary[((canary.len() - 1) as f64 * q).round() as usize];
+            let p99 = p(0.99);
+            let stmt: Vec<f64> = ticks.iter().filter_map(|t| t.stmt_mean_ms).collect();
+            let wal: Vec<f64> = s.seconds.iter().filter_map(|x| x.wal_mb_s).collect();
+            s.baseline = Some(Baseline {
+                seconds: started.elapsed().as_secs_f64(),
+                samples: canary.len(),
+                canary_p50_ms: p(0.5),
+                canary_p99_ms: p99,
+                canary_limit_ms: (p99 * 1.5).max(p99 + CANARY_HEADROOM_MS),
+                stmt_mean_ms: (!stmt.is_empty())
+                    .then(|| stmt.iter().sum::<f64>() / stmt.len() as f64),
+                wal_mb_s: (!wal.is_empty()).then(|| wal.iter().sum::<f64>() / wal.len() as f64),
+            });
+        }
+        Ok(Signals { shared, stop, task })
+    }
+
+    pub fn baseline(&self) -> Option<Baseline> {
+        lock(&self.shared).baseline.clone()
+    }
+
+    /// Whether the last second was calm: no canary commit and no lock
+    /// wait on shardready over its limit.
+    pub fn calm(&self, slow_ms: f64) -> bool {
+        let from = Instant::now() - Duration::from_secs(1);
+        self.slow_since(from, slow_ms)
+            .is_none_or(|(_, slow)| slow == 0)
+    }
+
+    /// Waits (at most `max`) until a second has been calm; how long it
+    /// waited. Before a step, so a step does not start while the last
+    /// one's aftermath (an index build's I/O) still weighs on the
+    /// application.
+    pub async fn wait_calm(&self, slow_ms: f64, max: Duration) -> Duration {
+        let start = Instant::now();
+        while !self.calm(slow_ms) && start.elapsed() < max {
+            tokio::time::sleep(TICK).await;
+        }
+        start.elapsed()
+    }
+
+    /// Whether the sampler stopped (its connection was lost).
+    pub fn is_dead(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops sampling; the series so far.
+    pub async fn stop(self) -> SignalReport {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        let s = lock(&self.shared);
+        SignalReport {
+            baseline: s.baseline.clone(),
+            seconds: s.seconds.clone(),
+            error: s.error.clone(),
+        }
+    }
+
+    /// The signal behind the slow ticks since `from` (for messages).
+    fn reason(&self, from: Instant, slow_ms: f64) -> Option<String> {
+        let s = lock(&self.shared);
+        let b = s.baseline.as_ref()?;
+        let ticks = s.ticks.iter().filter(|t| t.at >= from);
+        let (mut canary, mut waits, mut stmt) = (0.0_f64, 0.0_f64, 0.0_f64);
+        for t in ticks {
+            canary = canary.max(t.canary_ms);
+            waits = waits.max(t.waits_on_us_ms);
+            stmt = stmt.max(t.stmt_mean_ms.unwrap_or(0.0));
+        }
+        if waits > slow_ms {
+            Some(format!(
+                "the application waited {waits:.0} ms on a lock shardready holds (limit {slow_ms:.0} ms)"
+            ))
+        } else if canary > b.canary_limit_ms {
+            Some(format!(
+                "canary commit {canary:.1} ms (baseline p99 {:.1} ms, limit {:.1} ms)",
+                b.canary_p99_ms, b.canary_limit_ms
+            ))
+        } else {
+            b.stmt_limit_ms().filter(|&l| stmt > l).map(|l| {
+                format!("the application's statements average {stmt:.1} ms (limit {l:.1} ms)")
+            })
+        }
+    }
+}
+
+impl Pressure for Signals {
+    /// Each tick is one observation: slow when the canary's commit was
+    /// over its limit, an application backend had waited longer than
+    /// `slow_ms` on a lock shardready holds, or the application's
+    /// statements averaged over their limit in that second.
+    fn slow_since(&self, from: Instant, slow_ms: f64) -> Option<(u64, u64)> {
+        let s = lock(&self.shared);
+        let b = s.baseline.as_ref()?;
+        let stmt_limit = b.stmt_limit_ms();
+        let (mut n, mut slow) = (0, 0);
+        for t in s.ticks.iter().filter(|t| t.at >= from) {
+            n += 1;
+            if t.canary_ms > b.canary_limit_ms
+                || t.waits_on_us_ms > slow_ms
+                || stmt_limit.zip(t.stmt_mean_ms).is_some_and(|(l, m)| m > l)
+            {
+                slow += 1;
+            }
+        }
+        Some((n, slow))
+    }
+
+    fn holding(&self, from: Instant, slow_ms: f64) -> Option<String> {
+        self.reason(from, slow_ms)
+    }
+
+    fn note_holding(&self, what: Option<String>) {
+        lock(&self.shared).holding = what;
+    }
+}
+
+fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether pg_stat_statements can be read here (installed in this
+/// database and preloaded).
+async fn has_statements(client: &Client) -> bool {
+    let installed = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_stat_statements')",
+            &[],
+        )
+        .await
+        .is_ok_and(|r| r.get(0));
+    installed
+        && client
+            .query_one("SELECT count(*) FROM pg_stat_statements", &[])
+            .await
+            .is_ok()
+}
+
+/// How many ticks the governor can look back on (ten minutes).
+const KEEP_TICKS: usize = 6000;
+
+struct Sampler {
+    client: Client,
+    canary: tokio_postgres::Statement,
+    statements: Option<tokio_postgres::Statement>,
+    exclude: Vec<String>,
+    shared: Arc<Mutex<Shared>>,
+    t0: Instant,
+    first_checkpoints: Option<i64>,
+    last_wal: Option<(Instant, f64)>,
+    last_stmt: Option<(f64, f64)>,
+    /// The last second's statements: calls, mean ms (with enough calls).
+    stmt_window: Option<(f64, Option<f64>)>,
+}
+
+impl Sampler {
+    async fn run(mut self, mut stopped: watch::Receiver<bool>) {
+        let mut interval = tokio::time::interval(TICK);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut second: Vec<Tick> = Vec::new();
+        let mut last_second: Option<String> = None;
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = stopped.changed() => return,
+            }
+            match self.tick(last_second.take(), second.is_empty()).await {
+                Ok(t) => {
+                    let mut s = lock(&self.shared);
+                    s.ticks.push_back(t);
+                    if s.ticks.len() > KEEP_TICKS {
+                        s.ticks.pop_front();
+                    }
+                    second.push(t);
+                }
+                Err(e) => {
+                    lock(&self.shared).error = Some(crate::conn::error_text(&e));
+                    if self.client.is_closed() {
+                        return;
+                    }
+                }
+            }
+            if second.len() >= (Duration::from_secs(1).as_millis() / TICK.as_millis()) as usize {
+                let sec = self.second(&second).await;
+                last_second = serde_json::to_string(&sec).ok();
+                lock(&self.shared).seconds.push(sec);
+                second.clear();
+            }
+        }
+    }
+
+    /// The canary (carrying the last second's signals, once a second) and
+    /// the backends; the statements' mean at the start of each second.
+    async fn tick(
+        &mut self,
+        signals: Option<String>,
+        new_second: bool,
+    ) -> Result<Tick, tokio_postgres::Error> {
+        let t = Instant::now();
+        self.client.execute(&self.canary, &[&signals]).await?;
+        let canary_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let r = self.client.query_one(ACTIVITY, &[]).await?;
+        let stmt_mean_ms = match (&self.statements, new_second) {
+            (Some(stmt), true) => {
+                let r = self.client.query_one(stmt, &[&self.exclude]).await?;
+                let now: (f64, f64) = (r.get(0), r.get(1));
+                let window = self.last_stmt.map(|(calls, ms)| {
+                    let dc = now.0 - calls;
+                    (dc, (dc >= 5.0).then(|| (now.1 - ms) / dc))
+                });
+                self.last_stmt = Some(now);
+                self.stmt_window = window;
+                window.and_then(|(_, mean)| mean)
+            }
+            _ => None,
+        };
+        Ok(Tick {
+            at: t,
+            canary_ms,
+            lock_waiters: r.get::<_, i32>(0).max(0) as u32,
+            waits_on_us_ms: r.get(1),
+            active: r.get::<_, i32>(2).max(0) as u32,
+            stmt_mean_ms,
+        })
+    }
+
+    /// Sums a second of ticks, with the once-a-second signals.
+    async fn second(&mut self, ticks: &[Tick]) -> SignalSecond {
+        let mut canary: Vec<f64> = ticks.iter().map(|t| t.canary_ms).collect();
+        canary.sort_by(f64::total_cmp);
+        let wal = self
+            .client
+            .query_one(
+                "SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), '0/0')::float8",
+                &[],
+            )
+            .await
+            .ok()
+            .map(|r| r.get::<_, f64>(0));
+        let wal_mb_s = wal.and_then(|bytes| {
+            let now = Instant::now();
+            let rate = self.last_wal.map(|(at, before)| {
+                (bytes - before) / 1e6 / now.duration_since(at).as_secs_f64().max(1e-3)
+            });
+            self.last_wal = Some((now, bytes));
+            rate
+        });
+        let checkpoints = self
+            .client
+            .query_one(
+                "SELECT checkpoints_req FROM pg_catalog.pg_stat_bgwriter",
+                &[],
+            )
+            .await
+            .ok()
+            .map(|r| r.get::<_, i64>(0));
+        let first = *self
+            .first_checkpoints
+            .get_or_insert(checkpoints.unwrap_or(0));
+        let lag = super::control::replica_lag(&self.client)
+            .await
+            .ok()
+            .flatten();
+        let (calls, mean) = match self.stmt_window.take() {
+            Some((calls, mean)) => (Some(calls), mean),
+            None => (None, None),
+        };
+        let holding = lock(&self.shared).holding.clone();
+        SignalSecond {
+            at_s: self.t0.elapsed().as_secs_f64(),
+            canary_max_ms: canary.last().copied().unwrap_or(0.0),
+            canary_p50_ms: canary.get(canary.len() / 2).copied().unwrap_or(0.0),
+            lock_waiters: ticks.iter().map(|t| t.lock_waiters).max().unwrap_or(0),
+            waits_on_us_ms: ticks.iter().map(|t| t.waits_on_us_ms).fold(0.0, f64::max),
+            active: ticks.iter().map(|t| t.active).max().unwrap_or(0),
+            wal_mb_s,
+            checkpoints_req: checkpoints.map(|c| c - first),
+            replica_lag_s: lag.as_ref().map(|l| l.seconds),
+            replica_lag_mb: lag.as_ref().map(|l| l.bytes as f64 / 1e6),
+            stmt_calls: calls,
+            stmt_mean_ms: mean,
+            holding,
+        }
+    }
+}
+
+/// The last second's signals as the canary row holds them (for `status`):
+/// how long ago it was written, and what it said. None when no apply has
+/// sampled here.
+pub async fn last(client: &Client) -> Result<Option<(f64, SignalSecond)>, ApplyError> {
+    if !super::state::has_table(client, "canary").await? {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            "SELECT extract(epoch FROM now() - at)::float8, signals::text FROM shardready.canary WHERE id = 1",
+            &[],
+        )
+        .await
+        .map_err(|e| ApplyError::db("cannot read shardready.canary", e))?;
+    Ok(row.and_then(|r| {
+        let text: Option<String> = r.get(1);
+        let s = serde_json::from_str(&text?).ok()?;
+        Some((r.get(0), s))
+    }))
+}

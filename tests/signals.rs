@@ -1,0 +1,177 @@
+//! The database's own signals pace the backfill when shardready cannot see
+//! the application from inside (no `--workload`): an external client that
+//! keeps writing rows the backfill is about to fill waits on the batch's
+//! row locks; the sampler sees it in pg_stat_activity, the backfill holds
+//! back and says why, `status` shows the signals while apply runs, and the
+//! report carries them with pg_stat_statements' view of the application.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{connect, run_on};
+use shardready::conn::Target;
+use shardready::sandbox::TestCluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_waiting_on_the_backfill_holds_it_back() {
+    let c = TestCluster::start_with(vec![(
+        "shared_preload_libraries".into(),
+        "pg_cron,pg_stat_statements".into(),
+    )])
+    .expect("a cluster with pg_stat_statements starts");
+    let t = Target::parse(&c.url()).unwrap();
+    let mut client = connect(&t).await;
+    client
+        .batch_execute("CREATE EXTENSION pg_stat_statements")
+        .await
+        .unwrap();
+    shardready::ingest::create_tailspin_schema(&client, false)
+        .await
+        .unwrap();
+    shardready::ingest::load_tailspin(&mut client, None, 0.05, 42, false)
+        .await
+        .unwrap();
+    // The application: three connections of its own (not shardready's
+    // workload), each updating, in a short transaction, a line item just
+    // past the backfill's saved cursor, where the running batch holds row
+    // locks; and reading one. Every write must succeed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (writes, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut app = Vec::new();
+    for i in 0..3 {
+        let app_target = t.with_application_name("the-application");
+        let (stop, writes, errors) = (stop.clone(), writes.clone(), errors.clone());
+        app.push(tokio::spawn(async move {
+            let c = app_target.connect().await.unwrap();
+            let mut n = 0_i64;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let r = c
+                    .execute(
+                        "UPDATE line_items SET quantity = quantity WHERE line_item_id = \
+                           coalesce((SELECT cursor FROM shardready.backfill \
+                                     WHERE step_id LIKE 'backfill:%line_items'), 0) + 1 + $1",
+                        &[&((n * 37 + i * 101) % 400)],
+                    )
+                    .await;
+                match r {
+                    Ok(_) => writes.fetch_add(1, Ordering::SeqCst),
+                    // Before apply creates its state the table is missing.
+                    Err(e)
+                        if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
+                    {
+                        0
+                    }
+                    Err(e) => {
+                        eprintln!("application write failed: {e}");
+                        errors.fetch_add(1, Ordering::SeqCst)
+                    }
+                };
+                let _ = c
+                    .query_opt(
+                        "SELECT quantity FROM line_items WHERE line_item_id = $1",
+                        &[&(n % 1000 + 1)],
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    // `status` from another process while the backfill runs.
+    let url = c.url();
+    let watcher = {
+        let client = connect(&t).await;
+        tokio::spawn(async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            while std::time::Instant::now() < deadline {
+                let running = client
+                    .query_opt(
+                        "SELECT 1 FROM shardready.step WHERE id LIKE 'backfill:%line_items' AND status = 'running'",
+                        &[],
+                    )
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some();
+                if running {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    let out = run_on(&url, &["status"]);
+                    return String::from_utf8_lossy(&out.stdout).to_string();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            String::new()
+        })
+    };
+    let mut opts = common::quiet();
+    // A slow enough backfill that the application meets it many times.
+    opts.pace.max_rate = Some(20_000.0);
+    let report = shardready::apply::apply(&t, &opts, None).await.unwrap();
+    stop.store(true, Ordering::SeqCst);
+    for a in app {
+        a.await.unwrap();
+    }
+    let status = watcher.await.unwrap();
+    assert_eq!(
+        errors.load(Ordering::SeqCst),
+        0,
+        "every application write succeeds"
+    );
+    assert!(writes.load(Ordering::SeqCst) > 100);
+
+    // The sampler saw the application wait on the backfill's locks, and the
+    // backfill held back for it.
+    let sig = report.signals.as_ref().expect("signals were sampled");
+    let base = sig.baseline.as_ref().expect("a baseline before any change");
+    assert!(base.samples >= 10, "{base:?}");
+    assert!(base.canary_p99_ms > 0.0 && base.canary_limit_ms > base.canary_p99_ms);
+    let summary = sig.summary();
+    assert!(
+        summary.waits_on_us_ms > opts.pace.app_p99_limit_ms,
+        "the application's waits on the backfill were seen: {summary:?}"
+    );
+    let b = report
+        .backfills
+        .iter()
+        .find(|b| b.table.ends_with("line_items"))
+        .unwrap();
+    let held = b.held_back.get("lock waits").copied().unwrap_or(0.0);
+    assert!(held > 0.0, "held back by the lock waits: {:?}", b.held_back);
+    assert!(
+        sig.seconds
+            .iter()
+            .any(|s| s.holding.as_deref().is_some_and(|h| h.contains("waited"))),
+        "the series says what held the backfill back"
+    );
+    // pg_stat_statements: the application's statements, not shardready's.
+    assert!(
+        sig.seconds.iter().any(|s| s.stmt_mean_ms.is_some()),
+        "the application's statements were timed"
+    );
+    assert!(summary.wal_peak_mb_s.is_some_and(|w| w > 0.0));
+    // `status` during the backfill showed the signals and the governor.
+    assert!(status.contains("signals "), "{status}");
+    assert!(status.contains("canary commit"), "{status}");
+    assert!(status.contains("governor: "), "{status}");
+    // The summary names them too.
+    let text = shardready::report::text::apply_summary(&report);
+    assert!(text.contains("database signals over"), "{text}");
+    assert!(text.contains("by lock waits"), "{text}");
+    let verify = run_on(&c.url(), &["verify"]);
+    assert!(verify.status.success(), "{verify:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_signals_nothing_is_sampled() {
+    let (_c, t) = common::tailspin(0.01).await;
+    let mut opts = common::quiet();
+    opts.signals = false;
+    let report = shardready::apply::apply(&t, &opts, None).await.unwrap();
+    assert!(report.signals.is_none());
+    let client = connect(&t).await;
+    let written = common::scalar_i64(&client, "SELECT count(*) FROM shardready.canary").await;
+    assert_eq!(written, 0, "no canary was written");
+}
