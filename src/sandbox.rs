@@ -780,6 +780,11 @@ impl Sandbox {
     }
 
     /// URL of another database on the same server.
+    /// Where the server's binaries are (psql, pgbench, ...).
+    pub fn bin_dir(&self) -> &Path {
+        &self.state.bin_dir
+    }
+
     pub fn url_for(&self, database: &str) -> String {
         format!(
             "postgresql://{SUPERUSER}@127.0.0.1:{}/{}",

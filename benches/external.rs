@@ -1,0 +1,467 @@
+//! External-client benchmark: the application is not shardready's workload
+//! but a separate process, pgbench, calling the seed's `create_orders(1)` at
+//! a fixed rate and logging every transaction's latency (from its scheduled
+//! start: pgbench's time plus its schedule lag, so a stall is not hidden by
+//! the transactions it delayed). On copies of Tailspin in one sandbox, side
+//! by side under the same client, at each rate:
+//!   (c) the single `UPDATE … FROM orders`, the floor of a backfill;
+//!   (a) the seed's procedure as written;
+//!   (b) `shardready apply` with its defaults and no `--workload`: the
+//!       governor sees only the database's own signals.
+//! As in the seed, the application's code changes once the column exists:
+//! `create_orders` is replaced by the version that writes store_id.
+//!
+//!   cargo bench --bench external                      # full scale, 50/s and 333/s
+//!   SCALE=0.1 RATES=50/s cargo bench --bench external
+//!   SKIP_SEED=1 cargo bench --bench external          # (c) and (b) only
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use shardready::apply::{self, ApplyOptions};
+use shardready::baseline;
+use shardready::conn::Target;
+use shardready::sandbox::{Profile, Sandbox, SandboxOptions};
+use shardready::workload::{self, CREATE_ORDERS_SQL};
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+/// Seconds since the epoch, now.
+fn now_s() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// One transaction from pgbench's log: when it ended (epoch seconds) and
+/// its latency from its scheduled start (ms).
+#[derive(Clone, Copy)]
+struct Tx {
+    end_s: f64,
+    ms: f64,
+}
+
+/// pgbench run in 5-second chunks (each writes its complete log when it
+/// ends) until stopped.
+struct Client {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(Vec<Tx>, u64)>,
+}
+
+impl Client {
+    fn start(pgbench: PathBuf, url: String, rate: f64, dir: PathBuf) -> Client {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let script = dir.join("orders.sql");
+            std::fs::write(&script, "SELECT create_orders(1);\n").unwrap();
+            let (mut txs, mut failed) = (Vec::new(), 0_u64);
+            let mut chunk = 0;
+            while !flag.load(Ordering::SeqCst) {
+                chunk += 1;
+                let prefix = dir.join(format!("chunk{chunk}"));
+                let out = std::process::Command::new(&pgbench)
+                    .args(["-n", "-c", "4", "-j", "2", "-T", "5", "-l"])
+                    .arg("-R")
+                    .arg(format!("{rate}"))
+                    .arg("-f")
+                    .arg(&script)
+                    .arg(format!("--log-prefix={}", prefix.display()))
+                    .arg(&url)
+                    .output()
+                    .unwrap();
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                failed += stdout
+                    .lines()
+                    .find_map(|l| l.strip_prefix("number of failed transactions: "))
+                    .and_then(|l| l.split_whitespace().next()?.parse().ok())
+                    .unwrap_or(0);
+                failed += stderr.matches("aborted").count() as u64;
+                txs.extend(read_logs(&dir, &prefix));
+            }
+            (txs, failed)
+        });
+        Client { stop, task }
+    }
+
+    async fn stop(self) -> (Vec<Tx>, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.unwrap()
+    }
+}
+
+/// The transactions in a chunk's log files (`prefix.PID[.N]`).
+fn read_logs(dir: &Path, prefix: &Path) -> Vec<Tx> {
+    let name = prefix.file_name().unwrap().to_string_lossy().to_string();
+    let mut txs = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let f = entry.file_name().to_string_lossy().to_string();
+        if !f.starts_with(&format!("{name}.")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        for line in text.lines() {
+            // client tx time_us script epoch epoch_us [lag_us]
+            let v: Vec<&str> = line.split_whitespace().collect();
+            if v.len() < 6 || v[2] == "skipped" || v[2] == "failed" {
+                continue;
+            }
+            let time_us: f64 = v[2].parse().unwrap_or(0.0);
+            let lag_us: f64 = v.get(6).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+            let end_s = v[4].parse::<f64>().unwrap() + v[5].parse::<f64>().unwrap() / 1e6;
+            txs.push(Tx {
+                end_s,
+                ms: (time_us + lag_us) / 1000.0,
+            });
+        }
+        std::fs::remove_file(entry.path()).unwrap();
+    }
+    txs
+}
+
+/// Latency of the transactions that ended in [from, to).
+struct Window {
+    n: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+fn window(txs: &[Tx], from: f64, to: f64) -> Window {
+    let mut ms: Vec<f64> = txs
+        .iter()
+        .filter(|t| t.end_s >= from && t.end_s < to)
+        .map(|t| t.ms)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let q = |q: f64| {
+        ms.get(((ms.len().max(1) - 1) as f64 * q).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Window {
+        n: ms.len(),
+        p50: q(0.5),
+        p99: q(0.99),
+        max: ms.last().copied().unwrap_or(0.0),
+    }
+}
+
+struct Phase {
+    what: String,
+    from: f64,
+    to: f64,
+}
+
+fn print_phases(title: &str, txs: &[Tx], failed: u64, phases: &[Phase]) {
+    println!("\n{title}  (failed transactions: {failed})");
+    println!(
+        "  {:<40} {:>8} {:>7} {:>9} {:>9} {:>9}",
+        "phase", "seconds", "tx", "p50", "p99", "max"
+    );
+    for p in phases {
+        let w = window(txs, p.from, p.to);
+        println!(
+            "  {:<40} {:>8.1} {:>7} {:>7.1}ms {:>7.1}ms {:>7.1}ms",
+            p.what,
+            p.to - p.from,
+            w.n,
+            w.p50,
+            w.p99,
+            w.max
+        );
+    }
+}
+
+async fn fresh_db(sb: &Sandbox, name: &str, scale: f64) -> Target {
+    sb.psql_command(&format!("CREATE DATABASE {name}")).unwrap();
+    let t = Target::parse(&sb.url_for(name)).unwrap();
+    let mut c = t.connect().await.unwrap();
+    shardready::ingest::create_tailspin_schema(&c, false)
+        .await
+        .unwrap();
+    shardready::ingest::load_tailspin(&mut c, None, scale, 42, false)
+        .await
+        .unwrap();
+    c.batch_execute(CREATE_ORDERS_SQL).await.unwrap();
+    c.batch_execute("VACUUM ANALYZE").await.unwrap();
+    t
+}
+
+/// The application's deployment: once `line_items.store_id` exists,
+/// `create_orders` writes it (as the seed's procedure has it).
+fn deploy_when_column_exists(t: &Target) -> tokio::task::JoinHandle<()> {
+    let t = t.clone();
+    tokio::spawn(async move {
+        let c = t.connect().await.unwrap();
+        loop {
+            let exists: bool = c
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'line_items'::regclass \
+                       AND attname = 'store_id' AND NOT attisdropped)",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if exists {
+                c.batch_execute(&workload::create_orders_with_store_id_sql())
+                    .await
+                    .unwrap();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}
+
+fn main() {
+    let scale: f64 = env("SCALE", "1").parse().unwrap();
+    let rates: Vec<f64> = env("RATES", "50/s,333/s")
+        .split(',')
+        .map(|r| workload::parse_rate(r.trim()).unwrap())
+        .collect();
+    let settle = Duration::from_secs(env("SETTLE_SECONDS", "10").parse().unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("shardready-bench-external")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut opts = SandboxOptions::new(dir.path().join("sb"));
+    opts.profile = Profile::Bulk;
+    let sb = Sandbox::start(&opts).unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(async {
+            for (i, rate) in rates.iter().enumerate() {
+                run(&sb, scale, *rate, settle, &logs, i).await;
+            }
+        })
+    }));
+    sb.destroy().unwrap();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// Waits until no autovacuum worker is busy, after a checkpoint, so one
+/// run's aftermath does not weigh on the next.
+async fn quiesce(sb: &Sandbox, drop_db: &str) {
+    sb.psql_command(&format!("DROP DATABASE {drop_db} WITH (FORCE)"))
+        .unwrap();
+    sb.psql_command("CHECKPOINT").unwrap();
+    let admin = Target::parse(&sb.url()).unwrap().connect().await.unwrap();
+    for _ in 0..120 {
+        let busy: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if busy == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn run(sb: &Sandbox, scale: f64, rate: f64, settle: Duration, logs: &Path, round: usize) {
+    let pgbench = sb.bin_dir().join("pgbench");
+    println!(
+        "\n=== external client: pgbench, create_orders(1) at {rate:.0}/s, 4 connections; scale {scale} ==="
+    );
+    let skip_seed = std::env::var_os("SKIP_SEED").is_some();
+    let names = [
+        format!("floor{round}"),
+        format!("seed{round}"),
+        format!("ours{round}"),
+    ];
+    let mut dbs = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        if i == 1 && skip_seed {
+            dbs.push(None);
+            continue;
+        }
+        eprintln!("loading {n}...");
+        dbs.push(Some(fresh_db(sb, n, scale).await));
+    }
+    let client = |n: &str| {
+        let dir = logs.join(n);
+        std::fs::create_dir_all(&dir).unwrap();
+        Client::start(pgbench.clone(), sb.url_for(n), rate, dir)
+    };
+    let mut summary = Vec::new();
+
+    // (c) the floor.
+    let t = dbs[0].as_ref().unwrap();
+    eprintln!("(c) single UPDATE ... FROM orders...");
+    let app = client(&names[0]);
+    let deploy = deploy_when_column_exists(t);
+    tokio::time::sleep(settle).await;
+    let c = t.connect().await.unwrap();
+    let from = now_s();
+    let single = baseline::single_update(&c).await.unwrap().as_secs_f64();
+    let to = now_s();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (txs, failed) = app.stop().await;
+    deploy.abort();
+    drop(c);
+    let phases = vec![
+        Phase {
+            what: "before (baseline)".into(),
+            from: from - settle.as_secs_f64(),
+            to: from,
+        },
+        Phase {
+            what: "single UPDATE".into(),
+            from,
+            to,
+        },
+    ];
+    print_phases(
+        "(c) the floor: one UPDATE … FROM orders",
+        &txs,
+        failed,
+        &phases,
+    );
+    quiesce(sb, &names[0]).await;
+
+    // (a) the seed's procedure.
+    if let Some(t) = &dbs[1] {
+        eprintln!("(a) the seed's procedure...");
+        let app = client(&names[1]);
+        let deploy = deploy_when_column_exists(t);
+        tokio::time::sleep(settle).await;
+        let c = t.connect().await.unwrap();
+        let (t0, w0) = (Instant::now(), now_s());
+        let at = |i: Instant| w0 + i.duration_since(t0).as_secs_f64();
+        let steps = baseline::run_seed_procedure(&c, 1_000_000, || {})
+            .await
+            .unwrap();
+        let end = now_s();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (txs, failed) = app.stop().await;
+        deploy.abort();
+        let mut phases = vec![Phase {
+            what: "before (baseline)".into(),
+            from: w0 - settle.as_secs_f64(),
+            to: w0,
+        }];
+        for p in &steps {
+            phases.push(Phase {
+                what: p.name.chars().take(40).collect(),
+                from: at(p.start.unwrap()),
+                to: at(p.end.unwrap()),
+            });
+        }
+        phases.push(Phase {
+            what: "whole procedure".into(),
+            from: w0,
+            to: end,
+        });
+        let backfill = steps
+            .iter()
+            .find(|p| p.name == "backfill")
+            .map_or(f64::NAN, |p| p.seconds);
+        print_phases("(a) the seed's procedure as written", &txs, failed, &phases);
+        let base = window(&txs, w0 - settle.as_secs_f64(), w0);
+        let whole = window(&txs, w0, end);
+        summary.push(("seed's procedure", base, whole, failed, backfill));
+        quiesce(sb, &names[1]).await;
+    }
+
+    // (b) shardready apply, defaults, no --workload.
+    let t = dbs[2].as_ref().unwrap();
+    eprintln!("(b) shardready apply...");
+    let app = client(&names[2]);
+    let deploy = deploy_when_column_exists(t);
+    tokio::time::sleep(settle).await;
+    let w0 = now_s();
+    let opts = ApplyOptions {
+        progress: false,
+        ..ApplyOptions::default()
+    };
+    let report = apply::apply(t, &opts, None).await.unwrap();
+    let end = now_s();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (txs, failed) = app.stop().await;
+    deploy.abort();
+    let mut phases = vec![Phase {
+        what: "before (baseline)".into(),
+        from: w0 - settle.as_secs_f64(),
+        to: w0,
+    }];
+    for s in &report.steps {
+        phases.push(Phase {
+            what: s.id.chars().take(40).collect(),
+            from: w0 + s.started_at_s,
+            to: w0 + s.started_at_s + s.seconds,
+        });
+    }
+    phases.push(Phase {
+        what: "whole apply".into(),
+        from: w0,
+        to: end,
+    });
+    print_phases(
+        "(b) shardready apply (defaults, no --workload)",
+        &txs,
+        failed,
+        &phases,
+    );
+    for b in &report.backfills {
+        println!(
+            "  backfill {}: {} rows in {} batches, {:.1} s, throttled {:.1} s {:?}",
+            b.table, b.rows, b.batches, b.seconds, b.throttled_seconds, b.held_back
+        );
+    }
+    if let Some(sig) = &report.signals {
+        print!("  {}", shardready::report::text::signals_line(sig));
+    }
+    let backfill: f64 = report.backfills.iter().map(|b| b.seconds).sum();
+    let base = window(&txs, w0 - settle.as_secs_f64(), w0);
+    let whole = window(&txs, w0, end);
+    println!("\nsummary at {rate:.0}/s (single UPDATE: {single:.1} s)");
+    for (what, base, whole, failed, backfill) in &summary {
+        summary_line(what, base, whole, *failed, *backfill, single);
+    }
+    summary_line("shardready apply", &base, &whole, failed, backfill, single);
+    quiesce(sb, &names[2]).await;
+}
+
+fn summary_line(
+    what: &str,
+    base: &Window,
+    whole: &Window,
+    failed: u64,
+    backfill: f64,
+    single: f64,
+) {
+    println!(
+        "  {what:<18} client p99 {:>6.1} ms vs baseline {:>5.1} ms ({:.2}x; target <= 1.5x), max {:>6.1} ms (target <= 150), failed {failed}, backfill {:>6.1} s ({:.2}x the single UPDATE; target <= 1.5x)",
+        whole.p99,
+        base.p99,
+        whole.p99 / base.p99.max(1e-9),
+        whole.max,
+        backfill,
+        backfill / single
+    );
+}
