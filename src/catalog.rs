@@ -202,7 +202,11 @@ pub struct Table {
     /// `PARTITION BY ...` of a partitioned table.
     pub partition_key: Option<String>,
     pub row_estimate: i64,
+    /// Everything: heap, indexes, TOAST.
     pub size_bytes: i64,
+    /// The heap alone (main fork), and its indexes.
+    pub heap_bytes: i64,
+    pub index_bytes: i64,
     pub columns: Vec<Column>,
     pub keys: Vec<KeyConstraint>,
     pub unique_indexes: Vec<Index>,
@@ -383,6 +387,8 @@ impl Catalog {
                 partition_key: r.get("partkey"),
                 row_estimate: r.get("reltuples"),
                 size_bytes: r.get("size"),
+                heap_bytes: r.get("heap"),
+                index_bytes: r.get("indexes"),
                 columns: Vec::new(),
                 keys: Vec::new(),
                 unique_indexes: Vec::new(),
@@ -651,6 +657,8 @@ const TABLES_SQL: &str =
             c.relispartition, c.relrowsecurity, c.relreplident, \
             greatest(c.reltuples, 0)::int8 AS reltuples, \
             coalesce(pg_total_relation_size(c.oid), 0)::int8 AS size, \
+            coalesce(pg_relation_size(c.oid), 0)::int8 AS heap, \
+            coalesce(pg_indexes_size(c.oid), 0)::int8 AS indexes, \
             pn.nspname::text AS parent_schema, p.relname::text AS parent_name, \
             CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partkey, \
             (SELECT o.option_value FROM pg_options_to_table(c.reloptions) o \

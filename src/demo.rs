@@ -133,6 +133,7 @@ impl Run {
             workload: wl.summary,
             timeline: wl.timeline,
             apply,
+            signals: Vec::new(),
         })
     }
 }
@@ -278,6 +279,17 @@ async fn our_run(
         ..ApplyOptions::default()
     };
     let rep = apply::apply(t, &aopts, Some(&w)).await?;
+    // The database's signals on the run's time axis.
+    let offset = apply_t0.duration_since(t0).as_secs_f64();
+    let mut signals: Vec<crate::apply::signals::SignalSecond> = rep
+        .signals
+        .iter()
+        .flat_map(|s| s.seconds.iter().cloned())
+        .map(|mut s| {
+            s.at_s += offset;
+            s
+        })
+        .collect();
     // Group the steps into the seed's phases.
     let groups: [(&str, &str, &[&str]); 6] = [
         (
@@ -360,7 +372,8 @@ async fn our_run(
     );
     if citus && v.ok {
         w.resume();
-        let d = distribute_phase(t, opts, &w, t0, &mut phases).await?;
+        let (d, sig) = distribute_phase(t, opts, &w, t0, &mut phases).await?;
+        signals.extend(sig);
         report.distribution = distributed_line(&d, phases.last().expect("the phase"));
         report.distributed = Some(d);
         settle_phase(
@@ -373,7 +386,7 @@ async fn our_run(
         .await;
     }
     let wl = w.stop().await;
-    Run::finish(
+    let mut run = Run::finish(
         "shardready apply",
         t,
         phases,
@@ -381,7 +394,9 @@ async fn our_run(
         wl,
         Some(rep),
     )
-    .await
+    .await?;
+    run.signals = signals;
+    Ok(run)
 }
 
 /// The seed's next unit under the same traffic: the prepared tables
@@ -394,7 +409,13 @@ async fn distribute_phase(
     w: &Workload,
     t0: Instant,
     phases: &mut Vec<PhaseRow>,
-) -> Result<crate::citus::DistributeReport, DemoError> {
+) -> Result<
+    (
+        crate::citus::DistributeReport,
+        Vec<crate::apply::signals::SignalSecond>,
+    ),
+    DemoError,
+> {
     use crate::citus;
     say(
         opts,
@@ -416,6 +437,10 @@ async fn distribute_phase(
     citus::check_coordinator(&client, &t.display()).await?;
     let session = citus::lock(client).await?;
     let progress = |s: &str| say(opts, &format!("   {s}"));
+    // The database's own signals while Citus moves the data.
+    let signals = crate::apply::signals::Signals::start(t, t0, Vec::new())
+        .await
+        .ok();
     let from = Instant::now();
     let report = citus::distribute_in_chosen_mode(
         &session,
@@ -436,6 +461,10 @@ async fn distribute_phase(
         Instant::now(),
     ));
     session.unlock().await;
+    let seconds = match signals {
+        Some(s) => s.stop().await.seconds,
+        None => Vec::new(),
+    };
     let report = report?;
     if opts.progress {
         eprint!("{}", crate::report::text::distribution(&report));
@@ -443,7 +472,7 @@ async fn distribute_phase(
             eprintln!("     {line}");
         }
     }
-    Ok(report)
+    Ok((report, seconds))
 }
 
 /// The lines of a tenant query's plan that show where it went (the task

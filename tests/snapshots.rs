@@ -30,6 +30,8 @@ macro_rules! snapshot {
                 (r"~\d+ rows, \d+(\.\d+)? [kMG]?B", "~[rows], [size]"),
                 (r"\d+(\.\d+)? [kMG]?B of tenant data", "[size] of tenant data"),
                 (r"shards of about \d+(\.\d+)? [kMG]?B", "shards of about [size]"),
+                // plan's estimate: sizes, and the machine's free space.
+                (r" *\+?\d+(\.\d+)? [kMG]B", " [size]"),
             ],
             prepend_module_to_snapshot => false,
         }, {

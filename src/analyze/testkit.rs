@@ -26,6 +26,8 @@ pub fn table(name: &str) -> TB {
         partition_key: None,
         row_estimate: 1000,
         size_bytes: 1000 * 100,
+        heap_bytes: 1000 * 80,
+        index_bytes: 1000 * 20,
         columns: Vec::new(),
         keys: Vec::new(),
         unique_indexes: Vec::new(),

@@ -37,7 +37,7 @@ pub(super) fn plan_cmd(g: &Global, a: PlanArgs) -> Result<ExitCode> {
     // stop apply's pre-flight, so the plan says so.
     let mut opts = a.analysis.options();
     opts.catalog_only = false;
-    let (plan, blockers) = runtime()?.block_on(async {
+    let (plan, blockers, estimate) = runtime()?.block_on(async {
         let client = target.connect().await?;
         let (cat, analysis) = shardready::analyze::read_with_catalog(&client, &opts).await?;
         let blockers: Vec<String> = analysis
@@ -46,15 +46,34 @@ pub(super) fn plan_cmd(g: &Global, a: PlanArgs) -> Result<ExitCode> {
             .filter(|f| f.blocks_apply())
             .map(|f| format!("  {}", opts.overrides.complete_commands(&f.line())))
             .collect();
-        anyhow::Ok((shardready::plan::build(&analysis, &cat), blockers))
+        let plan = shardready::plan::build(&analysis, &cat);
+        use shardready::plan::estimate;
+        let window = shardready::apply::ApplyOptions::default().trigger_window;
+        let estimate = estimate::estimate(&plan, &cat, &estimate::Rates::default(), window)
+            .against_server(&client)
+            .await;
+        anyhow::Ok((plan, blockers, estimate))
     })?;
     let text = match a.format {
-        PlanFormat::Json => serde_json::to_string_pretty(&plan)? + "\n",
+        PlanFormat::Json => {
+            // The plan as apply stores it, and the estimate beside it.
+            let mut v = serde_json::to_value(&plan)?;
+            v["estimate"] = serde_json::to_value(&estimate)?;
+            serde_json::to_string_pretty(&v)? + "\n"
+        }
         PlanFormat::Sql => {
             plan.to_sql(std::time::Duration::from(a.lock_timeout).as_millis() as u64)
         }
-        PlanFormat::Text => shardready::report::text::plan_text(&plan),
+        PlanFormat::Text => {
+            shardready::report::text::plan_text(&plan)
+                + &shardready::report::text::estimate_text(&estimate)
+        }
     };
+    for w in &estimate.warnings {
+        if a.format != PlanFormat::Text {
+            eprintln!("warning: {w}");
+        }
+    }
     match &a.output {
         Some(path) => {
             std::fs::write(path, &text)

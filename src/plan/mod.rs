@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod estimate;
 pub(crate) mod steps;
 
 use crate::analyze::{Analysis, Class};

@@ -268,6 +268,283 @@ fn baseline_p99(panel: &Panel) -> Option<f64> {
     Some(p99s[p99s.len() / 2])
 }
 
+/// One panel of the signals chart: the database's own signals over a run
+/// (`at_s` on the panel's time axis), with the run's phase bands.
+#[derive(Debug, Clone)]
+pub struct SignalPanel {
+    pub title: String,
+    pub seconds: Vec<crate::apply::signals::SignalSecond>,
+    pub bands: Vec<Band>,
+    /// Above this a canary commit counts as slow (dashed).
+    pub canary_limit_ms: Option<f64>,
+}
+
+/// Draws the phase bands of a panel onto a chart.
+fn draw_bands<DB: DrawingBackend>(
+    chart: &mut ChartContext<
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    bands: &[Band],
+    (y_min, y_max): (f64, f64),
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    for (i, b) in bands.iter().enumerate() {
+        let color = BAND_COLORS[i % BAND_COLORS.len()];
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(b.start_s, y_min), (b.end_s.max(b.start_s + 0.2), y_max)],
+                color.mix(0.13).filled(),
+            )))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The signals chart: per panel, on top the canary commit (median and
+/// slowest per second), the application's longest wait on shardready's
+/// locks and its statements' mean (ms, log scale), with the canary's
+/// limit dashed; below, WAL written (MB/s), the standby furthest behind
+/// (MB) and requested checkpoints (triangles).
+fn draw_signals<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    panels: &[SignalPanel],
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let x_max = panels
+        .iter()
+        .flat_map(|p| {
+            p.seconds
+                .iter()
+                .map(|s| s.at_s + 1.0)
+                .chain(p.bands.iter().map(|b| b.end_s))
+        })
+        .fold(10.0f64, f64::max);
+    for (panel, whole) in panels
+        .iter()
+        .zip(root.split_evenly((panels.len().max(1), 1)))
+    {
+        let (_, h) = whole.dim_in_pixel();
+        let (top, bottom) = whole.split_vertically(h * 58 / 100);
+        let ms_max = panel
+            .seconds
+            .iter()
+            .flat_map(|s| {
+                [
+                    s.canary_max_ms,
+                    s.waits_on_us_ms,
+                    s.stmt_mean_ms.unwrap_or(0.0),
+                ]
+            })
+            .chain(panel.canary_limit_ms)
+            .fold(10.0f64, f64::max)
+            * 2.0;
+        let y_min = 0.1f64;
+        let mut chart = ChartBuilder::on(&top)
+            .caption(
+                &panel.title,
+                ("sans-serif", 20).into_font().style(FontStyle::Bold),
+            )
+            .margin(10)
+            .x_label_area_size(20)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..x_max, (y_min..ms_max).log_scale())
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .y_desc("ms (log scale)")
+            .axis_desc_style(("sans-serif", 14))
+            .label_style(("sans-serif", 12))
+            .y_label_formatter(&|v| {
+                if *v >= 1.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.1}")
+                }
+            })
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (i, b) in panel.bands.iter().enumerate() {
+            let color = BAND_COLORS[i % BAND_COLORS.len()];
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(b.start_s, y_min), (b.end_s.max(b.start_s + 0.2), ms_max)],
+                    color.mix(0.13).filled(),
+                )))
+                .map_err(|e| e.to_string())?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("{} {}", i + 1, b.label),
+                    (b.start_s + x_max * 0.002, ms_max / 1.3),
+                    ("sans-serif", 11)
+                        .into_font()
+                        .transform(FontTransform::Rotate90)
+                        .color(&darker(color)),
+                )))
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(limit) = panel.canary_limit_ms {
+            let grey = RGBColor(90, 90, 90);
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(0.0, limit), (x_max, limit)],
+                    6,
+                    4,
+                    grey.stroke_width(1),
+                ))
+                .map_err(|e| e.to_string())?
+                .label(format!("canary limit ({limit:.1} ms)"))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 22, y)], grey.stroke_width(1))
+                });
+        }
+        type Get = fn(&crate::apply::signals::SignalSecond) -> Option<f64>;
+        let lines: [(&str, RGBColor, Get); 3] = [
+            ("canary commit, median", RGBColor(15, 98, 170), |s| {
+                Some(s.canary_p50_ms)
+            }),
+            (
+                "application's wait on shardready's locks",
+                RGBColor(230, 124, 0),
+                |s| Some(s.waits_on_us_ms).filter(|&w| w > 0.0),
+            ),
+            (
+                "application statements, mean",
+                RGBColor(140, 60, 170),
+                |s| s.stmt_mean_ms,
+            ),
+        ];
+        for (name, color, get) in lines {
+            let pts: Vec<(f64, f64)> = panel
+                .seconds
+                .iter()
+                .filter_map(|s| get(s).map(|v| (s.at_s, v.max(y_min))))
+                .collect();
+            if pts.is_empty() {
+                continue;
+            }
+            chart
+                .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
+                });
+        }
+        let red = RGBColor(200, 30, 30);
+        chart
+            .draw_series(
+                panel
+                    .seconds
+                    .iter()
+                    .map(|s| Circle::new((s.at_s, s.canary_max_ms.max(y_min)), 2, red.filled())),
+            )
+            .map_err(|e| e.to_string())?
+            .label("canary commit, slowest")
+            .legend(move |(x, y)| Circle::new((x + 11, y), 3, red.filled()));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .label_font(("sans-serif", 12))
+            .draw()
+            .map_err(|e| e.to_string())?;
+
+        // Below: WAL and standby lag.
+        let mb_max = panel
+            .seconds
+            .iter()
+            .flat_map(|s| [s.wal_mb_s.unwrap_or(0.0), s.replica_lag_mb.unwrap_or(0.0)])
+            .fold(1.0f64, f64::max)
+            * 1.15;
+        let mut low = ChartBuilder::on(&bottom)
+            .margin(10)
+            .x_label_area_size(36)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..x_max, 0f64..mb_max)
+            .map_err(|e| e.to_string())?;
+        low.configure_mesh()
+            .x_desc("seconds since the start of the run")
+            .y_desc("MB/s, MB")
+            .axis_desc_style(("sans-serif", 14))
+            .label_style(("sans-serif", 12))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        draw_bands(&mut low, &panel.bands, (0.0, mb_max))?;
+        type GetMb = fn(&crate::apply::signals::SignalSecond) -> Option<f64>;
+        let mb_lines: [(&str, RGBColor, GetMb); 2] = [
+            ("WAL written (MB/s)", RGBColor(52, 168, 83), |s| s.wal_mb_s),
+            ("standby behind (MB)", RGBColor(90, 90, 90), |s| {
+                s.replica_lag_mb
+            }),
+        ];
+        for (name, color, get) in mb_lines {
+            let pts: Vec<(f64, f64)> = panel
+                .seconds
+                .iter()
+                .filter_map(|s| get(s).map(|v| (s.at_s, v)))
+                .collect();
+            if pts.is_empty() {
+                continue;
+            }
+            low.draw_series(LineSeries::new(pts, color.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
+                });
+        }
+        // A triangle where WAL volume requested a checkpoint.
+        let mut last = 0;
+        let checkpoints: Vec<f64> = panel
+            .seconds
+            .iter()
+            .filter_map(|s| {
+                let c = s.checkpoints_req?;
+                let new = c > last;
+                last = last.max(c);
+                new.then_some(s.at_s)
+            })
+            .collect();
+        if !checkpoints.is_empty() {
+            let black = RGBColor(0, 0, 0);
+            low.draw_series(
+                checkpoints
+                    .into_iter()
+                    .map(|x| TriangleMarker::new((x, mb_max * 0.92), 6, black.filled())),
+            )
+            .map_err(|e| e.to_string())?
+            .label("checkpoint requested by WAL volume")
+            .legend(move |(x, y)| TriangleMarker::new((x + 11, y), 5, black.filled()));
+        }
+        low.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .label_font(("sans-serif", 12))
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Writes the signals chart as SVG and PNG (`signals.svg`, `signals.png`).
+pub fn write_signals(svg: &Path, png: &Path, panels: &[SignalPanel]) -> Result<(), String> {
+    fonts();
+    let h = 520 * panels.len().max(1) as u32;
+    draw_signals(SVGBackend::new(svg, (1280, h)).into_drawing_area(), panels)?;
+    draw_signals(
+        BitMapBackend::new(png, (1280, h)).into_drawing_area(),
+        panels,
+    )
+}
+
 /// Writes the chart as SVG.
 pub fn write_svg(path: &Path, panels: &[Panel]) -> Result<(), String> {
     fonts();

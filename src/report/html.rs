@@ -11,7 +11,7 @@ fn esc(s: &str) -> String {
 }
 
 /// The demo's report as one self-contained HTML page (the chart inline).
-pub fn demo_html(r: &DemoReport, svg: &str) -> String {
+pub fn demo_html(r: &DemoReport, svg: &str, signals: Option<&str>) -> String {
     let mut body = String::new();
     let _ = writeln!(
         body,
@@ -24,6 +24,15 @@ pub fn demo_html(r: &DemoReport, svg: &str) -> String {
     );
     let svg_body = svg.find("<svg").map(|i| &svg[i..]).unwrap_or(svg);
     let _ = writeln!(body, "<div class=\"chart\">{svg_body}</div>");
+    if let Some(sig) = signals {
+        let sig_body = sig.find("<svg").map(|i| &sig[i..]).unwrap_or(sig);
+        let _ = writeln!(
+            body,
+            "<p>What the database itself showed meanwhile (sampled ten times a second from a separate connection): \
+             the canary commit, the application's waits on shardready's locks, WAL and standby lag.</p>\n\
+             <div class=\"chart\">{sig_body}</div>"
+        );
+    }
     for run in &r.runs {
         let _ = writeln!(body, "<h2>{}</h2>", esc(&run.label));
         body.push_str("<table><tr><th>phase</th><th>seed step</th><th>seconds</th><th>app tx</th><th>p50 ms</th><th>p99 ms</th><th>max ms</th><th>failed</th></tr>\n");

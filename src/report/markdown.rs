@@ -89,6 +89,27 @@ pub fn apply_markdown(
             w.achieved_rate_per_min, w.latency.p99_ms, w.latency.max_ms, w.errors
         );
     }
+    if let Some(sig) = &r.signals {
+        let held: Vec<String> = r
+            .backfills
+            .iter()
+            .flat_map(|b| {
+                b.held_back
+                    .iter()
+                    .map(move |(what, s)| format!("{} {s:.1} s by {what}", b.table))
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "\n## The database's signals\n\n{}{}\nThe chart: `signals.svg` / `signals.png`.",
+            super::text::signals_line(sig),
+            if held.is_empty() {
+                String::new()
+            } else {
+                format!("The backfill held back: {}.\n", held.join(", "))
+            }
+        );
+    }
     out
 }
 

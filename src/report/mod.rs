@@ -14,7 +14,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::workload::{self, TimelineRow};
-use chart::{Band, Panel};
+use chart::{Band, Panel, SignalPanel};
 
 pub use markdown::{apply_markdown, demo_markdown};
 pub use text::analysis_text;
@@ -46,6 +46,10 @@ pub struct Run {
     pub workload: workload::Summary,
     pub timeline: Vec<TimelineRow>,
     pub apply: Option<crate::apply::ApplyReport>,
+    /// The database's signals during apply and distribute, on the run's
+    /// time axis (empty for the seed's procedure).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signals: Vec<crate::apply::signals::SignalSecond>,
 }
 
 /// A key or foreign key of a table, as `name definition`.
@@ -84,8 +88,15 @@ struct Files<'a> {
     json: serde_json::Value,
     markdown: String,
     panels: Vec<Panel>,
-    html: Option<&'a dyn Fn(&str) -> String>,
+    /// The database's signals (signals.svg, signals.png).
+    signals: Vec<SignalPanel>,
+    /// report.html from the latency chart's and the signals chart's SVG.
+    html: Option<&'a HtmlPage<'a>>,
 }
+
+/// Renders report.html from the latency chart's SVG and, when there is
+/// one, the signals chart's.
+type HtmlPage<'a> = dyn Fn(&str, Option<&str>) -> String + 'a;
 
 /// Writes a report directory; the error names the file.
 fn write_files(out: &Path, files: Files) -> Result<Vec<&'static str>, String> {
@@ -99,6 +110,17 @@ fn write_files(out: &Path, files: Files) -> Result<Vec<&'static str>, String> {
     )?;
     write("report.md", &files.markdown)?;
     let mut written = vec!["report.json", "report.md"];
+    let mut signals_svg = None;
+    if !files.signals.is_empty() {
+        chart::write_signals(
+            &out.join("signals.svg"),
+            &out.join("signals.png"),
+            &files.signals,
+        )
+        .map_err(|e| format!("cannot draw signals.svg: {e}"))?;
+        written.extend(["signals.svg", "signals.png"]);
+        signals_svg = std::fs::read_to_string(out.join("signals.svg")).ok();
+    }
     if !files.panels.is_empty() {
         chart::write_svg(&out.join("latency.svg"), &files.panels)
             .map_err(|e| format!("cannot draw latency.svg: {e}"))?;
@@ -108,7 +130,7 @@ fn write_files(out: &Path, files: Files) -> Result<Vec<&'static str>, String> {
         if let Some(html) = files.html {
             let svg = std::fs::read_to_string(out.join("latency.svg"))
                 .map_err(|e| format!("cannot read latency.svg: {e}"))?;
-            write("report.html", &html(&svg))?;
+            write("report.html", &html(&svg, signals_svg.as_deref()))?;
             written.push("report.html");
         }
     }
@@ -118,13 +140,28 @@ fn write_files(out: &Path, files: Files) -> Result<Vec<&'static str>, String> {
 /// The demo's report: report.json, report.md, report.html, latency.svg,
 /// latency.png.
 pub fn write_demo(out: &Path, report: &DemoReport) -> Result<(), String> {
-    let html = |svg: &str| html::demo_html(report, svg);
+    let html = |svg: &str, signals: Option<&str>| html::demo_html(report, svg, signals);
     write_files(
         out,
         Files {
             json: serde_json::to_value(report).expect("report serializes"),
             markdown: demo_markdown(report),
             panels: panels(report),
+            signals: report
+                .runs
+                .iter()
+                .filter(|r| !r.signals.is_empty())
+                .map(|r| SignalPanel {
+                    title: format!("{} — the database's signals", r.label),
+                    seconds: r.signals.clone(),
+                    bands: bands(&r.phases),
+                    canary_limit_ms: r
+                        .apply
+                        .as_ref()
+                        .and_then(|a| a.signals.as_ref()?.baseline.as_ref())
+                        .map(|b| b.canary_limit_ms),
+                })
+                .collect(),
             html: Some(&html),
         },
     )
@@ -132,7 +169,8 @@ pub fn write_demo(out: &Path, report: &DemoReport) -> Result<(), String> {
 }
 
 /// `apply --report DIR`: report.json (with the workload's summary and
-/// timeline when one ran) and report.md; returns the files written.
+/// timeline when one ran), report.md, and the signals chart (signals.svg,
+/// signals.png) with a band per step; returns the files written.
 pub fn write_apply(
     out: &Path,
     report: &crate::apply::ApplyReport,
@@ -149,6 +187,29 @@ pub fn write_apply(
             json,
             markdown: apply_markdown(report, workload.map(|w| &w.summary)),
             panels: Vec::new(),
+            signals: report
+                .signals
+                .iter()
+                .filter(|s| !s.seconds.is_empty())
+                .map(|s| SignalPanel {
+                    title: format!(
+                        "shardready apply — the database's signals ({:.0} s)",
+                        report.seconds
+                    ),
+                    seconds: s.seconds.clone(),
+                    bands: report
+                        .steps
+                        .iter()
+                        .filter(|st| st.seconds >= 0.5)
+                        .map(|st| Band {
+                            label: st.id.clone(),
+                            start_s: st.started_at_s,
+                            end_s: st.started_at_s + st.seconds,
+                        })
+                        .collect(),
+                    canary_limit_ms: s.baseline.as_ref().map(|b| b.canary_limit_ms),
+                })
+                .collect(),
             html: None,
         },
     )
@@ -169,15 +230,19 @@ pub fn panels(report: &DemoReport) -> Vec<Panel> {
                 r.workload.errors
             ),
             timeline: r.timeline.clone(),
-            bands: r
-                .phases
-                .iter()
-                .map(|p| Band {
-                    label: p.phase.clone(),
-                    start_s: p.start_s,
-                    end_s: p.start_s + p.seconds,
-                })
-                .collect(),
+            bands: bands(&r.phases),
+        })
+        .collect()
+}
+
+/// A run's phases as chart bands.
+fn bands(phases: &[PhaseRow]) -> Vec<Band> {
+    phases
+        .iter()
+        .map(|p| Band {
+            label: p.phase.clone(),
+            start_s: p.start_s,
+            end_s: p.start_s + p.seconds,
         })
         .collect()
 }

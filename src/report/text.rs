@@ -199,6 +199,85 @@ pub fn plan_text(plan: &crate::plan::Plan) -> String {
     s
 }
 
+/// `plan`'s estimate: the steps that take time, WAL or disk, the totals,
+/// free space and the warnings.
+pub fn estimate_text(e: &crate::plan::estimate::Estimate) -> String {
+    use crate::plan::estimate::human;
+    let r = &e.rates;
+    let mut s = format!(
+        "\nestimate (sizes from the catalog's statistics; times at the rates measured on a 2-core \
+         reference machine: backfill {:.0}k rows/s, index builds {:.1}M rows/s, key validation \
+         {:.1}M rows/s; apply's progress shows this server's):\n",
+        r.backfill_rows_s / 1e3,
+        r.index_rows_s / 1e6,
+        r.fk_rows_s / 1e6
+    );
+    let _ = writeln!(
+        s,
+        "  {:<48} {:>8} {:>9} {:>9}  lock",
+        "step", "time", "WAL", "disk"
+    );
+    let mut brief = 0;
+    for st in &e.steps {
+        if st.seconds < 0.05 && st.wal_bytes == 0 && st.disk_bytes == 0 {
+            brief += 1;
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "  {:<48} {:>8} {:>9} {:>9}  {}",
+            format!("{:>2}. {}", st.position, st.id)
+                .chars()
+                .take(48)
+                .collect::<String>(),
+            seconds_text(st.seconds),
+            if st.wal_bytes > 0 {
+                human(st.wal_bytes)
+            } else {
+                "-".into()
+            },
+            if st.disk_bytes > 0 {
+                format!("+{}", human(st.disk_bytes))
+            } else {
+                "-".into()
+            },
+            st.lock
+        );
+    }
+    if brief > 0 {
+        let _ = writeln!(
+            s,
+            "  and {brief} quick steps (catalog changes, brief locks: each try waits at most lock_timeout)"
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  total about {}, {} of WAL (what standbys and the archive receive), +{} of disk at the peak; {}",
+        seconds_text(e.seconds),
+        human(e.wal_bytes),
+        human(e.disk_bytes),
+        match e.free_bytes {
+            Some(f) => format!("{} free in the data directory", human(f)),
+            None => "free space not visible from here (a remote server, or a role that may not read data_directory): check it with df".into(),
+        }
+    );
+    for w in &e.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    s
+}
+
+/// A duration for people: 0.4 s, 42 s, 3 min 10 s.
+fn seconds_text(x: f64) -> String {
+    if x < 10.0 {
+        format!("{x:.1} s")
+    } else if x < 120.0 {
+        format!("{x:.0} s")
+    } else {
+        format!("{} min {:02.0} s", (x / 60.0) as i64, x % 60.0)
+    }
+}
+
 /// What `apply` prints when it finished.
 pub fn apply_summary(report: &crate::apply::ApplyReport) -> String {
     let mut out = String::new();
