@@ -174,6 +174,25 @@ fn demo_writes_a_complete_report() {
     assert!(svg.contains("application latency per order (ms, log scale)"));
     let png = image::open(out.join("latency.png")).expect("latency.png decodes");
     assert_eq!((png.width(), png.height()), (1280, 900));
+
+    // The database's own signals beside it: a panel for shardready's run
+    // (the seed's procedure has no sampler), in the page too.
+    let signals = std::fs::read_to_string(out.join("signals.svg")).unwrap();
+    roxmltree::Document::parse(&signals).expect("signals.svg is well-formed XML");
+    assert!(
+        signals.contains("canary commit, median"),
+        "the canary is drawn"
+    );
+    assert!(signals.contains("WAL written (MB/s)"), "WAL is drawn");
+    let png = image::open(out.join("signals.png")).expect("signals.png decodes");
+    assert_eq!((png.width(), png.height()), (1280, 520));
+    assert_eq!(html.matches("<svg").count(), 2, "both charts in the page");
+    let ours = &runs[0];
+    let seconds = ours["signals"]
+        .as_array()
+        .expect("shardready's run has signals");
+    assert!(seconds.len() > 5, "{} seconds of signals", seconds.len());
+    assert!(runs[1].get("signals").is_none(), "the seed's run has none");
 }
 
 /// The text of latency.svg with XML entities decoded.
