@@ -14,6 +14,9 @@
 //!   cargo bench --bench external                      # full scale, 50/s and 333/s
 //!   SCALE=0.1 RATES=50/s cargo bench --bench external
 //!   SKIP_SEED=1 cargo bench --bench external          # (c) and (b) only
+//!   CAPS=60000,30000 RATES=333/s cargo bench --bench external   # (b) again with
+//!       each --max-rate cap: the trade-off between the client's p99 and
+//!       the backfill's time
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -390,15 +393,58 @@ async fn run(sb: &Sandbox, scale: f64, rate: f64, settle: Duration, logs: &Path,
 
     // (b) shardready apply, defaults, no --workload.
     let t = dbs[2].as_ref().unwrap();
-    eprintln!("(b) shardready apply...");
-    let app = client(&names[2]);
+    let (base, whole, failed, backfill) = apply_run(t, client(&names[2]), settle, None).await;
+    println!("\nsummary at {rate:.0}/s (single UPDATE: {single:.1} s)");
+    for (what, base, whole, failed, backfill) in &summary {
+        summary_line(what, base, whole, *failed, *backfill, single);
+    }
+    summary_line("shardready apply", &base, &whole, failed, backfill, single);
+    quiesce(sb, &names[2]).await;
+
+    // The trade-off: the same apply with a rate cap on the backfill.
+    let caps: Vec<f64> = std::env::var("CAPS")
+        .ok()
+        .map(|c| c.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    if !caps.is_empty() {
+        let mut curve = vec![(None, base, whole, failed, backfill)];
+        for (i, cap) in caps.iter().enumerate() {
+            let name = format!("cap{round}x{i}");
+            eprintln!("loading {name}...");
+            let t = fresh_db(sb, &name, scale).await;
+            let r = apply_run(&t, client(&name), settle, Some(*cap)).await;
+            quiesce(sb, &name).await;
+            curve.push((Some(*cap), r.0, r.1, r.2, r.3));
+        }
+        println!("\ntrade-off at {rate:.0}/s: backfill rate cap -> the client's p99 / max, the backfill's time");
+        for (cap, base, whole, failed, backfill) in &curve {
+            let what = match cap {
+                Some(c) => format!("--max-rate {c:.0}"),
+                None => "no cap (default)".into(),
+            };
+            summary_line(&what, base, whole, *failed, *backfill, single);
+        }
+    }
+}
+
+/// shardready apply with its defaults and no `--workload` (a rate cap when
+/// given) under the client: the client's baseline and whole-apply windows,
+/// its failures and the backfill's seconds.
+async fn apply_run(
+    t: &Target,
+    app: Client,
+    settle: Duration,
+    max_rate: Option<f64>,
+) -> (Window, Window, u64, f64) {
+    eprintln!("(b) shardready apply (max rate {max_rate:?})...");
     let deploy = deploy_when_column_exists(t);
     tokio::time::sleep(settle).await;
     let w0 = now_s();
-    let opts = ApplyOptions {
+    let mut opts = ApplyOptions {
         progress: false,
         ..ApplyOptions::default()
     };
+    opts.pace.max_rate = max_rate;
     let report = apply::apply(t, &opts, None).await.unwrap();
     let end = now_s();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -421,12 +467,11 @@ async fn run(sb: &Sandbox, scale: f64, rate: f64, settle: Duration, logs: &Path,
         from: w0,
         to: end,
     });
-    print_phases(
-        "(b) shardready apply (defaults, no --workload)",
-        &txs,
-        failed,
-        &phases,
-    );
+    let title = match max_rate {
+        Some(r) => format!("(b) shardready apply (no --workload, --max-rate {r:.0})"),
+        None => "(b) shardready apply (defaults, no --workload)".into(),
+    };
+    print_phases(&title, &txs, failed, &phases);
     for b in &report.backfills {
         println!(
             "  backfill {}: {} rows in {} batches, {:.1} s, throttled {:.1} s {:?}",
@@ -437,14 +482,12 @@ async fn run(sb: &Sandbox, scale: f64, rate: f64, settle: Duration, logs: &Path,
         print!("  {}", shardready::report::text::signals_line(sig));
     }
     let backfill: f64 = report.backfills.iter().map(|b| b.seconds).sum();
-    let base = window(&txs, w0 - settle.as_secs_f64(), w0);
-    let whole = window(&txs, w0, end);
-    println!("\nsummary at {rate:.0}/s (single UPDATE: {single:.1} s)");
-    for (what, base, whole, failed, backfill) in &summary {
-        summary_line(what, base, whole, *failed, *backfill, single);
-    }
-    summary_line("shardready apply", &base, &whole, failed, backfill, single);
-    quiesce(sb, &names[2]).await;
+    (
+        window(&txs, w0 - settle.as_secs_f64(), w0),
+        window(&txs, w0, end),
+        failed,
+        backfill,
+    )
 }
 
 fn summary_line(

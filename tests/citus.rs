@@ -127,6 +127,13 @@ async fn distribute_tailspin_under_traffic(test: &str, args: &[&str]) -> Option<
         );
     }
     assert!(v["routing"].as_str().unwrap().contains("Task Count: 1"));
+    // The database's own signals were sampled beside it, after a baseline.
+    let sig = &v["signals"];
+    assert!(
+        sig["baseline"]["canary_p99_ms"].as_f64().unwrap() > 0.0,
+        "{sig}"
+    );
+    assert!(!sig["seconds"].as_array().unwrap().is_empty(), "{sig}");
     // The shard count is Citus's own, not the plan's.
     let shards: i64 = client
         .query_one(

@@ -93,8 +93,8 @@ async fn integer_composite_and_uuid_keys_are_backfilled_under_writes() {
         "{plan}"
     );
     // The application goes on: new orders with lines and receipts, written
-    // the old way (no shop_id) for its first 1.5 s, then the new way, and
-    // updates of old lines.
+    // the old way (no shop_id) for at least 1.5 s, then the new way once
+    // the column exists (its deployment), and updates of old lines.
     let stop = Arc::new(AtomicBool::new(false));
     let app = {
         let (stop, c) = (stop.clone(), connect(&t).await);
@@ -102,9 +102,19 @@ async fn integer_composite_and_uuid_keys_are_backfilled_under_writes() {
             let mut errors = Vec::new();
             let mut id = 100_000;
             let start = std::time::Instant::now();
+            let mut new_way = false;
             while !stop.load(Ordering::SeqCst) {
                 id += 1;
-                let new_way = start.elapsed() > Duration::from_millis(1500);
+                if !new_way && start.elapsed() > Duration::from_millis(1500) {
+                    new_way = c
+                        .query_one(
+                            "SELECT count(*) = 2 FROM pg_attribute WHERE attname = 'shop_id' \
+                             AND attrelid IN ('order_lines'::regclass, 'receipts'::regclass)",
+                            &[],
+                        )
+                        .await
+                        .is_ok_and(|r| r.get(0));
+                }
                 let r = async {
                     if new_way {
                         c.execute(

@@ -31,6 +31,10 @@ pub struct Pace {
     pub max_batch: i64,
     /// How far behind the standbys may fall (None: not watched).
     pub max_replica_lag: Option<super::control::ReplicaBudget>,
+    /// Never more than this many bytes of WAL per second (the whole
+    /// server's, the application's included), for standbys, archives and
+    /// checkpoints that cannot take more.
+    pub max_wal_rate: Option<f64>,
 }
 
 impl Default for Pace {
@@ -43,6 +47,7 @@ impl Default for Pace {
             min_batch: 200,
             max_batch: 200_000,
             max_replica_lag: Some(super::control::ReplicaBudget::Time(Duration::from_secs(10))),
+            max_wal_rate: None,
         }
     }
 }
@@ -249,6 +254,10 @@ pub async fn run(
     let mut next_control = Instant::now();
     let mut paused = Duration::ZERO;
     let mut replica_wait = Duration::ZERO;
+    let mut wal_window = match pace.max_wal_rate {
+        Some(_) => Some((Instant::now(), wal_position(client).await?)),
+        None => None,
+    };
     while cursor < max_key {
         if Instant::now() >= next_control {
             next_control = Instant::now() + Duration::from_secs(1);
@@ -325,6 +334,22 @@ pub async fn run(
             *stats.held_back.entry(signal.to_string()).or_default() += pause.as_secs_f64();
         }
         size = size.clamp(pace.min_batch, pace.max_batch);
+        // WAL cap: the server's WAL since the window began, against the
+        // budget for that time.
+        if let (Some(cap), Some((since, from))) = (pace.max_wal_rate, wal_window) {
+            let written = wal_position(client).await? - from;
+            let elapsed = since.elapsed().as_secs_f64();
+            if written > elapsed * cap {
+                let pause = Duration::from_secs_f64((written - elapsed * cap) / cap);
+                bar.held_back(Some("the WAL rate cap (--max-wal-rate)"));
+                tokio::time::sleep(pause).await;
+                throttled += pause;
+                *stats.held_back.entry("WAL rate".to_string()).or_default() += pause.as_secs_f64();
+            }
+            if elapsed > 5.0 {
+                wal_window = Some((Instant::now(), wal_position(client).await?));
+            }
+        }
         // Rate cap.
         if let Some(max_rate) = max_rate {
             let elapsed = window_start.elapsed().as_secs_f64();
@@ -350,6 +375,18 @@ pub async fn run(
     stats.replica_wait_seconds = replica_wait.as_secs_f64();
     stats.final_batch_keys = size;
     Ok(stats)
+}
+
+/// Bytes of WAL the server has written (its current position).
+async fn wal_position(client: &Client) -> Result<f64, ApplyError> {
+    Ok(client
+        .query_one(
+            "SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), '0/0')::float8",
+            &[],
+        )
+        .await
+        .map_err(|e| ApplyError::db("cannot read the WAL position", e))?
+        .get(0))
 }
 
 /// The signal a governor's reason names, as a short key for the stats.

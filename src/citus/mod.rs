@@ -1019,6 +1019,10 @@ pub struct DistributeReport {
     pub routing: String,
     /// What the application's traffic felt during the run (`--workload`).
     pub workload: Option<crate::workload::Summary>,
+    /// The database's own signals during the run (canary, lock waits on
+    /// shardready, WAL, standby lag), sampled beside it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signals: Option<crate::apply::signals::SignalReport>,
     /// Shards the tenant root has now, as Citus counts them (isolating a
     /// tenant adds some to the planned count).
     pub root_shards: Option<i64>,
@@ -1402,6 +1406,7 @@ pub async fn distribute(
         citus_tables: found.into_iter().map(|(_, ct)| ct).collect(),
         routing,
         workload: None,
+        signals: None,
         root_shards,
     })
 }

@@ -395,6 +395,13 @@ pub(crate) struct ApplyArgs {
     /// not watch them. Needs pg_monitor (or superuser) to see them.
     #[arg(long, value_name = "TIME|SIZE|off", default_value = "10s", value_parser = replica_budget)]
     pub(crate) max_replica_lag: LagBudget,
+    /// Keep the server's WAL below this many bytes per second while the
+    /// backfill runs (e.g. 20MB): the backfill pauses when the server's
+    /// WAL since the last few seconds is over it. For standbys, archives
+    /// and checkpoints that cannot take more (plan's estimate says how
+    /// much WAL each step writes).
+    #[arg(long, value_name = "SIZE", value_parser = wal_rate)]
+    pub(crate) max_wal_rate: Option<f64>,
     /// Run the built-in create_orders workload at this rate during apply and
     /// report what it felt per step (e.g. 3000/min).
     #[arg(long, value_name = "RATE")]
@@ -823,6 +830,14 @@ fn positive_duration(s: &str) -> Result<humantime::Duration, String> {
 /// `--max-replica-lag`: a budget, or `off` (None).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LagBudget(pub(crate) Option<shardready::apply::control::ReplicaBudget>);
+
+/// `--max-wal-rate`: bytes per second, as `20MB` (or `20MB/s`).
+fn wal_rate(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches("/s").parse() {
+        Ok(shardready::apply::control::ReplicaBudget::Bytes(b)) => Ok(b as f64),
+        _ => Err("a size per second, e.g. 20MB".into()),
+    }
+}
 
 fn replica_budget(s: &str) -> Result<LagBudget, String> {
     if s.trim() == "off" {

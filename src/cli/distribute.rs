@@ -71,6 +71,15 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
             Some(rate) => Some(Workload::beside(&target, rate).await?),
             None => None,
         };
+        // The database's own signals, sampled beside it (2 s of baseline
+        // first).
+        let signals = shardready::apply::signals::Signals::start(
+            &target,
+            std::time::Instant::now(),
+            Vec::new(),
+        )
+        .await
+        .ok();
         let result = citus::distribute_in_chosen_mode(
             &session,
             &target.display(),
@@ -88,12 +97,20 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
         if let Some(s) = &felt {
             eprint!("{}", shardready::report::text::workload_summary(s));
         }
+        let signals = match signals {
+            Some(s) => Some(s.stop().await),
+            None => None,
+        };
         let mut report = result?;
         report.workload = felt;
+        report.signals = signals;
         if a.format == Format::Json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             print!("{}", shardready::report::text::distribution(&report));
+            if let Some(sig) = &report.signals {
+                print!("{}", shardready::report::text::signals_line(sig));
+            }
         }
         anyhow::Ok(ExitCode::SUCCESS)
     })

@@ -111,6 +111,7 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
             max_rate: a.max_rate,
             app_p99_limit_ms: a.app_p99_limit,
             max_replica_lag: a.max_replica_lag.0,
+            max_wal_rate: a.max_wal_rate,
             ..Pace::default()
         },
         force: a.force,

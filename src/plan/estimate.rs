@@ -211,8 +211,8 @@ impl Estimate {
                     "WAL: one step writes about {} of WAL, {:.0}x max_wal_size ({}): expect \
                      checkpoints requested by WAL volume while it runs (their full-page writes \
                      slow the application). Raise max_wal_size for the duration \
-                     (ALTER SYSTEM SET max_wal_size = '{}'; SELECT pg_reload_conf();) or cap the \
-                     backfill with --max-rate",
+                     (ALTER SYSTEM SET max_wal_size = '{}'; SELECT pg_reload_conf();) or cap \
+                     apply's WAL with --max-wal-rate",
                     human(biggest),
                     biggest as f64 / max as f64,
                     human(max),
