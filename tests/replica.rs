@@ -95,3 +95,86 @@ async fn the_backfill_waits_for_a_standby_beyond_its_lag_budget() {
     let verify = run_on(&c.url(), &["verify"]);
     assert!(verify.status.success(), "{verify:?}");
 }
+
+/// A role without pg_monitor does not see the standbys' positions in
+/// pg_stat_replication, so nothing would hold its backfill back; given the
+/// standby with `--replica`, apply reads the standby's own replay position
+/// and waits for it the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_given_by_url_is_watched_where_the_primary_hides_it() {
+    let (c, t) = tailspin(0.05).await;
+    let admin = connect(&t).await;
+    admin
+        .batch_execute(
+            "CREATE ROLE owner LOGIN; GRANT CREATE ON DATABASE postgres TO owner; \
+             GRANT CREATE, USAGE ON SCHEMA public TO owner; \
+             ALTER TABLE stores OWNER TO owner; ALTER TABLE products OWNER TO owner; \
+             ALTER TABLE orders OWNER TO owner; ALTER TABLE line_items OWNER TO owner;",
+        )
+        .await
+        .unwrap();
+    let standby = c
+        .start_replica(vec![
+            ("recovery_min_apply_delay".into(), "1s".into()),
+            ("wal_receiver_status_interval".into(), "1s".into()),
+        ])
+        .expect("a streaming replica starts");
+    let mut cfg = t.config.clone();
+    cfg.user("owner");
+    let owner = shardready::conn::Target {
+        config: cfg,
+        ..t.clone()
+    };
+    // The owner's view of the standby: no position.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while shardready::apply::control::replica_lag(&admin)
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let as_owner = connect(&owner).await;
+    assert!(
+        shardready::apply::control::replica_lag(&as_owner)
+            .await
+            .unwrap()
+            .is_none(),
+        "the owner cannot see the standby's position"
+    );
+    // A wrong URL is refused before anything changes.
+    let mut opts = common::quiet();
+    opts.standbys = vec![t.clone()];
+    let err = shardready::apply::apply(&owner, &opts, None)
+        .await
+        .expect_err("the primary is not a standby");
+    assert!(err.to_string().contains("it is not a standby"), "{err}");
+    let added = common::scalar_i64(
+        &admin,
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 'line_items'::regclass AND attname = 'store_id'",
+    )
+    .await;
+    assert_eq!(added, 0, "nothing changed");
+    // With the standby given: the backfill waits for it.
+    let standby_url = shardready::conn::Target::parse(&standby.url()).unwrap();
+    opts.standbys = vec![standby_url];
+    opts.pace.max_replica_lag = Some(ReplicaBudget::Bytes(4_000_000));
+    opts.pace.batch_target = Duration::from_millis(20);
+    let report = shardready::apply::apply(&owner, &opts, None).await.unwrap();
+    let b = report
+        .backfills
+        .iter()
+        .find(|b| b.table.ends_with("line_items"))
+        .unwrap();
+    assert!(
+        b.replica_wait_seconds > 0.5,
+        "waited {:.1} s for the standby it was given",
+        b.replica_wait_seconds
+    );
+    let verify = run_on(&c.url(), &["verify"]);
+    assert!(verify.status.success(), "{verify:?}");
+}

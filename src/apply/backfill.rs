@@ -204,6 +204,7 @@ pub async fn run(
     step: &Backfill,
     pace: &Pace,
     pressures: &[&dyn Pressure],
+    standbys: &[super::control::Standby],
     progress: bool,
 ) -> Result<BackfillStats, ApplyError> {
     let table = &step.table;
@@ -310,7 +311,8 @@ pub async fn run(
         // adds more, beyond the budget (checked after every batch: the
         // lag stays within the budget plus one batch's WAL).
         if let Some(budget) = &pace.max_replica_lag {
-            replica_wait += super::control::wait_for_replicas(client, budget, progress).await?;
+            replica_wait +=
+                super::control::wait_for_replicas(client, standbys, budget, progress).await?;
         }
         cursor = hi;
         rows += n;

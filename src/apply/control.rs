@@ -219,17 +219,99 @@ pub async fn replica_lag(client: &Client) -> Result<Option<ReplicaLag>, ApplyErr
     }))
 }
 
+/// A standby watched by its own replay position (`apply --replica URL`):
+/// seen even where the primary does not show it (a role without
+/// pg_monitor, a cascaded standby, a standby restoring from the archive).
+pub struct Standby {
+    pub name: String,
+    pub client: Client,
+}
+
+impl Standby {
+    /// Connects to the standby at `target`; an error that says what to do
+    /// when it cannot, or when it is not a standby.
+    pub async fn connect(target: &crate::conn::Target) -> Result<Standby, ApplyError> {
+        let name = target.display();
+        let refuse = |detail: String| ApplyError::Other {
+            context: format!("the standby given with --replica ({name})"),
+            detail: format!(
+                "{detail}; nothing was changed. Fix the URL, or leave it out (the standbys the \
+                 primary shows in pg_stat_replication are watched anyway)"
+            ),
+        };
+        let client = target
+            .with_application_name("shardready-standby-watch")
+            .connect()
+            .await
+            .map_err(|e| refuse(format!("cannot connect: {e}")))?;
+        let recovering: bool = client
+            .query_one("SELECT pg_catalog.pg_is_in_recovery()", &[])
+            .await
+            .map_err(|e| refuse(crate::conn::error_text(&e)))?
+            .get(0);
+        if !recovering {
+            return Err(refuse(
+                "it is not a standby (pg_is_in_recovery() is false)".into(),
+            ));
+        }
+        Ok(Standby { name, client })
+    }
+
+    /// How far it is behind `primary`: WAL bytes the primary has written
+    /// and it has not replayed, and (while it has some to replay) the age
+    /// of the last transaction it replayed.
+    async fn lag(&self, primary: &Client) -> Result<ReplicaLag, ApplyError> {
+        let at: String = primary
+            .query_one("SELECT pg_catalog.pg_current_wal_lsn()::text", &[])
+            .await
+            .map_err(|e| ApplyError::db("cannot read the WAL position", e))?
+            .get(0);
+        let r = self
+            .client
+            .query_one(
+                "SELECT greatest(pg_catalog.pg_wal_lsn_diff($1::text::pg_lsn, \
+                        pg_catalog.pg_last_wal_replay_lsn()), 0)::bigint, \
+                        coalesce(extract(epoch FROM now() - pg_catalog.pg_last_xact_replay_timestamp()), 0)::float8",
+                &[&at],
+            )
+            .await
+            .map_err(|e| ApplyError::db("cannot read the standby's replay position", e))?;
+        let bytes: i64 = r.get(0);
+        Ok(ReplicaLag {
+            name: self.name.clone(),
+            seconds: if bytes > 0 { r.get(1) } else { 0.0 },
+            bytes,
+        })
+    }
+}
+
+/// The standby furthest behind: those the primary shows and those given.
+pub async fn worst_lag(
+    client: &Client,
+    standbys: &[Standby],
+) -> Result<Option<ReplicaLag>, ApplyError> {
+    let mut worst = replica_lag(client).await?;
+    for s in standbys {
+        let lag = s.lag(client).await?;
+        if worst.as_ref().is_none_or(|w| lag.bytes > w.bytes) {
+            worst = Some(lag);
+        }
+    }
+    Ok(worst)
+}
+
 /// Waits while a standby is further behind than `budget`, saying once
 /// which one and how far; returns how long it waited. Holds no lock.
 pub async fn wait_for_replicas(
     client: &Client,
+    standbys: &[Standby],
     budget: &ReplicaBudget,
     progress: bool,
 ) -> Result<std::time::Duration, ApplyError> {
     let start = std::time::Instant::now();
     let mut said = false;
     loop {
-        match replica_lag(client).await? {
+        match worst_lag(client, standbys).await? {
             Some(lag) if lag.over(budget) => {
                 if !said && progress {
                     eprintln!(

@@ -238,6 +238,8 @@ pub struct ApplyOptions {
     pub fire_triggers: bool,
     /// Sample the database's own signals ([`signals`]) and pace on them.
     pub signals: bool,
+    /// Standbys to watch by their own replay position (`--replica`).
+    pub standbys: Vec<Target>,
 }
 
 /// Who runs the backfill batches.
@@ -271,6 +273,7 @@ impl Default for ApplyOptions {
             progress: true,
             max_steps: None,
             signals: true,
+            standbys: Vec::new(),
             parallel_workers: 0,
             backfill_via: BackfillVia::Client,
             fire_triggers: false,
@@ -596,6 +599,11 @@ async fn run(
     t_start: Instant,
     carry: &mut Carry,
 ) -> Result<ApplyReport, ApplyError> {
+    // The standbys given are reachable, before anything (state included).
+    let mut standbys = Vec::new();
+    for t in &opts.standbys {
+        standbys.push(control::Standby::connect(t).await?);
+    }
     let cat = Catalog::read(client)
         .await
         .map_err(|e| ApplyError::db("cannot read the catalog", e))?;
@@ -768,7 +776,8 @@ async fn run(
                     pace.lock_timeout = opts.policy.lock_timeout;
                     let b = match opts.backfill_via {
                         BackfillVia::Client => {
-                            backfill::run(client, &b, &pace, &pressures, opts.progress).await?
+                            backfill::run(client, &b, &pace, &pressures, &standbys, opts.progress)
+                                .await?
                         }
                         BackfillVia::PgCron => {
                             backfill::run_pg_cron(client, &b, &pace, opts.progress).await?

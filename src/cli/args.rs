@@ -155,11 +155,15 @@ Examples:
   shardready apply --workload 3000/min --report ./report   # measure what the app feels
   shardready apply --lock-timeout 50ms --batch-target 50ms --max-rate 50000
   shardready apply --force        # remove the sync trigger even if old code still writes
+  shardready apply --replica postgresql://standby1/app --max-wal-rate 20MB --report ./report
 
 Every statement whose lock would queue the application runs under lock_timeout
 and is retried with backoff and jitter; the backfill runs in keyset batches
-sized to --batch-target, backs off when the application's transactions slow
-down, and vacuums lightly every tenth of the way so the table does not double. State
+sized to --batch-target, backs off when the application slows down — seen by
+--workload, or by the database's own signals sampled from a second connection
+(a canary commit, lock waits on shardready, pg_stat_statements, WAL, standby
+lag; --report charts them in signals.svg) — and vacuums lightly every tenth
+of the way so the table does not double. State
 lives in the `shardready` schema: after a crash or Ctrl-C, run apply again and
 it finishes the job. Only one apply runs at a time.")]
     Apply(ApplyArgs),
@@ -395,6 +399,12 @@ pub(crate) struct ApplyArgs {
     /// not watch them. Needs pg_monitor (or superuser) to see them.
     #[arg(long, value_name = "TIME|SIZE|off", default_value = "10s", value_parser = replica_budget)]
     pub(crate) max_replica_lag: LagBudget,
+    /// A standby to watch by its own replay position, besides those the
+    /// primary shows in pg_stat_replication (repeat for several): for a
+    /// role without pg_monitor, a cascaded standby, or one restoring from
+    /// the archive. Checked before anything changes.
+    #[arg(long, value_name = "URL")]
+    pub(crate) replica: Vec<String>,
     /// Keep the server's WAL below this many bytes per second while the
     /// backfill runs (e.g. 20MB): the backfill pauses when the server's
     /// WAL since the last few seconds is over it. For standbys, archives

@@ -124,6 +124,11 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
         backfill_via: a.backfill_via,
         fire_triggers: a.fire_triggers,
         signals: !a.no_signals,
+        standbys: a
+            .replica
+            .iter()
+            .map(|u| shardready::conn::Target::parse(u))
+            .collect::<Result<_, _>>()?,
     };
     let target = g.target()?;
     let run = runtime()?.block_on(async {
