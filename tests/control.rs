@@ -90,3 +90,82 @@ async fn pause_and_resume_from_another_process_during_the_backfill() {
     let verify = run_on(&url, &["verify"]);
     assert!(verify.status.success(), "{verify:?}");
 }
+
+/// The pg_cron job's procedure (`--backfill-via pg-cron`) obeys `shardready
+/// pause` between its batches, and waits for standbys beyond the budget,
+/// called here directly (pg_cron runs it once a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pg_cron_procedure_stops_while_paused() {
+    use shardready::plan::{StandbyBudget, Step, StepKind};
+    let (_c, t) = tailspin(0.02).await;
+    let client = connect(&t).await;
+    // The plan stored and its first steps run (the column and the trigger).
+    let mut opts = common::quiet();
+    opts.max_steps = Some(3);
+    opts.signals = false;
+    shardready::apply::apply(&t, &opts, None).await.unwrap();
+    let (plan, _) = shardready::apply::state::load_plan(&client)
+        .await
+        .unwrap()
+        .unwrap();
+    let step = plan
+        .steps
+        .iter()
+        .find_map(|s| match s {
+            Step::Backfill(b) if b.table.name == "line_items" => Some(b.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let range = client.query_one(&step.key_range_sql(), &[]).await.unwrap();
+    let (lo, hi): (i64, i64) = (range.get(0), range.get(1));
+    client
+        .execute(
+            "INSERT INTO shardready.backfill (step_id, cursor, max_key, min_key) VALUES ($1, $2, $3, $2)",
+            &[&step.id(), &lo, &hi],
+        )
+        .await
+        .unwrap();
+    let cursor = || async {
+        client
+            .query_one(
+                "SELECT cursor FROM shardready.backfill WHERE step_id = $1",
+                &[&step.id()],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let procedure = |budget| step.pg_cron_procedure(100, 50, 200, 200_000, budget);
+    // Paused: a run returns at once and fills nothing.
+    let p = procedure(StandbyBudget::Off);
+    client.batch_execute(&p.create).await.unwrap();
+    shardready::apply::control::pause(&client).await.unwrap();
+    let started = std::time::Instant::now();
+    client
+        .batch_execute(&p.call.replace("'50 seconds'", "'5 seconds'"))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "it returned at once"
+    );
+    assert_eq!(cursor().await, lo, "nothing filled while paused");
+    // Resumed: the next run goes on (a short run: part of the range).
+    shardready::apply::control::resume(&client, None)
+        .await
+        .unwrap();
+    client
+        .batch_execute(&p.call.replace("'50 seconds'", "'1 second'"))
+        .await
+        .unwrap();
+    assert!(cursor().await > lo, "it filled after resume");
+    // A standby budget no standby exceeds (there are none) holds nothing.
+    let p = procedure(StandbyBudget::Bytes(1));
+    client.batch_execute(&p.create).await.unwrap();
+    client
+        .batch_execute(&p.call.replace("'50 seconds'", "'30 seconds'"))
+        .await
+        .unwrap();
+    assert_eq!(cursor().await, hi, "the whole range filled");
+    client.batch_execute(&p.drop).await.unwrap();
+}

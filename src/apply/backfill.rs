@@ -37,6 +37,19 @@ pub struct Pace {
     pub max_wal_rate: Option<f64>,
 }
 
+impl Pace {
+    /// `max_replica_lag` for the pg_cron job's procedure.
+    pub fn standby_budget(&self) -> crate::plan::StandbyBudget {
+        use super::control::ReplicaBudget;
+        use crate::plan::StandbyBudget;
+        match self.max_replica_lag {
+            None => StandbyBudget::Off,
+            Some(ReplicaBudget::Time(d)) => StandbyBudget::Seconds(d.as_secs_f64()),
+            Some(ReplicaBudget::Bytes(b)) => StandbyBudget::Bytes(b),
+        }
+    }
+}
+
 impl Default for Pace {
     fn default() -> Self {
         Pace {
@@ -649,6 +662,7 @@ pub async fn run_pg_cron(
         pace.batch_target.as_millis().max(1),
         pace.min_batch,
         pace.max_batch,
+        pace.standby_budget(),
     );
     let job = &proc.job;
     db::exec(client, &proc.create)
@@ -661,6 +675,7 @@ pub async fn run_pg_cron(
             detail: e.to_string(),
         })?;
     let bar = progress_bar(progress, table, c.min_key, c.max_key, c.cursor);
+    let mut paused = Duration::ZERO;
     let result = loop {
         let r = client
             .query_one(BackfillCursorSql::PROGRESS, &[&id])
@@ -685,6 +700,11 @@ pub async fn run_pg_cron(
                 detail: failures[0].1.clone(),
             });
         }
+        // Paused: the job's runs stop at once; wait here, then the next
+        // run goes on from the cursor.
+        if super::control::read(client).await?.paused {
+            paused += super::control::wait_while_paused(client, progress).await?;
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     bar.finish_and_clear();
@@ -703,6 +723,7 @@ pub async fn run_pg_cron(
         seconds: start.elapsed().as_secs_f64(),
         swept,
         earlier_rows: c.rows,
+        paused_seconds: paused.as_secs_f64(),
         ..Default::default()
     })
 }

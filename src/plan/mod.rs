@@ -15,8 +15,8 @@ use crate::sql::ident;
 
 pub use steps::{
     AddColumn, AnalyzeTables, Backfill, DropForeignKey, DropTrigger, HoldAutovacuum,
-    LiftForeignKey, NotNull, PartitionIndex, StepKind, SwapKey, SyncTrigger, TenantForeignKey,
-    UniqueIndex, Vacuum,
+    LiftForeignKey, NotNull, PartitionIndex, StandbyBudget, StepKind, SwapKey, SyncTrigger,
+    TenantForeignKey, UniqueIndex, Vacuum,
 };
 
 /// How a step affects the application.

@@ -189,6 +189,7 @@ impl Backfill {
         target_ms: u128,
         min_batch: i64,
         max_batch: i64,
+        standbys: StandbyBudget,
     ) -> PgCronProcedure {
         let name =
             super::super::object_name(&format!("backfill_{}_{}", self.table.name, self.column), "");
@@ -204,7 +205,13 @@ impl Backfill {
              \x20 {QUIET}\n\
              \x20 LOOP\n\
              \x20   SELECT cursor, max_key INTO lo, top FROM shardready.backfill WHERE step_id = {id};\n\
-             \x20   EXIT WHEN lo >= top OR clock_timestamp() - t0 > budget;\n\
+             \x20   -- `shardready pause` stops the job here (and its next runs at once)\n\
+             \x20   EXIT WHEN lo >= top OR clock_timestamp() - t0 > budget\n\
+             \x20     OR coalesce((SELECT paused FROM shardready.control WHERE id = 1), false);\n\
+             \x20   -- the standbys replay what the last batch wrote first (--max-replica-lag)\n\
+             \x20   WHILE {behind} AND clock_timestamp() - t0 < budget LOOP\n\
+             \x20     PERFORM pg_sleep(0.1);\n\
+             \x20   END LOOP;\n\
              \x20   b0 := clock_timestamp();\n\
              \x20   {update}\n\
              \x20   GET DIAGNOSTICS n = ROW_COUNT;\n\
@@ -220,6 +227,7 @@ impl Backfill {
             id = literal(&self.id()),
             update = update.replace('\n', "\n    "),
             next = self.advance_sql("lo", "batch"),
+            behind = standbys.behind_sql(),
         );
         PgCronProcedure {
             job: format!("shardready-{name}"),
@@ -252,6 +260,31 @@ impl Backfill {
             range = self.key_range_sql(),
             update = self.batch_sql("lo", &next).replace('\n', "\n    ")
         )
+    }
+}
+
+/// How far the standbys may fall behind while the pg_cron job backfills
+/// (`--max-replica-lag`), as the server sees them in pg_stat_replication.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StandbyBudget {
+    Off,
+    Seconds(f64),
+    Bytes(i64),
+}
+
+impl StandbyBudget {
+    /// True while a standby is further behind than the budget.
+    fn behind_sql(self) -> String {
+        match self {
+            StandbyBudget::Off => "false".into(),
+            StandbyBudget::Seconds(s) => format!(
+                "coalesce((SELECT max(extract(epoch FROM replay_lag)) FROM pg_stat_replication), 0) > {s}"
+            ),
+            StandbyBudget::Bytes(b) => format!(
+                "coalesce((SELECT max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)) \
+                 FROM pg_stat_replication), 0) > {b}"
+            ),
+        }
     }
 }
 

@@ -32,7 +32,7 @@ mod vacuum;
 
 pub use add_column::AddColumn;
 pub use analyze::AnalyzeTables;
-pub use backfill::{Backfill, BackfillCursorSql};
+pub use backfill::{Backfill, BackfillCursorSql, StandbyBudget};
 pub use drop_foreign_key::DropForeignKey;
 pub use drop_trigger::DropTrigger;
 pub use foreign_key::TenantForeignKey;
