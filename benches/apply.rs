@@ -12,6 +12,9 @@
 
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{fresh_db, quiesce};
 use shardready::apply::{self, ApplyOptions};
 use shardready::baseline;
 use shardready::conn::Target;
@@ -29,46 +32,6 @@ struct Row {
 
 fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-async fn fresh_db(sb: &Sandbox, name: &str, scale: f64) -> Target {
-    sb.psql_command(&format!("CREATE DATABASE {name}")).unwrap();
-    let t = Target::parse(&sb.url_for(name)).unwrap();
-    let mut c = t.connect().await.unwrap();
-    shardready::ingest::create_tailspin_schema(&c, false)
-        .await
-        .unwrap();
-    shardready::ingest::load_tailspin(&mut c, None, scale, 42, false)
-        .await
-        .unwrap();
-    c.batch_execute("VACUUM ANALYZE").await.unwrap();
-    t
-}
-
-/// Lets the machine settle between runs: drops a finished database (its
-/// autovacuum would compete with the next run), checkpoints, and waits
-/// until no autovacuum worker is busy.
-async fn quiesce(sb: &Sandbox, drop_db: Option<&str>) {
-    if let Some(db) = drop_db {
-        sb.psql_command(&format!("DROP DATABASE {db} WITH (FORCE)"))
-            .unwrap();
-    }
-    sb.psql_command("CHECKPOINT").unwrap();
-    let admin = Target::parse(&sb.url()).unwrap().connect().await.unwrap();
-    for _ in 0..120 {
-        let busy: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if busy == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }
 
 async fn start_workload(t: &Target, rate: f64, store_id: StoreIdMode) -> Workload {

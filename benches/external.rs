@@ -23,6 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod common;
+
+use common::{fresh_db, quiesce};
 use shardready::apply::{self, ApplyOptions};
 use shardready::baseline;
 use shardready::conn::Target;
@@ -182,18 +185,11 @@ fn print_phases(title: &str, txs: &[Tx], failed: u64, phases: &[Phase]) {
     }
 }
 
-async fn fresh_db(sb: &Sandbox, name: &str, scale: f64) -> Target {
-    sb.psql_command(&format!("CREATE DATABASE {name}")).unwrap();
-    let t = Target::parse(&sb.url_for(name)).unwrap();
-    let mut c = t.connect().await.unwrap();
-    shardready::ingest::create_tailspin_schema(&c, false)
-        .await
-        .unwrap();
-    shardready::ingest::load_tailspin(&mut c, None, scale, 42, false)
-        .await
-        .unwrap();
+/// A fresh copy of Tailspin with the seed's `create_orders`.
+async fn tailspin_db(sb: &Sandbox, name: &str, scale: f64) -> Target {
+    let t = fresh_db(sb, name, scale).await;
+    let c = t.connect().await.unwrap();
     c.batch_execute(CREATE_ORDERS_SQL).await.unwrap();
-    c.batch_execute("VACUUM ANALYZE").await.unwrap();
     t
 }
 
@@ -263,29 +259,6 @@ fn main() {
     }
 }
 
-/// Waits until no autovacuum worker is busy, after a checkpoint, so one
-/// run's aftermath does not weigh on the next.
-async fn quiesce(sb: &Sandbox, drop_db: &str) {
-    sb.psql_command(&format!("DROP DATABASE {drop_db} WITH (FORCE)"))
-        .unwrap();
-    sb.psql_command("CHECKPOINT").unwrap();
-    let admin = Target::parse(&sb.url()).unwrap().connect().await.unwrap();
-    for _ in 0..120 {
-        let busy: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if busy == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
 async fn run(sb: &Sandbox, scale: f64, rate: f64, settle: Duration, logs: &Path, round: usize) {
     let pgbench = sb.bin_dir().join("pgbench");
     println!(
@@ -304,7 +277,7 @@ async fn run(sb: &Sandbox, scale: f64, rate: f64, settle: Duration, logs: &Path,
             continue;
         }
         eprintln!("loading {n}...");
-        dbs.push(Some(fresh_db(sb, n, scale).await));
+        dbs.push(Some(tailspin_db(sb, n, scale).await));
     }
     let client = |n: &str| {
         let dir = logs.join(n);
@@ -345,7 +318,7 @@ async fn run(sb: &Sandbox, scale: f64, rate: f64, settle: Duration, logs: &Path,
         failed,
         &phases,
     );
-    quiesce(sb, &names[0]).await;
+    quiesce(sb, Some(&names[0])).await;
 
     // (a) the seed's procedure.
     if let Some(t) = &dbs[1] {
@@ -388,7 +361,7 @@ async fn run(sb: &Sandbox, scale: f64, rate: f64, settle: Duration, logs: &Path,
         let base = window(&txs, w0 - settle.as_secs_f64(), w0);
         let whole = window(&txs, w0, end);
         summary.push(("seed's procedure", base, whole, failed, backfill));
-        quiesce(sb, &names[1]).await;
+        quiesce(sb, Some(&names[1])).await;
     }
 
     // (b) shardready apply, defaults, no --workload.
@@ -399,7 +372,7 @@ async fn run(sb: &Sandbox, scale: f64, rate: f64, settle: Duration, logs: &Path,
         summary_line(what, base, whole, *failed, *backfill, single);
     }
     summary_line("shardready apply", &base, &whole, failed, backfill, single);
-    quiesce(sb, &names[2]).await;
+    quiesce(sb, Some(&names[2])).await;
 
     // The trade-off: the same apply with a rate cap on the backfill.
     let caps: Vec<f64> = std::env::var("CAPS")
@@ -411,9 +384,9 @@ async fn run(sb: &Sandbox, scale: f64, rate: f64, settle: Duration, logs: &Path,
         for (i, cap) in caps.iter().enumerate() {
             let name = format!("cap{round}x{i}");
             eprintln!("loading {name}...");
-            let t = fresh_db(sb, &name, scale).await;
+            let t = tailspin_db(sb, &name, scale).await;
             let r = apply_run(&t, client(&name), settle, Some(*cap)).await;
-            quiesce(sb, &name).await;
+            quiesce(sb, Some(&name)).await;
             curve.push((Some(*cap), r.0, r.1, r.2, r.3));
         }
         println!("\ntrade-off at {rate:.0}/s: backfill rate cap -> the client's p99 / max, the backfill's time");

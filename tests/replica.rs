@@ -12,6 +12,22 @@ use std::time::Duration;
 use common::{connect, run_on, tailspin};
 use shardready::apply::control::ReplicaBudget;
 
+/// Waits until the primary shows a standby streaming (30 s at most).
+async fn streaming(client: &tokio_postgres::Client) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while shardready::apply::control::replica_lag(client)
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_backfill_waits_for_a_standby_beyond_its_lag_budget() {
     let (c, t) = tailspin(0.05).await;
@@ -23,18 +39,7 @@ async fn the_backfill_waits_for_a_standby_beyond_its_lag_budget() {
         .expect("a streaming replica starts");
     let client = connect(&t).await;
     // The primary sees it streaming.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while shardready::apply::control::replica_lag(&client)
-        .await
-        .unwrap()
-        .is_none()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the standby never connected"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    streaming(&client).await;
     // What the standby lags while the backfill of line_items runs.
     let budget: i64 = 4_000_000;
     let worst = Arc::new(AtomicI64::new(0));
@@ -126,18 +131,7 @@ async fn a_standby_given_by_url_is_watched_where_the_primary_hides_it() {
         ..t.clone()
     };
     // The owner's view of the standby: no position.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while shardready::apply::control::replica_lag(&admin)
-        .await
-        .unwrap()
-        .is_none()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the standby never connected"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    streaming(&admin).await;
     let as_owner = connect(&owner).await;
     assert!(
         shardready::apply::control::replica_lag(&as_owner)

@@ -126,40 +126,19 @@ where
             .y_desc("application latency per order (ms, log scale)")
             .axis_desc_style(("sans-serif", 15))
             .label_style(("sans-serif", 13))
-            .y_label_formatter(&|v| {
-                if *v >= 1.0 {
-                    format!("{v:.0}")
-                } else {
-                    format!("{v:.1}")
-                }
-            })
+            .y_label_formatter(&ms_label)
             .draw()
             .map_err(|e| e.to_string())?;
-        for (i, b) in panel.bands.iter().enumerate() {
-            let color = BAND_COLORS[i % BAND_COLORS.len()];
-            chart
-                .draw_series(std::iter::once(Rectangle::new(
-                    [(b.start_s, y_min), (b.end_s.max(b.start_s + 0.2), y_max)],
-                    color.mix(0.13).filled(),
-                )))
-                .map_err(|e| e.to_string())?;
-            // Each band named in place, written downwards from the top
-            // along its left edge (a short phase keeps its name); the
-            // number matches the key below. Neighbours alternate between
-            // two heights, so two short phases in a row stay readable.
-            let y = if i % 2 == 0 { y_max / 1.3 } else { y_max / 6.0 };
-            chart
-                .draw_series(std::iter::once(Text::new(
-                    format!("{} {}", i + 1, b.label),
-                    (b.start_s + x_max * 0.002, y),
-                    ("sans-serif", 12)
-                        .into_font()
-                        .style(FontStyle::Bold)
-                        .transform(FontTransform::Rotate90)
-                        .color(&darker(color)),
-                )))
-                .map_err(|e| e.to_string())?;
-        }
+        // Each band named in place, written downwards from the top along
+        // its left edge (a short phase keeps its name); the number matches
+        // the key below. Neighbours alternate between two heights, so two
+        // short phases in a row stay readable.
+        draw_bands(
+            &mut chart,
+            &panel.bands,
+            (y_min, y_max),
+            Some((y_max / 1.3, y_max / 6.0, x_max)),
+        )?;
         // The baseline: the application's p99 before anything ran, across
         // the whole run, so every phase is read against it.
         if let Some(base) = baseline_p99(panel) {
@@ -241,6 +220,15 @@ where
     root.present().map_err(|e| e.to_string())
 }
 
+/// A log-scale axis label in ms: `0.5`, `20`.
+fn ms_label(v: &f64) -> String {
+    if *v >= 1.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 /// A band colour dark enough for text.
 fn darker(c: RGBColor) -> RGBColor {
     RGBColor(c.0 / 2, c.1 / 2, c.2 / 2)
@@ -279,14 +267,14 @@ pub struct SignalPanel {
     pub canary_limit_ms: Option<f64>,
 }
 
-/// Draws the phase bands of a panel onto a chart.
-fn draw_bands<DB: DrawingBackend>(
-    chart: &mut ChartContext<
-        DB,
-        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
-    >,
+/// Draws the phase bands of a panel onto a chart, each named (numbered
+/// as in the key) rotated along its left edge when `labels` gives the two
+/// heights neighbours alternate between (and the x range).
+fn draw_bands<DB: DrawingBackend, Y: Ranged<ValueType = f64>>(
+    chart: &mut ChartContext<DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
     bands: &[Band],
     (y_min, y_max): (f64, f64),
+    labels: Option<(f64, f64, f64)>,
 ) -> Result<(), String>
 where
     DB::ErrorType: 'static,
@@ -297,6 +285,23 @@ where
             .draw_series(std::iter::once(Rectangle::new(
                 [(b.start_s, y_min), (b.end_s.max(b.start_s + 0.2), y_max)],
                 color.mix(0.13).filled(),
+            )))
+            .map_err(|e| e.to_string())?;
+        let Some((even, odd, x_max)) = labels else {
+            continue;
+        };
+        chart
+            .draw_series(std::iter::once(Text::new(
+                format!("{} {}", i + 1, b.label),
+                (
+                    b.start_s + x_max * 0.002,
+                    if i % 2 == 0 { even } else { odd },
+                ),
+                ("sans-serif", 12)
+                    .into_font()
+                    .style(FontStyle::Bold)
+                    .transform(FontTransform::Rotate90)
+                    .color(&darker(color)),
             )))
             .map_err(|e| e.to_string())?;
     }
@@ -360,34 +365,15 @@ where
             .y_desc("ms (log scale)")
             .axis_desc_style(("sans-serif", 14))
             .label_style(("sans-serif", 12))
-            .y_label_formatter(&|v| {
-                if *v >= 1.0 {
-                    format!("{v:.0}")
-                } else {
-                    format!("{v:.1}")
-                }
-            })
+            .y_label_formatter(&ms_label)
             .draw()
             .map_err(|e| e.to_string())?;
-        for (i, b) in panel.bands.iter().enumerate() {
-            let color = BAND_COLORS[i % BAND_COLORS.len()];
-            chart
-                .draw_series(std::iter::once(Rectangle::new(
-                    [(b.start_s, y_min), (b.end_s.max(b.start_s + 0.2), ms_max)],
-                    color.mix(0.13).filled(),
-                )))
-                .map_err(|e| e.to_string())?;
-            chart
-                .draw_series(std::iter::once(Text::new(
-                    format!("{} {}", i + 1, b.label),
-                    (b.start_s + x_max * 0.002, ms_max / 1.3),
-                    ("sans-serif", 11)
-                        .into_font()
-                        .transform(FontTransform::Rotate90)
-                        .color(&darker(color)),
-                )))
-                .map_err(|e| e.to_string())?;
-        }
+        draw_bands(
+            &mut chart,
+            &panel.bands,
+            (y_min, ms_max),
+            Some((ms_max / 1.3, ms_max / 6.0, x_max)),
+        )?;
         if let Some(limit) = panel.canary_limit_ms {
             let grey = RGBColor(90, 90, 90);
             chart
@@ -476,7 +462,7 @@ where
             .label_style(("sans-serif", 12))
             .draw()
             .map_err(|e| e.to_string())?;
-        draw_bands(&mut low, &panel.bands, (0.0, mb_max))?;
+        draw_bands(&mut low, &panel.bands, (0.0, mb_max), None)?;
         type GetMb = fn(&crate::apply::signals::SignalSecond) -> Option<f64>;
         let mb_lines: [(&str, RGBColor, GetMb); 2] = [
             ("WAL written (MB/s)", RGBColor(52, 168, 83), |s| s.wal_mb_s),

@@ -90,15 +90,7 @@ pub fn apply_markdown(
         );
     }
     if let Some(sig) = &r.signals {
-        let held: Vec<String> = r
-            .backfills
-            .iter()
-            .flat_map(|b| {
-                b.held_back
-                    .iter()
-                    .map(move |(what, s)| format!("{} {s:.1} s by {what}", b.table))
-            })
-            .collect();
+        let held = super::text::held_back(r);
         let _ = writeln!(
             out,
             "\n## The database's signals\n\n{}{}\nThe chart: `signals.svg` / `signals.png`.",

@@ -302,15 +302,7 @@ pub fn apply_summary(report: &crate::apply::ApplyReport) -> String {
     if let Some(sig) = &report.signals {
         out.push_str(&signals_line(sig));
     }
-    let held: Vec<String> = report
-        .backfills
-        .iter()
-        .flat_map(|b| {
-            b.held_back
-                .iter()
-                .map(move |(what, s)| format!("{} {s:.1} s by {what}", b.table))
-        })
-        .collect();
+    let held = held_back(report);
     if !held.is_empty() {
         let _ = writeln!(out, "backfill held back: {}", held.join(", "));
     }
@@ -346,6 +338,20 @@ pub fn abort_summary(r: &crate::apply::abort::AbortReport) -> String {
         "keys already swapped stay in place: `shardready apply` finishes the preparation from here\n"
     });
     out
+}
+
+/// How long each signal held each backfill back (`line_items 7.3 s by
+/// canary`).
+pub fn held_back(report: &crate::apply::ApplyReport) -> Vec<String> {
+    report
+        .backfills
+        .iter()
+        .flat_map(|b| {
+            b.held_back
+                .iter()
+                .map(move |(what, s)| format!("{} {s:.1} s by {what}", b.table))
+        })
+        .collect()
 }
 
 /// A run's signals in one line (apply's summary, the Markdown report).
