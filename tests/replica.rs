@@ -97,6 +97,16 @@ async fn the_backfill_waits_for_a_standby_beyond_its_lag_budget() {
         worst <= budget + 4_000_000,
         "the standby fell {worst} bytes behind (budget {budget})"
     );
+    // The signals recorded the standby's write, flush and replay lag.
+    let seconds = &report.signals.as_ref().expect("signals").seconds;
+    let seen: Vec<_> = seconds.iter().flat_map(|s| s.standbys.iter()).collect();
+    assert!(!seen.is_empty(), "the standby is in the signals");
+    assert!(seen.iter().any(|s| s.replay_mb > 0.0), "{seen:?}");
+    // (each position is read against the current WAL position of its own call)
+    assert!(
+        seen.iter().all(|s| s.write_mb <= s.replay_mb + 1.0),
+        "{seen:?}"
+    );
     let verify = run_on(&c.url(), &["verify"]);
     assert!(verify.status.success(), "{verify:?}");
 }

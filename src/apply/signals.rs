@@ -95,9 +95,13 @@ pub struct SignalSecond {
     pub wal_mb_s: Option<f64>,
     /// Checkpoints requested (WAL beyond max_wal_size) since apply started.
     pub checkpoints_req: Option<i64>,
-    /// The standby furthest behind.
+    /// The standby furthest behind (replay).
     pub replica_lag_s: Option<f64>,
     pub replica_lag_mb: Option<f64>,
+    /// Each standby the server shows: how far its write, flush and replay
+    /// are behind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub standbys: Vec<StandbyLag>,
     /// The application's statements in the second (pg_stat_statements).
     pub stmt_calls: Option<f64>,
     pub stmt_mean_ms: Option<f64>,
@@ -105,6 +109,25 @@ pub struct SignalSecond {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holding: Option<String>,
 }
+
+/// One standby as `pg_stat_replication` shows it: MB of WAL not yet
+/// written, flushed, replayed there, and the replay delay.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StandbyLag {
+    pub name: String,
+    pub write_mb: f64,
+    pub flush_mb: f64,
+    pub replay_mb: f64,
+    pub replay_s: f64,
+}
+
+/// Every standby's write, flush and replay positions against ours.
+const STANDBYS: &str = "SELECT application_name::text || '@' || coalesce(client_addr::text, 'local'), \
+       coalesce(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), write_lsn), 0)::float8 / 1e6, \
+       coalesce(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), flush_lsn), 0)::float8 / 1e6, \
+       coalesce(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), replay_lsn), 0)::float8 / 1e6, \
+       coalesce(extract(epoch FROM replay_lag), 0)::float8 \
+     FROM pg_catalog.pg_stat_replication WHERE replay_lsn IS NOT NULL ORDER BY 1";
 
 /// What the signals were before apply changed anything.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -517,10 +540,25 @@ impl Sampler {
         let first = *self
             .first_checkpoints
             .get_or_insert(checkpoints.unwrap_or(0));
-        let lag = super::control::replica_lag(&self.client)
+        let standbys: Vec<StandbyLag> = self
+            .client
+            .query(STANDBYS, &[])
             .await
-            .ok()
-            .flatten();
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| StandbyLag {
+                        name: r.get(0),
+                        write_mb: r.get(1),
+                        flush_mb: r.get(2),
+                        replay_mb: r.get(3),
+                        replay_s: r.get(4),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let worst = standbys
+            .iter()
+            .max_by(|a, b| a.replay_mb.total_cmp(&b.replay_mb));
         let (calls, mean) = match self.stmt_window.take() {
             Some((calls, mean)) => (Some(calls), mean),
             None => (None, None),
@@ -535,8 +573,9 @@ impl Sampler {
             active: ticks.iter().map(|t| t.active).max().unwrap_or(0),
             wal_mb_s,
             checkpoints_req: checkpoints.map(|c| c - first),
-            replica_lag_s: lag.as_ref().map(|l| l.seconds),
-            replica_lag_mb: lag.as_ref().map(|l| l.bytes as f64 / 1e6),
+            replica_lag_s: worst.map(|l| l.replay_s),
+            replica_lag_mb: worst.map(|l| l.replay_mb),
+            standbys: standbys.clone(),
             stmt_calls: calls,
             stmt_mean_ms: mean,
             holding,

@@ -420,8 +420,11 @@ fn live_signals(sig: &crate::apply::state::LiveSignals) -> String {
     if let Some(c) = l.checkpoints_req.filter(|&c| c > 0) {
         parts.push(format!("{c} checkpoints requested by WAL volume"));
     }
-    if let (Some(s), Some(mb)) = (l.replica_lag_s, l.replica_lag_mb) {
-        parts.push(format!("standby {s:.1} s / {mb:.1} MB behind"));
+    for st in &l.standbys {
+        parts.push(format!(
+            "standby {}: {:.1} MB not written, {:.1} not flushed, {:.1} not replayed ({:.1} s)",
+            st.name, st.write_mb, st.flush_mb, st.replay_mb, st.replay_s
+        ));
     }
     format!(
         "  signals {:.0} s ago: {}
