@@ -487,6 +487,8 @@ async fn load_cursor(client: &Client, step: &Backfill) -> Result<BackfillCursor,
 /// backfill is never silent.
 struct Progress {
     bar: ProgressBar,
+    /// The table, the bar's message when nothing holds it back.
+    table: String,
     plain: Option<Plain>,
 }
 
@@ -532,22 +534,13 @@ impl Progress {
         match why {
             Some(why) => {
                 self.bar
-                    .set_message(format!("{} (held back by {why})", self.table()));
+                    .set_message(format!("{} (held back by {why})", self.table));
                 if let Some(p) = &self.plain {
                     *p.holding.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.to_string());
                 }
             }
-            None => self.bar.set_message(self.table()),
+            None => self.bar.set_message(self.table.clone()),
         }
-    }
-
-    fn table(&self) -> String {
-        self.bar
-            .message()
-            .split(" (held back")
-            .next()
-            .unwrap_or_default()
-            .to_string()
     }
     fn finish_and_clear(&self) {
         self.bar.finish_and_clear();
@@ -579,6 +572,7 @@ fn progress_bar(
     bar.set_position(at);
     Progress {
         bar,
+        table: table.to_string(),
         plain: (progress && !tty).then(|| Plain {
             table: table.to_string(),
             holding: std::sync::Mutex::new(None),
