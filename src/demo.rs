@@ -16,7 +16,7 @@ use crate::apply::{self, ApplyOptions};
 use crate::conn::Target;
 use crate::report::{DemoReport, PhaseRow, Run, TableConstraint};
 use crate::sandbox::{Sandbox, SandboxOptions};
-use crate::workload::{self, Latency, Mode, StoreIdMode, Workload, WorkloadConfig};
+use crate::workload::{self, Mode, StoreIdMode, Workload, WorkloadConfig};
 
 #[derive(Debug, Error)]
 pub enum DemoError {
@@ -98,18 +98,7 @@ fn row(
     from: Instant,
     to: Instant,
 ) -> PhaseRow {
-    let (l, tx, errors): (Latency, u64, u64) = w.stats_between(from, to);
-    PhaseRow {
-        phase: phase.into(),
-        seed_step: seed_step.into(),
-        seconds: to.duration_since(from).as_secs_f64(),
-        start_s: from.duration_since(t0).as_secs_f64(),
-        transactions: tx,
-        errors,
-        p50_ms: l.p50_ms,
-        p99_ms: l.p99_ms,
-        max_ms: l.max_ms,
-    }
+    PhaseRow::measure(w, t0, phase, seed_step, from, to)
 }
 
 impl Run {

@@ -111,6 +111,12 @@ pub struct SandboxOptions {
     pub citus: CitusChoice,
     /// Citus workers to start beside it (a local Citus cluster; needs Citus).
     pub workers: u16,
+    /// Citus nodes to start beside it without adding them to the cluster:
+    /// what `scale-out --add` takes in (a rehearsal of adding servers).
+    pub nodes: u16,
+    /// Whether this server is a member of another sandbox's cluster (a
+    /// worker or spare node): it never registers itself as a coordinator.
+    pub member: bool,
 }
 
 /// Whether a sandbox loads Citus.
@@ -136,6 +142,8 @@ impl SandboxOptions {
             settings: Vec::new(),
             citus: CitusChoice::Auto,
             workers: 0,
+            nodes: 0,
+            member: false,
         }
     }
 }
@@ -155,6 +163,10 @@ pub struct SandboxState {
     /// registered with on this coordinator.
     #[serde(default)]
     pub worker_ports: Vec<u16>,
+    /// The ports of the spare Citus nodes (`node-1`, … beside `data/`):
+    /// started, not added by the sandbox (`scale-out --add` adds them).
+    #[serde(default)]
+    pub node_ports: Vec<u16>,
 }
 
 /// A sandbox on disk (running or not).
@@ -179,13 +191,24 @@ pub struct SandboxStatus {
     pub data_bytes: u64,
     /// The Citus workers of a local Citus cluster.
     pub workers: Vec<WorkerStatus>,
+    /// Spare Citus nodes, not added by the sandbox (`scale-out --add`).
+    pub nodes: Vec<WorkerStatus>,
 }
 
-/// A Citus worker of the sandbox.
+/// A Citus worker (or spare node) of the sandbox.
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkerStatus {
     pub port: u16,
     pub running: bool,
+}
+
+impl WorkerStatus {
+    fn of(w: &Sandbox) -> WorkerStatus {
+        WorkerStatus {
+            port: w.state.port,
+            running: w.running_pid().is_some(),
+        }
+    }
 }
 
 /// The default sandbox directory: `$XDG_DATA_HOME/shardready/sandbox`
@@ -448,10 +471,17 @@ impl Sandbox {
         // Workers first: on a restart, Citus on the coordinator reaches
         // them as soon as its extension is touched.
         let workers = (opts.workers as usize).max(sb.state.worker_ports.len());
-        let ports = sb.start_workers(opts, workers)?;
+        let ports = sb.start_members(opts, workers, Self::worker_dir)?;
+        let nodes = (opts.nodes as usize).max(sb.state.node_ports.len());
+        if nodes > 0 {
+            sb.state.node_ports = sb.start_members(opts, nodes, Self::node_dir)?;
+            sb.save_state()?;
+        }
         sb.create_extensions()?;
         if workers > 0 {
             sb.register_workers(ports)?;
+        } else if sb.state.citus && !opts.member {
+            sb.single_node()?;
         }
         Ok(sb)
     }
@@ -479,6 +509,10 @@ impl Sandbox {
         self.dir.join(format!("worker-{}", i + 1))
     }
 
+    fn node_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("node-{}", i + 1))
+    }
+
     /// The sandboxes of the Citus workers.
     pub fn workers(&self) -> Vec<Sandbox> {
         (0..self.state.worker_ports.len())
@@ -486,8 +520,56 @@ impl Sandbox {
             .collect()
     }
 
-    /// Starts `n` Citus workers beside the coordinator; their ports.
-    fn start_workers(&self, opts: &SandboxOptions, n: usize) -> Result<Vec<u16>> {
+    /// The sandboxes of the spare Citus nodes (`scale-out --add` takes
+    /// them in; once added they are workers of the cluster).
+    pub fn nodes(&self) -> Vec<Sandbox> {
+        (0..self.state.node_ports.len())
+            .filter_map(|i| Sandbox::open(&self.node_dir(i)).ok())
+            .collect()
+    }
+
+    /// Every server of the sandbox besides this one: workers and nodes.
+    fn members(&self) -> Vec<Sandbox> {
+        let mut all = self.workers();
+        all.extend(self.nodes());
+        all
+    }
+
+    /// `host:port` of each spare node, as `scale-out --add` takes it.
+    pub fn node_addresses(&self) -> Vec<String> {
+        self.state
+            .node_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// A single-node Citus cluster like the seed's: the coordinator is in
+    /// the metadata and holds the shards itself (until `scale-out` adds
+    /// workers).
+    fn single_node(&self) -> Result<()> {
+        let known = self.psql_query("SELECT count(*) FROM pg_dist_node WHERE groupid = 0")?;
+        if known.trim() != "0" {
+            return Ok(());
+        }
+        self.psql_command(&format!(
+            "SELECT citus_set_coordinator_host('127.0.0.1', {})",
+            self.state.port
+        ))?;
+        self.psql_command(&format!(
+            "SELECT citus_set_node_property('127.0.0.1', {}, 'shouldhaveshards', true)",
+            self.state.port
+        ))
+    }
+
+    /// Starts `n` Citus servers beside the coordinator in the directories
+    /// `dir` names (workers or spare nodes); their ports.
+    fn start_members(
+        &self,
+        opts: &SandboxOptions,
+        n: usize,
+        dir: fn(&Sandbox, usize) -> PathBuf,
+    ) -> Result<Vec<u16>> {
         if n > 0 && !self.state.citus {
             return Err(SandboxError::CitusNotInstalled {
                 bin_dir: self.state.bin_dir.clone(),
@@ -495,7 +577,8 @@ impl Sandbox {
         }
         let mut ports = Vec::new();
         for i in 0..n {
-            let mut w = SandboxOptions::new(self.worker_dir(i));
+            let mut w = SandboxOptions::new(dir(self, i));
+            w.member = true;
             w.pg_bin = Some(self.state.bin_dir.clone());
             w.os_user = opts.os_user.clone();
             w.profile = self.state.profile;
@@ -558,6 +641,7 @@ impl Sandbox {
                     CitusChoice::On => return Err(SandboxError::CitusNotInstalled { bin_dir }),
                 },
                 worker_ports: Vec::new(),
+                node_ports: Vec::new(),
                 bin_dir,
                 os_user: identity.map(|_| opts.os_user.clone()),
                 profile: opts.profile,
@@ -796,7 +880,7 @@ impl Sandbox {
     /// Stops the server and its Citus workers (fast shutdown); a no-op
     /// for what is not running.
     pub fn stop(&self) -> Result<()> {
-        for w in self.workers() {
+        for w in self.members() {
             w.stop()?;
         }
         if self.running_pid().is_none() {
@@ -844,7 +928,7 @@ impl Sandbox {
     /// Immediate shutdown by process id (SIGQUIT), waiting until it is gone;
     /// the Citus workers too.
     pub fn kill(&self) {
-        for w in self.workers() {
+        for w in self.members() {
             w.kill();
         }
         if let Some(pid) = self.running_pid() {
@@ -867,14 +951,8 @@ impl Sandbox {
             pg_cron: self.state.pg_cron,
             citus: self.state.citus,
             data_bytes: dir_size(&self.data_dir()),
-            workers: self
-                .workers()
-                .iter()
-                .map(|w| WorkerStatus {
-                    port: w.state.port,
-                    running: w.running_pid().is_some(),
-                })
-                .collect(),
+            workers: self.workers().iter().map(WorkerStatus::of).collect(),
+            nodes: self.nodes().iter().map(WorkerStatus::of).collect(),
         }
     }
 
@@ -946,6 +1024,19 @@ impl TestCluster {
         Self::start_opts(Vec::new(), CitusChoice::On, workers)
     }
 
+    /// A single-node Citus cluster (the coordinator holds the shards, like
+    /// the seed's) with `nodes` spare Citus nodes beside it for
+    /// `scale-out`, every server with `settings`.
+    pub fn start_citus_single(nodes: u16, settings: Vec<(String, String)>) -> Result<TestCluster> {
+        let dir = Self::fresh_dir();
+        let mut opts = SandboxOptions::new(&dir);
+        opts.profile = Profile::Test;
+        opts.settings = settings;
+        opts.citus = CitusChoice::On;
+        opts.nodes = nodes;
+        Self::started(&dir, Sandbox::start(&opts))
+    }
+
     fn start_opts(
         settings: Vec<(String, String)>,
         citus: CitusChoice,
@@ -1014,6 +1105,7 @@ impl TestCluster {
                 pg_cron: false,
                 citus: false,
                 worker_ports: Vec::new(),
+                node_ports: Vec::new(),
                 ..primary.state.clone()
             },
         };

@@ -18,6 +18,7 @@ use crate::catalog::{Catalog, ForeignKey, QName};
 use crate::db::{DbError, LockMode, LockPolicy, RetryError, Session};
 use crate::sql::{ident, literal};
 
+pub mod scale;
 pub mod state;
 
 #[derive(Debug, Error)]
@@ -28,7 +29,13 @@ pub enum CitusError {
          `shardready distribute --dry-run` to print the SQL without running it"
     )]
     NotCitus { target: String },
-    #[error("the coordinator has no worker nodes: add them (SELECT citus_add_node('worker-1', 5432)) before distributing")]
+    #[error(
+        "no node of this Citus cluster may hold shards: add workers (SELECT \
+         citus_add_node('worker-1', 5432)), or let the coordinator hold them, a single-node \
+         cluster (SELECT citus_set_coordinator_host('coordinator', 5432); SELECT \
+         citus_set_node_property('coordinator', 5432, 'shouldhaveshards', true)), before \
+         distributing"
+    )]
     NoWorkers,
     #[error(
         "analyze finds what Citus would refuse; nothing was changed:\n{}\n\
@@ -46,7 +53,7 @@ pub enum CitusError {
     Verify(Vec<String>),
     #[error("{0}; rerun after fixing it or ask for help with the state in the shardready schema")]
     BadState(String),
-    #[error("nothing was changed: this distribution needs settings the cluster lacks:\n  {}", .0.join("\n  "))]
+    #[error("nothing was changed: the cluster lacks what this needs:\n  {}", .0.join("\n  "))]
     Prerequisites(Vec<String>),
     #[error(
         "{context}: still running after {} (--statement-timeout), so it was cancelled and rolled \
@@ -891,15 +898,18 @@ pub async fn check_coordinator(client: &Client, target: &str) -> Result<i64, Cit
             target: target.to_string(),
         });
     }
-    let workers: i64 = client
+    // Workers, and whether any node (a single-node cluster's coordinator,
+    // like the seed's) may hold shards.
+    let r = client
         .query_one(
-            "SELECT count(*) FROM pg_dist_node WHERE noderole = 'primary' AND groupid <> 0 AND isactive",
+            "SELECT count(*) FILTER (WHERE groupid <> 0), count(*) FILTER (WHERE shouldhaveshards) \
+               FROM pg_dist_node WHERE noderole = 'primary' AND isactive",
             &[],
         )
         .await
-        .map_err(db("cannot read pg_dist_node"))?
-        .get(0);
-    if workers == 0 {
+        .map_err(db("cannot read pg_dist_node"))?;
+    let (workers, holders): (i64, i64) = (r.get(0), r.get(1));
+    if holders == 0 {
         return Err(CitusError::NoWorkers);
     }
     Ok(workers)
@@ -929,7 +939,7 @@ pub async fn preflight(
                FROM run_command_on_workers($$SELECT current_setting('{name}', true)$$)"
         )
     };
-    let read = |name: &'static str| {
+    let read = |name: &str| {
         let sql = setting(name);
         async move {
             client
@@ -943,39 +953,9 @@ pub async fn preflight(
                 })
         }
     };
-    for (node, v) in read("wal_level").await? {
-        let v = v.unwrap_or_default();
-        if v != "logical" {
-            missing.push(format!(
-                "{node}: wal_level is '{v}'; online distribution needs logical: \
-                 ALTER SYSTEM SET wal_level = logical; then restart that server"
-            ));
-        }
-    }
-    for (node, v) in read("output_plugin_libraries").await? {
-        // NULL: this server has no such setting (nothing to allow).
-        let Some(v) = v else { continue };
-        if !v.split(',').any(|l| l.trim().trim_matches('"') == "citus") {
-            missing.push(format!(
-                "{node}: output_plugin_libraries is '{v}' and does not allow Citus's decoder \
-                 (\"library \"citus\" may not be used as an output plugin\"): \
-                 ALTER SYSTEM SET output_plugin_libraries = '{}citus'; SELECT pg_reload_conf();",
-                if v.trim().is_empty() {
-                    String::new()
-                } else {
-                    format!("{v}, ")
-                }
-            ));
-        }
-    }
-    for (node, v) in read("max_worker_processes").await? {
-        let n: i64 = v.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
-        if n <= 8 {
-            missing.push(format!(
-                "{node}: max_worker_processes is {n}; Citus's maintenance and replication \
-                 workers need more: ALTER SYSTEM SET max_worker_processes = 16; then restart \
-                 that server"
-            ));
+    for name in ["wal_level", "output_plugin_libraries", "max_worker_processes"] {
+        for (node, v) in read(name).await? {
+            missing.extend(scale::setting_problem(&node, name, v.as_deref()));
         }
     }
     if missing.is_empty() {

@@ -248,6 +248,36 @@ took effect, so a rerun does only the rest; a finished distribution reruns to
 exit 0. Rehearse on a local Citus cluster: `shardready sandbox start --dir
 /tmp/citus --workers 2`.")]
     Distribute(DistributeArgs),
+    /// On a Citus coordinator: add worker nodes and spread the shards over
+    /// them online (Citus's background rebalance, watched and paused by the
+    /// governor); optionally drain the coordinator; verify.
+    #[command(
+        name = "scale-out",
+        after_help = "\
+Examples:
+  shardready scale-out --add worker-1:5432 --add worker-2:5432 --check
+                                                  # the pre-flight only: nothing changes
+  shardready scale-out --add worker-1 worker-2 --drain-coordinator --tune
+  shardready scale-out --add 10.0.0.7:5432 --workload 3000/min --report scale-out-report
+  shardready scale-out                            # finish an interrupted scale-out
+
+Before anything changes it checks every new node (reachable with the same user
+and database, Citus at the coordinator's version, wal_level=logical, Citus
+allowed as an output plugin, enough worker processes, empty, disk room for
+what it receives), every table's replica identity, and estimates the moves.
+Each problem is a line with the command that fixes it.
+
+The moves run as Citus's background job (citus_rebalance_start), logical by
+default: the application keeps writing, and waits only for each move's
+catch-up. Progress shows moves done, bytes and ETA. While the application
+suffers (--pause-above, the canary, lock waits), the rebalance is stopped
+and started again when calm.
+
+After a kill -9 or a failure, run `shardready scale-out` again: it picks up
+the nodes added and the rebalance running or stopped. `shardready status`
+shows where it stands. Rehearse locally: `shardready sandbox start --dir
+/tmp/citus --nodes 2` starts a single-node Citus cluster and two spare nodes.")]
+    ScaleOut(ScaleOutArgs),
     /// The whole seed exercise on a fresh sandbox, with a disruption report.
     #[command(after_help = "\
 Examples:
@@ -331,6 +361,58 @@ pub(crate) struct DistributeArgs {
     pub(crate) workload: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub(crate) format: Format,
+}
+
+#[derive(Args)]
+pub(crate) struct ScaleOutArgs {
+    /// Nodes to add, HOST[:PORT] (5432 when left out); the same user,
+    /// password and database as --db.
+    #[arg(long, value_name = "HOST[:PORT]", num_args = 1..)]
+    pub(crate) add: Vec<shardready::citus::scale::NodeAddr>,
+    /// Move every shard off the coordinator too (it keeps the metadata and
+    /// the reference tables).
+    #[arg(long)]
+    pub(crate) drain_coordinator: bool,
+    /// How shards move: auto (logical when every table has a replica
+    /// identity), logical, or block-writes (faster; writes to each moving
+    /// shard group wait for its copy).
+    #[arg(long, value_enum, default_value_t = ScaleMode::Auto)]
+    pub(crate) mode: ScaleMode,
+    /// Set wal_retrieve_retry_interval to 500ms on every node for the
+    /// duration (restored after): logical moves start sooner.
+    #[arg(long)]
+    pub(crate) tune: bool,
+    /// Run the pre-flight and print it; change nothing.
+    #[arg(long)]
+    pub(crate) check: bool,
+    /// Stop the rebalance while more than 5% of the application's
+    /// transactions (over 3 s) take longer than this.
+    #[arg(allow_hyphen_values = true, value_parser = duration, long, default_value = "200ms")]
+    pub(crate) pause_above: humantime::Duration,
+    /// Cancel one Citus call that runs longer than this. 0: no limit.
+    #[arg(allow_hyphen_values = true, value_parser = duration, long, default_value = "5m")]
+    pub(crate) statement_timeout: humantime::Duration,
+    /// Do not sample the database's signals (canary, lock waits, WAL).
+    #[arg(long)]
+    pub(crate) no_signals: bool,
+    /// Run the built-in Tailspin order workload at this rate (before,
+    /// during and after) and report what it felt.
+    #[arg(long, value_name = "RATE")]
+    pub(crate) workload: Option<String>,
+    /// Write report.json, report.md and the charts (latency.svg with
+    /// --workload, signals.svg) into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) report: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
+}
+
+/// `--mode` of scale-out.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ScaleMode {
+    Auto,
+    Logical,
+    BlockWrites,
 }
 
 #[derive(Args)]
@@ -657,6 +739,7 @@ Examples:
   shardready sandbox start
   shardready sandbox start --dir /tmp/sb --port 55432
   shardready sandbox start --dir /tmp/citus --workers 2   # a local Citus cluster
+  shardready sandbox start --dir /tmp/citus --nodes 2     # single node + 2 spare nodes for scale-out
   SHARDREADY_PG_BIN=/usr/lib/postgresql/15/bin shardready sandbox start
 
 pg_cron is preloaded and created when the postgresql-15-cron package is
@@ -712,8 +795,13 @@ pub(crate) struct StartArgs {
     /// these binaries).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(crate) workers: u16,
+    /// Also start N Citus nodes on loopback without adding them: what
+    /// `shardready scale-out --add` takes in (without --workers, the
+    /// coordinator holds the shards itself, like the seed's single node).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) nodes: u16,
     /// Do not load Citus even when it is installed (a plain PostgreSQL).
-    #[arg(long, conflicts_with = "workers")]
+    #[arg(long, conflicts_with_all = ["workers", "nodes"])]
     pub(crate) no_citus: bool,
 }
 

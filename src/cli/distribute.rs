@@ -115,3 +115,122 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
         anyhow::Ok(ExitCode::SUCCESS)
     })
 }
+
+pub(super) fn scale_out_cmd(g: &Global, a: ScaleOutArgs) -> Result<ExitCode> {
+    use shardready::citus::{self, scale};
+    use shardready::report::PhaseRow;
+    use shardready::workload::Workload;
+    let target = g.target()?;
+    let opts = scale::ScaleOptions {
+        add: a.add.clone(),
+        drain_coordinator: a.drain_coordinator,
+        mode: match a.mode {
+            ScaleMode::Auto => scale::TransferMode::Auto,
+            ScaleMode::Logical => scale::TransferMode::Logical,
+            ScaleMode::BlockWrites => scale::TransferMode::BlockWrites,
+        },
+        tune: a.tune,
+        statement_timeout: Some(a.statement_timeout.into())
+            .filter(|d: &std::time::Duration| !d.is_zero()),
+        pause_above_ms: std::time::Duration::from(a.pause_above).as_secs_f64() * 1000.0,
+        ..Default::default()
+    };
+    runtime()?.block_on(async {
+        let client = target.connect().await?;
+        if a.check {
+            let pre = scale::preflight(&client, &target, &opts).await?;
+            if a.format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&pre)?);
+            } else {
+                print!("{}", shardready::report::text::scale_preflight(&pre));
+            }
+            return anyhow::Ok(if pre.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            });
+        }
+        let session = citus::lock(client).await?;
+        let t0 = std::time::Instant::now();
+        // The application's traffic runs alone first: its "before".
+        let settle = std::time::Duration::from_secs(5);
+        let traffic = match &a.workload {
+            Some(rate) => {
+                let w = Workload::beside(&target, rate).await?;
+                tokio::time::sleep(settle).await;
+                Some(w)
+            }
+            None => None,
+        };
+        let signals = if a.no_signals {
+            None
+        } else {
+            shardready::apply::signals::Signals::start(&target, t0, Vec::new())
+                .await
+                .ok()
+        };
+        let mut pressures: Vec<&dyn shardready::apply::Pressure> = Vec::new();
+        if let Some(w) = &traffic {
+            pressures.push(w);
+        }
+        if let Some(s) = &signals {
+            pressures.push(s);
+        }
+        let from = std::time::Instant::now();
+        let result = scale::scale_out(&session, &target, &opts, &pressures, t0, &|s| {
+            eprintln!("  {s}")
+        })
+        .await;
+        let to = std::time::Instant::now();
+        let mut phases = Vec::new();
+        if let Some(w) = &traffic {
+            if result.is_ok() {
+                tokio::time::sleep(settle).await;
+            }
+            phases = vec![
+                PhaseRow::measure(w, t0, "before", "", w.started(), from),
+                PhaseRow::measure(w, t0, "scale-out", "citus_rebalance_start", from, to),
+                PhaseRow::measure(w, t0, "after", "", to, std::time::Instant::now()),
+            ];
+        }
+        let wl = match traffic {
+            Some(w) => Some(w.stop().await),
+            None => None,
+        };
+        let signals = match signals {
+            Some(s) => Some(s.stop().await),
+            None => None,
+        };
+        if let Some(w) = &wl {
+            eprint!(
+                "{}",
+                shardready::report::text::workload_summary(&w.summary)
+            );
+        }
+        let mut report = match result {
+            Ok(r) => r,
+            Err(e @ citus::CitusError::Prerequisites(_)) => {
+                eprintln!("error: {e}");
+                return anyhow::Ok(ExitCode::from(2));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        report.workload = wl.as_ref().map(|w| w.summary.clone());
+        report.phases = phases;
+        report.signals = signals;
+        if let Some(dir) = &a.report {
+            let files = shardready::report::write_scale_out(dir, &report, wl.as_ref())
+                .map_err(|e| anyhow::anyhow!("cannot write the report: {e}"))?;
+            eprintln!("report: {} in {}", files.join(", "), dir.display());
+        }
+        if a.format == Format::Json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", shardready::report::text::scale_out(&report));
+            if let Some(sig) = &report.signals {
+                print!("{}", shardready::report::text::signals_line(sig));
+            }
+        }
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}

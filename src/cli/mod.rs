@@ -35,6 +35,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Apply(args) => prepare::apply_cmd(&g, args),
         Command::Demo(args) => demo::demo_cmd(&g, args),
         Command::Distribute(args) => distribute::distribute_cmd(&g, args),
+        Command::ScaleOut(args) => distribute::scale_out_cmd(&g, args),
         Command::Status { format } => prepare::status_cmd(&g, format),
         Command::Abort {
             lock_timeout,

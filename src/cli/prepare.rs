@@ -211,23 +211,28 @@ pub(super) fn abort_cmd(
 
 pub(super) fn status_cmd(g: &Global, format: Format) -> Result<ExitCode> {
     let target = g.target()?;
-    let (st, dist) = runtime()?.block_on(async {
+    let (st, dist, scale) = runtime()?.block_on(async {
         let st = shardready::apply::status(&target).await?;
         let client = target.connect().await?;
         let dist = shardready::citus::state::status(&client).await?;
-        anyhow::Ok((st, dist))
+        let scale = shardready::citus::scale::status(&client).await?;
+        anyhow::Ok((st, dist, scale))
     })?;
     if format == Format::Json {
-        // apply's status, with `distribution` beside it (null without
-        // Citus and nothing saved).
+        // apply's status, with `distribution` and `scale_out` beside it
+        // (null when they never ran).
         let mut v = serde_json::to_value(&st)?;
         v["distribution"] = serde_json::to_value(&dist)?;
+        v["scale_out"] = serde_json::to_value(&scale)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     print!("{}", shardready::report::text::apply_status(&st));
     if let Some(d) = &dist {
         print!("{}", shardready::report::text::distribution_status(d));
+    }
+    if let Some(s) = &scale {
+        print!("{}", shardready::report::text::scale_status(s));
     }
     Ok(ExitCode::SUCCESS)
 }

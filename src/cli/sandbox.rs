@@ -22,9 +22,10 @@ pub(super) fn sandbox_cmd(g: &Global, cmd: SandboxCmd) -> Result<ExitCode> {
             opts.os_user = a.os_user;
             opts.port = a.port;
             opts.workers = a.workers;
+            opts.nodes = a.nodes;
             opts.citus = if a.no_citus {
                 sandbox::CitusChoice::Off
-            } else if a.workers > 0 {
+            } else if a.workers > 0 || a.nodes > 0 {
                 sandbox::CitusChoice::On
             } else {
                 sandbox::CitusChoice::Auto
@@ -41,6 +42,15 @@ pub(super) fn sandbox_cmd(g: &Global, cmd: SandboxCmd) -> Result<ExitCode> {
             );
             for w in &st.workers {
                 eprintln!("citus worker on port {} registered", w.port);
+            }
+            if st.citus && st.workers.is_empty() {
+                eprintln!("single-node Citus: the coordinator holds the shards itself");
+            }
+            if !st.nodes.is_empty() {
+                eprintln!(
+                    "spare citus nodes, not in the cluster yet: shardready scale-out --add {}",
+                    sb.node_addresses().join(" ")
+                );
             }
             if !st.pg_cron {
                 eprintln!("note: pg_cron is not installed (apt-get install postgresql-15-cron); `jobs` and --backfill-via pg-cron need it");

@@ -257,6 +257,49 @@ impl Target {
         t
     }
 
+    /// The same user, database, password, TLS and timeouts on another
+    /// server (a Citus node named by host and port); a password from
+    /// `.pgpass` is looked up again for that server when there is one.
+    pub fn at(&self, host: &str, port: u16) -> Target {
+        let mut config = Config::new();
+        config.host(host);
+        config.port(port);
+        let user = self.config.get_user().unwrap_or("postgres").to_string();
+        let dbname = self.config.get_dbname().unwrap_or("postgres").to_string();
+        config.user(&user);
+        config.dbname(&dbname);
+        if let Some(a) = self.config.get_application_name() {
+            config.application_name(a);
+        }
+        if let Some(t) = self.config.get_connect_timeout() {
+            config.connect_timeout(*t);
+        }
+        if let Some(o) = self.config.get_options() {
+            config.options(o);
+        }
+        let pgpass = std::env::var_os("PGPASSFILE")
+            .map(PathBuf::from)
+            .or_else(|| dirs::home_dir().map(|h| h.join(".pgpass")))
+            .and_then(|f| pgpass_lookup(&f, host, &port.to_string(), &dbname, &user));
+        match pgpass {
+            Some(pw) => {
+                config.password(pw);
+            }
+            None => {
+                if let Some(pw) = self.config.get_password() {
+                    config.password(pw);
+                }
+            }
+        }
+        config.ssl_mode(self.config.get_ssl_mode());
+        Target {
+            config,
+            sslmode: self.sslmode,
+            tls: self.tls.clone(),
+            source: Source::Flag,
+        }
+    }
+
     /// `user@host:port/dbname` — never the password.
     pub fn display(&self) -> String {
         let hosts: Vec<String> = self

@@ -245,7 +245,7 @@ pub fn human(b: i64) -> String {
 /// machine and the role may read `data_directory` (a superuser, or
 /// pg_read_all_settings): the directory must hold a `postmaster.pid` for
 /// the server's own port, or it is another server's.
-async fn free_space(client: &Client) -> Option<i64> {
+pub(crate) async fn free_space(client: &Client) -> Option<i64> {
     let r = client
         .query_one(
             "SELECT current_setting('data_directory'), current_setting('port')",

@@ -2,7 +2,8 @@
 
 use std::fmt::Write;
 
-use super::{DemoReport, Run};
+use super::DemoReport;
+use crate::plan::estimate::human;
 
 /// The apply report as Markdown: one row per step with its duration, lock
 /// waits and what the application felt.
@@ -105,17 +106,11 @@ pub fn apply_markdown(
     out
 }
 
-fn phase_table_md(out: &mut String, run: &Run) {
+fn phase_table_md(out: &mut String, phases: &[super::PhaseRow]) {
     out.push_str("| phase | seed step | seconds | app tx | app p50 ms | app p99 ms | app max ms | failed tx |\n");
     out.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
-    for p in &run.phases {
-        let ms = |v: f64| {
-            if p.transactions == 0 {
-                "–".to_string()
-            } else {
-                format!("{v:.1}")
-            }
-        };
+    for p in phases {
+        let ms = |v: f64| p.ms(v);
         let _ = writeln!(
             out,
             "| {} | {} | {:.1} | {} | {} | {} | {} | {} |",
@@ -155,7 +150,7 @@ pub fn demo_markdown(r: &DemoReport) -> String {
     out.push_str("![application latency per second, by phase](latency.png)\n\n");
     for run in &r.runs {
         let _ = writeln!(out, "## {}\n", run.label);
-        phase_table_md(&mut out, run);
+        phase_table_md(&mut out, &run.phases);
         let _ = writeln!(
             out,
             "\nWhole run: {} orders, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} failed transactions.\n",
@@ -187,4 +182,61 @@ pub(super) fn counts_line(counts: &[crate::ingest::TableRows]) -> String {
         .map(|c| format!("{} {}", c.table, c.rows))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The scale-out report as Markdown: the pre-flight, the moves, where the
+/// shards are, and what the application felt before, during and after.
+pub fn scale_out_markdown(r: &crate::citus::scale::ScaleReport) -> String {
+    let mut out = String::from("# shardready scale-out\n\n");
+    let _ = writeln!(
+        out,
+        "Added {}{}: {} moves ({}) in {:.1} s, {:.1} s in all{}. Mode: {}.\n",
+        r.nodes_added.join(", "),
+        if r.drained_coordinator {
+            ", coordinator drained"
+        } else {
+            ""
+        },
+        r.moves,
+        human(r.moved_bytes),
+        r.rebalance_seconds,
+        r.seconds,
+        if r.resumed { " (resumed)" } else { "" },
+        r.preflight.mode_reason
+    );
+    out.push_str("| node | shards before | shards after | bytes after |\n|---|---:|---:|---:|\n");
+    for n in &r.after {
+        let before = r
+            .preflight
+            .before
+            .iter()
+            .find(|b| b.node == n.node)
+            .map_or(0, |b| b.shards);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            n.node,
+            before,
+            n.shards,
+            human(n.bytes)
+        );
+    }
+    if !r.pauses.is_empty() {
+        out.push_str("\nThe governor stopped the rebalance:\n\n");
+        for p in &r.pauses {
+            let _ = writeln!(out, "- at {:.0} s for {:.1} s: {}", p.at_s, p.seconds, p.why);
+        }
+    }
+    if !r.phases.is_empty() {
+        out.push_str("\n## What the application felt\n\n");
+        phase_table_md(&mut out, &r.phases);
+    }
+    if let Some(sig) = &r.signals {
+        let _ = write!(out, "\n## The database's signals\n\n{}", super::text::signals_line(sig));
+    }
+    out.push_str("\n## Rows\n\n| table | before | after |\n|---|---:|---:|\n");
+    for c in &r.counts {
+        let _ = writeln!(out, "| {} | {} | {} |", c.table, c.before, c.after);
+    }
+    out
 }

@@ -34,6 +34,42 @@ pub struct PhaseRow {
     pub max_ms: f64,
 }
 
+impl PhaseRow {
+    /// A latency of this phase for people: a dash when the phase had no
+    /// transaction, not 0.0 ms.
+    pub fn ms(&self, v: f64) -> String {
+        if self.transactions == 0 {
+            "–".to_string()
+        } else {
+            format!("{v:.1}")
+        }
+    }
+
+    /// What the application's traffic `w` felt from `from` to `to`, on the
+    /// time axis that starts at `t0`.
+    pub fn measure(
+        w: &workload::Workload,
+        t0: std::time::Instant,
+        phase: &str,
+        seed_step: &str,
+        from: std::time::Instant,
+        to: std::time::Instant,
+    ) -> PhaseRow {
+        let (l, tx, errors) = w.stats_between(from, to);
+        PhaseRow {
+            phase: phase.into(),
+            seed_step: seed_step.into(),
+            seconds: to.duration_since(from).as_secs_f64(),
+            start_s: from.duration_since(t0).as_secs_f64(),
+            transactions: tx,
+            errors,
+            p50_ms: l.p50_ms,
+            p99_ms: l.p99_ms,
+            max_ms: l.max_ms,
+        }
+    }
+}
+
 /// One run (shardready, or the seed's procedure).
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
@@ -207,6 +243,62 @@ pub fn write_apply(
                             end_s: st.started_at_s + st.seconds,
                         })
                         .collect(),
+                    canary_limit_ms: s.baseline.as_ref().map(|b| b.canary_limit_ms),
+                })
+                .collect(),
+            html: None,
+        },
+    )
+}
+
+/// `scale-out --report DIR`: report.json (with the workload's timeline
+/// when one ran), report.md, latency.svg/png with the before / scale-out /
+/// after bands (with `--workload`), and the signals chart.
+pub fn write_scale_out(
+    out: &Path,
+    report: &crate::citus::scale::ScaleReport,
+    workload: Option<&workload::WorkloadReport>,
+) -> Result<Vec<&'static str>, String> {
+    let mut json = serde_json::to_value(report).expect("report serializes");
+    let mut panels = Vec::new();
+    if let Some(w) = workload {
+        json["timeline"] = serde_json::to_value(&w.timeline).expect("timeline serializes");
+        panels.push(Panel {
+            title: format!(
+                "shardready scale-out — {:.0} orders/min; p99 {:.1} ms, max {:.0} ms, {} failed",
+                w.summary.target_rate_per_min,
+                w.summary.latency.p99_ms,
+                w.summary.latency.max_ms,
+                w.summary.errors
+            ),
+            timeline: w.timeline.clone(),
+            bands: bands(&report.phases),
+        });
+    }
+    let mut signal_bands = vec![Band {
+        label: "scale-out".into(),
+        start_s: report.rebalance_start_s,
+        end_s: report.rebalance_start_s + report.rebalance_seconds,
+    }];
+    signal_bands.extend(report.pauses.iter().map(|p| Band {
+        label: "stopped".into(),
+        start_s: p.at_s,
+        end_s: p.at_s + p.seconds,
+    }));
+    write_files(
+        out,
+        Files {
+            json,
+            markdown: markdown::scale_out_markdown(report),
+            panels,
+            signals: report
+                .signals
+                .iter()
+                .filter(|s| !s.seconds.is_empty())
+                .map(|s| SignalPanel {
+                    title: "shardready scale-out — the database's signals".into(),
+                    seconds: s.seconds.clone(),
+                    bands: signal_bands.clone(),
                     canary_limit_ms: s.baseline.as_ref().map(|b| b.canary_limit_ms),
                 })
                 .collect(),

@@ -663,7 +663,18 @@ pub fn sandbox_status(st: &crate::sandbox::SandboxStatus) -> String {
             "not loaded".to_string()
         },
         st.data_bytes as f64 / 1e6
-    )
+    ) + &if st.nodes.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "nodes     spare Citus nodes on port {} (shardready scale-out --add 127.0.0.1:PORT)\n",
+            st.nodes
+                .iter()
+                .map(|w| format!("{}{}", w.port, if w.running { "" } else { " (stopped)" }))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
 }
 
 /// `copy`: rows, bytes and time per table.
@@ -732,14 +743,7 @@ pub fn demo_summary(report: &super::DemoReport, out_dir: &std::path::Path) -> St
             "phase", "seconds", "p50 ms", "p99 ms", "max ms", "failed"
         );
         for p in &run.phases {
-            // No latency without a transaction: a dash, not 0.0 ms.
-            let ms = |v: f64| {
-                if p.transactions == 0 {
-                    "–".to_string()
-                } else {
-                    format!("{v:.1}")
-                }
-            };
+            let ms = |v: f64| p.ms(v);
             let _ = writeln!(
                 out,
                 "  {:<34} {:>8.1} {:>9} {:>9} {:>9} {:>7}",
@@ -861,6 +865,178 @@ pub fn distribution_status(d: &crate::citus::state::DistributionStatus) -> Strin
         for f in gone {
             let _ = writeln!(out, "  {}: {} {}", f.table, f.name, f.definition);
         }
+    }
+    out
+}
+
+/// `scale-out`'s pre-flight: the nodes, the estimate, the mode, and each
+/// problem with its fix.
+pub fn scale_preflight(p: &crate::citus::scale::Preflight) -> String {
+    use crate::plan::estimate::human;
+    let mut out = format!("pre-flight (Citus {}):\n", p.citus_version);
+    for n in &p.before {
+        let _ = writeln!(
+            out,
+            "  now   {:<22} {:>4} shards {:>9}{}",
+            n.node,
+            n.shards,
+            human(n.bytes),
+            if n.should_have_shards {
+                ""
+            } else {
+                "  (holds no shards)"
+            }
+        );
+    }
+    for n in &p.nodes {
+        let _ = writeln!(
+            out,
+            "  add   {:<22} {}{}, receives about {}{}",
+            n.node.to_string(),
+            match &n.citus_version {
+                Some(v) => format!("Citus {v}"),
+                None => "no Citus".into(),
+            },
+            if n.in_cluster {
+                " (in the cluster already)"
+            } else {
+                ""
+            },
+            human(n.receives_bytes),
+            match n.free_bytes {
+                Some(f) => format!(", {} free", human(f)),
+                None => String::new(),
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  mode  {}\n  moves about {} of {} shard groups, {}, about {:.0} s",
+        p.mode_reason,
+        p.moves_estimate,
+        p.shard_groups,
+        human(p.bytes_estimate),
+        p.seconds_estimate
+    );
+    for a in &p.advice {
+        let _ = writeln!(out, "  note: {a}");
+    }
+    if p.problems.is_empty() {
+        out.push_str("  ready: nothing missing\n");
+    } else {
+        let _ = writeln!(out, "  missing ({}), nothing was changed:", p.problems.len());
+        for m in &p.problems {
+            let _ = writeln!(out, "    {m}");
+        }
+    }
+    out
+}
+
+/// What `scale-out` did: the moves, the pauses, where the shards are,
+/// rows and routing.
+pub fn scale_out(r: &crate::citus::scale::ScaleReport) -> String {
+    use crate::plan::estimate::human;
+    let mut out = String::new();
+    if r.already_done {
+        out.push_str("already scaled out: nothing to move; verified\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "scaled out{}: {} moves ({}) in {:.1} s ({:.1} s in all){}",
+            if r.resumed { " (resumed)" } else { "" },
+            r.moves,
+            human(r.moved_bytes),
+            r.rebalance_seconds,
+            r.seconds,
+            if r.drained_coordinator {
+                ", coordinator drained"
+            } else {
+                ""
+            }
+        );
+    }
+    for p in &r.pauses {
+        let _ = writeln!(
+            out,
+            "  stopped {:.1} s at {:.0} s: {}",
+            p.seconds, p.at_s, p.why
+        );
+    }
+    for t in &r.tuned {
+        let _ = writeln!(
+            out,
+            "  {}: {} was lowered for the duration and is restored",
+            t.node, t.setting
+        );
+    }
+    for n in &r.after {
+        let _ = writeln!(
+            out,
+            "  {:<22} {:>4} shards {:>9}",
+            n.node,
+            n.shards,
+            human(n.bytes)
+        );
+    }
+    for c in &r.counts {
+        let _ = writeln!(
+            out,
+            "  {}: {} rows before, {} after",
+            c.table, c.before, c.after
+        );
+    }
+    if !r.routing.is_empty() {
+        out.push_str("  a tenant-scoped query routes to one shard\n");
+    }
+    for p in &r.phases {
+        let _ = writeln!(
+            out,
+            "  application {:<10} {:>6.1} s {:>6} tx  p50 {}  p99 {}  max {}  {} failed",
+            p.phase,
+            p.seconds,
+            p.transactions,
+            p.ms(p.p50_ms),
+            p.ms(p.p99_ms),
+            p.ms(p.max_ms),
+            p.errors
+        );
+    }
+    out
+}
+
+/// Where a scale-out stands, for `status`.
+pub fn scale_status(s: &crate::citus::scale::ScaleStatus) -> String {
+    let mut out = format!(
+        "scale-out: {} (adding {}{}, {} mode), started {}{}\n",
+        match s.phase.as_str() {
+            "done" => "done".to_string(),
+            p => format!("unfinished, stopped while {p} (`shardready scale-out` finishes it)"),
+        },
+        s.nodes.join(", "),
+        if s.drain { ", draining the coordinator" } else { "" },
+        s.mode,
+        s.started_at,
+        s.finished_at
+            .as_deref()
+            .map(|f| format!(", finished {f}"))
+            .unwrap_or_default()
+    );
+    if let Some(job) = s.job_id {
+        let _ = writeln!(
+            out,
+            "  rebalance job {job}: {}, moves {}/{}{}",
+            s.job_state.as_deref().unwrap_or("?"),
+            s.moves_done,
+            s.moves_total,
+            if s.pauses > 0 {
+                format!(", stopped {} time(s) by the governor", s.pauses)
+            } else {
+                String::new()
+            }
+        );
+    }
+    for r in &s.running {
+        let _ = writeln!(out, "  running: {r}");
     }
     out
 }

@@ -1,0 +1,1651 @@
+//! `scale-out`: spreads a Citus cluster's shards over new worker nodes
+//! while the application runs. Pre-flight on the coordinator, the workers
+//! and every new node before anything changes; then adds the nodes, starts
+//! Citus's background rebalance (draining the coordinator in the same job
+//! when asked), follows it with progress, stops it while the application
+//! suffers and starts it again when calm, and verifies. What it did is kept
+//! in `shardready.scale_out`, so a rerun after a failure or kill -9 picks
+//! up the nodes added and the rebalance running or stopped.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_postgres::Client;
+
+use super::{db, CitusError};
+use crate::apply::Pressure;
+use crate::conn::Target;
+use crate::db::{self as dbx, DbError, LockPolicy, RetryError, Session};
+use crate::plan::estimate::human;
+use crate::sql::literal;
+
+/// A node to add: `host[:port]` (5432 when no port is given).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl FromStr for NodeAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (host, port) = match s.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || h.ends_with(']') => (
+                h.trim_start_matches('[').trim_end_matches(']'),
+                p.parse::<u16>()
+                    .map_err(|_| format!("`{p}` is not a port (HOST[:PORT], e.g. worker-1:5432)"))?,
+            ),
+            _ => (s, 5432),
+        };
+        if host.is_empty() || port == 0 {
+            return Err(format!(
+                "`{s}` is not a node (HOST[:PORT], e.g. worker-1:5432)"
+            ));
+        }
+        Ok(NodeAddr {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// How Citus copies a shard group to its new node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransferMode {
+    /// Logical when every table has a replica identity; refused otherwise.
+    #[default]
+    Auto,
+    /// Logical replication: writes go on during the copy and wait only for
+    /// the catch-up at its end.
+    Logical,
+    /// Writes to the moving shard group wait for its whole copy (faster).
+    BlockWrites,
+}
+
+impl TransferMode {
+    /// Citus's name for it (`shard_transfer_mode`).
+    fn citus(self) -> &'static str {
+        match self {
+            TransferMode::BlockWrites => "block_writes",
+            _ => "force_logical",
+        }
+    }
+}
+
+impl fmt::Display for TransferMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransferMode::Auto => "auto",
+            TransferMode::Logical => "logical",
+            TransferMode::BlockWrites => "block-writes",
+        })
+    }
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone)]
+pub struct ScaleOptions {
+    pub add: Vec<NodeAddr>,
+    pub drain_coordinator: bool,
+    pub mode: TransferMode,
+    /// Set `wal_retrieve_retry_interval` to [`TUNED_RETRY_INTERVAL`] on
+    /// every node for the duration (restored after).
+    pub tune: bool,
+    /// Longest one call may run (None: no limit).
+    pub statement_timeout: Option<Duration>,
+    /// Longest a lock is waited for at a time (then retried).
+    pub lock_timeout: Duration,
+    /// An application transaction slower than this is slow (the governor
+    /// stops the rebalance while they pile up).
+    pub pause_above_ms: f64,
+    /// How long the rebalance may stay stopped waiting for calm.
+    pub max_pause: Duration,
+}
+
+impl Default for ScaleOptions {
+    fn default() -> Self {
+        ScaleOptions {
+            add: Vec::new(),
+            drain_coordinator: false,
+            mode: TransferMode::Auto,
+            tune: false,
+            statement_timeout: Some(Duration::from_secs(300)),
+            lock_timeout: Duration::from_millis(500),
+            pause_above_ms: 200.0,
+            max_pause: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The setting `--tune` lowers, and to what: PostgreSQL 15 waits this long
+/// between starts of a subscription's replication workers, and each
+/// logical move starts some.
+pub const RETRY_INTERVAL: &str = "wal_retrieve_retry_interval";
+pub const TUNED_RETRY_INTERVAL: &str = "500ms";
+
+/// A node's shards, before or after.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeShards {
+    pub node: String,
+    /// Shards of distributed tables it holds (reference tables apart).
+    pub shards: i64,
+    pub bytes: i64,
+    pub should_have_shards: bool,
+}
+
+/// One new node as the pre-flight found it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeCheck {
+    pub node: NodeAddr,
+    /// Already a node of the cluster (an earlier run added it).
+    pub in_cluster: bool,
+    pub citus_version: Option<String>,
+    /// Free bytes of its data directory (a server on this machine only).
+    pub free_bytes: Option<i64>,
+    /// What it is expected to receive.
+    pub receives_bytes: i64,
+    pub retry_interval_ms: Option<i64>,
+}
+
+/// What the pre-flight found: nothing changes unless `problems` is empty.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preflight {
+    pub citus_version: String,
+    pub mode: TransferMode,
+    pub mode_reason: String,
+    pub nodes: Vec<NodeCheck>,
+    pub before: Vec<NodeShards>,
+    /// Shard groups (colocated shards move together).
+    pub shard_groups: i64,
+    pub moves_estimate: i64,
+    pub bytes_estimate: i64,
+    pub seconds_estimate: f64,
+    pub problems: Vec<String>,
+    pub advice: Vec<String>,
+}
+
+/// A stop of the rebalance by the governor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pause {
+    pub at_s: f64,
+    pub seconds: f64,
+    pub why: String,
+}
+
+/// A setting changed for the duration, and what it was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tuned {
+    pub node: NodeAddr,
+    pub setting: String,
+    /// The value `ALTER SYSTEM` had set before (None: it was not set there).
+    pub before: Option<String>,
+}
+
+/// What `scale-out` did and found.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleReport {
+    pub preflight: Preflight,
+    /// Picked up an unfinished earlier run.
+    pub resumed: bool,
+    /// Nothing was left to do (a finished scale-out rerun).
+    pub already_done: bool,
+    pub nodes_added: Vec<String>,
+    pub drained_coordinator: bool,
+    pub moves: i64,
+    pub moved_bytes: i64,
+    pub seconds: f64,
+    pub rebalance_seconds: f64,
+    /// When the rebalance started, on this run's time axis.
+    pub rebalance_start_s: f64,
+    pub pauses: Vec<Pause>,
+    pub tuned: Vec<Tuned>,
+    pub after: Vec<NodeShards>,
+    pub counts: Vec<super::RowsBeforeAfter>,
+    pub routing: String,
+    /// What the application's traffic felt (`--workload`).
+    pub workload: Option<crate::workload::Summary>,
+    /// Before / during / after, for the application (`--workload`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<crate::report::PhaseRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signals: Option<crate::apply::signals::SignalReport>,
+}
+
+const STATE_SQL: [&str; 2] = [
+    "CREATE SCHEMA IF NOT EXISTS shardready",
+    "CREATE TABLE IF NOT EXISTS shardready.scale_out (
+    id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    nodes jsonb NOT NULL,
+    drain boolean NOT NULL,
+    mode text NOT NULL,
+    counts jsonb NOT NULL,
+    tuned jsonb NOT NULL DEFAULT '[]',
+    pauses jsonb NOT NULL DEFAULT '[]',
+    moves int8 NOT NULL DEFAULT 0,
+    bytes int8 NOT NULL DEFAULT 0,
+    job_id int8,
+    phase text NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+)",
+];
+
+/// What `shardready.scale_out` holds: the run in progress or the last one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Saved {
+    pub nodes: Vec<NodeAddr>,
+    pub drain: bool,
+    pub mode: TransferMode,
+    pub counts: Vec<(String, i64)>,
+    pub tuned: Vec<Tuned>,
+    pub pauses: Vec<Pause>,
+    pub moves: i64,
+    pub bytes: i64,
+    pub job_id: Option<i64>,
+    /// `adding`, `rebalancing`, `verifying` or `done`.
+    pub phase: String,
+}
+
+async fn load(client: &Client) -> Result<Option<Saved>, CitusError> {
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('shardready.scale_out') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(db("cannot read scale-out's state"))?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            "SELECT jsonb_build_object('nodes', nodes, 'drain', drain, 'mode', mode, \
+             'counts', counts, 'tuned', tuned, 'pauses', pauses, 'moves', moves, \
+             'bytes', bytes, 'job_id', job_id, 'phase', phase) FROM shardready.scale_out",
+            &[],
+        )
+        .await
+        .map_err(db("cannot read scale-out's state"))?;
+    match row {
+        None => Ok(None),
+        Some(r) => serde_json::from_value(r.get(0)).map(Some).map_err(|e| {
+            CitusError::BadState(format!(
+                "shardready.scale_out holds a state this version cannot read: {e}"
+            ))
+        }),
+    }
+}
+
+async fn save(client: &Client, s: &Saved) -> Result<(), CitusError> {
+    let j = |v: serde_json::Value| v.to_string();
+    let mut statements: Vec<String> = STATE_SQL.iter().map(|s| s.to_string()).collect();
+    statements.push(format!(
+        "INSERT INTO shardready.scale_out (id, nodes, drain, mode, counts, tuned, pauses, moves, \
+         bytes, job_id, phase, finished_at) VALUES (1, {}::jsonb, {}, {}, {}::jsonb, {}::jsonb, \
+         {}::jsonb, {}, {}, {}, {}, CASE WHEN {} = 'done' THEN now() END) \
+         ON CONFLICT (id) DO UPDATE SET nodes = excluded.nodes, drain = excluded.drain, \
+         mode = excluded.mode, counts = excluded.counts, tuned = excluded.tuned, \
+         pauses = excluded.pauses, moves = excluded.moves, bytes = excluded.bytes, \
+         job_id = excluded.job_id, phase = excluded.phase, finished_at = excluded.finished_at, \
+         started_at = CASE WHEN shardready.scale_out.phase = 'done' THEN now() \
+                      ELSE shardready.scale_out.started_at END",
+        literal(&j(json!(s.nodes))),
+        s.drain,
+        literal(&s.mode.to_string()),
+        literal(&j(json!(s.counts))),
+        literal(&j(json!(s.tuned))),
+        literal(&j(json!(s.pauses))),
+        s.moves,
+        s.bytes,
+        s.job_id.map_or("NULL".into(), |v| v.to_string()),
+        literal(&s.phase),
+        literal(&s.phase),
+    ));
+    dbx::in_txn(client, &statements)
+        .await
+        .map_err(db("cannot save scale-out's state"))
+}
+
+/// Where a scale-out stands, for `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleStatus {
+    pub nodes: Vec<String>,
+    pub drain: bool,
+    pub mode: TransferMode,
+    pub phase: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub job_id: Option<i64>,
+    /// Citus's own state of the rebalance job.
+    pub job_state: Option<String>,
+    pub moves_done: i64,
+    pub moves_total: i64,
+    pub running: Vec<String>,
+    pub pauses: usize,
+}
+
+/// Reads [`ScaleStatus`] (None: scale-out never ran here).
+pub async fn status(client: &Client) -> Result<Option<ScaleStatus>, CitusError> {
+    let Some(s) = load(client).await? else {
+        return Ok(None);
+    };
+    let r = client
+        .query_one(
+            "SELECT started_at::text, finished_at::text FROM shardready.scale_out",
+            &[],
+        )
+        .await
+        .map_err(db("cannot read scale-out's state"))?;
+    let progress = match s.job_id {
+        Some(job) => Some(job_progress(client, job).await?),
+        None => None,
+    };
+    Ok(Some(ScaleStatus {
+        nodes: s.nodes.iter().map(|n| n.to_string()).collect(),
+        drain: s.drain,
+        mode: s.mode,
+        phase: s.phase,
+        started_at: r.get(0),
+        finished_at: r.get(1),
+        job_id: s.job_id,
+        job_state: progress.as_ref().map(|p| p.state.clone()),
+        moves_done: progress.as_ref().map_or(0, |p| p.done),
+        moves_total: progress.as_ref().map_or(s.moves, |p| p.total),
+        running: progress.map(|p| p.running).unwrap_or_default(),
+        pauses: s.pauses.len(),
+    }))
+}
+
+/// A background rebalance job as Citus reports it.
+#[derive(Debug, Clone, Default)]
+struct JobProgress {
+    state: String,
+    done: i64,
+    total: i64,
+    /// What its running tasks do (their commands, shortened).
+    running: Vec<String>,
+    /// Errors of tasks Citus will retry or gave up on.
+    errors: Vec<String>,
+}
+
+impl JobProgress {
+    fn finished(&self) -> bool {
+        matches!(
+            self.state.as_str(),
+            "finished" | "cancelled" | "failed" | "failing" | "cancelling"
+        )
+    }
+}
+
+async fn job_progress(client: &Client, job: i64) -> Result<JobProgress, CitusError> {
+    let state: Option<String> = client
+        .query_opt(
+            "SELECT state::text FROM pg_dist_background_job WHERE job_id = $1",
+            &[&job],
+        )
+        .await
+        .map_err(db("cannot read the rebalance job"))?
+        .map(|r| r.get(0));
+    let rows = client
+        .query(
+            "SELECT status::text, left(command, 160), message FROM pg_dist_background_task \
+             WHERE job_id = $1 ORDER BY task_id",
+            &[&job],
+        )
+        .await
+        .map_err(db("cannot read the rebalance's tasks"))?;
+    let mut p = JobProgress {
+        state: state.unwrap_or_else(|| "gone".into()),
+        total: rows.len() as i64,
+        ..Default::default()
+    };
+    for r in rows {
+        let (st, cmd, msg): (String, String, Option<String>) = (r.get(0), r.get(1), r.get(2));
+        match st.as_str() {
+            "done" => p.done += 1,
+            "running" => p.running.push(cmd),
+            _ => {}
+        }
+        if let Some(m) = msg.filter(|m| !m.trim().is_empty() && st != "done") {
+            p.errors.push(format!("{st}: {}", m.trim()));
+        }
+    }
+    Ok(p)
+}
+
+/// Runs one call with a lock timeout (retried while the policy lets it)
+/// and the statement timeout.
+async fn call(client: &Client, sql: &str, opts: &ScaleOptions) -> Result<(), CitusError> {
+    let policy = LockPolicy {
+        lock_timeout: opts.lock_timeout,
+        max_wait: Some(Duration::from_secs(120)),
+        max_attempts: None,
+        statement_timeout: opts.statement_timeout,
+    };
+    let r = async {
+        dbx::exec(
+            client,
+            &format!("SET lock_timeout = '{}ms'", policy.lock_timeout.as_millis()),
+        )
+        .await?;
+        dbx::exec(
+            client,
+            &format!("SET statement_timeout = '{}ms'", policy.statement_ms()),
+        )
+        .await?;
+        Ok::<_, tokio_postgres::Error>(())
+    }
+    .await;
+    r.map_err(db("cannot set the timeouts"))?;
+    let r = dbx::retry_on_lock_timeout(&policy, || dbx::exec(client, sql)).await;
+    let _ = dbx::exec(client, "RESET lock_timeout").await;
+    let _ = dbx::exec(client, "RESET statement_timeout").await;
+    match r {
+        Ok(_) => Ok(()),
+        Err(RetryError::Failed(e))
+            if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) =>
+        {
+            Err(CitusError::TimedOut {
+                context: sql.to_string(),
+                limit: policy.statement_timeout.unwrap_or_default(),
+            })
+        }
+        Err(RetryError::Failed(e)) => Err(CitusError::Db(DbError::new(sql.to_string(), e))),
+        Err(RetryError::GaveUp { attempts, .. }) => Err(CitusError::GaveUp {
+            context: sql.to_string(),
+            attempts,
+        }),
+    }
+}
+
+/// The shards of distributed tables per node (and whether the node
+/// should hold shards).
+pub async fn placement(client: &Client) -> Result<Vec<NodeShards>, CitusError> {
+    let rows = client
+        .query(
+            "SELECT n.nodename || ':' || n.nodeport, n.shouldhaveshards, \
+                    count(s.shardid), coalesce(sum(s.shard_size), 0)::int8 \
+               FROM pg_dist_node n \
+               LEFT JOIN citus_shards s ON s.nodename = n.nodename AND s.nodeport = n.nodeport \
+                    AND s.citus_table_type = 'distributed' \
+              WHERE n.noderole = 'primary' AND n.isactive \
+              GROUP BY n.nodename, n.nodeport, n.shouldhaveshards, n.groupid \
+              ORDER BY n.groupid",
+            &[],
+        )
+        .await
+        .map_err(db("cannot read where the shards are"))?;
+    Ok(rows
+        .iter()
+        .map(|r| NodeShards {
+            node: r.get(0),
+            should_have_shards: r.get(1),
+            shards: r.get(2),
+            bytes: r.get(3),
+        })
+        .collect())
+}
+
+/// One rule for a setting of a node that moves shards online; a line with
+/// the fix when the value does not do (None: it does, or the rule does not
+/// apply). Shared with `distribute`'s pre-flight.
+pub fn setting_problem(node: &str, name: &str, value: Option<&str>) -> Option<String> {
+    match name {
+        "wal_level" => {
+            let v = value.unwrap_or_default();
+            (v != "logical").then(|| {
+                format!(
+                    "{node}: wal_level is '{v}'; moving shards online needs logical: \
+                     ALTER SYSTEM SET wal_level = logical; then restart that server"
+                )
+            })
+        }
+        "output_plugin_libraries" => {
+            // NULL: this server has no such setting (nothing to allow).
+            let v = value?;
+            (!v.split(',').any(|l| l.trim().trim_matches('"') == "citus")).then(|| {
+                format!(
+                    "{node}: output_plugin_libraries is '{v}' and does not allow Citus's decoder \
+                     (\"library \"citus\" may not be used as an output plugin\"): \
+                     ALTER SYSTEM SET output_plugin_libraries = '{}citus'; SELECT pg_reload_conf();",
+                    if v.trim().is_empty() {
+                        String::new()
+                    } else {
+                        format!("{v}, ")
+                    }
+                )
+            })
+        }
+        "max_worker_processes" => {
+            let n: i64 = value.and_then(|v| v.parse().ok()).unwrap_or(0);
+            (n <= 8).then(|| {
+                format!(
+                    "{node}: max_worker_processes is {n}; Citus's maintenance and replication \
+                     workers need more: ALTER SYSTEM SET max_worker_processes = 16; then restart \
+                     that server"
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The settings [`setting_problem`] judges, for a mode.
+fn settings_for(mode: TransferMode) -> &'static [&'static str] {
+    match mode {
+        TransferMode::BlockWrites => &["max_worker_processes"],
+        _ => &[
+            "wal_level",
+            "output_plugin_libraries",
+            "max_worker_processes",
+        ],
+    }
+}
+
+/// A setting's value on a server we are connected to (None: no such
+/// setting).
+async fn setting(client: &Client, name: &str) -> Result<Option<String>, tokio_postgres::Error> {
+    Ok(client
+        .query_one("SELECT current_setting($1, true)", &[&name])
+        .await?
+        .get(0))
+}
+
+/// The value `ALTER SYSTEM` set for a setting (None: it set none).
+async fn auto_conf_value(client: &Client, name: &str) -> Result<Option<String>, DbError> {
+    let r = client
+        .query_opt(
+            "SELECT setting, unit FROM pg_catalog.pg_settings WHERE name = $1 \
+             AND sourcefile LIKE '%postgresql.auto.conf'",
+            &[&name],
+        )
+        .await
+        .map_err(DbError::ctx("cannot read pg_settings"))?;
+    Ok(r.map(|r| {
+        let (v, unit): (String, Option<String>) = (r.get(0), r.get(1));
+        format!("{v}{}", unit.unwrap_or_default())
+    }))
+}
+
+/// The cluster's nodes (primary, active): address, group, holds shards.
+async fn cluster_nodes(client: &Client) -> Result<Vec<(NodeAddr, i32, bool)>, CitusError> {
+    let rows = client
+        .query(
+            "SELECT nodename, nodeport, groupid, shouldhaveshards FROM pg_dist_node \
+             WHERE noderole = 'primary' AND isactive ORDER BY groupid",
+            &[],
+        )
+        .await
+        .map_err(db("cannot read pg_dist_node"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                NodeAddr {
+                    host: r.get(0),
+                    port: r.get::<_, i32>(1) as u16,
+                },
+                r.get(2),
+                r.get(3),
+            )
+        })
+        .collect())
+}
+
+/// Tables Citus manages, with whether each has what logical replication
+/// needs to replay its UPDATEs and DELETEs.
+async fn tables_without_identity(client: &Client) -> Result<Vec<String>, CitusError> {
+    let rows = client
+        .query(
+            "SELECT p.logicalrelid::regclass::text FROM pg_dist_partition p \
+               JOIN pg_class c ON c.oid = p.logicalrelid \
+              WHERE c.relkind = 'r' AND NOT ( \
+                    c.relreplident = 'f' \
+                 OR (c.relreplident = 'd' AND EXISTS (SELECT 1 FROM pg_index i \
+                        WHERE i.indrelid = c.oid AND i.indisprimary)) \
+                 OR (c.relreplident = 'i' AND EXISTS (SELECT 1 FROM pg_index i \
+                        WHERE i.indrelid = c.oid AND i.indisreplident))) \
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(db("cannot read the tables' replica identity"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Checks everything before anything changes.
+pub async fn preflight(
+    client: &Client,
+    target: &Target,
+    opts: &ScaleOptions,
+) -> Result<Preflight, CitusError> {
+    if !crate::catalog::extension_installed(client, "citus")
+        .await
+        .map_err(db("cannot read pg_extension"))?
+    {
+        return Err(CitusError::NotCitus {
+            target: target.display(),
+        });
+    }
+    let version: String = client
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'citus'",
+            &[],
+        )
+        .await
+        .map_err(db("cannot read Citus's version"))?
+        .get(0);
+    let mut problems = Vec::new();
+    let mut advice = Vec::new();
+    let distributed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_dist_partition WHERE partmethod = 'h'",
+            &[],
+        )
+        .await
+        .map_err(db("cannot read pg_dist_partition"))?
+        .get(0);
+    if distributed == 0 {
+        problems.push(
+            "no distributed tables: nothing to spread over new nodes. Distribute first \
+             (`shardready distribute`), then scale out"
+                .to_string(),
+        );
+    }
+    // The mode: logical needs every table's replica identity.
+    let without = tables_without_identity(client).await?;
+    let (mode, mode_reason) = match opts.mode {
+        TransferMode::BlockWrites => (
+            TransferMode::BlockWrites,
+            "block-writes, as asked: writes to each moving shard group wait until its copy \
+             is done"
+                .to_string(),
+        ),
+        asked => {
+            for t in &without {
+                problems.push(format!(
+                    "{t}: no replica identity (no primary key), so moving it by logical \
+                     replication would fail its UPDATEs and DELETEs: add a primary key, or \
+                     ALTER TABLE {t} REPLICA IDENTITY FULL; (or --mode block-writes: writes to \
+                     each moving shard group then wait for its copy)"
+                ));
+            }
+            (
+                TransferMode::Logical,
+                if asked == TransferMode::Logical {
+                    "logical, as asked".to_string()
+                } else {
+                    "logical (auto): every table has a replica identity, so the application \
+                     keeps writing while a shard group copies and waits only for the catch-up \
+                     at the end of each move"
+                        .to_string()
+                },
+            )
+        }
+    };
+    let nodes = cluster_nodes(client).await?;
+    // Settings of the coordinator and the workers already there (sources
+    // of the moves).
+    let wanted = settings_for(mode);
+    for name in wanted {
+        if let Some(p) = setting_problem(
+            "the coordinator",
+            name,
+            setting(client, name)
+                .await
+                .map_err(db("cannot read a setting"))?
+                .as_deref(),
+        ) {
+            problems.push(p);
+        }
+    }
+    let has_workers = nodes.iter().any(|(_, g, _)| *g != 0);
+    if has_workers {
+        for name in wanted {
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT nodename || ':' || nodeport, CASE WHEN success THEN result END \
+                           FROM run_command_on_workers($$SELECT current_setting('{name}', true)$$)"
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(db("cannot read the workers' settings"))?;
+            for r in rows {
+                let (node, v): (String, Option<String>) = (r.get(0), r.get(1));
+                let known = opts.add.iter().any(|a| a.to_string() == node);
+                if !known {
+                    if let Some(p) = setting_problem(&format!("worker {node}"), name, v.as_deref())
+                    {
+                        problems.push(p);
+                    }
+                }
+            }
+        }
+    }
+    // Sizes: what moves and what each new node receives.
+    let r = client
+        .query_one(
+            "SELECT coalesce(sum(citus_total_relation_size(logicalrelid)) FILTER (WHERE partmethod = 'h'), 0)::int8, \
+                    coalesce(sum(citus_total_relation_size(logicalrelid)) FILTER (WHERE partmethod = 'n'), 0)::int8 \
+               FROM pg_dist_partition",
+            &[],
+        )
+        .await
+        .map_err(db("cannot size the distributed tables"))?;
+    let (dist_bytes, ref_bytes): (i64, i64) = (r.get(0), r.get(1));
+    let groups: Vec<(i32, i64)> = client
+        .query(
+            "SELECT pl.groupid, count(*) FROM pg_dist_placement pl \
+               JOIN pg_dist_shard s USING (shardid) \
+               JOIN (SELECT DISTINCT ON (colocationid) logicalrelid FROM pg_dist_partition \
+                      WHERE partmethod = 'h' ORDER BY colocationid, logicalrelid) p USING (logicalrelid) \
+              GROUP BY pl.groupid",
+            &[],
+        )
+        .await
+        .map_err(db("cannot count the shard groups"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let shard_groups: i64 = groups.iter().map(|g| g.1).sum();
+    let new: Vec<&NodeAddr> = opts
+        .add
+        .iter()
+        .filter(|a| !nodes.iter().any(|(n, _, _)| n == *a))
+        .collect();
+    let holders_after = nodes
+        .iter()
+        .filter(|(n, g, shards)| {
+            *shards && !(opts.drain_coordinator && *g == 0) && !opts.add.contains(n)
+        })
+        .count()
+        + opts.add.len();
+    let per_holder = shard_groups as f64 / holders_after.max(1) as f64;
+    let moves_estimate: i64 = groups
+        .iter()
+        .map(|(g, n)| {
+            if *g == 0 && opts.drain_coordinator {
+                *n as f64
+            } else {
+                (*n as f64 - per_holder).max(0.0)
+            }
+        })
+        .sum::<f64>()
+        .round() as i64;
+    let bytes_estimate = if shard_groups > 0 {
+        (dist_bytes as f64 * moves_estimate as f64 / shard_groups as f64) as i64
+    } else {
+        0
+    };
+    let receives = (dist_bytes as f64 / holders_after.max(1) as f64) as i64 + ref_bytes;
+    // Each new node, on its own connection.
+    let mut checks = Vec::new();
+    let mut slow_retry = Vec::new();
+    for a in &opts.add {
+        let in_cluster = nodes.iter().any(|(n, _, _)| n == a);
+        let mut check = NodeCheck {
+            node: a.clone(),
+            in_cluster,
+            citus_version: None,
+            free_bytes: None,
+            receives_bytes: receives,
+            retry_interval_ms: None,
+        };
+        let t = target.at(&a.host, a.port);
+        let c = match t.connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                problems.push(format!(
+                    "{a}: cannot connect from here as {} ({e}): start it, or check its \
+                     pg_hba.conf and the password (the same user and database as --db)",
+                    t.display()
+                ));
+                checks.push(check);
+                continue;
+            }
+        };
+        let node_label = format!("node {a}");
+        let node_version: Option<String> = c
+            .query_opt(
+                "SELECT extversion FROM pg_extension WHERE extname = 'citus'",
+                &[],
+            )
+            .await
+            .map_err(db("cannot read the node's extensions"))?
+            .map(|r| r.get(0));
+        match &node_version {
+            None => {
+                let preloaded = setting(&c, "shared_preload_libraries")
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|v| v.split(',').any(|l| l.trim() == "citus"));
+                problems.push(if preloaded {
+                    format!(
+                        "{node_label}: Citus is loaded but not created in database {}: \
+                         CREATE EXTENSION citus; there",
+                        t.config.get_dbname().unwrap_or("?")
+                    )
+                } else {
+                    format!(
+                        "{node_label}: Citus is not loaded: install Citus {version} there, \
+                         ALTER SYSTEM SET shared_preload_libraries = 'citus'; restart it, then \
+                         CREATE EXTENSION citus;"
+                    )
+                });
+            }
+            Some(v) if *v != version => problems.push(format!(
+                "{node_label}: Citus {v}, the coordinator has {version}: every node needs the \
+                 same version (ALTER EXTENSION citus UPDATE on the older one after installing \
+                 the same release)"
+            )),
+            Some(_) => {}
+        }
+        check.citus_version = node_version;
+        for name in wanted {
+            if let Some(p) = setting_problem(
+                &node_label,
+                name,
+                setting(&c, name)
+                    .await
+                    .map_err(db("cannot read a setting"))?
+                    .as_deref(),
+            ) {
+                problems.push(p);
+            }
+        }
+        check.retry_interval_ms = c
+            .query_one(
+                "SELECT setting::int8 FROM pg_catalog.pg_settings WHERE name = $1",
+                &[&RETRY_INTERVAL],
+            )
+            .await
+            .ok()
+            .map(|r| r.get(0));
+        if !in_cluster {
+            // Tables of the same names would make Citus refuse the node.
+            let clash: Option<String> = c
+                .query_opt(
+                    "SELECT string_agg(format('%I.%I', n.nspname, c.relname), ', ') FROM pg_class c \
+                       JOIN pg_namespace n ON n.oid = c.relnamespace \
+                      WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', \
+                            'information_schema', 'citus', 'columnar', 'columnar_internal', \
+                            'shardready') AND n.nspname NOT LIKE 'pg_toast%' \
+                     HAVING count(*) > 0",
+                    &[],
+                )
+                .await
+                .map_err(db("cannot read the node's tables"))?
+                .map(|r| r.get(0));
+            if let Some(tables) = clash {
+                problems.push(format!(
+                    "{node_label}: already holds tables ({tables}); a new node must be empty: \
+                     give Citus a fresh server (or database)"
+                ));
+            }
+            let reachable: Option<bool> = client
+                .query_one(
+                    "SELECT citus_check_connection_to_node($1, $2)",
+                    &[&a.host, &(a.port as i32)],
+                )
+                .await
+                .ok()
+                .map(|r| r.get(0));
+            if reachable == Some(false) {
+                problems.push(format!(
+                    "{node_label}: the coordinator cannot connect to it (Citus connects as the \
+                     same user, with the coordinator's .pgpass or pg_dist_authinfo): check its \
+                     pg_hba.conf and listen_addresses"
+                ));
+            }
+        }
+        check.free_bytes = crate::plan::estimate::free_space(&c).await;
+        if let Some(free) = check.free_bytes {
+            if receives as f64 > free as f64 * 0.8 {
+                problems.push(format!(
+                    "{node_label}: receives about {} and has {} free: give it more disk",
+                    human(receives),
+                    human(free)
+                ));
+            }
+        }
+        if mode == TransferMode::Logical && check.retry_interval_ms.is_some_and(|ms| ms > 1000) {
+            slow_retry.push(format!(
+                "{a} ({} ms)",
+                check.retry_interval_ms.unwrap_or_default()
+            ));
+        }
+        checks.push(check);
+    }
+    let retry_s = checks
+        .iter()
+        .filter_map(|c| c.retry_interval_ms)
+        .max()
+        .unwrap_or(5000) as f64
+        / 1000.0;
+    let per_move = if mode == TransferMode::Logical && !opts.tune && retry_s > 1.0 {
+        1.4 + retry_s / 2.0
+    } else {
+        1.4
+    };
+    let seconds_estimate = moves_estimate as f64 * per_move + bytes_estimate as f64 / 40e6;
+    if !slow_retry.is_empty() && !opts.tune {
+        advice.push(format!(
+            "{RETRY_INTERVAL} is over 1 s on {}: PostgreSQL 15 waits that long between starts \
+             of a subscription's workers, and every logical move starts some. --tune sets it \
+             to {TUNED_RETRY_INTERVAL} on every node for the duration and restores it after \
+             (measured here: 21 moves in 85.9 s at 5 s, 31.5 s at 500 ms; the application's \
+             max latency 105.7 ms and 95 ms)",
+            slow_retry.join(", ")
+        ));
+    }
+    if new.is_empty() && !opts.add.is_empty() {
+        advice.push("every node asked for is in the cluster already".into());
+    }
+    Ok(Preflight {
+        citus_version: version,
+        mode,
+        mode_reason,
+        nodes: checks,
+        before: placement(client).await?,
+        shard_groups,
+        moves_estimate,
+        bytes_estimate,
+        seconds_estimate,
+        problems,
+        advice,
+    })
+}
+
+/// Counts of every table Citus manages.
+async fn counts(client: &Client) -> Result<Vec<(String, i64)>, CitusError> {
+    let tables: Vec<String> = client
+        .query(
+            "SELECT logicalrelid::regclass::text FROM pg_dist_partition \
+              WHERE partmethod IN ('h', 'n') ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(db("cannot list Citus's tables"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut out = Vec::new();
+    for t in tables {
+        // `t` is regclass output: quoted where it needs to be.
+        let n: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {t}"), &[])
+            .await
+            .map_err(db("cannot count rows"))?
+            .get(0);
+        out.push((t, n));
+    }
+    Ok(out)
+}
+
+/// Sets (`Some`) or restores a setting on one node through its own
+/// connection, and reloads its configuration.
+async fn alter_system(
+    target: &Target,
+    node: &NodeAddr,
+    name: &str,
+    value: Option<&str>,
+) -> Result<(), CitusError> {
+    let c = target
+        .at(&node.host, node.port)
+        .connect()
+        .await
+        .map_err(|e| CitusError::BadState(format!("cannot connect to {node}: {e}")))?;
+    let sql = match value {
+        Some(v) => format!("ALTER SYSTEM SET {} = {}", crate::sql::ident(name), literal(v)),
+        None => format!("ALTER SYSTEM RESET {}", crate::sql::ident(name)),
+    };
+    dbx::exec(&c, &sql)
+        .await
+        .map_err(db("cannot change a setting with ALTER SYSTEM"))?;
+    dbx::exec(&c, "SELECT pg_reload_conf()")
+        .await
+        .map_err(db("cannot reload the configuration"))
+}
+
+/// Puts back what `--tune` changed (and forgets it).
+async fn restore_tuned(
+    client: &Client,
+    target: &Target,
+    saved: &mut Saved,
+    progress: &dyn Fn(&str),
+) -> Result<(), CitusError> {
+    for t in std::mem::take(&mut saved.tuned) {
+        alter_system(target, &t.node, &t.setting, t.before.as_deref()).await?;
+        progress(&format!(
+            "{}: {} restored ({})",
+            t.node,
+            t.setting,
+            t.before.as_deref().unwrap_or("its configured value")
+        ));
+    }
+    save(client, saved).await
+}
+
+/// Whether the application suffers now, and why (None: it does not, or
+/// nothing measures it). Over the last `window`: more than 5% of the
+/// application's transactions slower than `limit_ms` (at least 3), or
+/// more than half of the canary's samples slow.
+fn suffering(pressures: &[&dyn Pressure], window: Duration, limit_ms: f64) -> Option<String> {
+    let from = Instant::now().checked_sub(window)?;
+    for p in pressures {
+        let Some((n, slow)) = p.slow_since(from, limit_ms) else {
+            continue;
+        };
+        if n > 0 && slow >= 3 && slow as f64 > n as f64 * 0.05 {
+            return Some(
+                p.holding(from, limit_ms)
+                    .unwrap_or_else(|| format!("{slow} of {n} samples slow")),
+            );
+        }
+    }
+    None
+}
+
+/// Scales out: pre-flight, add the nodes, rebalance (draining the
+/// coordinator when asked), verify. `pressures` are what the governor
+/// watches; `t0` the time axis of the report's phases.
+pub async fn scale_out(
+    client: &Session,
+    target: &Target,
+    opts: &ScaleOptions,
+    pressures: &[&dyn Pressure],
+    t0: Instant,
+    progress: &dyn Fn(&str),
+) -> Result<ScaleReport, CitusError> {
+    let started = Instant::now();
+    let prior = load(client).await?;
+    let unfinished = prior.as_ref().filter(|s| s.phase != "done");
+    // A rerun with no --add finishes the unfinished one; with other nodes
+    // it would mix two plans.
+    let mut opts = opts.clone();
+    if let Some(s) = unfinished {
+        if opts.add.is_empty() {
+            opts.add = s.nodes.clone();
+            opts.drain_coordinator |= s.drain;
+        } else if opts.add != s.nodes {
+            return Err(CitusError::BadState(format!(
+                "an earlier scale-out adding {} is unfinished: run `shardready scale-out` \
+                 without --add to finish it first",
+                s.nodes
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    if opts.add.is_empty() && !opts.drain_coordinator {
+        return Err(CitusError::BadState(
+            "nothing to do: name the nodes to add (--add HOST[:PORT]) or --drain-coordinator"
+                .into(),
+        ));
+    }
+    let pre = preflight(client, target, &opts).await?;
+    if !pre.problems.is_empty() {
+        return Err(CitusError::Prerequisites(pre.problems));
+    }
+    let resumed = unfinished.is_some();
+    let mut saved = match unfinished {
+        Some(s) => {
+            progress(&format!(
+                "resuming the scale-out begun earlier (it stopped while {})",
+                s.phase
+            ));
+            s.clone()
+        }
+        None => Saved {
+            nodes: opts.add.clone(),
+            drain: opts.drain_coordinator,
+            mode: pre.mode,
+            counts: counts(client).await?,
+            tuned: Vec::new(),
+            pauses: Vec::new(),
+            moves: 0,
+            bytes: 0,
+            job_id: None,
+            phase: "adding".into(),
+        },
+    };
+    save(client, &saved).await?;
+    let result = run(
+        client,
+        target,
+        &opts,
+        &pre,
+        &mut saved,
+        pressures,
+        t0,
+        progress,
+    )
+    .await;
+    // What --tune changed goes back whatever happened (a kill leaves it
+    // recorded: the rerun restores it).
+    let tuned = saved.tuned.clone();
+    if !saved.tuned.is_empty() {
+        restore_tuned(client, target, &mut saved, progress).await?;
+    }
+    let (already_done, rebalance_start_s, rebalance_seconds) = result?;
+    // Verify.
+    progress("verifying: nodes, spread, rows, routing");
+    let mut problems = Vec::new();
+    let after = placement(client).await?;
+    for a in &opts.add {
+        match after.iter().find(|n| n.node == a.to_string()) {
+            None => problems.push(format!("{a} is not an active node of the cluster")),
+            Some(n) if n.shards == 0 && pre.shard_groups >= after.len() as i64 => {
+                problems.push(format!("{a} holds no shard"))
+            }
+            Some(_) => {}
+        }
+    }
+    for n in after.iter().filter(|n| !n.should_have_shards && n.shards > 0) {
+        problems.push(format!(
+            "{} should hold no shards and still holds {}",
+            n.node, n.shards
+        ));
+    }
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM get_rebalance_table_shards_plan()",
+            &[],
+        )
+        .await
+        .map_err(db("cannot read the rebalance plan"))?
+        .get(0);
+    if left > 0 {
+        problems.push(format!(
+            "the rebalancer still plans {left} shard moves: the shards are not spread as planned"
+        ));
+    }
+    let now = counts(client).await?;
+    let mut rows = Vec::new();
+    for (t, before) in &saved.counts {
+        let after = now.iter().find(|(n, _)| n == t).map_or(0, |(_, n)| *n);
+        if after < *before {
+            problems.push(format!("{t}: {before} rows before, {after} after"));
+        }
+        rows.push(super::RowsBeforeAfter {
+            table: t.clone(),
+            before: *before,
+            after,
+        });
+    }
+    let routing = routing(client).await?;
+    if !routing.is_empty() && !routing.contains("Task Count: 1") {
+        problems.push(format!(
+            "a tenant-scoped query is not routed to one shard:\n{routing}"
+        ));
+    }
+    if !problems.is_empty() {
+        saved.phase = "verifying".into();
+        save(client, &saved).await?;
+        return Err(CitusError::Verify(problems));
+    }
+    saved.phase = "done".into();
+    save(client, &saved).await?;
+    Ok(ScaleReport {
+        preflight: pre,
+        resumed,
+        already_done,
+        nodes_added: opts.add.iter().map(|n| n.to_string()).collect(),
+        drained_coordinator: opts.drain_coordinator,
+        moves: saved.moves,
+        moved_bytes: saved.bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        rebalance_seconds,
+        rebalance_start_s,
+        pauses: saved.pauses.clone(),
+        tuned,
+        after,
+        counts: rows,
+        routing,
+        workload: None,
+        phases: Vec::new(),
+        signals: None,
+    })
+}
+
+/// A tenant-scoped query's plan on the first distributed table (empty
+/// when it has no rows).
+async fn routing(client: &Client) -> Result<String, CitusError> {
+    let Some(r) = client
+        .query_opt(
+            "SELECT logicalrelid::regclass::text, \
+                    quote_ident(column_to_column_name(logicalrelid, partkey)) \
+               FROM pg_dist_partition WHERE partmethod = 'h' ORDER BY logicalrelid LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(db("cannot read pg_dist_partition"))?
+    else {
+        return Ok(String::new());
+    };
+    let (table, col): (String, String) = (r.get(0), r.get(1));
+    // regclass and quote_ident output: quoted where needed.
+    let Some(v) = client
+        .query_opt(
+            &format!("SELECT format('%L', {col}) FROM {table} WHERE {col} IS NOT NULL LIMIT 1"),
+            &[],
+        )
+        .await
+        .map_err(db("cannot read a tenant key"))?
+    else {
+        return Ok(String::new());
+    };
+    let value: String = v.get(0);
+    let rows = client
+        .query(
+            &format!("EXPLAIN SELECT count(*) FROM {table} WHERE {col} = {value}"),
+            &[],
+        )
+        .await
+        .map_err(db("cannot EXPLAIN the tenant-scoped query"))?;
+    Ok(rows
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+/// The changing part: tune, add, drain, rebalance under the governor.
+/// Whether there was nothing left to do, and when the rebalance started
+/// and how long it took.
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    client: &Session,
+    target: &Target,
+    opts: &ScaleOptions,
+    pre: &Preflight,
+    saved: &mut Saved,
+    pressures: &[&dyn Pressure],
+    t0: Instant,
+    progress: &dyn Fn(&str),
+) -> Result<(bool, f64, f64), CitusError> {
+    let mut nodes = cluster_nodes(client).await?;
+    let mut changed = false;
+    if opts.tune && pre.mode == TransferMode::Logical {
+        let mut all: Vec<NodeAddr> = nodes.iter().map(|(n, _, _)| n.clone()).collect();
+        for a in &opts.add {
+            if !all.contains(a) {
+                all.push(a.clone());
+            }
+        }
+        for n in all {
+            if saved.tuned.iter().any(|t| t.node == n) {
+                continue;
+            }
+            let c = target
+                .at(&n.host, n.port)
+                .connect()
+                .await
+                .map_err(|e| CitusError::BadState(format!("cannot connect to {n}: {e}")))?;
+            let before = auto_conf_value(&c, RETRY_INTERVAL).await?;
+            // Recorded before it changes: a kill in between still restores.
+            saved.tuned.push(Tuned {
+                node: n.clone(),
+                setting: RETRY_INTERVAL.into(),
+                before,
+            });
+            save(client, saved).await?;
+            alter_system(target, &n, RETRY_INTERVAL, Some(TUNED_RETRY_INTERVAL)).await?;
+            progress(&format!(
+                "{n}: {RETRY_INTERVAL} = {TUNED_RETRY_INTERVAL} for the duration (--tune)"
+            ));
+        }
+    }
+    for a in &opts.add {
+        if nodes.iter().any(|(n, _, _)| n == a) {
+            continue;
+        }
+        progress(&format!("adding {a}"));
+        call(
+            client,
+            &format!(
+                "SELECT citus_add_node({}, {})",
+                literal(&a.host),
+                a.port as i32
+            ),
+            opts,
+        )
+        .await?;
+        changed = true;
+    }
+    nodes = cluster_nodes(client).await?;
+    if opts.drain_coordinator {
+        if let Some((c, _, true)) = nodes.iter().find(|(_, g, _)| *g == 0) {
+            progress("draining the coordinator: it will hold no shards");
+            call(
+                client,
+                &format!(
+                    "SELECT citus_set_node_property({}, {}, 'shouldhaveshards', false)",
+                    literal(&c.host),
+                    c.port as i32
+                ),
+                opts,
+            )
+            .await?;
+            changed = true;
+        }
+    }
+    saved.phase = "rebalancing".into();
+    save(client, saved).await?;
+    // The job: the one running (an earlier run's), or a new one when the
+    // rebalancer still plans moves.
+    let rebalance_start = Instant::now();
+    let mut job = running_job(client).await?;
+    let followed = job.is_some();
+    if let Some(j) = job {
+        progress(&format!(
+            "following the rebalance already running (job {j})"
+        ));
+    }
+    let mut total = saved.moves;
+    let mut bytes = saved.bytes;
+    let mut started_any = job.is_some();
+    loop {
+        if job.is_none() {
+            let planned = client
+                .query(
+                    "SELECT count(DISTINCT (sourceport, targetport, sourcename, targetname, \
+                            shardid))::int8, coalesce(sum(shard_size), 0)::int8 \
+                       FROM get_rebalance_table_shards_plan()",
+                    &[],
+                )
+                .await
+                .map_err(db("cannot read the rebalance plan"))?;
+            let (moves, plan_bytes): (i64, i64) = (planned[0].get(0), planned[0].get(1));
+            if moves == 0 {
+                break;
+            }
+            if !started_any {
+                total = moves;
+                bytes = plan_bytes;
+                saved.moves = total;
+                saved.bytes = bytes;
+            }
+            let id: i64 = client
+                .query_one(
+                    &format!(
+                        "SELECT citus_rebalance_start(shard_transfer_mode := {})",
+                        literal(pre.mode.citus())
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(db("cannot start the rebalance"))?
+                .get(0);
+            progress(&format!(
+                "rebalance started (job {id}, {} mode): {moves} moves, {}",
+                pre.mode,
+                human(plan_bytes)
+            ));
+            job = Some(id);
+            started_any = true;
+            changed = true;
+            saved.job_id = job;
+            save(client, saved).await?;
+        }
+        let id = job.expect("a job");
+        if saved.job_id != Some(id) {
+            saved.job_id = Some(id);
+            save(client, saved).await?;
+        }
+        match follow(client, id, opts, pressures, total, bytes, progress).await? {
+            Followed::Finished => break,
+            Followed::Paused(why) => {
+                let at = Instant::now();
+                call(client, "SELECT citus_rebalance_stop()", opts).await?;
+                progress(&format!(
+                    "rebalance stopped: the application suffers ({why}); waiting for calm"
+                ));
+                let calm = wait_calm(pressures, opts).await;
+                let pause = Pause {
+                    at_s: at.duration_since(t0).as_secs_f64(),
+                    seconds: at.elapsed().as_secs_f64(),
+                    why: why.clone(),
+                };
+                saved.pauses.push(pause);
+                save(client, saved).await?;
+                if calm {
+                    progress("calm again: starting the rebalance again");
+                } else {
+                    progress(&format!(
+                        "still slow after {} s stopped: the rebalance is not what slows the \
+                         application; going on without stopping it again",
+                        opts.max_pause.as_secs()
+                    ));
+                }
+                job = None;
+                if !calm {
+                    // Follow without the governor from here.
+                    return finish_ungoverned(
+                        client, opts, pre, saved, total, bytes, rebalance_start, t0, progress,
+                    )
+                    .await
+                    .map(|(s, d)| (false, s, d));
+                }
+            }
+            Followed::Failed(msg) => {
+                return Err(CitusError::BadState(format!(
+                    "the rebalance (job {id}) failed: {msg}. The moves done stay done; rerun \
+                     `shardready scale-out` to go on"
+                )))
+            }
+        }
+    }
+    Ok((
+        !changed && !followed,
+        rebalance_start.duration_since(t0).as_secs_f64(),
+        rebalance_start.elapsed().as_secs_f64(),
+    ))
+}
+
+/// After the governor gave up stopping: start (if needed) and follow to
+/// the end with no pressure.
+#[allow(clippy::too_many_arguments)]
+async fn finish_ungoverned(
+    client: &Session,
+    opts: &ScaleOptions,
+    pre: &Preflight,
+    saved: &mut Saved,
+    total: i64,
+    bytes: i64,
+    rebalance_start: Instant,
+    t0: Instant,
+    progress: &dyn Fn(&str),
+) -> Result<(f64, f64), CitusError> {
+    let id: i64 = client
+        .query_one(
+            &format!(
+                "SELECT citus_rebalance_start(shard_transfer_mode := {})",
+                literal(pre.mode.citus())
+            ),
+            &[],
+        )
+        .await
+        .map_err(db("cannot start the rebalance"))?
+        .get(0);
+    saved.job_id = Some(id);
+    save(client, saved).await?;
+    match follow(client, id, opts, &[], total, bytes, progress).await? {
+        Followed::Failed(msg) => Err(CitusError::BadState(format!(
+            "the rebalance (job {id}) failed: {msg}. The moves done stay done; rerun \
+             `shardready scale-out` to go on"
+        ))),
+        _ => Ok((
+            rebalance_start.duration_since(t0).as_secs_f64(),
+            rebalance_start.elapsed().as_secs_f64(),
+        )),
+    }
+}
+
+/// The rebalance job running now, if any.
+async fn running_job(client: &Client) -> Result<Option<i64>, CitusError> {
+    Ok(client
+        .query_opt(
+            "SELECT job_id FROM pg_dist_background_job \
+              WHERE job_type = 'rebalance' AND state IN ('scheduled', 'running') \
+              ORDER BY job_id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(db("cannot read the background jobs"))?
+        .map(|r| r.get(0)))
+}
+
+enum Followed {
+    Finished,
+    Paused(String),
+    Failed(String),
+}
+
+/// Follows a rebalance job once a second until it ends, printing each move
+/// done (with bytes and ETA) and every 10 s; returns early when the
+/// application suffers.
+async fn follow(
+    client: &Client,
+    job: i64,
+    opts: &ScaleOptions,
+    pressures: &[&dyn Pressure],
+    total_moves: i64,
+    total_bytes: i64,
+    progress: &dyn Fn(&str),
+) -> Result<Followed, CitusError> {
+    let start = Instant::now();
+    let mut last_done = -1;
+    let mut last_line = Instant::now();
+    let mut errors_seen = 0;
+    loop {
+        let p = job_progress(client, job).await?;
+        for e in p.errors.iter().skip(errors_seen) {
+            progress(&format!("a move failed and Citus retries it: {e}"));
+        }
+        errors_seen = errors_seen.max(p.errors.len());
+        if p.done != last_done || last_line.elapsed() >= Duration::from_secs(10) || p.finished() {
+            let copying: i64 = client
+                .query_one(
+                    "SELECT coalesce(sum(target_shard_size), 0)::int8 FROM get_rebalance_progress() \
+                      WHERE progress = 1",
+                    &[],
+                )
+                .await
+                .map(|r| r.get(0))
+                .unwrap_or(0);
+            let whole = total_moves.max(p.total);
+            let done_bytes = if whole > 0 {
+                total_bytes * p.done / whole
+            } else {
+                0
+            };
+            let eta = if p.done > 0 && p.done < p.total {
+                let per = start.elapsed().as_secs_f64() / p.done as f64;
+                format!(", ETA {:.0} s", per * (p.total - p.done) as f64)
+            } else {
+                String::new()
+            };
+            progress(&format!(
+                "moves {}/{} ({} of {}, copying {}){eta}",
+                p.done,
+                p.total,
+                human(done_bytes),
+                human(total_bytes),
+                human(copying)
+            ));
+            last_done = p.done;
+            last_line = Instant::now();
+        }
+        match p.state.as_str() {
+            "finished" => return Ok(Followed::Finished),
+            "failed" | "failing" | "cancelled" | "cancelling" | "gone" => {
+                return Ok(Followed::Failed(
+                    p.errors
+                        .last()
+                        .cloned()
+                        .unwrap_or_else(|| format!("its state is {}", p.state)),
+                ))
+            }
+            _ => {}
+        }
+        if start.elapsed() >= Duration::from_secs(3) {
+            if let Some(why) = suffering(pressures, Duration::from_secs(3), opts.pause_above_ms) {
+                return Ok(Followed::Paused(why));
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Waits (at most `opts.max_pause`) for two calm seconds; whether they
+/// came.
+async fn wait_calm(pressures: &[&dyn Pressure], opts: &ScaleOptions) -> bool {
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    while start.elapsed() < opts.max_pause {
+        if suffering(pressures, Duration::from_secs(2), opts.pause_above_ms).is_none() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_addresses_parse() {
+        assert_eq!(
+            "worker-1".parse::<NodeAddr>().unwrap(),
+            NodeAddr {
+                host: "worker-1".into(),
+                port: 5432
+            }
+        );
+        assert_eq!(
+            "10.0.0.5:6432".parse::<NodeAddr>().unwrap().to_string(),
+            "10.0.0.5:6432"
+        );
+        assert_eq!(
+            "[::1]:5433".parse::<NodeAddr>().unwrap(),
+            NodeAddr {
+                host: "::1".into(),
+                port: 5433
+            }
+        );
+        assert!("w:port".parse::<NodeAddr>().unwrap_err().contains("not a port"));
+        assert!(":5432".parse::<NodeAddr>().is_err());
+    }
+
+    #[test]
+    fn settings_say_what_to_change() {
+        let p = setting_problem("node a:1", "wal_level", Some("replica")).unwrap();
+        assert!(p.contains("ALTER SYSTEM SET wal_level = logical"), "{p}");
+        assert!(setting_problem("n", "wal_level", Some("logical")).is_none());
+        assert!(setting_problem("n", "output_plugin_libraries", None).is_none());
+        let p = setting_problem("n", "output_plugin_libraries", Some("pgoutput")).unwrap();
+        assert!(p.contains("'pgoutput, citus'"), "{p}");
+        assert!(setting_problem("n", "max_worker_processes", Some("8")).is_some());
+        assert!(setting_problem("n", "max_worker_processes", Some("16")).is_none());
+    }
+}
