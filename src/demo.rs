@@ -2,8 +2,9 @@
 //! load, pg_cron check, the timed `create_orders(20000)`, analyze, apply
 //! under the application's traffic, verify, the timed call again — and a
 //! disruption report (Markdown, HTML, JSON, SVG and PNG chart). Where Citus
-//! is installed, the sandbox has Citus workers and the demo ends with the
-//! seed's next unit: distributing the prepared tables under the same traffic. With
+//! is installed, the sandbox is a single-node Citus cluster like the seed's
+//! and the demo ends with the seed's next units: distributing the prepared
+//! tables, then scaling out onto new local workers, under the same traffic. With
 //! `compare_seed`, the seed's procedure as written runs on an identical
 //! second database under the same traffic, side by side.
 
@@ -78,8 +79,8 @@ pub struct DemoOptions {
     pub create_orders: i32,
     /// Traffic before and after the preparation, for the baseline.
     pub settle: Duration,
-    /// Citus workers to distribute onto at the end (where Citus is
-    /// installed; 0: stop before distribution).
+    /// Citus workers to scale out to at the end (where Citus is
+    /// installed; 0: distribute on the single node and stop there).
     pub workers: u16,
     pub progress: bool,
 }
@@ -222,11 +223,12 @@ async fn settle_phase(
 
 /// shardready's run: create_orders timed, analyze, apply under traffic,
 /// verify, create_orders timed again (the traffic paused), and with
-/// `citus` the distribution under the traffic.
+/// `citus` (the spare nodes to scale out to) the distribution on the
+/// single node and the scale-out under the traffic.
 async fn our_run(
     t: &Target,
     opts: &DemoOptions,
-    citus: bool,
+    citus: Option<Vec<String>>,
     report: &mut DemoReport,
 ) -> Result<Run, DemoError> {
     say(
@@ -359,7 +361,7 @@ async fn our_run(
             before.as_secs_f64() / after.as_secs_f64()
         ),
     );
-    if citus && v.ok {
+    if let (Some(nodes), true) = (citus, v.ok) {
         w.resume();
         let (d, sig) = distribute_phase(t, opts, &w, t0, &mut phases).await?;
         signals.extend(sig);
@@ -373,6 +375,13 @@ async fn our_run(
             "after distribution (traffic only)",
         )
         .await;
+        if !nodes.is_empty() {
+            let (s, sig) = scale_out_phase(t, opts, &w, t0, &mut phases, &nodes).await?;
+            signals.extend(sig);
+            report.scale_out = Some(scaled_out_line(&s, phases.last().expect("the phase")));
+            report.scaled_out = Some(s);
+            settle_phase(&w, t0, &mut phases, opts, "after scale-out (traffic only)").await;
+        }
     }
     let wl = w.stop().await;
     let mut run = Run::finish(
@@ -389,7 +398,7 @@ async fn our_run(
 }
 
 /// The seed's next unit under the same traffic: the prepared tables
-/// distributed onto the sandbox's Citus workers (the mode chosen as
+/// distributed on the sandbox's single Citus node (the mode chosen as
 /// `distribute` chooses it: the traffic writes, so concurrently), verified,
 /// and a tenant query shown routed to one shard.
 async fn distribute_phase(
@@ -464,6 +473,96 @@ async fn distribute_phase(
     Ok((report, seconds))
 }
 
+/// The seed's next unit after distribution: the single node's shards
+/// spread onto the spare local nodes under the same traffic (`scale-out
+/// --drain-coordinator --tune`), governed by the traffic and the signals.
+async fn scale_out_phase(
+    t: &Target,
+    opts: &DemoOptions,
+    w: &Workload,
+    t0: Instant,
+    phases: &mut Vec<PhaseRow>,
+    nodes: &[String],
+) -> Result<
+    (
+        crate::citus::scale::ScaleReport,
+        Vec<crate::apply::signals::SignalSecond>,
+    ),
+    DemoError,
+> {
+    use crate::citus::{self, scale};
+    say(
+        opts,
+        &format!(
+            "== scale out onto {} new Citus workers (with the traffic running): shards move online",
+            nodes.len()
+        ),
+    );
+    let sopts = scale::ScaleOptions {
+        add: nodes
+            .iter()
+            .map(|n| n.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| other("the sandbox's nodes", e))?,
+        drain_coordinator: true,
+        tune: true,
+        ..Default::default()
+    };
+    let session = citus::lock(t.connect().await?).await?;
+    let signals = crate::apply::signals::Signals::start(t, t0, Vec::new())
+        .await
+        .ok();
+    let mut pressures: Vec<&dyn crate::apply::Pressure> = vec![w];
+    if let Some(s) = &signals {
+        pressures.push(s);
+    }
+    let progress = |s: &str| say(opts, &format!("   {s}"));
+    let from = Instant::now();
+    let report = scale::scale_out(&session, t, &sopts, &pressures, t0, &progress).await;
+    phases.push(row(
+        w,
+        t0,
+        "scale out to workers",
+        "citus_add_node + citus_rebalance_start (the next unit)",
+        from,
+        Instant::now(),
+    ));
+    session.unlock().await;
+    let seconds = match signals {
+        Some(s) => s.stop().await.seconds,
+        None => Vec::new(),
+    };
+    let report = report?;
+    if opts.progress {
+        eprint!("{}", crate::report::text::scale_out(&report));
+    }
+    Ok((report, seconds))
+}
+
+/// The demo's one line on the scale-out.
+fn scaled_out_line(s: &crate::citus::scale::ScaleReport, phase: &PhaseRow) -> String {
+    format!(
+        "scaled out to {} workers under the traffic in {:.1} s ({} shard group moves, {}; \
+         {} failed transactions, max {:.0} ms{}); shards now: {}",
+        s.nodes_added.len(),
+        phase.seconds,
+        s.moves,
+        crate::plan::estimate::human(s.moved_bytes),
+        phase.errors,
+        phase.max_ms,
+        if s.pauses.is_empty() {
+            String::new()
+        } else {
+            format!(", stopped {} time(s) by the governor", s.pauses.len())
+        },
+        s.after
+            .iter()
+            .map(|n| format!("{} {}", n.node, n.shards))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// The lines of a tenant query's plan that show where it went (the task
 /// count and the node).
 fn routing_lines(explain: &str) -> Vec<&str> {
@@ -478,10 +577,14 @@ fn routing_lines(explain: &str) -> Vec<&str> {
 fn distributed_line(d: &crate::citus::DistributeReport, phase: &PhaseRow) -> String {
     let routed = routing_lines(&d.routing).join(", ");
     format!(
-        "distributed on {} Citus worker(s) under the traffic in {:.1} s ({} reference, {} \
+        "distributed on {} under the traffic in {:.1} s ({} reference, {} \
          distributed tables, {} shards; {} failed transactions, max {:.0} ms); a tenant \
          query: {}",
-        d.workers,
+        if d.workers == 0 {
+            "the single Citus node (like the seed's)".to_string()
+        } else {
+            format!("{} Citus worker(s)", d.workers)
+        },
         phase.seconds,
         d.plan.reference.len(),
         d.plan.distributed.len(),
@@ -600,7 +703,9 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
     );
     let mut sopts = SandboxOptions::new(&opts.sandbox_dir);
     if crate::sandbox::citus_installed(sopts.pg_bin.as_deref()) {
-        sopts.workers = opts.workers;
+        // A single-node Citus cluster like the seed's, and the nodes it
+        // scales out to at the end.
+        sopts.nodes = opts.workers;
     }
     let sb = Sandbox::start(&sopts)?;
     std::fs::write(
@@ -657,16 +762,14 @@ async fn run_on(sb: &Sandbox, opts: &DemoOptions, t_all: Instant) -> Result<Demo
             "stopped before distribution: Citus is not installed for this PostgreSQL (no \
              citus.so); where it is, the demo ends by distributing the prepared tables"
                 .into()
-        } else if sb.state.worker_ports.is_empty() {
-            "stopped before distribution: --workers 0; `shardready sandbox start --workers 2` \
-             then `shardready distribute --workload 6000/min` rehearse it"
-                .into()
         } else {
             "stopped before distribution: the preparation did not verify".into()
         },
         distributed: None,
+        scale_out: None,
+        scaled_out: None,
     };
-    let citus = sb.state.citus && !sb.state.worker_ports.is_empty();
+    let citus = sb.state.citus.then(|| sb.node_addresses());
     let run = our_run(&ours, opts, citus, &mut report).await?;
     report.runs.push(run);
     if opts.compare_seed {

@@ -196,6 +196,12 @@ pub trait Pressure: Send + Sync {
     }
     /// Notes what holds the backfill back now (None: nothing).
     fn note_holding(&self, _what: Option<String>) {}
+    /// The share of its samples that must be slow over a few seconds for
+    /// the application to be suffering (not a passing spike): each of the
+    /// application's transactions is a sample, so 5%.
+    fn suffering_share(&self) -> f64 {
+        0.05
+    }
 }
 
 /// No application signal.

@@ -396,6 +396,12 @@ impl Pressure for Signals {
     fn note_holding(&self, what: Option<String>) {
         lock(&self.shared).holding = what;
     }
+
+    /// Ten ticks a second, each strict (1.5x the baseline's p99): half of
+    /// them slow is sustained.
+    fn suffering_share(&self) -> f64 {
+        0.5
+    }
 }
 
 fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {

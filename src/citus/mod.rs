@@ -953,7 +953,11 @@ pub async fn preflight(
                 })
         }
     };
-    for name in ["wal_level", "output_plugin_libraries", "max_worker_processes"] {
+    for name in [
+        "wal_level",
+        "output_plugin_libraries",
+        "max_worker_processes",
+    ] {
         for (node, v) in read(name).await? {
             missing.extend(scale::setting_problem(&node, name, v.as_deref()));
         }

@@ -36,8 +36,9 @@ impl FromStr for NodeAddr {
         let (host, port) = match s.rsplit_once(':') {
             Some((h, p)) if !h.contains(':') || h.ends_with(']') => (
                 h.trim_start_matches('[').trim_end_matches(']'),
-                p.parse::<u16>()
-                    .map_err(|_| format!("`{p}` is not a port (HOST[:PORT], e.g. worker-1:5432)"))?,
+                p.parse::<u16>().map_err(|_| {
+                    format!("`{p}` is not a port (HOST[:PORT], e.g. worker-1:5432)")
+                })?,
             ),
             _ => (s, 5432),
         };
@@ -361,8 +362,10 @@ pub async fn status(client: &Client) -> Result<Option<ScaleStatus>, CitusError> 
         finished_at: r.get(1),
         job_id: s.job_id,
         job_state: progress.as_ref().map(|p| p.state.clone()),
-        moves_done: progress.as_ref().map_or(0, |p| p.done),
-        moves_total: progress.as_ref().map_or(s.moves, |p| p.total),
+        moves_done: progress
+            .as_ref()
+            .map_or(0, |p| s.moves.max(p.total) - (p.total - p.done)),
+        moves_total: progress.as_ref().map_or(s.moves, |p| s.moves.max(p.total)),
         running: progress.map(|p| p.running).unwrap_or_default(),
         pauses: s.pauses.len(),
     }))
@@ -885,6 +888,8 @@ pub async fn preflight(
                       WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', \
                             'information_schema', 'citus', 'columnar', 'columnar_internal', \
                             'shardready') AND n.nspname NOT LIKE 'pg_toast%' \
+                        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                                        AND d.objid = c.oid AND d.deptype = 'e') \
                      HAVING count(*) > 0",
                     &[],
                 )
@@ -1011,7 +1016,11 @@ async fn alter_system(
         .await
         .map_err(|e| CitusError::BadState(format!("cannot connect to {node}: {e}")))?;
     let sql = match value {
-        Some(v) => format!("ALTER SYSTEM SET {} = {}", crate::sql::ident(name), literal(v)),
+        Some(v) => format!(
+            "ALTER SYSTEM SET {} = {}",
+            crate::sql::ident(name),
+            literal(v)
+        ),
         None => format!("ALTER SYSTEM RESET {}", crate::sql::ident(name)),
     };
     dbx::exec(&c, &sql)
@@ -1042,16 +1051,18 @@ async fn restore_tuned(
 }
 
 /// Whether the application suffers now, and why (None: it does not, or
-/// nothing measures it). Over the last `window`: more than 5% of the
-/// application's transactions slower than `limit_ms` (at least 3), or
-/// more than half of the canary's samples slow.
+/// nothing measures it): over the last `window`, more of a pressure's
+/// samples slow than its share says ([`Pressure::suffering_share`]: 5% of
+/// the application's transactions over `limit_ms`, half of the signals'
+/// ticks), and at least 3. A move's short catch-up spike does not stop
+/// the rebalance; sustained pain does.
 fn suffering(pressures: &[&dyn Pressure], window: Duration, limit_ms: f64) -> Option<String> {
     let from = Instant::now().checked_sub(window)?;
     for p in pressures {
         let Some((n, slow)) = p.slow_since(from, limit_ms) else {
             continue;
         };
-        if n > 0 && slow >= 3 && slow as f64 > n as f64 * 0.05 {
+        if n > 0 && slow >= 3 && slow as f64 > n as f64 * p.suffering_share() {
             return Some(
                 p.holding(from, limit_ms)
                     .unwrap_or_else(|| format!("{slow} of {n} samples slow")),
@@ -1128,14 +1139,7 @@ pub async fn scale_out(
     };
     save(client, &saved).await?;
     let result = run(
-        client,
-        target,
-        &opts,
-        &pre,
-        &mut saved,
-        pressures,
-        t0,
-        progress,
+        client, target, &opts, &pre, &mut saved, pressures, t0, progress,
     )
     .await;
     // What --tune changed goes back whatever happened (a kill leaves it
@@ -1158,7 +1162,10 @@ pub async fn scale_out(
             Some(_) => {}
         }
     }
-    for n in after.iter().filter(|n| !n.should_have_shards && n.shards > 0) {
+    for n in after
+        .iter()
+        .filter(|n| !n.should_have_shards && n.shards > 0)
+    {
         problems.push(format!(
             "{} should hold no shards and still holds {}",
             n.node, n.shards
@@ -1366,9 +1373,12 @@ async fn run(
         if job.is_none() {
             let planned = client
                 .query(
-                    "SELECT count(DISTINCT (sourceport, targetport, sourcename, targetname, \
-                            shardid))::int8, coalesce(sum(shard_size), 0)::int8 \
-                       FROM get_rebalance_table_shards_plan()",
+                    "SELECT count(DISTINCT (p.colocationid, s.shardminvalue))::int8, \
+                            coalesce(sum(z.size), 0)::int8 \
+                       FROM get_rebalance_table_shards_plan() r \
+                       JOIN pg_dist_shard s ON s.shardid = r.shardid \
+                       JOIN pg_dist_partition p ON p.logicalrelid = s.logicalrelid \
+                       LEFT JOIN citus_shard_sizes() z ON z.shard_id = r.shardid",
                     &[],
                 )
                 .await
@@ -1439,7 +1449,15 @@ async fn run(
                 if !calm {
                     // Follow without the governor from here.
                     return finish_ungoverned(
-                        client, opts, pre, saved, total, bytes, rebalance_start, t0, progress,
+                        client,
+                        opts,
+                        pre,
+                        saved,
+                        total,
+                        bytes,
+                        rebalance_start,
+                        t0,
+                        progress,
                     )
                     .await
                     .map(|(s, d)| (false, s, d));
@@ -1513,6 +1531,9 @@ async fn running_job(client: &Client) -> Result<Option<i64>, CitusError> {
         .map(|r| r.get(0)))
 }
 
+/// How far back the governor looks before stopping the rebalance.
+const SUFFER_WINDOW: Duration = Duration::from_secs(5);
+
 enum Followed {
     Finished,
     Paused(String),
@@ -1551,9 +1572,12 @@ async fn follow(
                 .await
                 .map(|r| r.get(0))
                 .unwrap_or(0);
+            // Over the whole scale-out: a job started again after a stop
+            // (or a rerun) plans only what is left.
             let whole = total_moves.max(p.total);
+            let done = whole - (p.total - p.done);
             let done_bytes = if whole > 0 {
-                total_bytes * p.done / whole
+                total_bytes * done / whole
             } else {
                 0
             };
@@ -1564,9 +1588,7 @@ async fn follow(
                 String::new()
             };
             progress(&format!(
-                "moves {}/{} ({} of {}, copying {}){eta}",
-                p.done,
-                p.total,
+                "moves {done}/{whole} ({} of {}, copying {}){eta}",
                 human(done_bytes),
                 human(total_bytes),
                 human(copying)
@@ -1586,8 +1608,8 @@ async fn follow(
             }
             _ => {}
         }
-        if start.elapsed() >= Duration::from_secs(3) {
-            if let Some(why) = suffering(pressures, Duration::from_secs(3), opts.pause_above_ms) {
+        if start.elapsed() >= SUFFER_WINDOW {
+            if let Some(why) = suffering(pressures, SUFFER_WINDOW, opts.pause_above_ms) {
                 return Ok(Followed::Paused(why));
             }
         }
@@ -1633,7 +1655,10 @@ mod tests {
                 port: 5433
             }
         );
-        assert!("w:port".parse::<NodeAddr>().unwrap_err().contains("not a port"));
+        assert!("w:port"
+            .parse::<NodeAddr>()
+            .unwrap_err()
+            .contains("not a port"));
         assert!(":5432".parse::<NodeAddr>().is_err());
     }
 

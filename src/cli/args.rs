@@ -276,7 +276,8 @@ and started again when calm.
 After a kill -9 or a failure, run `shardready scale-out` again: it picks up
 the nodes added and the rebalance running or stopped. `shardready status`
 shows where it stands. Rehearse locally: `shardready sandbox start --dir
-/tmp/citus --nodes 2` starts a single-node Citus cluster and two spare nodes.")]
+/tmp/citus --nodes 2` starts a single-node Citus cluster and two spare nodes."
+    )]
     ScaleOut(ScaleOutArgs),
     /// The whole seed exercise on a fresh sandbox, with a disruption report.
     #[command(after_help = "\
@@ -285,7 +286,7 @@ Examples:
   shardready demo --scale 0.1 --rate 3000/min --out ./report
   shardready demo --compare-seed                    # also the seed's procedure, side by side
   shardready demo --keep                            # leave the sandbox running afterwards
-  shardready demo --workers 0                       # stop before distributing on Citus
+  shardready demo --workers 0                       # distribute on the single node, no scale-out
 
 Its sandbox: --dir when given on the command line, else
 ~/.local/share/shardready/demo-sandbox (or /var/lib/shardready/demo-sandbox as
@@ -297,8 +298,10 @@ Phases (the seed's steps): fresh sandbox; tailspin schema and load (step 7's
 counts); pg_cron check; create_orders(20000) timed; analyze; the application's
 traffic starts; apply under traffic (add column, backfill, keys); verify;
 jobs unscheduled; create_orders(20000) timed again (traffic paused); where
-Citus is installed (citus.so), distribute onto --workers local Citus workers
-under the same traffic and show a tenant query routed to one shard. The
+Citus is installed (citus.so) the sandbox is a single-node Citus cluster like
+the seed's: distribute on it under the same traffic, then scale out onto
+--workers new local nodes (`scale-out --drain-coordinator --tune`: the shards
+move online to the workers) and show a tenant query routed to one shard. The
 report (report.md, report.html, report.json, latency.svg, latency.png) shows
 what each phase cost the application.")]
     Demo(DemoArgs),
@@ -443,8 +446,8 @@ pub(crate) struct DemoArgs {
     /// Traffic-only time before and after the preparation.
     #[arg(allow_hyphen_values = true, value_parser = duration, long, default_value = "10s")]
     pub(crate) settle: humantime::Duration,
-    /// Citus workers the demo distributes onto at the end, where Citus is
-    /// installed (0: stop before distribution).
+    /// Citus workers the demo scales out to at the end, where Citus is
+    /// installed (0: distribute on the single node and stop there).
     #[arg(long, default_value_t = 2)]
     pub(crate) workers: u16,
 }

@@ -202,10 +202,7 @@ pub(super) fn scale_out_cmd(g: &Global, a: ScaleOutArgs) -> Result<ExitCode> {
             None => None,
         };
         if let Some(w) = &wl {
-            eprint!(
-                "{}",
-                shardready::report::text::workload_summary(&w.summary)
-            );
+            eprint!("{}", shardready::report::text::workload_summary(&w.summary));
         }
         let mut report = match result {
             Ok(r) => r,

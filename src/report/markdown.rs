@@ -147,6 +147,9 @@ pub fn demo_markdown(r: &DemoReport) -> String {
         out.push('\n');
     }
     let _ = writeln!(out, "{}.\n", r.distribution);
+    if let Some(line) = &r.scale_out {
+        let _ = writeln!(out, "{line}.\n");
+    }
     out.push_str("![application latency per second, by phase](latency.png)\n\n");
     for run in &r.runs {
         let _ = writeln!(out, "## {}\n", run.label);
@@ -224,7 +227,11 @@ pub fn scale_out_markdown(r: &crate::citus::scale::ScaleReport) -> String {
     if !r.pauses.is_empty() {
         out.push_str("\nThe governor stopped the rebalance:\n\n");
         for p in &r.pauses {
-            let _ = writeln!(out, "- at {:.0} s for {:.1} s: {}", p.at_s, p.seconds, p.why);
+            let _ = writeln!(
+                out,
+                "- at {:.0} s for {:.1} s: {}",
+                p.at_s, p.seconds, p.why
+            );
         }
     }
     if !r.phases.is_empty() {
@@ -232,7 +239,11 @@ pub fn scale_out_markdown(r: &crate::citus::scale::ScaleReport) -> String {
         phase_table_md(&mut out, &r.phases);
     }
     if let Some(sig) = &r.signals {
-        let _ = write!(out, "\n## The database's signals\n\n{}", super::text::signals_line(sig));
+        let _ = write!(
+            out,
+            "\n## The database's signals\n\n{}",
+            super::text::signals_line(sig)
+        );
     }
     out.push_str("\n## Rows\n\n| table | before | after |\n|---|---:|---:|\n");
     for c in &r.counts {

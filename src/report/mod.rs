@@ -116,6 +116,12 @@ pub struct DemoReport {
     pub distribution: String,
     /// What `distribute` did, when the demo distributed.
     pub distributed: Option<crate::citus::DistributeReport>,
+    /// One line: how scaling out went (None: the demo did not scale out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale_out: Option<String>,
+    /// What `scale-out` did, when the demo scaled out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaled_out: Option<crate::citus::scale::ScaleReport>,
 }
 
 /// A report directory's files: report.json and report.md always; the

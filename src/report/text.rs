@@ -561,8 +561,13 @@ pub fn verification(v: &crate::verify::Verification) -> String {
 /// `distribute`: where the tables went and the row counts.
 pub fn distribution(report: &crate::citus::DistributeReport) -> String {
     let mut out = format!(
-        "distributed on {} worker(s): {} reference, {} distributed tables ({} shards)\n",
-        report.workers,
+        "distributed on {}: {} reference, {} distributed tables ({} shards)\n",
+        if report.workers == 0 {
+            "the coordinator alone (single-node Citus; `shardready scale-out --add` spreads it)"
+                .to_string()
+        } else {
+            format!("{} worker(s)", report.workers)
+        },
         report.plan.reference.len(),
         report.plan.distributed.len(),
         report.root_shards.unwrap_or(report.plan.shard_count)
@@ -775,6 +780,9 @@ pub fn demo_summary(report: &super::DemoReport, out_dir: &std::path::Path) -> St
         }
     }
     let _ = writeln!(out, "\n{}", report.distribution);
+    if let Some(line) = &report.scale_out {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(
         out,
         "\ntotal {:.0} s; verified: {}; report: {}/report.html (also report.md, report.json, latency.svg, latency.png)",
@@ -924,7 +932,11 @@ pub fn scale_preflight(p: &crate::citus::scale::Preflight) -> String {
     if p.problems.is_empty() {
         out.push_str("  ready: nothing missing\n");
     } else {
-        let _ = writeln!(out, "  missing ({}), nothing was changed:", p.problems.len());
+        let _ = writeln!(
+            out,
+            "  missing ({}), nothing was changed:",
+            p.problems.len()
+        );
         for m in &p.problems {
             let _ = writeln!(out, "    {m}");
         }
@@ -1013,7 +1025,11 @@ pub fn scale_status(s: &crate::citus::scale::ScaleStatus) -> String {
             p => format!("unfinished, stopped while {p} (`shardready scale-out` finishes it)"),
         },
         s.nodes.join(", "),
-        if s.drain { ", draining the coordinator" } else { "" },
+        if s.drain {
+            ", draining the coordinator"
+        } else {
+            ""
+        },
         s.mode,
         s.started_at,
         s.finished_at

@@ -31,6 +31,29 @@ pub fn citus_cluster(test: &str, workers: u16) -> Option<(TestCluster, Target)> 
     Some((c, t))
 }
 
+/// A single-node Citus cluster (the coordinator holds the shards, like the
+/// seed's) with `nodes` spare Citus nodes beside it, every server with
+/// `settings`; None, after saying the test is skipped and why, without
+/// Citus.
+pub fn citus_single(
+    test: &str,
+    nodes: u16,
+    settings: Vec<(String, String)>,
+) -> Option<(TestCluster, Target)> {
+    let pg_bin = std::env::var_os("SHARDREADY_PG_BIN").map(std::path::PathBuf::from);
+    if !shardready::sandbox::citus_installed(pg_bin.as_deref()) {
+        eprintln!(
+            "{test}: skipped: Citus is not installed for these PostgreSQL binaries \
+             (no citus.so in their library directory)"
+        );
+        return None;
+    }
+    let c = TestCluster::start_citus_single(nodes, settings)
+        .expect("a throwaway single-node Citus cluster starts");
+    let t = Target::parse(&c.url()).expect("sandbox URL parses");
+    Some((c, t))
+}
+
 /// A fresh cluster whose database `src` holds Tailspin at `scale`, to copy
 /// for each trial with [`copy_of`].
 pub async fn tailspin_template(scale: f64) -> TestCluster {

@@ -1,0 +1,330 @@
+//! scale-out on a real local Citus: a single-node cluster like the seed's
+//! (the coordinator holds the shards), Tailspin prepared and distributed
+//! on it, then spread onto spare Citus nodes started by the sandbox code.
+//! Under the application's traffic with nothing lost; killed with -9
+//! during the rebalance and finished by a rerun; refused, with every
+//! missing prerequisite named, before anything changes. Without Citus the
+//! tests say they are skipped and why.
+
+mod common;
+
+use shardready::conn::Target;
+use shardready::sandbox::TestCluster;
+
+/// A single-node Citus cluster with two spare nodes, Tailspin loaded,
+/// prepared and distributed on the coordinator in 8 shards (few moves, a
+/// short test); the addresses of the spare nodes.
+async fn distributed_single_node(test: &str) -> Option<(TestCluster, Target, Vec<String>)> {
+    let (c, t) = common::citus_single(test, 2, Vec::new())?;
+    let mut client = t.connect().await.unwrap();
+    shardready::ingest::create_tailspin_schema(&client, true)
+        .await
+        .unwrap();
+    shardready::ingest::load_tailspin(&mut client, None, 0.005, 42, false)
+        .await
+        .unwrap();
+    shardready::apply::apply(
+        &t,
+        &shardready::apply::ApplyOptions {
+            progress: false,
+            trigger_window: std::time::Duration::from_millis(300),
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let out = common::run_on(
+        &c.url(),
+        &["distribute", "--blocking", "--shard-count", "8"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nodes = c.sandbox().node_addresses();
+    assert_eq!(nodes.len(), 2);
+    Some((c, t, nodes))
+}
+
+/// Active nodes of the cluster.
+async fn nodes_in_cluster(c: &tokio_postgres::Client) -> i64 {
+    common::scalar_i64(
+        c,
+        "SELECT count(*) FROM pg_dist_node WHERE noderole = 'primary' AND isactive",
+    )
+    .await
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// What every finished scale-out must show: each new node holds shards,
+/// no row was lost, a tenant query goes to one shard, the rebalancer has
+/// nothing left to move.
+async fn assert_spread(c: &tokio_postgres::Client, v: &serde_json::Value, nodes: &[String]) {
+    for n in nodes {
+        let held = v["after"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["node"] == n.as_str())
+            .unwrap_or_else(|| panic!("{n} in {}", v["after"]));
+        assert!(held["shards"].as_i64().unwrap() > 0, "{}", v["after"]);
+    }
+    for row in v["counts"].as_array().unwrap() {
+        assert!(
+            row["after"].as_i64().unwrap() >= row["before"].as_i64().unwrap(),
+            "{row}"
+        );
+    }
+    assert!(
+        v["counts"].as_array().unwrap().len() >= 4,
+        "{}",
+        v["counts"]
+    );
+    assert!(
+        v["routing"].as_str().unwrap().contains("Task Count: 1"),
+        "{}",
+        v["routing"]
+    );
+    assert_eq!(
+        common::scalar_i64(c, "SELECT count(*) FROM get_rebalance_table_shards_plan()").await,
+        0
+    );
+    assert_eq!(nodes_in_cluster(c).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_under_traffic_drains_the_coordinator_and_loses_nothing() {
+    let test = "scale_out_under_traffic_drains_the_coordinator_and_loses_nothing";
+    let Some((c, t, nodes)) = distributed_single_node(test).await else {
+        return;
+    };
+    let client = t.connect().await.unwrap();
+    let dir = common::temp_dir();
+    let report = dir.path().join("report");
+    let report_s = report.to_str().unwrap();
+    let mut args = vec!["scale-out", "--add"];
+    args.extend(nodes.iter().map(String::as_str));
+    args.extend([
+        "--drain-coordinator",
+        "--tune",
+        "--workload",
+        "1200/min",
+        "--report",
+        report_s,
+        "--format",
+        "json",
+    ]);
+    let out = common::run_on(&c.url(), &args);
+    let v = json(&out);
+    let felt = &v["workload"];
+    eprintln!(
+        "{test}: {} moves in {:.1} s; application {} orders, p99 {} ms, max {} ms, {} failed; \
+         pauses {}",
+        v["moves"],
+        v["rebalance_seconds"].as_f64().unwrap(),
+        felt["orders"],
+        felt["latency"]["p99_ms"],
+        felt["latency"]["max_ms"],
+        felt["errors"],
+        v["pauses"]
+    );
+    assert!(felt["orders"].as_u64().unwrap() > 0, "{felt}");
+    assert_eq!(felt["errors"].as_u64().unwrap(), 0, "{felt}");
+    assert!(v["moves"].as_i64().unwrap() >= 8, "{}", v["moves"]);
+    assert_spread(&client, &v, &nodes).await;
+    // Drained: the coordinator holds no shard of a distributed table.
+    let coordinator = &v["after"][0];
+    assert_eq!(coordinator["should_have_shards"], false, "{}", v["after"]);
+    assert_eq!(coordinator["shards"], 0, "{}", v["after"]);
+    // The application's three phases, and the report's files.
+    let phases: Vec<&str> = v["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["before", "scale-out", "after"]);
+    for f in ["report.json", "report.md", "latency.svg", "signals.svg"] {
+        assert!(report.join(f).exists(), "{f}");
+    }
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(
+        md.contains("# shardready scale-out") && md.contains("| scale-out |"),
+        "{md}"
+    );
+    // --tune changed wal_retrieve_retry_interval for the duration only.
+    assert_eq!(v["tuned"].as_array().unwrap().len(), 3, "{}", v["tuned"]);
+    for sb in c.sandbox().nodes() {
+        let n = Target::parse(&sb.url()).unwrap().connect().await.unwrap();
+        let r = n
+            .query_one("SHOW wal_retrieve_retry_interval", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.get::<_, String>(0), "5s");
+    }
+    // status says it is done; a rerun has nothing to do and exits 0.
+    let st = json(&common::run_on(&c.url(), &["status", "--format", "json"]));
+    assert_eq!(st["scale_out"]["phase"], "done", "{}", st["scale_out"]);
+    let mut rerun = vec!["scale-out", "--add"];
+    rerun.extend(nodes.iter().map(String::as_str));
+    rerun.extend(["--drain-coordinator", "--format", "json"]);
+    let again = json(&common::run_on(&c.url(), &rerun));
+    assert_eq!(again["already_done"], true, "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_killed_during_the_rebalance_finishes_on_rerun() {
+    let test = "scale_out_killed_during_the_rebalance_finishes_on_rerun";
+    let Some((c, t, nodes)) = distributed_single_node(test).await else {
+        return;
+    };
+    let client = t.connect().await.unwrap();
+    // Without --tune each logical move waits for the replication workers'
+    // 5 s retry interval: time to kill it in the middle.
+    let mut cmd = common::shardready();
+    cmd.env("DATABASE_URL", c.url())
+        .args(["scale-out", "--add"])
+        .args(&nodes)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let done = common::scalar_i64(
+            &client,
+            "SELECT count(*) FROM pg_dist_background_task WHERE status = 'done'",
+        )
+        .await;
+        if done >= 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "no move finished in 2 minutes"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "scale-out ended early");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // The harder case: the rebalance stopped too, half done.
+    client
+        .batch_execute("SELECT citus_rebalance_stop()")
+        .await
+        .unwrap();
+    let st = json(&common::run_on(&c.url(), &["status", "--format", "json"]));
+    assert_eq!(
+        st["scale_out"]["phase"], "rebalancing",
+        "{}",
+        st["scale_out"]
+    );
+    let left = common::scalar_i64(
+        &client,
+        "SELECT count(*) FROM get_rebalance_table_shards_plan()",
+    )
+    .await;
+    assert!(left > 0, "the kill came too late: nothing left to move");
+    // The rerun, without --add, finishes what was begun.
+    let v = json(&common::run_on(
+        &c.url(),
+        &["scale-out", "--format", "json"],
+    ));
+    assert_eq!(v["resumed"], true, "{v}");
+    assert_spread(&client, &v, &nodes).await;
+    let st = json(&common::run_on(&c.url(), &["status", "--format", "json"]));
+    assert_eq!(st["scale_out"]["phase"], "done", "{}", st["scale_out"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_refuses_missing_prerequisites_before_anything_changes() {
+    let test = "scale_out_refuses_missing_prerequisites_before_anything_changes";
+    let Some((c, t, nodes)) = distributed_single_node(test).await else {
+        return;
+    };
+    let client = t.connect().await.unwrap();
+    // Node 1 cannot decode logically; node 2 has no Citus in the database;
+    // a third address answers nothing.
+    let spare = c.sandbox().nodes();
+    let n1 = Target::parse(&spare[0].url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    n1.batch_execute("ALTER SYSTEM SET wal_level = replica")
+        .await
+        .unwrap();
+    drop(n1);
+    spare[0].restart("fast").unwrap();
+    let n2 = Target::parse(&spare[1].url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    n2.batch_execute("DROP EXTENSION citus").await.unwrap();
+    let closed = format!("127.0.0.1:{}", shardready::sandbox::free_port().unwrap());
+    let mut args = vec![
+        "scale-out",
+        "--add",
+        nodes[0].as_str(),
+        nodes[1].as_str(),
+        closed.as_str(),
+    ];
+    for check in [true, false] {
+        if check {
+            args.push("--check");
+        }
+        let out = common::run_on(&c.url(), &args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("nothing was changed"), "{text}");
+        assert!(
+            text.contains(&format!("node {}: wal_level is 'replica'", nodes[0]))
+                && text.contains("ALTER SYSTEM SET wal_level = logical"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "node {}: Citus is loaded but not created",
+                nodes[1]
+            )) && text.contains("CREATE EXTENSION citus"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{closed}: cannot connect from here")),
+            "{text}"
+        );
+        args.retain(|a| *a != "--check");
+    }
+    // Nothing changed: one node, no state, the shards where they were.
+    assert_eq!(nodes_in_cluster(&client).await, 1);
+    assert_eq!(
+        common::scalar_i64(
+            &client,
+            "SELECT count(*) FROM pg_class WHERE oid = to_regclass('shardready.scale_out')"
+        )
+        .await,
+        0
+    );
+    let st = json(&common::run_on(&c.url(), &["status", "--format", "json"]));
+    assert!(st["scale_out"].is_null(), "{}", st["scale_out"]);
+}
