@@ -1,6 +1,7 @@
 //! `shardready demo` at a tiny scale: every report file is written, parses,
-//! and holds every phase (the distribution on Citus among them where Citus
-//! is installed); the chart is a valid SVG and PNG.
+//! and holds every phase (where Citus is installed, the distribution on the
+//! single node and the scale-out onto two workers among them); the chart is
+//! a valid SVG and PNG.
 
 mod common;
 
@@ -40,8 +41,10 @@ fn demo_writes_a_complete_report() {
     );
     if citus {
         assert!(
-            stdout.contains("distributed on 2 Citus worker(s) under the traffic")
-                && stdout.contains("Task Count: 1"),
+            stdout.contains(
+                "distributed on the single Citus node (like the seed's) under the traffic"
+            ) && stdout.contains("Task Count: 1")
+                && stdout.contains("scaled out to 2 workers under the traffic"),
             "{stdout}"
         );
     } else {
@@ -84,12 +87,31 @@ fn demo_writes_a_complete_report() {
         "after (traffic only)",
     ];
     if citus {
-        ours.extend(["distribute on Citus", "after distribution (traffic only)"]);
+        ours.extend([
+            "distribute on Citus",
+            "after distribution (traffic only)",
+            "scale out to workers",
+            "after scale-out (traffic only)",
+        ]);
     }
     assert_eq!(phases(0), ours);
     if citus {
         let d = &json["distributed"];
-        assert_eq!(d["workers"], 2, "{d}");
+        assert_eq!(d["workers"], 0, "distributed on the single node first: {d}");
+        // Then spread over the two new workers, the coordinator drained,
+        // nothing lost, still routed to one shard.
+        let s = &json["scaled_out"];
+        let after = s["after"].as_array().unwrap();
+        assert_eq!(after.len(), 3, "{s}");
+        assert_eq!(after[0]["shards"], 0, "{s}");
+        assert!(
+            after[1..].iter().all(|n| n["shards"].as_i64() > Some(0)),
+            "{s}"
+        );
+        assert!(s["routing"].as_str().unwrap().contains("Task Count: 1"));
+        for c in s["counts"].as_array().unwrap() {
+            assert!(c["after"].as_i64() >= c["before"].as_i64(), "{c}");
+        }
         assert!(d["routing"].as_str().unwrap().contains("Task Count: 1"));
         let tables = d["citus_tables"].as_array().unwrap();
         assert!(tables.len() >= 4, "{d}");

@@ -429,34 +429,32 @@ async fn job_progress(client: &Client, job: i64) -> Result<JobProgress, CitusErr
 }
 
 /// Runs one call with a lock timeout (retried while the policy lets it)
-/// and the statement timeout.
-async fn call(client: &Client, sql: &str, opts: &ScaleOptions) -> Result<(), CitusError> {
+/// and the statement timeout; its rows.
+async fn call(
+    client: &Client,
+    sql: &str,
+    opts: &ScaleOptions,
+) -> Result<Vec<tokio_postgres::Row>, CitusError> {
     let policy = LockPolicy {
         lock_timeout: opts.lock_timeout,
         max_wait: Some(Duration::from_secs(120)),
         max_attempts: None,
         statement_timeout: opts.statement_timeout,
     };
-    let r = async {
-        dbx::exec(
-            client,
-            &format!("SET lock_timeout = '{}ms'", policy.lock_timeout.as_millis()),
-        )
-        .await?;
-        dbx::exec(
-            client,
-            &format!("SET statement_timeout = '{}ms'", policy.statement_ms()),
-        )
-        .await?;
-        Ok::<_, tokio_postgres::Error>(())
+    for set in [
+        format!("SET lock_timeout = '{}ms'", policy.lock_timeout.as_millis()),
+        format!("SET statement_timeout = '{}ms'", policy.statement_ms()),
+    ] {
+        dbx::exec(client, &set)
+            .await
+            .map_err(db("cannot set the timeouts"))?;
     }
-    .await;
-    r.map_err(db("cannot set the timeouts"))?;
-    let r = dbx::retry_on_lock_timeout(&policy, || dbx::exec(client, sql)).await;
-    let _ = dbx::exec(client, "RESET lock_timeout").await;
-    let _ = dbx::exec(client, "RESET statement_timeout").await;
+    let r = dbx::retry_on_lock_timeout(&policy, || client.query(sql, &[])).await;
+    for reset in ["RESET lock_timeout", "RESET statement_timeout"] {
+        let _ = dbx::exec(client, reset).await;
+    }
     match r {
-        Ok(_) => Ok(()),
+        Ok((rows, _)) => Ok(rows),
         Err(RetryError::Failed(e))
             if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) =>
         {
@@ -471,6 +469,24 @@ async fn call(client: &Client, sql: &str, opts: &ScaleOptions) -> Result<(), Cit
             attempts,
         }),
     }
+}
+
+/// Starts Citus's background rebalance; its job id.
+async fn start_rebalance(
+    client: &Client,
+    mode: TransferMode,
+    opts: &ScaleOptions,
+) -> Result<i64, CitusError> {
+    let rows = call(
+        client,
+        &format!(
+            "SELECT citus_rebalance_start(shard_transfer_mode := {})",
+            literal(mode.citus())
+        ),
+        opts,
+    )
+    .await?;
+    Ok(rows[0].get(0))
 }
 
 /// The shards of distributed tables per node (and whether the node
@@ -541,6 +557,18 @@ pub fn setting_problem(node: &str, name: &str, value: Option<&str>) -> Option<St
                 )
             })
         }
+        "max_replication_slots" | "max_wal_senders" | "max_logical_replication_workers" => {
+            // A logical move holds a slot and a sender on its source and a
+            // replication worker on its target.
+            let n: i64 = value.and_then(|v| v.parse().ok()).unwrap_or(0);
+            (n < 4).then(|| {
+                format!(
+                    "{node}: {name} is {n}; logical shard moves need replication slots, WAL \
+                     senders and replication workers: ALTER SYSTEM SET {name} = 10; then \
+                     restart that server"
+                )
+            })
+        }
         _ => None,
     }
 }
@@ -553,6 +581,9 @@ fn settings_for(mode: TransferMode) -> &'static [&'static str] {
             "wal_level",
             "output_plugin_libraries",
             "max_worker_processes",
+            "max_replication_slots",
+            "max_wal_senders",
+            "max_logical_replication_workers",
         ],
     }
 }
@@ -1369,6 +1400,7 @@ async fn run(
     let mut total = saved.moves;
     let mut bytes = saved.bytes;
     let mut started_any = job.is_some();
+    let mut governed = true;
     loop {
         if job.is_none() {
             let planned = client
@@ -1393,17 +1425,7 @@ async fn run(
                 saved.moves = total;
                 saved.bytes = bytes;
             }
-            let id: i64 = client
-                .query_one(
-                    &format!(
-                        "SELECT citus_rebalance_start(shard_transfer_mode := {})",
-                        literal(pre.mode.citus())
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(db("cannot start the rebalance"))?
-                .get(0);
+            let id = start_rebalance(client, pre.mode, opts).await?;
             progress(&format!(
                 "rebalance started (job {id}, {} mode): {moves} moves, {}",
                 pre.mode,
@@ -1420,7 +1442,8 @@ async fn run(
             saved.job_id = Some(id);
             save(client, saved).await?;
         }
-        match follow(client, id, opts, pressures, total, bytes, progress).await? {
+        let watching = if governed { pressures } else { &[] };
+        match follow(client, id, opts, watching, total, bytes, progress).await? {
             Followed::Finished => break,
             Followed::Paused(why) => {
                 let at = Instant::now();
@@ -1446,22 +1469,9 @@ async fn run(
                     ));
                 }
                 job = None;
-                if !calm {
-                    // Follow without the governor from here.
-                    return finish_ungoverned(
-                        client,
-                        opts,
-                        pre,
-                        saved,
-                        total,
-                        bytes,
-                        rebalance_start,
-                        t0,
-                        progress,
-                    )
-                    .await
-                    .map(|(s, d)| (false, s, d));
-                }
+                // Not calm while stopped: follow without the governor from
+                // here.
+                governed &= calm;
             }
             Followed::Failed(msg) => {
                 return Err(CitusError::BadState(format!(
@@ -1476,45 +1486,6 @@ async fn run(
         rebalance_start.duration_since(t0).as_secs_f64(),
         rebalance_start.elapsed().as_secs_f64(),
     ))
-}
-
-/// After the governor gave up stopping: start (if needed) and follow to
-/// the end with no pressure.
-#[allow(clippy::too_many_arguments)]
-async fn finish_ungoverned(
-    client: &Session,
-    opts: &ScaleOptions,
-    pre: &Preflight,
-    saved: &mut Saved,
-    total: i64,
-    bytes: i64,
-    rebalance_start: Instant,
-    t0: Instant,
-    progress: &dyn Fn(&str),
-) -> Result<(f64, f64), CitusError> {
-    let id: i64 = client
-        .query_one(
-            &format!(
-                "SELECT citus_rebalance_start(shard_transfer_mode := {})",
-                literal(pre.mode.citus())
-            ),
-            &[],
-        )
-        .await
-        .map_err(db("cannot start the rebalance"))?
-        .get(0);
-    saved.job_id = Some(id);
-    save(client, saved).await?;
-    match follow(client, id, opts, &[], total, bytes, progress).await? {
-        Followed::Failed(msg) => Err(CitusError::BadState(format!(
-            "the rebalance (job {id}) failed: {msg}. The moves done stay done; rerun \
-             `shardready scale-out` to go on"
-        ))),
-        _ => Ok((
-            rebalance_start.duration_since(t0).as_secs_f64(),
-            rebalance_start.elapsed().as_secs_f64(),
-        )),
-    }
 }
 
 /// The rebalance job running now, if any.
@@ -1672,5 +1643,11 @@ mod tests {
         assert!(p.contains("'pgoutput, citus'"), "{p}");
         assert!(setting_problem("n", "max_worker_processes", Some("8")).is_some());
         assert!(setting_problem("n", "max_worker_processes", Some("16")).is_none());
+        let p = setting_problem("n", "max_replication_slots", Some("0")).unwrap();
+        assert!(
+            p.contains("ALTER SYSTEM SET max_replication_slots = 10"),
+            "{p}"
+        );
+        assert!(setting_problem("n", "max_wal_senders", Some("10")).is_none());
     }
 }
