@@ -328,3 +328,81 @@ async fn scale_out_refuses_missing_prerequisites_before_anything_changes() {
     let st = json(&common::run_on(&c.url(), &["status", "--format", "json"]));
     assert!(st["scale_out"].is_null(), "{}", st["scale_out"]);
 }
+
+/// An application that suffers for a while, then recovers: each
+/// transaction slow until `calm_at`.
+struct Suffers {
+    calm_at: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl shardready::apply::Pressure for Suffers {
+    fn slow_since(&self, _from: std::time::Instant, _slow_ms: f64) -> Option<(u64, u64)> {
+        let mut calm_at = self.calm_at.lock().unwrap();
+        // Suffering starts with the first look and lasts 4 s.
+        let at = *calm_at
+            .get_or_insert_with(|| std::time::Instant::now() + std::time::Duration::from_secs(4));
+        Some(if std::time::Instant::now() < at {
+            (100, 50)
+        } else {
+            (100, 0)
+        })
+    }
+    fn holding(&self, _from: std::time::Instant, slow_ms: f64) -> Option<String> {
+        Some(format!(
+            "the application's transactions over {slow_ms:.0} ms"
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_governor_stops_the_rebalance_while_the_application_suffers() {
+    let test = "the_governor_stops_the_rebalance_while_the_application_suffers";
+    let Some((_c, t, nodes)) = distributed_single_node(test).await else {
+        return;
+    };
+    let opts = shardready::citus::scale::ScaleOptions {
+        add: nodes.iter().map(|n| n.parse().unwrap()).collect(),
+        tune: true,
+        ..Default::default()
+    };
+    let session = shardready::citus::lock(t.connect().await.unwrap())
+        .await
+        .unwrap();
+    let suffers = Suffers {
+        calm_at: std::sync::Mutex::new(None),
+    };
+    let lines = std::sync::Mutex::new(Vec::<String>::new());
+    let r = shardready::citus::scale::scale_out(
+        &session,
+        &t,
+        &opts,
+        &[&suffers],
+        std::time::Instant::now(),
+        &|s| lines.lock().unwrap().push(s.to_string()),
+    )
+    .await
+    .unwrap();
+    let lines = lines.into_inner().unwrap().join("\n");
+    // Stopped once while it suffered, started again once calm, finished.
+    assert_eq!(r.pauses.len(), 1, "{lines}");
+    assert!(r.pauses[0].why.contains("over 200 ms"), "{:?}", r.pauses);
+    assert!(
+        lines.contains("rebalance stopped: the application suffers")
+            && lines.contains("calm again: starting the rebalance again"),
+        "{lines}"
+    );
+    let jobs = common::scalar_i64(
+        &session,
+        "SELECT count(*) FROM pg_dist_background_job WHERE job_type = 'rebalance'",
+    )
+    .await;
+    assert_eq!(jobs, 2, "{lines}");
+    assert_eq!(
+        common::scalar_i64(
+            &session,
+            "SELECT count(*) FROM get_rebalance_table_shards_plan()"
+        )
+        .await,
+        0
+    );
+}
