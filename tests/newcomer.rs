@@ -259,6 +259,8 @@ fn help_has_an_example_for_every_command() {
         vec!["jobs", "schedule"],
         vec!["copy"],
         vec!["demo"],
+        vec!["distribute"],
+        vec!["scale-out"],
     ] {
         let out = common::shardready()
             .args(&args)

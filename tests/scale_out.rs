@@ -406,3 +406,27 @@ async fn the_governor_stops_the_rebalance_while_the_application_suffers() {
         0
     );
 }
+
+/// Without Citus (always run): scale-out says what it needs instead of
+/// failing somewhere inside, and a bad node address is refused by its
+/// reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_citus_scale_out_says_it_needs_a_coordinator() {
+    let (c, _t) = common::cluster();
+    for args in [
+        vec!["scale-out", "--add", "127.0.0.1:6432", "--check"],
+        vec!["scale-out", "--add", "127.0.0.1:6432"],
+    ] {
+        let out = common::run_on(&c.url(), &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("is not a Citus coordinator") && err.contains("--db"),
+            "{err}"
+        );
+    }
+    let out = common::run_on(&c.url(), &["scale-out", "--add", "worker-1:port"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`port` is not a port"), "{err}");
+}

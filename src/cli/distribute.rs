@@ -137,8 +137,11 @@ pub(super) fn scale_out_cmd(g: &Global, a: ScaleOutArgs) -> Result<ExitCode> {
     };
     runtime()?.block_on(async {
         let client = target.connect().await?;
-        if a.check {
-            let pre = scale::preflight(&client, &target, &opts).await?;
+        // The pre-flight first, before the traffic or the signals touch
+        // anything: what is missing stops it here (exit 2), nothing changed.
+        let (resolved, _) = scale::resolve(&client, &opts).await?;
+        let pre = scale::preflight(&client, &target, &resolved).await?;
+        if a.check || !pre.problems.is_empty() {
             if a.format == Format::Json {
                 println!("{}", serde_json::to_string_pretty(&pre)?);
             } else {

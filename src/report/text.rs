@@ -1054,5 +1054,13 @@ pub fn scale_status(s: &crate::citus::scale::ScaleStatus) -> String {
     for r in &s.running {
         let _ = writeln!(out, "  running: {r}");
     }
+    for t in &s.tuned {
+        let _ = writeln!(
+            out,
+            "  {}: {} lowered for the moves, not restored yet (`shardready scale-out` restores \
+             it when it finishes)",
+            t.node, t.setting
+        );
+    }
     out
 }
