@@ -450,19 +450,17 @@ async fn distribute_phase(
         &progress,
     )
     .await;
-    phases.push(row(
-        w,
-        t0,
-        "distribute on Citus",
-        "create_distributed_table (the next unit)",
+    let seconds = close_phase(
+        (w, t0, phases),
+        (
+            "distribute on Citus",
+            "create_distributed_table (the next unit)",
+        ),
         from,
-        Instant::now(),
-    ));
-    session.unlock().await;
-    let seconds = match signals {
-        Some(s) => s.stop().await.seconds,
-        None => Vec::new(),
-    };
+        session,
+        signals,
+    )
+    .await;
     let report = report?;
     if opts.progress {
         eprint!("{}", crate::report::text::distribution(&report));
@@ -519,24 +517,40 @@ async fn scale_out_phase(
     let progress = |s: &str| say(opts, &format!("   {s}"));
     let from = Instant::now();
     let report = scale::scale_out(&session, t, &sopts, &pressures, t0, &progress).await;
-    phases.push(row(
-        w,
-        t0,
-        "scale out to workers",
-        "citus_add_node + citus_rebalance_start (the next unit)",
+    let seconds = close_phase(
+        (w, t0, phases),
+        (
+            "scale out to workers",
+            "citus_add_node + citus_rebalance_start (the next unit)",
+        ),
         from,
-        Instant::now(),
-    ));
-    session.unlock().await;
-    let seconds = match signals {
-        Some(s) => s.stop().await.seconds,
-        None => Vec::new(),
-    };
+        session,
+        signals,
+    )
+    .await;
     let report = report?;
     if opts.progress {
         eprint!("{}", crate::report::text::scale_out(&report));
     }
     Ok((report, seconds))
+}
+
+/// Ends a Citus phase of the demo: its row (what the traffic felt since
+/// `from`, under `name` and the seed step it stands for), the session's
+/// lock released, and the signals sampled meanwhile.
+async fn close_phase(
+    (w, t0, phases): (&Workload, Instant, &mut Vec<PhaseRow>),
+    (name, seed_step): (&str, &str),
+    from: Instant,
+    session: crate::db::Session,
+    signals: Option<crate::apply::signals::Signals>,
+) -> Vec<crate::apply::signals::SignalSecond> {
+    phases.push(row(w, t0, name, seed_step, from, Instant::now()));
+    session.unlock().await;
+    match signals {
+        Some(s) => s.stop().await.seconds,
+        None => Vec::new(),
+    }
 }
 
 /// The demo's one line on the scale-out.

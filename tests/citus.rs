@@ -70,25 +70,7 @@ fn assert_mode(v: &serde_json::Value, concurrently: bool, reason: &str) {
 async fn distribute_tailspin_under_traffic(test: &str, args: &[&str]) -> Option<serde_json::Value> {
     let (c, t) = common::citus_cluster(test, 2)?;
     let url = c.url();
-    let mut client = t.connect().await.unwrap();
-    shardready::ingest::create_tailspin_schema(&client, true)
-        .await
-        .unwrap();
-    shardready::ingest::load_tailspin(&mut client, None, 0.005, 42, false)
-        .await
-        .unwrap();
-    shardready::apply::apply(
-        &t,
-        &shardready::apply::ApplyOptions {
-            progress: false,
-            replan: true,
-            trigger_window: std::time::Duration::from_millis(300),
-            ..Default::default()
-        },
-        None,
-    )
-    .await
-    .unwrap();
+    common::prepared_tailspin(&t, 0.005).await;
     // Under the application's traffic: it keeps inserting orders and line
     // items (writing store_id) while the tables move.
     let base = ["distribute", "--format", "json", "--workload", "1200/min"];
@@ -135,6 +117,7 @@ async fn distribute_tailspin_under_traffic(test: &str, args: &[&str]) -> Option<
     );
     assert!(!sig["seconds"].as_array().unwrap().is_empty(), "{sig}");
     // The shard count is Citus's own, not the plan's.
+    let client = t.connect().await.unwrap();
     let shards: i64 = client
         .query_one(
             "SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = 'stores'::regclass",

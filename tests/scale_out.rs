@@ -16,24 +16,7 @@ use shardready::sandbox::TestCluster;
 /// short test); the addresses of the spare nodes.
 async fn distributed_single_node(test: &str) -> Option<(TestCluster, Target, Vec<String>)> {
     let (c, t) = common::citus_single(test, 2, Vec::new())?;
-    let mut client = t.connect().await.unwrap();
-    shardready::ingest::create_tailspin_schema(&client, true)
-        .await
-        .unwrap();
-    shardready::ingest::load_tailspin(&mut client, None, 0.005, 42, false)
-        .await
-        .unwrap();
-    shardready::apply::apply(
-        &t,
-        &shardready::apply::ApplyOptions {
-            progress: false,
-            trigger_window: std::time::Duration::from_millis(300),
-            ..Default::default()
-        },
-        None,
-    )
-    .await
-    .unwrap();
+    common::prepared_tailspin(&t, 0.005).await;
     let out = common::run_on(
         &c.url(),
         &["distribute", "--blocking", "--shard-count", "8"],

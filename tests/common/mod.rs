@@ -18,17 +18,50 @@ pub fn cluster() -> (TestCluster, Target) {
 /// that the test is skipped and why, when Citus is not installed for the
 /// server binaries the tests use.
 pub fn citus_cluster(test: &str, workers: u16) -> Option<(TestCluster, Target)> {
-    let pg_bin = std::env::var_os("SHARDREADY_PG_BIN").map(std::path::PathBuf::from);
-    if !shardready::sandbox::citus_installed(pg_bin.as_deref()) {
-        eprintln!(
-            "{test}: skipped: Citus is not installed for these PostgreSQL binaries \
-             (no citus.so in their library directory)"
-        );
+    if !citus_here(test) {
         return None;
     }
     let c = TestCluster::start_citus(workers).expect("a throwaway Citus cluster starts");
     let t = Target::parse(&c.url()).expect("sandbox URL parses");
     Some((c, t))
+}
+
+/// Whether Citus is installed for the server binaries the tests use; when
+/// it is not, says that `test` is skipped and why.
+fn citus_here(test: &str) -> bool {
+    let pg_bin = std::env::var_os("SHARDREADY_PG_BIN").map(std::path::PathBuf::from);
+    let here = shardready::sandbox::citus_installed(pg_bin.as_deref());
+    if !here {
+        eprintln!(
+            "{test}: skipped: Citus is not installed for these PostgreSQL binaries \
+             (no citus.so in their library directory)"
+        );
+    }
+    here
+}
+
+/// The seed's tables loaded at `scale` into `t` and prepared by `apply`
+/// (quietly, with a short trigger window): ready to distribute.
+pub async fn prepared_tailspin(t: &Target, scale: f64) {
+    let mut client = connect(t).await;
+    shardready::ingest::create_tailspin_schema(&client, true)
+        .await
+        .unwrap();
+    shardready::ingest::load_tailspin(&mut client, None, scale, 42, false)
+        .await
+        .unwrap();
+    shardready::apply::apply(
+        t,
+        &shardready::apply::ApplyOptions {
+            progress: false,
+            replan: true,
+            trigger_window: std::time::Duration::from_millis(300),
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
 }
 
 /// A single-node Citus cluster (the coordinator holds the shards, like the
@@ -40,12 +73,7 @@ pub fn citus_single(
     nodes: u16,
     settings: Vec<(String, String)>,
 ) -> Option<(TestCluster, Target)> {
-    let pg_bin = std::env::var_os("SHARDREADY_PG_BIN").map(std::path::PathBuf::from);
-    if !shardready::sandbox::citus_installed(pg_bin.as_deref()) {
-        eprintln!(
-            "{test}: skipped: Citus is not installed for these PostgreSQL binaries \
-             (no citus.so in their library directory)"
-        );
+    if !citus_here(test) {
         return None;
     }
     let c = TestCluster::start_citus_single(nodes, settings)
