@@ -425,7 +425,9 @@ async fn a_long_lock_makes_apply_wait_and_retry_without_blocking_the_app() {
             .await
             .unwrap();
         locked_tx.send(()).unwrap();
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Longer than apply's 2 s baseline and its pre-flight, however
+        // loaded the machine: the first step still meets the lock.
+        tokio::time::sleep(Duration::from_secs(6)).await;
         tx.rollback().await.unwrap();
     });
     locked_rx.await.unwrap();
@@ -438,7 +440,7 @@ async fn a_long_lock_makes_apply_wait_and_retry_without_blocking_the_app() {
     release.await.unwrap();
     let r = w.stop().await;
     assert!(
-        t0.elapsed() >= Duration::from_secs(3),
+        t0.elapsed() >= Duration::from_secs(6),
         "apply waited for the lock"
     );
     let add = &report.steps[0];
@@ -448,7 +450,7 @@ async fn a_long_lock_makes_apply_wait_and_retry_without_blocking_the_app() {
     );
     assert_eq!(r.summary.errors, 0);
     // The application was never queued behind apply for long: each attempt
-    // gives up after 100 ms, so no transaction waits anywhere near the 3 s
+    // gives up after 100 ms, so no transaction waits anywhere near the 6 s
     // the holder keeps its lock (what a plain ADD COLUMN would make it
     // wait). The bound leaves room for a loaded 2-core machine running
     // the other tests (413 ms was seen once under `make test`).

@@ -330,10 +330,15 @@ impl shardready::apply::Pressure for Suffers {
             (100, 0)
         })
     }
-    fn holding(&self, _from: std::time::Instant, slow_ms: f64) -> Option<String> {
-        Some(format!(
-            "the application's transactions over {slow_ms:.0} ms"
-        ))
+    fn holding(
+        &self,
+        _from: std::time::Instant,
+        slow_ms: f64,
+    ) -> Option<shardready::apply::Holding> {
+        Some(shardready::apply::Holding {
+            signal: "application latency",
+            why: format!("the application's transactions over {slow_ms:.0} ms"),
+        })
     }
 }
 

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use super::{ApplyError, Pressure};
+use super::{ApplyError, Holding, Pressure};
 use crate::db::{self, is_lock_timeout};
 use crate::plan::steps::BackfillCursorSql;
 use crate::plan::{Backfill, StepKind};
@@ -151,7 +151,7 @@ impl<'a> Governor<'a> {
     }
 
     /// The pause after a batch that took `took`, and what asked for it.
-    fn after_batch(&mut self, took: Duration) -> (Duration, Option<String>) {
+    fn after_batch(&mut self, took: Duration) -> (Duration, Option<Holding>) {
         let mut out = (Duration::ZERO, None);
         for (p, w) in &mut self.watches {
             let from = w.since;
@@ -161,7 +161,7 @@ impl<'a> Governor<'a> {
             }
         }
         for (p, _) in &self.watches {
-            p.note_holding(out.1.clone());
+            p.note_holding(out.1.as_ref().map(|h| h.why.clone()));
         }
         out
     }
@@ -337,7 +337,7 @@ pub async fn run(
         // busy application); otherwise adapt the size to the time target
         // (at most halve or double).
         let (pause, why) = governor.after_batch(took);
-        bar.held_back(why.as_deref());
+        bar.held_back(why.as_ref().map(|h| h.why.as_str()));
         if pause.is_zero() {
             let ratio = pace.batch_target.as_secs_f64() / took.as_secs_f64().max(1e-4);
             size = ((size as f64) * ratio.clamp(0.5, 2.0)) as i64;
@@ -345,7 +345,7 @@ pub async fn run(
             size /= 2;
             tokio::time::sleep(pause).await;
             throttled += pause;
-            let signal = why.as_deref().map_or("application latency", signal_name);
+            let signal = why.as_ref().map_or("application latency", |h| h.signal);
             *stats.held_back.entry(signal.to_string()).or_default() += pause.as_secs_f64();
         }
         size = size.clamp(pace.min_batch, pace.max_batch);
@@ -402,19 +402,6 @@ async fn wal_position(client: &Client) -> Result<f64, ApplyError> {
         .await
         .map_err(|e| ApplyError::db("cannot read the WAL position", e))?
         .get(0))
-}
-
-/// The signal a governor's reason names, as a short key for the stats.
-fn signal_name(why: &str) -> &'static str {
-    if why.starts_with("canary") {
-        "canary"
-    } else if why.contains("waited") {
-        "lock waits"
-    } else if why.contains("statements") {
-        "statements"
-    } else {
-        "application latency"
-    }
 }
 
 /// How many times over the key range the backfill reclaims the space of

@@ -201,22 +201,17 @@ impl ReplicaLag {
 /// The furthest-behind standby (None without standbys, or when the role
 /// may not see their positions: `pg_monitor` or superuser can).
 pub async fn replica_lag(client: &Client) -> Result<Option<ReplicaLag>, ApplyError> {
-    let row = client
-        .query_opt(
-            "SELECT application_name::text, \
-                    coalesce(extract(epoch FROM replay_lag), 0)::float8, \
-                    coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::bigint \
-             FROM pg_stat_replication WHERE replay_lsn IS NOT NULL \
-             ORDER BY pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) DESC LIMIT 1",
-            &[],
-        )
+    let all = super::signals::standbys(client)
         .await
         .map_err(|e| ApplyError::db("cannot read pg_stat_replication", e))?;
-    Ok(row.map(|r| ReplicaLag {
-        name: r.get(0),
-        seconds: r.get(1),
-        bytes: r.get(2),
-    }))
+    Ok(all
+        .into_iter()
+        .max_by(|a, b| a.replay_mb.total_cmp(&b.replay_mb))
+        .map(|s| ReplicaLag {
+            name: s.name,
+            seconds: s.replay_s,
+            bytes: (s.replay_mb * 1e6) as i64,
+        }))
 }
 
 /// A standby watched by its own replay position (`apply --replica URL`):

@@ -187,12 +187,13 @@ pub trait Pressure: Send + Sync {
     /// many, and how many took longer than `slow_ms`; None when nothing
     /// measures the application.
     fn slow_since(&self, from: Instant, slow_ms: f64) -> Option<(u64, u64)>;
-    /// What made the transactions since `from` slow, for the person
-    /// watching (which signal holds the backfill back).
-    fn holding(&self, _from: Instant, slow_ms: f64) -> Option<String> {
-        Some(format!(
-            "the application's transactions over {slow_ms:.0} ms"
-        ))
+    /// What made the transactions since `from` slow: which signal, and
+    /// why in words for the person watching.
+    fn holding(&self, _from: Instant, slow_ms: f64) -> Option<Holding> {
+        Some(Holding {
+            signal: "application latency",
+            why: format!("the application's transactions over {slow_ms:.0} ms"),
+        })
     }
     /// Notes what holds the backfill back now (None: nothing).
     fn note_holding(&self, _what: Option<String>) {}
@@ -202,6 +203,16 @@ pub trait Pressure: Send + Sync {
     fn suffering_share(&self) -> f64 {
         0.05
     }
+}
+
+/// What holds a governed operation back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Holding {
+    /// The signal, a short key (`canary`, `lock waits`, `statements`,
+    /// `application latency`): what the held-back seconds are summed by.
+    pub signal: &'static str,
+    /// What it saw, for the progress line and the report.
+    pub why: String,
 }
 
 /// No application signal.

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
-use super::{ApplyError, Pressure};
+use super::{ApplyError, Holding, Pressure};
 use crate::conn::Target;
 
 /// The canary's row, created with the state schema.
@@ -128,6 +128,23 @@ const STANDBYS: &str = "SELECT application_name::text || '@' || coalesce(client_
        coalesce(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), replay_lsn), 0)::float8 / 1e6, \
        coalesce(extract(epoch FROM replay_lag), 0)::float8 \
      FROM pg_catalog.pg_stat_replication WHERE replay_lsn IS NOT NULL ORDER BY 1";
+
+/// Every standby the server shows in `pg_stat_replication` (none when the
+/// role may not see their positions: `pg_monitor` or superuser can).
+pub async fn standbys(client: &Client) -> Result<Vec<StandbyLag>, tokio_postgres::Error> {
+    Ok(client
+        .query(STANDBYS, &[])
+        .await?
+        .iter()
+        .map(|r| StandbyLag {
+            name: r.get(0),
+            write_mb: r.get(1),
+            flush_mb: r.get(2),
+            replay_mb: r.get(3),
+            replay_s: r.get(4),
+        })
+        .collect())
+}
 
 /// What the signals were before apply changed anything.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -340,7 +357,7 @@ impl Signals {
     }
 
     /// The signal behind the slow ticks since `from` (for messages).
-    fn reason(&self, from: Instant, slow_ms: f64) -> Option<String> {
+    fn reason(&self, from: Instant, slow_ms: f64) -> Option<Holding> {
         let s = lock(&self.shared);
         let b = s.baseline.as_ref()?;
         let ticks = s.ticks.iter().filter(|t| t.at >= from);
@@ -351,17 +368,24 @@ impl Signals {
             stmt = stmt.max(t.stmt_mean_ms.unwrap_or(0.0));
         }
         if waits > slow_ms {
-            Some(format!(
-                "the application waited {waits:.0} ms on a lock shardready holds (limit {slow_ms:.0} ms)"
-            ))
+            Some(Holding {
+                signal: "lock waits",
+                why: format!(
+                    "the application waited {waits:.0} ms on a lock shardready holds (limit {slow_ms:.0} ms)"
+                ),
+            })
         } else if canary > b.canary_limit_ms {
-            Some(format!(
-                "canary commit {canary:.1} ms (baseline p99 {:.1} ms, limit {:.1} ms)",
-                b.canary_p99_ms, b.canary_limit_ms
-            ))
+            Some(Holding {
+                signal: "canary",
+                why: format!(
+                    "canary commit {canary:.1} ms (baseline p99 {:.1} ms, limit {:.1} ms)",
+                    b.canary_p99_ms, b.canary_limit_ms
+                ),
+            })
         } else {
-            b.stmt_limit_ms().filter(|&l| stmt > l).map(|l| {
-                format!("the application's statements average {stmt:.1} ms (limit {l:.1} ms)")
+            b.stmt_limit_ms().filter(|&l| stmt > l).map(|l| Holding {
+                signal: "statements",
+                why: format!("the application's statements average {stmt:.1} ms (limit {l:.1} ms)"),
             })
         }
     }
@@ -389,7 +413,7 @@ impl Pressure for Signals {
         Some((n, slow))
     }
 
-    fn holding(&self, from: Instant, slow_ms: f64) -> Option<String> {
+    fn holding(&self, from: Instant, slow_ms: f64) -> Option<Holding> {
         self.reason(from, slow_ms)
     }
 
@@ -546,22 +570,7 @@ impl Sampler {
         let first = *self
             .first_checkpoints
             .get_or_insert(checkpoints.unwrap_or(0));
-        let standbys: Vec<StandbyLag> = self
-            .client
-            .query(STANDBYS, &[])
-            .await
-            .map(|rows| {
-                rows.iter()
-                    .map(|r| StandbyLag {
-                        name: r.get(0),
-                        write_mb: r.get(1),
-                        flush_mb: r.get(2),
-                        replay_mb: r.get(3),
-                        replay_s: r.get(4),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let standbys = standbys(&self.client).await.unwrap_or_default();
         let worst = standbys
             .iter()
             .max_by(|a, b| a.replay_mb.total_cmp(&b.replay_mb));

@@ -1100,6 +1100,7 @@ fn suffering(pressures: &[&dyn Pressure], window: Duration, limit_ms: f64) -> Op
         if n > 0 && slow >= 3 && slow as f64 > n as f64 * p.suffering_share() {
             return Some(
                 p.holding(from, limit_ms)
+                    .map(|h| h.why)
                     .unwrap_or_else(|| format!("{slow} of {n} samples slow")),
             );
         }
