@@ -14,6 +14,8 @@
 
 use std::time::{Duration, Instant};
 
+mod common;
+
 use shardready::citus::scale::{self, ScaleOptions, TransferMode};
 use shardready::conn::Target;
 use shardready::report::PhaseRow;
@@ -44,13 +46,7 @@ async fn distributed(dir: &std::path::Path, scale: f64) -> (Sandbox, Target) {
     opts.citus = shardready::sandbox::CitusChoice::On;
     let sb = Sandbox::start(&opts).unwrap();
     let t = Target::parse(&sb.url()).unwrap();
-    let mut c = t.connect().await.unwrap();
-    shardready::ingest::create_tailspin_schema(&c, false)
-        .await
-        .unwrap();
-    shardready::ingest::load_tailspin(&mut c, None, scale, 42, false)
-        .await
-        .unwrap();
+    common::load(&t, scale).await;
     shardready::apply::apply(
         &t,
         &shardready::apply::ApplyOptions {
@@ -71,6 +67,7 @@ async fn distributed(dir: &std::path::Path, scale: f64) -> (Sandbox, Target) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let c = t.connect().await.unwrap();
     c.batch_execute("VACUUM ANALYZE").await.unwrap();
     c.batch_execute("CHECKPOINT").await.unwrap();
     (sb, t)

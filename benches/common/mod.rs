@@ -10,6 +10,13 @@ use shardready::sandbox::Sandbox;
 pub async fn fresh_db(sb: &Sandbox, name: &str, scale: f64) -> Target {
     sb.psql_command(&format!("CREATE DATABASE {name}")).unwrap();
     let t = Target::parse(&sb.url_for(name)).unwrap();
+    load(&t, scale).await;
+    t
+}
+
+/// The seed's tables created in `t` and loaded at `scale`, vacuumed and
+/// analyzed.
+pub async fn load(t: &Target, scale: f64) {
     let mut c = t.connect().await.unwrap();
     shardready::ingest::create_tailspin_schema(&c, false)
         .await
@@ -18,7 +25,6 @@ pub async fn fresh_db(sb: &Sandbox, name: &str, scale: f64) -> Target {
         .await
         .unwrap();
     c.batch_execute("VACUUM ANALYZE").await.unwrap();
-    t
 }
 
 /// Lets the machine settle between runs: drops a finished database (its

@@ -928,37 +928,12 @@ pub async fn preflight(
         return Ok(());
     }
     let mut missing = without_replica_identity(cat, tables);
-    // Each setting on the coordinator and on every worker (missing_ok:
-    // output_plugin_libraries exists only in some minor releases).
-    let setting = |name: &str| {
-        format!(
-            "SELECT 'the coordinator', current_setting('{name}', true) \
-             UNION ALL \
-             SELECT 'worker ' || nodename || ':' || nodeport, \
-                    CASE WHEN success THEN result END \
-               FROM run_command_on_workers($$SELECT current_setting('{name}', true)$$)"
-        )
-    };
-    let read = |name: &str| {
-        let sql = setting(name);
-        async move {
-            client
-                .query(&sql, &[])
-                .await
-                .map_err(db("cannot read the nodes' settings"))
-                .map(|rows| {
-                    rows.iter()
-                        .map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1)))
-                        .collect::<Vec<_>>()
-                })
-        }
-    };
     for name in [
         "wal_level",
         "output_plugin_libraries",
         "max_worker_processes",
     ] {
-        for (node, v) in read(name).await? {
+        for (node, v) in node_settings(client, name).await? {
             missing.extend(scale::setting_problem(&node, name, v.as_deref()));
         }
     }
@@ -966,6 +941,92 @@ pub async fn preflight(
         Ok(())
     } else {
         Err(CitusError::Prerequisites(missing))
+    }
+}
+
+/// A setting on the coordinator (`the coordinator`) and on every worker
+/// of the cluster (`worker host:port`); None where the server has no such
+/// setting (`output_plugin_libraries` exists only in some minor releases)
+/// or the worker did not answer.
+async fn node_settings(
+    client: &Client,
+    name: &str,
+) -> Result<Vec<(String, Option<String>)>, CitusError> {
+    let sql = format!(
+        "SELECT 'the coordinator', current_setting({lit}, true) \
+         UNION ALL \
+         SELECT 'worker ' || nodename || ':' || nodeport, CASE WHEN success THEN result END \
+           FROM run_command_on_workers({cmd})",
+        lit = literal(name),
+        cmd = literal(&format!("SELECT current_setting({}, true)", literal(name)))
+    );
+    Ok(client
+        .query(&sql, &[])
+        .await
+        .map_err(db("cannot read the nodes' settings"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// Row counts of `tables`, by name.
+async fn count_rows(client: &Client, tables: &[QName]) -> Result<Vec<(String, i64)>, CitusError> {
+    let mut out = Vec::new();
+    for t in tables {
+        let n: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {}", t.sql()), &[])
+            .await
+            .map_err(db("cannot count rows"))?
+            .get(0);
+        out.push((t.to_string(), n));
+    }
+    Ok(out)
+}
+
+/// Each table's rows before and after, and a problem for each table that
+/// lost rows: the application may insert meanwhile, so rows may be added,
+/// none may be lost.
+fn rows_kept(
+    before: &[(String, i64)],
+    after: &[(String, i64)],
+) -> (Vec<RowsBeforeAfter>, Vec<String>) {
+    let mut problems = Vec::new();
+    let rows = before
+        .iter()
+        .map(|(t, n)| {
+            let now = after.iter().find(|(a, _)| a == t).map_or(0, |(_, v)| *v);
+            if now < *n {
+                problems.push(format!("{t}: {n} rows before, {now} after"));
+            }
+            RowsBeforeAfter {
+                table: t.clone(),
+                before: *n,
+                after: now,
+            }
+        })
+        .collect();
+    (rows, problems)
+}
+
+/// What a statement retried under a lock policy came to, as this module's
+/// error: cancelled by the policy's statement timeout, failed, or given up
+/// after its lock timeouts; `context` says which statement.
+fn retry_error(context: &str, policy: &LockPolicy, e: RetryError) -> CitusError {
+    match e {
+        RetryError::Failed(e)
+            if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+                && policy.statement_timeout.is_some() =>
+        {
+            CitusError::TimedOut {
+                context: context.to_string(),
+                limit: policy.statement_timeout.unwrap_or_default(),
+            }
+        }
+        RetryError::Failed(e) => CitusError::Db(DbError::new(context.to_string(), e)),
+        RetryError::GaveUp { attempts, .. } => CitusError::GaveUp {
+            context: context.to_string(),
+            attempts,
+        },
     }
 }
 
@@ -1108,24 +1169,7 @@ async fn run_batch(
                 ));
                 tokio::time::sleep(std::time::Duration::from_millis(200 * attempt.min(10))).await;
             }
-            Err(RetryError::Failed(e))
-                if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
-                    && policy.statement_timeout.is_some() =>
-            {
-                return Err(CitusError::TimedOut {
-                    context: b.description.clone(),
-                    limit: policy.statement_timeout.unwrap_or_default(),
-                })
-            }
-            Err(RetryError::Failed(e)) => {
-                return Err(CitusError::Db(DbError::new(b.description.clone(), e)))
-            }
-            Err(RetryError::GaveUp { attempts, .. }) => {
-                return Err(CitusError::GaveUp {
-                    context: b.description.clone(),
-                    attempts,
-                })
-            }
+            Err(e) => return Err(retry_error(&b.description, policy, e)),
         }
     }
 }
@@ -1225,15 +1269,7 @@ pub async fn distribute(
     if !pending {
         progress("already distributed: nothing to do but verify");
     }
-    let mut before = Vec::new();
-    for t in &all {
-        let n: i64 = client
-            .query_one(&format!("SELECT count(*) FROM {}", t.sql()), &[])
-            .await
-            .map_err(db("cannot count rows"))?
-            .get(0);
-        before.push((t.clone(), n));
-    }
+    let before = count_rows(client, &all).await?;
     // Statements that lock tables the application writes wait at most
     // lock_timeout at a time and retry, so the application never queues
     // behind them for long — and, the wait being shorter than the server's
@@ -1300,24 +1336,8 @@ pub async fn distribute(
             )),
         }
     }
-    let mut counts = Vec::new();
-    for (t, n) in &before {
-        let after: i64 = client
-            .query_one(&format!("SELECT count(*) FROM {}", t.sql()), &[])
-            .await
-            .map_err(db("cannot count rows"))?
-            .get(0);
-        // The application may insert meanwhile: rows may be added, none
-        // may be lost.
-        if after < *n {
-            problems.push(format!("{t}: {n} rows before, {after} after"));
-        }
-        counts.push(RowsBeforeAfter {
-            table: t.to_string(),
-            before: *n,
-            after,
-        });
-    }
+    let (counts, lost) = rows_kept(&before, &count_rows(client, &all).await?);
+    problems.extend(lost);
     let root_shards = match &plan.root {
         Some(r) => Some(
             client

@@ -18,7 +18,7 @@ use tokio_postgres::Client;
 use super::{db, CitusError};
 use crate::apply::Pressure;
 use crate::conn::Target;
-use crate::db::{self as dbx, DbError, LockPolicy, RetryError, Session};
+use crate::db::{self as dbx, DbError, LockPolicy, Session};
 use crate::plan::estimate::human;
 use crate::sql::literal;
 
@@ -457,22 +457,8 @@ async fn call(
     for reset in ["RESET lock_timeout", "RESET statement_timeout"] {
         let _ = dbx::exec(client, reset).await;
     }
-    match r {
-        Ok((rows, _)) => Ok(rows),
-        Err(RetryError::Failed(e))
-            if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) =>
-        {
-            Err(CitusError::TimedOut {
-                context: sql.to_string(),
-                limit: policy.statement_timeout.unwrap_or_default(),
-            })
-        }
-        Err(RetryError::Failed(e)) => Err(CitusError::Db(DbError::new(sql.to_string(), e))),
-        Err(RetryError::GaveUp { attempts, .. }) => Err(CitusError::GaveUp {
-            context: sql.to_string(),
-            attempts,
-        }),
-    }
+    r.map(|(rows, _)| rows)
+        .map_err(|e| super::retry_error(sql, &policy, e))
 }
 
 /// Starts Citus's background rebalance; its job id.
@@ -592,13 +578,14 @@ fn settings_for(mode: TransferMode) -> &'static [&'static str] {
     }
 }
 
-/// A setting's value on a server we are connected to (None: no such
-/// setting).
-async fn setting(client: &Client, name: &str) -> Result<Option<String>, tokio_postgres::Error> {
-    Ok(client
-        .query_one("SELECT current_setting($1, true)", &[&name])
-        .await?
-        .get(0))
+/// The version of Citus created in this database (None: not created).
+async fn citus_version(client: &Client) -> Result<Option<String>, CitusError> {
+    Ok(crate::catalog::extensions(client)
+        .await
+        .map_err(db("cannot read pg_extension"))?
+        .into_iter()
+        .find(|e| e.name == "citus")
+        .map(|e| e.version))
 }
 
 /// The value `ALTER SYSTEM` set for a setting (None: it set none).
@@ -642,60 +629,31 @@ async fn cluster_nodes(client: &Client) -> Result<Vec<(NodeAddr, i32, bool)>, Ci
         .collect())
 }
 
-/// Tables Citus manages, with whether each has what logical replication
-/// needs to replay its UPDATEs and DELETEs.
-async fn tables_without_identity(client: &Client) -> Result<Vec<String>, CitusError> {
-    let rows = client
-        .query(
-            "SELECT p.logicalrelid::regclass::text FROM pg_dist_partition p \
-               JOIN pg_class c ON c.oid = p.logicalrelid \
-              WHERE c.relkind = 'r' AND NOT ( \
-                    c.relreplident = 'f' \
-                 OR (c.relreplident = 'd' AND EXISTS (SELECT 1 FROM pg_index i \
-                        WHERE i.indrelid = c.oid AND i.indisprimary)) \
-                 OR (c.relreplident = 'i' AND EXISTS (SELECT 1 FROM pg_index i \
-                        WHERE i.indrelid = c.oid AND i.indisreplident))) \
-              ORDER BY 1",
-            &[],
-        )
-        .await
-        .map_err(db("cannot read the tables' replica identity"))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
 /// Checks everything before anything changes.
 pub async fn preflight(
     client: &Client,
     target: &Target,
     opts: &ScaleOptions,
 ) -> Result<Preflight, CitusError> {
-    if !crate::catalog::extension_installed(client, "citus")
-        .await
-        .map_err(db("cannot read pg_extension"))?
-    {
+    let Some(version) = citus_version(client).await? else {
         return Err(CitusError::NotCitus {
             target: target.display(),
         });
-    }
-    let version: String = client
-        .query_one(
-            "SELECT extversion FROM pg_extension WHERE extname = 'citus'",
-            &[],
-        )
-        .await
-        .map_err(db("cannot read Citus's version"))?
-        .get(0);
+    };
     let mut problems = Vec::new();
     let mut advice = Vec::new();
-    let distributed: i64 = client
-        .query_one(
-            "SELECT count(*) FROM pg_dist_partition WHERE partmethod = 'h'",
-            &[],
-        )
+    let placed = crate::catalog::citus_placements(client, true)
         .await
-        .map_err(db("cannot read pg_dist_partition"))?
-        .get(0);
-    if distributed == 0 {
+        .map_err(db("cannot read Citus's tables"))?;
+    let size_of = |kind: &str| -> i64 {
+        placed
+            .iter()
+            .filter(|p| p.kind == kind)
+            .map(|p| p.size_bytes)
+            .sum()
+    };
+    let (dist_bytes, ref_bytes) = (size_of("distributed"), size_of("reference"));
+    if !placed.iter().any(|p| p.kind == "distributed") {
         problems.push(
             "no distributed tables: nothing to spread over new nodes. Distribute first \
              (`shardready distribute`), then scale out"
@@ -703,7 +661,14 @@ pub async fn preflight(
         );
     }
     // The mode: logical needs every table's replica identity.
-    let without = tables_without_identity(client).await?;
+    let cat = crate::catalog::Catalog::read(client)
+        .await
+        .map_err(db("cannot read the catalog"))?;
+    let moving: Vec<crate::catalog::QName> = placed
+        .iter()
+        .filter(|p| p.kind != "local")
+        .map(|p| p.table.clone())
+        .collect();
     let (mode, mode_reason) = match opts.mode {
         TransferMode::BlockWrites => (
             TransferMode::BlockWrites,
@@ -712,12 +677,10 @@ pub async fn preflight(
                 .to_string(),
         ),
         asked => {
-            for t in &without {
+            for p in super::without_replica_identity(&cat, &moving) {
                 problems.push(format!(
-                    "{t}: no replica identity (no primary key), so moving it by logical \
-                     replication would fail its UPDATEs and DELETEs: add a primary key, or \
-                     ALTER TABLE {t} REPLICA IDENTITY FULL; (or --mode block-writes: writes to \
-                     each moving shard group then wait for its copy)"
+                    "{p} (or --mode block-writes: writes to each moving shard group then wait \
+                     for its copy)"
                 ));
             }
             (
@@ -736,55 +699,17 @@ pub async fn preflight(
     let nodes = cluster_nodes(client).await?;
     // Settings of the coordinator and the workers already there (sources
     // of the moves).
+    // (The new nodes are checked below, on their own connections.)
     let wanted = settings_for(mode);
+    let new_labels: Vec<String> = opts.add.iter().map(|a| format!("worker {a}")).collect();
     for name in wanted {
-        if let Some(p) = setting_problem(
-            "the coordinator",
-            name,
-            setting(client, name)
-                .await
-                .map_err(db("cannot read a setting"))?
-                .as_deref(),
-        ) {
-            problems.push(p);
-        }
-    }
-    let has_workers = nodes.iter().any(|(_, g, _)| *g != 0);
-    if has_workers {
-        for name in wanted {
-            let rows = client
-                .query(
-                    &format!(
-                        "SELECT nodename || ':' || nodeport, CASE WHEN success THEN result END \
-                           FROM run_command_on_workers($$SELECT current_setting('{name}', true)$$)"
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(db("cannot read the workers' settings"))?;
-            for r in rows {
-                let (node, v): (String, Option<String>) = (r.get(0), r.get(1));
-                let known = opts.add.iter().any(|a| a.to_string() == node);
-                if !known {
-                    if let Some(p) = setting_problem(&format!("worker {node}"), name, v.as_deref())
-                    {
-                        problems.push(p);
-                    }
-                }
+        for (node, v) in super::node_settings(client, name).await? {
+            if !new_labels.contains(&node) {
+                problems.extend(setting_problem(&node, name, v.as_deref()));
             }
         }
     }
     // Sizes: what moves and what each new node receives.
-    let r = client
-        .query_one(
-            "SELECT coalesce(sum(citus_total_relation_size(logicalrelid)) FILTER (WHERE partmethod = 'h'), 0)::int8, \
-                    coalesce(sum(citus_total_relation_size(logicalrelid)) FILTER (WHERE partmethod = 'n'), 0)::int8 \
-               FROM pg_dist_partition",
-            &[],
-        )
-        .await
-        .map_err(db("cannot size the distributed tables"))?;
-    let (dist_bytes, ref_bytes): (i64, i64) = (r.get(0), r.get(1));
     let groups: Vec<(i32, i64)> = client
         .query(
             "SELECT pl.groupid, count(*) FROM pg_dist_placement pl \
@@ -857,21 +782,12 @@ pub async fn preflight(
             }
         };
         let node_label = format!("node {a}");
-        let node_version: Option<String> = c
-            .query_opt(
-                "SELECT extversion FROM pg_extension WHERE extname = 'citus'",
-                &[],
-            )
-            .await
-            .map_err(db("cannot read the node's extensions"))?
-            .map(|r| r.get(0));
+        let node_version = citus_version(&c).await?;
         match &node_version {
             None => {
-                let preloaded = setting(&c, "shared_preload_libraries")
+                let preloaded = crate::catalog::preloaded(&c, "citus")
                     .await
-                    .ok()
-                    .flatten()
-                    .is_some_and(|v| v.split(',').any(|l| l.trim() == "citus"));
+                    .unwrap_or(false);
                 problems.push(if preloaded {
                     format!(
                         "{node_label}: Citus is loaded but not created in database {}: \
@@ -895,16 +811,12 @@ pub async fn preflight(
         }
         check.citus_version = node_version;
         for name in wanted {
-            if let Some(p) = setting_problem(
-                &node_label,
-                name,
-                setting(&c, name)
-                    .await
-                    .map_err(db("cannot read a setting"))?
-                    .as_deref(),
-            ) {
-                problems.push(p);
-            }
+            let v: Option<String> = c
+                .query_one("SELECT current_setting($1, true)", &[name])
+                .await
+                .map_err(db("cannot read a setting"))?
+                .get(0);
+            problems.extend(setting_problem(&node_label, name, v.as_deref()));
         }
         check.retry_interval_ms = c
             .query_one(
@@ -915,26 +827,17 @@ pub async fn preflight(
             .ok()
             .map(|r| r.get(0));
         if !in_cluster {
-            // Tables of the same names would make Citus refuse the node.
-            let clash: Option<String> = c
-                .query_opt(
-                    "SELECT string_agg(format('%I.%I', n.nspname, c.relname), ', ') FROM pg_class c \
-                       JOIN pg_namespace n ON n.oid = c.relnamespace \
-                      WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', \
-                            'information_schema', 'citus', 'columnar', 'columnar_internal', \
-                            'shardready') AND n.nspname NOT LIKE 'pg_toast%' \
-                        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
-                                        AND d.objid = c.oid AND d.deptype = 'e') \
-                     HAVING count(*) > 0",
-                    &[],
-                )
+            // The user's tables there (what the catalog counts as theirs)
+            // would make Citus refuse the node.
+            let theirs = crate::catalog::Catalog::read(&c)
                 .await
-                .map_err(db("cannot read the node's tables"))?
-                .map(|r| r.get(0));
-            if let Some(tables) = clash {
+                .map_err(db("cannot read the node's tables"))?;
+            if !theirs.tables.is_empty() {
+                let names: Vec<String> = theirs.tables.iter().map(|t| t.name.to_string()).collect();
                 problems.push(format!(
-                    "{node_label}: already holds tables ({tables}); a new node must be empty: \
-                     give Citus a fresh server (or database)"
+                    "{node_label}: already holds tables ({}); a new node must be empty: \
+                     give Citus a fresh server (or database)",
+                    names.join(", ")
                 ));
             }
             let reachable: Option<bool> = client
@@ -1011,45 +914,30 @@ pub async fn preflight(
     })
 }
 
-/// Counts of every table Citus manages.
+/// Counts of every distributed and reference table.
 async fn counts(client: &Client) -> Result<Vec<(String, i64)>, CitusError> {
-    let tables: Vec<String> = client
-        .query(
-            "SELECT logicalrelid::regclass::text FROM pg_dist_partition \
-              WHERE partmethod IN ('h', 'n') ORDER BY 1",
-            &[],
-        )
+    let tables: Vec<crate::catalog::QName> = crate::catalog::citus_placements(client, false)
         .await
         .map_err(db("cannot list Citus's tables"))?
-        .iter()
-        .map(|r| r.get(0))
+        .into_iter()
+        .filter(|p| p.kind != "local")
+        .map(|p| p.table)
         .collect();
-    let mut out = Vec::new();
-    for t in tables {
-        // `t` is regclass output: quoted where it needs to be.
-        let n: i64 = client
-            .query_one(&format!("SELECT count(*) FROM {t}"), &[])
-            .await
-            .map_err(db("cannot count rows"))?
-            .get(0);
-        out.push((t, n));
-    }
-    Ok(out)
+    super::count_rows(client, &tables).await
 }
 
-/// Sets (`Some`) or restores a setting on one node through its own
-/// connection, and reloads its configuration.
-async fn alter_system(
-    target: &Target,
-    node: &NodeAddr,
-    name: &str,
-    value: Option<&str>,
-) -> Result<(), CitusError> {
-    let c = target
+/// A connection to a node of the cluster, as `target`'s user.
+async fn connect_node(target: &Target, node: &NodeAddr) -> Result<Client, CitusError> {
+    target
         .at(&node.host, node.port)
         .connect()
         .await
-        .map_err(|e| CitusError::BadState(format!("cannot connect to {node}: {e}")))?;
+        .map_err(|e| CitusError::BadState(format!("cannot connect to {node}: {e}")))
+}
+
+/// Sets (`Some`) or restores a setting on a node, and reloads its
+/// configuration.
+async fn alter_system(c: &Client, name: &str, value: Option<&str>) -> Result<(), CitusError> {
     let sql = match value {
         Some(v) => format!(
             "ALTER SYSTEM SET {} = {}",
@@ -1058,10 +946,10 @@ async fn alter_system(
         ),
         None => format!("ALTER SYSTEM RESET {}", crate::sql::ident(name)),
     };
-    dbx::exec(&c, &sql)
+    dbx::exec(c, &sql)
         .await
         .map_err(db("cannot change a setting with ALTER SYSTEM"))?;
-    dbx::exec(&c, "SELECT pg_reload_conf()")
+    dbx::exec(c, "SELECT pg_reload_conf()")
         .await
         .map_err(db("cannot reload the configuration"))
 }
@@ -1074,7 +962,8 @@ async fn restore_tuned(
     progress: &dyn Fn(&str),
 ) -> Result<(), CitusError> {
     for t in std::mem::take(&mut saved.tuned) {
-        alter_system(target, &t.node, &t.setting, t.before.as_deref()).await?;
+        let c = connect_node(target, &t.node).await?;
+        alter_system(&c, &t.setting, t.before.as_deref()).await?;
         progress(&format!(
             "{}: {} restored ({})",
             t.node,
@@ -1234,19 +1123,8 @@ pub async fn scale_out(
             "the rebalancer still plans {left} shard moves: the shards are not spread as planned"
         ));
     }
-    let now = counts(client).await?;
-    let mut rows = Vec::new();
-    for (t, before) in &saved.counts {
-        let after = now.iter().find(|(n, _)| n == t).map_or(0, |(_, n)| *n);
-        if after < *before {
-            problems.push(format!("{t}: {before} rows before, {after} after"));
-        }
-        rows.push(super::RowsBeforeAfter {
-            table: t.clone(),
-            before: *before,
-            after,
-        });
-    }
+    let (rows, lost) = super::rows_kept(&saved.counts, &counts(client).await?);
+    problems.extend(lost);
     let routing = routing(client).await?;
     if !routing.is_empty() && !routing.contains("Task Count: 1") {
         problems.push(format!(
@@ -1285,20 +1163,15 @@ pub async fn scale_out(
 /// A tenant-scoped query's plan on the first distributed table (empty
 /// when it has no rows).
 async fn routing(client: &Client) -> Result<String, CitusError> {
-    let Some(r) = client
-        .query_opt(
-            "SELECT logicalrelid::regclass::text, \
-                    quote_ident(column_to_column_name(logicalrelid, partkey)) \
-               FROM pg_dist_partition WHERE partmethod = 'h' ORDER BY logicalrelid LIMIT 1",
-            &[],
-        )
+    let Some(first) = crate::catalog::citus_placements(client, false)
         .await
-        .map_err(db("cannot read pg_dist_partition"))?
+        .map_err(db("cannot read Citus's tables"))?
+        .into_iter()
+        .find(|p| p.kind == "distributed")
     else {
         return Ok(String::new());
     };
-    let (table, col): (String, String) = (r.get(0), r.get(1));
-    // regclass and quote_ident output: quoted where needed.
+    let (table, col) = (first.table.sql(), crate::sql::ident(&first.column));
     let Some(v) = client
         .query_opt(
             &format!("SELECT format('%L', {col}) FROM {table} WHERE {col} IS NOT NULL LIMIT 1"),
@@ -1351,11 +1224,7 @@ async fn run(
             if saved.tuned.iter().any(|t| t.node == n) {
                 continue;
             }
-            let c = target
-                .at(&n.host, n.port)
-                .connect()
-                .await
-                .map_err(|e| CitusError::BadState(format!("cannot connect to {n}: {e}")))?;
+            let c = connect_node(target, &n).await?;
             let before = auto_conf_value(&c, RETRY_INTERVAL).await?;
             // Recorded before it changes: a kill in between still restores.
             saved.tuned.push(Tuned {
@@ -1364,7 +1233,7 @@ async fn run(
                 before,
             });
             save(client, saved).await?;
-            alter_system(target, &n, RETRY_INTERVAL, Some(TUNED_RETRY_INTERVAL)).await?;
+            alter_system(&c, RETRY_INTERVAL, Some(TUNED_RETRY_INTERVAL)).await?;
             progress(&format!(
                 "{n}: {RETRY_INTERVAL} = {TUNED_RETRY_INTERVAL} for the duration (--tune)"
             ));
