@@ -178,3 +178,63 @@ async fn a_script_runs_one_statement_per_query() {
     assert!(text.contains("nosuch"), "{text}");
     assert_eq!(scalar_i64(&c, "SELECT count(*) FROM a").await, 3);
 }
+
+/// A transaction that needs two locks an application transaction takes in
+/// the other order: it never waits for one while holding the other, so the
+/// application neither deadlocks with it nor waits long, and it still
+/// gets both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_taken_first_never_wait_while_holding_one() {
+    let (_c, t) = cluster();
+    let setup = connect(&t).await;
+    setup
+        .batch_execute("CREATE TABLE a (id int)")
+        .await
+        .unwrap();
+    setup
+        .batch_execute("CREATE TABLE b (id int)")
+        .await
+        .unwrap();
+    // The application: b first, then a, one transaction.
+    let app = connect(&t).await;
+    app.batch_execute("SET deadlock_timeout = '100ms'")
+        .await
+        .unwrap();
+    app.batch_execute("BEGIN").await.unwrap();
+    app.batch_execute("INSERT INTO b VALUES (1)").await.unwrap();
+    let ours = connect(&t).await;
+    let locks = vec![
+        "LOCK TABLE a IN ACCESS EXCLUSIVE MODE".to_string(),
+        "LOCK TABLE b IN ACCESS EXCLUSIVE MODE".to_string(),
+    ];
+    let work = vec!["INSERT INTO a VALUES (2)".to_string()];
+    // A lock timeout far above the deadlock timeout: were it to wait for b
+    // while holding a, the application's INSERT INTO a would close a cycle.
+    let policy = LockPolicy {
+        lock_timeout: Duration::from_secs(3),
+        max_wait: Some(Duration::from_secs(30)),
+        max_attempts: None,
+        statement_timeout: None,
+    };
+    let run = tokio::spawn(async move {
+        let r = db::run_txn_locked(&ours, &locks, &work, &policy).await;
+        (ours, r)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    app.batch_execute("INSERT INTO a VALUES (1)").await.unwrap();
+    let app_waited = started.elapsed();
+    app.batch_execute("COMMIT").await.unwrap();
+    let (ours, r) = run.await.unwrap();
+    let stats = r.unwrap();
+    assert!(
+        stats.lock_timeouts >= 1,
+        "a was had, b was busy: rolled back and tried again ({stats:?})"
+    );
+    assert!(
+        app_waited < Duration::from_secs(1),
+        "the application waited {app_waited:?}"
+    );
+    assert_eq!(scalar_i64(&ours, "SELECT count(*) FROM a").await, 2);
+    assert_eq!(scalar_i64(&ours, "SELECT count(*) FROM b").await, 1);
+}

@@ -15,11 +15,14 @@ use tokio_postgres::Client;
 
 use crate::analyze::{Analysis, Class, Severity};
 use crate::catalog::{Catalog, ForeignKey, QName};
-use crate::db::{DbError, LockMode, LockPolicy, RetryError, Session};
+use crate::db::{DbError, LockPolicy, RetryError, Session};
 use crate::sql::{ident, literal};
 
+pub mod locks;
 pub mod scale;
 pub mod state;
+
+use locks::{Lock, Mode};
 
 #[derive(Debug, Error)]
 pub enum CitusError {
@@ -254,11 +257,33 @@ pub async fn choose_mode(
 
 /// A unit of execution: statements in one transaction, or one statement
 /// that must run outside any (the concurrent variant).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     pub description: String,
     pub transaction: bool,
     pub statements: Vec<Statement>,
+}
+
+impl Batch {
+    /// What its statements lock, as one set, taken before the first.
+    pub fn locks(&self) -> Vec<Lock> {
+        locks::merge(self.statements.iter().flat_map(|s| &s.locks))
+    }
+}
+
+impl Serialize for Batch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut b = s.serialize_struct("Batch", 4)?;
+        b.serialize_field("description", &self.description)?;
+        b.serialize_field("transaction", &self.transaction)?;
+        b.serialize_field(
+            "locks",
+            &self.locks().iter().map(Lock::sql).collect::<Vec<_>>(),
+        )?;
+        b.serialize_field("statements", &self.statements)?;
+        b.end()
+    }
 }
 
 /// One statement of the plan (serialized as its SQL) and how a rerun tells
@@ -267,6 +292,9 @@ pub struct Batch {
 pub struct Statement {
     pub sql: String,
     pub done: Done,
+    /// What it locks on the application's tables and sequences: its batch
+    /// takes these first ([`crate::db::run_txn_locked`]).
+    pub locks: Vec<Lock>,
 }
 
 /// When a statement has already taken effect.
@@ -347,7 +375,7 @@ impl Done {
 /// statement runs unless the database already shows its effect, where the
 /// effects of the statements before it that run count as shown (a key the
 /// batch drops and re-adds is re-added). None: the batch is done.
-fn still_to_run(b: &Batch, mut live: state::Live) -> Option<Vec<String>> {
+fn still_to_run(b: &Batch, mut live: state::Live) -> Option<Vec<Statement>> {
     // Dropping a key is a means: when everything else the batch is for
     // holds (tables placed, keys there), it is done.
     let goals: Vec<Option<bool>> = b
@@ -369,9 +397,9 @@ fn still_to_run(b: &Batch, mut live: state::Live) -> Option<Vec<String>> {
                 checkable = true;
                 work = true;
                 s.done.take_effect(&mut live);
-                todo.push(s.sql.clone());
+                todo.push(s.clone());
             }
-            None => todo.push(s.sql.clone()),
+            None => todo.push(s.clone()),
         }
     }
     (work || !checkable).then_some(todo)
@@ -406,6 +434,7 @@ fn repeatable(sql: String) -> Statement {
     Statement {
         sql,
         done: Done::Repeatable,
+        locks: Vec::new(),
     }
 }
 
@@ -452,6 +481,10 @@ impl DistributionPlan {
             out.push_str(&format!("\n-- {}\n", b.description));
             if b.transaction {
                 out.push_str("BEGIN;\n");
+                for l in b.locks() {
+                    out.push_str(&l.sql());
+                    out.push('\n');
+                }
             }
             for s in &b.statements {
                 out.push_str(&s.sql);
@@ -479,7 +512,17 @@ fn fk_add(table: &QName, fk: &ForeignKey, not_valid: bool) -> Statement {
             name: fk.name.clone(),
             validated: false,
         },
+        locks: both(table, fk, Mode::ShareRowExclusive),
     }
+}
+
+/// The table of a key and the table it references, in that order.
+fn both(table: &QName, fk: &ForeignKey, mode: Mode) -> Vec<Lock> {
+    let mut l = vec![Lock::table(table, mode)];
+    if &fk.ref_table != table {
+        l.push(Lock::table(&fk.ref_table, mode));
+    }
+    l
 }
 
 fn fk_drop(table: &QName, fk: &ForeignKey) -> Statement {
@@ -493,6 +536,7 @@ fn fk_drop(table: &QName, fk: &ForeignKey) -> Statement {
             table: table.clone(),
             name: fk.name.clone(),
         },
+        locks: both(table, fk, Mode::AccessExclusive),
     }
 }
 
@@ -508,6 +552,8 @@ fn fk_validate(table: &QName, fk: &ForeignKey) -> Statement {
             name: fk.name.clone(),
             validated: true,
         },
+        // SHARE UPDATE EXCLUSIVE: the application's writes go on.
+        locks: Vec::new(),
     }
 }
 
@@ -524,37 +570,10 @@ fn fk_order(cat: &Catalog, tables: &[QName]) -> Vec<QName> {
     .collect()
 }
 
-/// Statements that take, first, the locks an application transaction takes
-/// before it writes `t`: the sequences `t`'s columns own (nextval comes
-/// before the INSERT), by an ALTER SEQUENCE that keeps the owner it has —
-/// SHARE ROW EXCLUSIVE, the lock Citus takes on them after the table's.
-/// Taken in the application's order, the locks cannot close a cycle with it.
-fn sequences_first(cat: &Catalog, t: &QName) -> Vec<Statement> {
-    let Some(tt) = cat.table(t) else {
-        return Vec::new();
-    };
-    cat.sequences
-        .iter()
-        .filter_map(|q| {
-            let owner = q.owned_by.as_ref()?;
-            let col = tt.columns.iter().find(|c| c.name == owner.column)?;
-            (&owner.table == t && col.identity.is_none()).then(|| {
-                repeatable(format!(
-                    "ALTER SEQUENCE {} OWNED BY {}.{};",
-                    q.name.sql(),
-                    t.sql(),
-                    ident(&owner.column)
-                ))
-            })
-        })
-        .collect()
-}
-
-/// The tables `t` references among `placed_before` (the application
-/// writes them first: a parent row exists before its children), locked in
-/// SHARE ROW EXCLUSIVE — what creating `t`'s foreign keys on the shards
-/// takes on them — before anything else of `t`'s.
-fn parents_first(cat: &Catalog, t: &QName, placed_before: &[QName]) -> Vec<Statement> {
+/// The tables `t` references among `placed_before`, in the order they were
+/// placed: creating `t`'s foreign keys on the shards takes SHARE ROW
+/// EXCLUSIVE on them.
+fn parents(cat: &Catalog, t: &QName, placed_before: &[QName]) -> Vec<Lock> {
     let Some(tt) = cat.table(t) else {
         return Vec::new();
     };
@@ -564,17 +583,10 @@ fn parents_first(cat: &Catalog, t: &QName, placed_before: &[QName]) -> Vec<State
         .map(|fk| &fk.ref_table)
         .filter(|r| *r != t && placed_before.contains(r))
         .collect();
-    // In the order they were placed (root first), as the application
-    // writes them.
     placed_before
         .iter()
         .filter(|p| parents.contains(p))
-        .map(|p| {
-            repeatable(format!(
-                "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE;",
-                p.sql()
-            ))
-        })
+        .map(|p| Lock::table(p, Mode::ShareRowExclusive))
         .collect()
 }
 
@@ -657,12 +669,28 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
             }
         }
     }
+    // What each table's placement locks besides the table itself: the
+    // tables it references that are placed before it (its keys are created
+    // on the shards) and the sequences its columns own.
+    let placed_before = |t: &QName| -> Vec<QName> {
+        match tenant.iter().position(|x| x == t) {
+            Some(pos) => reference.iter().chain(&tenant[..pos]).cloned().collect(),
+            None => reference.iter().take_while(|x| *x != t).cloned().collect(),
+        }
+    };
+    let taking_over = |t: &QName, mode: Mode| -> Vec<Lock> {
+        let mut l = parents(cat, t, &placed_before(t));
+        l.push(Lock::table(t, mode));
+        l.extend(locks::owned_sequences(cat, t));
+        l
+    };
     let create_ref = |t: &QName| Statement {
         sql: format!("SELECT create_reference_table({});", literal(&t.sql())),
         done: Done::CitusTable {
             table: t.clone(),
             kind: "reference",
         },
+        locks: taking_over(t, Mode::Exclusive),
     };
     let distribute = |t: &QName, concurrent: bool| {
         let f = if concurrent {
@@ -689,13 +717,26 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
                 table: t.clone(),
                 kind: "distributed",
             },
+            // The concurrent variant runs outside any transaction of
+            // ours and blocks no writes while it copies.
+            locks: if concurrent {
+                Vec::new()
+            } else {
+                taking_over(t, Mode::Exclusive)
+            },
         }
     };
-    let truncate = |t: &QName| {
-        repeatable(format!(
+    let truncate = |t: &QName| Statement {
+        sql: format!(
             "SELECT truncate_local_data_after_distributing_table({});",
             literal(&t.sql())
-        ))
+        ),
+        done: Done::Repeatable,
+        // TRUNCATE … CASCADE: the table and every table referencing it.
+        locks: locks::cascade(cat, t)
+            .iter()
+            .map(|x| Lock::table(x, Mode::AccessExclusive))
+            .collect(),
     };
     let mut batches = Vec::new();
     let trap = !into_reference.is_empty() && !reference.is_empty();
@@ -735,21 +776,21 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
             // create_distributed_table_concurrently first adds the table to
             // Citus's metadata over a connection of its own, with no lock
             // timeout: it locks the table, then the sequences its columns
-            // own. An application transaction takes them the other way
-            // round (nextval, then INSERT): a deadlock, and PostgreSQL
-            // cancels the application's side. Done here as our own
-            // transaction instead, the sequences are locked first (an
-            // ALTER SEQUENCE that keeps the owner it has: the lock Citus
-            // needs, no change), in the application's order, and every
-            // wait is bounded by our lock timeout and retried.
-            let mut s = sequences_first(cat, t);
-            s.push(Statement {
+            // own — while an application transaction may hold one and wait
+            // for the other (nextval before its INSERT, or a DEFAULT
+            // nextval inside it). Done here as our own transaction instead,
+            // every lock it needs is taken first, never waiting for one
+            // while holding another (run_txn_locked).
+            let mut l = vec![Lock::table(t, Mode::AccessExclusive)];
+            l.extend(locks::owned_sequences(cat, t));
+            let s = vec![Statement {
                 sql: format!(
                     "SELECT citus_add_local_table_to_metadata({});",
                     literal(&t.sql())
                 ),
                 done: Done::InMetadata { table: t.clone() },
-            });
+                locks: l,
+            }];
             batches.push(Batch {
                 description: format!("add {t} to Citus's metadata (brief lock)"),
                 transaction: true,
@@ -809,17 +850,7 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
                     }
                 ),
                 transaction: true,
-                statements: {
-                    // Parents, then sequences, then the table: the order in
-                    // which the application takes them.
-                    let pos = tenant.iter().position(|x| x == t).unwrap_or(0);
-                    let before: Vec<QName> =
-                        reference.iter().chain(&tenant[..pos]).cloned().collect();
-                    let mut s = parents_first(cat, t, &before);
-                    s.extend(sequences_first(cat, t));
-                    s.push(distribute(t, false));
-                    s
-                },
+                statements: vec![distribute(t, false)],
             });
         }
         batches.extend(readd(&backward));
@@ -834,11 +865,13 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
         tenant.iter().rev().cloned().collect()
     };
     order.extend(reference.iter().rev().cloned());
-    if !order.is_empty() {
+    // One transaction each: the exclusive locks are held one table (and
+    // those referencing it) at a time.
+    for t in &order {
         batches.push(Batch {
-            description: "remove the local copies of the rows left on the coordinator".into(),
+            description: format!("remove the local copies of {t}'s rows left on the coordinator"),
             transaction: true,
-            statements: order.iter().map(truncate).collect(),
+            statements: vec![truncate(t)],
         });
     }
     if opts.isolate_hot_tenants {
@@ -1146,7 +1179,12 @@ async fn run_batch(
         };
         progress(&b.description);
         let r = if b.transaction {
-            client.run_txn(&todo, LockMode::Brief, policy).await
+            let locks: Vec<String> = locks::merge(todo.iter().flat_map(|s| &s.locks))
+                .iter()
+                .map(Lock::sql)
+                .collect();
+            let sql: Vec<String> = todo.iter().map(|s| s.sql.clone()).collect();
+            client.run_txn_locked(&locks, &sql, policy).await
         } else {
             let mut r = Ok(Default::default());
             for s in &todo {
@@ -1548,25 +1586,45 @@ mod tests {
             p.batches[0].statements,
             ["SELECT create_distributed_table('\"public\".\"stores\"', 'store_id', shard_count => 32);"]
         );
-        // line_items: its parents locked first, in the order they were
-        // placed (the application's order), then the table.
+        // line_items: it takes its parents (placed before it, in that
+        // order) and itself before Citus's call runs.
         assert_eq!(
             p.batches[3].statements,
+            ["SELECT create_distributed_table('\"public\".\"line_items\"', 'store_id', colocate_with => '\"public\".\"stores\"');"]
+        );
+        let locks: Vec<String> = p.batches[3].locks().iter().map(Lock::sql).collect();
+        assert_eq!(
+            locks,
             [
                 "LOCK TABLE \"public\".\"stores\" IN SHARE ROW EXCLUSIVE MODE;",
                 "LOCK TABLE \"public\".\"orders\" IN SHARE ROW EXCLUSIVE MODE;",
                 "LOCK TABLE \"public\".\"products\" IN SHARE ROW EXCLUSIVE MODE;",
-                "SELECT create_distributed_table('\"public\".\"line_items\"', 'store_id', colocate_with => '\"public\".\"stores\"');"
+                "LOCK TABLE \"public\".\"line_items\" IN EXCLUSIVE MODE;",
             ]
         );
-        let last = p.batches.last().unwrap();
-        assert_eq!(last.statements.len(), 4);
-        assert!(last.statements[0]
-            .contains("truncate_local_data_after_distributing_table('\"public\".\"line_items\"')"));
-        assert!(last.statements[3].contains("\"stores\""));
+        // The local copies go one table at a time, children first; each
+        // locks what TRUNCATE … CASCADE reaches.
+        let truncates: Vec<&Batch> = p
+            .batches
+            .iter()
+            .filter(|b| b.statements[0].contains("truncate_local_data_after_distributing_table"))
+            .collect();
+        assert_eq!(truncates.len(), 4);
+        assert!(truncates[0].statements[0].contains("\"line_items\""));
+        assert_eq!(truncates[0].locks().len(), 1);
+        assert!(truncates[3].statements[0].contains("\"stores\""));
+        assert_eq!(
+            truncates[3].locks().len(),
+            4,
+            "stores and all that reference it"
+        );
         let sql = p.to_sql();
-        assert!(sql.contains("BEGIN;\nSELECT create_distributed_table"));
-        assert!(sql.contains("BEGIN;\nLOCK TABLE"));
+        assert!(sql.contains("BEGIN;\nLOCK TABLE \"public\".\"stores\" IN EXCLUSIVE MODE;\nSELECT create_distributed_table"));
+        let json = serde_json::to_value(&p.batches[3]).unwrap();
+        assert_eq!(
+            json["locks"][3],
+            "LOCK TABLE \"public\".\"line_items\" IN EXCLUSIVE MODE;"
+        );
     }
 
     /// A tenant table referencing a lookup and the root: the trap.
@@ -1705,7 +1763,7 @@ mod tests {
             .unwrap();
         assert!(readd > last_concurrent);
         // Each table joins Citus's metadata in a transaction of ours first,
-        // its sequences locked before it (the application's order).
+        // which takes the table and its sequences before the call.
         for (i, b) in p.batches.iter().enumerate() {
             if b.statements.iter().any(|s| s.contains("_concurrently(")) {
                 let before = &p.batches[i - 1];
@@ -1723,9 +1781,13 @@ mod tests {
             .iter()
             .find(|b| b.description.starts_with("add orders "))
             .unwrap();
+        let locks: Vec<String> = orders_meta.locks().iter().map(Lock::sql).collect();
         assert_eq!(
-            orders_meta.statements[0],
-            "ALTER SEQUENCE \"public\".\"orders_order_id_seq\" OWNED BY \"public\".\"orders\".\"order_id\";"
+            locks,
+            [
+                "LOCK TABLE \"public\".\"orders\" IN ACCESS EXCLUSIVE MODE;",
+                "ALTER SEQUENCE \"public\".\"orders_order_id_seq\" OWNED BY \"public\".\"orders\".\"order_id\";"
+            ]
         );
         // No TRUNCATE: the rows moved into the shards.
         assert!(!p.to_sql().contains("truncate_local_data"));
@@ -1774,6 +1836,7 @@ mod tests {
                         table: t.clone(),
                         kind: "distributed",
                     },
+                    locks: Vec::new(),
                 },
                 fk_add(&t, &fk, false),
             ],
