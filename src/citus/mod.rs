@@ -84,6 +84,9 @@ pub struct DistributeOptions {
     /// Why this mode: shown with the plan and in the report.
     pub mode_reason: String,
     pub isolate_hot_tenants: bool,
+    /// In a concurrent distribution, the tables copied with
+    /// create_distributed_table all the same (see [`choose_mode`]).
+    pub copy_blocking: Vec<QName>,
     /// Longest a Citus call may run (None: no limit).
     pub statement_timeout: Option<std::time::Duration>,
 }
@@ -107,8 +110,22 @@ pub struct WriteSample {
     pub rows_written: i64,
     /// The tables written to.
     pub tables: Vec<String>,
-    /// Other sessions holding a write lock on one of them right now.
+    /// Other sessions holding a write lock (ROW EXCLUSIVE) on one of them
+    /// right now. ROW SHARE does not count: foreign key checks take it on
+    /// the tables they read, and a concurrent distribution drops the keys
+    /// before it copies.
     pub open_writers: i64,
+    /// The tables those sessions hold write locks on.
+    #[serde(skip)]
+    pub locked: Vec<QName>,
+}
+
+impl WriteSample {
+    /// Whether the application wrote `t` while we watched (or holds a write
+    /// lock on it now).
+    pub fn wrote(&self, t: &QName) -> bool {
+        self.tables.contains(&t.to_string()) || self.locked.contains(t)
+    }
 }
 
 impl WriteSample {
@@ -157,19 +174,32 @@ pub async fn sample_writes(
             }
         }
     }
-    sample.open_writers = client
-        .query_one(
-            "SELECT count(DISTINCT l.pid) FROM pg_locks l \
+    let writers = client
+        .query(
+            "SELECT x, l.pid FROM pg_locks l \
+               JOIN unnest($1::text[]) x ON l.relation = to_regclass(x)::oid \
               WHERE l.locktype = 'relation' AND l.mode = 'RowExclusiveLock' \
-                AND l.pid <> pg_backend_pid() AND l.granted \
-                AND l.relation IN (SELECT to_regclass(x)::oid FROM unnest($1::text[]) x)",
+                AND l.pid <> pg_backend_pid() AND l.granted",
             &[&names],
         )
         .await
-        .map_err(db("cannot read the tables' locks"))?
-        .get(0);
+        .map_err(db("cannot read the tables' locks"))?;
+    let pids: BTreeSet<i32> = writers.iter().map(|r| r.get(1)).collect();
+    sample.open_writers = pids.len() as i64;
+    for r in &writers {
+        let name: String = r.get(0);
+        if let Some(t) = tables.iter().find(|t| t.sql() == name) {
+            if !sample.locked.contains(t) {
+                sample.locked.push(t.clone());
+            }
+        }
+    }
     Ok(sample)
 }
+
+/// The largest table a concurrent distribution copies with
+/// create_distributed_table when nothing writes it: about a second's copy.
+pub const SMALL_TABLE_BYTES: i64 = 64 << 20;
 
 /// How long [`choose_mode`] watches the tables for writes.
 pub const WATCH_FOR_WRITES: std::time::Duration = std::time::Duration::from_secs(3);
@@ -180,6 +210,14 @@ pub const WATCH_FOR_WRITES: std::time::Duration = std::time::Duration::from_secs
 /// tables still to place (watched for `window` before anything changes), or
 /// when an interrupted concurrent run left keys dropped (`saved` and gone:
 /// the blocking plan drops keys only inside its one transaction).
+///
+/// A concurrent distribution (chosen or asked for) still copies with
+/// create_distributed_table the tables nothing wrote while we watched and
+/// that are small ([`SMALL_TABLE_BYTES`]), returned third: blocking their
+/// writes blocks nothing, their reads go on, and they are spared
+/// create_distributed_table_concurrently's switch, which can fail a read
+/// that runs across it (`could not find valid entry for shard`,
+/// citusdata/citus#6360).
 pub async fn choose_mode(
     client: &Client,
     analysis: &Analysis,
@@ -187,7 +225,7 @@ pub async fn choose_mode(
     opts: &DistributeOptions,
     saved: &[state::SavedFk],
     progress: &dyn Fn(&str),
-) -> Result<(bool, String), CitusError> {
+) -> Result<(bool, String, Vec<QName>), CitusError> {
     let window = WATCH_FOR_WRITES;
     let tables = plan(analysis, cat, opts).tables();
     let live = state::Live::read(client, &tables).await?;
@@ -204,33 +242,79 @@ pub async fn choose_mode(
         })
         .collect();
     let tables = &unplaced;
+    let watch = || async {
+        progress(&format!(
+            "watching {} table(s) for writes for {:.0} s to choose how to distribute",
+            tables.len(),
+            window.as_secs_f64()
+        ));
+        sample_writes(client, tables, window).await
+    };
+    // The tables a concurrent distribution copies blocking, and what the
+    // reason says of them.
+    let quiet = |w: &WriteSample| -> (Vec<QName>, String) {
+        let q: Vec<QName> = tables
+            .iter()
+            .filter(|t| !w.wrote(t))
+            .filter(|t| {
+                cat.table(t)
+                    .is_some_and(|x| x.size_bytes <= SMALL_TABLE_BYTES)
+            })
+            .filter(|t| class_is_tenant(analysis, t))
+            .cloned()
+            .collect();
+        let say =
+            if q.is_empty() {
+                String::new()
+            } else {
+                format!(
+                "; {} copied with create_distributed_table all the same: nothing wrote {} and {} \
+                 small, so no write waits while reads go on, and no read can fail at a \
+                 concurrent switch (citusdata/citus#6360)",
+                q.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "),
+                if q.len() == 1 { "it" } else { "them" },
+                if q.len() == 1 { "it is" } else { "they are" },
+            )
+            };
+        (q, say)
+    };
     Ok(match opts.request {
         ModeRequest::Blocking => (
             false,
             "blocking, as asked (--blocking): each table's writes wait while it is copied".into(),
+            Vec::new(),
         ),
-        ModeRequest::Concurrently => (
+        ModeRequest::Concurrently if resuming => (
             true,
-            "concurrently, as asked (--concurrently): writes continue".into(),
+            "concurrently, as asked (--concurrently), resuming an interrupted distribution".into(),
+            Vec::new(),
         ),
+        ModeRequest::Concurrently => {
+            let w = watch().await?;
+            let (q, say) = quiet(&w);
+            (
+                true,
+                format!("concurrently, as asked (--concurrently): writes continue{say}"),
+                q,
+            )
+        }
         ModeRequest::Auto if resuming => (
             true,
             "concurrently: resuming an interrupted concurrent distribution".into(),
+            Vec::new(),
         ),
-        ModeRequest::Auto if tables.is_empty() => (false, "every table is placed already".into()),
+        ModeRequest::Auto if tables.is_empty() => {
+            (false, "every table is placed already".into(), Vec::new())
+        }
         ModeRequest::Auto => {
-            progress(&format!(
-                "watching {} table(s) for writes for {:.0} s to choose how to distribute",
-                tables.len(),
-                window.as_secs_f64()
-            ));
-            let w = sample_writes(client, tables, window).await?;
+            let w = watch().await?;
             if w.any() {
+                let (q, say) = quiet(&w);
                 (
                     true,
                     format!(
                         "concurrently, because the application writes: {} row(s) written to {} \
-                         and {} session(s) writing, in {:.0} s (--blocking to block writes instead)",
+                         and {} session(s) writing, in {:.0} s (--blocking to block writes instead){say}",
                         w.rows_written,
                         if w.tables.is_empty() {
                             "the tables".to_string()
@@ -240,6 +324,7 @@ pub async fn choose_mode(
                         w.open_writers,
                         w.window_s
                     ),
+                    q,
                 )
             } else {
                 (
@@ -249,10 +334,16 @@ pub async fn choose_mode(
                          (--concurrently to keep writes going anyway)",
                         w.window_s
                     ),
+                    Vec::new(),
                 )
             }
         }
     })
+}
+
+/// Whether analysis made `t` a distributed (tenant) table.
+fn class_is_tenant(analysis: &Analysis, t: &QName) -> bool {
+    analysis.class_of(t).is_some_and(|c| c.is_tenant())
 }
 
 /// A unit of execution: statements in one transaction, or one statement
@@ -773,6 +864,34 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
             });
         }
         for t in &tenant {
+            if opts.copy_blocking.contains(t) {
+                // Nothing writes it and it is small (choose_mode): copied
+                // in a transaction that blocks its writes, not its reads;
+                // its keys are dropped, so its parents are not locked, and
+                // its local copy goes at once, TRUNCATE reaching no other
+                // table while no key points at it.
+                let mut l = vec![Lock::table(t, Mode::Exclusive)];
+                l.extend(locks::owned_sequences(cat, t));
+                let mut copy = distribute(t, false);
+                copy.locks = l;
+                batches.push(Batch {
+                    description: format!(
+                        "distribute {t} (nothing writes it: copied, reads continue)"
+                    ),
+                    transaction: true,
+                    statements: vec![copy],
+                });
+                let mut clear = truncate(t);
+                clear.locks = vec![Lock::table(t, Mode::AccessExclusive)];
+                batches.push(Batch {
+                    description: format!(
+                        "remove the local copies of {t}'s rows left on the coordinator"
+                    ),
+                    transaction: true,
+                    statements: vec![clear],
+                });
+                continue;
+            }
             // create_distributed_table_concurrently first adds the table to
             // Citus's metadata over a connection of its own, with no lock
             // timeout: it locks the table, then the sequences its columns
@@ -1223,7 +1342,7 @@ pub async fn distribute_in_chosen_mode(
     saved: &[state::SavedFk],
     progress: &dyn Fn(&str),
 ) -> Result<DistributeReport, CitusError> {
-    (opts.concurrently, opts.mode_reason) =
+    (opts.concurrently, opts.mode_reason, opts.copy_blocking) =
         choose_mode(client, analysis, cat, opts, saved, progress).await?;
     progress(&format!("mode: {}", opts.mode_reason));
     distribute(client, target, analysis, cat, opts, progress).await
@@ -1791,6 +1910,58 @@ mod tests {
         );
         // No TRUNCATE: the rows moved into the shards.
         assert!(!p.to_sql().contains("truncate_local_data"));
+    }
+
+    #[test]
+    fn a_quiet_small_table_is_copied_within_a_concurrent_distribution() {
+        let cat = prepared_tailspin();
+        let a = analysis(&cat);
+        let products = QName::new("public", "products");
+        let p = plan(
+            &a,
+            &cat,
+            &DistributeOptions {
+                concurrently: true,
+                copy_blocking: vec![products.clone()],
+                ..Default::default()
+            },
+        );
+        let at = |needle: &str| {
+            p.batches
+                .iter()
+                .position(|b| b.statements.iter().any(|s| s.contains(needle)))
+                .unwrap_or_else(|| panic!("{needle}"))
+        };
+        let copy = at("create_distributed_table('\"public\".\"products\"'");
+        let b = &p.batches[copy];
+        assert!(b.transaction);
+        // Its writes wait, its reads go on; its parents are not locked (the
+        // keys are dropped by then).
+        assert_eq!(b.locks(), [Lock::table(&products, Mode::Exclusive)]);
+        // Its local copy goes at once, reaching no other table.
+        let clear = &p.batches[copy + 1];
+        assert!(clear.statements[0]
+            .contains("truncate_local_data_after_distributing_table('\"public\".\"products\"')"));
+        assert_eq!(
+            clear.locks(),
+            [Lock::table(&products, Mode::AccessExclusive)]
+        );
+        assert!(at("DROP CONSTRAINT") < copy);
+        assert!(copy < at("NOT VALID;"));
+        // The others are still taken over concurrently.
+        assert_eq!(
+            p.batches
+                .iter()
+                .filter(|b| b.statements.iter().any(|s| s.contains("_concurrently(")))
+                .count(),
+            3
+        );
+        assert!(!p
+            .batches
+            .iter()
+            .any(|b| b.statements.iter().any(
+                |s| s.contains("citus_add_local_table_to_metadata('\"public\".\"products\"')")
+            )));
     }
 
     #[test]

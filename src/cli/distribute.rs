@@ -42,12 +42,11 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
         }
         let analysis = shardready::analyze::analyze_read(&client, &cat, &aopts).await?;
         if a.dry_run {
-            let (concurrently, reason) =
+            (opts.concurrently, opts.mode_reason, opts.copy_blocking) =
                 citus::choose_mode(&client, &analysis, &cat, &opts, &saved, &|s| {
                     eprintln!("  {s}")
                 })
                 .await?;
-            (opts.concurrently, opts.mode_reason) = (concurrently, reason);
             let plan = citus::plan(&analysis, &cat, &opts);
             if a.format == Format::Json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);
