@@ -126,7 +126,7 @@ async fn run_mode(label: &'static str, scale: f64, rate: &str) -> Outcome {
         PhaseRow::measure(&w, t0, "during", "", from, to),
         PhaseRow::measure(&w, t0, "after", "", to, Instant::now()),
     ];
-    let summary = w.stop().await;
+    let summary = w.stop().await.summary;
     let errors = summary
         .errors_by_sqlstate
         .iter()
