@@ -241,6 +241,9 @@ Examples:
 It refuses while analyze finds blockers. When a tenant table references both a
 lookup table (becoming a reference table) and the tenant root, everything runs
 in one transaction in sequential mode, so no relationship is ever unenforced.
+Each transaction takes the locks its statements need before the first (listed
+with --dry-run), never waiting for one while it holds another: no lock cycle
+with the application for a deadlock detector to cancel the application for.
 
 Run it again after any failure or kill: every foreign key it drops is saved in
 shardready.distribute_fk first, and each statement checks whether it already
@@ -340,8 +343,11 @@ pub(crate) struct DistributeArgs {
     pub(crate) shard_count: Option<i64>,
     /// Use create_distributed_table_concurrently: writes continue (one
     /// table at a time, outside transactions; FKs dropped and re-added NOT
-    /// VALID + VALIDATE). Default: chosen by watching the tables for 3 s —
-    /// concurrently when the application writes to them.
+    /// VALID + VALIDATE). A small table nothing writes (64 MB or less) is
+    /// still copied with create_distributed_table: no write waits and no
+    /// read fails at a concurrent switch (citusdata/citus#6360). Default:
+    /// chosen by watching the tables for 3 s — concurrently when the
+    /// application writes to them.
     #[arg(long, conflicts_with = "blocking")]
     pub(crate) concurrently: bool,
     /// Use create_distributed_table even if the application writes: the
