@@ -296,7 +296,7 @@ async fn result_of(c: &Client, sql: &str) -> Result<String, String> {
 /// only its contents are the result.
 fn unordered_lists(row: String) -> String {
     let mut items: Vec<&str> = row
-        .split(|c| c == ',' || c == '"' || c == '(' || c == ')')
+        .split([',', '"', '(', ')'])
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .collect();
