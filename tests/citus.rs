@@ -659,3 +659,89 @@ async fn a_root_referencing_its_child_distributes_in_every_mode() {
         drop(c);
     }
 }
+
+/// A key that cannot be validated after the tables moved (rows without a
+/// parent — here a key the schema had NOT VALID, over an orphan): distribute
+/// stops with exit 2, every table placed and the key NOT VALID, naming the
+/// rows and the query that lists them; once they are repaired, a plain rerun
+/// validates the key and verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_without_a_parent_are_named_and_a_rerun_validates_after_the_repair() {
+    let test = "rows_without_a_parent_are_named_and_a_rerun_validates_after_the_repair";
+    let Some((c, t)) = common::citus_single(test, 0, Vec::new()) else {
+        return;
+    };
+    let url = c.url();
+    let client = t.connect().await.unwrap();
+    shardready::db::exec_script(
+        &client,
+        "CREATE TABLE accounts (account_id bigint PRIMARY KEY);
+         CREATE TABLE projects (account_id bigint NOT NULL REFERENCES accounts,
+                                id bigint, PRIMARY KEY (account_id, id));
+         CREATE TABLE tasks (account_id bigint NOT NULL REFERENCES accounts,
+                             id bigint, project_id bigint, PRIMARY KEY (account_id, id));
+         INSERT INTO accounts SELECT g FROM generate_series(1, 5) g;
+         INSERT INTO projects SELECT 1 + g % 5, g FROM generate_series(1, 20) g;
+         INSERT INTO tasks SELECT 1 + g % 5, g, g FROM generate_series(1, 20) g;
+         INSERT INTO tasks VALUES (1, 99, 77);
+         ALTER TABLE tasks ADD CONSTRAINT tasks_project_fkey
+               FOREIGN KEY (account_id, project_id) REFERENCES projects NOT VALID;",
+    )
+    .await
+    .unwrap();
+    let out = shardready(&url, &["distribute", "--concurrently"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("tasks: 1 row(s) reference no row of projects, so tasks_project_fkey"),
+        "{err}"
+    );
+    // The query it prints lists exactly the orphan.
+    let list = err
+        .lines()
+        .find(|l| l.trim_start().starts_with("SELECT c."))
+        .unwrap_or_else(|| panic!("{err}"))
+        .trim();
+    let rows = client.query(list, &[]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, i64>(1), 77);
+    let fk_validated = || async {
+        t.connect()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT convalidated FROM pg_constraint WHERE conname = 'tasks_project_fkey'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+    };
+    assert!(!fk_validated().await, "left NOT VALID");
+    let placed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_dist_partition WHERE partmethod = 'h'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(placed, 3, "every table is distributed");
+    client
+        .batch_execute("DELETE FROM tasks WHERE id = 99")
+        .await
+        .unwrap();
+    let out = shardready(&url, &["distribute"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("validate tasks_project_fkey on tasks"),
+        "{err}"
+    );
+    assert!(fk_validated().await);
+    // Finished: the saved keys are forgotten, and a rerun has nothing to do.
+    let out = shardready(&url, &["distribute"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("already distributed"), "{err}");
+}

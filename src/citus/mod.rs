@@ -56,6 +56,19 @@ pub enum CitusError {
     Verify(Vec<String>),
     #[error("{0}; rerun after fixing it or ask for help with the state in the shardready schema")]
     BadState(String),
+    #[error(
+        "{table}: {count} row(s) reference no row of {parent}, so {fk} could not be validated. \
+         Every table is distributed; the key stays NOT VALID, and holds for every new write. \
+         The rows, to repair or delete:\n  {list}\nThen run `shardready distribute` again: it \
+         validates the key and verifies"
+    )]
+    Orphans {
+        table: QName,
+        parent: QName,
+        fk: String,
+        count: i64,
+        list: String,
+    },
     #[error("nothing was changed: the cluster lacks what this needs:\n  {}", .0.join("\n  "))]
     Prerequisites(Vec<String>),
     #[error(
@@ -229,9 +242,12 @@ pub async fn choose_mode(
     let window = WATCH_FOR_WRITES;
     let tables = plan(analysis, cat, opts).tables();
     let live = state::Live::read(client, &tables).await?;
+    // A key an interrupted concurrent run dropped, or re-added and did not
+    // validate (rows without a parent stopped it): the concurrent plan's
+    // steps finish it.
     let resuming = saved
         .iter()
-        .any(|s| !live.fks.contains_key(&(s.table.clone(), s.fk.name.clone())));
+        .any(|s| live.fks.get(&(s.table.clone(), s.fk.name.clone())) != Some(&true));
     let unplaced: Vec<QName> = tables
         .into_iter()
         .filter(|t| {
@@ -1182,6 +1198,61 @@ fn retry_error(context: &str, policy: &LockPolicy, e: RetryError) -> CitusError 
     }
 }
 
+/// When validating a batch's key found rows without a parent: how many,
+/// and the query that lists them (None: not a validation, or the key is
+/// not in the catalog).
+async fn orphans(client: &Client, cat: &Catalog, b: &Batch) -> Option<CitusError> {
+    let (table, name) = b.statements.iter().find_map(|s| match &s.done {
+        Done::FkPresent {
+            table,
+            name,
+            validated: true,
+        } => Some((table, name)),
+        _ => None,
+    })?;
+    let fk = cat
+        .table(table)?
+        .foreign_keys
+        .iter()
+        .find(|f| &f.name == name)?;
+    let on: Vec<String> = fk
+        .columns
+        .iter()
+        .zip(&fk.ref_columns)
+        .map(|(c, r)| format!("p.{} = c.{}", ident(r), ident(c)))
+        .collect();
+    let set: Vec<String> = fk
+        .columns
+        .iter()
+        .map(|c| format!("c.{} IS NOT NULL", ident(c)))
+        .collect();
+    let cols: Vec<String> = fk
+        .columns
+        .iter()
+        .map(|c| format!("c.{}", ident(c)))
+        .collect();
+    let from = format!(
+        "FROM {} c LEFT JOIN {} p ON {} WHERE {} AND p.{} IS NULL",
+        table.sql(),
+        fk.ref_table.sql(),
+        on.join(" AND "),
+        set.join(" AND "),
+        ident(&fk.ref_columns[0])
+    );
+    let count: i64 = client
+        .query_one(&format!("SELECT count(*) {from}"), &[])
+        .await
+        .ok()?
+        .get(0);
+    Some(CitusError::Orphans {
+        table: table.clone(),
+        parent: fk.ref_table.clone(),
+        fk: name.clone(),
+        count,
+        list: format!("SELECT {} {from};", cols.join(", ")),
+    })
+}
+
 /// Moving a table's rows by logical replication replays its UPDATEs and
 /// DELETEs by replica identity; without one, they fail meanwhile. One line
 /// per such table among `tables`, with the fix.
@@ -1450,7 +1521,7 @@ pub async fn distribute(
         statement_timeout: opts.statement_timeout,
     };
     for (i, b) in plan.batches.iter().enumerate() {
-        run_batch(
+        let r = run_batch(
             client,
             b,
             &plan.batches[i + 1..],
@@ -1458,7 +1529,15 @@ pub async fn distribute(
             &policy,
             progress,
         )
-        .await?;
+        .await;
+        if let Err(CitusError::Db(e)) = &r {
+            if e.source.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) {
+                if let Some(o) = orphans(client, cat, b).await {
+                    return Err(o);
+                }
+            }
+        }
+        r?;
     }
     // Verify: types, colocation, counts, routing, every key back.
     let mut problems = Vec::new();

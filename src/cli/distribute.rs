@@ -100,7 +100,15 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
             Some(s) => Some(s.stop().await),
             None => None,
         };
-        let mut report = result?;
+        let mut report = match result {
+            // Rows without a parent: a finding about the data, with the
+            // query that lists them (exit 2, like analyze's blockers).
+            Err(e @ citus::CitusError::Orphans { .. }) => {
+                eprintln!("error: {e}");
+                return anyhow::Ok(ExitCode::from(2));
+            }
+            r => r?,
+        };
         report.workload = felt;
         report.signals = signals;
         if a.format == Format::Json {
