@@ -21,7 +21,6 @@ mod common;
 
 use shardready::conn::Target;
 use shardready::report::PhaseRow;
-use shardready::sandbox::{Sandbox, SandboxOptions};
 use shardready::workload::Workload;
 
 fn env(name: &str, default: &str) -> String {
@@ -37,32 +36,6 @@ struct Outcome {
     errors: String,
     missing_orders: i64,
     orphan_line_items: i64,
-}
-
-/// A fresh single-node Citus sandbox, Tailspin at `scale` prepared.
-async fn prepared(dir: &std::path::Path, scale: f64) -> (Sandbox, Target) {
-    if let Ok(old) = Sandbox::open(dir) {
-        old.destroy().unwrap();
-    }
-    let mut opts = SandboxOptions::new(dir);
-    opts.citus = shardready::sandbox::CitusChoice::On;
-    let sb = Sandbox::start(&opts).unwrap();
-    let t = Target::parse(&sb.url()).unwrap();
-    common::load(&t, scale).await;
-    shardready::apply::apply(
-        &t,
-        &shardready::apply::ApplyOptions {
-            progress: false,
-            ..Default::default()
-        },
-        None,
-    )
-    .await
-    .unwrap();
-    let c = t.connect().await.unwrap();
-    c.batch_execute("VACUUM ANALYZE").await.unwrap();
-    c.batch_execute("CHECKPOINT").await.unwrap();
-    (sb, t)
 }
 
 /// The baseline: the calls a DBA runs by hand, one statement each, no
@@ -94,7 +67,10 @@ async fn scalar(t: &Target, sql: &str) -> i64 {
 
 async fn run_mode(label: &'static str, scale: f64, rate: &str) -> Outcome {
     let dir = std::env::temp_dir().join(format!("shardready-bench-distribute-{label}"));
-    let (sb, t) = prepared(&dir, scale).await;
+    let (sb, t) = common::citus_prepared(&dir, scale, 0).await;
+    let c = t.connect().await.unwrap();
+    c.batch_execute("VACUUM ANALYZE").await.unwrap();
+    c.batch_execute("CHECKPOINT").await.unwrap();
     let first_id = scalar(&t, "SELECT coalesce(max(order_id), 0) FROM orders").await;
     let settle = Duration::from_secs(10);
     let w = Workload::beside(&t, rate).await.unwrap();
@@ -124,11 +100,7 @@ async fn run_mode(label: &'static str, scale: f64, rate: &str) -> Outcome {
     };
     let to = Instant::now();
     tokio::time::sleep(settle).await;
-    let phases = vec![
-        PhaseRow::measure(&w, t0, "before", "", t0, from),
-        PhaseRow::measure(&w, t0, "during", "", from, to),
-        PhaseRow::measure(&w, t0, "after", "", to, Instant::now()),
-    ];
+    let phases = common::three_phases(&w, t0, from, to);
     let summary = w.stop().await.summary;
     let errors = summary
         .errors_by_sqlstate
@@ -190,14 +162,7 @@ async fn main() {
         "| mode | finished | seconds | before p50/p99/max ms | during p50/p99/max ms | failed during | lost orders | orphan line items | after p50/p99/max ms |"
     );
     println!("|---|---|---:|---|---|---|---:|---:|---|");
-    let cell = |p: &PhaseRow| {
-        format!(
-            "{} / {} / {}",
-            p.ms(p.p50_ms),
-            p.ms(p.p99_ms),
-            p.ms(p.max_ms)
-        )
-    };
+    let cell = common::cell;
     for o in &outcomes {
         let name = match o.label {
             "manual" => "by hand (baseline): create_distributed_table per table",

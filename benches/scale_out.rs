@@ -19,7 +19,7 @@ mod common;
 use shardready::citus::scale::{self, ScaleOptions, TransferMode};
 use shardready::conn::Target;
 use shardready::report::PhaseRow;
-use shardready::sandbox::{Sandbox, SandboxOptions};
+use shardready::sandbox::Sandbox;
 use shardready::workload::Workload;
 
 fn env(name: &str, default: &str) -> String {
@@ -38,25 +38,7 @@ struct Outcome {
 /// A fresh single-node Citus sandbox with two spare nodes, Tailspin at
 /// `scale` prepared and distributed on the coordinator.
 async fn distributed(dir: &std::path::Path, scale: f64) -> (Sandbox, Target) {
-    if let Ok(old) = Sandbox::open(dir) {
-        old.destroy().unwrap();
-    }
-    let mut opts = SandboxOptions::new(dir);
-    opts.nodes = 2;
-    opts.citus = shardready::sandbox::CitusChoice::On;
-    let sb = Sandbox::start(&opts).unwrap();
-    let t = Target::parse(&sb.url()).unwrap();
-    common::load(&t, scale).await;
-    shardready::apply::apply(
-        &t,
-        &shardready::apply::ApplyOptions {
-            progress: false,
-            ..Default::default()
-        },
-        None,
-    )
-    .await
-    .unwrap();
+    let (sb, t) = common::citus_prepared(dir, scale, 2).await;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardready"))
         .env("DATABASE_URL", sb.url())
         .args(["distribute", "--blocking"])
@@ -116,11 +98,7 @@ async fn run_mode(
     .unwrap();
     let to = Instant::now();
     tokio::time::sleep(settle).await;
-    let phases = vec![
-        PhaseRow::measure(&w, t0, "before", "", t0, from),
-        PhaseRow::measure(&w, t0, "during", "", from, to),
-        PhaseRow::measure(&w, t0, "after", "", to, Instant::now()),
-    ];
+    let phases = common::three_phases(&w, t0, from, to);
     if let Some(s) = signals {
         s.stop().await;
     }
@@ -166,14 +144,7 @@ async fn main() {
         "| mode | moves | rebalance s | stops | before p50/p99/max ms | during p50/p99/max ms | during failed | after p50/p99/max ms |"
     );
     println!("|---|---:|---:|---:|---|---|---:|---|");
-    let cell = |p: &PhaseRow| {
-        format!(
-            "{} / {} / {}",
-            p.ms(p.p50_ms),
-            p.ms(p.p99_ms),
-            p.ms(p.max_ms)
-        )
-    };
+    let cell = common::cell;
     for o in &outcomes {
         let name = match o.label {
             "logical" => "logical (wal_retrieve_retry_interval 5 s)",

@@ -52,3 +52,54 @@ pub async fn quiesce(sb: &Sandbox, drop_db: Option<&str>) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+/// A fresh single-node Citus sandbox in `dir` (a previous one there
+/// removed) with `nodes` spare nodes, Tailspin at `scale` loaded and
+/// prepared by `apply`.
+pub async fn citus_prepared(dir: &std::path::Path, scale: f64, nodes: u16) -> (Sandbox, Target) {
+    if let Ok(old) = Sandbox::open(dir) {
+        old.destroy().unwrap();
+    }
+    let mut opts = shardready::sandbox::SandboxOptions::new(dir);
+    opts.nodes = nodes;
+    opts.citus = shardready::sandbox::CitusChoice::On;
+    let sb = Sandbox::start(&opts).unwrap();
+    let t = Target::parse(&sb.url()).unwrap();
+    load(&t, scale).await;
+    shardready::apply::apply(
+        &t,
+        &shardready::apply::ApplyOptions {
+            progress: false,
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    (sb, t)
+}
+
+/// What the application felt before, during and after `from..to`.
+pub fn three_phases(
+    w: &shardready::workload::Workload,
+    t0: std::time::Instant,
+    from: std::time::Instant,
+    to: std::time::Instant,
+) -> Vec<shardready::report::PhaseRow> {
+    use shardready::report::PhaseRow;
+    vec![
+        PhaseRow::measure(w, t0, "before", "", t0, from),
+        PhaseRow::measure(w, t0, "during", "", from, to),
+        PhaseRow::measure(w, t0, "after", "", to, std::time::Instant::now()),
+    ]
+}
+
+/// A phase as a table cell: `p50 / p99 / max` in ms.
+pub fn cell(p: &shardready::report::PhaseRow) -> String {
+    format!(
+        "{} / {} / {}",
+        p.ms(p.p50_ms),
+        p.ms(p.p99_ms),
+        p.ms(p.max_ms)
+    )
+}
