@@ -50,10 +50,7 @@ async fn by_hand(t: &Target) -> bool {
     ];
     for call in calls {
         if let Err(e) = c.batch_execute(call).await {
-            let why = e.as_db_error().map_or(e.to_string(), |d| {
-                format!("{} (SQLSTATE {})", d.message(), d.code().code())
-            });
-            eprintln!("  [manual] {call}: {why}");
+            eprintln!("  [manual] {call}: {}", shardready::conn::error_text(&e));
             return false;
         }
     }

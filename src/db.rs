@@ -203,18 +203,39 @@ pub async fn in_txn<S: AsRef<str>>(
     client: &Client,
     statements: &[S],
 ) -> Result<(), tokio_postgres::Error> {
+    in_txn_at(client, statements).await.map_err(|(_, e)| e)
+}
+
+/// [`in_txn`], saying which statement failed (its index; None: BEGIN or
+/// COMMIT).
+async fn in_txn_at<S: AsRef<str>>(
+    client: &Client,
+    statements: &[S],
+) -> Result<(), (Option<usize>, tokio_postgres::Error)> {
     let r = async {
-        exec(client, "BEGIN").await?;
-        for s in statements {
-            exec(client, s.as_ref()).await?;
+        exec(client, "BEGIN").await.map_err(|e| (None, e))?;
+        for (i, s) in statements.iter().enumerate() {
+            exec(client, s.as_ref()).await.map_err(|e| (Some(i), e))?;
         }
-        exec(client, "COMMIT").await
+        exec(client, "COMMIT").await.map_err(|e| (None, e))
     }
     .await;
     if r.is_err() {
         let _ = exec(client, "ROLLBACK").await;
     }
     r
+}
+
+/// The `SET LOCAL`s that open a transaction run under `policy`: the lock
+/// timeout of `mode` and the statement timeout.
+fn txn_settings(mode: LockMode, policy: &LockPolicy) -> [String; 2] {
+    [
+        format!("SET LOCAL lock_timeout = '{}ms'", policy.timeout_ms(mode)),
+        format!(
+            "SET LOCAL statement_timeout = '{}ms'",
+            policy.statement_ms()
+        ),
+    ]
 }
 
 /// Runs `statements` in one transaction ([`in_txn`]) after `SET LOCAL
@@ -226,13 +247,7 @@ pub async fn run_txn(
     mode: LockMode,
     policy: &LockPolicy,
 ) -> Result<LockStats, RetryError> {
-    let mut all = vec![
-        format!("SET LOCAL lock_timeout = '{}ms'", policy.timeout_ms(mode)),
-        format!(
-            "SET LOCAL statement_timeout = '{}ms'",
-            policy.statement_ms()
-        ),
-    ];
+    let mut all = txn_settings(mode, policy).to_vec();
     all.extend(statements.iter().cloned());
     retry_on_lock_timeout(policy, || in_txn(client, &all))
         .await
@@ -261,21 +276,12 @@ pub async fn run_txn_locked(
     statements: &[String],
     policy: &LockPolicy,
 ) -> Result<LockStats, RetryError> {
-    let wait = format!(
-        "SET LOCAL lock_timeout = '{}ms'",
-        policy.timeout_ms(LockMode::Brief)
-    );
+    let [wait, statement_timeout] = txn_settings(LockMode::Brief, policy);
     let grab = format!("SET LOCAL lock_timeout = '{}ms'", GRAB.as_millis());
     let first = std::sync::atomic::AtomicUsize::new(0);
     retry_on_lock_timeout(policy, || {
         let f = first.load(std::sync::atomic::Ordering::Relaxed);
-        let mut all = vec![
-            wait.clone(),
-            format!(
-                "SET LOCAL statement_timeout = '{}ms'",
-                policy.statement_ms()
-            ),
-        ];
+        let mut all = vec![wait.clone(), statement_timeout.clone()];
         // Which of `all` takes which lock.
         let mut lock_at: Vec<(usize, usize)> = Vec::new();
         if !locks.is_empty() {
@@ -293,26 +299,14 @@ pub async fn run_txn_locked(
         all.extend(statements.iter().cloned());
         let first = &first;
         async move {
-            let r = async {
-                exec(client, "BEGIN").await.map_err(|e| (usize::MAX, e))?;
-                for (i, s) in all.iter().enumerate() {
-                    exec(client, s).await.map_err(|e| (i, e))?;
-                }
-                exec(client, "COMMIT").await.map_err(|e| (usize::MAX, e))
-            }
-            .await;
-            match r {
-                Ok(()) => Ok(()),
-                Err((at, e)) => {
-                    let _ = exec(client, "ROLLBACK").await;
-                    if is_lock_timeout(&e) {
-                        if let Some((_, l)) = lock_at.iter().find(|(i, _)| *i == at) {
-                            first.store(*l, std::sync::atomic::Ordering::Relaxed);
-                        }
+            in_txn_at(client, &all).await.map_err(|(at, e)| {
+                if is_lock_timeout(&e) {
+                    if let Some((_, l)) = lock_at.iter().find(|(i, _)| Some(*i) == at) {
+                        first.store(*l, std::sync::atomic::Ordering::Relaxed);
                     }
-                    Err(e)
                 }
-            }
+                e
+            })
         }
     })
     .await

@@ -107,9 +107,17 @@ pub fn merge<'a>(locks: impl IntoIterator<Item = &'a Lock>) -> Vec<Lock> {
     out
 }
 
+/// `t` at `mode` and the sequences its columns own: what Citus takes when
+/// it takes a table over.
+pub fn table_and_sequences(cat: &Catalog, t: &QName, mode: Mode) -> Vec<Lock> {
+    let mut l = vec![Lock::table(t, mode)];
+    l.extend(owned_sequences(cat, t));
+    l
+}
+
 /// The sequences `t`'s columns own (serial columns; identity columns are
 /// part of the table), which Citus alters when it takes `t` over.
-pub fn owned_sequences(cat: &Catalog, t: &QName) -> Vec<Lock> {
+fn owned_sequences(cat: &Catalog, t: &QName) -> Vec<Lock> {
     let Some(tt) = cat.table(t) else {
         return Vec::new();
     };

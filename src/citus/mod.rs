@@ -139,9 +139,7 @@ impl WriteSample {
     pub fn wrote(&self, t: &QName) -> bool {
         self.tables.contains(&t.to_string()) || self.locked.contains(t)
     }
-}
 
-impl WriteSample {
     pub fn any(&self) -> bool {
         self.rows_written > 0 || self.open_writers > 0
     }
@@ -787,8 +785,7 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
     };
     let taking_over = |t: &QName, mode: Mode| -> Vec<Lock> {
         let mut l = parents(cat, t, &placed_before(t));
-        l.push(Lock::table(t, mode));
-        l.extend(locks::owned_sequences(cat, t));
+        l.extend(locks::table_and_sequences(cat, t, mode));
         l
     };
     let create_ref = |t: &QName| Statement {
@@ -886,10 +883,8 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
                 // its keys are dropped, so its parents are not locked, and
                 // its local copy goes at once, TRUNCATE reaching no other
                 // table while no key points at it.
-                let mut l = vec![Lock::table(t, Mode::Exclusive)];
-                l.extend(locks::owned_sequences(cat, t));
                 let mut copy = distribute(t, false);
-                copy.locks = l;
+                copy.locks = locks::table_and_sequences(cat, t, Mode::Exclusive);
                 batches.push(Batch {
                     description: format!(
                         "distribute {t} (nothing writes it: copied, reads continue)"
@@ -916,15 +911,13 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
             // nextval inside it). Done here as our own transaction instead,
             // every lock it needs is taken first, never waiting for one
             // while holding another (run_txn_locked).
-            let mut l = vec![Lock::table(t, Mode::AccessExclusive)];
-            l.extend(locks::owned_sequences(cat, t));
             let s = vec![Statement {
                 sql: format!(
                     "SELECT citus_add_local_table_to_metadata({});",
                     literal(&t.sql())
                 ),
                 done: Done::InMetadata { table: t.clone() },
-                locks: l,
+                locks: locks::table_and_sequences(cat, t, Mode::AccessExclusive),
             }];
             batches.push(Batch {
                 description: format!("add {t} to Citus's metadata (brief lock)"),
