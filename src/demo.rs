@@ -419,7 +419,10 @@ async fn distribute_phase(
         opts,
         "== distribute on Citus (with the traffic running): the seed's next unit",
     );
-    let client = t.connect().await?;
+    let client = t
+        .with_application_name(citus::APPLICATION_NAME)
+        .connect()
+        .await?;
     let cat = crate::catalog::Catalog::read(&client)
         .await
         .map_err(crate::db::DbError::ctx("cannot read the catalog"))?;
@@ -442,7 +445,7 @@ async fn distribute_phase(
     let from = Instant::now();
     let report = citus::distribute_in_chosen_mode(
         &session,
-        &t.display(),
+        t,
         &analysis,
         &cat,
         &mut citus::DistributeOptions::default(),

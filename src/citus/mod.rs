@@ -21,6 +21,11 @@ use crate::sql::{ident, literal};
 pub mod locks;
 pub mod scale;
 pub mod state;
+pub mod wake;
+
+/// The `application_name` of the session that distributes (the signals
+/// count the application's waits on its locks by it).
+pub const APPLICATION_NAME: &str = "shardready-distribute";
 
 use locks::{Lock, Mode};
 
@@ -373,6 +378,13 @@ impl Batch {
     /// What its statements lock, as one set, taken before the first.
     pub fn locks(&self) -> Vec<Lock> {
         locks::merge(self.statements.iter().flat_map(|s| &s.locks))
+    }
+
+    /// Whether it calls create_distributed_table_concurrently.
+    pub fn concurrent(&self) -> bool {
+        self.statements
+            .iter()
+            .any(|s| s.sql.contains("create_distributed_table_concurrently"))
     }
 }
 
@@ -1287,6 +1299,9 @@ pub struct DistributeReport {
     /// Shards the tenant root has now, as Citus counts them (isolating a
     /// tenant adds some to the planned count).
     pub root_shards: Option<i64>,
+    /// Times Citus's catch-up check was woken rather than left to its
+    /// one-second poll (a concurrent distribution; [`wake`]).
+    pub catch_up_wakes: u64,
 }
 
 /// A table's row count before and after it was distributed.
@@ -1395,11 +1410,36 @@ async fn run_batch(
     }
 }
 
+/// Runs the plan's batches in order ([`run_batch`]); a key that cannot be
+/// validated because rows lack their parent is reported as
+/// [`CitusError::Orphans`].
+async fn run_batches(
+    client: &Session,
+    cat: &Catalog,
+    plan: &DistributionPlan,
+    tables: &BTreeSet<QName>,
+    policy: &LockPolicy,
+    progress: &dyn Fn(&str),
+) -> Result<(), CitusError> {
+    for (i, b) in plan.batches.iter().enumerate() {
+        let r = run_batch(client, b, &plan.batches[i + 1..], tables, policy, progress).await;
+        if let Err(CitusError::Db(e)) = &r {
+            if e.source.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) {
+                if let Some(o) = orphans(client, cat, b).await {
+                    return Err(o);
+                }
+            }
+        }
+        r?;
+    }
+    Ok(())
+}
+
 /// Chooses the mode ([`choose_mode`], recorded in `opts`), says it, and
 /// distributes ([`distribute`]).
 pub async fn distribute_in_chosen_mode(
     client: &Session,
-    target: &str,
+    target: &crate::conn::Target,
     analysis: &Analysis,
     cat: &Catalog,
     opts: &mut DistributeOptions,
@@ -1425,13 +1465,13 @@ pub fn blockers(analysis: &Analysis) -> Vec<String> {
 /// Refuses on blockers, runs the plan, verifies the result.
 pub async fn distribute(
     client: &Session,
-    target: &str,
+    target: &crate::conn::Target,
     analysis: &Analysis,
     cat: &Catalog,
     opts: &DistributeOptions,
     progress: &dyn Fn(&str),
 ) -> Result<DistributeReport, CitusError> {
-    let workers = check_coordinator(client, target).await?;
+    let workers = check_coordinator(client, &target.display()).await?;
     let plan = plan(analysis, cat, opts);
     preflight(client, opts, cat, &plan.distributed).await?;
     let blockers = blockers(analysis);
@@ -1513,25 +1553,28 @@ pub async fn distribute(
         max_attempts: None,
         statement_timeout: opts.statement_timeout,
     };
-    for (i, b) in plan.batches.iter().enumerate() {
-        let r = run_batch(
-            client,
-            b,
-            &plan.batches[i + 1..],
-            &tables,
-            &policy,
-            progress,
-        )
-        .await;
-        if let Err(CitusError::Db(e)) = &r {
-            if e.source.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) {
-                if let Some(o) = orphans(client, cat, b).await {
-                    return Err(o);
-                }
+    // create_distributed_table_concurrently's switch holds the table's
+    // writes while Citus checks, once a second, that its replication caught
+    // up: woken, it checks again within milliseconds (wake.rs).
+    let waker = if plan.batches.iter().any(|b| b.concurrent()) {
+        match wake::start(target, client).await {
+            Ok(w) => Some(w),
+            Err(e) => {
+                progress(&format!(
+                    "cannot open a second connection to wake Citus's catch-up checks ({e}):                      each table's switch may hold its writes about a second"
+                ));
+                None
             }
         }
-        r?;
-    }
+    } else {
+        None
+    };
+    let ran = run_batches(client, cat, &plan, &tables, &policy, progress).await;
+    let catch_up_wakes = match waker {
+        Some(w) => w.stop(client).await,
+        None => 0,
+    };
+    ran?;
     // Verify: types, colocation, counts, routing, every key back.
     let mut problems = Vec::new();
     let live = state::Live::read(client, &tables).await?;
@@ -1641,6 +1684,7 @@ pub async fn distribute(
         workload: None,
         signals: None,
         root_shards,
+        catch_up_wakes,
     })
 }
 

@@ -27,7 +27,10 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
     let mut aopts = a.analysis.options();
     aopts.catalog_only = false;
     runtime()?.block_on(async {
-        let client = target.connect().await?;
+        let client = target
+            .with_application_name(citus::APPLICATION_NAME)
+            .connect()
+            .await?;
         // Keys an interrupted distribute dropped are planned (and analyzed)
         // as they were: the rerun re-adds them.
         if !a.dry_run {
@@ -81,7 +84,7 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
         .ok();
         let result = citus::distribute_in_chosen_mode(
             &session,
-            &target.display(),
+            &target,
             &analysis,
             &cat,
             &mut opts,

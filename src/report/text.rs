@@ -580,6 +580,14 @@ pub fn distribution(report: &crate::citus::DistributeReport) -> String {
         );
     }
     out.push_str("  a tenant-scoped query routes to one shard\n");
+    if report.catch_up_wakes > 0 {
+        let _ = writeln!(
+            out,
+            "  Citus's catch-up checks woken {} time(s), so each concurrent switch held writes \
+             only until its replication caught up, not for Citus's one-second poll",
+            report.catch_up_wakes
+        );
+    }
     out
 }
 
