@@ -44,9 +44,51 @@ pub fn literal(value: &str) -> String {
     out
 }
 
+/// `FROM child c WHERE … NOT EXISTS (parent p …)`: the rows of `child`
+/// (qualified SQL) a foreign key from `columns` to `parent`'s `ref_columns`
+/// rejects — every column set (MATCH SIMPLE leaves a row with a NULL alone)
+/// and no parent row with those values. The caller chooses what to select
+/// of `c`.
+pub fn rows_without_parent(
+    child: &str,
+    columns: &[String],
+    parent: &str,
+    ref_columns: &[String],
+) -> String {
+    let set: Vec<String> = columns
+        .iter()
+        .map(|c| format!("c.{} IS NOT NULL", ident(c)))
+        .collect();
+    let matches: Vec<String> = columns
+        .iter()
+        .zip(ref_columns)
+        .map(|(c, r)| format!("p.{} = c.{}", ident(r), ident(c)))
+        .collect();
+    format!(
+        "FROM {child} c WHERE {} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {})",
+        set.join(" AND "),
+        matches.join(" AND ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_without_parent_match_every_key_column() {
+        assert_eq!(
+            rows_without_parent(
+                "\"public\".\"line_items\"",
+                &["store_id".into(), "order_id".into()],
+                "\"public\".\"orders\"",
+                &["store_id".into(), "id".into()],
+            ),
+            "FROM \"public\".\"line_items\" c WHERE c.\"store_id\" IS NOT NULL AND c.\"order_id\" \
+             IS NOT NULL AND NOT EXISTS (SELECT 1 FROM \"public\".\"orders\" p WHERE p.\"store_id\" = \
+             c.\"store_id\" AND p.\"id\" = c.\"order_id\")"
+        );
+    }
 
     #[test]
     fn quotes_identifiers() {

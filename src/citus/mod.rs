@@ -1220,29 +1220,16 @@ async fn orphans(client: &Client, cat: &Catalog, b: &Batch) -> Option<CitusError
         .foreign_keys
         .iter()
         .find(|f| &f.name == name)?;
-    let on: Vec<String> = fk
-        .columns
-        .iter()
-        .zip(&fk.ref_columns)
-        .map(|(c, r)| format!("p.{} = c.{}", ident(r), ident(c)))
-        .collect();
-    let set: Vec<String> = fk
-        .columns
-        .iter()
-        .map(|c| format!("c.{} IS NOT NULL", ident(c)))
-        .collect();
     let cols: Vec<String> = fk
         .columns
         .iter()
         .map(|c| format!("c.{}", ident(c)))
         .collect();
-    let from = format!(
-        "FROM {} c LEFT JOIN {} p ON {} WHERE {} AND p.{} IS NULL",
-        table.sql(),
-        fk.ref_table.sql(),
-        on.join(" AND "),
-        set.join(" AND "),
-        ident(&fk.ref_columns[0])
+    let from = crate::sql::rows_without_parent(
+        &table.sql(),
+        &fk.columns,
+        &fk.ref_table.sql(),
+        &fk.ref_columns,
     );
     let count: i64 = client
         .query_one(&format!("SELECT count(*) {from}"), &[])

@@ -75,30 +75,20 @@ impl TenantForeignKey {
     /// row with a NULL alone) and no row of the referenced table with those
     /// values. Reads only: it never blocks the application.
     pub fn violations_sql(&self) -> String {
-        let set: Vec<String> = self
-            .columns
-            .iter()
-            .map(|c| format!("c.{} IS NOT NULL", ident(c)))
-            .collect();
-        let matches: Vec<String> = self
-            .columns
-            .iter()
-            .zip(&self.ref_columns)
-            .map(|(c, rc)| format!("r.{} = c.{}", ident(rc), ident(c)))
-            .collect();
         let values: Vec<String> = self
             .columns
             .iter()
             .map(|c| format!("c.{}::text", ident(c)))
             .collect();
         format!(
-            "SELECT DISTINCT '(' || concat_ws(', ', {values}) || ')' FROM {t} c \
-             WHERE {set} AND NOT EXISTS (SELECT 1 FROM {r} r WHERE {matches}) LIMIT 5",
-            values = values.join(", "),
-            t = self.table.sql(),
-            set = set.join(" AND "),
-            r = self.ref_table.sql(),
-            matches = matches.join(" AND "),
+            "SELECT DISTINCT '(' || concat_ws(', ', {}) || ')' {} LIMIT 5",
+            values.join(", "),
+            crate::sql::rows_without_parent(
+                &self.table.sql(),
+                &self.columns,
+                &self.ref_table.sql(),
+                &self.ref_columns
+            )
         )
     }
 }
