@@ -1548,7 +1548,8 @@ pub async fn distribute(
             Ok(w) => Some(w),
             Err(e) => {
                 progress(&format!(
-                    "cannot open a second connection to wake Citus's catch-up checks ({e}):                      each table's switch may hold its writes about a second"
+                    "cannot open a second connection to wake Citus's catch-up checks ({e}): \
+                     each table's switch may hold its writes about a second"
                 ));
                 None
             }

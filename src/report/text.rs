@@ -583,8 +583,8 @@ pub fn distribution(report: &crate::citus::DistributeReport) -> String {
     if report.catch_up_wakes > 0 {
         let _ = writeln!(
             out,
-            "  Citus's catch-up checks woken {} time(s), so each concurrent switch held writes \
-             only until its replication caught up, not for Citus's one-second poll",
+            "  Citus's catch-up checks woken {} time(s) while it waited, rather than left to its \
+             one-second poll (at a concurrent switch, writes wait for that check)",
             report.catch_up_wakes
         );
     }
