@@ -21,7 +21,6 @@ use crate::sql::{ident, literal};
 pub mod locks;
 pub mod scale;
 pub mod state;
-pub mod wake;
 
 /// The `application_name` of the session that distributes (the signals
 /// count the application's waits on its locks by it).
@@ -378,13 +377,6 @@ impl Batch {
     /// What its statements lock, as one set, taken before the first.
     pub fn locks(&self) -> Vec<Lock> {
         locks::merge(self.statements.iter().flat_map(|s| &s.locks))
-    }
-
-    /// Whether it calls create_distributed_table_concurrently.
-    pub fn concurrent(&self) -> bool {
-        self.statements
-            .iter()
-            .any(|s| s.sql.contains("create_distributed_table_concurrently"))
     }
 }
 
@@ -1286,9 +1278,6 @@ pub struct DistributeReport {
     /// Shards the tenant root has now, as Citus counts them (isolating a
     /// tenant adds some to the planned count).
     pub root_shards: Option<i64>,
-    /// Times Citus's catch-up check was woken rather than left to its
-    /// one-second poll (a concurrent distribution; [`wake`]).
-    pub catch_up_wakes: u64,
 }
 
 /// A table's row count before and after it was distributed.
@@ -1540,29 +1529,7 @@ pub async fn distribute(
         max_attempts: None,
         statement_timeout: opts.statement_timeout,
     };
-    // create_distributed_table_concurrently's switch holds the table's
-    // writes while Citus checks, once a second, that its replication caught
-    // up: woken, it checks again within milliseconds (wake.rs).
-    let waker = if plan.batches.iter().any(|b| b.concurrent()) {
-        match wake::start(target, client).await {
-            Ok(w) => Some(w),
-            Err(e) => {
-                progress(&format!(
-                    "cannot open a second connection to wake Citus's catch-up checks ({e}): \
-                     each table's switch may hold its writes about a second"
-                ));
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let ran = run_batches(client, cat, &plan, &tables, &policy, progress).await;
-    let catch_up_wakes = match waker {
-        Some(w) => w.stop(client).await,
-        None => 0,
-    };
-    ran?;
+    run_batches(client, cat, &plan, &tables, &policy, progress).await?;
     // Verify: types, colocation, counts, routing, every key back.
     let mut problems = Vec::new();
     let live = state::Live::read(client, &tables).await?;
@@ -1672,7 +1639,6 @@ pub async fn distribute(
         workload: None,
         signals: None,
         root_shards,
-        catch_up_wakes,
     })
 }
 

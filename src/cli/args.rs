@@ -244,9 +244,6 @@ in one transaction in sequential mode, so no relationship is ever unenforced.
 Each transaction takes the locks its statements need before the first (listed
 with --dry-run), never waiting for one while it holds another: no lock cycle
 with the application for a deadlock detector to cancel the application for.
-At each concurrent switch, where Citus holds the table's writes until its
-replication caught up, its check is woken at once (LISTEN/NOTIFY from a second
-connection) instead of waiting for Citus's one-second poll.
 
 Run it again after any failure or kill: every foreign key it drops is saved in
 shardready.distribute_fk first, and each statement checks whether it already

@@ -580,14 +580,6 @@ pub fn distribution(report: &crate::citus::DistributeReport) -> String {
         );
     }
     out.push_str("  a tenant-scoped query routes to one shard\n");
-    if report.catch_up_wakes > 0 {
-        let _ = writeln!(
-            out,
-            "  Citus's catch-up checks woken {} time(s) while it waited, rather than left to its \
-             one-second poll (at a concurrent switch, writes wait for that check)",
-            report.catch_up_wakes
-        );
-    }
     out
 }
 
