@@ -745,3 +745,166 @@ async fn rows_without_a_parent_are_named_and_a_rerun_validates_after_the_repair(
     assert!(out.status.success(), "{err}");
     assert!(err.contains("already distributed"), "{err}");
 }
+
+/// True once `sql` (one boolean) is; panics after `limit` saying `what`.
+async fn wait_until(c: &tokio_postgres::Client, sql: &str, limit: std::time::Duration, what: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        if c.query_one(sql, &[]).await.unwrap().get::<_, bool>(0) {
+            return;
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// A write the application commits asynchronously (`synchronous_commit =
+/// off`) just before Citus blocks a table's writes at the end of
+/// `create_distributed_table_concurrently` lies beyond the WAL position
+/// Citus waits for; without the switch guard it stays in the old shard and
+/// is lost. The WAL writer here sleeps 10 s, so the commit is still in the
+/// WAL buffers when Citus reads its position: the loss is certain without
+/// the guard, not a matter of timing. With it, every committed row is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_committed_asynchronously_just_before_the_switch_is_kept() {
+    let test = "a_write_committed_asynchronously_just_before_the_switch_is_kept";
+    let settings = vec![
+        ("wal_writer_delay".to_string(), "10s".to_string()),
+        ("wal_writer_flush_after".to_string(), "0".to_string()),
+    ];
+    let Some((c, t)) = common::citus_single(test, 0, settings) else {
+        return;
+    };
+    let url = c.url();
+    let admin = t.connect().await.unwrap();
+    shardready::db::exec_script(
+        &admin,
+        "CREATE TABLE accounts (account_id bigint PRIMARY KEY, name text);
+         CREATE TABLE projects (account_id bigint NOT NULL REFERENCES accounts,
+                                id bigint, PRIMARY KEY (account_id, id));
+         INSERT INTO accounts SELECT g, 'a' || g FROM generate_series(1, 50) g;
+         INSERT INTO projects SELECT 1 + g % 50, g FROM generate_series(1, 500) g;",
+    )
+    .await
+    .unwrap();
+    // The application: a new account every 20 ms, committed asynchronously;
+    // the ids it saw committed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let t = t.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let app = t.connect().await.unwrap();
+            app.batch_execute("SET synchronous_commit = off")
+                .await
+                .unwrap();
+            let mut committed = Vec::new();
+            let mut id = 1_000i64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                id += 1;
+                let r = app
+                    .execute("INSERT INTO accounts VALUES ($1, 'new')", &[&id])
+                    .await;
+                assert!(r.is_ok(), "the application's write failed: {r:?}");
+                committed.push(id);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            committed
+        })
+    };
+    let child = common::shardready()
+        .args([
+            "distribute",
+            "--concurrently",
+            "--format",
+            "json",
+            "--db",
+            &url,
+        ])
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once accounts is being copied and replicated (its subscription made:
+    // the slot's snapshot no longer waits for open transactions), a write
+    // stays open across Citus's block and commits asynchronously inside it.
+    let limit = std::time::Duration::from_secs(120);
+    wait_until(
+        &admin,
+        "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'shardready-distribute' \
+         AND query LIKE '%create_distributed_table_concurrently(''\"public\".\"accounts\"''%') \
+         AND EXISTS (SELECT FROM pg_subscription WHERE subname LIKE 'citus_shard_split_subscription_%')",
+        limit,
+        "accounts distributed concurrently",
+    )
+    .await;
+    let late = t.connect().await.unwrap();
+    late.batch_execute("SET synchronous_commit = off")
+        .await
+        .unwrap();
+    late.batch_execute("BEGIN").await.unwrap();
+    late.execute("INSERT INTO accounts VALUES (-1, 'late')", &[])
+        .await
+        .unwrap();
+    wait_until(
+        &admin,
+        "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'shardready-distribute' \
+         AND wait_event_type = 'Lock' AND wait_event = 'advisory')",
+        limit,
+        "Citus blocks the writes of accounts",
+    )
+    .await;
+    // Long enough for the guard (which looks every 5 ms) to see Citus wait
+    // while this write is still inside.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    late.batch_execute("COMMIT").await.unwrap();
+    let out = child.wait_with_output().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let committed = writer.await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kind: String = admin
+        .query_one(
+            "SELECT citus_table_type FROM citus_tables WHERE table_name = 'accounts'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kind, "distributed");
+    let late_kept: i64 = admin
+        .query_one("SELECT count(*) FROM accounts WHERE account_id = -1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(late_kept, 1, "the write committed inside the block is kept");
+    let present: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM accounts WHERE account_id = ANY($1)",
+            &[&committed],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(committed.len() > 10, "{}", committed.len());
+    assert_eq!(
+        present,
+        committed.len() as i64,
+        "every committed write is there"
+    );
+    // The guard says what it did: it saw Citus wait and waited for the
+    // write still inside.
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let g = v["switch_guards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["table"] == "accounts")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(g["switched"], true, "{g}");
+    assert!(g["writers_waited_for"].as_i64().unwrap() >= 1, "{g}");
+}

@@ -18,6 +18,7 @@ use crate::catalog::{Catalog, ForeignKey, QName};
 use crate::db::{DbError, LockPolicy, RetryError, Session};
 use crate::sql::{ident, literal};
 
+pub mod guard;
 pub mod locks;
 pub mod scale;
 pub mod state;
@@ -73,6 +74,12 @@ pub enum CitusError {
         count: i64,
         list: String,
     },
+    #[error(
+        "cannot guard the switch of {table} against losing writes the application commits \
+         asynchronously ({why}). Rerun: a finished step is not repeated; or distribute with \
+         --blocking, which copies without logical replication"
+    )]
+    Unguarded { table: QName, why: String },
     #[error("nothing was changed: the cluster lacks what this needs:\n  {}", .0.join("\n  "))]
     Prerequisites(Vec<String>),
     #[error(
@@ -404,6 +411,10 @@ pub struct Statement {
     /// What it locks on the application's tables and sequences: its batch
     /// takes these first ([`crate::db::run_txn_locked`]).
     pub locks: Vec<Lock>,
+    /// The table whose concurrent switch it makes: run under the commit
+    /// guard ([`guard`]), so no asynchronously committed write is left
+    /// behind in the old shard.
+    pub guard: Option<QName>,
 }
 
 /// When a statement has already taken effect.
@@ -544,6 +555,7 @@ fn repeatable(sql: String) -> Statement {
         sql,
         done: Done::Repeatable,
         locks: Vec::new(),
+        guard: None,
     }
 }
 
@@ -622,6 +634,7 @@ fn fk_add(table: &QName, fk: &ForeignKey, not_valid: bool) -> Statement {
             validated: false,
         },
         locks: both(table, fk, Mode::ShareRowExclusive),
+        guard: None,
     }
 }
 
@@ -646,6 +659,7 @@ fn fk_drop(table: &QName, fk: &ForeignKey) -> Statement {
             name: fk.name.clone(),
         },
         locks: both(table, fk, Mode::AccessExclusive),
+        guard: None,
     }
 }
 
@@ -663,6 +677,7 @@ fn fk_validate(table: &QName, fk: &ForeignKey) -> Statement {
         },
         // SHARE UPDATE EXCLUSIVE: the application's writes go on.
         locks: Vec::new(),
+        guard: None,
     }
 }
 
@@ -799,6 +814,7 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
             kind: "reference",
         },
         locks: taking_over(t, Mode::Exclusive),
+        guard: None,
     };
     let distribute = |t: &QName, concurrent: bool| {
         let f = if concurrent {
@@ -832,6 +848,9 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
             } else {
                 taking_over(t, Mode::Exclusive)
             },
+            // Its switch reads a WAL position that asynchronous commits
+            // can lie beyond (guard.rs).
+            guard: concurrent.then(|| t.clone()),
         }
     };
     let truncate = |t: &QName| Statement {
@@ -845,6 +864,7 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
             .iter()
             .map(|x| Lock::table(x, Mode::AccessExclusive))
             .collect(),
+        guard: None,
     };
     let mut batches = Vec::new();
     let trap = !into_reference.is_empty() && !reference.is_empty();
@@ -922,6 +942,7 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
                 ),
                 done: Done::InMetadata { table: t.clone() },
                 locks: locks::table_and_sequences(cat, t, Mode::AccessExclusive),
+                guard: None,
             }];
             batches.push(Batch {
                 description: format!("add {t} to Citus's metadata (brief lock)"),
@@ -1278,6 +1299,8 @@ pub struct DistributeReport {
     /// Shards the tenant root has now, as Citus counts them (isolating a
     /// tenant adds some to the planned count).
     pub root_shards: Option<i64>,
+    /// The commit guard at each concurrent switch ([`guard`]).
+    pub switch_guards: Vec<guard::GuardReport>,
 }
 
 /// A table's row count before and after it was distributed.
@@ -1312,8 +1335,11 @@ pub async fn lock(client: Client) -> Result<Session, CitusError> {
 /// or Citus's distributed detector cancelling our side) rolls the batch
 /// back; it is tried again for as long as the policy lets a lock be waited
 /// for.
+#[allow(clippy::too_many_arguments)]
 async fn run_batch(
     client: &Session,
+    target: &crate::conn::Target,
+    guards: &mut Vec<guard::GuardReport>,
     b: &Batch,
     rest: &[Batch],
     tables: &BTreeSet<QName>,
@@ -1362,7 +1388,43 @@ async fn run_batch(
         } else {
             let mut r = Ok(Default::default());
             for s in &todo {
+                let armed = match &s.guard {
+                    Some(t) => Some(guard::arm(target, t).await?),
+                    None => None,
+                };
                 r = client.run_bare(s, policy).await;
+                if let Some(g) = armed {
+                    let seen = g.finish().await;
+                    match seen {
+                        Ok(rep) => {
+                            if rep.switched {
+                                progress(&format!(
+                                    "  switch guard: Citus blocked {}'s writes; {} writer(s) \
+                                     still inside finished, WAL flushed{} before Citus read its \
+                                     position ({:.0} ms)",
+                                    rep.table,
+                                    rep.writers_waited_for,
+                                    rep.flushed_to
+                                        .as_deref()
+                                        .map(|l| format!(" to {l}"))
+                                        .unwrap_or_default(),
+                                    rep.held_ms
+                                ));
+                            } else if r.is_ok() {
+                                progress(&format!(
+                                    "  warning: the switch guard never saw Citus block {}'s \
+                                     writes (another lock in this Citus version?); a write \
+                                     committed asynchronously just before the switch may be \
+                                     missing from it",
+                                    rep.table
+                                ));
+                            }
+                            guards.push(rep);
+                        }
+                        Err(e) if r.is_ok() => return Err(e),
+                        Err(_) => {}
+                    }
+                }
                 if r.is_err() {
                     break;
                 }
@@ -1389,8 +1451,11 @@ async fn run_batch(
 /// Runs the plan's batches in order ([`run_batch`]); a key that cannot be
 /// validated because rows lack their parent is reported as
 /// [`CitusError::Orphans`].
+#[allow(clippy::too_many_arguments)]
 async fn run_batches(
     client: &Session,
+    target: &crate::conn::Target,
+    guards: &mut Vec<guard::GuardReport>,
     cat: &Catalog,
     plan: &DistributionPlan,
     tables: &BTreeSet<QName>,
@@ -1398,7 +1463,17 @@ async fn run_batches(
     progress: &dyn Fn(&str),
 ) -> Result<(), CitusError> {
     for (i, b) in plan.batches.iter().enumerate() {
-        let r = run_batch(client, b, &plan.batches[i + 1..], tables, policy, progress).await;
+        let r = run_batch(
+            client,
+            target,
+            guards,
+            b,
+            &plan.batches[i + 1..],
+            tables,
+            policy,
+            progress,
+        )
+        .await;
         if let Err(CitusError::Db(e)) = &r {
             if e.source.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) {
                 if let Some(o) = orphans(client, cat, b).await {
@@ -1529,7 +1604,18 @@ pub async fn distribute(
         max_attempts: None,
         statement_timeout: opts.statement_timeout,
     };
-    run_batches(client, cat, &plan, &tables, &policy, progress).await?;
+    let mut guards = Vec::new();
+    run_batches(
+        client,
+        target,
+        &mut guards,
+        cat,
+        &plan,
+        &tables,
+        &policy,
+        progress,
+    )
+    .await?;
     // Verify: types, colocation, counts, routing, every key back.
     let mut problems = Vec::new();
     let live = state::Live::read(client, &tables).await?;
@@ -1639,6 +1725,7 @@ pub async fn distribute(
         workload: None,
         signals: None,
         root_shards,
+        switch_guards: guards,
     })
 }
 
@@ -2078,6 +2165,7 @@ mod tests {
                         kind: "distributed",
                     },
                     locks: Vec::new(),
+                    guard: None,
                 },
                 fk_add(&t, &fk, false),
             ],
