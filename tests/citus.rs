@@ -129,6 +129,18 @@ async fn distribute_tailspin_under_traffic(
         );
     }
     assert!(v["routing"].as_str().unwrap().contains("Task Count: 1"));
+    // Every concurrent switch ran under the commit guard, which saw Citus
+    // block the table's writes.
+    let guards = v["switch_guards"].as_array().unwrap();
+    assert_eq!(
+        !guards.is_empty(),
+        v["plan"]["concurrently"] == true,
+        "{}",
+        v["switch_guards"]
+    );
+    for g in guards {
+        assert_eq!(g["switched"], true, "{g}");
+    }
     // The database's own signals were sampled beside it, after a baseline.
     let sig = &v["signals"];
     assert!(

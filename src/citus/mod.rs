@@ -1399,9 +1399,9 @@ async fn run_batch(
                         Ok(rep) => {
                             if rep.switched {
                                 progress(&format!(
-                                    "  switch guard: Citus blocked {}'s writes; {} writer(s) \
-                                     still inside finished, WAL flushed{} before Citus read its \
-                                     position ({:.0} ms)",
+                                    "  commit guard: Citus blocked the writes of {}; after the \
+                                     {} write(s) still inside, the WAL was flushed{} before \
+                                     Citus read its position ({:.0} ms)",
                                     rep.table,
                                     rep.writers_waited_for,
                                     rep.flushed_to
@@ -1412,8 +1412,8 @@ async fn run_batch(
                                 ));
                             } else if r.is_ok() {
                                 progress(&format!(
-                                    "  warning: the switch guard never saw Citus block {}'s \
-                                     writes (another lock in this Citus version?); a write \
+                                    "  warning: the commit guard never saw Citus block the \
+                                     writes of {} (another lock in this Citus version?); a write \
                                      committed asynchronously just before the switch may be \
                                      missing from it",
                                     rep.table

@@ -345,9 +345,12 @@ pub(crate) struct DistributeArgs {
     /// table at a time, outside transactions; FKs dropped and re-added NOT
     /// VALID + VALIDATE). A small table nothing writes (64 MB or less) is
     /// still copied with create_distributed_table: no write waits and no
-    /// read fails at a concurrent switch (citusdata/citus#6360). Default:
-    /// chosen by watching the tables for 3 s — concurrently when the
-    /// application writes to them.
+    /// read fails at a concurrent switch (citusdata/citus#6360). Each
+    /// switch runs under a commit guard (a second connection, named
+    /// shardready-switch-guard) so that no write committed with
+    /// synchronous_commit = off just before it is left in the old shard.
+    /// Default: chosen by watching the tables for 3 s — concurrently when
+    /// the application writes to them.
     #[arg(long, conflicts_with = "blocking")]
     pub(crate) concurrently: bool,
     /// Use create_distributed_table even if the application writes: the
