@@ -46,6 +46,9 @@ const POLL: Duration = Duration::from_millis(5);
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct GuardReport {
     pub table: String,
+    /// The tenant split off, for an isolation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// Whether Citus reached the switch while the guard held the lock (a
     /// call that failed earlier never does).
     pub switched: bool,
@@ -66,26 +69,57 @@ pub struct Guard {
     task: JoinHandle<Result<GuardReport, CitusError>>,
 }
 
-/// The shards whose writes Citus blocks at `table`'s switch: the table's
-/// own and its partitions' (it must already be in Citus's metadata).
-async fn shards(client: &Client, table: &QName) -> Result<Vec<i64>, CitusError> {
-    let t = literal(&table.sql());
-    let sql = format!(
-        "SELECT shardid FROM pg_catalog.pg_dist_shard WHERE logicalrelid = {t}::regclass \
-         OR logicalrelid IN (SELECT relid FROM pg_catalog.pg_partition_tree({t}::regclass)) \
-         ORDER BY shardid"
-    );
-    let rows = client
-        .query(&sql, &[])
-        .await
-        .map_err(db("cannot read the table's shards"))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+/// What a guarded call moves onto new shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Switch {
+    /// A table `create_distributed_table_concurrently` distributes (it is
+    /// a Citus local table by then).
+    Table(QName),
+    /// The shard of a tenant `isolate_tenant_to_new_shard` splits off, and
+    /// those colocated with it.
+    Tenant { table: QName, value: String },
 }
 
-/// Connects, takes the share lock on `table`'s shard metadata and returns
+impl Switch {
+    /// The table it is reported under.
+    pub fn table(&self) -> &QName {
+        match self {
+            Switch::Table(t) | Switch::Tenant { table: t, .. } => t,
+        }
+    }
+
+    /// The shards whose writes Citus blocks at the switch: the table's own
+    /// and its partitions', or the tenant's shard (its lock covers the
+    /// shards colocated with it).
+    async fn shards(&self, client: &Client) -> Result<Vec<i64>, CitusError> {
+        let sql = match self {
+            Switch::Table(table) => {
+                let t = literal(&table.sql());
+                format!(
+                    "SELECT shardid FROM pg_catalog.pg_dist_shard WHERE logicalrelid = {t}::regclass \
+                     OR logicalrelid IN (SELECT relid FROM pg_catalog.pg_partition_tree({t}::regclass)) \
+                     ORDER BY shardid"
+                )
+            }
+            Switch::Tenant { table, value } => format!(
+                "SELECT pg_catalog.get_shard_id_for_distribution_column({}, {})",
+                literal(&table.sql()),
+                literal(value)
+            ),
+        };
+        let rows = client
+            .query(&sql, &[])
+            .await
+            .map_err(db("cannot read the shards the switch moves"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+}
+
+/// Connects, takes the share lock on the switch's shard metadata and returns
 /// once it is held; the guard then waits, in the background, for Citus's
 /// block ([`Guard::finish`] ends it).
-pub async fn arm(target: &crate::conn::Target, table: &QName) -> Result<Guard, CitusError> {
+pub async fn arm(target: &crate::conn::Target, switch: &Switch) -> Result<Guard, CitusError> {
+    let table = switch.table();
     let refuse = |why: String| CitusError::Unguarded {
         table: table.clone(),
         why,
@@ -95,7 +129,7 @@ pub async fn arm(target: &crate::conn::Target, table: &QName) -> Result<Guard, C
         .connect()
         .await
         .map_err(|e| refuse(e.to_string()))?;
-    let ids = shards(&client, table).await?;
+    let ids = switch.shards(&client).await?;
     if ids.is_empty() {
         return Err(refuse("it has no shard in Citus's metadata yet".into()));
     }
@@ -112,8 +146,18 @@ pub async fn arm(target: &crate::conn::Target, table: &QName) -> Result<Guard, C
         .await
         .map_err(|e| refuse(crate::conn::error_text(&e)))?;
     let (stop, stopped) = oneshot::channel();
-    let name = table.to_string();
-    let task = tokio::spawn(async move { watch(client, name, stopped).await });
+    let report = GuardReport {
+        table: table.to_string(),
+        tenant: match switch {
+            Switch::Tenant { value, .. } => Some(value.clone()),
+            Switch::Table(_) => None,
+        },
+        switched: false,
+        writers_waited_for: 0,
+        held_ms: 0.0,
+        flushed_to: None,
+    };
+    let task = tokio::spawn(async move { watch(client, report, stopped).await });
     Ok(Guard {
         table: table.clone(),
         stop: Some(stop),
@@ -146,16 +190,9 @@ async fn lock_state(client: &Client) -> Result<(i64, i64), CitusError> {
 /// switch seen).
 async fn watch(
     client: Client,
-    table: String,
+    mut report: GuardReport,
     mut stopped: oneshot::Receiver<()>,
 ) -> Result<GuardReport, CitusError> {
-    let mut report = GuardReport {
-        table,
-        switched: false,
-        writers_waited_for: 0,
-        held_ms: 0.0,
-        flushed_to: None,
-    };
     loop {
         tokio::select! {
             _ = &mut stopped => {

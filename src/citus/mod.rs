@@ -414,7 +414,7 @@ pub struct Statement {
     /// The table whose concurrent switch it makes: run under the commit
     /// guard ([`guard`]), so no asynchronously committed write is left
     /// behind in the old shard.
-    pub guard: Option<QName>,
+    pub guard: Option<guard::Switch>,
 }
 
 /// When a statement has already taken effect.
@@ -850,7 +850,7 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
             },
             // Its switch reads a WAL position that asynchronous commits
             // can lie beyond (guard.rs).
-            guard: concurrent.then(|| t.clone()),
+            guard: concurrent.then(|| guard::Switch::Table(t.clone())),
         }
     };
     let truncate = |t: &QName| Statement {
@@ -1037,11 +1037,19 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
                         h.share * 100.0
                     ),
                     transaction: false,
-                    statements: vec![repeatable(format!(
-                        "SELECT isolate_tenant_to_new_shard({}, {}, cascade_option => 'CASCADE');",
-                        literal(&r.sql()),
-                        literal(&h.tenant)
-                    ))],
+                    statements: vec![Statement {
+                        // A split by logical replication, with the same
+                        // switch as a concurrent distribution (guard.rs).
+                        guard: Some(guard::Switch::Tenant {
+                            table: r.clone(),
+                            value: h.tenant.clone(),
+                        }),
+                        ..repeatable(format!(
+                            "SELECT isolate_tenant_to_new_shard({}, {}, cascade_option => 'CASCADE');",
+                            literal(&r.sql()),
+                            literal(&h.tenant)
+                        ))
+                    }],
                 });
             }
         }
