@@ -193,35 +193,26 @@ async fn watch(
     mut report: GuardReport,
     mut stopped: oneshot::Receiver<()>,
 ) -> Result<GuardReport, CitusError> {
+    // Once Citus waits, new writes queue behind its exclusive request;
+    // those already through finish (committing, or not) and let go.
+    let mut seen: Option<Instant> = None;
     loop {
+        let pause = if seen.is_some() { POLL / 2 } else { POLL };
         tokio::select! {
             _ = &mut stopped => {
                 let _ = client.batch_execute("ROLLBACK").await;
                 return Ok(report);
             }
-            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
         let (waiting, writers) = lock_state(&client).await?;
-        if waiting > 0 {
+        if seen.is_none() && waiting > 0 {
+            seen = Some(Instant::now());
             report.switched = true;
             report.writers_waited_for = writers;
-            break;
         }
-    }
-    let seen = Instant::now();
-    // New writes queue behind the waiting exclusive request; those already
-    // through finish (committing, or not) and let go.
-    loop {
-        let (_, writers) = lock_state(&client).await?;
-        if writers == 0 {
+        if seen.is_some() && writers == 0 {
             break;
-        }
-        tokio::select! {
-            _ = &mut stopped => {
-                let _ = client.batch_execute("ROLLBACK").await;
-                return Ok(report);
-            }
-            _ = tokio::time::sleep(POLL / 2) => {}
         }
     }
     // One WAL record and a synchronous commit: the flush reaches past every
@@ -241,7 +232,7 @@ async fn watch(
         .batch_execute("COMMIT")
         .await
         .map_err(db("the switch guard cannot commit"))?;
-    report.held_ms = seen.elapsed().as_secs_f64() * 1000.0;
+    report.held_ms = seen.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0);
     let lsn: Option<String> = client
         .query_one("SELECT pg_catalog.pg_current_wal_flush_lsn()::text", &[])
         .await
@@ -249,6 +240,35 @@ async fn watch(
         .map(|r| r.get(0));
     report.flushed_to = lsn;
     Ok(report)
+}
+
+impl GuardReport {
+    /// The progress line for it, once its call ended (`call_ok`: it
+    /// succeeded); none for a call that failed before its switch.
+    pub fn line(&self, call_ok: bool) -> Option<String> {
+        if self.switched {
+            Some(format!(
+                "  commit guard: Citus blocked the writes of {}; after the {} write(s) still \
+                 inside, the WAL was flushed{} before Citus read its position ({:.0} ms)",
+                self.table,
+                self.writers_waited_for,
+                self.flushed_to
+                    .as_deref()
+                    .map(|l| format!(" to {l}"))
+                    .unwrap_or_default(),
+                self.held_ms
+            ))
+        } else if call_ok {
+            Some(format!(
+                "  warning: the commit guard never saw Citus block the writes of {} (another \
+                 lock in this Citus version?); a write committed asynchronously just before the \
+                 switch may be missing from it",
+                self.table
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 impl Guard {

@@ -1402,30 +1402,10 @@ async fn run_batch(
                 };
                 r = client.run_bare(s, policy).await;
                 if let Some(g) = armed {
-                    let seen = g.finish().await;
-                    match seen {
+                    match g.finish().await {
                         Ok(rep) => {
-                            if rep.switched {
-                                progress(&format!(
-                                    "  commit guard: Citus blocked the writes of {}; after the \
-                                     {} write(s) still inside, the WAL was flushed{} before \
-                                     Citus read its position ({:.0} ms)",
-                                    rep.table,
-                                    rep.writers_waited_for,
-                                    rep.flushed_to
-                                        .as_deref()
-                                        .map(|l| format!(" to {l}"))
-                                        .unwrap_or_default(),
-                                    rep.held_ms
-                                ));
-                            } else if r.is_ok() {
-                                progress(&format!(
-                                    "  warning: the commit guard never saw Citus block the \
-                                     writes of {} (another lock in this Citus version?); a write \
-                                     committed asynchronously just before the switch may be \
-                                     missing from it",
-                                    rep.table
-                                ));
+                            if let Some(line) = rep.line(r.is_ok()) {
+                                progress(&line);
                             }
                             guards.push(rep);
                         }
