@@ -524,7 +524,7 @@ async fn scale_out_phase(
         (w, t0, phases),
         (
             "scale out to workers",
-            "citus_add_node + citus_rebalance_start (the next unit)",
+            "citus_add_node + shard moves under the commit guard (the next unit)",
         ),
         from,
         session,

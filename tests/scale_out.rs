@@ -125,6 +125,14 @@ async fn scale_out_under_traffic_drains_the_coordinator_and_loses_nothing() {
     assert!(felt["orders"].as_u64().unwrap() > 0, "{felt}");
     assert_eq!(felt["errors"].as_u64().unwrap(), 0, "{felt}");
     assert!(v["moves"].as_i64().unwrap() >= 8, "{}", v["moves"]);
+    // Each logical move switched under the commit guard.
+    let guards = v["switch_guards"].as_array().unwrap();
+    assert!(
+        guards.len() as i64 >= v["moves"].as_i64().unwrap()
+            && guards.iter().all(|g| g["switched"] == true),
+        "{}",
+        v["switch_guards"]
+    );
     assert_spread(&client, &v, &nodes).await;
     // Drained: the coordinator holds no shard of a distributed table.
     let coordinator = &v["after"][0];
@@ -174,7 +182,8 @@ async fn scale_out_killed_during_the_rebalance_finishes_on_rerun() {
     };
     let client = t.connect().await.unwrap();
     // Without --tune each logical move waits for the replication workers'
-    // 5 s retry interval: time to kill it in the middle.
+    // 5 s retry interval: time to kill it in the middle. The move in flight
+    // goes with it (the server notices the client gone within a second).
     let mut cmd = common::shardready();
     cmd.env("DATABASE_URL", c.url())
         .args(["scale-out", "--add"])
@@ -184,12 +193,14 @@ async fn scale_out_killed_during_the_rebalance_finishes_on_rerun() {
     let mut child = cmd.spawn().unwrap();
     let started = std::time::Instant::now();
     loop {
-        let done = common::scalar_i64(
+        // A shard group on a new node: a move finished.
+        let moved = common::scalar_i64(
             &client,
-            "SELECT count(*) FROM pg_dist_background_task WHERE status = 'done'",
+            "SELECT count(*) FROM citus_shards WHERE citus_table_type = 'distributed' \
+              AND nodeport <> current_setting('port')::int",
         )
         .await;
-        if done >= 1 {
+        if moved >= 1 {
             break;
         }
         assert!(
@@ -199,13 +210,8 @@ async fn scale_out_killed_during_the_rebalance_finishes_on_rerun() {
         assert!(child.try_wait().unwrap().is_none(), "scale-out ended early");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    child.kill().unwrap(); // SIGKILL
+    child.kill().unwrap(); // SIGKILL, most likely in the middle of the next move
     child.wait().unwrap();
-    // The harder case: the rebalance stopped too, half done.
-    client
-        .batch_execute("SELECT citus_rebalance_stop()")
-        .await
-        .unwrap();
     let st = json(&common::run_on(&c.url(), &["status", "--format", "json"]));
     assert_eq!(
         st["scale_out"]["phase"], "rebalancing",
@@ -312,6 +318,203 @@ async fn scale_out_refuses_missing_prerequisites_before_anything_changes() {
     assert!(st["scale_out"].is_null(), "{}", st["scale_out"]);
 }
 
+/// True once `sql` (one boolean) is; panics after two minutes saying
+/// `what` and what `log` (the command's standard error) holds.
+async fn wait_until(c: &tokio_postgres::Client, sql: &str, what: &str, log: &std::path::Path) {
+    let start = std::time::Instant::now();
+    loop {
+        if c.query_one(sql, &[]).await.unwrap().get::<_, bool>(0) {
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "{what}: not within 2 minutes; scale-out said:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// A logical shard move (like the copy of a reference table to a new
+/// node) ends like a concurrent distribution: Citus blocks
+/// the shard group's writes, reads the source's `pg_current_wal_lsn()` and
+/// waits for its subscription to reach it. A write committed
+/// asynchronously inside that block can lie beyond the position and be
+/// left behind on the old node; the WAL writer here sleeps 10 s, so it
+/// would be. Under the commit guard every committed row is there after the
+/// scale-out, the one committed inside the block included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_committed_asynchronously_during_a_move_is_kept() {
+    let test = "a_write_committed_asynchronously_during_a_move_is_kept";
+    let settings = vec![
+        ("wal_writer_delay".to_string(), "10s".to_string()),
+        ("wal_writer_flush_after".to_string(), "0".to_string()),
+    ];
+    let Some((c, t)) = common::citus_single(test, 1, settings) else {
+        return;
+    };
+    let admin = t.connect().await.unwrap();
+    shardready::db::exec_script(
+        &admin,
+        "CREATE TABLE plans (plan_id int PRIMARY KEY, name text);
+         INSERT INTO plans VALUES (1, 'free'), (2, 'paid');
+         SELECT create_reference_table('plans');
+         CREATE TABLE accounts (account_id bigint PRIMARY KEY, name text,
+                                plan_id int NOT NULL DEFAULT 1);
+         CREATE TABLE projects (account_id bigint NOT NULL REFERENCES accounts,
+                                id bigint, PRIMARY KEY (account_id, id));
+         SELECT create_distributed_table('accounts', 'account_id', shard_count := 4);
+         SELECT create_distributed_table('projects', 'account_id', colocate_with := 'accounts');
+         ALTER TABLE accounts ADD FOREIGN KEY (plan_id) REFERENCES plans;
+         INSERT INTO accounts SELECT g, 'a' || g FROM generate_series(1, 200) g;
+         INSERT INTO projects SELECT 1 + g % 200, g FROM generate_series(1, 2000) g;",
+    )
+    .await
+    .unwrap();
+    // The application: an account and a project every 20 ms, committed
+    // asynchronously; the ids it saw committed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let t = t.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let app = t.connect().await.unwrap();
+            app.batch_execute("SET synchronous_commit = off")
+                .await
+                .unwrap();
+            let mut committed = Vec::new();
+            let mut id = 1_000i64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                id += 1;
+                for sql in [
+                    "INSERT INTO accounts VALUES ($1, 'new')",
+                    "INSERT INTO projects VALUES ($1, $1)",
+                ] {
+                    let r = app.execute(sql, &[&id]).await;
+                    assert!(r.is_ok(), "the application's write failed: {r:?}");
+                }
+                committed.push(id);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            committed
+        })
+    };
+    let node = c.sandbox().node_addresses().remove(0);
+    let dir = common::temp_dir();
+    let log = dir.path().join("stderr");
+    let child = common::shardready()
+        .args(["scale-out", "--add", &node, "--tune", "--format", "json"])
+        .env("DATABASE_URL", c.url())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Once the first group of accounts is replicated (its slot made; the
+    // reference table's copy comes before), a write to it stays open across
+    // Citus's block and commits asynchronously inside it.
+    wait_until(
+        &admin,
+        "SELECT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name LIKE 'citus_shard_move_slot_%') \
+            AND EXISTS (SELECT FROM get_rebalance_progress() p \
+                          JOIN pg_dist_partition d ON d.logicalrelid = p.table_name \
+                         WHERE p.progress = 1 AND d.partmethod = 'h')",
+        "a shard group moving",
+        &log,
+    )
+    .await;
+    let late_id: i64 = admin
+        .query_one(
+            "SELECT g FROM generate_series(-100000::int8, -1) g, get_rebalance_progress() p \
+              JOIN pg_dist_shard s ON s.shardid = p.shardid \
+              JOIN pg_dist_shard a ON a.logicalrelid = 'accounts'::regclass \
+                   AND a.shardminvalue = s.shardminvalue \
+              WHERE p.progress = 1 AND get_shard_id_for_distribution_column('accounts', g) = a.shardid \
+              LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let late = t.connect().await.unwrap();
+    late.batch_execute("SET synchronous_commit = off")
+        .await
+        .unwrap();
+    late.batch_execute("BEGIN").await.unwrap();
+    late.execute("INSERT INTO accounts VALUES ($1, 'late')", &[&late_id])
+        .await
+        .unwrap();
+    wait_until(
+        &admin,
+        "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE query LIKE '%citus_move_shard_placement%' \
+            AND wait_event_type = 'Lock' AND wait_event = 'advisory' \
+            AND application_name <> 'shardready-switch-guard')",
+        "Citus blocks the group's writes",
+        &log,
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    late.batch_execute("COMMIT").await.unwrap();
+    let out = child.wait_with_output().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let committed = writer.await.unwrap();
+    eprintln!("{}", std::fs::read_to_string(&log).unwrap());
+    let v = json(&out);
+    assert_eq!(
+        common::scalar_i64(
+            &admin,
+            &format!("SELECT count(*) FROM accounts WHERE account_id = {late_id}")
+        )
+        .await,
+        1,
+        "the write committed inside the block is kept"
+    );
+    assert!(committed.len() > 10, "{}", committed.len());
+    for table in ["accounts", "projects"] {
+        let present: i64 = admin
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE account_id = ANY($1)"),
+                &[&committed],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            present,
+            committed.len() as i64,
+            "every committed write to {table} is there"
+        );
+    }
+    // The reference table was copied to the new node first, and each
+    // move's two shards, under the guard.
+    let guards = v["switch_guards"].as_array().unwrap();
+    let (copies, moves): (Vec<_>, Vec<_>) = guards.iter().partition(|g| g["table"] == "plans");
+    assert!(
+        copies.len() == 1
+            && moves.len() as i64 >= v["moves"].as_i64().unwrap()
+            && guards.iter().all(|g| g["switched"] == true)
+            && moves.iter().all(|g| g["shards"] == 2),
+        "{}",
+        v["switch_guards"]
+    );
+    assert_eq!(
+        common::scalar_i64(
+            &admin,
+            "SELECT count(*) FROM pg_dist_placement p JOIN pg_dist_shard s USING (shardid) \
+              WHERE s.logicalrelid = 'plans'::regclass",
+        )
+        .await,
+        2
+    );
+    assert!(
+        guards
+            .iter()
+            .any(|g| g["writers_waited_for"].as_i64().unwrap() >= 1
+                || g["held_ms"].as_f64().unwrap() >= 100.0),
+        "{}",
+        v["switch_guards"]
+    );
+}
+
 /// An application that suffers for a while, then recovers: each
 /// transaction slow until `calm_at`.
 struct Suffers {
@@ -356,6 +559,17 @@ async fn the_governor_stops_the_rebalance_while_the_application_suffers() {
     let session = shardready::citus::lock(t.connect().await.unwrap())
         .await
         .unwrap();
+    // The first move waits 12 s for this lock (a move takes the tables' ROW
+    // EXCLUSIVE): in flight when the governor first looks, after 5 s.
+    let holder = t.connect().await.unwrap();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE orders IN SHARE MODE")
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(12)).await;
+        holder.batch_execute("COMMIT").await.unwrap();
+    });
     let suffers = Suffers {
         calm_at: std::sync::Mutex::new(None),
     };
@@ -370,6 +584,7 @@ async fn the_governor_stops_the_rebalance_while_the_application_suffers() {
     )
     .await
     .unwrap();
+    release.await.unwrap();
     let lines = lines.into_inner().unwrap().join("\n");
     // Stopped once while it suffered, started again once calm, finished.
     assert_eq!(r.pauses.len(), 1, "{lines}");
@@ -379,12 +594,17 @@ async fn the_governor_stops_the_rebalance_while_the_application_suffers() {
             && lines.contains("calm again: starting the rebalance again"),
         "{lines}"
     );
-    let jobs = common::scalar_i64(
-        &session,
-        "SELECT count(*) FROM pg_dist_background_job WHERE job_type = 'rebalance'",
-    )
-    .await;
-    assert_eq!(jobs, 2, "{lines}");
+    // The move in flight when it stopped was cancelled and made again.
+    assert!(
+        lines.contains("the move in flight was cancelled"),
+        "{lines}"
+    );
+    assert!(r.moves >= 4, "{lines}");
+    assert!(
+        r.switch_guards.len() as i64 >= r.moves && r.switch_guards.iter().all(|g| g.switched),
+        "every move switched under the commit guard: {:?}",
+        r.switch_guards
+    );
     assert_eq!(
         common::scalar_i64(
             &session,

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_postgres::Client;
 
+use super::guard::{self, GuardReport};
 use super::{db, CitusError};
 use crate::apply::Pressure;
 use crate::conn::Target;
@@ -210,6 +211,9 @@ pub struct ScaleReport {
     /// When the rebalance started, on this run's time axis.
     pub rebalance_start_s: f64,
     pub pauses: Vec<Pause>,
+    /// The commit guard at each logical move's (and reference copy's)
+    /// switch.
+    pub switch_guards: Vec<GuardReport>,
     pub tuned: Vec<Tuned>,
     pub after: Vec<NodeShards>,
     pub counts: Vec<super::RowsBeforeAfter>,
@@ -235,7 +239,6 @@ const STATE_SQL: [&str; 2] = [
     pauses jsonb NOT NULL DEFAULT '[]',
     moves int8 NOT NULL DEFAULT 0,
     bytes int8 NOT NULL DEFAULT 0,
-    job_id int8,
     phase text NOT NULL,
     started_at timestamptz NOT NULL DEFAULT now(),
     finished_at timestamptz
@@ -253,7 +256,6 @@ pub struct Saved {
     pub pauses: Vec<Pause>,
     pub moves: i64,
     pub bytes: i64,
-    pub job_id: Option<i64>,
     /// `adding`, `rebalancing`, `verifying` or `done`.
     pub phase: String,
 }
@@ -274,7 +276,7 @@ async fn load(client: &Client) -> Result<Option<Saved>, CitusError> {
         .query_opt(
             "SELECT jsonb_build_object('nodes', nodes, 'drain', drain, 'mode', mode, \
              'counts', counts, 'tuned', tuned, 'pauses', pauses, 'moves', moves, \
-             'bytes', bytes, 'job_id', job_id, 'phase', phase) FROM shardready.scale_out",
+             'bytes', bytes, 'phase', phase) FROM shardready.scale_out",
             &[],
         )
         .await
@@ -294,12 +296,12 @@ async fn save(client: &Client, s: &Saved) -> Result<(), CitusError> {
     let mut statements: Vec<String> = STATE_SQL.iter().map(|s| s.to_string()).collect();
     statements.push(format!(
         "INSERT INTO shardready.scale_out (id, nodes, drain, mode, counts, tuned, pauses, moves, \
-         bytes, job_id, phase, finished_at) VALUES (1, {}::jsonb, {}, {}, {}::jsonb, {}::jsonb, \
-         {}::jsonb, {}, {}, {}, {}, CASE WHEN {} = 'done' THEN now() END) \
+         bytes, phase, finished_at) VALUES (1, {}::jsonb, {}, {}, {}::jsonb, {}::jsonb, \
+         {}::jsonb, {}, {}, {}, CASE WHEN {} = 'done' THEN now() END) \
          ON CONFLICT (id) DO UPDATE SET nodes = excluded.nodes, drain = excluded.drain, \
          mode = excluded.mode, counts = excluded.counts, tuned = excluded.tuned, \
          pauses = excluded.pauses, moves = excluded.moves, bytes = excluded.bytes, \
-         job_id = excluded.job_id, phase = excluded.phase, finished_at = excluded.finished_at, \
+         phase = excluded.phase, finished_at = excluded.finished_at, \
          started_at = CASE WHEN shardready.scale_out.phase = 'done' THEN now() \
                       ELSE shardready.scale_out.started_at END",
         literal(&j(json!(s.nodes))),
@@ -310,7 +312,6 @@ async fn save(client: &Client, s: &Saved) -> Result<(), CitusError> {
         literal(&j(json!(s.pauses))),
         s.moves,
         s.bytes,
-        s.job_id.map_or("NULL".into(), |v| v.to_string()),
         literal(&s.phase),
         literal(&s.phase),
     ));
@@ -328,11 +329,9 @@ pub struct ScaleStatus {
     pub phase: String,
     pub started_at: String,
     pub finished_at: Option<String>,
-    pub job_id: Option<i64>,
-    /// Citus's own state of the rebalance job.
-    pub job_state: Option<String>,
     pub moves_done: i64,
     pub moves_total: i64,
+    /// The moves running now, as Citus's rebalance progress shows them.
     pub running: Vec<String>,
     pub pauses: usize,
     /// Settings `--tune` changed that are not restored yet (an interrupted
@@ -352,10 +351,30 @@ pub async fn status(client: &Client) -> Result<Option<ScaleStatus>, CitusError> 
         )
         .await
         .map_err(db("cannot read scale-out's state"))?;
-    let progress = match s.job_id {
-        Some(job) => Some(job_progress(client, job).await?),
-        None => None,
+    let unfinished = s.phase != "done";
+    let left = if unfinished {
+        planned_moves(client).await?.len() as i64
+    } else {
+        0
     };
+    let running = if unfinished {
+        client
+            .query(
+                "SELECT format('%s: shard %s from %s:%s to %s:%s (%s of %s copied)', \
+                        table_name, shardid, sourcename, sourceport, targetname, targetport, \
+                        pg_size_pretty(target_shard_size), pg_size_pretty(source_shard_size)) \
+                   FROM pg_catalog.get_rebalance_progress() WHERE progress = 1",
+                &[],
+            )
+            .await
+            .map_err(db("cannot read the moves' progress"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let total = s.moves.max(left);
     Ok(Some(ScaleStatus {
         nodes: s.nodes.iter().map(|n| n.to_string()).collect(),
         drain: s.drain,
@@ -363,73 +382,70 @@ pub async fn status(client: &Client) -> Result<Option<ScaleStatus>, CitusError> 
         phase: s.phase,
         started_at: r.get(0),
         finished_at: r.get(1),
-        job_id: s.job_id,
-        job_state: progress.as_ref().map(|p| p.state.clone()),
-        moves_done: progress
-            .as_ref()
-            .map_or(0, |p| s.moves.max(p.total) - (p.total - p.done)),
-        moves_total: progress.as_ref().map_or(s.moves, |p| s.moves.max(p.total)),
-        running: progress.map(|p| p.running).unwrap_or_default(),
+        moves_done: total - left,
+        moves_total: total,
+        running,
         pauses: s.pauses.len(),
         tuned: s.tuned,
     }))
 }
 
-/// A background rebalance job as Citus reports it.
-#[derive(Debug, Clone, Default)]
-struct JobProgress {
-    state: String,
-    done: i64,
-    total: i64,
-    /// What its running tasks do (their commands, shortened).
-    running: Vec<String>,
-    /// Errors of tasks Citus will retry or gave up on.
-    errors: Vec<String>,
+/// One move of the rebalancer's plan: a shard group, from one node to
+/// another.
+#[derive(Debug, Clone)]
+struct Move {
+    /// The group's first shard (those colocated with it move along).
+    shard: i64,
+    table: crate::catalog::QName,
+    /// Shards in the group.
+    shards: i64,
+    bytes: i64,
+    from: NodeAddr,
+    to: NodeAddr,
 }
 
-impl JobProgress {
-    fn finished(&self) -> bool {
-        matches!(
-            self.state.as_str(),
-            "finished" | "cancelled" | "failed" | "failing" | "cancelling"
-        )
-    }
-}
-
-async fn job_progress(client: &Client, job: i64) -> Result<JobProgress, CitusError> {
-    let state: Option<String> = client
-        .query_opt(
-            "SELECT state::text FROM pg_dist_background_job WHERE job_id = $1",
-            &[&job],
-        )
-        .await
-        .map_err(db("cannot read the rebalance job"))?
-        .map(|r| r.get(0));
+/// The moves the rebalancer plans now, in its order, a shard group each.
+async fn planned_moves(client: &Client) -> Result<Vec<Move>, CitusError> {
     let rows = client
         .query(
-            "SELECT status::text, left(command, 160), message FROM pg_dist_background_task \
-             WHERE job_id = $1 ORDER BY task_id",
-            &[&job],
+            "WITH r AS (SELECT * FROM pg_catalog.get_rebalance_table_shards_plan() \
+                        WITH ORDINALITY AS r(table_name, shardid, shard_size, sourcename, \
+                                             sourceport, targetname, targetport, n)), \
+                  g AS (SELECT min(r.n) AS n, (array_agg(r.shardid ORDER BY r.n))[1] AS shardid, \
+                               count(*) AS shards, coalesce(sum(z.size), 0)::int8 AS bytes, \
+                               r.sourcename, r.sourceport, r.targetname, r.targetport \
+                          FROM r JOIN pg_catalog.pg_dist_shard s ON s.shardid = r.shardid \
+                          JOIN pg_catalog.pg_dist_partition p ON p.logicalrelid = s.logicalrelid \
+                          LEFT JOIN pg_catalog.citus_shard_sizes() z ON z.shard_id = r.shardid \
+                         GROUP BY p.colocationid, s.shardminvalue, r.sourcename, r.sourceport, \
+                                  r.targetname, r.targetport) \
+             SELECT g.shardid, n.nspname::text, c.relname::text, g.shards, g.bytes, \
+                    g.sourcename::text, g.sourceport::int4, g.targetname::text, g.targetport::int4 \
+               FROM g JOIN pg_catalog.pg_dist_shard s ON s.shardid = g.shardid \
+               JOIN pg_catalog.pg_class c ON c.oid = s.logicalrelid \
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+              ORDER BY g.n",
+            &[],
         )
         .await
-        .map_err(db("cannot read the rebalance's tasks"))?;
-    let mut p = JobProgress {
-        state: state.unwrap_or_else(|| "gone".into()),
-        total: rows.len() as i64,
-        ..Default::default()
-    };
-    for r in rows {
-        let (st, cmd, msg): (String, String, Option<String>) = (r.get(0), r.get(1), r.get(2));
-        match st.as_str() {
-            "done" => p.done += 1,
-            "running" => p.running.push(cmd),
-            _ => {}
-        }
-        if let Some(m) = msg.filter(|m| !m.trim().is_empty() && st != "done") {
-            p.errors.push(format!("{st}: {}", m.trim()));
-        }
-    }
-    Ok(p)
+        .map_err(db("cannot read the rebalance plan"))?;
+    Ok(rows
+        .iter()
+        .map(|r| Move {
+            shard: r.get(0),
+            table: crate::catalog::QName::new(r.get(1), r.get(2)),
+            shards: r.get(3),
+            bytes: r.get(4),
+            from: NodeAddr {
+                host: r.get(5),
+                port: r.get::<_, i32>(6) as u16,
+            },
+            to: NodeAddr {
+                host: r.get(7),
+                port: r.get::<_, i32>(8) as u16,
+            },
+        })
+        .collect())
 }
 
 /// Runs one call with a lock timeout (retried while the policy lets it)
@@ -459,24 +475,6 @@ async fn call(
     }
     r.map(|(rows, _)| rows)
         .map_err(|e| super::retry_error(sql, &policy, e))
-}
-
-/// Starts Citus's background rebalance; its job id.
-async fn start_rebalance(
-    client: &Client,
-    mode: TransferMode,
-    opts: &ScaleOptions,
-) -> Result<i64, CitusError> {
-    let rows = call(
-        client,
-        &format!(
-            "SELECT citus_rebalance_start(shard_transfer_mode := {})",
-            literal(mode.citus())
-        ),
-        opts,
-    )
-    .await?;
-    Ok(rows[0].get(0))
 }
 
 /// The shards of distributed tables per node (and whether the node
@@ -1072,13 +1070,21 @@ pub async fn scale_out(
             pauses: Vec::new(),
             moves: 0,
             bytes: 0,
-            job_id: None,
             phase: "adding".into(),
         },
     };
     save(client, &saved).await?;
+    let mut guards = Vec::new();
     let result = run(
-        client, target, &opts, &pre, &mut saved, pressures, t0, progress,
+        client,
+        target,
+        &opts,
+        &pre,
+        &mut saved,
+        pressures,
+        t0,
+        &mut guards,
+        progress,
     )
     .await;
     // What --tune changed goes back whatever happened (a kill leaves it
@@ -1150,6 +1156,7 @@ pub async fn scale_out(
         rebalance_seconds,
         rebalance_start_s,
         pauses: saved.pauses.clone(),
+        switch_guards: guards,
         tuned,
         after,
         counts: rows,
@@ -1209,8 +1216,10 @@ async fn run(
     saved: &mut Saved,
     pressures: &[&dyn Pressure],
     t0: Instant,
+    guards: &mut Vec<GuardReport>,
     progress: &dyn Fn(&str),
 ) -> Result<(bool, f64, f64), CitusError> {
+    refuse_background_rebalance(client).await?;
     let mut nodes = cluster_nodes(client).await?;
     let mut changed = false;
     if opts.tune && pre.mode == TransferMode::Logical {
@@ -1275,110 +1284,123 @@ async fn run(
     }
     saved.phase = "rebalancing".into();
     save(client, saved).await?;
-    // The job: the one running (an earlier run's), or a new one when the
-    // rebalancer still plans moves.
     let rebalance_start = Instant::now();
-    let mut job = running_job(client).await?;
-    let followed = job.is_some();
-    if let Some(j) = job {
-        progress(&format!(
-            "following the rebalance already running (job {j})"
-        ));
+    let mut moves = planned_moves(client).await?;
+    if saved.moves == 0 {
+        // The whole scale-out's size (a rerun keeps the first run's).
+        saved.moves = moves.len() as i64;
+        saved.bytes = moves.iter().map(|m| m.bytes).sum();
+        save(client, saved).await?;
     }
-    let mut total = saved.moves;
-    let mut bytes = saved.bytes;
-    let mut started_any = job.is_some();
+    if !moves.is_empty() {
+        changed |= copy_reference_tables(client, target, pre.mode, opts, guards, progress).await?;
+    }
+    let total = saved.moves.max(moves.len() as i64);
+    let mut done = total - moves.len() as i64;
+    let pid: i32 = client
+        .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
+        .await
+        .map_err(db("cannot read this session's backend"))?
+        .get(0);
+    let monitor = target
+        .connect()
+        .await
+        .map_err(|e| CitusError::BadState(format!("cannot open a second connection: {e}")))?;
     let mut governed = true;
-    loop {
-        if job.is_none() {
-            let planned = client
-                .query(
-                    "SELECT count(DISTINCT (p.colocationid, s.shardminvalue))::int8, \
-                            coalesce(sum(z.size), 0)::int8 \
-                       FROM get_rebalance_table_shards_plan() r \
-                       JOIN pg_dist_shard s ON s.shardid = r.shardid \
-                       JOIN pg_dist_partition p ON p.logicalrelid = s.logicalrelid \
-                       LEFT JOIN citus_shard_sizes() z ON z.shard_id = r.shardid",
-                    &[],
-                )
-                .await
-                .map_err(db("cannot read the rebalance plan"))?;
-            let (moves, plan_bytes): (i64, i64) = (planned[0].get(0), planned[0].get(1));
-            if moves == 0 {
-                break;
-            }
-            if !started_any {
-                total = moves;
-                bytes = plan_bytes;
-                saved.moves = total;
-                saved.bytes = bytes;
-            }
-            let id = start_rebalance(client, pre.mode, opts).await?;
-            progress(&format!(
-                "rebalance started (job {id}, {} mode): {moves} moves, {}",
-                pre.mode,
-                human(plan_bytes)
-            ));
-            job = Some(id);
-            started_any = true;
-            changed = true;
-            saved.job_id = job;
-            save(client, saved).await?;
-        }
-        let id = job.expect("a job");
-        if saved.job_id != Some(id) {
-            saved.job_id = Some(id);
-            save(client, saved).await?;
-        }
-        let watching = if governed { pressures } else { &[] };
-        match follow(client, id, opts, watching, total, bytes, progress).await? {
-            Followed::Finished => break,
-            Followed::Paused(why) => {
-                let at = Instant::now();
-                call(client, "SELECT citus_rebalance_stop()", opts).await?;
-                progress(&format!(
-                    "rebalance stopped: the application suffers ({why}); waiting for calm"
-                ));
-                let calm = wait_calm(pressures, opts).await;
-                let pause = Pause {
-                    at_s: at.duration_since(t0).as_secs_f64(),
-                    seconds: at.elapsed().as_secs_f64(),
-                    why: why.clone(),
-                };
-                saved.pauses.push(pause);
-                save(client, saved).await?;
-                if calm {
-                    progress("calm again: starting the rebalance again");
-                } else {
-                    progress(&format!(
-                        "still slow after {} s stopped: the rebalance is not what slows the \
-                         application; going on without stopping it again",
-                        opts.max_pause.as_secs()
-                    ));
-                }
-                job = None;
-                // Not calm while stopped: follow without the governor from
-                // here.
-                governed &= calm;
-            }
-            Followed::Failed(msg) => {
+    let mut watch_from = Instant::now();
+    let mut runs = 0;
+    while !moves.is_empty() {
+        for m in &moves {
+            runs += 1;
+            if runs > 3 * total + 10 {
                 return Err(CitusError::BadState(format!(
-                    "the rebalance (job {id}) failed: {msg}. The moves done stay done; rerun \
-                     `shardready scale-out` to go on"
-                )))
+                    "the rebalancer keeps planning moves after {runs} of them: see \
+                     `SELECT * FROM get_rebalance_table_shards_plan()`; rerun `shardready \
+                     scale-out` to go on"
+                )));
+            }
+            progress(&format!(
+                "move {}/{total}: {} ({} shard(s), {}) from {} to {}",
+                done + 1,
+                m.table,
+                m.shards,
+                human(m.bytes),
+                m.from,
+                m.to
+            ));
+            let watching = if governed { pressures } else { &[] };
+            // Suffering already: no new move starts.
+            let before = (watch_from.elapsed() >= SUFFER_WINDOW)
+                .then(|| suffering(watching, SUFFER_WINDOW, opts.pause_above_ms))
+                .flatten();
+            let moved = match before {
+                Some(why) => Moved::Paused(why, false),
+                None => {
+                    move_group(
+                        client,
+                        target,
+                        (&monitor, pid),
+                        m,
+                        pre.mode,
+                        opts,
+                        (watching, watch_from),
+                        progress,
+                    )
+                    .await?
+                }
+            };
+            changed = true;
+            match moved {
+                Moved::Done(g) => {
+                    done += 1;
+                    guards.extend(g);
+                }
+                Moved::Paused(why, cancelled) => {
+                    let at = Instant::now();
+                    progress(&format!(
+                        "rebalance stopped: the application suffers ({why}){}; waiting for calm",
+                        if cancelled {
+                            "; the move in flight was cancelled (it runs again)"
+                        } else {
+                            ""
+                        }
+                    ));
+                    let calm = wait_calm(pressures, opts).await;
+                    saved.pauses.push(Pause {
+                        at_s: at.duration_since(t0).as_secs_f64(),
+                        seconds: at.elapsed().as_secs_f64(),
+                        why,
+                    });
+                    save(client, saved).await?;
+                    if calm {
+                        progress("calm again: starting the rebalance again");
+                    } else {
+                        progress(&format!(
+                            "still slow after {} s stopped: the rebalance is not what slows the \
+                             application; going on without stopping it again",
+                            opts.max_pause.as_secs()
+                        ));
+                    }
+                    // Not calm while stopped: go on without the governor.
+                    governed &= calm;
+                    watch_from = Instant::now();
+                    break;
+                }
             }
         }
+        moves = planned_moves(client).await?;
     }
     Ok((
-        !changed && !followed,
+        !changed,
         rebalance_start.duration_since(t0).as_secs_f64(),
         rebalance_start.elapsed().as_secs_f64(),
     ))
 }
 
-/// The rebalance job running now, if any.
-async fn running_job(client: &Client) -> Result<Option<i64>, CitusError> {
-    Ok(client
+/// Refuses while Citus's own background rebalance runs: its moves would
+/// switch shards without the commit guard, and compete with ours.
+async fn refuse_background_rebalance(client: &Client) -> Result<(), CitusError> {
+    let job: Option<i64> = client
         .query_opt(
             "SELECT job_id FROM pg_dist_background_job \
               WHERE job_type = 'rebalance' AND state IN ('scheduled', 'running') \
@@ -1387,94 +1409,267 @@ async fn running_job(client: &Client) -> Result<Option<i64>, CitusError> {
         )
         .await
         .map_err(db("cannot read the background jobs"))?
-        .map(|r| r.get(0)))
+        .map(|r| r.get(0));
+    match job {
+        Some(j) => Err(CitusError::BadState(format!(
+            "Citus's background rebalance (job {j}) is running; shardready moves the shards \
+             itself, each under the commit guard. Wait for it (SELECT citus_rebalance_wait();) \
+             or stop it (SELECT citus_rebalance_stop();), then rerun `shardready scale-out`"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Copies the reference tables to the active nodes that lack them, one node
+/// at a time and (logical) under the commit guard, before a move would do
+/// it unguarded; whether it copied any.
+async fn copy_reference_tables(
+    client: &Session,
+    target: &Target,
+    mode: TransferMode,
+    opts: &ScaleOptions,
+    guards: &mut Vec<GuardReport>,
+    progress: &dyn Fn(&str),
+) -> Result<bool, CitusError> {
+    let mut copied = false;
+    loop {
+        let Some(r) = client
+            .query_opt(
+                "SELECT s.shardid, ns.nspname::text, c.relname::text, src.nodename::text, \
+                        src.nodeport::int4, n.nodename::text, n.nodeport::int4 \
+                   FROM pg_catalog.pg_dist_shard s \
+                   JOIN pg_catalog.pg_dist_partition p ON p.logicalrelid = s.logicalrelid \
+                   JOIN pg_catalog.pg_class c ON c.oid = s.logicalrelid \
+                   JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace \
+                   JOIN LATERAL (SELECT x.nodename, x.nodeport FROM pg_catalog.pg_dist_placement pl \
+                                   JOIN pg_catalog.pg_dist_node x ON x.groupid = pl.groupid \
+                                  WHERE pl.shardid = s.shardid ORDER BY x.groupid LIMIT 1) src ON true \
+                   CROSS JOIN pg_catalog.pg_dist_node n \
+                  WHERE p.partmethod = 'n' AND p.repmodel = 't' \
+                    AND n.noderole = 'primary' AND n.isactive \
+                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_placement pl \
+                                     WHERE pl.shardid = s.shardid AND pl.groupid = n.groupid) \
+                  ORDER BY n.groupid, s.shardid LIMIT 1",
+                &[],
+            )
+            .await
+            .map_err(db("cannot read where the reference tables are"))?
+        else {
+            return Ok(copied);
+        };
+        let (shard, table): (i64, crate::catalog::QName) =
+            (r.get(0), crate::catalog::QName::new(r.get(1), r.get(2)));
+        let node = |h: usize| NodeAddr {
+            host: r.get(h),
+            port: r.get::<_, i32>(h + 1) as u16,
+        };
+        let (from, to) = (node(3), node(5));
+        progress(&format!(
+            "copying the reference tables ({table} and those colocated) to {to}"
+        ));
+        let sql = format!(
+            "SELECT pg_catalog.citus_copy_shard_placement({shard}, {}, {}, {}, {}, \
+             transfer_mode := {})",
+            literal(&from.host),
+            from.port as i32,
+            literal(&to.host),
+            to.port as i32,
+            literal(mode.citus())
+        );
+        let switch = guard::Switch::Group {
+            table,
+            shard,
+            source: from,
+        };
+        let g = guarded(client, target, &switch, mode, &sql, opts, None, progress)
+            .await
+            .map_err(|e| match e {
+                Interrupted::Failed(e) => e,
+                Interrupted::Paused(why) => CitusError::BadState(why),
+            })?;
+        guards.extend(g);
+        copied = true;
+    }
+}
+
+/// What became of one move.
+enum Moved {
+    Done(Option<GuardReport>),
+    /// Not made while the application suffered (true: cancelled in
+    /// flight).
+    Paused(String, bool),
+}
+
+/// Moves one shard group (`citus_move_shard_placement`): logical under the
+/// commit guard; progress every 10 s; cancelled when the application
+/// suffers (`watching`, from that instant on).
+#[allow(clippy::too_many_arguments)]
+async fn move_group(
+    client: &Session,
+    target: &Target,
+    (monitor, pid): (&Client, i32),
+    m: &Move,
+    mode: TransferMode,
+    opts: &ScaleOptions,
+    watching: (&[&dyn Pressure], Instant),
+    progress: &dyn Fn(&str),
+) -> Result<Moved, CitusError> {
+    let sql = format!(
+        "SELECT pg_catalog.citus_move_shard_placement({}, {}, {}, {}, {}, \
+         shard_transfer_mode := {})",
+        m.shard,
+        literal(&m.from.host),
+        m.from.port as i32,
+        literal(&m.to.host),
+        m.to.port as i32,
+        literal(mode.citus())
+    );
+    let switch = guard::Switch::Group {
+        table: m.table.clone(),
+        shard: m.shard,
+        source: m.from.clone(),
+    };
+    let governor = Governor {
+        monitor,
+        pid,
+        pressures: watching.0,
+        from: watching.1,
+    };
+    match guarded(
+        client,
+        target,
+        &switch,
+        mode,
+        &sql,
+        opts,
+        Some(&governor),
+        progress,
+    )
+    .await
+    {
+        Ok(g) => Ok(Moved::Done(g)),
+        Err(Interrupted::Paused(why)) => Ok(Moved::Paused(why, true)),
+        Err(Interrupted::Failed(e)) => Err(e),
+    }
+}
+
+/// Watches the application during one call: cancels it (by its backend,
+/// from a second connection) when the application suffers.
+struct Governor<'a> {
+    monitor: &'a Client,
+    pid: i32,
+    pressures: &'a [&'a dyn Pressure],
+    /// Suffering is looked for from this instant on.
+    from: Instant,
+}
+
+/// Why a shard transfer did not finish.
+enum Interrupted {
+    /// Cancelled while the application suffered.
+    Paused(String),
+    Failed(CitusError),
+}
+
+/// Runs one shard transfer call: logical under the commit guard, a
+/// progress line every 10 s, cancelled when the governor sees the
+/// application suffer. What the guard saw.
+#[allow(clippy::too_many_arguments)]
+async fn guarded(
+    client: &Session,
+    target: &Target,
+    switch: &guard::Switch,
+    mode: TransferMode,
+    sql: &str,
+    opts: &ScaleOptions,
+    governor: Option<&Governor<'_>>,
+    progress: &dyn Fn(&str),
+) -> Result<Option<GuardReport>, Interrupted> {
+    let armed = match mode {
+        TransferMode::BlockWrites => None,
+        _ => Some(
+            guard::arm(target, switch)
+                .await
+                .map_err(Interrupted::Failed)?,
+        ),
+    };
+    let policy = LockPolicy {
+        lock_timeout: opts.lock_timeout,
+        max_wait: Some(Duration::from_secs(120)),
+        max_attempts: None,
+        statement_timeout: opts.statement_timeout,
+    };
+    let call = dbx::run_bare(client, sql, &policy);
+    tokio::pin!(call);
+    let started = Instant::now();
+    let mut last_line = Instant::now();
+    let mut paused: Option<String> = None;
+    let r = loop {
+        tokio::select! {
+            r = &mut call => break r,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let Some(g) = governor else {
+            continue;
+        };
+        if last_line.elapsed() >= Duration::from_secs(10) {
+            if let Ok(r) = g
+                .monitor
+                .query_one(
+                    "SELECT coalesce(sum(target_shard_size), 0)::int8, \
+                            coalesce(sum(source_shard_size), 0)::int8 \
+                       FROM pg_catalog.get_rebalance_progress() WHERE progress = 1",
+                    &[],
+                )
+                .await
+            {
+                progress(&format!(
+                    "  copying: {} of {} ({:.0} s)",
+                    human(r.get(0)),
+                    human(r.get(1)),
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+            last_line = Instant::now();
+        }
+        if paused.is_none() && g.from.elapsed() >= SUFFER_WINDOW {
+            if let Some(why) = suffering(g.pressures, SUFFER_WINDOW, opts.pause_above_ms) {
+                // (Citus adds a bigint overload: the cast picks PostgreSQL's.)
+                match g
+                    .monitor
+                    .execute("SELECT pg_catalog.pg_cancel_backend($1::int4)", &[&g.pid])
+                    .await
+                {
+                    Ok(_) => paused = Some(why),
+                    Err(e) => progress(&format!(
+                        "  cannot cancel the move while the application suffers: {}",
+                        crate::conn::error_text(&e)
+                    )),
+                }
+            }
+        }
+    };
+    let report = match armed {
+        Some(g) => match g.finish().await {
+            Ok(rep) => {
+                if let Some(line) = rep.line(r.is_ok()) {
+                    progress(&line);
+                }
+                Some(rep)
+            }
+            Err(e) if r.is_ok() => return Err(Interrupted::Failed(e)),
+            Err(_) => None,
+        },
+        None => None,
+    };
+    match (r, paused) {
+        (Ok(_), _) => Ok(report),
+        (Err(_), Some(why)) => Err(Interrupted::Paused(why)),
+        (Err(e), None) => Err(Interrupted::Failed(super::retry_error(sql, &policy, e))),
+    }
 }
 
 /// How far back the governor looks before stopping the rebalance.
 const SUFFER_WINDOW: Duration = Duration::from_secs(5);
-
-enum Followed {
-    Finished,
-    Paused(String),
-    Failed(String),
-}
-
-/// Follows a rebalance job once a second until it ends, printing each move
-/// done (with bytes and ETA) and every 10 s; returns early when the
-/// application suffers.
-async fn follow(
-    client: &Client,
-    job: i64,
-    opts: &ScaleOptions,
-    pressures: &[&dyn Pressure],
-    total_moves: i64,
-    total_bytes: i64,
-    progress: &dyn Fn(&str),
-) -> Result<Followed, CitusError> {
-    let start = Instant::now();
-    let mut last_done = -1;
-    let mut last_line = Instant::now();
-    let mut errors_seen = 0;
-    loop {
-        let p = job_progress(client, job).await?;
-        for e in p.errors.iter().skip(errors_seen) {
-            progress(&format!("a move failed and Citus retries it: {e}"));
-        }
-        errors_seen = errors_seen.max(p.errors.len());
-        if p.done != last_done || last_line.elapsed() >= Duration::from_secs(10) || p.finished() {
-            let copying: i64 = client
-                .query_one(
-                    "SELECT coalesce(sum(target_shard_size), 0)::int8 FROM get_rebalance_progress() \
-                      WHERE progress = 1",
-                    &[],
-                )
-                .await
-                .map(|r| r.get(0))
-                .unwrap_or(0);
-            // Over the whole scale-out: a job started again after a stop
-            // (or a rerun) plans only what is left.
-            let whole = total_moves.max(p.total);
-            let done = whole - (p.total - p.done);
-            let done_bytes = if whole > 0 {
-                total_bytes * done / whole
-            } else {
-                0
-            };
-            let eta = if p.done > 0 && p.done < p.total {
-                let per = start.elapsed().as_secs_f64() / p.done as f64;
-                format!(", ETA {:.0} s", per * (p.total - p.done) as f64)
-            } else {
-                String::new()
-            };
-            progress(&format!(
-                "moves {done}/{whole} ({} of {}, copying {}){eta}",
-                human(done_bytes),
-                human(total_bytes),
-                human(copying)
-            ));
-            last_done = p.done;
-            last_line = Instant::now();
-        }
-        match p.state.as_str() {
-            "finished" => return Ok(Followed::Finished),
-            "failed" | "failing" | "cancelled" | "cancelling" | "gone" => {
-                return Ok(Followed::Failed(
-                    p.errors
-                        .last()
-                        .cloned()
-                        .unwrap_or_else(|| format!("its state is {}", p.state)),
-                ))
-            }
-            _ => {}
-        }
-        if start.elapsed() >= SUFFER_WINDOW {
-            if let Some(why) = suffering(pressures, SUFFER_WINDOW, opts.pause_above_ms) {
-                return Ok(Followed::Paused(why));
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
 
 /// Waits (at most `opts.max_pause`) for two calm seconds; whether they
 /// came.

@@ -252,8 +252,8 @@ exit 0. Rehearse on a local Citus cluster: `shardready sandbox start --dir
 /tmp/citus --workers 2`.")]
     Distribute(DistributeArgs),
     /// On a Citus coordinator: add worker nodes and spread the shards over
-    /// them online (Citus's background rebalance, watched and paused by the
-    /// governor); optionally drain the coordinator; verify.
+    /// them online (one shard group at a time, each under the commit guard,
+    /// paused by the governor); optionally drain the coordinator; verify.
     #[command(
         name = "scale-out",
         after_help = "\
@@ -270,14 +270,16 @@ allowed as an output plugin, enough worker processes, empty, disk room for
 what it receives), every table's replica identity, and estimates the moves.
 Each problem is a line with the command that fixes it.
 
-The moves run as Citus's background job (citus_rebalance_start), logical by
-default: the application keeps writing, and waits only for each move's
-catch-up. Progress shows moves done, bytes and ETA. While the application
-suffers (--pause-above, the canary, lock waits), the rebalance is stopped
-and started again when calm.
+shardready makes the moves the rebalancer plans itself, one shard group at a
+time (citus_move_shard_placement), logical by default: the application keeps
+writing, and waits only for each move's catch-up. Each logical move runs under
+the commit guard, so a write committed asynchronously just before its switch
+is not left on the old node. Progress shows each move and the bytes copying.
+While the application suffers (--pause-above, the canary, lock waits), the
+move in flight is cancelled and the moves start again when calm.
 
 After a kill -9 or a failure, run `shardready scale-out` again: it picks up
-the nodes added and the rebalance running or stopped. `shardready status`
+the nodes added and makes the moves left. `shardready status`
 shows where it stands. Rehearse locally: `shardready sandbox start --dir
 /tmp/citus --nodes 2` starts a single-node Citus cluster and two spare nodes."
     )]
@@ -397,11 +399,12 @@ pub(crate) struct ScaleOutArgs {
     /// Run the pre-flight and print it; change nothing.
     #[arg(long)]
     pub(crate) check: bool,
-    /// Stop the rebalance while more than 5% of the application's
-    /// transactions (over 3 s) take longer than this.
+    /// Stop the moves (cancelling the one in flight) while more than 5% of
+    /// the application's transactions (over 5 s) take longer than this.
     #[arg(allow_hyphen_values = true, value_parser = duration, long, default_value = "200ms")]
     pub(crate) pause_above: humantime::Duration,
-    /// Cancel one Citus call that runs longer than this. 0: no limit.
+    /// Cancel one Citus call (one shard group's move) that runs longer than
+    /// this. 0: no limit.
     #[arg(allow_hyphen_values = true, value_parser = duration, long, default_value = "5m")]
     pub(crate) statement_timeout: humantime::Duration,
     /// Do not sample the database's signals (canary, lock waits, WAL).

@@ -202,7 +202,7 @@ pub(super) fn scale_out_cmd(g: &Global, a: ScaleOutArgs) -> Result<ExitCode> {
             }
             phases = vec![
                 PhaseRow::measure(w, t0, "before", "", w.started(), from),
-                PhaseRow::measure(w, t0, "scale-out", "citus_rebalance_start", from, to),
+                PhaseRow::measure(w, t0, "scale-out", "citus_move_shard_placement", from, to),
                 PhaseRow::measure(w, t0, "after", "", to, std::time::Instant::now()),
             ];
         }

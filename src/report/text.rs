@@ -580,17 +580,22 @@ pub fn distribution(report: &crate::citus::DistributeReport) -> String {
         );
     }
     out.push_str("  a tenant-scoped query routes to one shard\n");
-    let guarded: Vec<_> = report.switch_guards.iter().filter(|g| g.switched).collect();
-    if !guarded.is_empty() {
-        let longest = guarded.iter().map(|g| g.held_ms).fold(0.0, f64::max);
-        let _ = writeln!(
-            out,
-            "  {} concurrent switch(es) under the commit guard: no asynchronously committed \
-             write left behind; the guard added at most {longest:.0} ms to a switch",
-            guarded.len()
-        );
-    }
+    out.push_str(&guard_summary(&report.switch_guards));
     out
+}
+
+/// One line for the switches made under the commit guard (empty: none).
+fn guard_summary(guards: &[crate::citus::guard::GuardReport]) -> String {
+    let guarded: Vec<_> = guards.iter().filter(|g| g.switched).collect();
+    if guarded.is_empty() {
+        return String::new();
+    }
+    let longest = guarded.iter().map(|g| g.held_ms).fold(0.0, f64::max);
+    format!(
+        "  {} concurrent switch(es) under the commit guard: no asynchronously committed write \
+         left behind; the guard added at most {longest:.0} ms to a switch\n",
+        guarded.len()
+    )
 }
 
 /// The workload's summary: rate, latency, errors by SQLSTATE.
@@ -1010,6 +1015,7 @@ pub fn scale_out(r: &crate::citus::scale::ScaleReport) -> String {
     if !r.routing.is_empty() {
         out.push_str("  a tenant-scoped query routes to one shard\n");
     }
+    out.push_str(&guard_summary(&r.switch_guards));
     for p in &r.phases {
         let _ = writeln!(
             out,
@@ -1047,11 +1053,10 @@ pub fn scale_status(s: &crate::citus::scale::ScaleStatus) -> String {
             .map(|f| format!(", finished {f}"))
             .unwrap_or_default()
     );
-    if let Some(job) = s.job_id {
+    if s.moves_total > 0 {
         let _ = writeln!(
             out,
-            "  rebalance job {job}: {}, moves {}/{}{}",
-            s.job_state.as_deref().unwrap_or("?"),
+            "  moves {}/{}{}",
             s.moves_done,
             s.moves_total,
             if s.pauses > 0 {
