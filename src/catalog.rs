@@ -853,6 +853,33 @@ pub async fn extension_installed(
         .get(0))
 }
 
+/// The materialized views whose query reads `table` (or one of its
+/// partitions), qualified.
+pub async fn materialized_views_on(
+    client: &Client,
+    table: &QName,
+) -> Result<Vec<QName>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "WITH t AS (SELECT $1::text::regclass AS relid \
+                         UNION SELECT relid FROM pg_catalog.pg_partition_tree($1::text::regclass)) \
+             SELECT DISTINCT vn.nspname::text, v.relname::text \
+               FROM pg_catalog.pg_depend d \
+               JOIN pg_catalog.pg_rewrite rw ON rw.oid = d.objid \
+               JOIN pg_catalog.pg_class v ON v.oid = rw.ev_class AND v.relkind = 'm' \
+               JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace \
+              WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass \
+                AND d.refclassid = 'pg_catalog.pg_class'::regclass \
+                AND d.refobjid IN (SELECT relid FROM t) \
+              ORDER BY 1, 2",
+            &[&table.sql()],
+        )
+        .await?
+        .iter()
+        .map(|r| QName::new(r.get(0), r.get(1)))
+        .collect())
+}
+
 /// Whether `table` (resolved through the search_path, or `schema.table`)
 /// exists.
 pub async fn table_exists(client: &Client, table: &str) -> Result<bool, tokio_postgres::Error> {

@@ -168,9 +168,14 @@ pub async fn sample_writes(
     let read = || async {
         client
             .query(
-                "SELECT x, coalesce(s.n_tup_ins + s.n_tup_upd + s.n_tup_del, 0)::int8 \
-                   FROM unnest($1::text[]) x \
-                   LEFT JOIN pg_stat_user_tables s ON s.relid = to_regclass(x)",
+                // A partitioned table's rows are counted on its partitions
+                // (pg_partition_tree has no row for a plain table).
+                "SELECT x, coalesce((SELECT sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del) \
+                                      FROM (SELECT to_regclass(x) AS relid UNION \
+                                            SELECT relid FROM pg_catalog.pg_partition_tree(to_regclass(x))) t \
+                                      JOIN pg_catalog.pg_stat_user_tables s ON s.relid = t.relid), \
+                                   0)::int8 \
+                   FROM unnest($1::text[]) x",
                 &[&names],
             )
             .await
@@ -717,24 +722,51 @@ fn parents(cat: &Catalog, t: &QName, placed_before: &[QName]) -> Vec<Lock> {
 /// The batches that re-add dropped keys once their tables are placed:
 /// NOT VALID together (a brief lock), then each validated (writes
 /// continue). Sequential: the distributed tables were just written to in
-/// parallel, and Citus refuses DDL after that in parallel mode.
-fn readd(dropped: &[(QName, ForeignKey)]) -> Vec<Batch> {
+/// parallel, and Citus refuses DDL after that in parallel mode. A key of a
+/// partitioned table cannot be NOT VALID (PostgreSQL 15): it is added so on
+/// each partition and validated there, then declared on the partitioned
+/// table, which takes the partitions' validated keys over without a scan.
+fn readd(cat: &Catalog, dropped: &[(QName, ForeignKey)]) -> Vec<Batch> {
     if dropped.is_empty() {
         return Vec::new();
     }
+    // Where each key is added NOT VALID and validated: the table, or its
+    // partitions.
+    let on = |t: &QName| -> Vec<QName> {
+        let parts = cat.partitions_of(t);
+        if parts.is_empty() {
+            vec![t.clone()]
+        } else {
+            parts.iter().map(|p| p.name.clone()).collect()
+        }
+    };
     let mut s = vec![sequential()];
-    s.extend(dropped.iter().map(|(t, fk)| fk_add(t, fk, true)));
+    for (t, fk) in dropped {
+        s.extend(on(t).iter().map(|p| fk_add(p, fk, true)));
+    }
     let mut out = vec![Batch {
         description: "re-add the foreign keys NOT VALID (brief lock)".into(),
         transaction: true,
         statements: s,
     }];
     for (t, fk) in dropped {
-        out.push(Batch {
-            description: format!("validate {} on {t} (writes continue)", fk.name),
-            transaction: true,
-            statements: vec![sequential(), fk_validate(t, fk)],
-        });
+        for p in on(t) {
+            out.push(Batch {
+                description: format!("validate {} on {p} (writes continue)", fk.name),
+                transaction: true,
+                statements: vec![sequential(), fk_validate(&p, fk)],
+            });
+        }
+        if on(t).first() != Some(t) {
+            out.push(Batch {
+                description: format!(
+                    "declare {} on {t}, over its partitions' validated keys (brief lock)",
+                    fk.name
+                ),
+                transaction: true,
+                statements: vec![sequential(), fk_add(t, fk, false)],
+            });
+        }
     }
     out
 }
@@ -955,7 +987,7 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
                 statements: vec![distribute(t, true)],
             });
         }
-        batches.extend(readd(&dropped));
+        batches.extend(readd(cat, &dropped));
     } else if trap {
         // One transaction: drop the FKs into the would-be reference tables
         // (and those pointing at tables distributed later), create the
@@ -1006,7 +1038,7 @@ pub fn plan(analysis: &Analysis, cat: &Catalog, opts: &DistributeOptions) -> Dis
                 statements: vec![distribute(t, false)],
             });
         }
-        batches.extend(readd(&backward));
+        batches.extend(readd(cat, &backward));
     }
     // The coordinator's local copies of the rows are no longer needed;
     // children first, then what they reference. A concurrent distribution
@@ -1122,6 +1154,9 @@ pub async fn preflight(
         return Ok(());
     }
     let mut missing = without_replica_identity(cat, tables);
+    if opts.concurrently {
+        missing.extend(materialized_views_in_the_way(client, opts, tables).await?);
+    }
     for name in [
         "wal_level",
         "output_plugin_libraries",
@@ -1136,6 +1171,51 @@ pub async fn preflight(
     } else {
         Err(CitusError::Prerequisites(missing))
     }
+}
+
+/// A materialized view on a table still to be distributed concurrently:
+/// `create_distributed_table_concurrently` re-creates it WITH DATA when the
+/// table joins Citus's metadata, which fails where its query does not run
+/// on Citus (Pagila's `rental_by_category`: "complex joins are only
+/// supported…"). One line per table, with the ways out.
+async fn materialized_views_in_the_way(
+    client: &Client,
+    opts: &DistributeOptions,
+    tables: &[QName],
+) -> Result<Vec<String>, CitusError> {
+    let mut out = Vec::new();
+    for t in tables.iter().filter(|t| !opts.copy_blocking.contains(t)) {
+        let distributed: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition \
+                  WHERE logicalrelid = $1::text::regclass AND partmethod = 'h')",
+                &[&t.sql()],
+            )
+            .await
+            .map_err(db("cannot read Citus's tables"))?
+            .get(0);
+        if distributed {
+            continue;
+        }
+        let views = crate::catalog::materialized_views_on(client, t)
+            .await
+            .map_err(db("cannot read the materialized views"))?;
+        if views.is_empty() {
+            continue;
+        }
+        let names: Vec<String> = views.iter().map(|v| v.sql()).collect();
+        out.push(format!(
+            "{t}: the materialized view(s) {} read it; create_distributed_table_concurrently \
+             re-creates them WITH DATA when {t} joins Citus's metadata, and fails where their \
+             query does not run on Citus. Either distribute without --concurrently (writes to {t} \
+             wait while it is copied), or save their definitions (SELECT pg_get_viewdef('{}'::regclass);), \
+             drop them (DROP MATERIALIZED VIEW {};) and re-create them once distributed",
+            names.join(", "),
+            names[0].replace('\'', "''"),
+            names.join(", ")
+        ));
+    }
+    Ok(out)
 }
 
 /// A setting on the coordinator (`the coordinator`) and on every worker

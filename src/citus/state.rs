@@ -143,8 +143,10 @@ impl Live {
     }
 }
 
-/// The foreign keys declared on `tables` (not those inherited by
-/// partitions), with whether each is validated.
+/// The foreign keys declared on `tables` and on their partitions (where a
+/// key of a partitioned table is added first), with whether each is
+/// validated; those a partitioned table in `tables` passes down to its
+/// partitions are there under the partitions' names.
 async fn foreign_keys(
     client: &Client,
     tables: &BTreeSet<QName>,
@@ -157,11 +159,16 @@ async fn foreign_keys(
     for r in client
         .query(
             "SELECT n.nspname::text, c.relname::text, con.conname::text, con.convalidated \
-                 FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid \
-                 JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 JOIN unnest($1::text[], $2::text[]) AS t(s, r) \
-                   ON t.s = n.nspname AND t.r = c.relname \
-                 WHERE con.contype = 'f' AND con.conparentid = 0",
+                 FROM unnest($1::text[], $2::text[]) AS t(s, r) \
+                 JOIN pg_catalog.pg_namespace tn ON tn.nspname = t.s \
+                 JOIN pg_catalog.pg_class tc ON tc.relnamespace = tn.oid AND tc.relname = t.r \
+                 CROSS JOIN LATERAL (SELECT tc.oid AS relid, 0 AS level UNION ALL \
+                                     SELECT relid, level FROM pg_catalog.pg_partition_tree(tc.oid) \
+                                      WHERE level > 0) pt \
+                 JOIN pg_catalog.pg_constraint con ON con.conrelid = pt.relid \
+                 JOIN pg_catalog.pg_class c ON c.oid = con.conrelid \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE con.contype = 'f' AND (con.conparentid = 0 OR pt.level > 0)",
             &[&schemas, &names],
         )
         .await
