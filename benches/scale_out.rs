@@ -1,6 +1,9 @@
 //! Scale-out benchmark: what the application feels before, during and
 //! after spreading a single Citus node's shards onto two new local workers,
-//! in each transfer mode, in one run. Each mode gets a fresh single-node
+//! in each transfer mode, in one run. The baseline is Citus's own way, as
+//! its docs show it: `citus_add_node` for each node, then
+//! `citus_rebalance_start()` and `citus_rebalance_wait()` (its background
+//! job, whose moves switch without the commit guard). Each mode gets a fresh single-node
 //! Citus sandbox (the seed's environment) with two spare nodes: Tailspin
 //! loaded, prepared by `apply` and distributed on the coordinator; then the
 //! built-in order workload runs at RATE while `scale-out` adds the nodes.
@@ -9,8 +12,8 @@
 //!
 //!   cargo bench --bench scale_out                     # scale 0.2 (~166 MB), 3000/min
 //!   SCALE=0.05 RATE=1200/min cargo bench --bench scale_out
-//!   MODES=logical,tuned cargo bench --bench scale_out # a subset of
-//!       logical | tuned | block-writes | drain
+//!   MODES=by-hand,tuned cargo bench --bench scale_out # a subset of
+//!       by-hand | logical | tuned | block-writes | drain
 
 use std::time::{Duration, Instant};
 
@@ -91,11 +94,16 @@ async fn run_mode(
         .await
         .unwrap();
     let from = Instant::now();
-    let r = scale::scale_out(&session, &t, &opts, &pressures, t0, &|s| {
-        eprintln!("  [{label}] {s}")
-    })
-    .await
-    .unwrap();
+    let (moves, rebalance_s, pauses) = if label == "by-hand" {
+        by_hand(&session, &opts).await
+    } else {
+        let r = scale::scale_out(&session, &t, &opts, &pressures, t0, &|s| {
+            eprintln!("  [{label}] {s}")
+        })
+        .await
+        .unwrap();
+        (r.moves, r.rebalance_seconds, r.pauses.len())
+    };
     let to = Instant::now();
     tokio::time::sleep(settle).await;
     let phases = common::three_phases(&w, t0, from, to);
@@ -107,11 +115,43 @@ async fn run_mode(
     sb.destroy().unwrap();
     Outcome {
         label,
-        moves: r.moves,
-        rebalance_s: r.rebalance_seconds,
-        pauses: r.pauses.len(),
+        moves,
+        rebalance_s,
+        pauses,
         phases,
     }
+}
+
+/// The baseline: Citus's background rebalance as its docs show it; the
+/// moves it made and how long it took.
+async fn by_hand(c: &tokio_postgres::Client, opts: &ScaleOptions) -> (i64, f64, usize) {
+    for n in &opts.add {
+        c.execute(
+            "SELECT citus_add_node($1, $2)",
+            &[&n.host, &(n.port as i32)],
+        )
+        .await
+        .unwrap();
+    }
+    let start = Instant::now();
+    let job: i64 = c
+        .query_one("SELECT citus_rebalance_start()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    c.batch_execute("SELECT citus_rebalance_wait()")
+        .await
+        .unwrap();
+    let moves: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_dist_background_task WHERE job_id = $1 \
+              AND command LIKE '%move_shard_placement%'",
+            &[&job],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (moves, start.elapsed().as_secs_f64(), 0)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -122,8 +162,9 @@ async fn main() {
     }
     let scale: f64 = env("SCALE", "0.2").parse().unwrap();
     let rate = env("RATE", "3000/min");
-    let modes = env("MODES", "logical,tuned,block-writes,drain");
-    let all: [(&str, TransferMode, bool, bool); 4] = [
+    let modes = env("MODES", "by-hand,logical,tuned,block-writes,drain");
+    let all: [(&str, TransferMode, bool, bool); 5] = [
+        ("by-hand", TransferMode::Logical, false, false),
         ("logical", TransferMode::Logical, false, false),
         ("tuned", TransferMode::Logical, true, false),
         ("block-writes", TransferMode::BlockWrites, false, false),
@@ -147,6 +188,7 @@ async fn main() {
     let cell = common::cell;
     for o in &outcomes {
         let name = match o.label {
+            "by-hand" => "by hand (baseline): citus_rebalance_start + wait",
             "logical" => "logical (wal_retrieve_retry_interval 5 s)",
             "tuned" => "logical, --tune (500 ms)",
             "block-writes" => "block-writes",
