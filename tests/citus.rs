@@ -758,18 +758,6 @@ async fn rows_without_a_parent_are_named_and_a_rerun_validates_after_the_repair(
     assert!(err.contains("already distributed"), "{err}");
 }
 
-/// True once `sql` (one boolean) is; panics after `limit` saying `what`.
-async fn wait_until(c: &tokio_postgres::Client, sql: &str, limit: std::time::Duration, what: &str) {
-    let start = std::time::Instant::now();
-    loop {
-        if c.query_one(sql, &[]).await.unwrap().get::<_, bool>(0) {
-            return;
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-}
-
 /// A write the application commits asynchronously (`synchronous_commit =
 /// off`) just before Citus blocks a table's writes at the end of
 /// `create_distributed_table_concurrently` lies beyond the WAL position
@@ -806,10 +794,7 @@ async fn a_write_committed_asynchronously_just_before_the_switch_is_kept() {
         let t = t.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let app = t.connect().await.unwrap();
-            app.batch_execute("SET synchronous_commit = off")
-                .await
-                .unwrap();
+            let app = common::asynchronous_session(&t).await;
             let mut committed = Vec::new();
             let mut id = 1_000i64;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -842,29 +827,28 @@ async fn a_write_committed_asynchronously_just_before_the_switch_is_kept() {
     // the slot's snapshot no longer waits for open transactions), a write
     // stays open across Citus's block and commits asynchronously inside it.
     let limit = std::time::Duration::from_secs(120);
-    wait_until(
+    common::wait_until(
         &admin,
         "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'shardready-distribute' \
          AND query LIKE '%create_distributed_table_concurrently(''\"public\".\"accounts\"''%') \
          AND EXISTS (SELECT FROM pg_subscription WHERE subname LIKE 'citus_shard_split_subscription_%')",
         limit,
         "accounts distributed concurrently",
+        &String::new,
     )
     .await;
-    let late = t.connect().await.unwrap();
-    late.batch_execute("SET synchronous_commit = off")
-        .await
-        .unwrap();
+    let late = common::asynchronous_session(&t).await;
     late.batch_execute("BEGIN").await.unwrap();
     late.execute("INSERT INTO accounts VALUES (-1, 'late')", &[])
         .await
         .unwrap();
-    wait_until(
+    common::wait_until(
         &admin,
         "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'shardready-distribute' \
          AND wait_event_type = 'Lock' AND wait_event = 'advisory')",
         limit,
         "Citus blocks the writes of accounts",
+        &String::new,
     )
     .await;
     // Long enough for the guard (which looks every 5 ms) to see Citus wait

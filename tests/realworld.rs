@@ -95,12 +95,7 @@ fn ok(out: std::process::Output, what: &str) -> String {
 /// change the row being written, are kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagila_is_prepared_and_distributed_with_shardready_commands_only() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/realworld/pagila");
-    let (Ok(schema), Ok(data)) = (
-        std::fs::read_to_string(dir.join("pagila-schema.sql")),
-        std::fs::read_to_string(dir.join("pagila-data.sql")),
-    ) else {
-        eprintln!("skipped: {} is not there", dir.display());
+    let Some((schema, data)) = pagila_dump() else {
         return;
     };
     let (c, t, citus) =
@@ -219,6 +214,22 @@ async fn pagila_is_prepared_and_distributed_with_shardready_commands_only() {
     assert_eq!(stamped, 1, "last_updated fired on the shard");
 }
 
+/// Pagila's schema and data dumps (None, after saying the test is skipped,
+/// where they are not there).
+fn pagila_dump() -> Option<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/realworld/pagila");
+    match (
+        std::fs::read_to_string(dir.join("pagila-schema.sql")),
+        std::fs::read_to_string(dir.join("pagila-data.sql")),
+    ) {
+        (Ok(schema), Ok(data)) => Some((schema, data)),
+        _ => {
+            eprintln!("skipped: {} is not there", dir.display());
+            None
+        }
+    }
+}
+
 /// Pagila's resolutions, each a documented flag (see the test above).
 const PAGILA_FLAGS: [&str; 13] = [
     "--tenant-column",
@@ -250,12 +261,7 @@ const PAGILA_FLAGS: [&str; 13] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagila_is_distributed_concurrently_while_rentals_are_written() {
     let test = "pagila_is_distributed_concurrently_while_rentals_are_written";
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/realworld/pagila");
-    let (Ok(schema), Ok(data)) = (
-        std::fs::read_to_string(dir.join("pagila-schema.sql")),
-        std::fs::read_to_string(dir.join("pagila-data.sql")),
-    ) else {
-        eprintln!("skipped: {} is not there", dir.display());
+    let Some((schema, data)) = pagila_dump() else {
         return;
     };
     let Some((c, t)) = common::citus_cluster(test, 2) else {
@@ -275,10 +281,7 @@ async fn pagila_is_distributed_concurrently_while_rentals_are_written() {
         let t = t.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let app = t.connect().await.unwrap();
-            app.batch_execute("SET synchronous_commit = off")
-                .await
-                .unwrap();
+            let app = common::asynchronous_session(&t).await;
             let (inventory, customer, staff): (i32, i32, i32) = {
                 let r = app
                     .query_one(

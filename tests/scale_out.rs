@@ -318,23 +318,6 @@ async fn scale_out_refuses_missing_prerequisites_before_anything_changes() {
     assert!(st["scale_out"].is_null(), "{}", st["scale_out"]);
 }
 
-/// True once `sql` (one boolean) is; panics after two minutes saying
-/// `what` and what `log` (the command's standard error) holds.
-async fn wait_until(c: &tokio_postgres::Client, sql: &str, what: &str, log: &std::path::Path) {
-    let start = std::time::Instant::now();
-    loop {
-        if c.query_one(sql, &[]).await.unwrap().get::<_, bool>(0) {
-            return;
-        }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(120),
-            "{what}: not within 2 minutes; scale-out said:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-}
-
 /// A logical shard move (like the copy of a reference table to a new
 /// node) ends like a concurrent distribution: Citus blocks
 /// the shard group's writes, reads the source's `pg_current_wal_lsn()` and
@@ -378,10 +361,7 @@ async fn a_write_committed_asynchronously_during_a_move_is_kept() {
         let t = t.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let app = t.connect().await.unwrap();
-            app.batch_execute("SET synchronous_commit = off")
-                .await
-                .unwrap();
+            let app = common::asynchronous_session(&t).await;
             let mut committed = Vec::new();
             let mut id = 1_000i64;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -409,17 +389,24 @@ async fn a_write_committed_asynchronously_during_a_move_is_kept() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    let said = || {
+        format!(
+            "; scale-out said:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    };
     // Once the first group of accounts is replicated (its slot made; the
     // reference table's copy comes before), a write to it stays open across
     // Citus's block and commits asynchronously inside it.
-    wait_until(
+    common::wait_until(
         &admin,
         "SELECT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name LIKE 'citus_shard_move_slot_%') \
             AND EXISTS (SELECT FROM get_rebalance_progress() p \
                           JOIN pg_dist_partition d ON d.logicalrelid = p.table_name \
                          WHERE p.progress = 1 AND d.partmethod = 'h')",
+        TWO_MINUTES,
         "a shard group moving",
-        &log,
+        &said,
     )
     .await;
     let late_id: i64 = admin
@@ -435,21 +422,19 @@ async fn a_write_committed_asynchronously_during_a_move_is_kept() {
         .await
         .unwrap()
         .get(0);
-    let late = t.connect().await.unwrap();
-    late.batch_execute("SET synchronous_commit = off")
-        .await
-        .unwrap();
+    let late = common::asynchronous_session(&t).await;
     late.batch_execute("BEGIN").await.unwrap();
     late.execute("INSERT INTO accounts VALUES ($1, 'late')", &[&late_id])
         .await
         .unwrap();
-    wait_until(
+    common::wait_until(
         &admin,
         "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE query LIKE '%citus_move_shard_placement%' \
             AND wait_event_type = 'Lock' AND wait_event = 'advisory' \
             AND application_name <> 'shardready-switch-guard')",
+        TWO_MINUTES,
         "Citus blocks the group's writes",
-        &log,
+        &said,
     )
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -514,6 +499,8 @@ async fn a_write_committed_asynchronously_during_a_move_is_kept() {
         v["switch_guards"]
     );
 }
+
+const TWO_MINUTES: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// An application that suffers for a while, then recovers: each
 /// transaction slow until `calm_at`.

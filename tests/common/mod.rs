@@ -253,3 +253,36 @@ pub fn quiet() -> shardready::apply::ApplyOptions {
         ..Default::default()
     }
 }
+
+/// True once `sql` (one boolean) is; panics after `limit` saying `what`
+/// (and whatever else `context` adds).
+pub async fn wait_until(
+    c: &Client,
+    sql: &str,
+    limit: std::time::Duration,
+    what: &str,
+    context: &dyn Fn() -> String,
+) {
+    let start = std::time::Instant::now();
+    loop {
+        if c.query_one(sql, &[]).await.unwrap().get::<_, bool>(0) {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{what}: not within {limit:?}{}",
+            context()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// A session of the application that commits asynchronously
+/// (`synchronous_commit = off`): what the commit guard exists for.
+pub async fn asynchronous_session(t: &Target) -> Client {
+    let app = t.connect().await.unwrap();
+    app.batch_execute("SET synchronous_commit = off")
+        .await
+        .unwrap();
+    app
+}
