@@ -143,8 +143,7 @@ async fn an_application_waiting_on_the_backfill_holds_it_back() {
     // Whether the governor attributes a hold-back to the lock waits, rather
     // than to the canary first, depends on timing on a shared 2-core
     // machine (about half the runs here): up to six runs, each checked in
-    // full, one of them held
-    // back by the lock waits.
+    // full, one of them held back by the lock waits.
     let mut attempt = 0;
     let run = loop {
         attempt += 1;
