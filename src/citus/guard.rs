@@ -363,7 +363,7 @@ async fn watch(
     // Once Citus waits, new writes queue behind its exclusive request;
     // those already through finish (committing, or not) and let go.
     let mut seen: Option<Instant> = None;
-    let last = loop {
+    let i = loop {
         let pause = if seen.is_some() { POLL / 2 } else { POLL };
         tokio::select! {
             _ = &mut stopped => {
@@ -400,7 +400,6 @@ async fn watch(
             break i;
         }
     };
-    let i = last;
     if let Some(src) = &source {
         flush(src, false).await?;
     }
@@ -452,6 +451,27 @@ impl GuardReport {
 }
 
 impl Guard {
+    /// Ends the guard once its call returned (`call_ok`: it succeeded),
+    /// printing its line: what it saw. Its failure counts only after a call
+    /// that succeeded (the caller then checks the rows); after a failed call
+    /// the call's error is the one to report, and there is no report.
+    pub async fn conclude(
+        self,
+        call_ok: bool,
+        progress: &dyn Fn(&str),
+    ) -> Result<Option<GuardReport>, CitusError> {
+        match self.finish().await {
+            Ok(rep) => {
+                if let Some(line) = rep.line(call_ok) {
+                    progress(&line);
+                }
+                Ok(Some(rep))
+            }
+            Err(e) if call_ok => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// Ends the guard after its table's call returned: what it saw. An
     /// error means the guard failed while Citus was running; the caller
     /// checks the table's rows.

@@ -1482,16 +1482,7 @@ async fn run_batch(
                 };
                 r = client.run_bare(s, policy).await;
                 if let Some(g) = armed {
-                    match g.finish().await {
-                        Ok(rep) => {
-                            if let Some(line) = rep.line(r.is_ok()) {
-                                progress(&line);
-                            }
-                            guards.push(rep);
-                        }
-                        Err(e) if r.is_ok() => return Err(e),
-                        Err(_) => {}
-                    }
+                    guards.extend(g.conclude(r.is_ok(), progress).await?);
                 }
                 if r.is_err() {
                     break;

@@ -1649,16 +1649,10 @@ async fn guarded(
         }
     };
     let report = match armed {
-        Some(g) => match g.finish().await {
-            Ok(rep) => {
-                if let Some(line) = rep.line(r.is_ok()) {
-                    progress(&line);
-                }
-                Some(rep)
-            }
-            Err(e) if r.is_ok() => return Err(Interrupted::Failed(e)),
-            Err(_) => None,
-        },
+        Some(g) => g
+            .conclude(r.is_ok(), progress)
+            .await
+            .map_err(Interrupted::Failed)?,
         None => None,
     };
     match (r, paused) {
