@@ -1,6 +1,6 @@
 //! The database's own signals pace the backfill when shardready cannot see
 //! the application from inside (no `--workload`): an external client that
-//! keeps writing rows the backfill is about to fill waits on the batch's
+//! keeps locking rows the backfill is about to fill waits on the batch's
 //! row locks; the sampler sees it in pg_stat_activity, the backfill holds
 //! back and says why, `status` shows the signals while apply runs, and the
 //! report carries them with pg_stat_statements' view of the application.
@@ -15,20 +15,8 @@ use common::{connect, run_on};
 use shardready::conn::Target;
 use shardready::sandbox::TestCluster;
 
-/// One run: a cluster with Tailspin, three application connections
-/// writing just past the backfill's cursor, apply with the signals on, and
-/// `status` read meanwhile.
-struct Run {
-    c: TestCluster,
-    t: Target,
-    opts: shardready::apply::ApplyOptions,
-    report: shardready::apply::ApplyReport,
-    status: String,
-    writes: u64,
-    errors: u64,
-}
-
-async fn backfill_beside_the_application() -> Run {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_waiting_on_the_backfill_holds_it_back() {
     let c = TestCluster::start_with(vec![(
         "shared_preload_libraries".into(),
         "pg_cron,pg_stat_statements".into(),
@@ -47,9 +35,14 @@ async fn backfill_beside_the_application() -> Run {
         .await
         .unwrap();
     // The application: three connections of its own (not shardready's
-    // workload), each updating, in a short transaction, a line item just
-    // past the backfill's saved cursor, where the running batch holds row
-    // locks; and reading one. Every write must succeed.
+    // workload). Each first locks a line item just past the backfill's
+    // saved cursor (`FOR SHARE`, as an application does before it changes
+    // what hangs on a row): the running batch holds that row's lock for
+    // its whole length, so the application waits on it. The lock changes
+    // nothing, so the row is still the backfill's to fill when the next
+    // batch comes (an UPDATE there would fill it through the sync trigger
+    // first, and the batch would pass it by). Then each writes a line
+    // item in a short transaction. Every statement must succeed.
     let stop = Arc::new(AtomicBool::new(false));
     let (writes, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut app = Vec::new();
@@ -61,33 +54,39 @@ async fn backfill_beside_the_application() -> Run {
             let mut n = 0_i64;
             while !stop.load(Ordering::SeqCst) {
                 n += 1;
-                let r = c
-                    .execute(
-                        "UPDATE line_items SET quantity = quantity WHERE line_item_id = \
+                let locked = c
+                    .query_opt(
+                        "SELECT quantity FROM line_items WHERE line_item_id = \
                            coalesce((SELECT cursor FROM shardready.backfill \
-                                     WHERE step_id LIKE 'backfill:%line_items'), 0) + 1 + $1",
+                                     WHERE step_id LIKE 'backfill:%line_items'), 0) + 1 + $1 \
+                         FOR SHARE",
                         &[&((n * 37 + i * 101) % 400)],
                     )
-                    .await;
-                match r {
-                    Ok(_) => writes.fetch_add(1, Ordering::SeqCst),
-                    // Before apply creates its state the table is missing.
-                    Err(e)
-                        if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
-                    {
-                        0
-                    }
-                    Err(e) => {
-                        eprintln!("application write failed: {e}");
-                        errors.fetch_add(1, Ordering::SeqCst)
-                    }
-                };
-                let _ = c
-                    .query_opt(
-                        "SELECT quantity FROM line_items WHERE line_item_id = $1",
+                    .await
+                    .map(|_| ());
+                let written = c
+                    .execute(
+                        "UPDATE line_items SET quantity = quantity WHERE line_item_id = $1",
                         &[&(n % 1000 + 1)],
                     )
-                    .await;
+                    .await
+                    .map(|_| ());
+                if written.is_ok() {
+                    writes.fetch_add(1, Ordering::SeqCst);
+                }
+                for r in [locked, written] {
+                    match r {
+                        Ok(()) => {}
+                        // Before apply creates its state the table is missing.
+                        Err(e)
+                            if e.code()
+                                == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {}
+                        Err(e) => {
+                            eprintln!("application statement failed: {e}");
+                            errors.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }));
@@ -119,63 +118,23 @@ async fn backfill_beside_the_application() -> Run {
         })
     };
     let mut opts = common::quiet();
-    // A slow enough backfill that the application meets it many times.
+    // A slow enough backfill that the application meets it many times, in
+    // batches that each hold their locks over two or more of the
+    // sampler's ticks (100 ms).
     opts.pace.max_rate = Some(20_000.0);
+    opts.pace.batch_target = Duration::from_millis(250);
     let report = shardready::apply::apply(&t, &opts, None).await.unwrap();
     stop.store(true, Ordering::SeqCst);
     for a in app {
         a.await.unwrap();
     }
     let status = watcher.await.unwrap();
-    Run {
-        c,
-        t,
-        opts,
-        report,
-        status,
-        writes: writes.load(Ordering::SeqCst),
-        errors: errors.load(Ordering::SeqCst),
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_application_waiting_on_the_backfill_holds_it_back() {
-    // Whether the governor attributes a hold-back to the lock waits, rather
-    // than to the canary first, depends on timing on a shared 2-core
-    // machine (about half the runs here): up to six runs, each checked in
-    // full, one of them held back by the lock waits.
-    let mut attempt = 0;
-    let run = loop {
-        attempt += 1;
-        let run = backfill_beside_the_application().await;
-        let b = run
-            .report
-            .backfills
-            .iter()
-            .find(|b| b.table.ends_with("line_items"))
-            .unwrap();
-        let held = b.held_back.get("lock waits").copied().unwrap_or(0.0);
-        if held > 0.0 {
-            break run;
-        }
-        assert!(
-            attempt < 6,
-            "held back by the lock waits in none of 6 runs; the last: {:?}",
-            b.held_back
-        );
-        eprintln!("run {attempt}: held back {:?}; once more", b.held_back);
-    };
-    let Run {
-        c,
-        t: _t,
-        opts,
-        report,
-        status,
-        writes,
-        errors,
-    } = run;
-    assert_eq!(errors, 0, "every application write succeeds");
-    assert!(writes > 100);
+    assert_eq!(
+        errors.load(Ordering::SeqCst),
+        0,
+        "every application statement succeeds"
+    );
+    assert!(writes.load(Ordering::SeqCst) > 100);
 
     // The sampler saw the application wait on the backfill's locks, and the
     // backfill held back for it.
@@ -188,6 +147,13 @@ async fn an_application_waiting_on_the_backfill_holds_it_back() {
         summary.waits_on_us_ms > opts.pace.app_p99_limit_ms,
         "the application's waits on the backfill were seen: {summary:?}"
     );
+    let b = report
+        .backfills
+        .iter()
+        .find(|b| b.table.ends_with("line_items"))
+        .unwrap();
+    let held = b.held_back.get("lock waits").copied().unwrap_or(0.0);
+    assert!(held > 0.0, "held back by the lock waits: {:?}", b.held_back);
     assert!(
         sig.seconds
             .iter()
