@@ -32,6 +32,18 @@
 //! WAL past all of their commits, and only then lets Citus read its
 //! position.
 //!
+//! Once it has let go, Citus reads its position and checks that its
+//! subscription reached it; when it has not quite, it sleeps a full second
+//! before it looks again (a 1000 ms latch wait), and every write to the
+//! shards waits out that second. So, from then until the call returns, the
+//! guard wakes the calling session whenever it waits in Citus: the session
+//! LISTENs on a channel of its own and a NOTIFY sets its latch (the
+//! notification itself is only read when the session is idle again), and
+//! Citus looks again within milliseconds. An early look is safe only
+//! because of the flush: the position Citus compares with is then past
+//! every commit made before the block (without the guard, waking it early
+//! lost writes, 2213edf).
+//!
 //! Writes the application sends to a worker directly (not through the
 //! coordinator) are not followed: Citus locks those on the workers after
 //! the coordinator's.
@@ -45,7 +57,7 @@ use tokio_postgres::Client;
 
 use super::{db, CitusError};
 use crate::catalog::QName;
-use crate::sql::literal;
+use crate::sql::{ident, literal};
 
 /// The `application_name` of the guard's connection.
 pub const APPLICATION_NAME: &str = "shardready-switch-guard";
@@ -78,6 +90,9 @@ pub struct GuardReport {
     pub held_ms: f64,
     /// The WAL position flushed before Citus read its own.
     pub flushed_to: Option<String>,
+    /// How many times the guard woke Citus's catch-up check after letting
+    /// it go.
+    pub wakes: u64,
 }
 
 /// A guard holding the locks while its shards switch.
@@ -209,15 +224,41 @@ struct Hold {
     open: bool,
 }
 
+/// The session that will make the guarded call: its backend, and the
+/// channel it listens on to be woken.
+struct Caller {
+    pid: i32,
+    channel: String,
+}
+
 /// Connects, takes the share lock on each of the switch's shards (one
 /// connection per shard) and returns once they are held; the guard then
 /// waits, in the background, for Citus's block ([`Guard::finish`] ends it).
-pub async fn arm(target: &crate::conn::Target, switch: &Switch) -> Result<Guard, CitusError> {
+/// `session` is the connection that will make the call: it listens on a
+/// channel of its own, to be woken after the switch.
+pub async fn arm(
+    target: &crate::conn::Target,
+    switch: &Switch,
+    session: &Client,
+) -> Result<Guard, CitusError> {
     let table = switch.table();
     let refuse = |why: String| CitusError::Unguarded {
         table: table.clone(),
         why,
     };
+    let pid: i32 = session
+        .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
+        .await
+        .map_err(db("cannot read the session's backend"))?
+        .get(0);
+    let caller = Caller {
+        pid,
+        channel: format!("shardready_wake_{pid}"),
+    };
+    session
+        .batch_execute(&format!("LISTEN {}", ident(&caller.channel)))
+        .await
+        .map_err(db("the session cannot listen for the guard's wake-ups"))?;
     let guard_target = target.with_application_name(APPLICATION_NAME);
     let first = guard_target
         .connect()
@@ -292,8 +333,9 @@ pub async fn arm(target: &crate::conn::Target, switch: &Switch) -> Result<Guard,
         writers_waited_for: 0,
         held_ms: 0.0,
         flushed_to: None,
+        wakes: 0,
     };
-    let task = tokio::spawn(async move { watch(holds, source, report, stopped).await });
+    let task = tokio::spawn(async move { watch(holds, source, caller, report, stopped).await });
     Ok(Guard {
         table: table.clone(),
         stop: Some(stop),
@@ -352,11 +394,13 @@ async fn flush(c: &Client, in_txn: bool) -> Result<(), CitusError> {
 /// Follows Citus through the shards' locks: where it waits on a shard while
 /// others are still held, lets that one go at once; at the last one, waits
 /// for the writers still inside, flushes (on the shards' node too when it
-/// is not this one) and lets go. Or ends when told to (the call finished or
-/// failed without a switch seen).
+/// is not this one) and lets go; then wakes the caller whenever it waits
+/// in Citus, until told to stop. Or ends when told to (the call finished
+/// or failed without a switch seen).
 async fn watch(
     mut holds: Vec<Hold>,
     source: Option<Client>,
+    caller: Caller,
     mut report: GuardReport,
     mut stopped: oneshot::Receiver<()>,
 ) -> Result<GuardReport, CitusError> {
@@ -412,7 +456,31 @@ async fn watch(
         .await
         .ok()
         .map(|r| r.get(0));
-    Ok(report)
+    // Every hold is closed now; the last one's connection wakes the caller
+    // while Citus checks its subscription (and, harmlessly, in whatever
+    // else it waits for until the call returns).
+    let waker = &holds[i].client;
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return Ok(report),
+            _ = tokio::time::sleep(POLL) => {}
+        }
+        match waker
+            .query(
+                "SELECT pg_catalog.pg_notify($1, '') FROM pg_catalog.pg_stat_activity \
+                 WHERE pid = $2 AND wait_event_type = 'Extension'",
+                &[&caller.channel, &caller.pid],
+            )
+            .await
+        {
+            Ok(rows) => report.wakes += rows.len() as u64,
+            // Without wake-ups Citus still looks again within a second.
+            Err(_) => {
+                let _ = stopped.await;
+                return Ok(report);
+            }
+        }
+    }
 }
 
 impl GuardReport {
@@ -423,7 +491,7 @@ impl GuardReport {
             Some(format!(
                 "  commit guard: Citus blocked the writes of {}{} ({} shard(s)); after the {} \
                  write(s) still inside, the WAL was flushed{} before Citus read its position \
-                 ({:.0} ms)",
+                 ({:.0} ms){}",
                 self.table,
                 self.source
                     .as_deref()
@@ -435,7 +503,12 @@ impl GuardReport {
                     .as_deref()
                     .map(|l| format!(" to {l}"))
                     .unwrap_or_default(),
-                self.held_ms
+                self.held_ms,
+                if self.wakes > 0 {
+                    format!("; its catch-up check woken {} time(s)", self.wakes)
+                } else {
+                    String::new()
+                }
             ))
         } else if call_ok {
             Some(format!(

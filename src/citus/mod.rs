@@ -1477,7 +1477,7 @@ async fn run_batch(
             let mut r = Ok(Default::default());
             for s in &todo {
                 let armed = match &s.guard {
-                    Some(t) => Some(guard::arm(target, t).await?),
+                    Some(t) => Some(guard::arm(target, t, client).await?),
                     None => None,
                 };
                 r = client.run_bare(s, policy).await;

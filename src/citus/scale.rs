@@ -1587,7 +1587,7 @@ async fn guarded(
     let armed = match mode {
         TransferMode::BlockWrites => None,
         _ => Some(
-            guard::arm(target, switch)
+            guard::arm(target, switch, client)
                 .await
                 .map_err(Interrupted::Failed)?,
         ),
