@@ -274,7 +274,8 @@ shardready makes the moves the rebalancer plans itself, one shard group at a
 time (citus_move_shard_placement), logical by default: the application keeps
 writing, and waits only for each move's catch-up. Each logical move runs under
 the commit guard, so a write committed asynchronously just before its switch
-is not left on the old node. Progress shows each move and the bytes copying.
+is not left on the old node, and the switch does not wait out Citus's
+one-second catch-up sleep. Progress shows each move and the bytes copying.
 While the application suffers (--pause-above, the canary, lock waits), the
 move in flight is cancelled and the moves start again when calm.
 
@@ -350,7 +351,9 @@ pub(crate) struct DistributeArgs {
     /// read fails at a concurrent switch (citusdata/citus#6360). Each
     /// switch runs under a commit guard (a second connection, named
     /// shardready-switch-guard) so that no write committed with
-    /// synchronous_commit = off just before it is left in the old shard.
+    /// synchronous_commit = off just before it is left in the old shard,
+    /// and that then wakes Citus's catch-up check rather than let the
+    /// application's writes wait out its one-second sleep.
     /// Default: chosen by watching the tables for 3 s — concurrently when
     /// the application writes to them.
     #[arg(long, conflicts_with = "blocking")]
