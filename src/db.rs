@@ -191,6 +191,14 @@ where
     }
 }
 
+/// The server process behind `client` (`pg_backend_pid()`).
+pub async fn backend_pid(client: &Client) -> Result<i32, tokio_postgres::Error> {
+    Ok(client
+        .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
+        .await?
+        .get(0))
+}
+
 /// Sends one statement (never several in one string).
 pub async fn exec(client: &Client, sql: &str) -> Result<(), tokio_postgres::Error> {
     client.batch_execute(sql).await

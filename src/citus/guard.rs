@@ -246,11 +246,9 @@ pub async fn arm(
         table: table.clone(),
         why,
     };
-    let pid: i32 = session
-        .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
+    let pid = crate::db::backend_pid(session)
         .await
-        .map_err(db("cannot read the session's backend"))?
-        .get(0);
+        .map_err(db("cannot read the session's backend"))?;
     let caller = Caller {
         pid,
         channel: format!("shardready_wake_{pid}"),
@@ -294,11 +292,9 @@ pub async fn arm(
                 .await
                 .map_err(|e| refuse(e.to_string()))?,
         };
-        let pid: i32 = client
-            .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
+        let pid = crate::db::backend_pid(&client)
             .await
-            .map_err(db("the switch guard cannot read its backend"))?
-            .get(0);
+            .map_err(db("the switch guard cannot read its backend"))?;
         client
             .batch_execute("BEGIN")
             .await

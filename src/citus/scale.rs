@@ -1297,11 +1297,9 @@ async fn run(
     }
     let total = saved.moves.max(moves.len() as i64);
     let mut done = total - moves.len() as i64;
-    let pid: i32 = client
-        .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
+    let pid = crate::db::backend_pid(client)
         .await
-        .map_err(db("cannot read this session's backend"))?
-        .get(0);
+        .map_err(db("cannot read this session's backend"))?;
     let monitor = target
         .connect()
         .await
