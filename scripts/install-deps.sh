@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs what shardready needs to build and test, when it is missing
-# (Debian/Ubuntu): PostgreSQL 15 server binaries, pg_cron, libclang (for
-# pg_query), OpenSSL's headers, a C compiler. Prints what it does; does nothing when all is there.
+# (Debian/Ubuntu): PostgreSQL 15 server binaries, pg_cron, hypopg (the plan's
+# hypothetical-index check), libclang (for pg_query), OpenSSL's headers, a C
+# compiler; then Citus, built from the source CITUS_SOURCE names (a
+# directory or a tarball, with shared/citus/build.sh beside it), or, without
+# CITUS_SOURCE, a line saying how to get it. Prints what it does; does
+# nothing when all is there.
 set -euo pipefail
 
 missing=()
@@ -13,6 +17,9 @@ if [ ! -x "${SHARDREADY_PG_BIN:-$pgbin}/initdb" ] && ! have '/usr/lib/postgresql
 fi
 if ! have '/usr/lib/postgresql/*/lib/pg_cron.so'; then
   missing+=(postgresql-15-cron)
+fi
+if ! have '/usr/lib/postgresql/*/lib/hypopg.so'; then
+  missing+=(postgresql-15-hypopg)
 fi
 # libclang-dev ships the unversioned libclang.so (and pulls in clang's
 # headers, which bindgen needs); the runtime library alone is not enough.
@@ -27,7 +34,28 @@ fi
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v make >/dev/null 2>&1 || missing+=(make)
 
+# Citus, last: its build needs the server (above) first.
+citus() {
+  have '/usr/lib/postgresql/*/lib/citus.so' && [ -z "${CITUS_SOURCE:-}" ] && return 0
+  if [ -z "${CITUS_SOURCE:-}" ]; then
+    echo "note: Citus is not installed, so the sandbox is plain PostgreSQL and the Citus tests are skipped" >&2
+    echo "      (they fail under CI). To build it: make deps CITUS_SOURCE=/path/to/citus-13.2.2.tar.gz" >&2
+    echo "      (the source of a Citus release; shared/citus/ beside this checkout has one and its build.sh)" >&2
+    return 0
+  fi
+  local build
+  for build in "$(dirname "$CITUS_SOURCE")/build.sh" "$(dirname "$0")/../../shared/citus/build.sh"; do
+    [ -f "$build" ] && break
+  done
+  if [ ! -f "$build" ]; then
+    echo "error: CITUS_SOURCE=$CITUS_SOURCE has no build.sh beside it (shared/citus/build.sh)" >&2
+    exit 1
+  fi
+  bash "$build" "$CITUS_SOURCE"
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
+  citus
   exit 0
 fi
 echo "installing missing packages: ${missing[*]}" >&2
@@ -48,3 +76,4 @@ if [ ! -f /etc/postgresql-common/createcluster.conf ]; then
   echo "create_main_cluster = false" | $SUDO tee /etc/postgresql-common/createcluster.conf >/dev/null
 fi
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+citus

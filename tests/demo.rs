@@ -34,11 +34,7 @@ fn demo_writes_a_complete_report() {
     assert!(stdout.contains("verified: yes"), "{stdout}");
     // Where Citus is installed the demo ends with the seed's next unit under
     // the same traffic; elsewhere one line says where it stopped, and why.
-    let citus = shardready::sandbox::citus_installed(
-        std::env::var_os("SHARDREADY_PG_BIN")
-            .map(std::path::PathBuf::from)
-            .as_deref(),
-    );
+    let citus = common::citus_here("demo_writes_a_complete_report");
     if citus {
         assert!(
             stdout.contains(

@@ -224,7 +224,7 @@ fn pagila_dump() -> Option<(String, String)> {
     ) {
         (Ok(schema), Ok(data)) => Some((schema, data)),
         _ => {
-            eprintln!("skipped: {} is not there", dir.display());
+            common::skip_or_fail("pagila", &format!("{} is not there", dir.display()));
             None
         }
     }

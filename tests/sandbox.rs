@@ -188,13 +188,11 @@ fn test_clusters_do_not_load_citus_unless_asked() {
 fn sandbox_with_citus_workers_restarts_and_reports_them() {
     let tmp = common::temp_dir();
     let dir = tmp.path().join("sb");
-    let pg_bin = std::env::var_os("SHARDREADY_PG_BIN").map(std::path::PathBuf::from);
-    if !shardready::sandbox::citus_installed(pg_bin.as_deref()) {
+    if !common::citus_here("sandbox_with_citus_workers_restarts_and_reports_them") {
         let out = shardready(&dir, &["sandbox", "start", "--workers", "1"]);
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("Citus is not installed"), "{err}");
-        eprintln!("sandbox_with_citus_workers_restarts_and_reports_them: Citus part skipped: Citus is not installed");
         return;
     }
     let out = shardready(&dir, &["sandbox", "start", "--workers", "1"]);

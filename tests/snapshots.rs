@@ -90,9 +90,12 @@ async fn pagila_artefacts() {
     let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/realworld/pagila/pagila-schema.sql");
     let Ok(sql) = std::fs::read_to_string(&schema) else {
-        eprintln!(
-            "skipped: {} is not there (the shared/ folder beside the checkout)",
-            schema.display()
+        common::skip_or_fail(
+            "pagila_artefacts",
+            &format!(
+                "{} is not there (the shared/ folder beside the checkout)",
+                schema.display()
+            ),
         );
         return;
     };

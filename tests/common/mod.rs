@@ -26,15 +26,39 @@ pub fn citus_cluster(test: &str, workers: u16) -> Option<(TestCluster, Target)> 
     Some((c, t))
 }
 
+/// Whether a test must fail, not skip, when what it needs (Citus, the
+/// Pagila dumps in shared/) is missing: under CI (`CI` set and not
+/// `false`/`0`) or with `SHARDREADY_REQUIRE_CITUS=1`.
+pub fn required() -> bool {
+    let set = |v: &str| {
+        std::env::var(v)
+            .map(|x| !x.is_empty() && x != "0" && !x.eq_ignore_ascii_case("false"))
+            .unwrap_or(false)
+    };
+    set("CI") || set("SHARDREADY_REQUIRE_CITUS")
+}
+
+/// `test` cannot run because `what` is missing: says it is skipped and why,
+/// or, where it is required ([`required`]), fails with what to do.
+pub fn skip_or_fail(test: &str, what: &str) {
+    assert!(
+        !required(),
+        "{test}: {what}, and under CI (or SHARDREADY_REQUIRE_CITUS=1) this test must run: \
+         install Citus with `make deps CITUS_SOURCE=../shared/citus/citus-13.2.2.tar.gz` \
+         and keep shared/ beside the checkout"
+    );
+    eprintln!("{test}: skipped: {what}");
+}
+
 /// Whether Citus is installed for the server binaries the tests use; when
-/// it is not, says that `test` is skipped and why.
-fn citus_here(test: &str) -> bool {
+/// it is not, says that `test` is skipped and why (fails under CI).
+pub fn citus_here(test: &str) -> bool {
     let pg_bin = std::env::var_os("SHARDREADY_PG_BIN").map(std::path::PathBuf::from);
     let here = shardready::sandbox::citus_installed(pg_bin.as_deref());
     if !here {
-        eprintln!(
-            "{test}: skipped: Citus is not installed for these PostgreSQL binaries \
-             (no citus.so in their library directory)"
+        skip_or_fail(
+            test,
+            "Citus is not installed for these PostgreSQL binaries (no citus.so in their library directory)",
         );
     }
     here
