@@ -212,6 +212,10 @@ pub struct Table {
     pub unique_indexes: Vec<Index>,
     /// Every index that is not valid (interrupted concurrent builds).
     pub invalid_indexes: Vec<String>,
+    /// The first column of each valid non-unique index (a plain column):
+    /// lookups by it have an index besides the keys.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub index_leads: Vec<String>,
     pub foreign_keys: Vec<ForeignKey>,
     /// Other CHECK constraints.
     pub checks: Vec<CheckConstraint>,
@@ -393,6 +397,7 @@ impl Catalog {
                 keys: Vec::new(),
                 unique_indexes: Vec::new(),
                 invalid_indexes: Vec::new(),
+                index_leads: Vec::new(),
                 foreign_keys: Vec::new(),
                 checks: Vec::new(),
                 triggers: Vec::new(),
@@ -538,7 +543,12 @@ impl Catalog {
             if !valid {
                 tables[i].invalid_indexes.push(name.clone());
             }
-            if r.get::<_, bool>("indisunique") {
+            if !r.get::<_, bool>("indisunique") {
+                let cols: Vec<Option<String>> = r.get("cols");
+                if let (true, Some(Some(first))) = (valid, cols.first()) {
+                    tables[i].index_leads.push(first.clone());
+                }
+            } else {
                 tables[i].unique_indexes.push(Index {
                     name,
                     primary: r.get("indisprimary"),
@@ -1046,6 +1056,28 @@ pub async fn top_statements(
             calls: r.get(2),
         })
         .collect())
+}
+
+/// Seconds since pg_stat_statements was last reset (its calls are counted
+/// since then); None before PostgreSQL 14 (no `pg_stat_statements_info`).
+pub async fn statements_age_s(client: &Client) -> Result<Option<f64>, tokio_postgres::Error> {
+    let has_info = client
+        .query_one(
+            "SELECT to_regclass('pg_stat_statements_info') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get::<_, bool>(0);
+    if !has_info {
+        return Ok(None);
+    }
+    Ok(client
+        .query_one(
+            "SELECT extract(epoch FROM now() - stats_reset)::float8 FROM pg_stat_statements_info",
+            &[],
+        )
+        .await?
+        .get(0))
 }
 
 /// The server's current `statement_timeout` (to restore it after a change).

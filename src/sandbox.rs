@@ -698,6 +698,11 @@ impl Sandbox {
         if self.state.citus {
             preload.push("citus");
         }
+        // The application's statements, for the plan's access-path check
+        // and the governor (created in the sandbox; a test creates it).
+        if has_library(&self.state.bin_dir, "pg_stat_statements") {
+            preload.push("pg_stat_statements");
+        }
         if self.state.pg_cron {
             preload.push("pg_cron");
             lines.push(format!("cron.database_name = '{DATABASE}'"));
@@ -805,12 +810,20 @@ impl Sandbox {
 
     /// Creates the preloaded extensions that are not there yet (only
     /// then: on a Citus worker, even `CREATE EXTENSION IF NOT EXISTS` is
-    /// DDL the worker refuses once it holds metadata).
+    /// DDL the worker refuses once it holds metadata). pg_stat_statements
+    /// is left to the tests that want it (its entries change what
+    /// `analyze` reports).
     fn create_extensions(&self) -> Result<()> {
-        let wanted: Vec<&str> = [("citus", self.state.citus), ("pg_cron", self.state.pg_cron)]
-            .into_iter()
-            .filter_map(|(e, on)| on.then_some(e))
-            .collect();
+        let statements = self.state.profile != Profile::Test
+            && has_library(&self.state.bin_dir, "pg_stat_statements");
+        let wanted: Vec<&str> = [
+            ("citus", self.state.citus),
+            ("pg_cron", self.state.pg_cron),
+            ("pg_stat_statements", statements),
+        ]
+        .into_iter()
+        .filter_map(|(e, on)| on.then_some(e))
+        .collect();
         if wanted.is_empty() {
             return Ok(());
         }

@@ -5,6 +5,7 @@
 //! tenant skew ([`skew`]). Everything later (plan, apply, verify,
 //! distribute) starts from an [`Analysis`].
 
+pub mod access;
 pub mod data;
 pub(crate) mod queries;
 pub mod rules;
@@ -173,6 +174,12 @@ pub struct Analysis {
     /// The overrides given, as flags (recorded in the plan and reports).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub resolutions: Vec<String>,
+    /// The application's known statements and what they look tables up
+    /// by (the plan keeps those access paths).
+    pub statements: access::Statements,
+    /// `--key-order` choices.
+    #[serde(skip)]
+    pub key_order: Vec<tenant::KeyOrderChoice>,
 }
 
 /// A foreign key dropped at the user's request, and how to restore it.
@@ -390,6 +397,7 @@ pub async fn analyze_read(
         reading_functions: Default::default(),
     };
     findings.extend(queries::audit(&ctx, client).await?);
+    let statements = access::read(cat, client, &opts.overrides.queries).await;
     let (data, skew) = if opts.catalog_only {
         (None, None)
     } else {
@@ -444,5 +452,7 @@ pub async fn analyze_read(
         dropped_fks,
         fix_fk_actions: opts.overrides.fix_fk_actions,
         resolutions: opts.overrides.to_args(),
+        statements,
+        key_order: opts.overrides.key_order.clone(),
     })
 }

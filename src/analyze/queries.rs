@@ -26,7 +26,7 @@ use tokio_postgres::Client;
 use super::rules::Ctx;
 use super::tenant::Class;
 use super::{AnalyzeError, Finding, Severity};
-use crate::catalog::{self, Function, QName, Table};
+use crate::catalog::{self, Catalog, Function, QName, Table};
 
 /// pg_stat_statements entries audited (the most called).
 pub const TOP_STATEMENTS: i64 = 500;
@@ -54,7 +54,7 @@ pub struct Issue {
 
 /// A table named in a query.
 #[derive(Debug, Clone)]
-struct Rel {
+pub(super) struct Rel {
     schema: String,
     name: String,
     alias: Option<String>,
@@ -70,14 +70,19 @@ impl Rel {
             verb,
         }
     }
+
+    /// Whether `q` (a column's qualifier) names this table.
+    pub(super) fn is_named(&self, q: &str) -> bool {
+        self.alias.as_deref() == Some(q) || q == self.name
+    }
 }
 
 /// One query level: its tables and the columns it filters on
 /// (qualifier, column).
 #[derive(Debug, Default)]
-struct Scope {
-    rels: Vec<Rel>,
-    filters: Vec<(Option<String>, String)>,
+pub(super) struct Scope {
+    pub(super) rels: Vec<Rel>,
+    pub(super) filters: Vec<(Option<String>, String)>,
     /// `a.x = b.y` between two columns: what joins the tables.
     equalities: Vec<(ColRef, ColRef)>,
     /// `JOIN … USING (x)` columns.
@@ -91,9 +96,9 @@ type ColRef = (Option<String>, String);
 
 /// Walks one statement's tree, collecting query levels and inserts.
 #[derive(Default)]
-struct Walk {
+pub(super) struct Walk {
     ctes: BTreeSet<String>,
-    scopes: Vec<Scope>,
+    pub(super) scopes: Vec<Scope>,
     /// (target, written columns; None without a column list).
     inserts: Vec<(Rel, Option<Vec<String>>)>,
     /// Functions the statement calls (names, lower case).
@@ -116,7 +121,7 @@ fn sval(n: &Node) -> Option<&str> {
 }
 
 impl Walk {
-    fn stmt(&mut self, n: &NodeEnum) {
+    pub(super) fn stmt(&mut self, n: &NodeEnum) {
         match n {
             NodeEnum::SelectStmt(s) => self.select(s),
             NodeEnum::InsertStmt(s) => {
@@ -447,12 +452,16 @@ fn operand_columns(n: &NodeEnum, out: &mut Vec<(Option<String>, String)>) {
 /// The catalog table a query names: exact with a schema; else `public`
 /// first, then any schema.
 fn resolve<'a>(ctx: &Ctx<'a>, rel: &Rel) -> Option<&'a Table> {
+    resolve_in(ctx.cat, rel)
+}
+
+/// [`resolve`] in a catalog.
+pub(super) fn resolve_in<'a>(cat: &'a Catalog, rel: &Rel) -> Option<&'a Table> {
     if !rel.schema.is_empty() {
-        return ctx.cat.table(&QName::new(&rel.schema, &rel.name));
+        return cat.table(&QName::new(&rel.schema, &rel.name));
     }
-    ctx.cat
-        .table(&QName::new("public", &rel.name))
-        .or_else(|| ctx.cat.tables.iter().find(|t| t.name.name == rel.name))
+    cat.table(&QName::new("public", &rel.name))
+        .or_else(|| cat.tables.iter().find(|t| t.name.name == rel.name))
 }
 
 /// Collapses whitespace and trims to about [`QUOTE_CHARS`] characters.
@@ -512,7 +521,7 @@ fn audit_node(ctx: &Ctx, n: &NodeEnum, shown: &str) -> Vec<Issue> {
                 c == col
                     && match q {
                         None => has_col_today,
-                        Some(q) => rel.alias.as_deref() == Some(q.as_str()) || q == &rel.name,
+                        Some(q) => rel.is_named(q),
                     }
             });
             if !filtered {
@@ -595,7 +604,7 @@ fn reading_functions(ctx: &Ctx) -> BTreeSet<String> {
 }
 
 /// A function's statements as SQL texts (plpgsql expressions as SELECTs).
-fn statements_of(f: &Function) -> Vec<String> {
+pub(super) fn statements_of(f: &Function) -> Vec<String> {
     match f.language.as_str() {
         "sql" => vec![f.body.clone()],
         "plpgsql" => plpgsql_candidates(f)

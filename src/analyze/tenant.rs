@@ -106,6 +106,56 @@ pub struct Overrides {
     /// `--accept-failing-queries`: queries Citus refuses once the tables
     /// are distributed (joins not on the tenant column) are warnings.
     pub accept_failing_queries: bool,
+    /// `--queries FILE`: the application's statements (SQL, or a server
+    /// log), besides pg_stat_statements and the functions.
+    pub queries: Vec<std::path::PathBuf>,
+    /// `--key-order TABLE=tenant-first|key-first`: the column order of
+    /// TABLE's rebuilt keys, instead of the plan's choice.
+    pub key_order: Vec<KeyOrderChoice>,
+}
+
+/// The order of a rebuilt key's columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyOrder {
+    /// `(tenant, old key…)`: lookups within a tenant use it; lookups by the
+    /// old key alone no longer can.
+    TenantFirst,
+    /// `(old key…, tenant)`: every lookup that used the old key still uses
+    /// it.
+    KeyFirst,
+}
+
+impl KeyOrder {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyOrder::TenantFirst => "tenant-first",
+            KeyOrder::KeyFirst => "key-first",
+        }
+    }
+}
+
+/// `--key-order TABLE=ORDER`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyOrderChoice {
+    pub table: QName,
+    pub order: KeyOrder,
+}
+
+impl KeyOrderChoice {
+    /// Parses `table=tenant-first` or `schema.table=key-first`.
+    pub fn parse(s: &str) -> Option<KeyOrderChoice> {
+        let (table, order) = s.split_once('=')?;
+        let order = match order {
+            "tenant-first" => KeyOrder::TenantFirst,
+            "key-first" => KeyOrder::KeyFirst,
+            _ => return None,
+        };
+        (!table.is_empty()).then(|| KeyOrderChoice {
+            table: parse_table(table),
+            order,
+        })
+    }
 }
 
 impl Overrides {
@@ -136,6 +186,12 @@ impl Overrides {
         }
         if self.accept_failing_queries {
             out.push("--accept-failing-queries".to_string());
+        }
+        for q in &self.queries {
+            out.push(format!("--queries {}", q.display()));
+        }
+        for k in &self.key_order {
+            out.push(format!("--key-order {}={}", k.table, k.order.as_str()));
         }
         out
     }

@@ -32,6 +32,7 @@ pub fn table(name: &str) -> TB {
         keys: Vec::new(),
         unique_indexes: Vec::new(),
         invalid_indexes: Vec::new(),
+        index_leads: Vec::new(),
         foreign_keys: Vec::new(),
         checks: Vec::new(),
         triggers: Vec::new(),

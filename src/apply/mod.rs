@@ -345,6 +345,10 @@ pub struct ApplyReport {
     /// The resolutions the plan was made with (its flags).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub resolutions: Vec<String>,
+    /// The column order of each rebuilt key and why (the statements the
+    /// plan kept fast).
+    #[serde(skip_serializing_if = "crate::plan::keys::Access::is_empty")]
+    pub access: crate::plan::keys::Access,
     pub resumed: bool,
     pub seconds: f64,
     pub steps: Vec<StepReport>,
@@ -714,6 +718,7 @@ async fn run(
         schema: "shardready.apply/v1",
         tenant_column: plan.tenant_column.clone(),
         resolutions: plan.resolutions.clone(),
+        access: plan.access.clone(),
         resumed: carry.resumed,
         seconds: t_start.elapsed().as_secs_f64(),
         steps: carry.steps.clone(),

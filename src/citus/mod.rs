@@ -1817,6 +1817,8 @@ mod tests {
             dropped_fks: Vec::new(),
             fix_fk_actions: false,
             resolutions: Vec::new(),
+            statements: Default::default(),
+            key_order: Vec::new(),
         }
     }
 

@@ -622,6 +622,25 @@ pub(crate) struct AnalyzeTarget {
     /// distribute.
     #[arg(long)]
     pub(crate) accept_failing_queries: bool,
+    /// The application's statements, besides pg_stat_statements and the
+    /// database's functions: a file of SQL statements (`;`-separated, `$1`
+    /// parameters welcome) or a server log with `statement:` / `execute`
+    /// lines (log_min_duration_statement = 0). The plan keeps the index
+    /// every one of them looks rows up by (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) queries: Vec<PathBuf>,
+    /// The column order of TABLE's rebuilt keys: `tenant-first` (tenant,
+    /// id) or `key-first` (id, tenant). By default the plan puts the old
+    /// key first where a known statement looks TABLE up by it without the
+    /// tenant column (so it keeps its index), the tenant first elsewhere
+    /// (repeatable).
+    #[arg(long, value_name = "TABLE=ORDER", value_parser = parse_key_order)]
+    pub(crate) key_order: Vec<shardready::analyze::tenant::KeyOrderChoice>,
+}
+
+fn parse_key_order(s: &str) -> Result<shardready::analyze::tenant::KeyOrderChoice, String> {
+    shardready::analyze::tenant::KeyOrderChoice::parse(s)
+        .ok_or_else(|| format!("`{s}`: give the order as table=tenant-first or table=key-first"))
 }
 
 fn parse_path(s: &str) -> Result<shardready::analyze::tenant::FkRef, String> {
@@ -649,6 +668,8 @@ impl AnalyzeTarget {
                 fix_fk_actions: self.fix_fk_actions,
                 keep_triggers: self.keep_triggers,
                 accept_failing_queries: self.accept_failing_queries,
+                queries: self.queries.clone(),
+                key_order: self.key_order.clone(),
             },
             full: false,
             catalog_only: true,

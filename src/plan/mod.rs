@@ -6,12 +6,12 @@
 use serde::{Deserialize, Serialize};
 
 pub mod estimate;
+pub mod keys;
 pub(crate) mod steps;
 
 use crate::analyze::{Analysis, Class};
-use crate::catalog::{Catalog, KeyKind, QName, Table, TableKind};
+use crate::catalog::{Catalog, QName, Table, TableKind};
 use crate::db::LockMode;
-use crate::sql::ident;
 
 pub use steps::{
     AddColumn, AnalyzeTables, Backfill, DropForeignKey, DropTrigger, HoldAutovacuum,
@@ -276,6 +276,10 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resolutions: Vec<String>,
     pub steps: Vec<Step>,
+    /// The application's statements the plan knew, and the column order
+    /// it chose for each rebuilt key (and why).
+    #[serde(default, skip_serializing_if = "keys::Access::is_empty")]
+    pub access: keys::Access,
 }
 
 /// A name that fits PostgreSQL's 63-byte limit: `base` + `suffix`, with
@@ -326,6 +330,7 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
     let mut follow_ups = Vec::new();
     let mut drops = Vec::new();
     let mut touched = Vec::new();
+    let mut access = keys::Access::of(&analysis.statements);
 
     let tenant_col_of = |t: &Table| -> String {
         if tenant.root.as_ref() == Some(&t.name) {
@@ -411,8 +416,8 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
         }
         // Keys: every PK/UNIQUE and unique index without the tenant column
         // (on a partitioned table, built on each partition).
-        for key in keys_without(t, &tcol) {
-            let parts = partition_indexes(cat, t, &key);
+        for key in keys::keys_without(analysis, t, &tcol, &mut access) {
+            let parts = keys::partition_indexes(cat, t, &key, &tcol);
             for p in &parts {
                 indexes.push(Step::UniqueIndex(UniqueIndex {
                     table: p.table.clone(),
@@ -652,6 +657,7 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
         root: tenant.root.clone(),
         resolutions: analysis.resolutions.clone(),
         steps,
+        access,
     }
 }
 
@@ -701,136 +707,6 @@ fn single_int_key(t: &Table) -> Option<String> {
         })
 }
 
-/// A key (PK, UNIQUE or unique index) to rebuild with the tenant column in
-/// front.
-struct KeyToBuild {
-    target: KeyTarget,
-    columns: Vec<String>,
-    /// The index tail for expression or partial indexes.
-    definition: Option<String>,
-}
-
-impl KeyToBuild {
-    /// The constraint's or index's name.
-    fn name(&self) -> &str {
-        match &self.target {
-            KeyTarget::Primary { constraint } | KeyTarget::Unique { constraint } => constraint,
-            KeyTarget::Index { name } => name,
-        }
-    }
-}
-
-/// Every PK/UNIQUE constraint and unique index of `t` without `tcol`.
-fn keys_without(t: &Table, tcol: &str) -> Vec<KeyToBuild> {
-    let mut out = Vec::new();
-    for k in &t.keys {
-        if k.kind == KeyKind::Exclusion || k.columns.iter().any(|c| c == tcol) {
-            continue;
-        }
-        let constraint = k.name.clone();
-        out.push(KeyToBuild {
-            target: if k.kind == KeyKind::Primary {
-                KeyTarget::Primary { constraint }
-            } else {
-                KeyTarget::Unique { constraint }
-            },
-            columns: std::iter::once(tcol.to_string())
-                .chain(k.columns.iter().cloned())
-                .collect(),
-            definition: None,
-        });
-    }
-    for ix in &t.unique_indexes {
-        if ix.constraint.is_some() || ix.columns.iter().any(|c| c.as_deref() == Some(tcol)) {
-            continue;
-        }
-        out.push(KeyToBuild {
-            target: KeyTarget::Index {
-                name: ix.name.clone(),
-            },
-            columns: std::iter::once(tcol.to_string())
-                .chain(
-                    ix.columns
-                        .iter()
-                        .map(|c| c.clone().unwrap_or_else(|| "(expr)".into())),
-                )
-                .collect(),
-            definition: Some(index_tail_with_tenant(&ix.definition, tcol)),
-        });
-    }
-    out
-}
-
-/// For a key of a partitioned table, its copy on each partition and the
-/// new index to build there (none for other tables). The copy is found
-/// by its columns: a partition's key mirrors its parent's.
-fn partition_indexes(cat: &Catalog, t: &Table, key: &KeyToBuild) -> Vec<PartitionIndex> {
-    if t.kind != TableKind::Partitioned {
-        return Vec::new();
-    }
-    let old_columns = &key.columns[1..];
-    cat.partitions_of(&t.name)
-        .into_iter()
-        .filter_map(|p| {
-            let target = match &key.target {
-                KeyTarget::Primary { .. } => KeyTarget::Primary {
-                    constraint: p.primary_key()?.name.clone(),
-                },
-                KeyTarget::Unique { .. } => KeyTarget::Unique {
-                    constraint: p
-                        .keys
-                        .iter()
-                        .find(|k| k.kind == KeyKind::Unique && k.columns == old_columns)?
-                        .name
-                        .clone(),
-                },
-                KeyTarget::Index { .. } => KeyTarget::Index {
-                    name: p
-                        .unique_indexes
-                        .iter()
-                        .find(|ix| {
-                            ix.constraint.is_none()
-                                && ix.columns.iter().flatten().eq(old_columns.iter())
-                        })?
-                        .name
-                        .clone(),
-                },
-            };
-            let own = match &target {
-                KeyTarget::Primary { constraint } | KeyTarget::Unique { constraint } => constraint,
-                KeyTarget::Index { name } => name,
-            };
-            let definition = match &target {
-                KeyTarget::Index { name } => p
-                    .unique_indexes
-                    .iter()
-                    .find(|ix| &ix.name == name)
-                    .map(|ix| index_tail_with_tenant(&ix.definition, &key.columns[0])),
-                _ => None,
-            };
-            Some(PartitionIndex {
-                table: p.name.clone(),
-                index: object_name(own, "_shardready"),
-                target,
-                definition,
-            })
-        })
-        .collect()
-}
-
-/// `CREATE UNIQUE INDEX name ON t USING btree (a, lower(b)) WHERE …` →
-/// `USING btree (tenant, a, lower(b)) WHERE …`.
-fn index_tail_with_tenant(definition: &str, tenant: &str) -> String {
-    let Some(pos) = definition.find(" USING ") else {
-        return format!("({})", ident(tenant));
-    };
-    let tail = &definition[pos + 1..];
-    match tail.find('(') {
-        Some(open) => format!("{}({}, {}", &tail[..open], ident(tenant), &tail[open + 1..]),
-        None => tail.to_string(),
-    }
-}
-
 impl Plan {
     /// The plan as a psql script.
     pub fn to_sql(&self, lock_timeout_ms: u64) -> String {
@@ -842,6 +718,9 @@ impl Plan {
                 .map(|r| format!(", root {r}"))
                 .unwrap_or_default()
         );
+        for line in self.access.text().lines() {
+            out.push_str(&format!("-- {line}\n").replace("-- \n", "--\n"));
+        }
         for (i, s) in self.steps.iter().enumerate() {
             out.push_str(&format!(
                 "\n-- {}. {}\n--    lock: {}\n",
@@ -908,6 +787,8 @@ mod tests {
             dropped_fks: Vec::new(),
             fix_fk_actions: overrides.fix_fk_actions,
             resolutions: overrides.to_args(),
+            statements: Default::default(),
+            key_order: overrides.key_order.clone(),
         };
         build(&analysis, cat)
     }
@@ -1063,16 +944,5 @@ mod tests {
             .unwrap();
         old.on_update = FkAction::NoAction;
         assert!(f[0].is_done(&c));
-    }
-
-    #[test]
-    fn index_tail_gets_the_tenant_first() {
-        assert_eq!(
-            index_tail_with_tenant(
-                "CREATE UNIQUE INDEX u ON public.t USING btree (lower(code)) WHERE (price > 0)",
-                "store_id"
-            ),
-            "USING btree (\"store_id\", lower(code)) WHERE (price > 0)"
-        );
     }
 }

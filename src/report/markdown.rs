@@ -30,6 +30,11 @@ pub fn apply_markdown(
                 .join(", ")
         );
     }
+    if !r.access.is_empty() {
+        out.push_str("## Keys and the application's lookups\n\n```text\n");
+        out.push_str(r.access.text().trim_start());
+        out.push_str("```\n\n");
+    }
     out.push_str("| # | step | lock | seconds | lock timeouts | app tx | app p50 ms | app p99 ms | app max ms | app errors |\n");
     out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for s in &r.steps {

@@ -196,6 +196,7 @@ pub fn plan_text(plan: &crate::plan::Plan) -> String {
             step.impact().describe()
         );
     }
+    s.push_str(&plan.access.text());
     s
 }
 

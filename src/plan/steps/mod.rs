@@ -102,11 +102,15 @@ pub(crate) fn key_in_place(t: &Table, target: &KeyTarget, columns: &[String]) ->
             .keys
             .iter()
             .any(|k| &k.name == constraint && k.kind == KeyKind::Unique && k.columns == columns),
+        // Expressions show as `(expr)` in `columns`.
         KeyTarget::Index { name } => t.unique_indexes.iter().any(|ix| {
             &ix.name == name
                 && ix.valid
-                && ix.columns.first().and_then(|c| c.as_deref())
-                    == columns.first().map(|s| s.as_str())
+                && ix
+                    .columns
+                    .iter()
+                    .map(|c| c.as_deref().unwrap_or("(expr)"))
+                    .eq(columns.iter().map(String::as_str))
         }),
     }
 }

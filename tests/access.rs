@@ -1,0 +1,381 @@
+//! The application's reads through a preparation: the plan knows the
+//! application's statements (pg_stat_statements, the functions' bodies,
+//! `--queries FILE`) and keeps the index each one looks rows up by. An
+//! application that looks orders and line items up by their own ids keeps
+//! its index scans after `apply` (the keys become (id, store_id)), while
+//! a table only read within a store gets (store_id, id).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{connect, run_on, scalar_i64};
+use tokio_postgres::Client;
+
+/// The key columns of `table`'s primary key, in order.
+async fn pk_columns(client: &Client, table: &str) -> Vec<String> {
+    client
+        .query_one(
+            "SELECT array_agg(a.attname::text ORDER BY k.o) \
+             FROM pg_index i, unnest(i.indkey::int2[]) WITH ORDINALITY k(n, o), pg_attribute a \
+             WHERE i.indrelid = $1::text::regclass AND i.indisprimary \
+               AND a.attrelid = i.indrelid AND a.attnum = k.n",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The plan's node types for `sql` (EXPLAIN, JSON).
+async fn plan_nodes(client: &Client, sql: &str) -> String {
+    let row = client
+        .query_one(&format!("EXPLAIN (FORMAT JSON) {sql}"), &[])
+        .await
+        .unwrap();
+    let v: serde_json::Value = row.get(0);
+    let mut nodes = Vec::new();
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(t) = m.get("Node Type").and_then(|t| t.as_str()) {
+                    out.push(t.to_string());
+                }
+                m.values().for_each(|x| walk(x, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    walk(&v, &mut nodes);
+    nodes.join(" > ")
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_that_looks_rows_up_by_id_keeps_its_index_through_apply() {
+    let (c, t) = common::cluster();
+    let url = c.url();
+    let mut client = connect(&t).await;
+    client
+        .batch_execute("CREATE EXTENSION pg_stat_statements")
+        .await
+        .unwrap();
+    shardready::ingest::create_tailspin_schema(&client, false)
+        .await
+        .unwrap();
+    shardready::ingest::load_tailspin(&mut client, None, 0.02, 42, false)
+        .await
+        .unwrap();
+    let max_order = scalar_i64(&client, "SELECT max(order_id) FROM orders").await;
+    let max_item = scalar_i64(&client, "SELECT max(line_item_id) FROM line_items").await;
+    // A store's products, read within the store (what create_orders does).
+    client
+        .query(
+            "SELECT count(*) FROM products WHERE store_id = $1",
+            &[&5_i64],
+        )
+        .await
+        .unwrap();
+
+    // The application: its own connection, looking orders and line items
+    // up by their ids (prepared statements, as drivers send them), a few
+    // hundred a second; each call's latency is kept with the phase it ran
+    // in (0 before apply, 1 during, 2 after).
+    let stop = Arc::new(AtomicBool::new(false));
+    let phase = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let samples = Arc::new(Mutex::new(Vec::<(u64, f64)>::new()));
+    let app = {
+        let (stop, phase, errors, samples) =
+            (stop.clone(), phase.clone(), errors.clone(), samples.clone());
+        let target = t.with_application_name("the-application");
+        tokio::spawn(async move {
+            let c = target.connect().await.unwrap();
+            let read = c
+                .prepare("SELECT status FROM orders WHERE order_id = $1")
+                .await
+                .unwrap();
+            let write = c
+                .prepare("UPDATE line_items SET quantity = quantity WHERE line_item_id = $1")
+                .await
+                .unwrap();
+            let mut i: i64 = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let started = Instant::now();
+                let ok = c
+                    .query_opt(&read, &[&(1 + (i * 7919) % max_order)])
+                    .await
+                    .is_ok()
+                    && c.execute(&write, &[&(1 + (i * 104729) % max_item)])
+                        .await
+                        .is_ok();
+                if !ok {
+                    errors.fetch_add(1, Ordering::SeqCst);
+                }
+                samples.lock().unwrap().push((
+                    phase.load(Ordering::SeqCst),
+                    started.elapsed().as_secs_f64() * 1e3,
+                ));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    // pg_stat_statements has seen the application's lookups.
+    common::wait_until(
+        &client,
+        "SELECT coalesce(sum(calls), 0) >= 100 FROM pg_stat_statements \
+         WHERE query LIKE '%FROM orders WHERE order_id = $1%'",
+        Duration::from_secs(30),
+        "pg_stat_statements counts the application's lookups",
+        &String::new,
+    )
+    .await;
+
+    // The plan says what it keeps, and why.
+    let out = run_on(&url, &["plan"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("  orders.orders_pkey → (order_id, store_id), key-first"),
+        "{text}"
+    );
+    assert!(text.contains("WHERE order_id = $1"), "{text}");
+    assert!(
+        text.contains("  products.products_pkey → (store_id, product_id), tenant-first"),
+        "{text}"
+    );
+
+    phase.store(1, Ordering::SeqCst);
+    shardready::apply::apply(
+        &t,
+        &shardready::apply::ApplyOptions {
+            progress: false,
+            trigger_window: Duration::from_millis(300),
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .expect("apply finishes");
+    phase.store(2, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::SeqCst);
+    app.await.unwrap();
+
+    // The keys the plan chose, in place and enforced.
+    assert_eq!(
+        pk_columns(&client, "orders").await,
+        ["order_id", "store_id"]
+    );
+    assert_eq!(
+        pk_columns(&client, "line_items").await,
+        ["line_item_id", "store_id"]
+    );
+    assert_eq!(
+        pk_columns(&client, "products").await,
+        ["store_id", "product_id"]
+    );
+    let out = run_on(&url, &["verify"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The application's lookups still use an index.
+    for sql in [
+        "SELECT status FROM orders WHERE order_id = 7",
+        "SELECT quantity FROM line_items WHERE line_item_id = 7",
+    ] {
+        let nodes = plan_nodes(&client, sql).await;
+        assert!(
+            nodes.contains("Index") && !nodes.contains("Seq Scan"),
+            "{sql}: {nodes}"
+        );
+    }
+    assert_eq!(
+        errors.load(Ordering::SeqCst),
+        0,
+        "no application call failed"
+    );
+    let samples = samples.lock().unwrap().clone();
+    let mut report = Vec::new();
+    for (p, name) in [(0, "before"), (1, "during"), (2, "after")] {
+        let mut v: Vec<f64> = samples
+            .iter()
+            .filter(|(q, _)| *q == p)
+            .map(|(_, ms)| *ms)
+            .collect();
+        assert!(!v.is_empty(), "the application ran {name} apply");
+        let n = v.len();
+        report.push(format!(
+            "{name}: {n} calls, p50 {:.2} ms, p99 {:.2} ms",
+            percentile(&mut v, 0.5),
+            percentile(&mut v, 0.99)
+        ));
+    }
+    eprintln!("the id-lookup application: {}", report.join("; "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_in_functions_and_files_decide_the_key_order() {
+    let (c, t) = common::cluster();
+    let url = c.url();
+    let mut client = connect(&t).await;
+    shardready::ingest::create_tailspin_schema(&client, false)
+        .await
+        .unwrap();
+    shardready::ingest::load_tailspin(&mut client, None, 0.005, 42, false)
+        .await
+        .unwrap();
+    // No pg_stat_statements here: the plan says so.
+    let out = run_on(&url, &["plan"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("pg_stat_statements: not installed in this database"),
+        "{text}"
+    );
+    assert!(
+        text.contains("no statement of the application is known"),
+        "{text}"
+    );
+    // A function that looks an order up by its id alone.
+    client
+        .batch_execute(
+            "CREATE FUNCTION order_status(p bigint) RETURNS text LANGUAGE plpgsql AS $$\n\
+             DECLARE s text;\n\
+             BEGIN\n  SELECT status INTO s FROM orders WHERE order_id = p;\n  RETURN s;\nEND $$",
+        )
+        .await
+        .unwrap();
+    // A file of the application's statements, and a server log.
+    let dir = common::temp_dir();
+    let file = dir.path().join("queries.sql");
+    std::fs::write(
+        &file,
+        "-- the application's statements\nSELECT * FROM stores WHERE store_id = $1;\n\
+         DELETE FROM line_items\n  WHERE line_item_id = $1;\n",
+    )
+    .unwrap();
+    let log = dir.path().join("postgresql.log");
+    std::fs::write(
+        &log,
+        "2026-12-07 10:00:00 UTC [77] LOG:  execute S_1: SELECT * FROM products p WHERE p.product_id = $1\n\
+         2026-12-07 10:00:01 UTC [77] LOG:  checkpoint starting: time\n",
+    )
+    .unwrap();
+    let file_arg = file.to_str().unwrap();
+    let log_arg = log.to_str().unwrap();
+    let out = run_on(
+        &url,
+        &[
+            "plan",
+            "--format",
+            "json",
+            "--queries",
+            file_arg,
+            "--queries",
+            log_arg,
+        ],
+    );
+    assert!(out.status.success());
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let choice = |table: &str| {
+        plan["access"]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["table"]["name"] == table)
+            .unwrap_or_else(|| panic!("a choice for {table}: {plan}"))
+            .clone()
+    };
+    assert_eq!(choice("orders")["order"], "key-first");
+    assert_eq!(
+        choice("orders")["columns"],
+        serde_json::json!(["order_id", "store_id"])
+    );
+    assert!(choice("orders")["statements"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("function public.order_status"));
+    assert_eq!(choice("line_items")["order"], "key-first");
+    assert!(choice("line_items")["statements"][0]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{file_arg}:3")));
+    assert_eq!(choice("products")["order"], "key-first");
+    assert!(choice("products")["statements"][0]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{log_arg}:1")));
+    // The user's choice wins, and the SQL script says the same.
+    let out = run_on(
+        &url,
+        &[
+            "plan",
+            "--format",
+            "sql",
+            "--queries",
+            file_arg,
+            "--key-order",
+            "orders=tenant-first",
+        ],
+    );
+    let sql = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{sql}");
+    assert!(
+        sql.contains(
+            "--   orders.orders_pkey → (store_id, order_id), tenant-first: --key-order orders=tenant-first"
+        ),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("CREATE UNIQUE INDEX CONCURRENTLY \"line_items_pkey_shardready\" ON \"public\".\"line_items\" (\"line_item_id\", \"store_id\");"),
+        "{sql}"
+    );
+    // apply follows the plan: the keys are where it said, and Citus's
+    // rules hold (verify).
+    let out = run_on(
+        &url,
+        &[
+            "apply",
+            "--queries",
+            file_arg,
+            "--key-order",
+            "orders=tenant-first",
+            "--trigger-window",
+            "300ms",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        pk_columns(&client, "orders").await,
+        ["store_id", "order_id"]
+    );
+    assert_eq!(
+        pk_columns(&client, "line_items").await,
+        ["line_item_id", "store_id"]
+    );
+    let out = run_on(&url, &["verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
