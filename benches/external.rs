@@ -17,6 +17,12 @@
 //!   CAPS=60000,30000 RATES=333/s cargo bench --bench external   # (b) again with
 //!       each --max-rate cap: the trade-off between the client's p99 and
 //!       the backfill's time
+//!   CLIENT=lookup cargo bench --bench external        # an application that
+//!       looks orders and line items up by their own ids (prepared
+//!       statements, seen by pg_stat_statements): its latency before,
+//!       during and after apply, with the keys as apply made them before
+//!       it knew the application's statements (--key-order …=tenant-first,
+//!       the baseline) and as it makes them now (the default)
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,19 +66,34 @@ struct Client {
 }
 
 impl Client {
+    /// pgbench calling `create_orders(1)` (the seed's application).
     fn start(pgbench: PathBuf, url: String, rate: f64, dir: PathBuf) -> Client {
+        Self::with_script(pgbench, url, rate, dir, "SELECT create_orders(1);\n".into())
+    }
+
+    /// pgbench running `script` (prepared statements, as drivers send
+    /// them).
+    fn with_script(
+        pgbench: PathBuf,
+        url: String,
+        rate: f64,
+        dir: PathBuf,
+        script_text: String,
+    ) -> Client {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let task = tokio::task::spawn_blocking(move || {
-            let script = dir.join("orders.sql");
-            std::fs::write(&script, "SELECT create_orders(1);\n").unwrap();
+            let script = dir.join("app.sql");
+            std::fs::write(&script, script_text).unwrap();
             let (mut txs, mut failed) = (Vec::new(), 0_u64);
             let mut chunk = 0;
             while !flag.load(Ordering::SeqCst) {
                 chunk += 1;
                 let prefix = dir.join(format!("chunk{chunk}"));
                 let out = std::process::Command::new(&pgbench)
-                    .args(["-n", "-c", "4", "-j", "2", "-T", "5", "-l"])
+                    .args([
+                        "-n", "-c", "4", "-j", "2", "-T", "5", "-l", "-M", "prepared",
+                    ])
                     .arg("-R")
                     .arg(format!("{rate}"))
                     .arg("-f")
@@ -248,8 +269,13 @@ fn main() {
     std::fs::create_dir_all(&logs).unwrap();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         rt.block_on(async {
+            let lookup = env("CLIENT", "orders") == "lookup";
             for (i, rate) in rates.iter().enumerate() {
-                run(&sb, scale, *rate, settle, &logs, i).await;
+                if lookup {
+                    run_lookup(&sb, scale, *rate, settle, &logs, i).await;
+                } else {
+                    run(&sb, scale, *rate, settle, &logs, i).await;
+                }
             }
         })
     }));
@@ -480,4 +506,119 @@ fn summary_line(
         backfill,
         backfill / single
     );
+}
+
+/// The id-lookup application, side by side on two copies: apply with the
+/// keys in front of the tenant column where this client needs them (the
+/// default: the plan reads its statements from pg_stat_statements) and,
+/// as the baseline, with the tenant column first everywhere (what apply
+/// did before it knew the application's statements).
+async fn run_lookup(
+    sb: &Sandbox,
+    scale: f64,
+    rate: f64,
+    settle: Duration,
+    logs: &Path,
+    round: usize,
+) {
+    let pgbench = sb.bin_dir().join("pgbench");
+    println!(
+        "\n=== id-lookup client: pgbench, an order read and a line item updated by id at {rate:.0}/s, 4 connections; scale {scale} ==="
+    );
+    let mut rows = Vec::new();
+    for (name, key_order) in [
+        (format!("tenantfirst{round}"), true),
+        (format!("keyfirst{round}"), false),
+    ] {
+        eprintln!("loading {name}...");
+        let t = tailspin_db(sb, &name, scale).await;
+        let c = t.connect().await.unwrap();
+        let max = |sql: &'static str| {
+            let c = &c;
+            async move { c.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+        };
+        let orders = max("SELECT max(order_id) FROM orders").await;
+        let items = max("SELECT max(line_item_id) FROM line_items").await;
+        let _ = c.batch_execute("SELECT pg_stat_statements_reset()").await;
+        let dir = logs.join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let app = Client::with_script(
+            pgbench.clone(),
+            sb.url_for(&name),
+            rate,
+            dir,
+            format!(
+                "\\set o random(1, {orders})\n\\set l random(1, {items})\n\
+                 SELECT status FROM orders WHERE order_id = :o;\n\
+                 UPDATE line_items SET quantity = quantity WHERE line_item_id = :l;\n"
+            ),
+        );
+        tokio::time::sleep(settle).await;
+        let mut opts = ApplyOptions {
+            progress: false,
+            ..ApplyOptions::default()
+        };
+        if key_order {
+            opts.analyze.overrides.key_order = ["orders", "line_items", "products"]
+                .iter()
+                .map(|t| {
+                    shardready::analyze::tenant::KeyOrderChoice::parse(&format!("{t}=tenant-first"))
+                        .unwrap()
+                })
+                .collect();
+        }
+        let w0 = now_s();
+        let report = apply::apply(&t, &opts, None).await.unwrap();
+        let end = now_s();
+        tokio::time::sleep(settle).await;
+        let after_end = now_s();
+        let (txs, failed) = app.stop().await;
+        let title = if key_order {
+            "apply --key-order …=tenant-first (the baseline: the keys as apply made them before)"
+        } else {
+            "apply (default: the plan keeps the lookups' index)"
+        };
+        let phases = vec![
+            Phase {
+                what: "before (baseline)".into(),
+                from: w0 - settle.as_secs_f64(),
+                to: w0,
+            },
+            Phase {
+                what: "during apply".into(),
+                from: w0,
+                to: end,
+            },
+            Phase {
+                what: "after apply".into(),
+                from: end,
+                to: after_end,
+            },
+        ];
+        print_phases(title, &txs, failed, &phases);
+        for k in &report.access.keys {
+            println!("  key {}.{}: ({})", k.table, k.key, k.columns.join(", "));
+        }
+        let before = window(&txs, w0 - settle.as_secs_f64(), w0);
+        let after = window(&txs, end, after_end);
+        rows.push((title, before, after, failed));
+        drop(c);
+        quiesce(sb, Some(&name)).await;
+    }
+    println!(
+        "\nsummary at {rate:.0}/s: the client after apply against before (target: p50 <= 1.2x)"
+    );
+    for (what, before, after, failed) in &rows {
+        println!(
+            "  {what}\n    p50 {:.1} -> {:.1} ms ({:.2}x), p99 {:.1} -> {:.1} ms, {} -> {} tx in {:.0} s, failed {failed}",
+            before.p50,
+            after.p50,
+            after.p50 / before.p50.max(1e-9),
+            before.p99,
+            after.p99,
+            before.n,
+            after.n,
+            settle.as_secs_f64()
+        );
+    }
 }

@@ -115,6 +115,7 @@ impl Run {
     ) -> Result<Run, DemoError> {
         Ok(Run {
             label: label.into(),
+            after: crate::report::after_checks(&phases),
             phases,
             create_orders_before_s: before.as_secs_f64(),
             create_orders_after_s: after.as_secs_f64(),

@@ -13,9 +13,10 @@
 //! and how to connect), [`sandbox`] (local clusters, also for tests),
 //! [`sql`] (identifier and literal quoting). Around them: [`ingest`] (COPY
 //! loader, the Tailspin dataset), [`workload`] (the seed's traffic and its
-//! latency), [`cron`] (pg_cron jobs), [`baseline`] (the seed's procedure
+//! latency), [`after`] (the application after our work beside its baseline), [`cron`] (pg_cron jobs), [`baseline`] (the seed's procedure
 //! as written) and [`demo`] (the seed exercise end to end).
 
+pub mod after;
 pub mod analyze;
 pub mod apply;
 pub mod baseline;

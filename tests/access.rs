@@ -63,19 +63,8 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_application_that_looks_rows_up_by_id_keeps_its_index_through_apply() {
-    let (c, t) = common::cluster();
+    let (c, t, client) = common::tailspin_with_statements(0.02).await;
     let url = c.url();
-    let mut client = connect(&t).await;
-    client
-        .batch_execute("CREATE EXTENSION pg_stat_statements")
-        .await
-        .unwrap();
-    shardready::ingest::create_tailspin_schema(&client, false)
-        .await
-        .unwrap();
-    shardready::ingest::load_tailspin(&mut client, None, 0.02, 42, false)
-        .await
-        .unwrap();
     let max_order = scalar_i64(&client, "SELECT max(order_id) FROM orders").await;
     let max_item = scalar_i64(&client, "SELECT max(line_item_id) FROM line_items").await;
     // A store's products, read within the store (what create_orders does).
@@ -372,6 +361,66 @@ async fn statements_in_functions_and_files_decide_the_key_order() {
         pk_columns(&client, "line_items").await,
         ["line_item_id", "store_id"]
     );
+    let out = run_on(&url, &["verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_that_lost_its_access_path_in_a_swap_gets_it_back() {
+    let (c, _t, client) = common::tailspin_with_statements(0.02).await;
+    let url = c.url();
+    // The application's lookup by id, seen by pg_stat_statements.
+    let lookup = client
+        .prepare("SELECT status FROM orders WHERE order_id = $1")
+        .await
+        .unwrap();
+    for id in 1..50_i64 {
+        client.query_opt(&lookup, &[&id]).await.unwrap();
+    }
+    // The user puts the tenant first anyway: the probe measures the
+    // lookup's plan before and after the swap and builds its index back.
+    let out = run_on(
+        &url,
+        &[
+            "apply",
+            "--key-order",
+            "orders=tenant-first",
+            "--trigger-window",
+            "300ms",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kept = &report["kept_paths"];
+    assert_eq!(kept.as_array().map(Vec::len), Some(1), "{report}");
+    assert_eq!(kept[0]["table"]["name"], "orders");
+    assert_eq!(kept[0]["index"], "orders_order_id_lookup");
+    assert_eq!(kept[0]["columns"], serde_json::json!(["order_id"]));
+    let line = kept[0]["statements"][0].as_str().unwrap();
+    assert!(
+        line.contains("SELECT status FROM orders WHERE order_id = $1"),
+        "{line}"
+    );
+    assert_eq!(
+        kept[0]["drop_sql"],
+        "DROP INDEX CONCURRENTLY \"public\".\"orders_order_id_lookup\";"
+    );
+    assert_eq!(
+        pk_columns(&client, "orders").await,
+        ["store_id", "order_id"]
+    );
+    let nodes = plan_nodes(&client, "SELECT status FROM orders WHERE order_id = 7").await;
+    assert!(nodes.contains("Index"), "{nodes}");
     let out = run_on(&url, &["verify"]);
     assert!(
         out.status.success(),

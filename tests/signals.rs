@@ -12,28 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{connect, run_on};
-use shardready::conn::Target;
-use shardready::sandbox::TestCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_application_waiting_on_the_backfill_holds_it_back() {
-    let c = TestCluster::start_with(vec![(
-        "shared_preload_libraries".into(),
-        "pg_cron,pg_stat_statements".into(),
-    )])
-    .expect("a cluster with pg_stat_statements starts");
-    let t = Target::parse(&c.url()).unwrap();
-    let mut client = connect(&t).await;
-    client
-        .batch_execute("CREATE EXTENSION pg_stat_statements")
-        .await
-        .unwrap();
-    shardready::ingest::create_tailspin_schema(&client, false)
-        .await
-        .unwrap();
-    shardready::ingest::load_tailspin(&mut client, None, 0.05, 42, false)
-        .await
-        .unwrap();
+    let (c, t, _client) = common::tailspin_with_statements(0.05).await;
     // The application: three connections of its own (not shardready's
     // workload). Each first locks a line item just past the backfill's
     // saved cursor (`FOR SHARE`, as an application does before it changes

@@ -36,6 +36,10 @@ pub struct Known {
     pub origin: String,
     /// The statement, whitespace collapsed, trimmed.
     pub statement: String,
+    /// The whole statement, as it can be planned (`$n` parameters); empty
+    /// for a function's (its variables are not parameters).
+    #[serde(skip)]
+    pub sql: String,
     /// Calls counted by pg_stat_statements.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calls: Option<i64>,
@@ -148,6 +152,7 @@ pub async fn read(cat: &Catalog, client: &Client, files: &[PathBuf]) -> Statemen
                 out.statements.push(Known {
                     origin: format!("function {}.{}", f.schema, f.name),
                     statement: queries::quote(&text),
+                    sql: String::new(),
                     calls: None,
                     calls_per_s: None,
                     lookups,
@@ -218,24 +223,43 @@ async fn from_pg_stat_statements(cat: &Catalog, client: &Client) -> (Source, Vec
     let known: Vec<Known> = rows
         .into_iter()
         .filter_map(|s| {
-            let lookups = lookups(cat, &s.query)?;
-            (!lookups.is_empty()).then(|| Known {
-                origin: format!("pg_stat_statements:{}", s.queryid),
-                statement: queries::quote(&s.query),
+            Some(Known {
                 calls: Some(s.calls),
-                calls_per_s: since.filter(|s| *s > 0.0).map(|age| s.calls as f64 / age),
-                lookups,
+                calls_per_s: since.filter(|a| *a > 0.0).map(|age| s.calls as f64 / age),
+                ..Known::of(cat, format!("pg_stat_statements:{}", s.queryid), &s.query)?
             })
         })
         .collect();
-    (
-        Source {
-            name,
-            statements: known.len(),
-            note: None,
-        },
-        known,
-    )
+    Source::gave(name, known)
+}
+
+impl Known {
+    /// `sql` from `origin`, when it looks a table up (else None).
+    fn of(cat: &Catalog, origin: String, sql: &str) -> Option<Known> {
+        let lookups = lookups(cat, sql).filter(|l| !l.is_empty())?;
+        Some(Known {
+            origin,
+            statement: queries::quote(sql),
+            sql: sql.to_string(),
+            calls: None,
+            calls_per_s: None,
+            lookups,
+        })
+    }
+}
+
+impl Source {
+    /// A source that gave `known`.
+    fn gave(name: String, known: Vec<Known>) -> (Source, Vec<Known>) {
+        (
+            Source {
+                name,
+                statements: known.len(),
+                note: None,
+            },
+            known,
+        )
+    }
 }
 
 /// The statements of a file: a server log's `statement:` / `execute …:`
@@ -267,25 +291,9 @@ fn from_file(cat: &Catalog, path: &Path) -> (Source, Vec<Known>) {
     };
     let known: Vec<Known> = pieces
         .into_iter()
-        .filter_map(|(line, sql)| {
-            let lookups = lookups(cat, &sql)?;
-            (!lookups.is_empty()).then(|| Known {
-                origin: format!("{name}:{line}"),
-                statement: queries::quote(&sql),
-                calls: None,
-                calls_per_s: None,
-                lookups,
-            })
-        })
+        .filter_map(|(line, sql)| Known::of(cat, format!("{name}:{line}"), &sql))
         .collect();
-    (
-        Source {
-            name,
-            statements: known.len(),
-            note: None,
-        },
-        known,
-    )
+    Source::gave(name, known)
 }
 
 /// The statement of a server log line (`LOG:  statement: …`, `LOG:

@@ -9,6 +9,7 @@
 pub mod abort;
 pub mod backfill;
 pub mod control;
+pub mod probe;
 pub mod signals;
 pub mod state;
 
@@ -349,6 +350,16 @@ pub struct ApplyReport {
     /// plan kept fast).
     #[serde(skip_serializing_if = "crate::plan::keys::Access::is_empty")]
     pub access: crate::plan::keys::Access,
+    /// With `--workload`: the application after apply beside its baseline
+    /// (a window of traffic alone before the first change and after the
+    /// last).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<crate::after::AfterCheck>,
+    /// Indexes on an old key's columns built after its swap, because a
+    /// statement of the application had lost its access path (the probe
+    /// measured its plan's cost before and after).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept_paths: Vec<probe::KeptPath>,
     pub resumed: bool,
     pub seconds: f64,
     pub steps: Vec<StepReport>,
@@ -481,6 +492,8 @@ struct Carry {
     backfills: Vec<backfill::BackfillStats>,
     reconnects: u32,
     resumed: bool,
+    /// Access paths the probe put back after a swap.
+    kept: Vec<probe::KeptPath>,
     /// The database's signals, sampled across reconnects.
     signals: Option<signals::Signals>,
 }
@@ -719,6 +732,8 @@ async fn run(
         tenant_column: plan.tenant_column.clone(),
         resolutions: plan.resolutions.clone(),
         access: plan.access.clone(),
+        after: Vec::new(),
+        kept_paths: carry.kept.clone(),
         resumed: carry.resumed,
         seconds: t_start.elapsed().as_secs_f64(),
         steps: carry.steps.clone(),
@@ -791,6 +806,13 @@ async fn run(
         state::mark(client, &id, StepState::Running, None, 0, None).await?;
         let t0 = Instant::now();
         let mut stats = LockStats::default();
+        // The application's lookups of a swapped table, costed before it.
+        let watch = match step {
+            plan::Step::SwapKey(swap) => {
+                probe::Probe::before(target, &cat, &opts.analyze.overrides.queries, swap).await
+            }
+            _ => None,
+        };
         for action in step.actions() {
             match action {
                 Action::Backfill { step: b, .. } => {
@@ -844,6 +866,27 @@ async fn run(
                     await_app_writes(client, &table, &column, &counter, opts).await?;
                 }
                 other => stats.add(execute(client, &other, &opts.policy).await?),
+            }
+        }
+        if let (Some(watch), plan::Step::SwapKey(swap)) = (&watch, step) {
+            if let Some(back) = watch.after(swap, &plan.tenant_column).await {
+                say(
+                    opts,
+                    &format!(
+                        "        a statement of the application lost its access path: building {} on {} ({}) concurrently",
+                        back.index,
+                        back.table,
+                        back.columns.join(", ")
+                    ),
+                );
+                let schema = back.table.schema.clone();
+                let (index, sql) = (back.index.clone(), back.create_sql.clone());
+                stats.add(build_index(client, &schema, &index, &sql, &opts.policy).await?);
+                let kept = watch.kept(back).await;
+                for st in &kept.statements {
+                    say(opts, &format!("          {st}"));
+                }
+                carry.kept.push(kept);
             }
         }
         let secs = t0.elapsed().as_secs_f64();

@@ -1221,7 +1221,9 @@ async fn materialized_views_in_the_way(
 /// A setting on the coordinator (`the coordinator`) and on every worker
 /// of the cluster (`worker host:port`); None where the server has no such
 /// setting (`output_plugin_libraries` exists only in some minor releases)
-/// or the worker did not answer.
+/// or the worker did not answer. `run_command_on_workers` returns a NULL
+/// as an empty string, like a setting set to '': each worker's value
+/// comes back prefixed with `=` so the two stay apart.
 async fn node_settings(
     client: &Client,
     name: &str,
@@ -1229,10 +1231,14 @@ async fn node_settings(
     let sql = format!(
         "SELECT 'the coordinator', current_setting({lit}, true) \
          UNION ALL \
-         SELECT 'worker ' || nodename || ':' || nodeport, CASE WHEN success THEN result END \
+         SELECT 'worker ' || nodename || ':' || nodeport, \
+                CASE WHEN success AND left(result, 1) = '=' THEN substr(result, 2) END \
            FROM run_command_on_workers({cmd})",
         lit = literal(name),
-        cmd = literal(&format!("SELECT current_setting({}, true)", literal(name)))
+        cmd = literal(&format!(
+            "SELECT '=' || current_setting({}, true)",
+            literal(name)
+        ))
     );
     Ok(client
         .query(&sql, &[])

@@ -140,6 +140,14 @@ Examples:
   shardready plan                         # readable list with the lock each step takes
   shardready plan --format sql -o prepare.sql   # a psql script a DBA can review and run
   shardready plan --format json           # schema shardready.plan/v1
+  shardready plan --queries app.sql       # the application's statements, besides pg_stat_statements
+  shardready plan --key-order orders=tenant-first   # choose a rebuilt key's column order
+
+Each rebuilt key keeps the application's lookups: where a known statement
+(pg_stat_statements, a function's body, --queries FILE) looks a table up by
+its old key without the tenant column, the key becomes (id, tenant), so the
+statement keeps its index; elsewhere (tenant, id). The plan ends with each
+choice, why, and the statements behind it.
 
 Steps, in order: add the tenant column (nullable, instant), a sync trigger for
 rows the old application writes, autovacuum held off the tables about to be
@@ -156,6 +164,13 @@ Examples:
   shardready apply --lock-timeout 50ms --batch-target 50ms --max-rate 50000
   shardready apply --force        # remove the sync trigger even if old code still writes
   shardready apply --replica postgresql://standby1/app --max-wal-rate 20MB --report ./report
+  shardready apply --queries app.sql  # statements pg_stat_statements does not see
+
+Right before and after each key swap apply costs the application's statements
+on that table (their generic plans); one that got more than 1.5x costlier has
+its access path built back, concurrently (an index on the old key's columns,
+kept, with the statement to drop it later). With --workload it compares the
+application after apply with its baseline and says whether it got slower.
 
 Every statement whose lock would queue the application runs under lock_timeout
 and is retried with backoff and jitter; the backfill runs in keyset batches
@@ -627,7 +642,7 @@ pub(crate) struct AnalyzeTarget {
     /// parameters welcome) or a server log with `statement:` / `execute`
     /// lines (log_min_duration_statement = 0). The plan keeps the index
     /// every one of them looks rows up by (repeatable).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = readable_file)]
     pub(crate) queries: Vec<PathBuf>,
     /// The column order of TABLE's rebuilt keys: `tenant-first` (tenant,
     /// id) or `key-first` (id, tenant). By default the plan puts the old
@@ -636,6 +651,13 @@ pub(crate) struct AnalyzeTarget {
     /// (repeatable).
     #[arg(long, value_name = "TABLE=ORDER", value_parser = parse_key_order)]
     pub(crate) key_order: Vec<shardready::analyze::tenant::KeyOrderChoice>,
+}
+
+/// A file that can be read (`--queries`).
+fn readable_file(s: &str) -> Result<PathBuf, String> {
+    std::fs::File::open(s)
+        .map(|_| PathBuf::from(s))
+        .map_err(|e| format!("cannot read `{s}`: {e}"))
 }
 
 fn parse_key_order(s: &str) -> Result<shardready::analyze::tenant::KeyOrderChoice, String> {

@@ -136,6 +136,12 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
             Some(rate) => Some(Workload::beside(&target, rate).await?),
             None => None,
         };
+        // The application alone first: its baseline, to compare the
+        // application after apply with.
+        let baseline = match &w {
+            Some(w) => Some(traffic_window(w).await),
+            None => None,
+        };
         // Ctrl-C: every step is safe to stop at (the server cancels the
         // statement within a second of the connection going); say where it
         // stands and what to run next.
@@ -153,6 +159,16 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
                 }
                 return anyhow::Ok(Err(ExitCode::from(130)));
             }
+        };
+        let r = match (r, &w, &baseline) {
+            (Ok(mut report), Some(w), Some(base)) => {
+                let after = traffic_window(w).await;
+                report.after = shardready::after::AfterCheck::compare("after apply", base, &after)
+                    .into_iter()
+                    .collect();
+                Ok(report)
+            }
+            (r, _, _) => r,
         };
         let wl = match w {
             Some(w) => Some(w.stop().await),
@@ -189,6 +205,24 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
         print!("{}", shardready::report::text::apply_summary(&report));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long the application runs alone before apply (its baseline) and
+/// after it, to be compared.
+const TRAFFIC_WINDOW: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The application's traffic alone for [`TRAFFIC_WINDOW`].
+async fn traffic_window(w: &shardready::workload::Workload) -> shardready::after::Window {
+    let from = std::time::Instant::now();
+    tokio::time::sleep(TRAFFIC_WINDOW).await;
+    let to = std::time::Instant::now();
+    let (l, transactions, _) = w.stats_between(from, to);
+    shardready::after::Window {
+        seconds: to.duration_since(from).as_secs_f64(),
+        transactions,
+        p50_ms: l.p50_ms,
+        p99_ms: l.p99_ms,
+    }
 }
 
 pub(super) fn abort_cmd(

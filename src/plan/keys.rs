@@ -195,7 +195,7 @@ fn choose(analysis: &Analysis, t: &Table, tcol: &str, key: &KeyToBuild) -> KeyCh
         .statements
         .by_column_without(&t.name, first, tcol)
         .collect();
-    needing.sort_by(|a, b| b.calls.cmp(&a.calls));
+    needing.sort_by_key(|k| std::cmp::Reverse(k.calls));
     let shown: Vec<String> = needing
         .iter()
         .take(SHOWN_STATEMENTS)

@@ -95,6 +95,34 @@ pub fn apply_markdown(
             w.achieved_rate_per_min, w.latency.p99_ms, w.latency.max_ms, w.errors
         );
     }
+    for k in &r.kept_paths {
+        let _ = writeln!(
+            out,
+            "\n**Access path kept**: `{}` on {} ({}), because these statements lost theirs with the swap (drop it once they filter by the tenant column too: `{}`):\n",
+            k.index,
+            k.table,
+            k.columns.join(", "),
+            k.drop_sql
+        );
+        for st in &k.statements {
+            let _ = writeln!(out, "- {st}");
+        }
+    }
+    for a in &r.after {
+        let _ = writeln!(
+            out,
+            "\nThe application after apply, beside its baseline: {}{}",
+            a.line(),
+            if a.slower {
+                format!(
+                    "\n\n**The application is slower after apply.** {}",
+                    a.remedy()
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
     if let Some(sig) = &r.signals {
         let held = super::text::held_back(r);
         let _ = writeln!(
@@ -151,6 +179,15 @@ pub fn demo_markdown(r: &DemoReport) -> String {
         }
         out.push('\n');
     }
+    for a in r.runs.iter().flat_map(|r| &r.after).filter(|a| a.slower) {
+        let _ = writeln!(
+            out,
+            "**The application is slower {}**: {}. {}\n",
+            a.phase.replace(" (traffic only)", ""),
+            a.why.join("; "),
+            a.remedy()
+        );
+    }
     let _ = writeln!(out, "{}.\n", r.distribution);
     if let Some(line) = &r.scale_out {
         let _ = writeln!(out, "{line}.\n");
@@ -168,6 +205,13 @@ pub fn demo_markdown(r: &DemoReport) -> String {
             run.workload.latency.max_ms,
             run.workload.errors
         );
+        if !run.after.is_empty() {
+            out.push_str("The application after each step, beside its baseline:\n\n");
+            for a in &run.after {
+                let _ = writeln!(out, "- {}", a.line());
+            }
+            out.push('\n');
+        }
         let _ = writeln!(
             out,
             "`SELECT create_orders({})`: {:.1} s before, {:.1} s after the key swap: **{:.1}x** faster.\n",

@@ -13,6 +13,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+pub use crate::after::AfterCheck;
+
 use crate::workload::{self, TimelineRow};
 use chart::{Band, Panel, SignalPanel};
 
@@ -70,6 +72,31 @@ impl PhaseRow {
     }
 }
 
+impl PhaseRow {
+    /// This phase as a window of the traffic.
+    fn window(&self) -> crate::after::Window {
+        crate::after::Window {
+            seconds: self.seconds,
+            transactions: self.transactions,
+            p50_ms: self.p50_ms,
+            p99_ms: self.p99_ms,
+        }
+    }
+}
+
+/// The traffic-only phases after the first (the baseline), each against
+/// it; empty when the baseline measured nothing.
+pub fn after_checks(phases: &[PhaseRow]) -> Vec<AfterCheck> {
+    let Some(base) = phases.first() else {
+        return Vec::new();
+    };
+    phases[1..]
+        .iter()
+        .filter(|p| p.phase.contains("(traffic only)"))
+        .filter_map(|p| AfterCheck::compare(&p.phase, &base.window(), &p.window()))
+        .collect()
+}
+
 /// One run (shardready, or the seed's procedure).
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
@@ -82,6 +109,8 @@ pub struct Run {
     pub workload: workload::Summary,
     pub timeline: Vec<TimelineRow>,
     pub apply: Option<crate::apply::ApplyReport>,
+    /// The application after each step of the work, beside its baseline.
+    pub after: Vec<AfterCheck>,
     /// The database's signals during apply and distribute, on the run's
     /// time axis (empty for the seed's procedure).
     #[serde(skip_serializing_if = "Vec::is_empty")]

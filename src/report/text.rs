@@ -300,6 +300,29 @@ pub fn apply_summary(report: &crate::apply::ApplyReport) -> String {
             app.transactions, app.p50_ms, app.p99_ms, app.max_ms, app.errors
         );
     }
+    for k in &report.kept_paths {
+        let _ = writeln!(
+            out,
+            "kept an access path: {} on {} ({}), because these statements lost theirs with the swap:",
+            k.index,
+            k.table,
+            k.columns.join(", ")
+        );
+        for st in &k.statements {
+            let _ = writeln!(out, "  {st}");
+        }
+        let _ = writeln!(
+            out,
+            "  once they filter by the tenant column too, drop it: {}",
+            k.drop_sql
+        );
+    }
+    for a in &report.after {
+        let _ = writeln!(out, "application {}", a.line());
+        if a.slower {
+            let _ = writeln!(out, "THE APPLICATION IS SLOWER AFTER APPLY: {}", a.remedy());
+        }
+    }
     if let Some(sig) = &report.signals {
         out.push_str(&signals_line(sig));
     }
@@ -784,6 +807,15 @@ pub fn demo_summary(report: &super::DemoReport, out_dir: &std::path::Path) -> St
             run.create_orders_after_s,
             run.speedup
         );
+        if !run.after.is_empty() {
+            let _ = writeln!(
+                out,
+                "  the application after each step, beside its baseline:"
+            );
+            for a in &run.after {
+                let _ = writeln!(out, "    {}", a.line());
+            }
+        }
         for (code, message) in &run.workload.error_examples {
             let n = run.workload.errors_by_sqlstate.get(code).unwrap_or(&0);
             let _ = writeln!(out, "  failed transactions, {n} x {code}: {message}");
@@ -798,6 +830,20 @@ pub fn demo_summary(report: &super::DemoReport, out_dir: &std::path::Path) -> St
     let _ = writeln!(out, "\n{}", report.distribution);
     if let Some(line) = &report.scale_out {
         let _ = writeln!(out, "{line}");
+    }
+    for a in report
+        .runs
+        .iter()
+        .flat_map(|r| &r.after)
+        .filter(|a| a.slower)
+    {
+        let _ = writeln!(
+            out,
+            "\nTHE APPLICATION IS SLOWER {}: {}.\n  {}",
+            a.phase.replace(" (traffic only)", ""),
+            a.why.join("; "),
+            a.remedy()
+        );
     }
     let _ = writeln!(
         out,

@@ -130,6 +130,25 @@ pub fn copy_of(cl: &TestCluster, db: &str) -> String {
     cl.sandbox().url_for(db)
 }
 
+/// A fresh cluster where the application's statements are counted
+/// (pg_stat_statements, which the sandbox preloads, created), with the
+/// seed's tables loaded at `scale`; a connection to it.
+pub async fn tailspin_with_statements(scale: f64) -> (TestCluster, Target, Client) {
+    let (c, t) = cluster();
+    let mut client = connect(&t).await;
+    client
+        .batch_execute("CREATE EXTENSION pg_stat_statements")
+        .await
+        .unwrap();
+    shardready::ingest::create_tailspin_schema(&client, false)
+        .await
+        .unwrap();
+    shardready::ingest::load_tailspin(&mut client, None, scale, 42, false)
+        .await
+        .unwrap();
+    (c, t, client)
+}
+
 /// A fresh cluster with the seed's schema and a generated load at `scale`.
 pub async fn tailspin(scale: f64) -> (TestCluster, Target) {
     let (c, t) = cluster();

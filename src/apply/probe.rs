@@ -1,0 +1,225 @@
+//! Measured, not assumed: right before a key swap, the planner's cost of
+//! each known statement of the application that looks the table up (read
+//! again then, so a statement that appeared during apply counts); right
+//! after it, the same cost again. A statement that got costlier than
+//! [`MARGIN`] times gets its access path back: a plain index on the old
+//! key's columns, built concurrently and kept until the user drops it
+//! (the statement then filters by the tenant). The cost is that of the
+//! generic plan (`plan_cache_mode = force_generic_plan`, parameters
+//! NULL), the plan a prepared statement settles on.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::analyze::access;
+use crate::catalog::{Catalog, QName};
+use crate::plan::{object_name, SwapKey};
+use crate::sql::{ident, qualified};
+
+/// A statement whose generic plan costs more than this many times its
+/// cost before the swap has lost its access path.
+pub const MARGIN: f64 = 1.5;
+
+/// The name the probe's prepared statement has on its own connection.
+const PROBE: &str = "shardready_probe";
+
+/// An access path the probe put back after a swap.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptPath {
+    pub table: QName,
+    pub index: String,
+    pub columns: Vec<String>,
+    /// `origin: statement: cost before → after the swap → with the index`.
+    pub statements: Vec<String>,
+    /// What drops it once the statements filter by the tenant.
+    pub drop_sql: String,
+}
+
+/// A statement watched across one swap.
+struct Watched {
+    origin: String,
+    statement: String,
+    sql: String,
+    before: f64,
+}
+
+/// The watch over one swap: the statements looking its table up, with
+/// their cost before it.
+pub(crate) struct Probe {
+    client: Client,
+    watched: Vec<Watched>,
+}
+
+impl Probe {
+    /// Reads the application's statements (pg_stat_statements, `files`)
+    /// and costs those that look `swap`'s table up; None when there is none
+    /// or the probe cannot connect.
+    pub(crate) async fn before(
+        target: &crate::conn::Target,
+        cat: &Catalog,
+        files: &[PathBuf],
+        swap: &SwapKey,
+    ) -> Option<Probe> {
+        let client = target
+            .with_application_name("shardready-probe")
+            .connect()
+            .await
+            .ok()?;
+        let statements = access::read(cat, &client, files).await;
+        let mut watched = Vec::new();
+        for k in statements.statements {
+            if k.sql.is_empty() || !k.lookups.iter().any(|l| l.table == swap.table) {
+                continue;
+            }
+            if let Some(before) = generic_cost(&client, &k.sql).await {
+                watched.push(Watched {
+                    origin: k.origin,
+                    statement: k.statement,
+                    sql: k.sql,
+                    before,
+                });
+            }
+        }
+        (!watched.is_empty()).then_some(Probe { client, watched })
+    }
+
+    /// The statements costlier than [`MARGIN`] times since [`Probe::before`]
+    /// (with their cost after); empty when none.
+    async fn regressed(&self) -> Vec<(&Watched, f64)> {
+        let mut out = Vec::new();
+        for w in &self.watched {
+            if let Some(after) = generic_cost(&self.client, &w.sql).await {
+                if after > w.before * MARGIN + 1.0 {
+                    out.push((w, after));
+                }
+            }
+        }
+        out
+    }
+
+    /// After the swap: when a statement got costlier, the index that gives
+    /// its access path back (the old key's columns, in their order), to
+    /// build concurrently; None when every statement kept its cost.
+    pub(crate) async fn after(&self, swap: &SwapKey, tenant: &str) -> Option<Lookback> {
+        let regressed = self.regressed().await;
+        if regressed.is_empty() {
+            return None;
+        }
+        let columns: Vec<String> = swap
+            .columns
+            .iter()
+            .filter(|c| c.as_str() != tenant)
+            .cloned()
+            .collect();
+        let index = object_name(
+            &format!("{}_{}", swap.table.name, columns.join("_")),
+            "_lookup",
+        );
+        Some(Lookback {
+            create_sql: format!(
+                "CREATE INDEX CONCURRENTLY {} ON {} ({});",
+                ident(&index),
+                swap.table.sql(),
+                columns
+                    .iter()
+                    .map(|c| ident(c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            drop_sql: format!(
+                "DROP INDEX CONCURRENTLY {};",
+                qualified(&swap.table.schema, &index)
+            ),
+            table: swap.table.clone(),
+            index,
+            columns,
+            statements: regressed
+                .iter()
+                .map(|(w, after)| (w.origin.clone(), w.statement.clone(), w.before, *after))
+                .collect(),
+        })
+    }
+
+    /// The statements' cost once the index is built: the kept path's
+    /// record.
+    pub(crate) async fn kept(&self, lookback: Lookback) -> KeptPath {
+        let mut statements = Vec::new();
+        for (origin, statement, before, after) in &lookback.statements {
+            let sql = self
+                .watched
+                .iter()
+                .find(|w| &w.origin == origin)
+                .map(|w| w.sql.as_str())
+                .unwrap_or_default();
+            let now = generic_cost(&self.client, sql).await.unwrap_or(f64::NAN);
+            statements.push(format!(
+                "{origin}: {statement}: cost {before:.0} before the swap, {after:.0} after, {now:.0} with the index"
+            ));
+        }
+        KeptPath {
+            table: lookback.table,
+            index: lookback.index,
+            columns: lookback.columns,
+            statements,
+            drop_sql: lookback.drop_sql,
+        }
+    }
+}
+
+/// The index a swap's lost access path needs.
+pub(crate) struct Lookback {
+    pub(crate) table: QName,
+    pub(crate) index: String,
+    pub(crate) columns: Vec<String>,
+    pub(crate) create_sql: String,
+    pub(crate) drop_sql: String,
+    /// (origin, statement, cost before, cost after).
+    statements: Vec<(String, String, f64, f64)>,
+}
+
+/// The total cost of `sql`'s generic plan (its parameters NULL); None when
+/// it cannot be prepared (a utility statement, a parameter whose type
+/// cannot be inferred).
+pub(crate) async fn generic_cost(client: &Client, sql: &str) -> Option<f64> {
+    let _ = client
+        .simple_query(&format!("DEALLOCATE /* shardready */ {PROBE}"))
+        .await;
+    client
+        .simple_query(&format!("PREPARE /* shardready */ {PROBE} AS {sql}"))
+        .await
+        .ok()?;
+    let n: i32 = client
+        .query_one(
+            "SELECT /* shardready */ coalesce(cardinality(parameter_types), 0) \
+             FROM pg_prepared_statements WHERE name = $1",
+            &[&PROBE],
+        )
+        .await
+        .ok()?
+        .get(0);
+    let args = vec!["NULL"; n.max(0) as usize].join(", ");
+    let explain = if n > 0 {
+        format!("EXPLAIN /* shardready */ (FORMAT JSON) EXECUTE {PROBE}({args})")
+    } else {
+        format!("EXPLAIN /* shardready */ (FORMAT JSON) EXECUTE {PROBE}")
+    };
+    let cost = async {
+        client
+            .simple_query("SET /* shardready */ plan_cache_mode = force_generic_plan")
+            .await
+            .ok()?;
+        let row = client.query_one(&explain, &[]).await.ok()?;
+        let v: serde_json::Value = row.get(0);
+        v[0]["Plan"]["Total Cost"].as_f64()
+    }
+    .await;
+    let _ = client
+        .simple_query("RESET /* shardready */ plan_cache_mode")
+        .await;
+    let _ = client
+        .simple_query(&format!("DEALLOCATE /* shardready */ {PROBE}"))
+        .await;
+    cost
+}
