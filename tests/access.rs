@@ -98,17 +98,25 @@ async fn an_application_that_looks_rows_up_by_id_keeps_its_index_through_apply()
                 .prepare("UPDATE line_items SET quantity = quantity WHERE line_item_id = $1")
                 .await
                 .unwrap();
+            // A join through the old key: a line item's order.
+            let join = c
+                .prepare(
+                    "SELECT o.status FROM line_items li JOIN orders o ON o.order_id = li.order_id \
+                     WHERE li.line_item_id = $1",
+                )
+                .await
+                .unwrap();
             let mut i: i64 = 0;
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
                 let started = Instant::now();
+                let item = 1 + (i * 104729) % max_item;
                 let ok = c
                     .query_opt(&read, &[&(1 + (i * 7919) % max_order)])
                     .await
                     .is_ok()
-                    && c.execute(&write, &[&(1 + (i * 104729) % max_item)])
-                        .await
-                        .is_ok();
+                    && c.execute(&write, &[&item]).await.is_ok()
+                    && c.query_opt(&join, &[&item]).await.is_ok();
                 if !ok {
                     errors.fetch_add(1, Ordering::SeqCst);
                 }
@@ -182,10 +190,12 @@ async fn an_application_that_looks_rows_up_by_id_keeps_its_index_through_apply()
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    // The application's lookups still use an index.
+    // The application's lookups still use an index, the join too.
     for sql in [
         "SELECT status FROM orders WHERE order_id = 7",
         "SELECT quantity FROM line_items WHERE line_item_id = 7",
+        "SELECT o.status FROM line_items li JOIN orders o ON o.order_id = li.order_id \
+         WHERE li.line_item_id = 7",
     ] {
         let nodes = plan_nodes(&client, sql).await;
         assert!(
@@ -406,6 +416,18 @@ async fn a_statement_that_lost_its_access_path_in_a_swap_gets_it_back() {
     assert_eq!(kept[0]["table"]["name"], "orders");
     assert_eq!(kept[0]["index"], "orders_order_id_lookup");
     assert_eq!(kept[0]["columns"], serde_json::json!(["order_id"]));
+    // hypopg (make deps installs it) predicts the loss: the index is
+    // there before the swap, and hypopg is gone again.
+    assert_eq!(kept[0]["built"], "before the swap", "{report}");
+    assert_eq!(
+        scalar_i64(
+            &client,
+            "SELECT count(*) FROM pg_extension WHERE extname = 'hypopg'"
+        )
+        .await,
+        0
+    );
+    common::assert_no_helpers_left(&client).await;
     let line = kept[0]["statements"][0].as_str().unwrap();
     assert!(
         line.contains("SELECT status FROM orders WHERE order_id = $1"),

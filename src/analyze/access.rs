@@ -141,7 +141,9 @@ pub async fn read(cat: &Catalog, client: &Client, files: &[PathBuf]) -> Statemen
     out.sources.push(stats.0);
     out.statements.extend(stats.1);
     let mut n = 0;
-    for f in &cat.functions {
+    // shardready's own helpers (the sync triggers' functions) are not the
+    // application's.
+    for f in cat.functions.iter().filter(|f| f.schema != "shardready") {
         let mut seen = BTreeSet::new();
         for text in queries::statements_of(f) {
             let Some(lookups) = lookups_in(cat, &text).filter(|l| !l.is_empty()) else {

@@ -813,6 +813,14 @@ async fn run(
             }
             _ => None,
         };
+        // Where hypopg can be had, a statement that would lose its access
+        // path gets it back before the swap, not after.
+        if let (Some(watch), plan::Step::SwapKey(swap)) = (&watch, step) {
+            if let Some(back) = watch.predict(swap, &plan.tenant_column).await {
+                let kept = keep_path(client, watch, back, "would lose", opts, &mut stats).await?;
+                carry.kept.push(kept);
+            }
+        }
         for action in step.actions() {
             match action {
                 Action::Backfill { step: b, .. } => {
@@ -870,22 +878,7 @@ async fn run(
         }
         if let (Some(watch), plan::Step::SwapKey(swap)) = (&watch, step) {
             if let Some(back) = watch.after(swap, &plan.tenant_column).await {
-                say(
-                    opts,
-                    &format!(
-                        "        a statement of the application lost its access path: building {} on {} ({}) concurrently",
-                        back.index,
-                        back.table,
-                        back.columns.join(", ")
-                    ),
-                );
-                let schema = back.table.schema.clone();
-                let (index, sql) = (back.index.clone(), back.create_sql.clone());
-                stats.add(build_index(client, &schema, &index, &sql, &opts.policy).await?);
-                let kept = watch.kept(back).await;
-                for st in &kept.statements {
-                    say(opts, &format!("          {st}"));
-                }
+                let kept = keep_path(client, watch, back, "lost", opts, &mut stats).await?;
                 carry.kept.push(kept);
             }
         }
@@ -936,6 +929,35 @@ async fn run(
     }
     state::finish_plan(client).await?;
     Ok(report(carry, true))
+}
+
+/// Builds the index that gives statements their access path back, says
+/// so, and returns its record.
+async fn keep_path(
+    client: &Session,
+    watch: &probe::Probe,
+    back: probe::Lookback,
+    lost: &str,
+    opts: &ApplyOptions,
+    stats: &mut LockStats,
+) -> Result<probe::KeptPath, ApplyError> {
+    say(
+        opts,
+        &format!(
+            "        a statement of the application {lost} its access path with this swap: building {} on {} ({}) concurrently",
+            back.index,
+            back.table,
+            back.columns.join(", ")
+        ),
+    );
+    let schema = back.table.schema.clone();
+    let (index, sql) = (back.index.clone(), back.create_sql.clone());
+    stats.add(build_index(client, &schema, &index, &sql, &opts.policy).await?);
+    let kept = watch.kept(back).await;
+    for st in &kept.statements {
+        say(opts, &format!("          {st}"));
+    }
+    Ok(kept)
 }
 
 /// The catalog as a new plan should see it over the unfinished plan `old`:

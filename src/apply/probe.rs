@@ -1,12 +1,15 @@
 //! Measured, not assumed: right before a key swap, the planner's cost of
 //! each known statement of the application that looks the table up (read
-//! again then, so a statement that appeared during apply counts); right
-//! after it, the same cost again. A statement that got costlier than
-//! [`MARGIN`] times gets its access path back: a plain index on the old
-//! key's columns, built concurrently and kept until the user drops it
-//! (the statement then filters by the tenant). The cost is that of the
-//! generic plan (`plan_cache_mode = force_generic_plan`, parameters
-//! NULL), the plan a prepared statement settles on.
+//! again then, so a statement that appeared during apply counts); then,
+//! where hypopg can be had, the same cost with the index the swap drops
+//! hidden (the swap's new index exists already: this is the plan after the
+//! swap); right after the swap, the cost again. A statement that would get,
+//! or got, costlier than [`MARGIN`] times gets its access path back: a
+//! plain index on the old key's columns, built concurrently (before the
+//! swap when predicted) and kept until the user drops it (once the
+//! statement filters by the tenant). The cost is that of the generic plan
+//! (`plan_cache_mode = force_generic_plan`, parameters NULL), the plan a
+//! prepared statement settles on.
 
 use std::path::PathBuf;
 
@@ -35,6 +38,9 @@ pub struct KeptPath {
     pub statements: Vec<String>,
     /// What drops it once the statements filter by the tenant.
     pub drop_sql: String,
+    /// `before the swap` (predicted with hypopg) or `after the swap`
+    /// (measured).
+    pub built: &'static str,
 }
 
 /// A statement watched across one swap.
@@ -104,44 +110,146 @@ impl Probe {
     /// build concurrently; None when every statement kept its cost.
     pub(crate) async fn after(&self, swap: &SwapKey, tenant: &str) -> Option<Lookback> {
         let regressed = self.regressed().await;
-        if regressed.is_empty() {
-            return None;
-        }
-        let columns: Vec<String> = swap
-            .columns
-            .iter()
-            .filter(|c| c.as_str() != tenant)
-            .cloned()
-            .collect();
-        let index = object_name(
-            &format!("{}_{}", swap.table.name, columns.join("_")),
-            "_lookup",
-        );
-        Some(Lookback {
-            create_sql: format!(
-                "CREATE INDEX CONCURRENTLY {} ON {} ({});",
-                ident(&index),
-                swap.table.sql(),
-                columns
-                    .iter()
-                    .map(|c| ident(c))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            drop_sql: format!(
-                "DROP INDEX CONCURRENTLY {};",
-                qualified(&swap.table.schema, &index)
-            ),
-            table: swap.table.clone(),
-            index,
-            columns,
-            statements: regressed
-                .iter()
-                .map(|(w, after)| (w.origin.clone(), w.statement.clone(), w.before, *after))
-                .collect(),
-        })
+        lookback(swap, tenant, regressed, false)
     }
 
+    /// Before the swap, where hypopg can be had: the statements' cost with
+    /// the index the swap drops hidden (the new one is built already, so
+    /// this is the plan after the swap), and, when one gets costlier, the
+    /// index to build first, so the application never runs without it.
+    /// None when nothing would get costlier or hypopg is not there.
+    pub(crate) async fn predict(&self, swap: &SwapKey, tenant: &str) -> Option<Lookback> {
+        if !swap.partitions.is_empty() {
+            return None;
+        }
+        let old = old_index(&self.client, swap).await?;
+        // hypopg, for this moment only, in shardready's schema (it changes
+        // nothing outside this session): created where the server has it,
+        // dropped again after (one the user has elsewhere is left alone).
+        let created = !self.hypopg_here().await
+            && self
+                .client
+                .simple_query(
+                    "CREATE EXTENSION IF NOT EXISTS hypopg SCHEMA shardready /* shardready */",
+                )
+                .await
+                .is_ok();
+        if !self.hypopg_here().await {
+            return None;
+        }
+        let hidden = self
+            .client
+            .query_one(
+                "SELECT /* shardready */ shardready.hypopg_hide_index($1)",
+                &[&old],
+            )
+            .await
+            .is_ok();
+        let regressed = if hidden {
+            self.regressed().await
+        } else {
+            Vec::new()
+        };
+        let _ = self
+            .client
+            .simple_query("SELECT /* shardready */ shardready.hypopg_unhide_all_indexes()")
+            .await;
+        if created {
+            let _ = self
+                .client
+                .simple_query("DROP EXTENSION IF EXISTS hypopg /* shardready */")
+                .await;
+        }
+        lookback(swap, tenant, regressed, true)
+    }
+
+    async fn hypopg_here(&self) -> bool {
+        self.client
+            .query_one(
+                "SELECT /* shardready */ EXISTS (SELECT 1 FROM pg_catalog.pg_extension e \
+                   JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace \
+                  WHERE e.extname = 'hypopg' AND n.nspname = 'shardready')",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, bool>(0))
+            .unwrap_or(false)
+    }
+}
+
+/// The index `swap` drops: the old key's (None when it is gone already).
+async fn old_index(client: &Client, swap: &SwapKey) -> Option<u32> {
+    use crate::plan::KeyTarget;
+    let row = match &swap.target {
+        KeyTarget::Primary { constraint } | KeyTarget::Unique { constraint } => {
+            client
+                .query_opt(
+                    "SELECT /* shardready */ conindid FROM pg_catalog.pg_constraint \
+                      WHERE conrelid = $1::text::regclass AND conname = $2",
+                    &[&swap.table.sql(), constraint],
+                )
+                .await
+        }
+        KeyTarget::Index { name } => {
+            client
+                .query_opt(
+                    "SELECT /* shardready */ to_regclass($1)::oid",
+                    &[&qualified(&swap.table.schema, name)],
+                )
+                .await
+        }
+    };
+    row.ok()??.get::<_, Option<u32>>(0)
+}
+
+/// The index that gives `regressed` statements their access path back
+/// (`swap`'s old key's columns, in their order); None when none regressed.
+fn lookback(
+    swap: &SwapKey,
+    tenant: &str,
+    regressed: Vec<(&Watched, f64)>,
+    predicted: bool,
+) -> Option<Lookback> {
+    if regressed.is_empty() {
+        return None;
+    }
+    let columns: Vec<String> = swap
+        .columns
+        .iter()
+        .filter(|c| c.as_str() != tenant)
+        .cloned()
+        .collect();
+    let index = object_name(
+        &format!("{}_{}", swap.table.name, columns.join("_")),
+        "_lookup",
+    );
+    Some(Lookback {
+        create_sql: format!(
+            "CREATE INDEX CONCURRENTLY {} ON {} ({});",
+            ident(&index),
+            swap.table.sql(),
+            columns
+                .iter()
+                .map(|c| ident(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        drop_sql: format!(
+            "DROP INDEX CONCURRENTLY {};",
+            qualified(&swap.table.schema, &index)
+        ),
+        table: swap.table.clone(),
+        index,
+        columns,
+        statements: regressed
+            .iter()
+            .map(|(w, after)| (w.origin.clone(), w.statement.clone(), w.before, *after))
+            .collect(),
+        predicted,
+    })
+}
+
+impl Probe {
     /// The statements' cost once the index is built: the kept path's
     /// record.
     pub(crate) async fn kept(&self, lookback: Lookback) -> KeptPath {
@@ -154,8 +262,13 @@ impl Probe {
                 .map(|w| w.sql.as_str())
                 .unwrap_or_default();
             let now = generic_cost(&self.client, sql).await.unwrap_or(f64::NAN);
+            let after = if lookback.predicted {
+                format!("{after:.0} after it (hypopg)")
+            } else {
+                format!("{after:.0} after it")
+            };
             statements.push(format!(
-                "{origin}: {statement}: cost {before:.0} before the swap, {after:.0} after, {now:.0} with the index"
+                "{origin}: {statement}: cost {before:.0} before the swap, {after}, {now:.0} with the index"
             ));
         }
         KeptPath {
@@ -164,6 +277,11 @@ impl Probe {
             columns: lookback.columns,
             statements,
             drop_sql: lookback.drop_sql,
+            built: if lookback.predicted {
+                "before the swap"
+            } else {
+                "after the swap"
+            },
         }
     }
 }
@@ -177,6 +295,7 @@ pub(crate) struct Lookback {
     pub(crate) drop_sql: String,
     /// (origin, statement, cost before, cost after).
     statements: Vec<(String, String, f64, f64)>,
+    predicted: bool,
 }
 
 /// The total cost of `sql`'s generic plan (its parameters NULL); None when

@@ -303,10 +303,11 @@ pub fn apply_summary(report: &crate::apply::ApplyReport) -> String {
     for k in &report.kept_paths {
         let _ = writeln!(
             out,
-            "kept an access path: {} on {} ({}), because these statements lost theirs with the swap:",
+            "kept an access path: {} on {} ({}), built {}, because these statements lose theirs with the swap:",
             k.index,
             k.table,
-            k.columns.join(", ")
+            k.columns.join(", "),
+            k.built
         );
         for st in &k.statements {
             let _ = writeln!(out, "  {st}");
