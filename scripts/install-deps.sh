@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Installs what shardready needs to build and test, when it is missing
-# (Debian/Ubuntu): PostgreSQL 15 server binaries, pg_cron, hypopg (the plan's
-# hypothetical-index check), libclang (for pg_query), OpenSSL's headers, a C
-# compiler; then Citus, built from the source CITUS_SOURCE names (a
+# (Debian/Ubuntu): PostgreSQL 15 server binaries, pg_cron, libclang (for
+# pg_query), OpenSSL's headers, a C compiler; then Citus, built from the source CITUS_SOURCE names (a
 # directory or a tarball, with shared/citus/build.sh beside it), or, without
 # CITUS_SOURCE, a line saying how to get it. Prints what it does; does
 # nothing when all is there.
@@ -17,9 +16,6 @@ if [ ! -x "${SHARDREADY_PG_BIN:-$pgbin}/initdb" ] && ! have '/usr/lib/postgresql
 fi
 if ! have '/usr/lib/postgresql/*/lib/pg_cron.so'; then
   missing+=(postgresql-15-cron)
-fi
-if ! have '/usr/lib/postgresql/*/lib/hypopg.so'; then
-  missing+=(postgresql-15-hypopg)
 fi
 # libclang-dev ships the unversioned libclang.so (and pulls in clang's
 # headers, which bindgen needs); the runtime library alone is not enough.

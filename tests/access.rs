@@ -183,7 +183,16 @@ async fn an_application_that_looks_rows_up_by_id_keeps_its_index_through_apply()
         pk_columns(&client, "products").await,
         ["store_id", "product_id"]
     );
+    // The join through the old key is one Citus will refuse once the
+    // tables are distributed (not on store_id): verify names it, and
+    // passes when the user accepts it.
     let out = run_on(&url, &["verify"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && text.contains("[non-colocated-join] line_items"),
+        "{text}"
+    );
+    let out = run_on(&url, &["verify", "--accept-failing-queries"]);
     assert!(
         out.status.success(),
         "{}{}",
@@ -416,17 +425,8 @@ async fn a_statement_that_lost_its_access_path_in_a_swap_gets_it_back() {
     assert_eq!(kept[0]["table"]["name"], "orders");
     assert_eq!(kept[0]["index"], "orders_order_id_lookup");
     assert_eq!(kept[0]["columns"], serde_json::json!(["order_id"]));
-    // hypopg (make deps installs it) predicts the loss: the index is
-    // there before the swap, and hypopg is gone again.
+    // The loss is foreseen: the index is there before the swap.
     assert_eq!(kept[0]["built"], "before the swap", "{report}");
-    assert_eq!(
-        scalar_i64(
-            &client,
-            "SELECT count(*) FROM pg_extension WHERE extname = 'hypopg'"
-        )
-        .await,
-        0
-    );
     common::assert_no_helpers_left(&client).await;
     let line = kept[0]["statements"][0].as_str().unwrap();
     assert!(

@@ -813,10 +813,10 @@ async fn run(
             }
             _ => None,
         };
-        // Where hypopg can be had, a statement that would lose its access
-        // path gets it back before the swap, not after.
+        // A statement that would lose its access path gets it back before
+        // the swap, not after.
         if let (Some(watch), plan::Step::SwapKey(swap)) = (&watch, step) {
-            if let Some(back) = watch.predict(swap, &plan.tenant_column).await {
+            if let Some(back) = watch.predict(swap, &plan.tenant_column, &cat) {
                 let kept = keep_path(client, watch, back, "would lose", opts, &mut stats).await?;
                 carry.kept.push(kept);
             }

@@ -1,15 +1,16 @@
 //! Measured, not assumed: right before a key swap, the planner's cost of
 //! each known statement of the application that looks the table up (read
-//! again then, so a statement that appeared during apply counts); then,
-//! where hypopg can be had, the same cost with the index the swap drops
-//! hidden (the swap's new index exists already: this is the plan after the
-//! swap); right after the swap, the cost again. A statement that would get,
-//! or got, costlier than [`MARGIN`] times gets its access path back: a
-//! plain index on the old key's columns, built concurrently (before the
-//! swap when predicted) and kept until the user drops it (once the
-//! statement filters by the tenant). The cost is that of the generic plan
-//! (`plan_cache_mode = force_generic_plan`, parameters NULL), the plan a
-//! prepared statement settles on.
+//! again then, so a statement that appeared during apply counts), and
+//! whether it will lose its index: it looks the table up by the old key's
+//! first column without the tenant column, and no index left after the
+//! swap (the new key, any other) leads with that column. Such a statement
+//! gets its access path back before the swap: a plain index on the old
+//! key's columns, built concurrently, kept until the user drops it (once
+//! the statement filters by the tenant). Right after the swap, the cost
+//! again: a statement costlier than [`MARGIN`] times gets the same index
+//! then (what the prediction could not see). The cost is that of the
+//! generic plan (`plan_cache_mode = force_generic_plan`, parameters NULL),
+//! the plan a prepared statement settles on.
 
 use std::path::PathBuf;
 
@@ -38,8 +39,7 @@ pub struct KeptPath {
     pub statements: Vec<String>,
     /// What drops it once the statements filter by the tenant.
     pub drop_sql: String,
-    /// `before the swap` (predicted with hypopg) or `after the swap`
-    /// (measured).
+    /// `before the swap` (predicted) or `after the swap` (measured).
     pub built: &'static str,
 }
 
@@ -48,6 +48,8 @@ struct Watched {
     origin: String,
     statement: String,
     sql: String,
+    /// The columns it looks the table up by, at each level.
+    lookups: Vec<std::collections::BTreeSet<String>>,
     before: f64,
 }
 
@@ -81,6 +83,12 @@ impl Probe {
             }
             if let Some(before) = generic_cost(&client, &k.sql).await {
                 watched.push(Watched {
+                    lookups: k
+                        .lookups
+                        .iter()
+                        .filter(|l| l.table == swap.table)
+                        .map(|l| l.columns.clone())
+                        .collect(),
                     origin: k.origin,
                     statement: k.statement,
                     sql: k.sql,
@@ -93,12 +101,12 @@ impl Probe {
 
     /// The statements costlier than [`MARGIN`] times since [`Probe::before`]
     /// (with their cost after); empty when none.
-    async fn regressed(&self) -> Vec<(&Watched, f64)> {
+    async fn regressed(&self) -> Vec<(&Watched, Option<f64>)> {
         let mut out = Vec::new();
         for w in &self.watched {
             if let Some(after) = generic_cost(&self.client, &w.sql).await {
                 if after > w.before * MARGIN + 1.0 {
-                    out.push((w, after));
+                    out.push((w, Some(after)));
                 }
             }
         }
@@ -113,93 +121,32 @@ impl Probe {
         lookback(swap, tenant, regressed, false)
     }
 
-    /// Before the swap, where hypopg can be had: the statements' cost with
-    /// the index the swap drops hidden (the new one is built already, so
-    /// this is the plan after the swap), and, when one gets costlier, the
-    /// index to build first, so the application never runs without it.
-    /// None when nothing would get costlier or hypopg is not there.
-    pub(crate) async fn predict(&self, swap: &SwapKey, tenant: &str) -> Option<Lookback> {
-        if !swap.partitions.is_empty() {
+    /// Before the swap: the statements that will lose their index with
+    /// it (they look the table up by the old key's first column without
+    /// the tenant column, and no index left after the swap leads with
+    /// that column), and the index to build first, so the application
+    /// never runs without it; None when none will.
+    pub(crate) fn predict(&self, swap: &SwapKey, tenant: &str, cat: &Catalog) -> Option<Lookback> {
+        let first = swap.columns.iter().find(|c| c.as_str() != tenant)?;
+        let t = cat.table(&swap.table)?;
+        let kept = swap.columns.first() == Some(first)
+            || t.index_leads.contains(first)
+            || !swap.partitions.is_empty();
+        if kept {
             return None;
         }
-        let old = old_index(&self.client, swap).await?;
-        // hypopg, for this moment only, in shardready's schema (it changes
-        // nothing outside this session): created where the server has it,
-        // dropped again after (one the user has elsewhere is left alone).
-        let created = !self.hypopg_here().await
-            && self
-                .client
-                .simple_query(
-                    "CREATE EXTENSION IF NOT EXISTS hypopg SCHEMA shardready /* shardready */",
-                )
-                .await
-                .is_ok();
-        if !self.hypopg_here().await {
-            return None;
-        }
-        let hidden = self
-            .client
-            .query_one(
-                "SELECT /* shardready */ shardready.hypopg_hide_index($1)",
-                &[&old],
-            )
-            .await
-            .is_ok();
-        let regressed = if hidden {
-            self.regressed().await
-        } else {
-            Vec::new()
-        };
-        let _ = self
-            .client
-            .simple_query("SELECT /* shardready */ shardready.hypopg_unhide_all_indexes()")
-            .await;
-        if created {
-            let _ = self
-                .client
-                .simple_query("DROP EXTENSION IF EXISTS hypopg /* shardready */")
-                .await;
-        }
-        lookback(swap, tenant, regressed, true)
+        let losing = self
+            .watched
+            .iter()
+            .filter(|w| {
+                w.lookups
+                    .iter()
+                    .any(|cols| cols.contains(first) && !cols.contains(tenant))
+            })
+            .map(|w| (w, None))
+            .collect();
+        lookback(swap, tenant, losing, true)
     }
-
-    async fn hypopg_here(&self) -> bool {
-        self.client
-            .query_one(
-                "SELECT /* shardready */ EXISTS (SELECT 1 FROM pg_catalog.pg_extension e \
-                   JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace \
-                  WHERE e.extname = 'hypopg' AND n.nspname = 'shardready')",
-                &[],
-            )
-            .await
-            .map(|r| r.get::<_, bool>(0))
-            .unwrap_or(false)
-    }
-}
-
-/// The index `swap` drops: the old key's (None when it is gone already).
-async fn old_index(client: &Client, swap: &SwapKey) -> Option<u32> {
-    use crate::plan::KeyTarget;
-    let row = match &swap.target {
-        KeyTarget::Primary { constraint } | KeyTarget::Unique { constraint } => {
-            client
-                .query_opt(
-                    "SELECT /* shardready */ conindid FROM pg_catalog.pg_constraint \
-                      WHERE conrelid = $1::text::regclass AND conname = $2",
-                    &[&swap.table.sql(), constraint],
-                )
-                .await
-        }
-        KeyTarget::Index { name } => {
-            client
-                .query_opt(
-                    "SELECT /* shardready */ to_regclass($1)::oid",
-                    &[&qualified(&swap.table.schema, name)],
-                )
-                .await
-        }
-    };
-    row.ok()??.get::<_, Option<u32>>(0)
 }
 
 /// The index that gives `regressed` statements their access path back
@@ -207,7 +154,7 @@ async fn old_index(client: &Client, swap: &SwapKey) -> Option<u32> {
 fn lookback(
     swap: &SwapKey,
     tenant: &str,
-    regressed: Vec<(&Watched, f64)>,
+    regressed: Vec<(&Watched, Option<f64>)>,
     predicted: bool,
 ) -> Option<Lookback> {
     if regressed.is_empty() {
@@ -262,10 +209,9 @@ impl Probe {
                 .map(|w| w.sql.as_str())
                 .unwrap_or_default();
             let now = generic_cost(&self.client, sql).await.unwrap_or(f64::NAN);
-            let after = if lookback.predicted {
-                format!("{after:.0} after it (hypopg)")
-            } else {
-                format!("{after:.0} after it")
+            let after = match after {
+                Some(a) => format!("{a:.0} after it"),
+                None => "its index gone after it".to_string(),
             };
             statements.push(format!(
                 "{origin}: {statement}: cost {before:.0} before the swap, {after}, {now:.0} with the index"
@@ -293,8 +239,8 @@ pub(crate) struct Lookback {
     pub(crate) columns: Vec<String>,
     pub(crate) create_sql: String,
     pub(crate) drop_sql: String,
-    /// (origin, statement, cost before, cost after).
-    statements: Vec<(String, String, f64, f64)>,
+    /// (origin, statement, cost before, cost after: None when predicted).
+    statements: Vec<(String, String, f64, Option<f64>)>,
     predicted: bool,
 }
 
