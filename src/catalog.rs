@@ -212,8 +212,9 @@ pub struct Table {
     pub unique_indexes: Vec<Index>,
     /// Every index that is not valid (interrupted concurrent builds).
     pub invalid_indexes: Vec<String>,
-    /// The first column of each valid non-unique index (a plain column):
-    /// lookups by it have an index besides the keys.
+    /// The first column of each valid, whole (not partial) non-unique
+    /// B-tree or hash index (a plain column): lookups by it have an index
+    /// besides the keys.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub index_leads: Vec<String>,
     pub foreign_keys: Vec<ForeignKey>,
@@ -544,8 +545,13 @@ impl Catalog {
                 tables[i].invalid_indexes.push(name.clone());
             }
             if !r.get::<_, bool>("indisunique") {
+                // Only a whole B-tree or hash index serves an equality
+                // lookup by its first column.
                 let cols: Vec<Option<String>> = r.get("cols");
-                if let (true, Some(Some(first))) = (valid, cols.first()) {
+                let pred: Option<String> = r.get("pred");
+                let equality = matches!(r.get::<_, &str>("am"), "btree" | "hash");
+                if let (true, true, None, Some(Some(first))) = (valid, equality, pred, cols.first())
+                {
                     tables[i].index_leads.push(first.clone());
                 }
             } else {
@@ -725,6 +731,7 @@ const INDEXES_SQL: &str = "SELECT i.indrelid, ic.relname::text AS name, i.indisu
               LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n \
               WHERE k.o <= i.indnkeyatts ORDER BY k.o) AS cols, \
         pg_get_expr(i.indpred, i.indrelid) AS pred, pg_get_indexdef(i.indexrelid) AS def, \
+        (SELECT amname::text FROM pg_am WHERE oid = ic.relam) AS am, \
         (SELECT conname::text FROM pg_constraint WHERE conindid = i.indexrelid \
            AND conrelid = i.indrelid AND contype IN ('p', 'u', 'x') LIMIT 1) AS conname \
  FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \

@@ -84,9 +84,28 @@ impl Statements {
     }
 }
 
+/// Whether `sql` is exactly one SELECT, INSERT, UPDATE or DELETE.
+pub(crate) fn plannable(sql: &str) -> bool {
+    let Ok(parsed) = pg_query::parse(sql, 0) else {
+        return false;
+    };
+    matches!(
+        parsed.protobuf.stmts.as_slice(),
+        [one] if matches!(
+            one.stmt.as_deref().and_then(|n| n.node.as_ref()),
+            Some(
+                NodeEnum::SelectStmt(_)
+                    | NodeEnum::InsertStmt(_)
+                    | NodeEnum::UpdateStmt(_)
+                    | NodeEnum::DeleteStmt(_)
+            )
+        )
+    )
+}
+
 /// The lookups of SQL text (one or more statements); None when it does
 /// not parse.
-pub fn lookups(cat: &Catalog, sql: &str) -> Option<Vec<Lookup>> {
+pub(crate) fn lookups(cat: &Catalog, sql: &str) -> Option<Vec<Lookup>> {
     let parsed = pg_query::parse(sql, 0).ok()?;
     let mut out = BTreeSet::new();
     for raw in &parsed.protobuf.stmts {
@@ -135,7 +154,7 @@ fn lookups_of(cat: &Catalog, n: &NodeEnum) -> Vec<Lookup> {
 
 /// Reads every source: pg_stat_statements when it is installed in the
 /// database, the functions' bodies, and `files`.
-pub async fn read(cat: &Catalog, client: &Client, files: &[PathBuf]) -> Statements {
+pub(crate) async fn read(cat: &Catalog, client: &Client, files: &[PathBuf]) -> Statements {
     let mut out = Statements::default();
     let stats = from_pg_stat_statements(cat, client).await;
     out.sources.push(stats.0);
@@ -236,8 +255,13 @@ async fn from_pg_stat_statements(cat: &Catalog, client: &Client) -> (Source, Vec
 }
 
 impl Known {
-    /// `sql` from `origin`, when it looks a table up (else None).
+    /// `sql` from `origin`, when it is one SELECT, INSERT, UPDATE or DELETE
+    /// that looks a table up (else None: the probe plans it, and must
+    /// never run anything else).
     fn of(cat: &Catalog, origin: String, sql: &str) -> Option<Known> {
+        if !plannable(sql) {
+            return None;
+        }
         let lookups = lookups(cat, sql).filter(|l| !l.is_empty())?;
         Some(Known {
             origin,
@@ -301,6 +325,9 @@ fn from_file(cat: &Catalog, path: &Path) -> (Source, Vec<Known>) {
 /// The statement of a server log line (`LOG:  statement: …`, `LOG:
 /// execute <name>: …`, `duration: … ms  statement: …`).
 fn log_statement(line: &str) -> Option<&str> {
+    if !line.contains("LOG:") {
+        return None;
+    }
     if let Some(i) = line.find(" statement: ") {
         return Some(line[i + " statement: ".len()..].trim());
     }
@@ -380,6 +407,11 @@ mod tests {
             Some("DELETE FROM t WHERE id = 4")
         );
         assert_eq!(log_statement("LOG:  checkpoint complete"), None);
+        assert_eq!(log_statement("-- a note on the statement: none"), None);
+        assert!(plannable("UPDATE t SET a = $1 WHERE id = $2"));
+        assert!(!plannable("SELECT 1; UPDATE t SET a = 1"));
+        assert!(!plannable("BEGIN"));
+        assert!(!plannable("VACUUM t"));
         let parts = split_sql("SELECT 1;\n\n-- a note\nSELECT 'a;b'\n  FROM t;\n");
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0].0, 1);

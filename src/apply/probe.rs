@@ -58,6 +58,10 @@ struct Watched {
 pub(crate) struct Probe {
     client: Client,
     watched: Vec<Watched>,
+    /// The old key's columns, in their order, and the tenant column the
+    /// swap adds (the root's key on the root).
+    old: Vec<String>,
+    tenant: String,
 }
 
 impl Probe {
@@ -70,9 +74,25 @@ impl Probe {
         files: &[PathBuf],
         swap: &SwapKey,
     ) -> Option<Probe> {
+        // Only a plain key or unique index gets an index back (an
+        // expression's or a partitioned table's would need its own).
+        if !swap.partitions.is_empty() || swap.definition.is_some() {
+            return None;
+        }
+        let old = old_columns(cat, swap)?;
+        let tenant = swap.columns.iter().find(|c| !old.contains(c))?.clone();
         let client = target
             .with_application_name("shardready-probe")
             .connect()
+            .await
+            .ok()?;
+        // Planning takes a lock on the table: never wait long for it.
+        client
+            .simple_query("SET lock_timeout = '100ms' /* shardready */")
+            .await
+            .ok()?;
+        client
+            .simple_query("SET statement_timeout = '10s' /* shardready */")
             .await
             .ok()?;
         let statements = access::read(cat, &client, files).await;
@@ -96,7 +116,12 @@ impl Probe {
                 });
             }
         }
-        (!watched.is_empty()).then_some(Probe { client, watched })
+        (!watched.is_empty()).then_some(Probe {
+            client,
+            watched,
+            old,
+            tenant,
+        })
     }
 
     /// The statements costlier than [`MARGIN`] times since [`Probe::before`]
@@ -116,9 +141,9 @@ impl Probe {
     /// After the swap: when a statement got costlier, the index that gives
     /// its access path back (the old key's columns, in their order), to
     /// build concurrently; None when every statement kept its cost.
-    pub(crate) async fn after(&self, swap: &SwapKey, tenant: &str) -> Option<Lookback> {
+    pub(crate) async fn after(&self, swap: &SwapKey) -> Option<Lookback> {
         let regressed = self.regressed().await;
-        lookback(swap, tenant, regressed, false)
+        self.lookback(swap, regressed, false)
     }
 
     /// Before the swap: the statements that will lose their index with
@@ -126,13 +151,10 @@ impl Probe {
     /// the tenant column, and no index left after the swap leads with
     /// that column), and the index to build first, so the application
     /// never runs without it; None when none will.
-    pub(crate) fn predict(&self, swap: &SwapKey, tenant: &str, cat: &Catalog) -> Option<Lookback> {
-        let first = swap.columns.iter().find(|c| c.as_str() != tenant)?;
+    pub(crate) fn predict(&self, swap: &SwapKey, cat: &Catalog) -> Option<Lookback> {
+        let first = self.old.first()?;
         let t = cat.table(&swap.table)?;
-        let kept = swap.columns.first() == Some(first)
-            || t.index_leads.contains(first)
-            || !swap.partitions.is_empty();
-        if kept {
+        if swap.columns.first() == Some(first) || t.index_leads.contains(first) {
             return None;
         }
         let losing = self
@@ -141,59 +163,76 @@ impl Probe {
             .filter(|w| {
                 w.lookups
                     .iter()
-                    .any(|cols| cols.contains(first) && !cols.contains(tenant))
+                    .any(|cols| cols.contains(first) && !cols.contains(&self.tenant))
             })
             .map(|w| (w, None))
             .collect();
-        lookback(swap, tenant, losing, true)
+        self.lookback(swap, losing, true)
+    }
+
+    /// The index that gives `regressed` statements their access path back
+    /// (the old key's columns, in their order); None when none regressed.
+    fn lookback(
+        &self,
+        swap: &SwapKey,
+        regressed: Vec<(&Watched, Option<f64>)>,
+        predicted: bool,
+    ) -> Option<Lookback> {
+        if regressed.is_empty() {
+            return None;
+        }
+        let columns = self.old.clone();
+        let index = object_name(
+            &format!("{}_{}", swap.table.name, columns.join("_")),
+            "_lookup",
+        );
+        Some(Lookback {
+            create_sql: format!(
+                "CREATE INDEX CONCURRENTLY {} ON {} ({});",
+                ident(&index),
+                swap.table.sql(),
+                columns
+                    .iter()
+                    .map(|c| ident(c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            drop_sql: format!(
+                "DROP INDEX CONCURRENTLY {};",
+                qualified(&swap.table.schema, &index)
+            ),
+            table: swap.table.clone(),
+            index,
+            columns,
+            statements: regressed
+                .iter()
+                .map(|(w, after)| (w.origin.clone(), w.statement.clone(), w.before, *after))
+                .collect(),
+            predicted,
+        })
     }
 }
 
-/// The index that gives `regressed` statements their access path back
-/// (`swap`'s old key's columns, in their order); None when none regressed.
-fn lookback(
-    swap: &SwapKey,
-    tenant: &str,
-    regressed: Vec<(&Watched, Option<f64>)>,
-    predicted: bool,
-) -> Option<Lookback> {
-    if regressed.is_empty() {
-        return None;
-    }
-    let columns: Vec<String> = swap
-        .columns
-        .iter()
-        .filter(|c| c.as_str() != tenant)
-        .cloned()
-        .collect();
-    let index = object_name(
-        &format!("{}_{}", swap.table.name, columns.join("_")),
-        "_lookup",
-    );
-    Some(Lookback {
-        create_sql: format!(
-            "CREATE INDEX CONCURRENTLY {} ON {} ({});",
-            ident(&index),
-            swap.table.sql(),
-            columns
-                .iter()
-                .map(|c| ident(c))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        drop_sql: format!(
-            "DROP INDEX CONCURRENTLY {};",
-            qualified(&swap.table.schema, &index)
-        ),
-        table: swap.table.clone(),
-        index,
-        columns,
-        statements: regressed
+/// The columns of the key `swap` replaces, as the catalog has them before
+/// the swap (None once it is gone, or for an expression).
+fn old_columns(cat: &Catalog, swap: &SwapKey) -> Option<Vec<String>> {
+    use crate::catalog::KeyKind;
+    use crate::plan::KeyTarget;
+    let t = cat.table(&swap.table)?;
+    match &swap.target {
+        KeyTarget::Primary { .. } => t.primary_key().map(|k| k.columns.clone()),
+        KeyTarget::Unique { constraint } => t
+            .keys
             .iter()
-            .map(|(w, after)| (w.origin.clone(), w.statement.clone(), w.before, *after))
-            .collect(),
-        predicted,
-    })
+            .find(|k| &k.name == constraint && k.kind == KeyKind::Unique)
+            .map(|k| k.columns.clone()),
+        KeyTarget::Index { name } => t
+            .unique_indexes
+            .iter()
+            .find(|ix| &ix.name == name)
+            .and_then(|ix| ix.columns.iter().cloned().collect()),
+    }
+    .filter(|old| !old.is_empty() && old.len() + 1 == swap.columns.len())
 }
 
 impl Probe {
@@ -247,10 +286,12 @@ pub(crate) struct Lookback {
 /// The total cost of `sql`'s generic plan (its parameters NULL); None when
 /// it cannot be prepared (a utility statement, a parameter whose type
 /// cannot be inferred).
-pub(crate) async fn generic_cost(client: &Client, sql: &str) -> Option<f64> {
-    let _ = client
-        .simple_query(&format!("DEALLOCATE /* shardready */ {PROBE}"))
-        .await;
+async fn generic_cost(client: &Client, sql: &str) -> Option<f64> {
+    // One SELECT, INSERT, UPDATE or DELETE: prepared and explained, never
+    // run.
+    if !access::plannable(sql) {
+        return None;
+    }
     client
         .simple_query(&format!("PREPARE /* shardready */ {PROBE} AS {sql}"))
         .await

@@ -166,11 +166,14 @@ Examples:
   shardready apply --replica postgresql://standby1/app --max-wal-rate 20MB --report ./report
   shardready apply --queries app.sql  # statements pg_stat_statements does not see
 
-Right before and after each key swap apply costs the application's statements
-on that table (their generic plans); one that got more than 1.5x costlier has
-its access path built back, concurrently (an index on the old key's columns,
-kept, with the statement to drop it later). With --workload it compares the
-application after apply with its baseline and says whether it got slower.
+Right before each key swap apply reads the application's statements on that
+table again; one the swap would leave without its index (it looks the table up
+by the old key without the tenant column) gets its access path back first: a
+plain index on the old key's columns, built concurrently, kept, with the
+statement to drop it later (--no-lookup-index: none). After the swap it costs
+them again (generic plans); one more than 1.5x costlier gets the same. With
+--workload it compares the application after apply with its baseline and says
+whether it got slower.
 
 Every statement whose lock would queue the application runs under lock_timeout
 and is retried with backoff and jitter; the backfill runs in keyset batches
@@ -539,6 +542,12 @@ pub(crate) struct ApplyArgs {
     /// the backfill slows down on them and the report charts them.
     #[arg(long)]
     pub(crate) no_signals: bool,
+    /// Build no index back for the application's lookups by an old key
+    /// (they filter by the tenant column already). By default, a known
+    /// statement that a key swap would leave without its index gets a
+    /// plain index on the old key's columns, built before the swap.
+    #[arg(long)]
+    pub(crate) no_lookup_index: bool,
     /// Remove the sync trigger even while rows still arrive without the column.
     #[arg(long)]
     pub(crate) force: bool,

@@ -124,6 +124,7 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
         backfill_via: a.backfill_via,
         fire_triggers: a.fire_triggers,
         signals: !a.no_signals,
+        lookup_index: !a.no_lookup_index,
         standbys: a
             .replica
             .iter()
@@ -161,7 +162,7 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
             }
         };
         let r = match (r, &w, &baseline) {
-            (Ok(mut report), Some(w), Some(base)) => {
+            (Ok(mut report), Some(w), Some(base)) if report.finished => {
                 let after = traffic_window(w).await;
                 report.after = shardready::after::AfterCheck::compare("after apply", base, &after)
                     .into_iter()

@@ -212,7 +212,27 @@ fn choose(analysis: &Analysis, t: &Table, tcol: &str, key: &KeyToBuild) -> KeyCh
         .collect();
     let other_index = t.index_leads.iter().any(|c| c == first);
     let chosen = analysis.key_order.iter().find(|c| c.table == t.name);
-    let (order, reason) = if let Some(c) = chosen {
+    // A new index an earlier run built for this key (a rerun, a replan)
+    // keeps its order: the swap takes the index as it is.
+    let built = t
+        .unique_indexes
+        .iter()
+        .find(|ix| ix.name == object_name(key.name(), "_shardready"))
+        .and_then(|ix| match ix.columns.first()?.as_deref() {
+            Some(c) if c == tcol => Some(KeyOrder::TenantFirst),
+            Some(c) if c == first => Some(KeyOrder::KeyFirst),
+            _ => None,
+        });
+    let (order, reason) = if let Some(order) = built {
+        (
+            order,
+            format!(
+                "its new index was built {} by an earlier run (to change the order, \
+                 `shardready abort` first)",
+                order.as_str()
+            ),
+        )
+    } else if let Some(c) = chosen {
         (
             c.order,
             format!("--key-order {}={}", t.name, c.order.as_str()),

@@ -44,8 +44,8 @@ pub fn skip_or_fail(test: &str, what: &str) {
     assert!(
         !required(),
         "{test}: {what}, and under CI (or SHARDREADY_REQUIRE_CITUS=1) this test must run: \
-         install Citus with `make deps CITUS_SOURCE=../shared/citus/citus-13.2.2.tar.gz` \
-         and keep shared/ beside the checkout"
+         for Citus, `make deps CITUS_SOURCE=../shared/citus/citus-13.2.2.tar.gz`; for the \
+         Pagila dumps, shared/ beside the checkout"
     );
     eprintln!("{test}: skipped: {what}");
 }
