@@ -43,6 +43,19 @@ pub struct KeptPath {
     pub built: &'static str,
 }
 
+impl KeptPath {
+    /// One sentence for people: the index, where, when it was built, why.
+    pub fn headline(&self) -> String {
+        format!(
+            "{} on {} ({}), built {}, because these statements lose their index with the swap",
+            self.index,
+            self.table,
+            self.columns.join(", "),
+            self.built
+        )
+    }
+}
+
 /// A statement watched across one swap.
 struct Watched {
     origin: String,

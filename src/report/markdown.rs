@@ -98,11 +98,8 @@ pub fn apply_markdown(
     for k in &r.kept_paths {
         let _ = writeln!(
             out,
-            "\n**Access path kept**: `{}` on {} ({}), built {}, because these statements lose theirs with the swap (drop it once they filter by the tenant column too: `{}`):\n",
-            k.index,
-            k.table,
-            k.columns.join(", "),
-            k.built,
+            "\n**Access path kept**: {} (drop it once they filter by the tenant column too: `{}`):\n",
+            k.headline(),
             k.drop_sql
         );
         for st in &k.statements {

@@ -301,14 +301,7 @@ pub fn apply_summary(report: &crate::apply::ApplyReport) -> String {
         );
     }
     for k in &report.kept_paths {
-        let _ = writeln!(
-            out,
-            "kept an access path: {} on {} ({}), built {}, because these statements lose theirs with the swap:",
-            k.index,
-            k.table,
-            k.columns.join(", "),
-            k.built
-        );
+        let _ = writeln!(out, "kept an access path: {}:", k.headline());
         for st in &k.statements {
             let _ = writeln!(out, "  {st}");
         }
