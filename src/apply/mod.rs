@@ -360,9 +360,9 @@ pub struct ApplyReport {
     /// last).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<crate::after::AfterCheck>,
-    /// Indexes on an old key's columns built after its swap, because a
-    /// statement of the application had lost its access path (the probe
-    /// measured its plan's cost before and after).
+    /// Indexes on an old key's columns built around its swap, because a
+    /// statement of the application would lose, or had lost, its access
+    /// path ([`probe`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kept_paths: Vec<probe::KeptPath>,
     pub resumed: bool,
@@ -497,7 +497,7 @@ struct Carry {
     backfills: Vec<backfill::BackfillStats>,
     reconnects: u32,
     resumed: bool,
-    /// Access paths the probe put back after a swap.
+    /// Access paths the probe put back around a swap.
     kept: Vec<probe::KeptPath>,
     /// The database's signals, sampled across reconnects.
     signals: Option<signals::Signals>,
@@ -821,8 +821,8 @@ async fn run(
         // A statement that would lose its access path gets it back before
         // the swap, not after.
         let mut foreseen = false;
-        if let (Some(watch), plan::Step::SwapKey(swap)) = (&watch, step) {
-            if let Some(back) = watch.predict(swap, &cat) {
+        if let Some(watch) = &watch {
+            if let Some(back) = watch.predict(&cat) {
                 let kept = keep_path(client, watch, back, "would lose", opts, &mut stats).await?;
                 carry.kept.push(kept);
                 foreseen = true;
@@ -885,8 +885,8 @@ async fn run(
         }
         // What the prediction could not see: measured after the swap. The
         // swap is done; a failed build is said, not an error.
-        if let (Some(watch), plan::Step::SwapKey(swap), false) = (&watch, step, foreseen) {
-            if let Some(back) = watch.after(swap).await {
+        if let (Some(watch), false) = (&watch, foreseen) {
+            if let Some(back) = watch.after().await {
                 match keep_path(client, watch, back, "lost", opts, &mut stats).await {
                     Ok(kept) => carry.kept.push(kept),
                     Err(e) => say(

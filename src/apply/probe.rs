@@ -29,7 +29,7 @@ pub const MARGIN: f64 = 1.5;
 /// The name the probe's prepared statement has on its own connection.
 const PROBE: &str = "shardready_probe";
 
-/// An access path the probe put back after a swap.
+/// An access path the probe put back, before a swap or after it.
 #[derive(Debug, Clone, Serialize)]
 pub struct KeptPath {
     pub table: QName,
@@ -71,6 +71,8 @@ struct Watched {
 pub(crate) struct Probe {
     client: Client,
     watched: Vec<Watched>,
+    /// The swap watched.
+    swap: SwapKey,
     /// The old key's columns, in their order, and the tenant column the
     /// swap adds (the root's key on the root).
     old: Vec<String>,
@@ -132,6 +134,7 @@ impl Probe {
         (!watched.is_empty()).then_some(Probe {
             client,
             watched,
+            swap: swap.clone(),
             old,
             tenant,
         })
@@ -154,9 +157,9 @@ impl Probe {
     /// After the swap: when a statement got costlier, the index that gives
     /// its access path back (the old key's columns, in their order), to
     /// build concurrently; None when every statement kept its cost.
-    pub(crate) async fn after(&self, swap: &SwapKey) -> Option<Lookback> {
+    pub(crate) async fn after(&self) -> Option<Lookback> {
         let regressed = self.regressed().await;
-        self.lookback(swap, regressed, false)
+        self.lookback(regressed, false)
     }
 
     /// Before the swap: the statements that will lose their index with
@@ -164,10 +167,10 @@ impl Probe {
     /// the tenant column, and no index left after the swap leads with
     /// that column), and the index to build first, so the application
     /// never runs without it; None when none will.
-    pub(crate) fn predict(&self, swap: &SwapKey, cat: &Catalog) -> Option<Lookback> {
+    pub(crate) fn predict(&self, cat: &Catalog) -> Option<Lookback> {
         let first = self.old.first()?;
-        let t = cat.table(&swap.table)?;
-        if swap.columns.first() == Some(first) || t.index_leads.contains(first) {
+        let t = cat.table(&self.swap.table)?;
+        if self.swap.columns.first() == Some(first) || t.index_leads.contains(first) {
             return None;
         }
         let losing = self
@@ -180,21 +183,20 @@ impl Probe {
             })
             .map(|w| (w, None))
             .collect();
-        self.lookback(swap, losing, true)
+        self.lookback(losing, true)
     }
 
     /// The index that gives `regressed` statements their access path back
     /// (the old key's columns, in their order); None when none regressed.
     fn lookback(
         &self,
-        swap: &SwapKey,
         regressed: Vec<(&Watched, Option<f64>)>,
         predicted: bool,
     ) -> Option<Lookback> {
         if regressed.is_empty() {
             return None;
         }
-        let columns = self.old.clone();
+        let (swap, columns) = (&self.swap, self.old.clone());
         let index = object_name(
             &format!("{}_{}", swap.table.name, columns.join("_")),
             "_lookup",

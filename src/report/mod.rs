@@ -70,9 +70,7 @@ impl PhaseRow {
             max_ms: l.max_ms,
         }
     }
-}
 
-impl PhaseRow {
     /// This phase as a window of the traffic.
     fn window(&self) -> crate::after::Window {
         crate::after::Window {
