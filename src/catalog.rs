@@ -1044,15 +1044,15 @@ pub async fn top_statements(
     client: &Client,
     limit: i64,
 ) -> Result<Vec<StatementStat>, tokio_postgres::Error> {
+    // One row per statement: pg_stat_statements keeps one per user and
+    // (PostgreSQL 14+) per top level / nested.
     Ok(client
         .query(
-            "SELECT s.queryid, s.query, s.calls \
-             FROM pg_stat_statements s \
-             WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-               AND s.queryid IS NOT NULL \
-               AND s.query !~* '(pg_catalog|information_schema|pg_stat|pg_class|pg_namespace|\\mcron\\.|\\mshardready\\.)' \
-               AND position('/* shardready */' in s.query) = 0 \
-             ORDER BY s.calls DESC, s.queryid LIMIT $1",
+            &format!(
+                "SELECT s.queryid, min(s.query), sum(s.calls)::int8 \
+                 FROM pg_stat_statements s WHERE {APPLICATION_STATEMENTS} \
+                 GROUP BY s.queryid ORDER BY 3 DESC, 1 LIMIT $1"
+            ),
             &[&limit],
         )
         .await?
@@ -1064,6 +1064,16 @@ pub async fn top_statements(
         })
         .collect())
 }
+
+/// The rows of `pg_stat_statements s` that are the application's: in the
+/// current database, not on the system catalogs, `pg_stat_*`, extension
+/// schemas (`cron`) or ours (`shardready`), and not sent by shardready
+/// (its statements carry a `/* shardready */` marker).
+pub(crate) const APPLICATION_STATEMENTS: &str =
+    "s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+     AND s.queryid IS NOT NULL \
+     AND s.query !~* '(pg_catalog|information_schema|pg_stat|pg_class|pg_namespace|\\mcron\\.|\\mshardready\\.)' \
+     AND position('/* shardready */' in s.query) = 0";
 
 /// Seconds since pg_stat_statements was last reset (its calls are counted
 /// since then); None before PostgreSQL 14 (no `pg_stat_statements_info`).

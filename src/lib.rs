@@ -11,7 +11,8 @@
 //! Underneath: [`db`] (the error type, one statement per query, the
 //! lock-timeout retry loop, the advisory-locked session), [`conn`] (where
 //! and how to connect), [`sandbox`] (local clusters, also for tests),
-//! [`sql`] (identifier and literal quoting). Around them: [`ingest`] (COPY
+//! [`sql`] (identifier and literal quoting), [`stat_statements`] (the
+//! application's statements over a window, from pg_stat_statements). Around them: [`ingest`] (COPY
 //! loader, the Tailspin dataset), [`workload`] (the seed's traffic and its
 //! latency), [`after`] (the application after our work beside its baseline), [`cron`] (pg_cron jobs), [`baseline`] (the seed's procedure
 //! as written) and [`demo`] (the seed exercise end to end).
@@ -31,5 +32,6 @@ pub mod plan;
 pub mod report;
 pub mod sandbox;
 pub(crate) mod sql;
+pub mod stat_statements;
 pub mod verify;
 pub mod workload;

@@ -292,34 +292,41 @@ impl Source {
 /// lines when it has any, else the file as SQL statements.
 fn from_file(cat: &Catalog, path: &Path) -> (Source, Vec<Known>) {
     let name = path.display().to_string();
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
+    let pieces = match file_statements(path) {
+        Ok(p) => p,
+        Err(note) => {
             return (
                 Source {
                     name,
                     statements: 0,
-                    note: Some(format!("cannot be read: {e}")),
+                    note: Some(note),
                 },
                 Vec::new(),
             )
         }
-    };
-    let logged: Vec<(usize, String)> = text
-        .lines()
-        .enumerate()
-        .filter_map(|(i, l)| log_statement(l).map(|s| (i + 1, s.to_string())))
-        .collect();
-    let pieces = if logged.is_empty() {
-        split_sql(&text)
-    } else {
-        logged
     };
     let known: Vec<Known> = pieces
         .into_iter()
         .filter_map(|(line, sql)| Known::of(cat, format!("{name}:{line}"), &sql))
         .collect();
     Source::gave(name, known)
+}
+
+/// The statements of a file, each with its line: a server log's
+/// `statement:` / `execute …:` lines when it has any, else the file as SQL
+/// statements.
+pub(crate) fn file_statements(path: &Path) -> Result<Vec<(usize, String)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot be read: {e}"))?;
+    let logged: Vec<(usize, String)> = text
+        .lines()
+        .enumerate()
+        .filter_map(|(i, l)| log_statement(l).map(|s| (i + 1, s.to_string())))
+        .collect();
+    Ok(if logged.is_empty() {
+        split_sql(&text)
+    } else {
+        logged
+    })
 }
 
 /// The statement of a server log line (`LOG:  statement: …`, `LOG:

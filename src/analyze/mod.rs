@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod data;
+pub mod fan_out;
 pub(crate) mod queries;
 pub mod rules;
 pub mod skew;

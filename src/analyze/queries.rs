@@ -30,8 +30,6 @@ use crate::catalog::{self, Catalog, Function, QName, Table};
 
 /// pg_stat_statements entries audited (the most called).
 pub const TOP_STATEMENTS: i64 = 500;
-/// Statements are quoted up to this many characters.
-const QUOTE_CHARS: usize = 120;
 
 /// What one statement does wrong to one table.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -71,6 +69,11 @@ impl Rel {
         }
     }
 
+    /// How the statement names it: its alias, else its name.
+    pub(super) fn shown(&self) -> &str {
+        self.alias.as_deref().unwrap_or(&self.name)
+    }
+
     /// Whether `q` (a column's qualifier) names this table.
     pub(super) fn is_named(&self, q: &str) -> bool {
         self.alias.as_deref() == Some(q) || q == self.name
@@ -89,6 +92,20 @@ pub(super) struct Scope {
     using: Vec<String>,
     /// An outer join at this level (Citus's message differs).
     outer: bool,
+}
+
+impl Scope {
+    /// Whether this level filters `rel` (the table `t`) on `col`: qualified
+    /// by its name or alias, or unqualified where `t` has the column today.
+    pub(super) fn filters_on(&self, rel: &Rel, t: &Table, col: &str) -> bool {
+        self.filters.iter().any(|(q, c)| {
+            c == col
+                && match q {
+                    None => t.column(col).is_some(),
+                    Some(q) => rel.is_named(q),
+                }
+        })
+    }
 }
 
 /// A column as a query names it: (qualifier, column).
@@ -464,17 +481,8 @@ pub(super) fn resolve_in<'a>(cat: &'a Catalog, rel: &Rel) -> Option<&'a Table> {
         .or_else(|| cat.tables.iter().find(|t| t.name.name == rel.name))
 }
 
-/// Collapses whitespace and trims to about [`QUOTE_CHARS`] characters.
-pub fn quote(sql: &str) -> String {
-    let flat = sql.split_whitespace().collect::<Vec<_>>().join(" ");
-    let flat = flat.trim_end_matches(';').trim().to_string();
-    if flat.chars().count() <= QUOTE_CHARS {
-        flat
-    } else {
-        let cut: String = flat.chars().take(QUOTE_CHARS - 1).collect();
-        format!("{}…", cut.trim_end())
-    }
-}
+/// A statement quoted in messages (whitespace collapsed, trimmed).
+pub use crate::stat_statements::shorten as quote;
 
 /// Audits one parsed statement (`shown` is the text quoted in messages).
 fn audit_node(ctx: &Ctx, n: &NodeEnum, shown: &str) -> Vec<Issue> {
@@ -515,16 +523,7 @@ fn audit_node(ctx: &Ctx, n: &NodeEnum, shown: &str) -> Vec<Issue> {
             if !ctx.class_of(top).is_some_and(|c| c.is_tenant()) {
                 continue;
             }
-            let col = ctx.tenant_column(t);
-            let has_col_today = t.column(col).is_some();
-            let filtered = scope.filters.iter().any(|(q, c)| {
-                c == col
-                    && match q {
-                        None => has_col_today,
-                        Some(q) => rel.is_named(q),
-                    }
-            });
-            if !filtered {
+            if !scope.filters_on(rel, t, ctx.tenant_column(t)) {
                 out.insert(Issue {
                     rule: RuleId::QueryWithoutTenantFilter,
                     table: top.clone(),
