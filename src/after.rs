@@ -14,6 +14,14 @@ pub const P99_FACTOR: f64 = 2.0;
 /// ...and its throughput down to this share of the baseline's.
 pub const RATE_SHARE: f64 = 0.95;
 
+/// What to do when the application is slower on Citus.
+pub const CITUS_REMEDY: &str =
+    "every statement now goes through Citus's planner and, without a tenant filter, to every \
+     shard: give the hot statements the tenant filter the router needs (`shardready queries` \
+     lists them, with what to add), and make each business transaction fewer round trips (a \
+     per-tenant function made colocated with create_distributed_function runs on the tenant's \
+     node in one)";
+
 /// What the traffic did in one window.
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
@@ -111,10 +119,7 @@ impl AfterCheck {
     /// What to look at when this window is slower.
     pub fn remedy(&self) -> &'static str {
         if self.phase.contains("distribut") || self.phase.contains("scale-out") {
-            "every statement now goes through Citus's planner and, without a tenant filter, to \
-             every shard: give the hot statements the tenant filter the router needs, and make \
-             each business transaction fewer round trips (a per-tenant function made \
-             colocated with create_distributed_function runs on the tenant's node in one)"
+            CITUS_REMEDY
         } else {
             "a statement may have lost its index with a key swap: `shardready plan` lists the \
              application's lookups and each key's column order (--key-order, --queries FILE)"

@@ -107,6 +107,22 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot, String> {
     })
 }
 
+/// Two snapshots `length` apart: `since` (taken earlier) and one taken
+/// when `length` has passed since it (None: one is taken now first).
+pub async fn window(
+    client: &Client,
+    since: Option<Snapshot>,
+    length: std::time::Duration,
+) -> Result<(Snapshot, Snapshot), String> {
+    let first = match since {
+        Some(s) => s,
+        None => snapshot(client).await?,
+    };
+    tokio::time::sleep(length.saturating_sub(first.at.elapsed())).await;
+    let now = snapshot(client).await?;
+    Ok((first, now))
+}
+
 /// One statement in a window.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Rate {

@@ -11,7 +11,6 @@
 //! [`MEANINGFUL_CALLS_PER_S`] or more, unless the user accepts it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use pg_query::NodeEnum;
 use serde::Serialize;
@@ -22,7 +21,7 @@ use super::rules::Ctx;
 use super::{AnalyzeError, Overrides};
 use crate::catalog::{Catalog, QName};
 use crate::db::DbError;
-use crate::stat_statements::{self, Snapshot};
+use crate::stat_statements::Snapshot;
 
 /// A statement that runs this often (calls per second over the window) or
 /// more is the application's hot path: `distribute` refuses while it would
@@ -330,16 +329,15 @@ struct Recorded {
     calls: Option<i64>,
 }
 
-/// Lists the statements that will fan out. `since` is a snapshot of
-/// pg_stat_statements taken earlier (None: one is taken now); the window
-/// lasts until `window` has passed since it. `record` keeps the listing
-/// in `shardready.fan_out_statements` for the next one.
+/// Lists the statements that will fan out. `window` is a pair of
+/// pg_stat_statements snapshots to count calls between (see
+/// [`crate::stat_statements::window`]), or why there is none. `record` keeps the
+/// listing in `shardready.fan_out_statements` for the next one.
 pub async fn list(
     client: &Client,
     cat: &Catalog,
     overrides: &Overrides,
-    since: Option<Snapshot>,
-    window: Duration,
+    window: &Result<(Snapshot, Snapshot), String>,
     record: bool,
 ) -> Result<Listing, AnalyzeError> {
     let (tenant, classes, _) = super::analyze_catalog(cat, overrides)?;
@@ -352,35 +350,21 @@ pub async fn list(
     };
     let mut sources = Vec::new();
     let mut found = Vec::new();
-    let first = match since {
-        Some(s) => Ok(s),
-        None => stat_statements::snapshot(client).await,
-    };
-    let (first, now) = match first {
-        Ok(first) => {
-            let rest = window.saturating_sub(first.at.elapsed());
-            tokio::time::sleep(rest).await;
-            match stat_statements::snapshot(client).await {
-                Ok(now) => (Some(first), Some(now)),
-                Err(e) => {
-                    sources.push(format!("pg_stat_statements: {e}"));
-                    (None, None)
-                }
-            }
-        }
+    let (first, now) = match window {
+        Ok((a, b)) => (Some(a), Some(b)),
         Err(e) => {
             sources.push(format!("pg_stat_statements: {e}"));
             (None, None)
         }
     };
-    let window_s = match (&first, &now) {
+    let window_s = match (first, now) {
         (Some(a), Some(b)) => b.at.duration_since(a.at).as_secs_f64(),
         _ => 0.0,
     };
     // Every current statement with the filter it has: candidates for a
     // rewrite of a statement that is gone.
     let mut filtered: Vec<(String, String)> = Vec::new();
-    if let (Some(a), Some(b)) = (&first, &now) {
+    if let (Some(a), Some(b)) = (first, now) {
         let mut n = 0;
         for (id, c) in &b.rows {
             if !super::access::plannable(&c.query) {

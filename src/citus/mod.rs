@@ -1395,6 +1395,14 @@ pub struct DistributeReport {
     pub root_shards: Option<i64>,
     /// The commit guard at each concurrent switch ([`guard`]).
     pub switch_guards: Vec<guard::GuardReport>,
+    /// The application after the step beside its baseline (`--workload`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub application_after: Vec<crate::after::AfterCheck>,
+    /// The application's statements (pg_stat_statements) in a window after
+    /// the step beside one before it: the costliest, and every one that got
+    /// slower.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statements_after: Option<crate::stat_statements::Comparison>,
 }
 
 /// A table's row count before and after it was distributed.
@@ -1791,6 +1799,8 @@ pub async fn distribute(
         signals: None,
         root_shards,
         switch_guards: guards,
+        application_after: Vec::new(),
+        statements_after: None,
     })
 }
 

@@ -225,6 +225,14 @@ pub struct ScaleReport {
     pub phases: Vec<crate::report::PhaseRow>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signals: Option<crate::apply::signals::SignalReport>,
+    /// The application after the step beside its baseline (`--workload`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub application_after: Vec<crate::after::AfterCheck>,
+    /// The application's statements (pg_stat_statements) in a window after
+    /// the step beside one before it: the costliest, and every one that got
+    /// slower.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statements_after: Option<crate::stat_statements::Comparison>,
 }
 
 const STATE_SQL: [&str; 2] = [
@@ -1164,6 +1172,8 @@ pub async fn scale_out(
         workload: None,
         phases: Vec::new(),
         signals: None,
+        application_after: Vec::new(),
+        statements_after: None,
     })
 }
 

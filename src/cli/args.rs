@@ -329,6 +329,26 @@ move online to the workers) and show a tenant query routed to one shard. The
 report (report.md, report.html, report.json, latency.svg, latency.png) shows
 what each phase cost the application.")]
     Demo(DemoArgs),
+    /// The application's statements that will run on every shard once
+    /// distributed: the filter to add to each, how often each runs, and
+    /// whether the application still sends it. Exit 0.
+    #[command(after_help = "\
+Examples:
+  shardready queries                          # counts calls over 5 s of pg_stat_statements
+  shardready queries --window 30s --queries app.sql
+  shardready queries --format json            # schema shardready.queries/v1
+
+Sources: pg_stat_statements (install it: shared_preload_libraries =
+'pg_stat_statements', restart, CREATE EXTENSION pg_stat_statements), the
+bodies of the database's functions, and --queries FILE (SQL, or a server log
+with log_statement = 'all'). Each listing is recorded in
+shardready.fan_out_statements (not with --no-record); the next one says of
+each statement: still seen (called in the window or since the last listing),
+idle (not called in the window, not listed before), gone (not called since
+the last listing) or rewritten (gone, and the same statement with the tenant
+filter runs now). `shardready distribute` refuses while one is still seen at
+1 call/s or more, unless --allow-multi-shard ID (or all) accepts it.")]
+    Queries(QueriesArgs),
     /// Check the post-conditions: tenant column NOT NULL, composite keys and
     /// FKs validated, no invalid indexes, no triggers, no blocker. Exit 2 if not.
     #[command(after_help = "\
@@ -353,6 +373,21 @@ Pass the same resolutions as to apply (--reference, --drop-fk, --keep-triggers, 
         /// A rule id as `analyze` prints it, e.g. fk-without-tenant.
         rule: Option<String>,
     },
+}
+
+#[derive(Args)]
+pub(crate) struct QueriesArgs {
+    #[command(flatten)]
+    pub(crate) analysis: AnalyzeTarget,
+    /// How long to count the statements' calls in pg_stat_statements.
+    #[arg(long, value_parser = duration, default_value = "5s")]
+    pub(crate) window: humantime::Duration,
+    /// Do not record this listing (in shardready.fan_out_statements) for
+    /// the next one to compare with.
+    #[arg(long)]
+    pub(crate) no_record: bool,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
 }
 
 #[derive(Args)]
@@ -394,6 +429,12 @@ pub(crate) struct DistributeArgs {
     /// distribute and report what it felt (latency, failed transactions).
     #[arg(long, value_name = "RATE")]
     pub(crate) workload: Option<String>,
+    /// Distribute although this statement (an ID `shardready queries`
+    /// lists), or `all`, runs at 1 call/s or more without a filter on the
+    /// tenant column: it will run on every shard (repeatable, or
+    /// comma-separated).
+    #[arg(long, value_name = "ID|all", value_delimiter = ',')]
+    pub(crate) allow_multi_shard: Vec<String>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub(crate) format: Format,
 }

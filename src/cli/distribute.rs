@@ -1,7 +1,12 @@
 //! `distribute`: onto Citus.
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use anyhow::Result;
+use shardready::after::AfterCheck;
+use shardready::analyze::fan_out;
+use shardready::stat_statements::{self, Comparison, Snapshot};
 
 use super::args::*;
 use super::runtime;
@@ -31,6 +36,9 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
             .with_application_name(citus::APPLICATION_NAME)
             .connect()
             .await?;
+        // The application's statements are counted from here: the window
+        // ends before distributing (at least FAN_OUT_WINDOW later).
+        let first = stat_statements::snapshot(&client).await.ok();
         // Keys an interrupted distribute dropped are planned (and analyzed)
         // as they were: the rerun re-adds them.
         if !a.dry_run {
@@ -66,12 +74,40 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
             eprintln!("error: {}", citus::CitusError::Blocked(blockers));
             return anyhow::Ok(ExitCode::from(2));
         }
+        // Statements that will run on every shard, still sent at a
+        // meaningful rate: the application is not ready (exit 2).
+        let window = stat_statements::window(&client, first, FAN_OUT_WINDOW).await;
+        let listing = fan_out::list(&client, &cat, &aopts.overrides, &window, false).await?;
+        let blocking = listing.blocking(&a.allow_multi_shard);
+        if !blocking.is_empty() {
+            eprintln!("error: {}", fan_out_refusal(&blocking, listing.window_s));
+            return anyhow::Ok(ExitCode::from(2));
+        }
+        for f in listing.blocking(&[]) {
+            eprintln!(
+                "  accepted (--allow-multi-shard): {} runs on every shard, {:.1} calls/s: {}",
+                f.id,
+                f.calls_per_s.unwrap_or(0.0),
+                f.statement
+            );
+        }
         let session = citus::lock(client).await?;
         // The application's traffic starts first: the choice of mode
         // watches for it.
         let traffic = match &a.workload {
             Some(rate) => Some(Workload::beside(&target, rate).await?),
             None => None,
+        };
+        // The application before: its traffic alone (--workload) and its
+        // statements, to compare with after.
+        let (baseline, before) = match &traffic {
+            Some(w) => {
+                let s = stat_statements::snapshot(&session).await;
+                let base = super::prepare::traffic_window(w).await;
+                let e = stat_statements::snapshot(&session).await;
+                (Some(base), s.and_then(|s| e.map(|e| (s, e))))
+            }
+            None => (None, window),
         };
         // The database's own signals, sampled beside it (2 s of baseline
         // first).
@@ -92,6 +128,11 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
             &|step| eprintln!("  {step}"),
         )
         .await;
+        let (after, statements) = if result.is_ok() {
+            application_after(&target, &traffic, &baseline, &before, "after distribution").await
+        } else {
+            (Vec::new(), None)
+        };
         let felt = match traffic {
             Some(w) => Some(w.stop().await.summary),
             None => None,
@@ -114,6 +155,8 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
         };
         report.workload = felt;
         report.signals = signals;
+        report.application_after = after;
+        report.statements_after = statements;
         if a.format == Format::Json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
@@ -121,9 +164,86 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
             if let Some(sig) = &report.signals {
                 print!("{}", shardready::report::text::signals_line(sig));
             }
+            print!(
+                "{}",
+                shardready::report::text::application_after(
+                    "distribution",
+                    &report.application_after,
+                    report.statements_after.as_ref()
+                )
+            );
         }
         anyhow::Ok(ExitCode::SUCCESS)
     })
+}
+
+/// How long `distribute` counts the application's statements before it
+/// starts (and after it finishes).
+const FAN_OUT_WINDOW: Duration = Duration::from_secs(3);
+
+/// Why `distribute` does not start: the statements, what to add to each,
+/// and how to accept them.
+fn fan_out_refusal(blocking: &[&fan_out::FanOut], window_s: f64) -> String {
+    let mut out = format!(
+        "the application still sends statements that will run on every shard once \
+         distributed ({} call/s or more over the last {window_s:.0} s):",
+        fan_out::MEANINGFUL_CALLS_PER_S
+    );
+    for f in blocking {
+        out.push_str(&format!(
+            "\n  {} ({:.1} calls/s): {}",
+            f.id,
+            f.calls_per_s.unwrap_or(0.0),
+            f.statement
+        ));
+        for add in &f.add {
+            out.push_str(&format!("\n    add: {add}"));
+        }
+    }
+    let ids: Vec<&str> = blocking.iter().map(|f| f.id.as_str()).collect();
+    out.push_str(&format!(
+        "\nUpdate them in the application first (`shardready queries` tracks them), or accept \
+         that they run on every shard: shardready distribute --allow-multi-shard {} (or all)",
+        ids.join(",")
+    ));
+    out
+}
+
+/// The application after a step beside before it: its traffic's window
+/// (with `--workload`: [`AfterCheck`]) and its statements' mean times in
+/// pg_stat_statements, when any ran before.
+async fn application_after(
+    target: &shardready::conn::Target,
+    traffic: &Option<shardready::workload::Workload>,
+    baseline: &Option<shardready::after::Window>,
+    before: &Result<(Snapshot, Snapshot), String>,
+    phase: &str,
+) -> (Vec<AfterCheck>, Option<Comparison>) {
+    let Ok((b0, b1)) = before else {
+        return (Vec::new(), None);
+    };
+    let before = b0.until(b1);
+    let Ok(client) = target.connect().await else {
+        return (Vec::new(), None);
+    };
+    let start = stat_statements::snapshot(&client).await;
+    let checks = match (traffic, baseline) {
+        (Some(w), Some(base)) => {
+            let after = super::prepare::traffic_window(w).await;
+            AfterCheck::compare(phase, base, &after).into_iter().collect()
+        }
+        _ if before.is_empty() => return (Vec::new(), None),
+        _ => {
+            tokio::time::sleep(FAN_OUT_WINDOW).await;
+            Vec::new()
+        }
+    };
+    let end = stat_statements::snapshot(&client).await;
+    let statements = match (start, end) {
+        (Ok(s), Ok(e)) if !before.is_empty() => Some(Comparison::of(&before, &s.until(&e), 5)),
+        _ => None,
+    };
+    (checks, statements)
 }
 
 pub(super) fn scale_out_cmd(g: &Global, a: ScaleOutArgs) -> Result<ExitCode> {
@@ -165,8 +285,10 @@ pub(super) fn scale_out_cmd(g: &Global, a: ScaleOutArgs) -> Result<ExitCode> {
         }
         let session = citus::lock(client).await?;
         let t0 = std::time::Instant::now();
-        // The application's traffic runs alone first: its "before".
+        // The application's traffic runs alone first: its "before", with
+        // its statements in pg_stat_statements.
         let settle = std::time::Duration::from_secs(5);
+        let s0 = stat_statements::snapshot(&session).await.ok();
         let traffic = match &a.workload {
             Some(rate) => {
                 let w = Workload::beside(&target, rate).await?;
@@ -175,6 +297,7 @@ pub(super) fn scale_out_cmd(g: &Global, a: ScaleOutArgs) -> Result<ExitCode> {
             }
             None => None,
         };
+        let before = stat_statements::window(&session, s0, FAN_OUT_WINDOW).await;
         let signals = if a.no_signals {
             None
         } else {
@@ -196,10 +319,24 @@ pub(super) fn scale_out_cmd(g: &Global, a: ScaleOutArgs) -> Result<ExitCode> {
         .await;
         let to = std::time::Instant::now();
         let mut phases = Vec::new();
+        let s2 = stat_statements::snapshot(&session).await;
+        let ran_before = before.as_ref().map(|(a, b)| a.until(b)).unwrap_or_default();
+        if result.is_ok() && (traffic.is_some() || !ran_before.is_empty()) {
+            tokio::time::sleep(if traffic.is_some() {
+                settle
+            } else {
+                FAN_OUT_WINDOW
+            })
+            .await;
+        }
+        let statements = match (result.is_ok() && !ran_before.is_empty(), s2) {
+            (true, Ok(s2)) => stat_statements::snapshot(&session)
+                .await
+                .ok()
+                .map(|s3| Comparison::of(&ran_before, &s2.until(&s3), 5)),
+            _ => None,
+        };
         if let Some(w) = &traffic {
-            if result.is_ok() {
-                tokio::time::sleep(settle).await;
-            }
             phases = vec![
                 PhaseRow::measure(w, t0, "before", "", w.started(), from),
                 PhaseRow::measure(w, t0, "scale-out", "citus_move_shard_placement", from, to),
@@ -226,8 +363,15 @@ pub(super) fn scale_out_cmd(g: &Global, a: ScaleOutArgs) -> Result<ExitCode> {
             Err(e) => return Err(e.into()),
         };
         report.workload = wl.as_ref().map(|w| w.summary.clone());
+        if let [base, _, after] = phases.as_slice() {
+            report.application_after =
+                AfterCheck::compare("after scale-out", &base.window(), &after.window())
+                    .into_iter()
+                    .collect();
+        }
         report.phases = phases;
         report.signals = signals;
+        report.statements_after = statements;
         if let Some(dir) = &a.report {
             let files = shardready::report::write_scale_out(dir, &report, wl.as_ref())
                 .map_err(|e| anyhow::anyhow!("cannot write the report: {e}"))?;
@@ -240,6 +384,14 @@ pub(super) fn scale_out_cmd(g: &Global, a: ScaleOutArgs) -> Result<ExitCode> {
             if let Some(sig) = &report.signals {
                 print!("{}", shardready::report::text::signals_line(sig));
             }
+            print!(
+                "{}",
+                shardready::report::text::application_after(
+                    "scale-out",
+                    &report.application_after,
+                    report.statements_after.as_ref()
+                )
+            );
         }
         anyhow::Ok(ExitCode::SUCCESS)
     })

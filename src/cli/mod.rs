@@ -6,6 +6,7 @@ mod data;
 mod demo;
 mod distribute;
 mod prepare;
+mod queries;
 mod sandbox;
 mod traffic;
 
@@ -41,6 +42,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             lock_timeout,
             format,
         } => prepare::abort_cmd(&g, lock_timeout.into(), format),
+        Command::Queries(args) => queries::queries_cmd(&g, args),
         Command::Verify { analysis, format } => prepare::verify_cmd(&g, analysis, format),
         Command::Pause => prepare::control_cmd(&g, None),
         Command::Resume { max_rate } => prepare::control_cmd(&g, Some(max_rate)),

@@ -285,6 +285,14 @@ pub fn scale_out_markdown(r: &crate::citus::scale::ScaleReport) -> String {
         out.push_str("\n## What the application felt\n\n");
         phase_table_md(&mut out, &r.phases);
     }
+    let after = super::text::application_after(
+        "scale-out",
+        &r.application_after,
+        r.statements_after.as_ref(),
+    );
+    if !after.is_empty() {
+        let _ = write!(out, "\n## The application after the scale-out\n\n```\n{after}```\n");
+    }
     if let Some(sig) = &r.signals {
         let _ = write!(
             out,

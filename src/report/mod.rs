@@ -72,7 +72,7 @@ impl PhaseRow {
     }
 
     /// This phase as a window of the traffic.
-    fn window(&self) -> crate::after::Window {
+    pub fn window(&self) -> crate::after::Window {
         crate::after::Window {
             seconds: self.seconds,
             transactions: self.transactions,

@@ -602,6 +602,39 @@ pub fn distribution(report: &crate::citus::DistributeReport) -> String {
     out
 }
 
+/// The application after a Citus step (`distribute`, `scale-out`): its
+/// traffic beside its baseline, and its statements' mean times beside
+/// theirs before; what to do when it got slower.
+pub fn application_after(
+    step: &str,
+    checks: &[crate::after::AfterCheck],
+    statements: Option<&crate::stat_statements::Comparison>,
+) -> String {
+    let mut out = String::new();
+    for a in checks {
+        let _ = writeln!(out, "application {}", a.line());
+    }
+    if let Some(c) = statements {
+        let _ = writeln!(
+            out,
+            "the application's statements after {step} (pg_stat_statements, the costliest \
+             first):"
+        );
+        for l in c.lines() {
+            let _ = writeln!(out, "  {l}");
+        }
+    }
+    if checks.iter().any(|a| a.slower) || statements.is_some_and(|c| c.slower()) {
+        let _ = writeln!(
+            out,
+            "THE APPLICATION IS SLOWER AFTER {}: {}",
+            step.to_uppercase(),
+            crate::after::CITUS_REMEDY
+        );
+    }
+    out
+}
+
 /// One line for the switches made under the commit guard (empty: none).
 fn guard_summary(guards: &[crate::citus::guard::GuardReport]) -> String {
     let guarded: Vec<_> = guards.iter().filter(|g| g.switched).collect();
