@@ -450,3 +450,133 @@ async fn a_statement_that_lost_its_access_path_in_a_swap_gets_it_back() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// `shardready queries`: the statements that will run on every shard once
+/// distributed, with the filter to add to each; the listing is recorded,
+/// and after the application's change the next one calls the old
+/// statement rewritten, naming the statement that replaced it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_lists_what_fans_out_and_sees_it_rewritten() {
+    let (c, t, client) = common::tailspin_with_statements(0.01).await;
+    let url = c.url();
+    let max_order = scalar_i64(&client, "SELECT max(order_id) FROM orders").await;
+    client
+        .batch_execute(
+            "CREATE FUNCTION new_orders() RETURNS bigint LANGUAGE sql \
+             AS 'SELECT count(*) FROM orders WHERE status = ''new'''",
+        )
+        .await
+        .unwrap();
+    const OLD: &str = "UPDATE orders SET status = status WHERE order_id = $1";
+    const NEW: &str =
+        "UPDATE orders SET status = status WHERE store_id = 1 + $1 % 10 AND order_id = $1";
+    let calls = |like: &'static str| {
+        format!(
+            "SELECT coalesce(sum(calls), 0) >= 20 FROM pg_stat_statements WHERE query LIKE '{like}'"
+        )
+    };
+    let listing = |args: &[&str]| {
+        let out = run_on(&url, &[&["queries", "--window", "2s"][..], args].concat());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let find = |v: &serde_json::Value, needle: &str| -> serde_json::Value {
+        v["statements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["statement"].as_str().unwrap().contains(needle))
+            .unwrap_or_else(|| panic!("{needle} is listed: {v:#}"))
+            .clone()
+    };
+
+    let old = common::send_repeatedly(&t, OLD, max_order, Duration::from_millis(20));
+    common::wait_until(
+        &client,
+        &calls("UPDATE orders SET status = status WHERE order_id = $1"),
+        Duration::from_secs(30),
+        "pg_stat_statements counts the application's updates",
+        &String::new,
+    )
+    .await;
+    let out = listing(&["--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["schema"], "shardready.queries/v1");
+    assert_eq!(v["recorded"], true);
+    let update = find(&v, OLD);
+    assert_eq!(update["status"], "still-seen", "{update}");
+    assert!(update["calls_per_s"].as_f64().unwrap() >= 1.0, "{update}");
+    assert_eq!(
+        update["add"],
+        serde_json::json!(["orders.store_id = $2 (a new parameter: the tenant's id)"])
+    );
+    let id = update["id"].as_str().unwrap().to_string();
+    let queryid = scalar_i64(
+        &client,
+        &format!("SELECT queryid FROM pg_stat_statements WHERE query = '{OLD}' LIMIT 1"),
+    )
+    .await;
+    assert_eq!(id, queryid.to_string());
+    let function = find(&v, "SELECT count(*) FROM orders WHERE status = 'new'");
+    assert_eq!(function["origin"], "function public.new_orders");
+    assert!(function["id"].as_str().unwrap().starts_with("fp:"));
+    assert_eq!(
+        function["add"],
+        serde_json::json!(["orders.store_id = <the tenant's id>"])
+    );
+    let recorded = scalar_i64(
+        &client,
+        "SELECT count(*) FROM shardready.fan_out_statements",
+    )
+    .await;
+    assert!(recorded >= 2, "{recorded}");
+
+    // The application's change: the update filters by the tenant now.
+    assert_eq!(common::stop_sending(old).await, 0);
+    let new = common::send_repeatedly(&t, NEW, max_order, Duration::from_millis(20));
+    common::wait_until(
+        &client,
+        &calls("UPDATE orders SET status = status WHERE store_id = %"),
+        Duration::from_secs(30),
+        "pg_stat_statements counts the rewritten update",
+        &String::new,
+    )
+    .await;
+    let out = listing(&["--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let update = find(&v, OLD);
+    assert_eq!(update["status"], "rewritten", "{update}");
+    let by: i64 = update["by"].as_str().unwrap().parse().unwrap();
+    let new_id = scalar_i64(
+        &client,
+        "SELECT queryid FROM pg_stat_statements \
+         WHERE query LIKE 'UPDATE orders SET status = status WHERE store_id = %' LIMIT 1",
+    )
+    .await;
+    assert_eq!(by, new_id);
+    assert!(update["first_listed"].is_string(), "{update}");
+    // The rewritten statement is not listed: it is routed to one shard.
+    assert!(!v["statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["id"] == new_id.to_string()));
+    // For people, without recording.
+    let out = listing(&["--no-record"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert!(
+        text.contains(&format!("{id}  [rewritten ({new_id})")),
+        "{text}"
+    );
+    assert!(
+        text.contains("add: orders.store_id = <the tenant's id>"),
+        "{text}"
+    );
+    assert!(!text.contains("Recorded in"), "{text}");
+    assert_eq!(common::stop_sending(new).await, 0);
+}

@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 fn shardready(url: &str, args: &[&str]) -> std::process::Output {
     common::run_on(url, args)
 }
@@ -148,6 +150,16 @@ async fn distribute_tailspin_under_traffic(
         "{sig}"
     );
     assert!(!sig["seconds"].as_array().unwrap().is_empty(), "{sig}");
+    // The application after distribution, beside its baseline: reported
+    // (its figures belong to the benchmark, not to a test).
+    let after = &v["application_after"][0];
+    assert_eq!(after["phase"], "after distribution", "{v:#}");
+    assert!(
+        after["baseline_tx_per_s"].as_f64().unwrap() > 0.0,
+        "{after}"
+    );
+    assert!(after["tx_per_s"].as_f64().unwrap() > 0.0, "{after}");
+    eprintln!("{test}: application after distribution: {after}");
     // The shard count is Citus's own, not the plan's.
     let client = t.connect().await.unwrap();
     let shards: i64 = client
@@ -989,4 +1001,98 @@ async fn a_hot_tenant_is_isolated_under_traffic_under_the_guard() {
     for c in v["counts"].as_array().unwrap() {
         assert!(c["after"].as_i64() >= c["before"].as_i64(), "{c}");
     }
+}
+
+/// The seed's step "update the application's queries": a statement the
+/// application still sends many times a second that will run on every
+/// shard stops `distribute` (exit 2, nothing changed) naming it and the
+/// filter to add; accepted by its id, the tables distribute, and the
+/// report compares the application's statements after with before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_that_fans_out_stops_distribute_until_accepted() {
+    let Some((c, t)) = common::citus_single(
+        "a_statement_that_fans_out_stops_distribute_until_accepted",
+        0,
+        Vec::new(),
+    ) else {
+        return;
+    };
+    let url = c.url();
+    common::prepared_tailspin(&t, 0.005).await;
+    let client = common::connect(&t).await;
+    client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .await
+        .unwrap();
+    let max_order = common::scalar_i64(&client, "SELECT max(order_id) FROM orders").await;
+    const LOOKUP: &str = "SELECT status FROM orders WHERE order_id = $1";
+    let app = common::send_repeatedly(&t, LOOKUP, max_order, Duration::from_millis(20));
+    common::wait_until(
+        &client,
+        "SELECT coalesce(sum(calls), 0) >= 20 FROM pg_stat_statements \
+         WHERE query = 'SELECT status FROM orders WHERE order_id = $1'",
+        Duration::from_secs(30),
+        "pg_stat_statements counts the application's lookups",
+        &String::new,
+    )
+    .await;
+    let queryid = common::scalar_i64(
+        &client,
+        "SELECT queryid FROM pg_stat_statements \
+         WHERE query = 'SELECT status FROM orders WHERE order_id = $1' LIMIT 1",
+    )
+    .await;
+
+    let out = shardready(&url, &["distribute"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("will run on every shard"), "{err}");
+    assert!(err.contains(&format!("  {queryid} (")), "{err}");
+    assert!(
+        err.contains("add: orders.store_id = $2 (a new parameter: the tenant's id)"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("--allow-multi-shard {queryid}")),
+        "{err}"
+    );
+    let placed = common::scalar_i64(&client, "SELECT count(*) FROM pg_dist_partition").await;
+    assert_eq!(placed, 0, "nothing distributed");
+
+    let out = shardready(
+        &url,
+        &[
+            "distribute",
+            "--format",
+            "json",
+            "--allow-multi-shard",
+            &queryid.to_string(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("accepted (--allow-multi-shard): {queryid}")),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let statements = v["statements_after"]["statements"].as_array().unwrap();
+    let lookup = statements
+        .iter()
+        .find(|s| s["queryid"] == queryid)
+        .unwrap_or_else(|| panic!("the lookup is measured after: {v:#}"));
+    assert!(
+        lookup["calls_per_s_before"].as_f64().unwrap() > 1.0,
+        "{lookup}"
+    );
+    assert!(
+        lookup["calls_per_s_after"].as_f64().unwrap() > 1.0,
+        "{lookup}"
+    );
+    eprintln!(
+        "the lookup: {:.2} ms before, {:.2} ms after distribution",
+        lookup["mean_ms_before"], lookup["mean_ms_after"]
+    );
+    // The application kept working through it.
+    assert_eq!(common::stop_sending(app).await, 0);
 }

@@ -32,16 +32,15 @@ pub const MEANINGFUL_CALLS_PER_S: f64 = 1.0;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "status")]
 pub enum Status {
-    /// Called during the window or since the last listing; or still in
-    /// its function's body or file.
+    /// Called during the window; or still in its function's body or file.
     StillSeen,
-    /// Known to pg_stat_statements but not called during the window (and
-    /// not listed before: nothing to compare with).
+    /// Known to pg_stat_statements, not called during the window, but
+    /// called since the last listing (or not listed before).
     Idle,
-    /// Listed before, not called since (or no longer in its function).
+    /// Listed before and not called since (or no longer in its function).
     Gone,
-    /// Gone, and a statement on the same tables with the tenant filter
-    /// runs now: the application's change.
+    /// Not called during the window, while a statement on the same tables
+    /// with the tenant filter is: the application's change.
     Rewritten { by: String },
 }
 
@@ -373,8 +372,11 @@ pub async fn list(
             let Some(add) = additions(&ctx, &c.query) else {
                 continue;
             };
+            let calls = a.calls_until(b, *id);
             if add.is_empty() {
-                filtered.push((id.to_string(), c.query.clone()));
+                if calls > 0 {
+                    filtered.push((id.to_string(), c.query.clone()));
+                }
                 continue;
             }
             n += 1;
@@ -383,7 +385,7 @@ pub async fn list(
                 origin: "pg_stat_statements".into(),
                 sql: c.query.clone(),
                 add,
-                calls_per_s: Some(a.calls_until(b, *id) as f64 / window_s.max(1e-3)),
+                calls_per_s: Some(calls as f64 / window_s.max(1e-3)),
                 calls: Some(c.calls),
             });
         }
@@ -455,8 +457,8 @@ pub async fn list(
             };
             let status = match f.calls_per_s {
                 None => Status::StillSeen,
-                Some(r) if r > 0.0 || called_since => Status::StillSeen,
-                Some(_) if before.is_some() => Status::Gone,
+                Some(r) if r > 0.0 => Status::StillSeen,
+                Some(_) if before.is_some() && !called_since => Status::Gone,
                 Some(_) => Status::Idle,
             };
             FanOut {
@@ -495,7 +497,11 @@ pub async fn list(
             sql: r.sql.clone(),
         });
     }
-    for s in statements.iter_mut().filter(|s| s.status == Status::Gone) {
+    // Not called in the window while a rewrite of it is: rewritten.
+    for s in statements
+        .iter_mut()
+        .filter(|s| matches!(s.status, Status::Gone | Status::Idle))
+    {
         if let Some((by, _)) = filtered.iter().find(|(_, new)| rewrites(&ctx, &s.sql, new)) {
             s.status = Status::Rewritten { by: by.clone() };
         }

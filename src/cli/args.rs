@@ -343,11 +343,12 @@ Sources: pg_stat_statements (install it: shared_preload_libraries =
 bodies of the database's functions, and --queries FILE (SQL, or a server log
 with log_statement = 'all'). Each listing is recorded in
 shardready.fan_out_statements (not with --no-record); the next one says of
-each statement: still seen (called in the window or since the last listing),
-idle (not called in the window, not listed before), gone (not called since
-the last listing) or rewritten (gone, and the same statement with the tenant
-filter runs now). `shardready distribute` refuses while one is still seen at
-1 call/s or more, unless --allow-multi-shard ID (or all) accepts it.")]
+each statement: still seen (called in the window), rewritten (not called in
+the window, while the same statement with the tenant filter is), gone (not
+called since the last listing) or idle (not called in the window, but since
+the last listing or never listed). `shardready distribute` refuses while one
+is still seen at 1 call/s or more, unless --allow-multi-shard ID (or all)
+accepts it.")]
     Queries(QueriesArgs),
     /// Check the post-conditions: tenant column NOT NULL, composite keys and
     /// FKs validated, no invalid indexes, no triggers, no blocker. Exit 2 if not.

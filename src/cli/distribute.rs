@@ -230,7 +230,9 @@ async fn application_after(
     let checks = match (traffic, baseline) {
         (Some(w), Some(base)) => {
             let after = super::prepare::traffic_window(w).await;
-            AfterCheck::compare(phase, base, &after).into_iter().collect()
+            AfterCheck::compare(phase, base, &after)
+                .into_iter()
+                .collect()
         }
         _ if before.is_empty() => return (Vec::new(), None),
         _ => {

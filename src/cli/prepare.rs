@@ -213,7 +213,9 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
 const TRAFFIC_WINDOW: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The application's traffic alone for [`TRAFFIC_WINDOW`].
-pub(super) async fn traffic_window(w: &shardready::workload::Workload) -> shardready::after::Window {
+pub(super) async fn traffic_window(
+    w: &shardready::workload::Workload,
+) -> shardready::after::Window {
     let from = std::time::Instant::now();
     tokio::time::sleep(TRAFFIC_WINDOW).await;
     let to = std::time::Instant::now();

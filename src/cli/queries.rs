@@ -22,8 +22,9 @@ pub(super) fn queries_cmd(g: &Global, a: QueriesArgs) -> Result<ExitCode> {
             );
         }
         let window = shardready::stat_statements::window(&client, None, a.window.into()).await;
-        let l = shardready::analyze::fan_out::list(&client, &cat, &overrides, &window, !a.no_record)
-            .await?;
+        let l =
+            shardready::analyze::fan_out::list(&client, &cat, &overrides, &window, !a.no_record)
+                .await?;
         anyhow::Ok(l)
     })?;
     if a.format == Format::Json {

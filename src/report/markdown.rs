@@ -291,7 +291,10 @@ pub fn scale_out_markdown(r: &crate::citus::scale::ScaleReport) -> String {
         r.statements_after.as_ref(),
     );
     if !after.is_empty() {
-        let _ = write!(out, "\n## The application after the scale-out\n\n```\n{after}```\n");
+        let _ = write!(
+            out,
+            "\n## The application after the scale-out\n\n```\n{after}```\n"
+        );
     }
     if let Some(sig) = &r.signals {
         let _ = write!(

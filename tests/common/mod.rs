@@ -329,3 +329,46 @@ pub async fn asynchronous_session(t: &Target) -> Client {
         .unwrap();
     app
 }
+
+/// The application sending one statement over and over: `sql` (prepared,
+/// one `$1`: an id from 1 to `max`) every `every`, until the flag is set;
+/// its task returns how many calls failed.
+pub fn send_repeatedly(
+    t: &Target,
+    sql: &'static str,
+    max: i64,
+    every: std::time::Duration,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tokio::task::JoinHandle<u64>,
+) {
+    use std::sync::atomic::Ordering;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let target = t.with_application_name("the-application");
+    let flag = stop.clone();
+    let task = tokio::spawn(async move {
+        let c = target.connect().await.unwrap();
+        let st = c.prepare(sql).await.unwrap();
+        let (mut i, mut errors) = (0_i64, 0_u64);
+        while !flag.load(Ordering::SeqCst) {
+            i += 1;
+            if c.execute(&st, &[&(1 + (i * 7919) % max)]).await.is_err() {
+                errors += 1;
+            }
+            tokio::time::sleep(every).await;
+        }
+        errors
+    });
+    (stop, task)
+}
+
+/// Stops what [`send_repeatedly`] started; the calls that failed.
+pub async fn stop_sending(
+    (stop, task): (
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        tokio::task::JoinHandle<u64>,
+    ),
+) -> u64 {
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    task.await.unwrap()
+}
