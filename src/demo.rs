@@ -222,6 +222,22 @@ async fn settle_phase(
     phases.push(row(w, t0, name, "", from, Instant::now()));
 }
 
+/// [`settle_phase`], with the application's statements counted in
+/// pg_stat_statements over it (empty where it is not installed).
+async fn settle_counted(
+    (w, t0, phases): (&Workload, Instant, &mut Vec<PhaseRow>),
+    opts: &DemoOptions,
+    name: &str,
+    client: &tokio_postgres::Client,
+) -> Vec<crate::stat_statements::Rate> {
+    let first = crate::stat_statements::snapshot(client).await;
+    settle_phase(w, t0, phases, opts, name).await;
+    match (first, crate::stat_statements::snapshot(client).await) {
+        (Ok(a), Ok(b)) => a.until(&b),
+        _ => Vec::new(),
+    }
+}
+
 /// shardready's run: create_orders timed, analyze, apply under traffic,
 /// verify, create_orders timed again (the traffic paused), and with
 /// `citus` (the spare nodes to scale out to) the distribution on the
@@ -337,7 +353,8 @@ async fn our_run(
             &format!("   {} {}", if ch.ok { "ok  " } else { "FAIL" }, ch.name),
         );
     }
-    settle_phase(&w, t0, &mut phases, opts, "after (traffic only)").await;
+    let statements_before =
+        settle_counted((&w, t0, &mut phases), opts, "after (traffic only)", &c).await;
     // The seed times create_orders again on a quiet database: the traffic
     // pauses for it (and resumes for the distribution).
     w.pause().await;
@@ -364,24 +381,31 @@ async fn our_run(
     );
     if let (Some(nodes), true) = (citus, v.ok) {
         w.resume();
-        let (d, sig) = distribute_phase(t, opts, &w, t0, &mut phases).await?;
+        let (mut d, sig) = distribute_phase(t, opts, &w, t0, &mut phases).await?;
         signals.extend(sig);
         report.distribution = distributed_line(&d, phases.last().expect("the phase"));
-        report.distributed = Some(d);
-        settle_phase(
-            &w,
-            t0,
-            &mut phases,
+        let after = settle_counted(
+            (&w, t0, &mut phases),
             opts,
             "after distribution (traffic only)",
+            &c,
         )
         .await;
+        d.statements_after = compared(&statements_before, &after);
+        report.distributed = Some(d);
         if !nodes.is_empty() {
-            let (s, sig) = scale_out_phase(t, opts, &w, t0, &mut phases, &nodes).await?;
+            let (mut s, sig) = scale_out_phase(t, opts, &w, t0, &mut phases, &nodes).await?;
             signals.extend(sig);
             report.scale_out = Some(scaled_out_line(&s, phases.last().expect("the phase")));
+            let after = settle_counted(
+                (&w, t0, &mut phases),
+                opts,
+                "after scale-out (traffic only)",
+                &c,
+            )
+            .await;
+            s.statements_after = compared(&statements_before, &after);
             report.scaled_out = Some(s);
-            settle_phase(&w, t0, &mut phases, opts, "after scale-out (traffic only)").await;
         }
     }
     let wl = w.stop().await;
@@ -396,6 +420,16 @@ async fn our_run(
     .await?;
     run.signals = signals;
     Ok(run)
+}
+
+/// The statements after a step beside before it (the five that cost most,
+/// and every one slower); None where pg_stat_statements counted nothing.
+fn compared(
+    before: &[crate::stat_statements::Rate],
+    after: &[crate::stat_statements::Rate],
+) -> Option<crate::stat_statements::Comparison> {
+    (!before.is_empty() && !after.is_empty())
+        .then(|| crate::stat_statements::Comparison::of(before, after, 5))
 }
 
 /// The seed's next unit under the same traffic: the prepared tables

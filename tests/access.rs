@@ -469,7 +469,7 @@ async fn queries_lists_what_fans_out_and_sees_it_rewritten() {
         .unwrap();
     const OLD: &str = "UPDATE orders SET status = status WHERE order_id = $1";
     const NEW: &str =
-        "UPDATE orders SET status = status WHERE store_id = 1 + $1 % 10 AND order_id = $1";
+        "UPDATE orders SET status = status WHERE store_id = 1 + $1::bigint % 10 AND order_id = $1";
     let calls = |like: &'static str| {
         format!(
             "SELECT coalesce(sum(calls), 0) >= 20 FROM pg_stat_statements WHERE query LIKE '{like}'"

@@ -1053,7 +1053,7 @@ async fn a_statement_that_fans_out_stops_distribute_until_accepted() {
         "{err}"
     );
     assert!(
-        err.contains(&format!("--allow-multi-shard {queryid}")),
+        err.contains(&format!("--allow-multi-shard={queryid}")),
         "{err}"
     );
     let placed = common::scalar_i64(&client, "SELECT count(*) FROM pg_dist_partition").await;

@@ -261,6 +261,7 @@ fn help_has_an_example_for_every_command() {
         vec!["demo"],
         vec!["distribute"],
         vec!["scale-out"],
+        vec!["queries"],
     ] {
         let out = common::shardready()
             .args(&args)

@@ -255,8 +255,11 @@ Examples:
   shardready distribute --blocking                # create_distributed_table: fastest, writes wait
   shardready distribute --shard-count 64 --isolate-hot-tenants
   shardready distribute --workload 6000/min       # with traffic, and what the application felt
+  shardready distribute --allow-multi-shard all   # though statements without the tenant filter run
 
-It refuses while analyze finds blockers. When a tenant table references both a
+It refuses while analyze finds blockers, and while the application sends, at 1
+call/s or more over 3 s of pg_stat_statements, a statement that will run on
+every shard (`shardready queries` lists them with the filter to add). When a tenant table references both a
 lookup table (becoming a reference table) and the tenant root, everything runs
 in one transaction in sequential mode, so no relationship is ever unenforced.
 Each transaction takes the locks its statements need before the first (listed
@@ -434,7 +437,7 @@ pub(crate) struct DistributeArgs {
     /// lists), or `all`, runs at 1 call/s or more without a filter on the
     /// tenant column: it will run on every shard (repeatable, or
     /// comma-separated).
-    #[arg(long, value_name = "ID|all", value_delimiter = ',')]
+    #[arg(long, value_name = "ID|all", value_delimiter = ',', allow_hyphen_values = true)]
     pub(crate) allow_multi_shard: Vec<String>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub(crate) format: Format,

@@ -203,7 +203,7 @@ fn fan_out_refusal(blocking: &[&fan_out::FanOut], window_s: f64) -> String {
     let ids: Vec<&str> = blocking.iter().map(|f| f.id.as_str()).collect();
     out.push_str(&format!(
         "\nUpdate them in the application first (`shardready queries` tracks them), or accept \
-         that they run on every shard: shardready distribute --allow-multi-shard {} (or all)",
+         that they run on every shard: shardready distribute --allow-multi-shard={} (or all)",
         ids.join(",")
     ));
     out

@@ -140,7 +140,10 @@ pub async fn load_tailspin(
     let mut counts = Vec::new();
     for t in tailspin::TABLES {
         let row = client
-            .query_one(&format!("SELECT count(*) FROM {}", ident(t)), &[])
+            .query_one(
+                &format!("SELECT /* shardready */ count(*) FROM {}", ident(t)),
+                &[],
+            )
             .await
             .map_err(db("cannot count the loaded rows"))?;
         counts.push(TableRows {

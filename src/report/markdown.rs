@@ -190,6 +190,17 @@ pub fn demo_markdown(r: &DemoReport) -> String {
     if let Some(line) = &r.scale_out {
         let _ = writeln!(out, "{line}.\n");
     }
+    for (step, c) in super::text::demo_statements(r) {
+        let _ = writeln!(
+            out,
+            "The application's statements after {step}, beside after apply \
+             (pg_stat_statements; the costliest first):\n"
+        );
+        for l in c.lines() {
+            let _ = writeln!(out, "- {l}");
+        }
+        out.push('\n');
+    }
     out.push_str("![application latency per second, by phase](latency.png)\n\n");
     for run in &r.runs {
         let _ = writeln!(out, "## {}\n", run.label);

@@ -793,6 +793,25 @@ pub fn run_verdict(run: &super::Run) -> String {
     }
 }
 
+/// The demo's statement comparisons: after distribution, after the
+/// scale-out (each beside the window after apply).
+pub(crate) fn demo_statements(
+    report: &super::DemoReport,
+) -> Vec<(&'static str, &crate::stat_statements::Comparison)> {
+    let d = report
+        .distributed
+        .as_ref()
+        .and_then(|d| d.statements_after.as_ref());
+    let s = report
+        .scaled_out
+        .as_ref()
+        .and_then(|s| s.statements_after.as_ref());
+    [("distribution", d), ("the scale-out", s)]
+        .into_iter()
+        .filter_map(|(step, c)| c.map(|c| (step, c)))
+        .collect()
+}
+
 pub fn demo_summary(report: &super::DemoReport, out_dir: &std::path::Path) -> String {
     let mut out = format!(
         "\nloaded {} rows in {:.1} s\n",
@@ -857,6 +876,15 @@ pub fn demo_summary(report: &super::DemoReport, out_dir: &std::path::Path) -> St
     let _ = writeln!(out, "\n{}", report.distribution);
     if let Some(line) = &report.scale_out {
         let _ = writeln!(out, "{line}");
+    }
+    for (step, c) in demo_statements(report) {
+        let _ = writeln!(
+            out,
+            "the application's statements after {step}, beside after apply (pg_stat_statements):"
+        );
+        for l in c.lines() {
+            let _ = writeln!(out, "  {l}");
+        }
     }
     for a in report
         .runs

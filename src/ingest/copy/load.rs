@@ -575,7 +575,7 @@ pub(super) async fn set_sequences(
         let max: Option<i64> = tx
             .query_one(
                 &format!(
-                    "SELECT max({})::bigint FROM {}",
+                    "SELECT /* shardready */ max({})::bigint FROM {}",
                     ident(&seq.column),
                     rel.name.sql()
                 ),
