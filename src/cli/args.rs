@@ -437,7 +437,12 @@ pub(crate) struct DistributeArgs {
     /// lists), or `all`, runs at 1 call/s or more without a filter on the
     /// tenant column: it will run on every shard (repeatable, or
     /// comma-separated).
-    #[arg(long, value_name = "ID|all", value_delimiter = ',', allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "ID|all",
+        value_delimiter = ',',
+        allow_hyphen_values = true
+    )]
     pub(crate) allow_multi_shard: Vec<String>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub(crate) format: Format,

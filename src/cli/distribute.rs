@@ -219,14 +219,15 @@ async fn application_after(
     before: &Result<(Snapshot, Snapshot), String>,
     phase: &str,
 ) -> (Vec<AfterCheck>, Option<Comparison>) {
-    let Ok((b0, b1)) = before else {
-        return (Vec::new(), None);
+    let before = before.as_ref().map(|(a, b)| a.until(b)).unwrap_or_default();
+    let client = match before.is_empty() {
+        true => None,
+        false => target.connect().await.ok(),
     };
-    let before = b0.until(b1);
-    let Ok(client) = target.connect().await else {
-        return (Vec::new(), None);
+    let start = match &client {
+        Some(c) => stat_statements::snapshot(c).await.ok(),
+        None => None,
     };
-    let start = stat_statements::snapshot(&client).await;
     let checks = match (traffic, baseline) {
         (Some(w), Some(base)) => {
             let after = super::prepare::traffic_window(w).await;
@@ -234,15 +235,17 @@ async fn application_after(
                 .into_iter()
                 .collect()
         }
-        _ if before.is_empty() => return (Vec::new(), None),
-        _ => {
+        _ if start.is_some() => {
             tokio::time::sleep(FAN_OUT_WINDOW).await;
             Vec::new()
         }
+        _ => Vec::new(),
     };
-    let end = stat_statements::snapshot(&client).await;
-    let statements = match (start, end) {
-        (Ok(s), Ok(e)) if !before.is_empty() => Some(Comparison::of(&before, &s.until(&e), 5)),
+    let statements = match (&client, start) {
+        (Some(c), Some(s)) => match stat_statements::snapshot(c).await {
+            Ok(e) => Some(Comparison::of(&before, &s.until(&e), 5)),
+            Err(_) => None,
+        },
         _ => None,
     };
     (checks, statements)
