@@ -202,7 +202,12 @@ impl Comparison {
         let mut rows: Vec<(f64, StatementChange)> = after
             .iter()
             .map(|a| {
-                let b = before.iter().find(|b| b.queryid == a.queryid);
+                // The same text where the queryid changed (Citus plans
+                // some statements differently once the tables are its).
+                let b = before
+                    .iter()
+                    .find(|b| b.queryid == a.queryid)
+                    .or_else(|| before.iter().find(|b| b.statement == a.statement));
                 let slower = b.is_some_and(|b| {
                     b.calls_per_s >= SLOWER_MIN_RATE
                         && a.calls_per_s >= SLOWER_MIN_RATE
