@@ -9,7 +9,7 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{connect, run_on};
 
@@ -170,4 +170,62 @@ async fn without_signals_nothing_is_sampled() {
     let client = connect(&t).await;
     let written = common::scalar_i64(&client, "SELECT count(*) FROM shardready.canary").await;
     assert_eq!(written, 0, "no canary was written");
+}
+
+/// An application with no headroom left shows it in its rate, not in the
+/// canary (one tiny commit does not queue behind it): when the statements
+/// it sends per second fall well below their baseline, the signals call
+/// the seconds slow and say why; the report says how busy the application
+/// and the machine were before the first change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_that_falls_behind_its_rate_is_seen() {
+    use shardready::apply::Pressure;
+    let (_c, t, client) = common::tailspin_with_statements(0.01).await;
+    let max_order = common::scalar_i64(&client, "SELECT max(order_id) FROM orders").await;
+    let app = common::send_repeatedly(
+        &t,
+        "SELECT status FROM orders WHERE order_id = $1",
+        max_order,
+        Duration::from_millis(2),
+    );
+    common::wait_until(
+        &client,
+        "SELECT coalesce(sum(calls), 0) >= 200 FROM pg_stat_statements \
+         WHERE query = 'SELECT status FROM orders WHERE order_id = $1'",
+        Duration::from_secs(30),
+        "pg_stat_statements counts the application's lookups",
+        &String::new,
+    )
+    .await;
+    let signals = shardready::apply::signals::Signals::start(&t, Instant::now(), Vec::new())
+        .await
+        .expect("the signals start");
+    let base = signals.baseline().unwrap();
+    assert!(base.stmt_calls_per_s.unwrap() >= 10.0, "{base:?}");
+    assert!(base.cpu_stall.is_some(), "the sandbox runs here: {base:?}");
+    // Before: as it always was.
+    let calm_from = Instant::now();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(
+        signals.holding(calm_from, 10_000.0).is_none(),
+        "{:?}",
+        signals.holding(calm_from, 10_000.0)
+    );
+    // The application falls behind: from the database, its statements
+    // stop coming.
+    assert_eq!(common::stop_sending(app).await, 0);
+    let from = Instant::now();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (n, slow) = signals.slow_since(from, 10_000.0).unwrap();
+    assert!(n > 0 && slow > 0, "{slow} of {n} ticks slow");
+    let held = signals.holding(from, 10_000.0).expect("a reason");
+    assert_eq!(held.signal, "application rate", "{held:?}");
+    assert!(held.why.contains("it is queueing"), "{held:?}");
+    let report = signals.stop().await;
+    let text = shardready::report::text::signals_line(&report);
+    assert!(
+        text.contains("before the first change: the application ran"),
+        "{text}"
+    );
+    assert!(text.contains("waited for a CPU"), "{text}");
 }

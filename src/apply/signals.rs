@@ -4,7 +4,13 @@
 //! waits for), the application's backends waiting on a lock shardready's
 //! sessions hold (`pg_stat_activity`, `pg_blocking_pids`), the mean time of
 //! the application's statements (`pg_stat_statements`, where installed),
-//! the WAL rate, requested checkpoints and the standbys' lag. Sampled from
+//! the WAL rate, requested checkpoints and the standbys' lag; and what shows
+//! an application with no headroom left, which the canary alone does not
+//! (its one tiny commit does not queue behind a saturated CPU): the
+//! application's statements per second falling below their baseline, more
+//! of its backends active at once, and, where the server runs on this
+//! machine, the host's CPU pressure (Linux PSI, `/proc/pressure/cpu`: the
+//! share of time a runnable task waited for a CPU). Sampled from
 //! a separate connection ten times a second against a baseline taken
 //! before the first change; this is the governor's [`Pressure`] when no
 //! `--workload` measures the application, and each second of it goes to
@@ -105,6 +111,10 @@ pub struct SignalSecond {
     /// The application's statements in the second (pg_stat_statements).
     pub stmt_calls: Option<f64>,
     pub stmt_mean_ms: Option<f64>,
+    /// The share of the second a runnable task waited for a CPU on this
+    /// machine (where the server runs here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_stall: Option<f64>,
     /// What holds the backfill back, when something does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holding: Option<String>,
@@ -157,13 +167,113 @@ pub struct Baseline {
     pub canary_limit_ms: f64,
     pub stmt_mean_ms: Option<f64>,
     pub wal_mb_s: Option<f64>,
+    /// The application's statements per second (pg_stat_statements).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stmt_calls_per_s: Option<f64>,
+    /// Application backends active at once, on average: how busy it was.
+    pub active_mean: f64,
+    /// The share of time a runnable task waited for a CPU on this machine
+    /// (None: the server is not here, or no PSI): the headroom it had.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_stall: Option<f64>,
 }
+
+/// The application's statements per second count as fallen (it queues)
+/// below this share of their baseline...
+pub const CALLS_SHARE: f64 = 0.7;
+/// ...when the baseline had at least this many per second.
+const CALLS_MIN: f64 = 10.0;
 
 impl Baseline {
     /// A statement mean above this counts as slow (1.5x, at least 1 ms more).
     fn stmt_limit_ms(&self) -> Option<f64> {
         self.stmt_mean_ms.map(|m| (m * 1.5).max(m + 1.0))
     }
+
+    /// Statements per second below this: the application queues.
+    fn calls_floor(&self) -> Option<f64> {
+        self.stmt_calls_per_s
+            .filter(|&c| c >= CALLS_MIN)
+            .map(|c| c * CALLS_SHARE)
+    }
+
+    /// CPU pressure above this: no headroom left (20 points over the
+    /// baseline's, or 1.5x it, at most 90%).
+    fn cpu_limit(&self) -> Option<f64> {
+        self.cpu_stall.map(|b| (b + 0.2).max(b * 1.5).min(0.9))
+    }
+
+    /// Active application backends above this: its work queues.
+    fn active_limit(&self) -> f64 {
+        self.active_mean * 2.0 + 2.0
+    }
+
+    /// Which saturation signal `t` is over its limit, with why.
+    fn saturated(&self, t: &Tick) -> Option<super::Holding> {
+        if let Some((floor, c)) = self.calls_floor().zip(t.calls_per_s) {
+            if c < floor {
+                return Some(super::Holding {
+                    signal: "application rate",
+                    why: format!(
+                        "the application's statements fell to {c:.0}/s (baseline {:.0}/s): it is \
+                         queueing",
+                        self.stmt_calls_per_s.unwrap_or(0.0)
+                    ),
+                });
+            }
+        }
+        // The CPU's pressure is the application's only while it has work
+        // waiting (more backends active than it usually has): our own
+        // steps alone on a busy machine are not a reason to wait.
+        let busier = t.active as f64 > self.active_mean + 0.5;
+        if let Some((limit, s)) = self.cpu_limit().zip(t.cpu_stall) {
+            if s > limit && busier {
+                return Some(super::Holding {
+                    signal: "cpu pressure",
+                    why: format!(
+                        "the CPU was contended {:.0}% of the time (baseline {:.0}%): the \
+                         application has no headroom",
+                        s * 100.0,
+                        self.cpu_stall.unwrap_or(0.0) * 100.0
+                    ),
+                });
+            }
+        }
+        (t.active as f64 > self.active_limit()).then(|| super::Holding {
+            signal: "active backends",
+            why: format!(
+                "{} application backends active at once (baseline {:.1} on average): it is \
+                 queueing",
+                t.active, self.active_mean
+            ),
+        })
+    }
+}
+
+/// The host's cumulative CPU stall (PSI `some total`, microseconds).
+fn cpu_stall_us() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
+    text.lines()
+        .find(|l| l.starts_with("some "))?
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?
+        .parse()
+        .ok()
+}
+
+/// Whether the server runs on this machine (a Unix socket or a loopback
+/// address): its CPU is this machine's.
+fn server_is_here(target: &Target) -> bool {
+    target.config.get_hosts().iter().all(|h| match h {
+        tokio_postgres::config::Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        #[cfg(unix)]
+        tokio_postgres::config::Host::Unix(_) => true,
+    })
 }
 
 /// One tick: what the governor judges.
@@ -176,6 +286,10 @@ struct Tick {
     active: u32,
     /// The last second's statement mean (ms), once a second.
     stmt_mean_ms: Option<f64>,
+    /// The last second's statements per second, once a second.
+    calls_per_s: Option<f64>,
+    /// The last second's CPU stall share, once a second (server here).
+    cpu_stall: Option<f64>,
 }
 
 #[derive(Default)]
@@ -217,6 +331,8 @@ pub struct SignalSummary {
     pub checkpoints_req: i64,
     pub replica_lag_max_s: Option<f64>,
     pub stmt_mean_max_ms: Option<f64>,
+    /// The most a second's CPU was contended (server here).
+    pub cpu_stall_max: Option<f64>,
 }
 
 impl SignalReport {
@@ -238,6 +354,7 @@ impl SignalReport {
                 .unwrap_or(0),
             replica_lag_max_s: max(|x| x.replica_lag_s),
             stmt_mean_max_ms: max(|x| x.stmt_mean_ms),
+            cpu_stall_max: max(|x| x.cpu_stall),
         }
     }
 }
@@ -282,6 +399,9 @@ impl Signals {
             last_wal: None,
             last_stmt: None,
             stmt_window: None,
+            here: server_is_here(target),
+            last_cpu: None,
+            cpu_window: None,
         };
         let task = tokio::spawn(sampler.run(stopped));
         let started = Instant::now();
@@ -301,6 +421,11 @@ impl Signals {
             let p99 = p(0.99);
             let stmt: Vec<f64> = ticks.iter().filter_map(|t| t.stmt_mean_ms).collect();
             let wal: Vec<f64> = s.seconds.iter().filter_map(|x| x.wal_mb_s).collect();
+            let mean =
+                |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+            let calls = mean(ticks.iter().filter_map(|t| t.calls_per_s).collect());
+            let cpu = mean(ticks.iter().filter_map(|t| t.cpu_stall).collect());
+            let active = mean(ticks.iter().map(|t| t.active as f64).collect()).unwrap_or(0.0);
             s.baseline = Some(Baseline {
                 seconds: started.elapsed().as_secs_f64(),
                 samples: canary.len(),
@@ -310,6 +435,9 @@ impl Signals {
                 stmt_mean_ms: (!stmt.is_empty())
                     .then(|| stmt.iter().sum::<f64>() / stmt.len() as f64),
                 wal_mb_s: (!wal.is_empty()).then(|| wal.iter().sum::<f64>() / wal.len() as f64),
+                stmt_calls_per_s: calls,
+                active_mean: active,
+                cpu_stall: cpu,
             });
         }
         Ok(Signals { shared, stop, task })
@@ -362,10 +490,12 @@ impl Signals {
         let b = s.baseline.as_ref()?;
         let ticks = s.ticks.iter().filter(|t| t.at >= from);
         let (mut canary, mut waits, mut stmt) = (0.0_f64, 0.0_f64, 0.0_f64);
+        let mut saturated = None;
         for t in ticks {
             canary = canary.max(t.canary_ms);
             waits = waits.max(t.waits_on_us_ms);
             stmt = stmt.max(t.stmt_mean_ms.unwrap_or(0.0));
+            saturated = saturated.or_else(|| b.saturated(t));
         }
         if waits > slow_ms {
             Some(Holding {
@@ -383,10 +513,15 @@ impl Signals {
                 ),
             })
         } else {
-            b.stmt_limit_ms().filter(|&l| stmt > l).map(|l| Holding {
-                signal: "statements",
-                why: format!("the application's statements average {stmt:.1} ms (limit {l:.1} ms)"),
-            })
+            b.stmt_limit_ms()
+                .filter(|&l| stmt > l)
+                .map(|l| Holding {
+                    signal: "statements",
+                    why: format!(
+                        "the application's statements average {stmt:.1} ms (limit {l:.1} ms)"
+                    ),
+                })
+                .or(saturated)
         }
     }
 }
@@ -406,6 +541,7 @@ impl Pressure for Signals {
             if t.canary_ms > b.canary_limit_ms
                 || t.waits_on_us_ms > slow_ms
                 || stmt_limit.zip(t.stmt_mean_ms).is_some_and(|(l, m)| m > l)
+                || b.saturated(t).is_some()
             {
                 slow += 1;
             }
@@ -461,9 +597,14 @@ struct Sampler {
     t0: Instant,
     first_checkpoints: Option<i64>,
     last_wal: Option<(Instant, f64)>,
-    last_stmt: Option<(f64, f64)>,
+    last_stmt: Option<(Instant, f64, f64)>,
     /// The last second's statements: calls, mean ms (with enough calls).
     stmt_window: Option<(f64, Option<f64>)>,
+    /// Whether the server runs here (its CPU pressure is ours to read).
+    here: bool,
+    last_cpu: Option<(Instant, f64)>,
+    /// The last second's CPU stall share.
+    cpu_window: Option<f64>,
 }
 
 impl Sampler {
@@ -513,17 +654,33 @@ impl Sampler {
         self.client.execute(&self.canary, &[&signals]).await?;
         let canary_ms = t.elapsed().as_secs_f64() * 1000.0;
         let r = self.client.query_one(ACTIVITY, &[]).await?;
-        let stmt_mean_ms = match (&self.statements, new_second) {
+        let (stmt_mean_ms, calls_per_s) = match (&self.statements, new_second) {
             (Some(stmt), true) => {
                 let r = self.client.query_one(stmt, &[&self.exclude]).await?;
-                let now: (f64, f64) = (r.get(0), r.get(1));
-                let window = self.last_stmt.map(|(calls, ms)| {
-                    let dc = now.0 - calls;
-                    (dc, (dc >= 5.0).then(|| (now.1 - ms) / dc))
+                let now: (Instant, f64, f64) = (Instant::now(), r.get(0), r.get(1));
+                let window = self.last_stmt.map(|(at, calls, ms)| {
+                    let dc = now.1 - calls;
+                    let secs = now.0.duration_since(at).as_secs_f64().max(1e-3);
+                    (dc, (dc >= 5.0).then(|| (now.2 - ms) / dc), dc / secs)
                 });
                 self.last_stmt = Some(now);
-                self.stmt_window = window;
-                window.and_then(|(_, mean)| mean)
+                self.stmt_window = window.map(|(dc, mean, _)| (dc, mean));
+                (
+                    window.and_then(|(_, mean, _)| mean),
+                    window.map(|(_, _, rate)| rate),
+                )
+            }
+            _ => (None, None),
+        };
+        let cpu_stall = match (self.here, new_second) {
+            (true, true) => {
+                let now = cpu_stall_us().map(|us| (Instant::now(), us));
+                let share = self.last_cpu.zip(now).map(|((a, x), (b, y))| {
+                    ((y - x) / 1e6 / b.duration_since(a).as_secs_f64().max(1e-3)).clamp(0.0, 1.0)
+                });
+                self.last_cpu = now;
+                self.cpu_window = share;
+                share
             }
             _ => None,
         };
@@ -534,6 +691,8 @@ impl Sampler {
             waits_on_us_ms: r.get(1),
             active: r.get::<_, i32>(2).max(0) as u32,
             stmt_mean_ms,
+            calls_per_s,
+            cpu_stall,
         })
     }
 
@@ -593,6 +752,7 @@ impl Sampler {
             standbys: standbys.clone(),
             stmt_calls: calls,
             stmt_mean_ms: mean,
+            cpu_stall: self.cpu_window.take(),
             holding,
         }
     }
@@ -617,4 +777,65 @@ pub async fn last(client: &Client) -> Result<Option<(f64, SignalSecond)>, ApplyE
         let s = serde_json::from_str(&text?).ok()?;
         Some((r.get(0), s))
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(calls: Option<f64>, cpu: Option<f64>, active: f64) -> Baseline {
+        Baseline {
+            seconds: 2.0,
+            samples: 20,
+            canary_p50_ms: 1.0,
+            canary_p99_ms: 2.0,
+            canary_limit_ms: 4.0,
+            stmt_mean_ms: None,
+            wal_mb_s: None,
+            stmt_calls_per_s: calls,
+            active_mean: active,
+            cpu_stall: cpu,
+        }
+    }
+
+    fn tick(active: u32, calls: Option<f64>, cpu: Option<f64>) -> Tick {
+        Tick {
+            at: Instant::now(),
+            canary_ms: 1.0,
+            waits_on_us_ms: 0.0,
+            lock_waiters: 0,
+            active,
+            stmt_mean_ms: None,
+            calls_per_s: calls,
+            cpu_stall: cpu,
+        }
+    }
+
+    #[test]
+    fn saturation_is_a_falling_rate_a_queue_or_a_contended_cpu_the_application_waits_on() {
+        let b = base(Some(300.0), Some(0.1), 1.0);
+        assert_eq!(b.saturated(&tick(1, Some(290.0), Some(0.1))), None);
+        let h = b.saturated(&tick(1, Some(150.0), None)).unwrap();
+        assert_eq!(h.signal, "application rate");
+        assert!(
+            h.why.contains("fell to 150/s (baseline 300/s)"),
+            "{}",
+            h.why
+        );
+        // A contended CPU counts while the application has work waiting...
+        let h = b.saturated(&tick(2, None, Some(0.6))).unwrap();
+        assert_eq!(h.signal, "cpu pressure", "{h:?}");
+        // ...not when only our own work contends for it.
+        assert_eq!(b.saturated(&tick(1, None, Some(0.6))), None);
+        // A queue of backends.
+        assert_eq!(
+            b.saturated(&tick(5, None, None)).unwrap().signal,
+            "active backends"
+        );
+        // Too few statements to judge a rate by; a busy CPU at the start
+        // leaves a limit that can still be crossed.
+        let quiet = base(Some(3.0), Some(0.8), 0.0);
+        assert_eq!(quiet.saturated(&tick(0, Some(0.0), None)), None);
+        assert!((quiet.cpu_limit().unwrap() - 0.9).abs() < 1e-9);
+    }
 }

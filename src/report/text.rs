@@ -403,12 +403,44 @@ pub fn signals_line(sig: &crate::apply::signals::SignalReport) -> String {
     if let Some(l) = s.replica_lag_max_s {
         parts.push(format!("standby lag max {l:.1} s"));
     }
-    format!(
+    if let Some(c) = s.cpu_stall_max {
+        parts.push(format!("CPU contended up to {:.0}% of a second", c * 100.0));
+    }
+    let mut out = format!(
         "database signals over {} s: {}
 ",
         s.seconds,
         parts.join("; ")
-    )
+    );
+    if let Some(b) = &sig.baseline {
+        out.push_str(&headroom_line(b));
+    }
+    out
+}
+
+/// How busy the application and the machine were before the first change:
+/// the headroom the work had.
+pub fn headroom_line(b: &crate::apply::signals::Baseline) -> String {
+    let mut parts = vec![format!(
+        "{:.1} application backends active on average",
+        b.active_mean
+    )];
+    if let Some(c) = b.stmt_calls_per_s {
+        parts.insert(0, format!("the application ran {c:.0} statements/s"));
+    }
+    match b.cpu_stall {
+        Some(c) => parts.push(format!(
+            "a runnable task waited for a CPU {:.0}% of the time{}",
+            c * 100.0,
+            if c >= 0.3 {
+                " (little headroom: every step is held back sooner)"
+            } else {
+                ""
+            }
+        )),
+        None => parts.push("the CPU's pressure unknown (the server is not on this machine)".into()),
+    }
+    format!("before the first change: {}\n", parts.join("; "))
 }
 
 /// The signals a running apply sampled last, for `status`.
