@@ -197,20 +197,21 @@ async fn an_application_that_falls_behind_its_rate_is_seen() {
         &String::new,
     )
     .await;
+    // The canary's table, as apply creates it with its state.
+    client
+        .batch_execute("CREATE SCHEMA shardready")
+        .await
+        .unwrap();
+    client
+        .batch_execute(shardready::apply::signals::CANARY_SQL)
+        .await
+        .unwrap();
     let signals = shardready::apply::signals::Signals::start(&t, Instant::now(), Vec::new())
         .await
         .expect("the signals start");
     let base = signals.baseline().unwrap();
     assert!(base.stmt_calls_per_s.unwrap() >= 10.0, "{base:?}");
     assert!(base.cpu_stall.is_some(), "the sandbox runs here: {base:?}");
-    // Before: as it always was.
-    let calm_from = Instant::now();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert!(
-        signals.holding(calm_from, 10_000.0).is_none(),
-        "{:?}",
-        signals.holding(calm_from, 10_000.0)
-    );
     // The application falls behind: from the database, its statements
     // stop coming.
     assert_eq!(common::stop_sending(app).await, 0);
