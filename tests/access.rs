@@ -564,7 +564,7 @@ async fn queries_lists_what_fans_out_and_sees_it_rewritten() {
         .as_array()
         .unwrap()
         .iter()
-        .any(|s| s["id"] == new_id.to_string()));
+        .any(|s| s["id"].as_str() == Some(new_id.to_string().as_str())));
     // For people, without recording.
     let out = listing(&["--no-record"]);
     let text = String::from_utf8_lossy(&out.stdout);
