@@ -83,11 +83,15 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot, String> {
         )
         .await
         .map_err(|e| {
-            format!(
-                "pg_stat_statements cannot be read ({}): add it to shared_preload_libraries \
-                 (restart)",
-                crate::conn::error_text(&e)
-            )
+            // 55000: installed in the database, not loaded by the server.
+            if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE)
+            {
+                "pg_stat_statements is installed but not loaded: add it to \
+                 shared_preload_libraries (restart)"
+                    .to_string()
+            } else {
+                DbError::new("cannot read pg_stat_statements", e).to_string()
+            }
         })?;
     Ok(Snapshot {
         at: Instant::now(),
@@ -129,6 +133,10 @@ pub struct Rate {
     pub queryid: i64,
     /// Whitespace collapsed, trimmed.
     pub statement: String,
+    /// The whole normalized text (to match a statement whose queryid
+    /// changed).
+    #[serde(skip)]
+    pub query: String,
     pub calls: i64,
     pub calls_per_s: f64,
     pub mean_ms: f64,
@@ -154,6 +162,7 @@ impl Snapshot {
                         Rate {
                             queryid: *id,
                             statement: shorten(&b.query),
+                            query: b.query.clone(),
                             calls,
                             calls_per_s: calls as f64 / seconds,
                             mean_ms: ms / calls as f64,
@@ -207,7 +216,7 @@ impl Comparison {
                 let b = before
                     .iter()
                     .find(|b| b.queryid == a.queryid)
-                    .or_else(|| before.iter().find(|b| b.statement == a.statement));
+                    .or_else(|| before.iter().find(|b| b.query == a.query));
                 let slower = b.is_some_and(|b| {
                     b.calls_per_s >= SLOWER_MIN_RATE
                         && a.calls_per_s >= SLOWER_MIN_RATE
@@ -318,6 +327,7 @@ mod tests {
         Rate {
             queryid,
             statement: format!("SELECT {queryid}"),
+            query: format!("SELECT {queryid}"),
             calls: (calls_per_s * 10.0) as i64,
             calls_per_s,
             mean_ms,

@@ -120,7 +120,12 @@ impl Listing {
             self.sources.join("; ")
         );
         if self.statements.is_empty() {
-            out.push_str("  none: every known statement filters on the tenant column\n");
+            out.push_str(if self.window_s > 0.0 {
+                "  none: every known statement filters on the tenant column\n"
+            } else {
+                "  none found (without pg_stat_statements only the functions and --queries \
+                 files were read)\n"
+            });
             return out;
         }
         for f in &self.statements {
@@ -480,9 +485,23 @@ pub async fn list(
             }
         })
         .collect();
-    // Listed before and not found now: gone.
+    // Listed before and not found now: gone (judged only by the sources
+    // read this time: a file not named again, or pg_stat_statements not
+    // readable now, says nothing of its statements).
+    let read_now = |origin: &str| {
+        if origin == "pg_stat_statements" {
+            now.is_some()
+        } else if origin.starts_with("function ") {
+            true
+        } else {
+            overrides
+                .queries
+                .iter()
+                .any(|p| origin.starts_with(&format!("{}:", p.display())))
+        }
+    };
     for (id, r) in &earlier {
-        if seen.contains(id) {
+        if seen.contains(id) || !read_now(&r.origin) {
             continue;
         }
         statements.push(FanOut {
@@ -512,15 +531,24 @@ pub async fn list(
             .total_cmp(&a.calls_per_s.unwrap_or(-1.0))
             .then(a.id.cmp(&b.id))
     });
-    if record {
-        write_recorded(client, &found).await?;
-    }
+    // Not recorded (a standby, a role without CREATE) is said, not an
+    // error: the listing stands.
+    let recorded = match record {
+        true => match write_recorded(client, &found).await {
+            Ok(()) => true,
+            Err(e) => {
+                sources.push(format!("not recorded for the next listing: {e}"));
+                false
+            }
+        },
+        false => false,
+    };
     Ok(Listing {
         schema: "shardready.queries/v1",
         window_s,
         sources,
         statements,
-        recorded: record,
+        recorded,
     })
 }
 

@@ -45,11 +45,14 @@ const CANARY_WRITE: &str = "INSERT INTO shardready.canary AS c (id, n, at, signa
 
 /// Application backends waiting on a lock, the longest wait on a lock a
 /// shardready session holds (ms), and active backends. Sessions named
-/// `shardready-*` are ours, except the workload, which stands for the
-/// application.
+/// `shardready` or `shardready-*` are ours, except the workload, which
+/// stands for the application; Citus's own connections (`citus_internal
+/// …`, its shard moves' and its executor's) are not the application's.
 const ACTIVITY: &str = "WITH ours AS (
       SELECT coalesce(array_agg(pid), '{}') AS pids FROM pg_catalog.pg_stat_activity
-      WHERE application_name LIKE 'shardready-%' AND application_name <> 'shardready-workload')
+      WHERE (application_name LIKE 'shardready-%' OR application_name = 'shardready'
+             OR application_name LIKE 'citus\\_internal%')
+        AND application_name <> 'shardready-workload')
     SELECT count(*) FILTER (WHERE a.wait_event_type = 'Lock')::int,
            coalesce(max(CASE WHEN a.wait_event_type = 'Lock'
                               AND pg_catalog.pg_blocking_pids(a.pid) && (SELECT pids FROM ours)
@@ -200,7 +203,8 @@ impl Baseline {
     /// CPU pressure above this: no headroom left (20 points over the
     /// baseline's, or 1.5x it, at most 90%).
     fn cpu_limit(&self) -> Option<f64> {
-        self.cpu_stall.map(|b| (b + 0.2).max(b * 1.5).min(0.9))
+        self.cpu_stall
+            .map(|b| (b + 0.2).max(b * 1.5).min(0.9).max(b + 0.05))
     }
 
     /// Active application backends above this: its work queues.
@@ -208,10 +212,15 @@ impl Baseline {
         self.active_mean * 2.0 + 2.0
     }
 
-    /// Which saturation signal `t` is over its limit, with why.
+    /// Which saturation signal `t` is over its limit, with why. A falling
+    /// rate, and the CPU's pressure, are the application's only while it
+    /// has more work waiting than it usually has (more backends active in
+    /// the last second): an application that goes quiet, or our own steps
+    /// alone on a busy machine, are no reason to wait.
     fn saturated(&self, t: &Tick) -> Option<super::Holding> {
+        let busier = t.active_mean.unwrap_or(t.active as f64) > self.active_mean + 0.5;
         if let Some((floor, c)) = self.calls_floor().zip(t.calls_per_s) {
-            if c < floor {
+            if c < floor && busier {
                 return Some(super::Holding {
                     signal: "application rate",
                     why: format!(
@@ -222,10 +231,6 @@ impl Baseline {
                 });
             }
         }
-        // The CPU's pressure is the application's only while it has work
-        // waiting (more backends active than it usually has): our own
-        // steps alone on a busy machine are not a reason to wait.
-        let busier = t.active as f64 > self.active_mean + 0.5;
         if let Some((limit, s)) = self.cpu_limit().zip(t.cpu_stall) {
             if s > limit && busier {
                 return Some(super::Holding {
@@ -288,8 +293,10 @@ struct Tick {
     stmt_mean_ms: Option<f64>,
     /// The last second's statements per second, once a second.
     calls_per_s: Option<f64>,
-    /// The last second's CPU stall share, once a second (server here).
+    /// The last second's CPU stall share (server here).
     cpu_stall: Option<f64>,
+    /// The last second's mean of active application backends.
+    active_mean: Option<f64>,
 }
 
 #[derive(Default)]
@@ -402,6 +409,8 @@ impl Signals {
             here: server_is_here(target),
             last_cpu: None,
             cpu_window: None,
+            carried: (None, None, None),
+            last_active_mean: None,
         };
         let task = tokio::spawn(sampler.run(stopped));
         let started = Instant::now();
@@ -529,8 +538,9 @@ impl Signals {
 impl Pressure for Signals {
     /// Each tick is one observation: slow when the canary's commit was
     /// over its limit, an application backend had waited longer than
-    /// `slow_ms` on a lock shardready holds, or the application's
-    /// statements averaged over their limit in that second.
+    /// `slow_ms` on a lock shardready holds, the application's statements
+    /// averaged over their limit in that second, or the application showed
+    /// no headroom ([`Baseline::saturated`]).
     fn slow_since(&self, from: Instant, slow_ms: f64) -> Option<(u64, u64)> {
         let s = lock(&self.shared);
         let b = s.baseline.as_ref()?;
@@ -605,6 +615,11 @@ struct Sampler {
     last_cpu: Option<(Instant, f64)>,
     /// The last second's CPU stall share.
     cpu_window: Option<f64>,
+    /// What the last second showed, carried on each tick of the next:
+    /// statements per second, CPU stall, mean active backends.
+    carried: (Option<f64>, Option<f64>, Option<f64>),
+    /// The mean of the last second's active application backends.
+    last_active_mean: Option<f64>,
 }
 
 impl Sampler {
@@ -658,12 +673,23 @@ impl Sampler {
             (Some(stmt), true) => {
                 let r = self.client.query_one(stmt, &[&self.exclude]).await?;
                 let now: (Instant, f64, f64) = (Instant::now(), r.get(0), r.get(1));
-                let window = self.last_stmt.map(|(at, calls, ms)| {
-                    let dc = now.1 - calls;
-                    let secs = now.0.duration_since(at).as_secs_f64().max(1e-3);
-                    (dc, (dc >= 5.0).then(|| (now.2 - ms) / dc), dc / secs)
+                // A window under half a second says little (the first
+                // tick after the start); a reset or an evicted entry makes
+                // the counters go back: no window then.
+                let short = self.last_stmt.is_some_and(|(at, _, _)| {
+                    now.0.duration_since(at) < Duration::from_millis(500)
                 });
-                self.last_stmt = Some(now);
+                let window = self
+                    .last_stmt
+                    .filter(|_| !short)
+                    .and_then(|(at, calls, ms)| {
+                        let dc = now.1 - calls;
+                        let secs = now.0.duration_since(at).as_secs_f64().max(1e-3);
+                        (dc >= 0.0).then(|| (dc, (dc >= 5.0).then(|| (now.2 - ms) / dc), dc / secs))
+                    });
+                if !short {
+                    self.last_stmt = Some(now);
+                }
                 self.stmt_window = window.map(|(dc, mean, _)| (dc, mean));
                 (
                     window.and_then(|(_, mean, _)| mean),
@@ -684,6 +710,10 @@ impl Sampler {
             }
             _ => None,
         };
+        // The last second's figures stand for each tick of this one.
+        if new_second {
+            self.carried = (calls_per_s, cpu_stall, self.last_active_mean.take());
+        }
         Ok(Tick {
             at: t,
             canary_ms,
@@ -691,13 +721,16 @@ impl Sampler {
             waits_on_us_ms: r.get(1),
             active: r.get::<_, i32>(2).max(0) as u32,
             stmt_mean_ms,
-            calls_per_s,
-            cpu_stall,
+            calls_per_s: self.carried.0,
+            cpu_stall: self.carried.1,
+            active_mean: self.carried.2,
         })
     }
 
     /// Sums a second of ticks, with the once-a-second signals.
     async fn second(&mut self, ticks: &[Tick]) -> SignalSecond {
+        self.last_active_mean = (!ticks.is_empty())
+            .then(|| ticks.iter().map(|t| t.active as f64).sum::<f64>() / ticks.len() as f64);
         let mut canary: Vec<f64> = ticks.iter().map(|t| t.canary_ms).collect();
         canary.sort_by(f64::total_cmp);
         let wal = self
@@ -808,6 +841,7 @@ mod tests {
             stmt_mean_ms: None,
             calls_per_s: calls,
             cpu_stall: cpu,
+            active_mean: None,
         }
     }
 
@@ -815,7 +849,13 @@ mod tests {
     fn saturation_is_a_falling_rate_a_queue_or_a_contended_cpu_the_application_waits_on() {
         let b = base(Some(300.0), Some(0.1), 1.0);
         assert_eq!(b.saturated(&tick(1, Some(290.0), Some(0.1))), None);
-        let h = b.saturated(&tick(1, Some(150.0), None)).unwrap();
+        // An application that goes quiet is not queueing.
+        assert_eq!(b.saturated(&tick(0, Some(0.0), None)), None);
+        // The last second's mean of active backends decides, not one tick.
+        let mut t = tick(3, Some(150.0), None);
+        t.active_mean = Some(1.0);
+        assert_eq!(b.saturated(&t), None);
+        let h = b.saturated(&tick(2, Some(150.0), None)).unwrap();
         assert_eq!(h.signal, "application rate");
         assert!(
             h.why.contains("fell to 150/s (baseline 300/s)"),

@@ -77,6 +77,9 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
         // Statements that will run on every shard, still sent at a
         // meaningful rate: the application is not ready (exit 2).
         let window = stat_statements::window(&client, first, FAN_OUT_WINDOW).await;
+        if let Err(why) = &window {
+            eprintln!("  the application's statements are not checked for fan-out: {why}");
+        }
         let listing = fan_out::list(&client, &cat, &aopts.overrides, &window, false).await?;
         let blocking = listing.blocking(&a.allow_multi_shard);
         if !blocking.is_empty() {
@@ -102,6 +105,8 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
         // statements, to compare with after.
         let (baseline, before) = match &traffic {
             Some(w) => {
+                // Its connections ramp up first.
+                tokio::time::sleep(Duration::from_secs(2)).await;
                 let s = stat_statements::snapshot(&session).await;
                 let base = super::prepare::traffic_window(w).await;
                 let e = stat_statements::snapshot(&session).await;

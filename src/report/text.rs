@@ -420,7 +420,7 @@ pub fn signals_line(sig: &crate::apply::signals::SignalReport) -> String {
 
 /// How busy the application and the machine were before the first change:
 /// the headroom the work had.
-pub fn headroom_line(b: &crate::apply::signals::Baseline) -> String {
+pub(crate) fn headroom_line(b: &crate::apply::signals::Baseline) -> String {
     let mut parts = vec![format!(
         "{:.1} application backends active on average",
         b.active_mean
@@ -438,7 +438,10 @@ pub fn headroom_line(b: &crate::apply::signals::Baseline) -> String {
                 ""
             }
         )),
-        None => parts.push("the CPU's pressure unknown (the server is not on this machine)".into()),
+        None => parts.push(
+            "the CPU's pressure unknown (the server runs elsewhere, or the kernel has no PSI)"
+                .into(),
+        ),
     }
     format!("before the first change: {}\n", parts.join("; "))
 }
