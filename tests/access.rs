@@ -348,6 +348,13 @@ async fn statements_in_functions_and_files_decide_the_key_order() {
         ),
         "{sql}"
     );
+    // ...and what apply does for the statements that look orders up by id.
+    assert!(
+        sql.contains(
+            "apply builds the index orders_order_id_lookup (order_id) concurrently before the swap"
+        ),
+        "{sql}"
+    );
     assert!(
         sql.contains("CREATE UNIQUE INDEX CONCURRENTLY \"line_items_pkey_shardready\" ON \"public\".\"line_items\" (\"line_item_id\", \"store_id\");"),
         "{sql}"
