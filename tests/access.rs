@@ -407,8 +407,17 @@ async fn a_statement_that_lost_its_access_path_in_a_swap_gets_it_back() {
     for id in 1..50_i64 {
         client.query_opt(&lookup, &[&id]).await.unwrap();
     }
+    // A budget relative to the application's p99 needs a measured p99.
+    let out = run_on(&url, &["apply", "--app-p99-limit", "1.5x"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("only --workload RATE measures here"),
+        "{err}"
+    );
     // The user puts the tenant first anyway: the probe measures the
     // lookup's plan before and after the swap and builds its index back.
+    // The application's traffic runs beside it, governed within 1.5x its
+    // own p99.
     let out = run_on(
         &url,
         &[
@@ -417,10 +426,16 @@ async fn a_statement_that_lost_its_access_path_in_a_swap_gets_it_back() {
             "orders=tenant-first",
             "--trigger-window",
             "300ms",
+            "--workload",
+            "600/min",
+            "--app-p99-limit",
+            "1.5x",
             "--format",
             "json",
         ],
     );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the application's latency budget: "), "{err}");
     assert!(
         out.status.success(),
         "{}",

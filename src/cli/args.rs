@@ -558,9 +558,11 @@ pub(crate) struct ApplyArgs {
     /// backend waiting on a lock shardready holds), beyond the share that
     /// already did before the backfill. It limits the backfill's own cost;
     /// it does not cap the application's p99, which the machine's load and
-    /// the other steps also set.
-    #[arg(allow_hyphen_values = true, value_parser = positive_f64, long, value_name = "MS", default_value_t = 15.0)]
-    pub(crate) app_p99_limit: f64,
+    /// the other steps also set. `1.5x`: that factor of the application's
+    /// p99 measured before apply starts (with --workload, which measures
+    /// it).
+    #[arg(allow_hyphen_values = true, value_parser = app_limit, long, value_name = "MS|FACTORx", default_value = "15")]
+    pub(crate) app_p99_limit: AppLimit,
     /// How far the standbys may fall behind while the backfill writes:
     /// replay time (10s) or WAL bytes not yet replayed (64MB); after each
     /// batch the backfill waits while one is further behind. `off` does
@@ -1011,6 +1013,21 @@ pub(crate) enum Format {
 
 /// Value parsers that give the real reason for a bad number or duration
 /// (a negative one reaches them instead of being taken for an option).
+/// `--app-p99-limit`: milliseconds, or a factor of the baseline p99.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum AppLimit {
+    Ms(f64),
+    Times(f64),
+}
+
+fn app_limit(s: &str) -> Result<AppLimit, String> {
+    let s = s.trim();
+    match s.strip_suffix('x') {
+        Some(f) => positive_f64(f).map(AppLimit::Times),
+        None => positive_f64(s.strip_suffix("ms").unwrap_or(s)).map(AppLimit::Ms),
+    }
+}
+
 fn positive_f64(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),

@@ -98,7 +98,13 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
     use shardready::workload::Workload;
     let mut analysis = a.analysis.options();
     analysis.catalog_only = true;
-    let opts = ApplyOptions {
+    if let (AppLimit::Times(f), None) = (a.app_p99_limit, &a.workload) {
+        anyhow::bail!(
+            "--app-p99-limit {f}x is a factor of the application's p99 before apply, which only \
+             --workload RATE measures here: give milliseconds instead (e.g. --app-p99-limit 15)"
+        );
+    }
+    let mut opts = ApplyOptions {
         analyze: analysis,
         policy: LockPolicy {
             lock_timeout: a.lock_timeout.into(),
@@ -109,7 +115,10 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
         pace: Pace {
             batch_target: a.batch_target.into(),
             max_rate: a.max_rate,
-            app_p99_limit_ms: a.app_p99_limit,
+            app_p99_limit_ms: match a.app_p99_limit {
+                AppLimit::Ms(ms) => ms,
+                AppLimit::Times(_) => Pace::default().app_p99_limit_ms,
+            },
             max_replica_lag: a.max_replica_lag.0,
             max_wal_rate: a.max_wal_rate,
             ..Pace::default()
@@ -143,6 +152,16 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
             Some(w) => Some(traffic_window(w).await),
             None => None,
         };
+        // A budget relative to the application's own p99 before apply.
+        if let (AppLimit::Times(f), Some(b)) = (a.app_p99_limit, &baseline) {
+            if b.transactions > 0 {
+                opts.pace.app_p99_limit_ms = (b.p99_ms * f).max(b.p99_ms + 1.0);
+            }
+            eprintln!(
+                "the application's latency budget: {:.1} ms ({f}x its p99 of {:.1} ms before apply)",
+                opts.pace.app_p99_limit_ms, b.p99_ms
+            );
+        }
         // Ctrl-C: every step is safe to stop at (the server cancels the
         // statement within a second of the connection going); say where it
         // stands and what to run next.
