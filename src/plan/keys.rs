@@ -235,17 +235,17 @@ fn choose(analysis: &Analysis, t: &Table, tcol: &str, key: &KeyToBuild) -> KeyCh
     } else if let Some(c) = chosen {
         // Tenant first while statements look the table up by the old key
         // alone: apply's probe builds them an index before the swap.
-        let lookup = (c.order == KeyOrder::TenantFirst && !needing.is_empty() && !other_index)
-            .then(|| {
-                format!(
-                    "; the statements below look it up by {first} alone: apply builds the index \
-                     {} ({}) concurrently before the swap so they keep one (apply \
-                     --no-lookup-index not to; drop it once they filter by {tcol})",
-                    object_name(&format!("{}_{}", t.name.name, key.old.join("_")), "_lookup"),
-                    key.old.join(", ")
-                )
-            })
-            .unwrap_or_default();
+        let lookup = if c.order == KeyOrder::TenantFirst && !needing.is_empty() && !other_index {
+            format!(
+                "; the statements below look it up by {first} alone: apply builds the index {} \
+                 ({}) concurrently before the swap so they keep one (apply --no-lookup-index \
+                 not to; drop it once they filter by {tcol})",
+                object_name(&format!("{}_{}", t.name.name, key.old.join("_")), "_lookup"),
+                key.old.join(", ")
+            )
+        } else {
+            String::new()
+        };
         (
             c.order,
             format!("--key-order {}={}{lookup}", t.name, c.order.as_str()),
