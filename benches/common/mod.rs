@@ -15,9 +15,14 @@ pub async fn fresh_db(sb: &Sandbox, name: &str, scale: f64) -> Target {
 }
 
 /// The seed's tables created in `t` and loaded at `scale`, vacuumed and
-/// analyzed.
+/// analyzed; pg_stat_statements created in it (the sandbox preloads it), so
+/// that apply's signals see the application's statements, as they would on
+/// a server that has it.
 pub async fn load(t: &Target, scale: f64) {
     let mut c = t.connect().await.unwrap();
+    c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .await
+        .unwrap();
     shardready::ingest::create_tailspin_schema(&c, false)
         .await
         .unwrap();
