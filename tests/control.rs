@@ -151,7 +151,7 @@ async fn the_pg_cron_procedure_stops_while_paused() {
     );
     assert_eq!(cursor().await, lo, "nothing filled while paused");
     // Resumed: the next run goes on (a short run: part of the range).
-    shardready::apply::control::resume(&client, None)
+    shardready::apply::control::resume(&client, None, None)
         .await
         .unwrap();
     client
@@ -168,4 +168,86 @@ async fn the_pg_cron_procedure_stops_while_paused() {
         .unwrap();
     assert_eq!(cursor().await, hi, "the whole range filled");
     client.batch_execute(&p.drop).await.unwrap();
+}
+
+/// `resume --app-p99-limit` from another process gives the running
+/// backfill's governor a new latency budget: apply says so and finishes.
+/// (How the governor holds the backfill within a budget is tested in
+/// `apply::governor`'s unit tests, look by look.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_changed_while_apply_runs_is_taken_by_the_backfill() {
+    let (c, t) = tailspin(0.05).await;
+    let url = c.url();
+    let client = connect(&t).await;
+    // A slow backfill (2000 rows/s) beside the application's traffic.
+    let mut apply = common::shardready()
+        .args([
+            "apply",
+            "--workload",
+            "1200/min",
+            "--max-rate",
+            "2000",
+            "--batch-target",
+            "10ms",
+            "--format",
+            "json",
+            "--db",
+            &url,
+        ])
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = || async {
+        client
+            .query_one(
+                "SELECT count(*) FROM shardready.backfill WHERE cursor > min_key",
+                &[],
+            )
+            .await
+            .ok()
+            .is_some_and(|r| r.get::<_, i64>(0) > 0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !started().await {
+        assert!(
+            std::time::Instant::now() < deadline && apply.try_wait().unwrap().is_none(),
+            "the backfill never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resumed = run_on(
+        &url,
+        &["resume", "--app-p99-limit", "1000", "--max-rate", "1000000"],
+    );
+    assert!(resumed.status.success(), "{resumed:?}");
+    let said = String::from_utf8_lossy(&resumed.stdout).to_string();
+    assert!(said.contains("latency budget is 1000.0 ms"), "{said}");
+    // A factor needs apply's baseline: refused with what to give instead.
+    let factor = run_on(&url, &["resume", "--app-p99-limit", "2x"]);
+    assert!(!factor.status.success(), "{factor:?}");
+    assert!(String::from_utf8_lossy(&factor.stderr).contains("give milliseconds"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    while apply.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "apply did not finish after resume"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = apply.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("the application's budget is now 1000.0 ms"),
+        "{err}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["backfills"][0]["longest_hold_seconds"].is_number(),
+        "{report}"
+    );
+    let verify = run_on(&url, &["verify"]);
+    assert!(verify.status.success(), "{verify:?}");
 }

@@ -11,7 +11,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use super::{ApplyError, Holding, Pressure};
+use super::governor::{Governor, LONG_HOLD};
+use super::{ApplyError, Pressure};
 use crate::db::{self, is_lock_timeout};
 use crate::plan::steps::BackfillCursorSql;
 use crate::plan::{Backfill, StepKind};
@@ -23,7 +24,7 @@ pub struct Pace {
     pub batch_target: Duration,
     /// Never more than this many rows per second.
     pub max_rate: Option<f64>,
-    /// Keep the application's p99 below this: at most [`SLOW_BUDGET`] of
+    /// Keep the application's p99 below this: at most [`super::governor::SLOW_BUDGET`] of
     /// its transactions may take longer while the backfill runs.
     pub app_p99_limit_ms: f64,
     pub lock_timeout: Duration,
@@ -65,108 +66,6 @@ impl Default for Pace {
     }
 }
 
-/// The share of application transactions allowed above the latency limit,
-/// beyond what was already slow before the backfill (half of the 1% a p99
-/// permits, leaving the rest to the other steps).
-pub const SLOW_BUDGET: f64 = 0.005;
-
-/// Transactions counted as fine before the first batch, so that one slow
-/// transaction at the start does not read as a 100% slow share.
-const PRIOR_TRANSACTIONS: u64 = 200;
-
-/// How far back the application's own slow share is measured before the
-/// first batch.
-const BASELINE_WINDOW: Duration = Duration::from_secs(10);
-
-/// Paces the backfill on the application's latency. Before the first batch
-/// it notes the share of the application's transactions that were already
-/// slower than the limit (a busy application is slow at times without any
-/// backfill, and pausing cannot fix that). After each batch it counts the
-/// application transactions that completed since the last look and how
-/// many were slower than the limit. A slow transaction alone does not stop
-/// the backfill; only when slow ones arrive while the share over the whole
-/// backfill is above the baseline plus the budget does it pause, for as
-/// long as the batch took: the backfill never runs below half its speed
-/// (when halving it does not bring the application back, the backfill is
-/// not what slows it, and stopping it would only make both wait). Each
-/// transaction is judged once, so one bad second does not keep the backfill
-/// paused for seconds after it.
-struct Watch {
-    limit_ms: f64,
-    since: Instant,
-    total: u64,
-    slow: u64,
-    allowed: f64,
-}
-
-impl Watch {
-    fn new(pressure: &dyn Pressure, limit_ms: f64) -> Self {
-        let now = Instant::now();
-        let baseline = now
-            .checked_sub(BASELINE_WINDOW)
-            .and_then(|from| pressure.slow_since(from, limit_ms))
-            .filter(|&(n, _)| n >= 100)
-            .map(|(n, slow)| slow as f64 / n as f64)
-            .unwrap_or(0.0);
-        Watch {
-            limit_ms,
-            since: now,
-            total: PRIOR_TRANSACTIONS,
-            slow: (baseline * PRIOR_TRANSACTIONS as f64) as u64,
-            allowed: baseline + SLOW_BUDGET,
-        }
-    }
-
-    /// The pause to take after a batch that took `took`.
-    fn after_batch(&mut self, pressure: &dyn Pressure, took: Duration) -> Duration {
-        let Some((n, slow)) = pressure.slow_since(self.since, self.limit_ms) else {
-            return Duration::ZERO;
-        };
-        self.since = Instant::now();
-        self.total += n;
-        self.slow += slow;
-        if slow > 0 && self.slow as f64 > self.allowed * self.total as f64 {
-            took
-        } else {
-            Duration::ZERO
-        }
-    }
-}
-
-/// One [`Watch`] per source of pressure (the application's latency from
-/// `--workload`, the database's own signals): the backfill pauses when
-/// any of them says so, and the progress line names it.
-struct Governor<'a> {
-    watches: Vec<(&'a dyn Pressure, Watch)>,
-}
-
-impl<'a> Governor<'a> {
-    fn new(pressures: &[&'a dyn Pressure], limit_ms: f64) -> Self {
-        Governor {
-            watches: pressures
-                .iter()
-                .map(|&p| (p, Watch::new(p, limit_ms)))
-                .collect(),
-        }
-    }
-
-    /// The pause after a batch that took `took`, and what asked for it.
-    fn after_batch(&mut self, took: Duration) -> (Duration, Option<Holding>) {
-        let mut out = (Duration::ZERO, None);
-        for (p, w) in &mut self.watches {
-            let from = w.since;
-            let pause = w.after_batch(*p, took);
-            if !pause.is_zero() && out.1.is_none() {
-                out = (pause, p.holding(from, w.limit_ms));
-            }
-        }
-        for (p, _) in &self.watches {
-            p.note_holding(out.1.as_ref().map(|h| h.why.clone()));
-        }
-        out
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct BackfillStats {
     pub table: String,
@@ -191,6 +90,13 @@ pub struct BackfillStats {
     /// application waited", ...).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub held_back: std::collections::BTreeMap<String, f64>,
+    /// The longest the backfill was held over the application's budget
+    /// without a look within it (slowed, down to nearly paused).
+    pub longest_hold_seconds: f64,
+    /// Of `throttled_seconds`, the waits taken while the application was
+    /// as slow when the backfill waited as when it worked (the backfill
+    /// was not what slowed it, so it kept half its speed).
+    pub not_ours_seconds: f64,
 }
 
 impl BackfillStats {
@@ -261,6 +167,7 @@ pub async fn run(
     let mut window_start = Instant::now();
     let mut window_rows: i64 = 0;
     let mut governor = Governor::new(pressures, pace.app_p99_limit_ms);
+    let mut next_hold_note = LONG_HOLD;
     let step_keys = ((max_key - min_key) / RECLAIM_EVERY).max(1);
     let mut next_reclaim = cursor + step_keys;
     // `shardready pause` / `resume --max-rate`, read at most once a second.
@@ -283,6 +190,19 @@ pub async fn run(
                 c = super::control::read(client).await?;
             }
             max_rate = c.max_rate.or(pace.max_rate);
+            if let Some(ms) = c.app_p99_limit_ms {
+                if governor.limit_ms().is_some_and(|now| now != ms) {
+                    governor.set_limit(ms);
+                    note(
+                        &bar,
+                        progress,
+                        &format!(
+                            "backfill {table}: the application's budget is now {ms:.1} ms \
+                             (`shardready resume --app-p99-limit`)"
+                        ),
+                    );
+                }
+            }
         }
         if cursor >= next_reclaim {
             reclaim(client, &reclaim_sql).await?;
@@ -336,8 +256,25 @@ pub async fn run(
         // and halve the batch (shorter bursts interleave better with a
         // busy application); otherwise adapt the size to the time target
         // (at most halve or double).
-        let (pause, why) = governor.after_batch(took);
+        let verdict = governor.after_batch(took);
+        let (pause, why) = (verdict.pause, &verdict.holding);
         bar.held_back(why.as_ref().map(|h| h.why.as_str()));
+        if let Some(held) = verdict.held_for {
+            stats.longest_hold_seconds = stats.longest_hold_seconds.max(held.as_secs_f64());
+            if held >= next_hold_note {
+                next_hold_note = held + LONG_HOLD;
+                note(
+                    &bar,
+                    progress,
+                    &hold_note(table, &verdict, held, governor.limit_ms()),
+                );
+            }
+        } else {
+            next_hold_note = LONG_HOLD;
+        }
+        if verdict.not_ours {
+            stats.not_ours_seconds += pause.as_secs_f64();
+        }
         if pause.is_zero() {
             let ratio = pace.batch_target.as_secs_f64() / took.as_secs_f64().max(1e-4);
             size = ((size as f64) * ratio.clamp(0.5, 2.0)) as i64;
@@ -390,6 +327,40 @@ pub async fn run(
     stats.replica_wait_seconds = replica_wait.as_secs_f64();
     stats.final_batch_keys = size;
     Ok(stats)
+}
+
+/// A line for the person watching, above the progress bar.
+fn note(bar: &Progress, progress: bool, line: &str) {
+    if progress {
+        bar.bar.suspend(|| eprintln!("  {line}"));
+    }
+}
+
+/// Says that the governor has held the backfill for `held`, why, and what
+/// the user can do about it.
+fn hold_note(
+    table: &crate::catalog::QName,
+    verdict: &super::governor::Verdict,
+    held: Duration,
+    limit_ms: Option<f64>,
+) -> String {
+    let why = verdict
+        .holding
+        .as_ref()
+        .map_or("the application's latency".to_string(), |h| h.why.clone());
+    let budget = limit_ms.map_or(String::new(), |ms| format!(" ({ms:.0} ms)"));
+    let state = if verdict.not_ours {
+        "the application is as slow while the backfill waits as while it works, so the \
+         backfill is not what slows it: it goes on at half speed"
+    } else {
+        "the backfill has slowed down to nearly a pause to keep the application within it"
+    };
+    format!(
+        "backfill {table}: held back for {:.0} s by {why}, over the application's budget{budget}; \
+         {state}. To go faster: `shardready resume --app-p99-limit MS` (a looser budget, taken \
+         within a second); to stop here: `shardready pause`",
+        held.as_secs_f64()
+    )
 }
 
 /// Bytes of WAL the server has written (its current position).
@@ -707,75 +678,4 @@ pub async fn run_pg_cron(
         paused_seconds: paused.as_secs_f64(),
         ..Default::default()
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Mutex;
-
-    /// Replays (transactions, slow) windows, one per look (the first is
-    /// the baseline before the backfill).
-    struct Script(Mutex<Vec<(u64, u64)>>);
-    impl Pressure for Script {
-        fn slow_since(&self, _: Instant, _: f64) -> Option<(u64, u64)> {
-            Some(self.0.lock().unwrap().remove(0))
-        }
-    }
-
-    fn pauses(windows: &[(u64, u64)]) -> Vec<u64> {
-        pauses_after((0, 0), windows)
-    }
-
-    fn pauses_after(baseline: (u64, u64), windows: &[(u64, u64)]) -> Vec<u64> {
-        let mut all = vec![baseline];
-        all.extend_from_slice(windows);
-        let p = Script(Mutex::new(all));
-        let mut g = Governor::new(&[&p], 15.0);
-        let took = Duration::from_millis(100);
-        windows
-            .iter()
-            .map(|_| g.after_batch(took).0.as_millis() as u64)
-            .collect()
-    }
-
-    #[test]
-    fn a_lone_slow_transaction_does_not_pause() {
-        assert_eq!(pauses(&[(10, 0), (10, 1), (10, 0), (10, 0)]), [0, 0, 0, 0]);
-    }
-
-    #[test]
-    fn slow_transactions_beyond_the_budget_pause_as_long_as_the_batch() {
-        // 200 prior + 10 per window: the second slow one is over 0.5%.
-        assert_eq!(
-            pauses(&[(10, 1), (10, 1), (10, 1), (10, 0), (10, 1)]),
-            [0, 100, 100, 0, 100]
-        );
-    }
-
-    #[test]
-    fn an_application_slow_before_the_backfill_is_not_blamed_on_it() {
-        // 3% slow before: windows at that share do not pause the backfill...
-        let at_baseline = vec![(100, 3); 10];
-        assert!(pauses_after((500, 15), &at_baseline)
-            .iter()
-            .all(|&p| p == 0));
-        // ...while 3% more than that does.
-        let worse = vec![(100, 6); 10];
-        assert!(pauses_after((500, 15), &worse).iter().any(|&p| p > 0));
-    }
-
-    #[test]
-    fn the_backfill_never_runs_below_half_its_speed() {
-        let p = pauses(&[(5, 5); 12]);
-        assert!(p.iter().all(|&ms| ms == 100), "{p:?}");
-    }
-
-    #[test]
-    fn a_fine_application_never_pauses_the_backfill() {
-        assert!(pauses(&[(50, 0); 20]).iter().all(|&p| p == 0));
-        let none = crate::apply::NoPressure;
-        let mut g = Governor::new(&[&none], 15.0);
-        assert!(g.after_batch(Duration::from_secs(1)).0.is_zero());
-    }
 }

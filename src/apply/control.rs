@@ -2,7 +2,8 @@
 //! write one row in `shardready.control`; the backfill reads it between
 //! batches (at most once a second) and apply before each step, so a pause
 //! takes effect within a batch and holds no lock while it lasts. `resume
-//! --max-rate` changes the backfill's rate cap without a restart.
+//! --max-rate` changes the backfill's rate cap, and `resume
+//! --app-p99-limit` the application's latency budget, without a restart.
 
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -18,6 +19,10 @@ pub const CONTROL_SQL: &str = "CREATE TABLE IF NOT EXISTS shardready.control (
     updated_at timestamptz NOT NULL DEFAULT now()
 )";
 
+/// The budget column, added to a control row created before it.
+pub const CONTROL_BUDGET_SQL: &str =
+    "ALTER TABLE shardready.control ADD COLUMN IF NOT EXISTS app_p99_limit_ms double precision";
+
 /// What the control row says.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Control {
@@ -26,6 +31,9 @@ pub struct Control {
     pub paused_at: Option<String>,
     /// Rows per second set by `shardready resume --max-rate`.
     pub max_rate: Option<f64>,
+    /// The application's latency budget set by `shardready resume
+    /// --app-p99-limit`.
+    pub app_p99_limit_ms: Option<f64>,
 }
 
 /// Reads the control row (none yet, or no state schema: not paused).
@@ -35,8 +43,11 @@ pub async fn read(client: &Client) -> Result<Control, ApplyError> {
     }
     let row = client
         .query_opt(
-            "SELECT paused, to_char(paused_at, 'YYYY-MM-DD HH24:MI:SS TZ'), max_rate \
-             FROM shardready.control WHERE id = 1",
+            // The budget through jsonb: a control row created before its
+            // column reads as none.
+            "SELECT paused, to_char(paused_at, 'YYYY-MM-DD HH24:MI:SS TZ'), max_rate, \
+               (to_jsonb(c) ->> 'app_p99_limit_ms')::float8 \
+             FROM shardready.control c WHERE id = 1",
             &[],
         )
         .await
@@ -46,6 +57,7 @@ pub async fn read(client: &Client) -> Result<Control, ApplyError> {
             paused: r.get(0),
             paused_at: r.get(1),
             max_rate: r.get(2),
+            app_p99_limit_ms: r.get(3),
         })
         .unwrap_or_default())
 }
@@ -68,7 +80,10 @@ async fn ready(client: &Client) -> Result<(), ApplyError> {
     }
     crate::db::exec(client, CONTROL_SQL)
         .await
-        .map_err(|e| ApplyError::db("cannot create shardready.control", e))
+        .map_err(|e| ApplyError::db("cannot create shardready.control", e))?;
+    crate::db::exec(client, CONTROL_BUDGET_SQL)
+        .await
+        .map_err(|e| ApplyError::db("cannot add the budget to shardready.control", e))
 }
 
 /// `shardready pause`: the backfill stops after its current batch and
@@ -87,16 +102,23 @@ pub async fn pause(client: &Client) -> Result<Control, ApplyError> {
     read(client).await
 }
 
-/// `shardready resume [--max-rate N]`: goes on (a new rate cap, if given,
-/// holds from the next batch).
-pub async fn resume(client: &Client, max_rate: Option<f64>) -> Result<Control, ApplyError> {
+/// `shardready resume [--max-rate N] [--app-p99-limit MS]`: goes on (a new
+/// rate cap or budget, if given, holds within a second).
+pub async fn resume(
+    client: &Client,
+    max_rate: Option<f64>,
+    app_p99_limit_ms: Option<f64>,
+) -> Result<Control, ApplyError> {
     ready(client).await?;
     client
         .execute(
-            "INSERT INTO shardready.control (id, paused, max_rate) VALUES (1, false, $1) \
+            "INSERT INTO shardready.control (id, paused, max_rate, app_p99_limit_ms) \
+             VALUES (1, false, $1, $2) \
              ON CONFLICT (id) DO UPDATE SET paused = false, paused_at = NULL, \
-               max_rate = coalesce($1, shardready.control.max_rate), updated_at = now()",
-            &[&max_rate],
+               max_rate = coalesce($1, shardready.control.max_rate), \
+               app_p99_limit_ms = coalesce($2, shardready.control.app_p99_limit_ms), \
+               updated_at = now()",
+            &[&max_rate, &app_p99_limit_ms],
         )
         .await
         .map_err(|e| ApplyError::db("cannot resume", e))?;

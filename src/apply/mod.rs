@@ -9,6 +9,7 @@
 pub mod abort;
 pub mod backfill;
 pub mod control;
+pub mod governor;
 pub mod probe;
 pub mod signals;
 pub mod state;

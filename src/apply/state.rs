@@ -11,7 +11,7 @@ use crate::db::{self, DbError, LOCK_KEY};
 use crate::plan::Plan;
 
 /// The statements that create the state schema, one per query.
-const SCHEMA_SQL: [&str; 6] = [
+const SCHEMA_SQL: [&str; 7] = [
     "CREATE SCHEMA IF NOT EXISTS shardready",
     "CREATE TABLE IF NOT EXISTS shardready.plan (
     id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
@@ -39,6 +39,7 @@ const SCHEMA_SQL: [&str; 6] = [
     updated_at timestamptz NOT NULL DEFAULT now()
 )",
     super::control::CONTROL_SQL,
+    super::control::CONTROL_BUDGET_SQL,
     super::signals::CANARY_SQL,
 ];
 

@@ -223,12 +223,22 @@ reaches the database; while paused, apply holds no lock and no transaction.")]
     #[command(after_help = "\
 Examples:
   shardready resume
-  shardready resume --max-rate 5000     # the backfill's new cap, without a restart")]
+  shardready resume --max-rate 5000     # the backfill's new cap, without a restart
+  shardready resume --app-p99-limit 40  # a looser latency budget for the backfill
+
+When apply says the backfill has been held back for a while to keep the
+application within its budget, a looser budget lets it go faster; `shardready
+pause` stops it where it is instead.")]
     Resume {
         /// Backfill at most this many rows per second from now on (the
         /// running apply takes it within a second).
         #[arg(long, value_name = "ROWS/s", allow_hyphen_values = true, value_parser = positive_f64)]
         max_rate: Option<f64>,
+        /// The application's latency budget (ms) the backfill's governor
+        /// holds from now on, in place of apply's --app-p99-limit (the
+        /// running apply takes it within a second).
+        #[arg(long, value_name = "MS", allow_hyphen_values = true, value_parser = budget_ms)]
+        app_p99_limit: Option<f64>,
     },
     /// Where things stand: apply's steps and backfill progress; on Citus,
     /// the tables it has and any key an interrupted distribute dropped.
@@ -551,18 +561,19 @@ pub(crate) struct ApplyArgs {
     /// Backfill at most this many rows per second.
     #[arg(allow_hyphen_values = true, value_parser = positive_f64, long, value_name = "ROWS/s")]
     pub(crate) max_rate: Option<f64>,
-    /// The application latency (ms) the backfill's brake watches: a batch
-    /// is followed by a pause (never below half speed) when more than 0.5%
-    /// of the application's transactions (with --workload) or of the
-    /// database's signal samples take longer than this (an application
-    /// backend waiting on a lock shardready holds), beyond the share that
-    /// already did before the backfill. It limits the backfill's own cost;
-    /// it does not cap the application's p99, which the machine's load and
-    /// the other steps also set. `1.5x`: that factor of the application's
-    /// p99 measured before apply starts (with --workload, which measures
-    /// it).
-    #[arg(allow_hyphen_values = true, value_parser = app_limit, long, value_name = "MS|FACTORx", default_value = "15")]
-    pub(crate) app_p99_limit: AppLimit,
+    /// The application's latency budget the backfill's governor holds:
+    /// when more than 0.5% of the application's transactions (with
+    /// --workload) or of the database's signal samples are slower than
+    /// this, beyond the share that already was before the backfill, it
+    /// waits after each batch, twice as long at each further look over
+    /// budget, down to nearly a pause (a small batch every 2 s), and says
+    /// so after 30 s; when the application is as slow while the backfill
+    /// waits, the backfill keeps half its speed (it is not the cause).
+    /// `1.5x`: that factor of the application's p99 measured before apply
+    /// (needs --workload). [default: 1.5x with --workload, else 15 ms]
+    /// `shardready resume --app-p99-limit MS` changes it while apply runs.
+    #[arg(allow_hyphen_values = true, value_parser = app_limit, long, value_name = "MS|FACTORx")]
+    pub(crate) app_p99_limit: Option<AppLimit>,
     /// How far the standbys may fall behind while the backfill writes:
     /// replay time (10s) or WAL bytes not yet replayed (64MB); after each
     /// batch the backfill waits while one is further behind. `off` does
@@ -1018,6 +1029,17 @@ pub(crate) enum Format {
 pub(crate) enum AppLimit {
     Ms(f64),
     Times(f64),
+}
+
+/// `resume --app-p99-limit`: milliseconds only (the running apply's
+/// baseline is not known here).
+fn budget_ms(s: &str) -> Result<f64, String> {
+    match app_limit(s)? {
+        AppLimit::Ms(ms) => Ok(ms),
+        AppLimit::Times(f) => Err(format!(
+            "{f}x: a factor needs the baseline apply measured; give milliseconds (e.g. 40)"
+        )),
+    }
 }
 
 fn app_limit(s: &str) -> Result<AppLimit, String> {

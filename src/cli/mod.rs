@@ -45,7 +45,10 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Queries(args) => queries::queries_cmd(&g, args),
         Command::Verify { analysis, format } => prepare::verify_cmd(&g, analysis, format),
         Command::Pause => prepare::control_cmd(&g, None),
-        Command::Resume { max_rate } => prepare::control_cmd(&g, Some(max_rate)),
+        Command::Resume {
+            max_rate,
+            app_p99_limit,
+        } => prepare::control_cmd(&g, Some((max_rate, app_p99_limit))),
         Command::Explain { rule } => prepare::explain_cmd(rule.as_deref()),
     }
 }

@@ -98,7 +98,13 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
     use shardready::workload::Workload;
     let mut analysis = a.analysis.options();
     analysis.catalog_only = true;
-    if let (AppLimit::Times(f), None) = (a.app_p99_limit, &a.workload) {
+    // Relative to the application's own p99 by default, where --workload
+    // measures it.
+    let app_limit = a.app_p99_limit.unwrap_or(match a.workload {
+        Some(_) => AppLimit::Times(1.5),
+        None => AppLimit::Ms(Pace::default().app_p99_limit_ms),
+    });
+    if let (AppLimit::Times(f), None) = (app_limit, &a.workload) {
         anyhow::bail!(
             "--app-p99-limit {f}x is a factor of the application's p99 before apply, which only \
              --workload RATE measures here: give milliseconds instead (e.g. --app-p99-limit 15)"
@@ -115,7 +121,7 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
         pace: Pace {
             batch_target: a.batch_target.into(),
             max_rate: a.max_rate,
-            app_p99_limit_ms: match a.app_p99_limit {
+            app_p99_limit_ms: match app_limit {
                 AppLimit::Ms(ms) => ms,
                 AppLimit::Times(_) => Pace::default().app_p99_limit_ms,
             },
@@ -153,7 +159,7 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
             None => None,
         };
         // A budget relative to the application's own p99 before apply.
-        if let (AppLimit::Times(f), Some(b)) = (a.app_p99_limit, &baseline) {
+        if let (AppLimit::Times(f), Some(b)) = (app_limit, &baseline) {
             if b.transactions > 0 {
                 opts.pace.app_p99_limit_ms = (b.p99_ms * f).max(b.p99_ms + 1.0);
             }
@@ -293,15 +299,19 @@ pub(super) fn status_cmd(g: &Global, format: Format) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `pause` (`resume`: None) or `resume [--max-rate]` (Some).
-pub(super) fn control_cmd(g: &Global, resume: Option<Option<f64>>) -> Result<ExitCode> {
+/// `pause` (`resume`: None) or `resume [--max-rate] [--app-p99-limit]`
+/// (Some).
+pub(super) fn control_cmd(
+    g: &Global,
+    resume: Option<(Option<f64>, Option<f64>)>,
+) -> Result<ExitCode> {
     use shardready::apply::control;
     let target = g.target()?;
     let c = runtime()?.block_on(async {
         let client = target.connect().await?;
         anyhow::Ok(match resume {
             None => control::pause(&client).await?,
-            Some(rate) => control::resume(&client, rate).await?,
+            Some((rate, budget)) => control::resume(&client, rate, budget).await?,
         })
     })?;
     if c.paused {
@@ -310,12 +320,18 @@ pub(super) fn control_cmd(g: &Global, resume: Option<Option<f64>>) -> Result<Exi
              `shardready resume` goes on"
         );
     } else {
-        println!(
-            "resumed{}",
-            c.max_rate
-                .map(|r| format!(": the backfill runs at most {r:.0} rows/s"))
-                .unwrap_or_default()
-        );
+        let mut said: Vec<String> = Vec::new();
+        if let Some(r) = c.max_rate {
+            said.push(format!("the backfill runs at most {r:.0} rows/s"));
+        }
+        if let Some(ms) = c.app_p99_limit_ms {
+            said.push(format!("the application's latency budget is {ms:.1} ms"));
+        }
+        if said.is_empty() {
+            println!("resumed");
+        } else {
+            println!("resumed: {}", said.join("; "));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

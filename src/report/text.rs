@@ -359,15 +359,33 @@ pub fn abort_summary(r: &crate::apply::abort::AbortReport) -> String {
 }
 
 /// How long each signal held each backfill back (`line_items 7.3 s by
-/// canary`).
+/// canary`), the longest hold, and how much of it the application was as
+/// slow without the backfill.
 pub fn held_back(report: &crate::apply::ApplyReport) -> Vec<String> {
     report
         .backfills
         .iter()
         .flat_map(|b| {
-            b.held_back
+            let by = b
+                .held_back
                 .iter()
-                .map(move |(what, s)| format!("{} {s:.1} s by {what}", b.table))
+                .map(move |(what, s)| format!("{} {s:.1} s by {what}", b.table));
+            let hold = (b.longest_hold_seconds >= 1.0).then(|| {
+                let ours = if b.not_ours_seconds > 0.0 {
+                    format!(
+                        "; during {:.1} s of its waits the application was as slow while it \
+                         waited, so it kept half its speed",
+                        b.not_ours_seconds
+                    )
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{} held over the application's budget for {:.1} s at the longest{ours}",
+                    b.table, b.longest_hold_seconds
+                )
+            });
+            by.chain(hold)
         })
         .collect()
 }
