@@ -32,6 +32,11 @@ const MIN_UNIT: Duration = Duration::from_millis(20);
 /// backfill is not what slows the application.
 const EVIDENCE: u64 = 20;
 
+/// The shortest stretch counted as "while the backfill worked": a batch of
+/// a few milliseconds holds no sample of a source that samples ten times a
+/// second, so the stretch reaches back into the end of the wait before it.
+const MIN_WORK_WINDOW: Duration = Duration::from_millis(250);
+
 /// How long a hold lasts before the person watching is told, and how often
 /// after that.
 pub const LONG_HOLD: Duration = Duration::from_secs(30);
@@ -237,8 +242,13 @@ impl<'a> Governor<'a> {
 
     /// The wait after a batch that took `took`, and what asked for it.
     pub fn after_batch(&mut self, took: Duration) -> Verdict {
-        let (from, resumed) = (self.looked, self.resumed.min(Instant::now()));
-        self.looked = Instant::now();
+        let now = Instant::now();
+        let from = self.looked;
+        let resumed = self
+            .resumed
+            .min(now.checked_sub(MIN_WORK_WINDOW).unwrap_or(now))
+            .max(from);
+        self.looked = now;
         let mut out = Verdict {
             pause: Duration::ZERO,
             holding: None,
