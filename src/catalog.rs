@@ -5,6 +5,7 @@
 //! elsewhere: `db::Session` / `apply::state` read `pg_locks` for who holds
 //! the advisory lock.
 
+use crate::stat_statements::APPLICATION_STATEMENTS;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -1064,16 +1065,6 @@ pub async fn top_statements(
         })
         .collect())
 }
-
-/// The rows of `pg_stat_statements s` that are the application's: in the
-/// current database, not on the system catalogs, `pg_stat_*`, extension
-/// schemas (`cron`) or ours (`shardready`), and not sent by shardready
-/// (its statements carry a `/* shardready */` marker).
-pub(crate) const APPLICATION_STATEMENTS: &str =
-    "s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-     AND s.queryid IS NOT NULL \
-     AND s.query !~* '(pg_catalog|information_schema|pg_stat|pg_class|pg_namespace|\\mcron\\.|\\mshardready\\.)' \
-     AND position('/* shardready */' in s.query) = 0";
 
 /// Seconds since pg_stat_statements was last reset (its calls are counted
 /// since then); None before PostgreSQL 14 (no `pg_stat_statements_info`).

@@ -230,12 +230,9 @@ async fn settle_counted(
     name: &str,
     client: &tokio_postgres::Client,
 ) -> Vec<crate::stat_statements::Rate> {
-    let first = crate::stat_statements::snapshot(client).await;
-    settle_phase(w, t0, phases, opts, name).await;
-    match (first, crate::stat_statements::snapshot(client).await) {
-        (Ok(a), Ok(b)) => a.until(&b),
-        _ => Vec::new(),
-    }
+    let work = settle_phase(w, t0, phases, opts, name);
+    let ((), rates) = crate::stat_statements::during(client, work).await;
+    rates.unwrap_or_default()
 }
 
 /// shardready's run: create_orders timed, analyze, apply under traffic,

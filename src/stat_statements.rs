@@ -45,54 +45,95 @@ pub struct Counter {
 }
 
 /// pg_stat_statements' counters of the application's statements (see
-/// [`crate::catalog::APPLICATION_STATEMENTS`]) at one moment.
+/// [`APPLICATION_STATEMENTS`]) at one moment.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub at: Instant,
     pub rows: HashMap<i64, Counter>,
 }
 
-/// Reads the counters; None when pg_stat_statements is not installed in
-/// the database or cannot be read (not preloaded), with why.
-pub async fn snapshot(client: &Client) -> Result<Snapshot, String> {
+/// Why pg_stat_statements cannot be read here.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    #[error(
+        "pg_stat_statements is not installed in this database: add it to \
+         shared_preload_libraries (restart) and run CREATE EXTENSION pg_stat_statements"
+    )]
+    NotInstalled,
+    #[error(
+        "pg_stat_statements is installed but not loaded: add it to \
+         shared_preload_libraries (restart)"
+    )]
+    NotLoaded,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// The rows of `pg_stat_statements s` that are the application's: in the
+/// current database, not on the system catalogs, `pg_stat_*`, extension
+/// schemas (`cron`) or ours (`shardready`), and not sent by shardready
+/// (its statements carry a `/* shardready */` marker).
+pub(crate) const APPLICATION_STATEMENTS: &str =
+    "s.dbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) \
+     AND s.queryid IS NOT NULL \
+     AND s.query !~* '(pg_catalog|information_schema|pg_stat|pg_class|pg_namespace|\\mcron\\.|\\mshardready\\.)' \
+     AND position('/* shardready */' in s.query) = 0";
+
+/// Whether pg_stat_statements is installed in this database.
+async fn installed(client: &Client) -> Result<(), Unavailable> {
     let installed: bool = client
         .query_one(
-            "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_stat_statements')",
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_stat_statements')",
             &[],
         )
         .await
-        .map_err(|e| DbError::new("cannot look for pg_stat_statements", e).to_string())?
+        .map_err(|e| DbError::new("cannot look for pg_stat_statements", e))?
         .get(0);
-    if !installed {
-        return Err(
-            "pg_stat_statements is not installed in this database: add it to \
-                    shared_preload_libraries (restart) and run CREATE EXTENSION \
-                    pg_stat_statements"
-                .into(),
-        );
+    if installed {
+        Ok(())
+    } else {
+        Err(Unavailable::NotInstalled)
     }
+}
+
+/// A read of pg_stat_statements' error: 55000 when it is installed in the
+/// database but not loaded by the server.
+fn read_error(e: tokio_postgres::Error) -> Unavailable {
+    if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE) {
+        Unavailable::NotLoaded
+    } else {
+        Unavailable::Db(DbError::new("cannot read pg_stat_statements", e))
+    }
+}
+
+/// Whether pg_stat_statements can be read here (installed in this
+/// database and loaded by the server), and why not.
+pub async fn readable(client: &Client) -> Result<(), Unavailable> {
+    installed(client).await?;
+    client
+        .query_one(
+            "SELECT count(*) FROM (SELECT FROM pg_stat_statements LIMIT 1) s",
+            &[],
+        )
+        .await
+        .map_err(read_error)?;
+    Ok(())
+}
+
+/// Reads the counters, or says why they cannot be read.
+pub async fn snapshot(client: &Client) -> Result<Snapshot, Unavailable> {
+    installed(client).await?;
     let rows = client
         .query(
             &format!(
                 "SELECT s.queryid, min(s.query), sum(s.calls)::int8, \
                         sum(s.total_exec_time)::float8 \
-                 FROM pg_stat_statements s WHERE {} GROUP BY s.queryid",
-                crate::catalog::APPLICATION_STATEMENTS
+                 FROM pg_stat_statements s WHERE {APPLICATION_STATEMENTS} GROUP BY s.queryid"
             ),
             &[],
         )
         .await
-        .map_err(|e| {
-            // 55000: installed in the database, not loaded by the server.
-            if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE)
-            {
-                "pg_stat_statements is installed but not loaded: add it to \
-                 shared_preload_libraries (restart)"
-                    .to_string()
-            } else {
-                DbError::new("cannot read pg_stat_statements", e).to_string()
-            }
-        })?;
+        .map_err(read_error)?;
     Ok(Snapshot {
         at: Instant::now(),
         rows: rows
@@ -117,7 +158,7 @@ pub async fn window(
     client: &Client,
     since: Option<Snapshot>,
     length: std::time::Duration,
-) -> Result<(Snapshot, Snapshot), String> {
+) -> Result<(Snapshot, Snapshot), Unavailable> {
     let first = match since {
         Some(s) => s,
         None => snapshot(client).await?,
@@ -125,6 +166,21 @@ pub async fn window(
     tokio::time::sleep(length.saturating_sub(first.at.elapsed())).await;
     let now = snapshot(client).await?;
     Ok((first, now))
+}
+
+/// The application's statements called while `work` ran (snapshots
+/// before and after it), beside what `work` returns.
+pub async fn during<T>(
+    client: &Client,
+    work: impl std::future::Future<Output = T>,
+) -> (T, Result<Vec<Rate>, Unavailable>) {
+    let first = snapshot(client).await;
+    let out = work.await;
+    let rates = match first {
+        Ok(a) => snapshot(client).await.map(|b| a.until(&b)),
+        Err(e) => Err(e),
+    };
+    (out, rates)
 }
 
 /// One statement in a window.

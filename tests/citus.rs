@@ -1027,15 +1027,7 @@ async fn a_statement_that_fans_out_stops_distribute_until_accepted() {
     let max_order = common::scalar_i64(&client, "SELECT max(order_id) FROM orders").await;
     const LOOKUP: &str = "SELECT status FROM orders WHERE order_id = $1";
     let app = common::send_repeatedly(&t, LOOKUP, max_order, Duration::from_millis(20));
-    common::wait_until(
-        &client,
-        "SELECT coalesce(sum(calls), 0) >= 20 FROM pg_stat_statements \
-         WHERE query = 'SELECT status FROM orders WHERE order_id = $1'",
-        Duration::from_secs(30),
-        "pg_stat_statements counts the application's lookups",
-        &String::new,
-    )
-    .await;
+    common::wait_for_calls(&client, LOOKUP, 20).await;
     let queryid = common::scalar_i64(
         &client,
         "SELECT queryid FROM pg_stat_statements \

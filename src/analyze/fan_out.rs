@@ -265,14 +265,7 @@ fn shape(ctx: &Ctx, sql: &str) -> Option<(String, BTreeMap<QName, BTreeSet<Strin
         .tables()
         .iter()
         .filter_map(|name| {
-            let (schema, table) = name.split_once('.').unwrap_or(("", name));
-            let t = ctx
-                .cat
-                .table(&QName::new(
-                    if schema.is_empty() { "public" } else { schema },
-                    table,
-                ))
-                .or_else(|| ctx.cat.tables.iter().find(|t| t.name.name == table))?;
+            let t = super::queries::resolve_name(ctx.cat, name)?;
             let top = ctx.cat.top_parent(t);
             ctx.class_of(top)
                 .is_some_and(|c| c.is_tenant())
@@ -341,7 +334,7 @@ pub async fn list(
     client: &Client,
     cat: &Catalog,
     overrides: &Overrides,
-    window: &Result<(Snapshot, Snapshot), String>,
+    window: &Result<(Snapshot, Snapshot), crate::stat_statements::Unavailable>,
     record: bool,
 ) -> Result<Listing, AnalyzeError> {
     let (tenant, classes, _) = super::analyze_catalog(cat, overrides)?;

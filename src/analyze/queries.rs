@@ -481,6 +481,19 @@ pub(super) fn resolve_in<'a>(cat: &'a Catalog, rel: &Rel) -> Option<&'a Table> {
         .or_else(|| cat.tables.iter().find(|t| t.name.name == rel.name))
 }
 
+/// [`resolve_in`] for a name as `pg_query`'s table list gives it
+/// (`schema.table` or `table`).
+pub(super) fn resolve_name<'a>(cat: &'a Catalog, name: &str) -> Option<&'a Table> {
+    let (schema, table) = name.split_once('.').unwrap_or(("", name));
+    let rel = Rel {
+        schema: schema.to_string(),
+        name: table.to_string(),
+        alias: None,
+        verb: "names",
+    };
+    resolve_in(cat, &rel)
+}
+
 /// A statement quoted in messages (whitespace collapsed, trimmed).
 pub use crate::stat_statements::shorten as quote;
 

@@ -63,15 +63,19 @@ const ACTIVITY: &str = "WITH ours AS (
       AND a.datname = current_database()
       AND a.pid <> ALL (coalesce((SELECT pids FROM ours), '{}'))";
 
-/// The application's statements so far (calls, total ms), leaving out the
-/// catalog's, extensions' and shardready's own (as the query audit does).
-const STATEMENTS: &str = "SELECT coalesce(sum(calls), 0)::float8, coalesce(sum(total_exec_time), 0)::float8 \
-     FROM pg_stat_statements s \
-     WHERE s.dbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) \
-       AND s.query ~* '^\\s*(select|insert|update|delete|with)\\M' \
-       AND s.query !~* '(pg_catalog|information_schema|pg_stat|pg_class|pg_namespace|\\mcron\\.|\\mshardready\\.|\\mSET LOCAL)' \
-       AND position('/* shardready */' in s.query) = 0 \
-       AND s.query <> ALL ($1::text[])";
+/// The application's statements so far (calls, total ms): its reads and
+/// writes among [`crate::stat_statements::APPLICATION_STATEMENTS`], less
+/// the texts in `$1`.
+fn statements_sql() -> String {
+    format!(
+        "SELECT coalesce(sum(calls), 0)::float8, coalesce(sum(total_exec_time), 0)::float8 \
+         FROM pg_stat_statements s \
+         WHERE {} \
+           AND s.query ~* '^\\s*(select|insert|update|delete|with)\\M' \
+           AND s.query <> ALL ($1::text[])",
+        crate::stat_statements::APPLICATION_STATEMENTS
+    )
+}
 
 /// How often the canary and the backends are sampled.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -389,9 +393,9 @@ impl Signals {
             .await
             .map_err(text)?;
         let canary = client.prepare(CANARY_WRITE).await.map_err(text)?;
-        let statements = match has_statements(&client).await {
-            true => client.prepare(STATEMENTS).await.ok(),
-            false => None,
+        let statements = match crate::stat_statements::readable(&client).await {
+            Ok(()) => client.prepare(&statements_sql()).await.ok(),
+            Err(_) => None,
         };
         let shared = Arc::new(Mutex::new(Shared::default()));
         let (stop, stopped) = watch::channel(false);
@@ -576,23 +580,6 @@ impl Pressure for Signals {
 
 fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Whether pg_stat_statements can be read here (installed in this
-/// database and preloaded).
-async fn has_statements(client: &Client) -> bool {
-    let installed = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_stat_statements')",
-            &[],
-        )
-        .await
-        .is_ok_and(|r| r.get(0));
-    installed
-        && client
-            .query_one("SELECT count(*) FROM pg_stat_statements", &[])
-            .await
-            .is_ok()
 }
 
 /// How many ticks the governor can look back on (ten minutes).

@@ -221,7 +221,7 @@ async fn application_after(
     target: &shardready::conn::Target,
     traffic: &Option<shardready::workload::Workload>,
     baseline: &Option<shardready::after::Window>,
-    before: &Result<(Snapshot, Snapshot), String>,
+    before: &Result<(Snapshot, Snapshot), stat_statements::Unavailable>,
     phase: &str,
 ) -> (Vec<AfterCheck>, Option<Comparison>) {
     let before = before.as_ref().map(|(a, b)| a.until(b)).unwrap_or_default();
@@ -229,31 +229,32 @@ async fn application_after(
         true => None,
         false => target.connect().await.ok(),
     };
-    let start = match &client {
-        Some(c) => stat_statements::snapshot(c).await.ok(),
-        None => None,
-    };
-    let checks = match (traffic, baseline) {
-        (Some(w), Some(base)) => {
-            let after = super::prepare::traffic_window(w).await;
-            AfterCheck::compare(phase, base, &after)
-                .into_iter()
-                .collect()
+    // The traffic's window after (--workload), or a window of the
+    // statements alone.
+    let work = async {
+        match (traffic, baseline) {
+            (Some(w), Some(base)) => {
+                let after = super::prepare::traffic_window(w).await;
+                AfterCheck::compare(phase, base, &after)
+                    .into_iter()
+                    .collect()
+            }
+            _ => {
+                if client.is_some() {
+                    tokio::time::sleep(FAN_OUT_WINDOW).await;
+                }
+                Vec::new()
+            }
         }
-        _ if start.is_some() => {
-            tokio::time::sleep(FAN_OUT_WINDOW).await;
-            Vec::new()
+    };
+    match &client {
+        Some(c) => {
+            let (checks, after) = stat_statements::during(c, work).await;
+            let statements = after.ok().map(|a| Comparison::of(&before, &a, 5));
+            (checks, statements)
         }
-        _ => Vec::new(),
-    };
-    let statements = match (&client, start) {
-        (Some(c), Some(s)) => match stat_statements::snapshot(c).await {
-            Ok(e) => Some(Comparison::of(&before, &s.until(&e), 5)),
-            Err(_) => None,
-        },
-        _ => None,
-    };
-    (checks, statements)
+        None => (work.await, None),
+    }
 }
 
 pub(super) fn scale_out_cmd(g: &Global, a: ScaleOutArgs) -> Result<ExitCode> {
@@ -329,21 +330,20 @@ pub(super) fn scale_out_cmd(g: &Global, a: ScaleOutArgs) -> Result<ExitCode> {
         .await;
         let to = std::time::Instant::now();
         let mut phases = Vec::new();
-        let s2 = stat_statements::snapshot(&session).await;
         let ran_before = before.as_ref().map(|(a, b)| a.until(b)).unwrap_or_default();
-        if result.is_ok() && (traffic.is_some() || !ran_before.is_empty()) {
-            tokio::time::sleep(if traffic.is_some() {
-                settle
-            } else {
-                FAN_OUT_WINDOW
-            })
-            .await;
-        }
-        let statements = match (result.is_ok() && !ran_before.is_empty(), s2) {
-            (true, Ok(s2)) => stat_statements::snapshot(&session)
-                .await
-                .ok()
-                .map(|s3| Comparison::of(&ran_before, &s2.until(&s3), 5)),
+        let after = async {
+            if result.is_ok() && (traffic.is_some() || !ran_before.is_empty()) {
+                tokio::time::sleep(if traffic.is_some() {
+                    settle
+                } else {
+                    FAN_OUT_WINDOW
+                })
+                .await;
+            }
+        };
+        let ((), ran_after) = stat_statements::during(&session, after).await;
+        let statements = match (result.is_ok() && !ran_before.is_empty(), ran_after) {
+            (true, Ok(after)) => Some(Comparison::of(&ran_before, &after, 5)),
             _ => None,
         };
         if let Some(w) = &traffic {

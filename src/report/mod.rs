@@ -5,6 +5,7 @@
 //! structs; the report types of the demo live here.
 
 pub(crate) mod chart;
+mod citus_text;
 pub(crate) mod html;
 pub(crate) mod markdown;
 pub mod text;

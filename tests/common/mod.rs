@@ -320,6 +320,23 @@ pub async fn wait_until(
     }
 }
 
+/// Waits (30 s at most) until pg_stat_statements has counted `calls` calls
+/// of the statements whose text is LIKE `like`.
+pub async fn wait_for_calls(c: &Client, like: &str, calls: i64) {
+    wait_until(
+        c,
+        &format!(
+            "SELECT coalesce(sum(calls), 0) >= {calls} FROM pg_stat_statements \
+             WHERE query LIKE '{}'",
+            like.replace('\'', "''")
+        ),
+        std::time::Duration::from_secs(30),
+        &format!("pg_stat_statements counts {calls} calls of {like}"),
+        &String::new,
+    )
+    .await;
+}
+
 /// A session of the application that commits asynchronously
 /// (`synchronous_commit = off`): what the commit guard exists for.
 pub async fn asynchronous_session(t: &Target) -> Client {
