@@ -129,15 +129,7 @@ async fn an_application_that_looks_rows_up_by_id_keeps_its_index_through_apply()
         })
     };
     // pg_stat_statements has seen the application's lookups.
-    common::wait_until(
-        &client,
-        "SELECT coalesce(sum(calls), 0) >= 100 FROM pg_stat_statements \
-         WHERE query LIKE '%FROM orders WHERE order_id = $1%'",
-        Duration::from_secs(30),
-        "pg_stat_statements counts the application's lookups",
-        &String::new,
-    )
-    .await;
+    common::wait_for_calls(&client, "%FROM orders WHERE order_id = $1%", 100).await;
 
     // The plan says what it keeps, and why.
     let out = run_on(&url, &["plan"]);
@@ -151,6 +143,47 @@ async fn an_application_that_looks_rows_up_by_id_keeps_its_index_through_apply()
     assert!(
         text.contains("  products.products_pkey → (store_id, product_id), tenant-first"),
         "{text}"
+    );
+
+    // The third choice: refuse before any change, naming each statement
+    // and the filter to add; --key-order for the table is a choice made.
+    let out = run_on(&url, &["apply", "--refuse-lost-lookups"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("[lookup-loses-index] orders"), "{said}");
+    assert!(
+        said.contains("WHERE order_id = $1")
+            && said.contains("add orders.store_id = $2 (a new parameter: the tenant's id)"),
+        "{said}"
+    );
+    assert_eq!(
+        scalar_i64(
+            &client,
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'shardready'"
+        )
+        .await,
+        0,
+        "nothing changed before the refusal"
+    );
+    let out = run_on(
+        &url,
+        &[
+            "plan",
+            "--refuse-lost-lookups",
+            "--key-order",
+            "orders=key-first",
+            "--key-order",
+            "line_items=key-first",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     phase.store(1, Ordering::SeqCst);
@@ -359,6 +392,40 @@ async fn statements_in_functions_and_files_decide_the_key_order() {
         sql.contains("CREATE UNIQUE INDEX CONCURRENTLY \"line_items_pkey_shardready\" ON \"public\".\"line_items\" (\"line_item_id\", \"store_id\");"),
         "{sql}"
     );
+    // The estimate counts that index: the orders key's build costs more
+    // time and disk than with the old key first (no index to add).
+    let orders_index = |order: &str| {
+        let out = run_on(
+            &url,
+            &[
+                "plan",
+                "--format",
+                "json",
+                "--queries",
+                file_arg,
+                "--key-order",
+                &format!("orders={order}"),
+            ],
+        );
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let step = v["estimate"]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "unique-index:orders.orders_pkey_shardready")
+            .cloned()
+            .unwrap_or_else(|| panic!("the orders key's step: {v:#}"));
+        (
+            step["seconds"].as_f64().unwrap(),
+            step["disk_bytes"].as_i64().unwrap(),
+        )
+    };
+    let (with_lookup, key_first) = (orders_index("tenant-first"), orders_index("key-first"));
+    assert!(
+        with_lookup.0 > key_first.0 && with_lookup.1 > key_first.1,
+        "{with_lookup:?} vs {key_first:?}"
+    );
     // apply follows the plan: the keys are where it said, and Citus's
     // rules hold (verify).
     let out = run_on(
@@ -492,11 +559,6 @@ async fn queries_lists_what_fans_out_and_sees_it_rewritten() {
     const OLD: &str = "UPDATE orders SET status = status WHERE order_id = $1";
     const NEW: &str =
         "UPDATE orders SET status = status WHERE store_id = 1 + $1::bigint % 10 AND order_id = $1";
-    let calls = |like: &'static str| {
-        format!(
-            "SELECT coalesce(sum(calls), 0) >= 20 FROM pg_stat_statements WHERE query LIKE '{like}'"
-        )
-    };
     let listing = |args: &[&str]| {
         let out = run_on(&url, &[&["queries", "--window", "2s"][..], args].concat());
         assert!(
@@ -517,14 +579,7 @@ async fn queries_lists_what_fans_out_and_sees_it_rewritten() {
     };
 
     let old = common::send_repeatedly(&t, OLD, max_order, Duration::from_millis(20));
-    common::wait_until(
-        &client,
-        &calls("UPDATE orders SET status = status WHERE order_id = $1"),
-        Duration::from_secs(30),
-        "pg_stat_statements counts the application's updates",
-        &String::new,
-    )
-    .await;
+    common::wait_for_calls(&client, OLD, 20).await;
     let out = listing(&["--format", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["schema"], "shardready.queries/v1");
@@ -560,12 +615,10 @@ async fn queries_lists_what_fans_out_and_sees_it_rewritten() {
     // The application's change: the update filters by the tenant now.
     assert_eq!(common::stop_sending(old).await, 0);
     let new = common::send_repeatedly(&t, NEW, max_order, Duration::from_millis(20));
-    common::wait_until(
+    common::wait_for_calls(
         &client,
-        &calls("UPDATE orders SET status = status WHERE store_id = %"),
-        Duration::from_secs(30),
-        "pg_stat_statements counts the rewritten update",
-        &String::new,
+        "UPDATE orders SET status = status WHERE store_id = %",
+        20,
     )
     .await;
     let out = listing(&["--format", "json"]);

@@ -8,6 +8,7 @@
 pub mod access;
 pub mod data;
 pub mod fan_out;
+pub(crate) mod lost_lookups;
 pub(crate) mod queries;
 pub mod rules;
 pub mod skew;
@@ -399,6 +400,7 @@ pub async fn analyze_read(
     };
     findings.extend(queries::audit(&ctx, client).await?);
     let statements = access::read(cat, client, &opts.overrides.queries).await;
+    findings.extend(lost_lookups::check(&ctx, &statements));
     let (data, skew) = if opts.catalog_only {
         (None, None)
     } else {

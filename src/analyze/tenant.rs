@@ -112,6 +112,11 @@ pub struct Overrides {
     /// `--key-order TABLE=tenant-first|key-first`: the column order of
     /// TABLE's rebuilt keys, instead of the plan's choice.
     pub key_order: Vec<KeyOrderChoice>,
+    /// `--refuse-lost-lookups`: a known statement that would lose its
+    /// index with a rebuilt key stops `plan`/`apply` (a blocker naming the
+    /// statement and the filter to add) instead of the plan keeping the old
+    /// key first for it.
+    pub refuse_lost_lookups: bool,
 }
 
 /// The order of a rebuilt key's columns.
@@ -192,6 +197,9 @@ impl Overrides {
         }
         for k in &self.key_order {
             out.push(format!("--key-order {}={}", k.table, k.order.as_str()));
+        }
+        if self.refuse_lost_lookups {
+            out.push("--refuse-lost-lookups".to_string());
         }
         out
     }

@@ -723,6 +723,14 @@ pub(crate) struct AnalyzeTarget {
     /// (repeatable).
     #[arg(long, value_name = "TABLE=ORDER", value_parser = parse_key_order)]
     pub(crate) key_order: Vec<shardready::analyze::tenant::KeyOrderChoice>,
+    /// Refuse, before any change, when a known statement would lose its
+    /// index with a rebuilt key (it looks the table up by the old key
+    /// without the tenant column): each is named with the tenant filter to
+    /// add. Without it the plan keeps the old key first for such
+    /// statements. `--key-order TABLE=…` for a table is a choice made, and
+    /// lifts the refusal there.
+    #[arg(long)]
+    pub(crate) refuse_lost_lookups: bool,
 }
 
 /// A file that can be read (`--queries`).
@@ -764,6 +772,7 @@ impl AnalyzeTarget {
                 accept_failing_queries: self.accept_failing_queries,
                 queries: self.queries.clone(),
                 key_order: self.key_order.clone(),
+                refuse_lost_lookups: self.refuse_lost_lookups,
             },
             full: false,
             catalog_only: true,

@@ -31,6 +31,10 @@ pub struct KeyChoice {
     /// the tenant column (`origin: statement (calls/s)`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub statements: Vec<String>,
+    /// The index on the old key's columns apply builds before the swap so
+    /// that those statements keep one (tenant first by the user's choice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup_index: Option<String>,
 }
 
 /// What the plan knew of the application's statements, and the order it
@@ -223,6 +227,8 @@ fn choose(analysis: &Analysis, t: &Table, tcol: &str, key: &KeyToBuild) -> KeyCh
             Some(c) if c == first => Some(KeyOrder::KeyFirst),
             _ => None,
         });
+    let lookup_name = object_name(&format!("{}_{}", t.name.name, key.old.join("_")), "_lookup");
+    let mut lookup_index = None;
     let (order, reason) = if let Some(order) = built {
         (
             order,
@@ -236,11 +242,11 @@ fn choose(analysis: &Analysis, t: &Table, tcol: &str, key: &KeyToBuild) -> KeyCh
         // Tenant first while statements look the table up by the old key
         // alone: apply's probe builds them an index before the swap.
         let lookup = if c.order == KeyOrder::TenantFirst && !needing.is_empty() && !other_index {
+            lookup_index = Some(lookup_name.clone());
             format!(
-                "; the statements below look it up by {first} alone: apply builds the index {} \
-                 ({}) concurrently before the swap so they keep one (apply --no-lookup-index \
-                 not to; drop it once they filter by {tcol})",
-                object_name(&format!("{}_{}", t.name.name, key.old.join("_")), "_lookup"),
+                "; the statements below look it up by {first} alone: apply builds the index \
+                 {lookup_name} ({}) concurrently before the swap so they keep one (apply \
+                 --no-lookup-index not to; drop it once they filter by {tcol})",
                 key.old.join(", ")
             )
         } else {
@@ -301,6 +307,7 @@ fn choose(analysis: &Analysis, t: &Table, tcol: &str, key: &KeyToBuild) -> KeyCh
         order,
         reason,
         statements: shown,
+        lookup_index,
     }
 }
 

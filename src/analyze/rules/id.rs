@@ -20,6 +20,7 @@ pub enum Family {
     NoKey,
     Data,
     Queries,
+    LostLookups,
     Skew,
 }
 
@@ -36,6 +37,7 @@ impl Family {
             Family::NoKey => "src/analyze/rules/no_key.rs",
             Family::Data => "src/analyze/data.rs",
             Family::Queries => "src/analyze/queries.rs",
+            Family::LostLookups => "src/analyze/lost_lookups.rs",
             Family::Skew => "src/analyze/skew.rs",
         }
     }
@@ -116,6 +118,7 @@ rules! {
     NonColocatedJoin = "non-colocated-join",
     FunctionOnShard = "function-on-shard",
     QueryAuditSkipped = "query-audit-skipped",
+    LookupLosesIndex = "lookup-loses-index",
     HotTenant = "hot-tenant",
     ShardCount = "shard-count",
     SkewIncomplete = "skew-incomplete",
@@ -318,6 +321,12 @@ impl RuleId {
                 "Some functions or statements could not be parsed or read; the query audit did not see them.",
                 None,
                 "Review them by hand.",
+            ),
+            LookupLosesIndex => (
+                LostLookups,
+                "With `--refuse-lost-lookups`: a known statement of the application (pg_stat_statements, a function, `--queries`) looks a table up by the first column of a key that the plan rebuilds with the tenant column, without the tenant column. With the tenant first in the new key it would lose its index and read the whole table; `plan` and `apply` stop before any change.",
+                None,
+                "By you: add the tenant filter each statement is named with (`orders.store_id = $2`), deploy, and run again; or choose the key's order for the table: `--key-order TABLE=key-first` (the old key stays first, the statements keep using it) or `--key-order TABLE=tenant-first` (apply builds an index on the old key before the swap). Without `--refuse-lost-lookups` the plan keeps the old key first by itself.",
             ),
             HotTenant => (
                 Skew,
