@@ -54,7 +54,8 @@ pub const LONG_HOLD: Duration = Duration::from_secs(30);
 /// So the backfill slows down as far as the budget needs, down to nearly
 /// pausing. While it is held, the samples taken while it worked and while
 /// it waited are compared: when the application is as slow while the
-/// backfill waits as while it works, the backfill is not what slows it;
+/// backfill waits as while it works, or slow in a quarter of the samples
+/// while it waits, the backfill is not what slows it;
 /// waiting longer would only make both wait, so the pause stays at the
 /// batch's own length (half speed) and the hold is reported as not ours.
 #[derive(Debug)]
@@ -80,14 +81,22 @@ struct Hold {
     waiting: (u64, u64),
 }
 
+/// The share of samples slow while the backfill waits from which waiting
+/// is not bringing the application back, whatever it does while the
+/// backfill works (a level an earlier step set, or a machine without
+/// headroom).
+const SLOW_WHILE_WAITING: f64 = 0.25;
+
 impl Hold {
-    /// The application is at least 80% as often slow while the backfill
-    /// waits as while it works, on enough samples.
+    /// On enough samples taken while the backfill waited: the application
+    /// is slow in a quarter of them or more, or at least 80% as often as
+    /// while the backfill works.
     fn not_ours(&self) -> bool {
         let share = |(n, slow): (u64, u64)| slow as f64 / n.max(1) as f64;
+        let waiting = share(self.waiting);
         self.waiting.0 >= EVIDENCE
-            && self.working.0 > 0
-            && share(self.waiting) >= 0.8 * share(self.working)
+            && (waiting >= SLOW_WHILE_WAITING
+                || (self.working.0 > 0 && waiting >= 0.8 * share(self.working)))
     }
 }
 
@@ -359,6 +368,16 @@ mod tests {
             w.held_for().is_none(),
             "a hold ends when the depth is back to 0"
         );
+    }
+
+    #[test]
+    fn an_application_mostly_slow_while_the_backfill_waits_is_not_its_doing() {
+        // A third slow while waiting, every sample slow while working: the
+        // application does not come back however long the backfill waits.
+        let windows = vec![((40, 20), Some((10, 10))); 12];
+        let looks = pauses(0.0, &windows);
+        assert!(looks.last().unwrap().not_ours, "{looks:?}");
+        assert_eq!(ms(looks.last().unwrap().pause), 100);
     }
 
     #[test]

@@ -97,6 +97,20 @@ pub enum ApplyError {
         kept: String,
         resolve: Vec<String>,
     },
+    #[error(
+        "stopped after swapping the key of {table}: statements of the application the plan did not \
+         know (they appeared during apply, or in no source it read) lost their access path with \
+         it, measured by their plans' cost:\n{}\n{restored}\n\
+         Check that nothing else the application runs lost its index (pass its statements with \
+         --queries, or enable pg_stat_statements), then rerun `shardready apply` (it resumes here).",
+        .statements.join("\n")
+    )]
+    LostAccessPath {
+        table: String,
+        statements: Vec<String>,
+        /// What was done about it: the index built back, or why not.
+        restored: String,
+    },
     #[error("the stored state is unreadable ({0}); rerun with --replan")]
     BadState(String),
     #[error(
@@ -131,6 +145,7 @@ impl ApplyError {
             ApplyError::Blocked(_)
                 | ApplyError::WouldReject { .. }
                 | ApplyError::TriggersWouldFire(_)
+                | ApplyError::LostAccessPath { .. }
         )
     }
 
@@ -885,16 +900,41 @@ async fn run(
             }
         }
         // What the prediction could not see: measured after the swap. The
-        // swap is done; a failed build is said, not an error.
+        // swap is done; the access path is built back (a failed build is
+        // said, not an error), and apply stops after this step: the plan's
+        // knowledge of the application was short.
+        let mut lost = None;
         if let (Some(watch), false) = (&watch, foreseen) {
             if let Some(back) = watch.after().await {
-                match keep_path(client, watch, back, "lost", opts, &mut stats).await {
-                    Ok(kept) => carry.kept.push(kept),
-                    Err(e) => say(
-                        opts,
-                        &format!("        the access path could not be built back: {e}"),
-                    ),
-                }
+                let table = back.table.to_string();
+                let index = back.index.clone();
+                lost = Some(
+                    match keep_path(client, watch, back, "lost", opts, &mut stats).await {
+                        Ok(kept) => {
+                            let statements = kept.statements.clone();
+                            carry.kept.push(kept);
+                            ApplyError::LostAccessPath {
+                                table,
+                                statements,
+                                restored: format!(
+                                    "The index {index} was built back for them (drop it once they \
+                                 filter by the tenant column)."
+                                ),
+                            }
+                        }
+                        Err(e) => {
+                            say(
+                                opts,
+                                &format!("        the access path could not be built back: {e}"),
+                            );
+                            ApplyError::LostAccessPath {
+                                table,
+                                statements: Vec::new(),
+                                restored: format!("The index {index} could not be built back: {e}"),
+                            }
+                        }
+                    },
+                );
             }
         }
         let secs = t0.elapsed().as_secs_f64();
@@ -941,6 +981,9 @@ async fn run(
             started_at_s,
             app,
         });
+        if let Some(stop) = lost {
+            return Err(stop);
+        }
     }
     state::finish_plan(client).await?;
     Ok(report(carry, true))

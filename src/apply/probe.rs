@@ -8,9 +8,12 @@
 //! key's columns, built concurrently, kept until the user drops it (once
 //! the statement filters by the tenant). Right after the swap, the cost
 //! again: a statement costlier than [`MARGIN`] times gets the same index
-//! then (what the prediction could not see). The cost is that of the
-//! generic plan (`plan_cache_mode = force_generic_plan`, parameters NULL),
-//! the plan a prepared statement settles on.
+//! then (what the prediction could not see), and apply stops after that
+//! step. The cost is that of the generic plan (`plan_cache_mode =
+//! force_generic_plan`, parameters NULL), the plan a prepared statement
+//! settles on; a function's statement cannot be planned alone (its
+//! variables are not parameters), so it counts in the prediction by what it
+//! looks the table up by, and is not costed.
 
 use std::path::PathBuf;
 
@@ -63,7 +66,10 @@ struct Watched {
     sql: String,
     /// The columns it looks the table up by, at each level.
     lookups: Vec<std::collections::BTreeSet<String>>,
-    before: f64,
+    /// Its generic plan's cost before the swap; None for a statement that
+    /// cannot be planned alone (a function's, whose variables are not
+    /// parameters): judged by what it looks the table up by only.
+    before: Option<f64>,
 }
 
 /// The watch over one swap: the statements looking its table up, with
@@ -113,23 +119,28 @@ impl Probe {
         let statements = access::read(cat, &client, files).await;
         let mut watched = Vec::new();
         for k in statements.statements {
-            if k.sql.is_empty() || !k.lookups.iter().any(|l| l.table == swap.table) {
+            if !k.lookups.iter().any(|l| l.table == swap.table) {
                 continue;
             }
-            if let Some(before) = generic_cost(&client, &k.sql).await {
-                watched.push(Watched {
-                    lookups: k
-                        .lookups
-                        .iter()
-                        .filter(|l| l.table == swap.table)
-                        .map(|l| l.columns.clone())
-                        .collect(),
-                    origin: k.origin,
-                    statement: k.statement,
-                    sql: k.sql,
-                    before,
-                });
-            }
+            let before = match k.sql.is_empty() {
+                true => None,
+                false => match generic_cost(&client, &k.sql).await {
+                    Some(c) => Some(c),
+                    None => continue,
+                },
+            };
+            watched.push(Watched {
+                lookups: k
+                    .lookups
+                    .iter()
+                    .filter(|l| l.table == swap.table)
+                    .map(|l| l.columns.clone())
+                    .collect(),
+                origin: k.origin,
+                statement: k.statement,
+                sql: k.sql,
+                before,
+            });
         }
         (!watched.is_empty()).then_some(Probe {
             client,
@@ -145,8 +156,9 @@ impl Probe {
     async fn regressed(&self) -> Vec<(&Watched, Option<f64>)> {
         let mut out = Vec::new();
         for w in &self.watched {
+            let Some(before) = w.before else { continue };
             if let Some(after) = generic_cost(&self.client, &w.sql).await {
-                if after > w.before * MARGIN + 1.0 {
+                if after > before * MARGIN + 1.0 {
                     out.push((w, Some(after)));
                 }
             }
@@ -262,14 +274,24 @@ impl Probe {
                 .find(|w| &w.origin == origin)
                 .map(|w| w.sql.as_str())
                 .unwrap_or_default();
-            let now = generic_cost(&self.client, sql).await.unwrap_or(f64::NAN);
             let after = match after {
                 Some(a) => format!("{a:.0} after it"),
                 None => "its index gone after it".to_string(),
             };
-            statements.push(format!(
-                "{origin}: {statement}: cost {before:.0} before the swap, {after}, {now:.0} with the index"
-            ));
+            statements.push(match before {
+                Some(before) => {
+                    let now = generic_cost(&self.client, sql).await.unwrap_or(f64::NAN);
+                    format!(
+                        "{origin}: {statement}: cost {before:.0} before the swap, {after}, \
+                         {now:.0} with the index"
+                    )
+                }
+                None => format!(
+                    "{origin}: {statement}: looks the table up by {} alone (not costed: a \
+                     function's statement), its index gone after the swap",
+                    lookback.columns.join(", ")
+                ),
+            });
         }
         KeptPath {
             table: lookback.table,
@@ -293,8 +315,9 @@ pub(crate) struct Lookback {
     pub(crate) columns: Vec<String>,
     pub(crate) create_sql: String,
     pub(crate) drop_sql: String,
-    /// (origin, statement, cost before, cost after: None when predicted).
-    statements: Vec<(String, String, f64, Option<f64>)>,
+    /// (origin, statement, cost before: None for a function's, cost
+    /// after: None when predicted).
+    statements: Vec<(String, String, Option<f64>, Option<f64>)>,
     predicted: bool,
 }
 

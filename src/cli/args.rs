@@ -568,7 +568,8 @@ pub(crate) struct ApplyArgs {
     /// waits after each batch, twice as long at each further look over
     /// budget, down to nearly a pause (a small batch every 2 s), and says
     /// so after 30 s; when the application is as slow while the backfill
-    /// waits, the backfill keeps half its speed (it is not the cause).
+    /// waits (or slow in a quarter of its samples then), the backfill
+    /// keeps half its speed (it is not the cause).
     /// `1.5x`: that factor of the application's p99 measured before apply
     /// (needs --workload). [default: 1.5x with --workload, else 15 ms]
     /// `shardready resume --app-p99-limit MS` changes it while apply runs.
