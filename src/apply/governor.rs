@@ -37,6 +37,12 @@ const EVIDENCE: u64 = 20;
 /// second, so the stretch reaches back into the end of the wait before it.
 const MIN_WORK_WINDOW: Duration = Duration::from_millis(250);
 
+/// Only waits at least this long tell whether the application comes back
+/// while the backfill waits: right after a batch, what it wrote is still
+/// being flushed and the application's queue drained, which a short wait
+/// would count against the application.
+const JUDGED_WAIT: Duration = Duration::from_secs(1);
+
 /// How long a hold lasts before the person watching is told, and how often
 /// after that.
 pub const LONG_HOLD: Duration = Duration::from_secs(30);
@@ -122,15 +128,23 @@ impl Watch {
 
     /// Judges the transactions since the last look (`whole`), of which
     /// `work` completed while the batch ran (None: not told apart), after
-    /// a batch that took `took`.
-    fn look(&mut self, whole: (u64, u64), work: Option<(u64, u64)>, took: Duration) -> Look {
+    /// a wait of `waited` and a batch that took `took`.
+    fn look(
+        &mut self,
+        whole: (u64, u64),
+        work: Option<(u64, u64)>,
+        took: Duration,
+        waited: Duration,
+    ) -> Look {
         let (n, slow) = whole;
         self.total += n;
         self.slow += slow;
         if let (Some(h), Some((wn, ws))) = (&mut self.hold, work) {
             let (wn, ws) = (wn.min(n), ws.min(slow));
             h.working = (h.working.0 + wn, h.working.1 + ws);
-            h.waiting = (h.waiting.0 + n - wn, h.waiting.1 + slow - ws);
+            if waited >= JUDGED_WAIT {
+                h.waiting = (h.waiting.0 + n - wn, h.waiting.1 + slow - ws);
+            }
         }
         // No transaction since the last look (a quiet application, or a
         // look soon after the last): no evidence either way, so the wait
@@ -253,6 +267,7 @@ impl<'a> Governor<'a> {
     pub fn after_batch(&mut self, took: Duration) -> Verdict {
         let now = Instant::now();
         let from = self.looked;
+        let waited = self.resumed.saturating_duration_since(from);
         let resumed = self
             .resumed
             .min(now.checked_sub(MIN_WORK_WINDOW).unwrap_or(now))
@@ -269,7 +284,7 @@ impl<'a> Governor<'a> {
                 continue;
             };
             let work = p.slow_since(resumed, w.limit_ms);
-            let look = w.look(whole, work, took);
+            let look = w.look(whole, work, took, waited);
             if look.pause > out.pause {
                 out.pause = look.pause;
                 out.holding = p.holding(from, w.limit_ms);
@@ -303,9 +318,15 @@ mod tests {
     fn pauses(baseline: f64, windows: &[Window]) -> Vec<Look> {
         let mut w = Watch::new(15.0, baseline);
         let took = Duration::from_millis(100);
+        // Each wait as long as the look before asked (as the governor does).
+        let mut waited = Duration::ZERO;
         windows
             .iter()
-            .map(|&(n, work)| w.look(n, work, took))
+            .map(|&(n, work)| {
+                let look = w.look(n, work, took, waited);
+                waited = look.pause;
+                look
+            })
             .collect()
     }
 
@@ -354,15 +375,18 @@ mod tests {
         let mut w = Watch::new(15.0, 0.0);
         let took = Duration::from_millis(100);
         for _ in 0..4 {
-            w.look((20, 10), Some((10, 10)), took);
+            w.look((20, 10), Some((10, 10)), took, MAX_PAUSE);
         }
         // Fine looks: no pause, and the next over-budget look starts lower.
-        assert!(w.look((10, 0), None, took).pause.is_zero());
-        assert!(w.look((10, 0), None, took).pause.is_zero());
-        assert_eq!(ms(w.look((20, 10), Some((10, 10)), took).pause), 400);
+        assert!(w.look((10, 0), None, took, MAX_PAUSE).pause.is_zero());
+        assert!(w.look((10, 0), None, took, MAX_PAUSE).pause.is_zero());
+        assert_eq!(
+            ms(w.look((20, 10), Some((10, 10)), took, MAX_PAUSE).pause),
+            400
+        );
         assert!(w.held_for().is_some());
         for _ in 0..5 {
-            w.look((10, 0), None, took);
+            w.look((10, 0), None, took, MAX_PAUSE);
         }
         assert!(
             w.held_for().is_none(),
@@ -376,6 +400,9 @@ mod tests {
         // application does not come back however long the backfill waits.
         let windows = vec![((40, 20), Some((10, 10))); 12];
         let looks = pauses(0.0, &windows);
+        // Judged only on waits of a second or more: it slows down first.
+        let first: Vec<u64> = looks[..5].iter().map(|l| ms(l.pause)).collect();
+        assert_eq!(first, [100, 200, 400, 800, 1600], "{looks:?}");
         assert!(looks.last().unwrap().not_ours, "{looks:?}");
         assert_eq!(ms(looks.last().unwrap().pause), 100);
     }
@@ -384,12 +411,15 @@ mod tests {
     fn a_look_without_transactions_keeps_the_wait_as_it_was() {
         let mut w = Watch::new(15.0, 0.0);
         let took = Duration::from_millis(100);
-        assert!(w.look((0, 0), None, took).pause.is_zero());
+        assert!(w.look((0, 0), None, took, MAX_PAUSE).pause.is_zero());
         for _ in 0..3 {
-            w.look((20, 10), Some((10, 10)), took);
+            w.look((20, 10), Some((10, 10)), took, MAX_PAUSE);
         }
-        assert_eq!(ms(w.look((0, 0), Some((0, 0)), took).pause), 400);
-        assert_eq!(ms(w.look((20, 10), Some((10, 10)), took).pause), 800);
+        assert_eq!(ms(w.look((0, 0), Some((0, 0)), took, MAX_PAUSE).pause), 400);
+        assert_eq!(
+            ms(w.look((20, 10), Some((10, 10)), took, MAX_PAUSE).pause),
+            800
+        );
     }
 
     #[test]
