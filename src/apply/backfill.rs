@@ -352,6 +352,9 @@ fn hold_note(
     let state = if verdict.not_ours {
         "the application is as slow while the backfill waits as while it works, so the \
          backfill is not what slows it: it goes on at half speed"
+    } else if !verdict.deep {
+        "the database's signals (a proxy of it) hold the backfill at half speed; --workload \
+         lets apply measure the application itself"
     } else {
         "the backfill has slowed down to nearly a pause to keep the application within it"
     };

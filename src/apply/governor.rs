@@ -58,7 +58,9 @@ pub const LONG_HOLD: Duration = Duration::from_secs(30);
 /// long as the batch took, and twice as long at every further look over
 /// budget, up to [`MAX_PAUSE`] (each look within budget halves it back).
 /// So the backfill slows down as far as the budget needs, down to nearly
-/// pausing. While it is held, the samples taken while it worked and while
+/// pausing, when the source measures the user's budget (the application's
+/// own latency, `--workload`); a proxy of it (the database's signals)
+/// holds it at half speed at most. While it is held, the samples taken while it worked and while
 /// it waited are compared: when the application is as slow while the
 /// backfill waits as while it works, or slow in a quarter of the samples
 /// while it waits, the backfill is not what slows it;
@@ -67,6 +69,9 @@ pub const LONG_HOLD: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 struct Watch {
     limit_ms: f64,
+    /// The source measures the user's budget: the pause may grow beyond
+    /// the batch's own length (see [`Pressure::states_the_budget`]).
+    deep: bool,
     /// The share of transactions slower than the limit before the backfill.
     baseline: f64,
     total: u64,
@@ -115,9 +120,10 @@ struct Look {
 }
 
 impl Watch {
-    fn new(limit_ms: f64, baseline: f64) -> Self {
+    fn new(limit_ms: f64, baseline: f64, deep: bool) -> Self {
         Watch {
             limit_ms,
+            deep,
             baseline,
             total: PRIOR_TRANSACTIONS,
             slow: (baseline * PRIOR_TRANSACTIONS as f64) as u64,
@@ -182,7 +188,7 @@ impl Watch {
                 not_ours: true,
             };
         }
-        self.depth = (self.depth + 1).min(16);
+        self.depth = (self.depth + 1).min(if self.deep { 16 } else { 1 });
         Look {
             pause: self.pause(took),
             not_ours: false,
@@ -216,6 +222,9 @@ pub struct Verdict {
     /// The application is as slow while the backfill waits as while it
     /// works: the backfill is not what slows it.
     pub not_ours: bool,
+    /// The source that asked measures the user's budget (it may hold the
+    /// backfill down to nearly a pause; a proxy, to half speed).
+    pub deep: bool,
 }
 
 /// One [`Watch`] per source of pressure (the application's latency from
@@ -240,7 +249,7 @@ impl<'a> Governor<'a> {
                     .filter(|&(n, _)| n >= 100)
                     .map(|(n, slow)| slow as f64 / n as f64)
                     .unwrap_or(0.0);
-                (p, Watch::new(limit_ms, baseline))
+                (p, Watch::new(limit_ms, baseline, p.states_the_budget()))
             })
             .collect();
         Governor {
@@ -255,7 +264,7 @@ impl<'a> Governor<'a> {
     /// the same baseline share.
     pub fn set_limit(&mut self, limit_ms: f64) {
         for (_, w) in &mut self.watches {
-            *w = Watch::new(limit_ms, w.baseline);
+            *w = Watch::new(limit_ms, w.baseline, w.deep);
         }
     }
 
@@ -278,6 +287,7 @@ impl<'a> Governor<'a> {
             holding: None,
             held_for: None,
             not_ours: false,
+            deep: false,
         };
         for (p, w) in &mut self.watches {
             let Some(whole) = p.slow_since(from, w.limit_ms) else {
@@ -289,6 +299,7 @@ impl<'a> Governor<'a> {
                 out.pause = look.pause;
                 out.holding = p.holding(from, w.limit_ms);
                 out.not_ours = look.not_ours;
+                out.deep = w.deep;
             }
             out.held_for = out.held_for.max(w.held_for());
         }
@@ -316,7 +327,7 @@ mod tests {
     type Window = ((u64, u64), Option<(u64, u64)>);
 
     fn pauses(baseline: f64, windows: &[Window]) -> Vec<Look> {
-        let mut w = Watch::new(15.0, baseline);
+        let mut w = Watch::new(15.0, baseline, true);
         let took = Duration::from_millis(100);
         // Each wait as long as the look before asked (as the governor does).
         let mut waited = Duration::ZERO;
@@ -372,7 +383,7 @@ mod tests {
 
     #[test]
     fn looks_within_budget_bring_the_speed_back_step_by_step() {
-        let mut w = Watch::new(15.0, 0.0);
+        let mut w = Watch::new(15.0, 0.0, true);
         let took = Duration::from_millis(100);
         for _ in 0..4 {
             w.look((20, 10), Some((10, 10)), took, MAX_PAUSE);
@@ -408,8 +419,18 @@ mod tests {
     }
 
     #[test]
+    fn a_proxy_of_the_budget_slows_the_backfill_to_half_speed_at_most() {
+        let mut w = Watch::new(15.0, 0.0, false);
+        let took = Duration::from_millis(100);
+        for _ in 0..8 {
+            let look = w.look((20, 10), Some((10, 10)), took, MAX_PAUSE);
+            assert_eq!(ms(look.pause), 100);
+        }
+    }
+
+    #[test]
     fn a_look_without_transactions_keeps_the_wait_as_it_was() {
-        let mut w = Watch::new(15.0, 0.0);
+        let mut w = Watch::new(15.0, 0.0, true);
         let took = Duration::from_millis(100);
         assert!(w.look((0, 0), None, took, MAX_PAUSE).pause.is_zero());
         for _ in 0..3 {

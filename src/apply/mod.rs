@@ -220,6 +220,14 @@ pub trait Pressure: Send + Sync {
     fn suffering_share(&self) -> f64 {
         0.05
     }
+    /// Whether this source measures the budget the user stated
+    /// (`--app-p99-limit`, the application's own latency): then the
+    /// governor holds it down to nearly a pause. A proxy of it (the
+    /// database's signals, with thresholds of their own) slows the
+    /// backfill to half its speed at most.
+    fn states_the_budget(&self) -> bool {
+        true
+    }
 }
 
 /// What holds a governed operation back.

@@ -576,6 +576,12 @@ impl Pressure for Signals {
     fn suffering_share(&self) -> f64 {
         0.5
     }
+
+    /// The signals' thresholds are their own (1.5x their baseline), not
+    /// the user's budget: they slow the backfill to half its speed at most.
+    fn states_the_budget(&self) -> bool {
+        false
+    }
 }
 
 fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {

@@ -566,8 +566,9 @@ pub(crate) struct ApplyArgs {
     /// --workload) or of the database's signal samples are slower than
     /// this, beyond the share that already was before the backfill, it
     /// waits after each batch, twice as long at each further look over
-    /// budget, down to nearly a pause (a small batch every 2 s), and says
-    /// so after 30 s; when the application is as slow while the backfill
+    /// budget, down to nearly a pause (a small batch every 2 s; the
+    /// database's signals, without --workload, to half speed at most), and
+    /// says so after 30 s; when the application is as slow while the backfill
     /// waits (or slow in a quarter of its samples then), the backfill
     /// keeps half its speed (it is not the cause).
     /// `1.5x`: that factor of the application's p99 measured before apply
