@@ -108,7 +108,7 @@ fn read_error(e: tokio_postgres::Error) -> Unavailable {
 
 /// Whether pg_stat_statements can be read here (installed in this
 /// database and loaded by the server), and why not.
-pub async fn readable(client: &Client) -> Result<(), Unavailable> {
+pub(crate) async fn readable(client: &Client) -> Result<(), Unavailable> {
     installed(client).await?;
     client
         .query_one(

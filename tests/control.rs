@@ -180,7 +180,7 @@ async fn a_budget_changed_while_apply_runs_is_taken_by_the_backfill() {
     let url = c.url();
     let client = connect(&t).await;
     // A slow backfill (2000 rows/s) beside the application's traffic.
-    let mut apply = common::shardready()
+    let apply = common::shardready()
         .args([
             "apply",
             "--workload",
@@ -199,6 +199,18 @@ async fn a_budget_changed_while_apply_runs_is_taken_by_the_backfill() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Its output is read as it comes (a full pipe would stop it).
+    let pid = apply.id();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(apply.wait_with_output());
+    });
+    let running = || {
+        std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+    };
     let started = || async {
         client
             .query_one(
@@ -212,7 +224,7 @@ async fn a_budget_changed_while_apply_runs_is_taken_by_the_backfill() {
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     while !started().await {
         assert!(
-            std::time::Instant::now() < deadline && apply.try_wait().unwrap().is_none(),
+            std::time::Instant::now() < deadline && running(),
             "the backfill never started"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -228,15 +240,10 @@ async fn a_budget_changed_while_apply_runs_is_taken_by_the_backfill() {
     let factor = run_on(&url, &["resume", "--app-p99-limit", "2x"]);
     assert!(!factor.status.success(), "{factor:?}");
     assert!(String::from_utf8_lossy(&factor.stderr).contains("give milliseconds"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(240);
-    while apply.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "apply did not finish after resume"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let out = apply.wait_with_output().unwrap();
+    let out = done
+        .recv_timeout(Duration::from_secs(240))
+        .expect("apply finishes after resume")
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
@@ -244,10 +251,7 @@ async fn a_budget_changed_while_apply_runs_is_taken_by_the_backfill() {
         "{err}"
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(
-        report["backfills"][0]["longest_hold_seconds"].is_number(),
-        "{report}"
-    );
+    assert_eq!(report["finished"], true, "{report}");
     let verify = run_on(&url, &["verify"]);
     assert!(verify.status.success(), "{verify:?}");
 }

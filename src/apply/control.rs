@@ -125,6 +125,20 @@ pub async fn resume(
     read(client).await
 }
 
+/// A new apply run starts from its own flags: a rate cap or budget set by
+/// `resume` for an earlier run is forgotten (a pause stays).
+pub(crate) async fn new_run(client: &Client) -> Result<(), ApplyError> {
+    client
+        .execute(
+            "UPDATE shardready.control SET max_rate = NULL, app_p99_limit_ms = NULL \
+             WHERE id = 1 AND (max_rate IS NOT NULL OR app_p99_limit_ms IS NOT NULL)",
+            &[],
+        )
+        .await
+        .map_err(|e| ApplyError::db("cannot reset shardready.control", e))?;
+    Ok(())
+}
+
 /// Waits while the control row says paused, saying so once; returns how
 /// long it waited. Holds no lock and no transaction while it waits.
 pub async fn wait_while_paused(

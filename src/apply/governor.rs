@@ -16,6 +16,15 @@ pub const SLOW_BUDGET: f64 = 0.005;
 /// transaction at the start does not read as a 100% slow share.
 const PRIOR_TRANSACTIONS: u64 = 200;
 
+/// The slow share is the application's over the last few seconds: what
+/// came before counts half after this long (a burst long past no longer
+/// holds the backfill back once the application is fine).
+const HALF_LIFE: Duration = Duration::from_secs(10);
+
+/// How long the backfill keeps half speed on the evidence that it is not
+/// what slows the application before it looks again.
+const RETEST: Duration = Duration::from_secs(15);
+
 /// How far back the application's own slow share is measured before the
 /// first batch.
 const BASELINE_WINDOW: Duration = Duration::from_secs(10);
@@ -74,8 +83,13 @@ struct Watch {
     deep: bool,
     /// The share of transactions slower than the limit before the backfill.
     baseline: f64,
-    total: u64,
-    slow: u64,
+    /// Transactions and slow ones, each weighing less the older it is
+    /// ([`HALF_LIFE`]), and when they were last weighed.
+    total: f64,
+    slow: f64,
+    weighed: Instant,
+    /// What the last look with transactions decided.
+    last: Look,
     /// Looks over budget, less the looks within it since: the pause is
     /// the batch's time doubled `depth - 1` times.
     depth: u32,
@@ -90,6 +104,8 @@ struct Hold {
     working: (u64, u64),
     /// Transactions (and slow ones) while it waited.
     waiting: (u64, u64),
+    /// Since when the evidence says the backfill is not the cause.
+    not_ours_since: Option<Instant>,
 }
 
 /// The share of samples slow while the backfill waits from which waiting
@@ -107,7 +123,7 @@ impl Hold {
         let waiting = share(self.waiting);
         self.waiting.0 >= EVIDENCE
             && (waiting >= SLOW_WHILE_WAITING
-                || (self.working.0 > 0 && waiting >= 0.8 * share(self.working)))
+                || (self.working.1 > 0 && waiting >= 0.8 * share(self.working)))
     }
 }
 
@@ -125,8 +141,13 @@ impl Watch {
             limit_ms,
             deep,
             baseline,
-            total: PRIOR_TRANSACTIONS,
-            slow: (baseline * PRIOR_TRANSACTIONS as f64) as u64,
+            total: PRIOR_TRANSACTIONS as f64,
+            slow: baseline * PRIOR_TRANSACTIONS as f64,
+            weighed: Instant::now(),
+            last: Look {
+                pause: Duration::ZERO,
+                not_ours: false,
+            },
             depth: 0,
             hold: None,
         }
@@ -134,17 +155,21 @@ impl Watch {
 
     /// Judges the transactions since the last look (`whole`), of which
     /// `work` completed while the batch ran (None: not told apart), after
-    /// a wait of `waited` and a batch that took `took`.
+    /// a wait of `waited` and a batch that took `took`; `at` is now.
     fn look(
         &mut self,
         whole: (u64, u64),
         work: Option<(u64, u64)>,
         took: Duration,
         waited: Duration,
+        at: Instant,
     ) -> Look {
         let (n, slow) = whole;
-        self.total += n;
-        self.slow += slow;
+        let age = at.saturating_duration_since(self.weighed).as_secs_f64();
+        let decay = 0.5_f64.powf(age / HALF_LIFE.as_secs_f64());
+        self.weighed = at;
+        self.total = self.total * decay + n as f64;
+        self.slow = self.slow * decay + slow as f64;
         if let (Some(h), Some((wn, ws))) = (&mut self.hold, work) {
             let (wn, ws) = (wn.min(n), ws.min(slow));
             h.working = (h.working.0 + wn, h.working.1 + ws);
@@ -156,17 +181,16 @@ impl Watch {
         // look soon after the last): no evidence either way, so the wait
         // stays as it was.
         if n == 0 {
-            return Look {
-                pause: if self.hold.is_some() {
-                    self.pause(took)
-                } else {
-                    Duration::ZERO
-                },
-                not_ours: false,
-            };
+            return self.last;
         }
+        self.last = self.decide(slow, took, at);
+        self.last
+    }
+
+    /// The wait after a look with `slow` slow transactions.
+    fn decide(&mut self, slow: u64, took: Duration, at: Instant) -> Look {
         let allowed = self.baseline + SLOW_BUDGET;
-        let over = slow > 0 && self.slow as f64 > allowed * self.total as f64;
+        let over = slow > 0 && self.slow > allowed * self.total.max(PRIOR_TRANSACTIONS as f64);
         if !over {
             self.depth = self.depth.saturating_sub(1);
             if self.depth == 0 {
@@ -177,18 +201,31 @@ impl Watch {
                 not_ours: false,
             };
         }
-        let hold = self.hold.get_or_insert_with(|| Hold {
-            since: Instant::now(),
+        let hold = self.hold.get_or_insert(Hold {
+            since: at,
             working: (0, 0),
             waiting: (0, 0),
+            not_ours_since: None,
         });
         if hold.not_ours() {
-            return Look {
-                pause: took,
-                not_ours: true,
-            };
+            let since = *hold.not_ours_since.get_or_insert(at);
+            if at.saturating_duration_since(since) < RETEST {
+                return Look {
+                    pause: took.min(MAX_PAUSE),
+                    not_ours: true,
+                };
+            }
+            // Long enough on that evidence: gather it again, waiting as
+            // long as the depth says.
+            hold.working = (0, 0);
+            hold.waiting = (0, 0);
+            hold.not_ours_since = None;
         }
-        self.depth = (self.depth + 1).min(if self.deep { 16 } else { 1 });
+        // Deeper only while the wait still grows.
+        let cap = if self.deep { 16 } else { 1 };
+        if self.depth < cap && (self.depth == 0 || self.pause(took) < MAX_PAUSE) {
+            self.depth += 1;
+        }
         Look {
             pause: self.pause(took),
             not_ours: false,
@@ -294,14 +331,14 @@ impl<'a> Governor<'a> {
                 continue;
             };
             let work = p.slow_since(resumed, w.limit_ms);
-            let look = w.look(whole, work, took, waited);
+            let look = w.look(whole, work, took, waited, now);
             if look.pause > out.pause {
                 out.pause = look.pause;
                 out.holding = p.holding(from, w.limit_ms);
                 out.not_ours = look.not_ours;
                 out.deep = w.deep;
+                out.held_for = w.held_for();
             }
-            out.held_for = out.held_for.max(w.held_for());
         }
         for (p, _) in &self.watches {
             p.note_holding(out.holding.as_ref().map(|h| h.why.clone()));
@@ -334,7 +371,7 @@ mod tests {
         windows
             .iter()
             .map(|&(n, work)| {
-                let look = w.look(n, work, took, waited);
+                let look = w.look(n, work, took, waited, Instant::now());
                 waited = look.pause;
                 look
             })
@@ -386,18 +423,27 @@ mod tests {
         let mut w = Watch::new(15.0, 0.0, true);
         let took = Duration::from_millis(100);
         for _ in 0..4 {
-            w.look((20, 10), Some((10, 10)), took, MAX_PAUSE);
+            w.look((20, 10), Some((10, 10)), took, MAX_PAUSE, Instant::now());
         }
         // Fine looks: no pause, and the next over-budget look starts lower.
-        assert!(w.look((10, 0), None, took, MAX_PAUSE).pause.is_zero());
-        assert!(w.look((10, 0), None, took, MAX_PAUSE).pause.is_zero());
+        assert!(w
+            .look((10, 0), None, took, MAX_PAUSE, Instant::now())
+            .pause
+            .is_zero());
+        assert!(w
+            .look((10, 0), None, took, MAX_PAUSE, Instant::now())
+            .pause
+            .is_zero());
         assert_eq!(
-            ms(w.look((20, 10), Some((10, 10)), took, MAX_PAUSE).pause),
+            ms(
+                w.look((20, 10), Some((10, 10)), took, MAX_PAUSE, Instant::now())
+                    .pause
+            ),
             400
         );
         assert!(w.held_for().is_some());
         for _ in 0..5 {
-            w.look((10, 0), None, took, MAX_PAUSE);
+            w.look((10, 0), None, took, MAX_PAUSE, Instant::now());
         }
         assert!(
             w.held_for().is_none(),
@@ -423,22 +469,87 @@ mod tests {
         let mut w = Watch::new(15.0, 0.0, false);
         let took = Duration::from_millis(100);
         for _ in 0..8 {
-            let look = w.look((20, 10), Some((10, 10)), took, MAX_PAUSE);
+            let look = w.look((20, 10), Some((10, 10)), took, MAX_PAUSE, Instant::now());
             assert_eq!(ms(look.pause), 100);
         }
+    }
+
+    #[test]
+    fn a_burst_long_past_no_longer_holds_the_backfill() {
+        let mut w = Watch::new(15.0, 0.0, true);
+        let took = Duration::from_millis(100);
+        let t0 = Instant::now();
+        // 60 s at 5% slow...
+        for i in 0..60 {
+            w.look(
+                (500, 25),
+                None,
+                took,
+                Duration::ZERO,
+                t0 + Duration::from_secs(i),
+            );
+        }
+        // ...then fine for a minute: one slow transaction in a window is
+        // within the budget again.
+        for i in 60..120 {
+            w.look(
+                (500, 0),
+                None,
+                took,
+                Duration::ZERO,
+                t0 + Duration::from_secs(i),
+            );
+        }
+        let look = w.look(
+            (500, 1),
+            None,
+            took,
+            Duration::ZERO,
+            t0 + Duration::from_secs(121),
+        );
+        assert!(look.pause.is_zero(), "{look:?}");
+    }
+
+    #[test]
+    fn not_ours_is_looked_at_again() {
+        let mut w = Watch::new(15.0, 0.0, true);
+        let took = Duration::from_millis(100);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // Slow whatever the backfill does: not ours, half speed...
+        let mut last = None;
+        for i in 0..12 {
+            last = Some(w.look((40, 20), Some((10, 5)), took, MAX_PAUSE, at(i)));
+        }
+        assert!(last.unwrap().not_ours);
+        // ...until the evidence is gathered again.
+        let later = w.look((40, 20), Some((10, 5)), took, MAX_PAUSE, at(40));
+        assert!(!later.not_ours, "{later:?}");
     }
 
     #[test]
     fn a_look_without_transactions_keeps_the_wait_as_it_was() {
         let mut w = Watch::new(15.0, 0.0, true);
         let took = Duration::from_millis(100);
-        assert!(w.look((0, 0), None, took, MAX_PAUSE).pause.is_zero());
+        assert!(w
+            .look((0, 0), None, took, MAX_PAUSE, Instant::now())
+            .pause
+            .is_zero());
         for _ in 0..3 {
-            w.look((20, 10), Some((10, 10)), took, MAX_PAUSE);
+            w.look((20, 10), Some((10, 10)), took, MAX_PAUSE, Instant::now());
         }
-        assert_eq!(ms(w.look((0, 0), Some((0, 0)), took, MAX_PAUSE).pause), 400);
         assert_eq!(
-            ms(w.look((20, 10), Some((10, 10)), took, MAX_PAUSE).pause),
+            ms(
+                w.look((0, 0), Some((0, 0)), took, MAX_PAUSE, Instant::now())
+                    .pause
+            ),
+            400
+        );
+        assert_eq!(
+            ms(
+                w.look((20, 10), Some((10, 10)), took, MAX_PAUSE, Instant::now())
+                    .pause
+            ),
             800
         );
     }

@@ -9,7 +9,7 @@
 pub mod abort;
 pub mod backfill;
 pub mod control;
-pub mod governor;
+pub(crate) mod governor;
 pub mod probe;
 pub mod signals;
 pub mod state;
@@ -740,6 +740,7 @@ async fn run(
             (p, false)
         }
     };
+    control::new_run(client).await?;
     if opts.signals
         && carry.signals.as_ref().is_none_or(|s| s.is_dead())
         && plan.steps.iter().any(|s| !s.is_done(&cat))
@@ -915,34 +916,41 @@ async fn run(
         if let (Some(watch), false) = (&watch, foreseen) {
             if let Some(back) = watch.after().await {
                 let table = back.table.to_string();
-                let index = back.index.clone();
-                lost = Some(
-                    match keep_path(client, watch, back, "lost", opts, &mut stats).await {
-                        Ok(kept) => {
-                            let statements = kept.statements.clone();
-                            carry.kept.push(kept);
-                            ApplyError::LostAccessPath {
-                                table,
-                                statements,
-                                restored: format!(
-                                    "The index {index} was built back for them (drop it once they \
-                                 filter by the tenant column)."
-                                ),
-                            }
+                let (index, create) = (back.index.clone(), back.create_sql.clone());
+                let named = back.named();
+                let kept = keep_path(client, watch, back, "lost", opts, &mut stats).await;
+                lost = Some(match kept {
+                    Ok(kept) => {
+                        let restored = format!(
+                            "The index {index} was built back for them; once they filter by the \
+                             tenant column, drop it: {}",
+                            kept.drop_sql
+                        );
+                        let statements = kept.statements.clone();
+                        carry.kept.push(kept);
+                        ApplyError::LostAccessPath {
+                            table,
+                            statements,
+                            restored,
                         }
-                        Err(e) => {
-                            say(
-                                opts,
-                                &format!("        the access path could not be built back: {e}"),
-                            );
-                            ApplyError::LostAccessPath {
-                                table,
-                                statements: Vec::new(),
-                                restored: format!("The index {index} could not be built back: {e}"),
-                            }
+                    }
+                    // A lost connection: apply reconnects and resumes.
+                    Err(e) if e.is_disconnect() => return Err(e),
+                    Err(e) => {
+                        say(
+                            opts,
+                            &format!("        the access path could not be built back: {e}"),
+                        );
+                        ApplyError::LostAccessPath {
+                            table,
+                            statements: named,
+                            restored: format!(
+                                "The index {index} could not be built back ({e}); build it by \
+                                 hand: {create}"
+                            ),
                         }
-                    },
-                );
+                    }
+                });
             }
         }
         let secs = t0.elapsed().as_secs_f64();

@@ -308,6 +308,16 @@ impl Probe {
     }
 }
 
+impl Lookback {
+    /// The statements concerned, `origin: statement`.
+    pub(crate) fn named(&self) -> Vec<String> {
+        self.statements
+            .iter()
+            .map(|(origin, statement, _, _)| format!("{origin}: {statement}"))
+            .collect()
+    }
+}
+
 /// The index a swap's lost access path needs.
 pub(crate) struct Lookback {
     pub(crate) table: QName,

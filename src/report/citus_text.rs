@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::text::human_bytes;
+use super::human_bytes;
 
 /// `distribute`: where the tables went and the row counts.
 pub fn distribution(report: &crate::citus::DistributeReport) -> String {

@@ -22,6 +22,18 @@ use chart::{Band, Panel, SignalPanel};
 pub use markdown::{apply_markdown, demo_markdown};
 pub use text::analysis_text;
 
+/// A size for people: kB, MB or GB.
+pub(crate) fn human_bytes(b: i64) -> String {
+    let b = b as f64;
+    if b >= 1e9 {
+        format!("{:.1} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else {
+        format!("{:.0} kB", b / 1e3)
+    }
+}
+
 /// One row of the phase table.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseRow {

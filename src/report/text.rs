@@ -10,6 +10,7 @@ pub use super::citus_text::{
     application_after, distribution, distribution_status, placed_summary, scale_out,
     scale_preflight, scale_status,
 };
+use super::human_bytes;
 
 struct Paint {
     on: bool,
@@ -35,17 +36,6 @@ impl Paint {
             Severity::Warning => self.wrap("33", "warning"),
             Severity::Info => self.wrap("36", "info"),
         }
-    }
-}
-
-pub(super) fn human_bytes(b: i64) -> String {
-    let b = b as f64;
-    if b >= 1e9 {
-        format!("{:.1} GB", b / 1e9)
-    } else if b >= 1e6 {
-        format!("{:.1} MB", b / 1e6)
-    } else {
-        format!("{:.0} kB", b / 1e3)
     }
 }
 
