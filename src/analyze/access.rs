@@ -84,6 +84,20 @@ impl Statements {
     }
 }
 
+impl Known {
+    /// `origin: statement (calls/s)`, as plans and findings name it.
+    pub fn shown(&self) -> String {
+        format!(
+            "{}: {}{}",
+            self.origin,
+            self.statement,
+            self.calls_per_s
+                .map(|r| format!(" ({r:.1} calls/s)"))
+                .unwrap_or_default()
+        )
+    }
+}
+
 /// Whether `sql` is exactly one SELECT, INSERT, UPDATE or DELETE.
 pub(crate) fn plannable(sql: &str) -> bool {
     let Ok(parsed) = pg_query::parse(sql, 0) else {

@@ -49,14 +49,7 @@ pub(crate) fn check(ctx: &Ctx, statements: &Statements) -> Vec<Finding> {
                         .map(|(_, filter)| filter)
                         .next()
                         .unwrap_or_else(|| format!("{}.{tcol} = <the tenant's id>", t.name.name));
-                    format!(
-                        "{}: {}{} — add {add}",
-                        k.origin,
-                        k.statement,
-                        k.calls_per_s
-                            .map(|r| format!(" ({r:.1} calls/s)"))
-                            .unwrap_or_default()
-                    )
+                    format!("{} — add {add}", k.shown())
                 })
                 .collect();
             out.push(Finding {

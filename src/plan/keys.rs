@@ -203,16 +203,7 @@ fn choose(analysis: &Analysis, t: &Table, tcol: &str, key: &KeyToBuild) -> KeyCh
     let shown: Vec<String> = needing
         .iter()
         .take(SHOWN_STATEMENTS)
-        .map(|k| {
-            format!(
-                "{}: {}{}",
-                k.origin,
-                k.statement,
-                k.calls_per_s
-                    .map(|r| format!(" ({r:.1} calls/s)"))
-                    .unwrap_or_default()
-            )
-        })
+        .map(|k| k.shown())
         .collect();
     let other_index = t.index_leads.iter().any(|c| c == first);
     let chosen = analysis.key_order.iter().find(|c| c.table == t.name);
