@@ -232,6 +232,27 @@ pub struct Table {
 }
 
 impl Table {
+    /// The keys that do not include `col`: PRIMARY KEY and UNIQUE
+    /// constraints (not exclusion ones), and unique indexes that are no
+    /// constraint's. A tenant column must join each before Citus takes the
+    /// table (the plan rebuilds them).
+    pub fn keys_without<'a>(
+        &'a self,
+        col: &'a str,
+    ) -> (
+        impl Iterator<Item = &'a KeyConstraint> + 'a,
+        impl Iterator<Item = &'a Index> + 'a,
+    ) {
+        let constraints = self
+            .keys
+            .iter()
+            .filter(move |k| k.kind != KeyKind::Exclusion && !k.columns.iter().any(|c| c == col));
+        let indexes = self.unique_indexes.iter().filter(move |ix| {
+            ix.constraint.is_none() && !ix.columns.iter().any(|c| c.as_deref() == Some(col))
+        });
+        (constraints, indexes)
+    }
+
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }

@@ -8,7 +8,7 @@ use super::access::Statements;
 use super::rules::id::RuleId;
 use super::rules::Ctx;
 use super::{Finding, Severity};
-use crate::catalog::{KeyKind, Table};
+use crate::catalog::Table;
 
 /// Statements named per key.
 const SHOWN: usize = 5;
@@ -78,20 +78,13 @@ pub(crate) fn check(ctx: &Ctx, statements: &Statements) -> Vec<Finding> {
     out
 }
 
-/// The keys the plan rebuilds with the tenant column (primary, unique
-/// constraints and unique indexes without it), with their first column.
+/// The keys the plan rebuilds with the tenant column
+/// ([`Table::keys_without`]), with their first column (an expression's
+/// lookups are not traced).
 fn rebuilt_keys(t: &Table, tcol: &str) -> Vec<(String, String)> {
-    let constraints = t
-        .keys
-        .iter()
-        .filter(|k| k.kind != KeyKind::Exclusion && !k.columns.iter().any(|c| c == tcol))
-        .filter_map(|k| Some((k.name.clone(), k.columns.first()?.clone())));
-    let indexes = t
-        .unique_indexes
-        .iter()
-        .filter(|ix| {
-            ix.constraint.is_none() && !ix.columns.iter().any(|c| c.as_deref() == Some(tcol))
-        })
-        .filter_map(|ix| Some((ix.name.clone(), ix.columns.first()?.clone()?)));
+    let (constraints, indexes) = t.keys_without(tcol);
+    let constraints =
+        constraints.filter_map(|k| Some((k.name.clone(), k.columns.first()?.clone())));
+    let indexes = indexes.filter_map(|ix| Some((ix.name.clone(), ix.columns.first()?.clone()?)));
     constraints.chain(indexes).collect()
 }

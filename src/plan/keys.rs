@@ -141,10 +141,8 @@ pub(super) fn keys_without(
     access: &mut Access,
 ) -> Vec<KeyToBuild> {
     let mut olds: Vec<(KeyTarget, Vec<String>, Option<&str>)> = Vec::new();
-    for k in &t.keys {
-        if k.kind == KeyKind::Exclusion || k.columns.iter().any(|c| c == tcol) {
-            continue;
-        }
+    let (constraints, indexes) = t.keys_without(tcol);
+    for k in constraints {
         let constraint = k.name.clone();
         let target = if k.kind == KeyKind::Primary {
             KeyTarget::Primary { constraint }
@@ -153,10 +151,7 @@ pub(super) fn keys_without(
         };
         olds.push((target, k.columns.clone(), None));
     }
-    for ix in &t.unique_indexes {
-        if ix.constraint.is_some() || ix.columns.iter().any(|c| c.as_deref() == Some(tcol)) {
-            continue;
-        }
+    for ix in indexes {
         let old = ix
             .columns
             .iter()
