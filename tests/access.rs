@@ -394,19 +394,19 @@ async fn statements_in_functions_and_files_decide_the_key_order() {
     );
     // The estimate counts that index: the orders key's build costs more
     // time and disk than with the old key first (no index to add).
-    let orders_index = |order: &str| {
-        let out = run_on(
-            &url,
-            &[
-                "plan",
-                "--format",
-                "json",
-                "--queries",
-                file_arg,
-                "--key-order",
-                &format!("orders={order}"),
-            ],
-        );
+    let orders_index = |order: &str, more: &[&str]| {
+        let key_order = format!("orders={order}");
+        let mut args = vec![
+            "plan",
+            "--format",
+            "json",
+            "--queries",
+            file_arg,
+            "--key-order",
+            &key_order,
+        ];
+        args.extend_from_slice(more);
+        let out = run_on(&url, &args);
         assert!(out.status.success(), "{out:?}");
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let step = v["estimate"]["steps"]
@@ -421,10 +421,20 @@ async fn statements_in_functions_and_files_decide_the_key_order() {
             step["disk_bytes"].as_i64().unwrap(),
         )
     };
-    let (with_lookup, key_first) = (orders_index("tenant-first"), orders_index("key-first"));
+    let (with_lookup, key_first) = (
+        orders_index("tenant-first", &[]),
+        orders_index("key-first", &[]),
+    );
     assert!(
         with_lookup.0 > key_first.0 && with_lookup.1 > key_first.1,
         "{with_lookup:?} vs {key_first:?}"
+    );
+    // With --no-lookup-index, apply builds none, and the estimate counts
+    // none.
+    let without = orders_index("tenant-first", &["--no-lookup-index"]);
+    assert!(
+        with_lookup.0 > without.0 && with_lookup.1 > without.1,
+        "{with_lookup:?} vs {without:?}"
     );
     // apply follows the plan: the keys are where it said, and Citus's
     // rules hold (verify). The application meanwhile is the function
@@ -437,6 +447,9 @@ async fn statements_in_functions_and_files_decide_the_key_order() {
         max_order,
         Duration::from_millis(5),
     );
+    let before = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = Instant::now();
     let out = run_on(
         &url,
         &[
@@ -455,10 +468,16 @@ async fn statements_in_functions_and_files_decide_the_key_order() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(
-        common::stop_sending(app).await,
-        0,
-        "no call of the function failed"
+    let after = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (failed, calls) = common::stop_sending_timed(app).await;
+    assert_eq!(failed, 0, "no call of the function failed");
+    eprintln!(
+        "the function-only application: {}",
+        common::latency_by_phase(
+            &calls,
+            &[("before", before), ("during", during), ("after", after)]
+        )
     );
     assert_eq!(
         pk_columns(&client, "orders").await,
@@ -748,6 +767,103 @@ async fn an_unforeseen_loss_after_a_swap_stops_apply_with_the_path_back() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_on(&url, &["verify"]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// A statement no plan can show losing its index (a function's dynamic
+/// SQL, invisible to the probe's costs and to the function's parsed
+/// body) is caught by its mean time in pg_stat_statements across the
+/// swap: apply builds the old key's index back and stops, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_timed_slower_after_a_swap_gets_its_path_back() {
+    let (c, t, client) = common::tailspin_with_statements(0.02).await;
+    let url = c.url();
+    client
+        .batch_execute(
+            "CREATE TABLE order_notes (note_id bigint PRIMARY KEY, \
+               store_id bigint NOT NULL REFERENCES stores (store_id), body text); \
+             INSERT INTO order_notes \
+               SELECT g, (SELECT min(store_id) FROM stores) + g % 3, 'note ' || g \
+               FROM generate_series(1, 300000) g; \
+             ANALYZE order_notes; \
+             CREATE FUNCTION note_body(id bigint) RETURNS text LANGUAGE plpgsql AS $$ \
+             DECLARE b text; \
+             BEGIN \
+               EXECUTE format('SELECT body FROM order_notes WHERE note_id = %s', id) INTO b; \
+               RETURN b; \
+             END $$;",
+        )
+        .await
+        .unwrap();
+    let app = common::send_repeatedly(
+        &t,
+        "SELECT note_body($1)",
+        300_000,
+        Duration::from_millis(5),
+    );
+    common::wait_for_calls(&client, "SELECT note_body($1)%", 20).await;
+    let before = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = Instant::now();
+    let out = run_on(
+        &url,
+        &[
+            "apply",
+            "--key-order",
+            "order_notes=tenant-first",
+            "--trigger-window",
+            "300ms",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("stopped after swapping the key of order_notes")
+            && err.contains("SELECT note_body($1)"),
+        "{err}"
+    );
+    // Named with its mean time before the swap, after it and with the
+    // index back, and how to drop the index later.
+    eprintln!("{err}");
+    assert!(
+        err.contains("ms before the swap")
+            && err.contains("with the index (pg_stat_statements)")
+            && err.contains("DROP INDEX CONCURRENTLY"),
+        "{err}"
+    );
+    assert_eq!(
+        pk_columns(&client, "order_notes").await,
+        ["store_id", "note_id"]
+    );
+    assert_eq!(
+        scalar_i64(
+            &client,
+            "SELECT count(*) FROM pg_index \
+             WHERE indexrelid = 'order_notes_note_id_lookup'::regclass AND indisvalid"
+        )
+        .await,
+        1
+    );
+    // The rest of the plan is still to do: apply resumes and finishes,
+    // the application running all along without a failed call.
+    let out = run_on(&url, &["apply", "--trigger-window", "300ms"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (failed, calls) = common::stop_sending_timed(app).await;
+    assert_eq!(failed, 0, "no call failed");
+    eprintln!(
+        "the dynamic-SQL application: {}",
+        common::latency_by_phase(
+            &calls,
+            &[("before", before), ("during", during), ("after", after)]
+        )
     );
     let out = run_on(&url, &["verify"]);
     assert!(out.status.success(), "{out:?}");

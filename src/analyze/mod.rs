@@ -182,6 +182,9 @@ pub struct Analysis {
     /// `--key-order` choices.
     #[serde(skip)]
     pub key_order: Vec<tenant::KeyOrderChoice>,
+    /// `--no-lookup-index`.
+    #[serde(skip)]
+    pub no_lookup_index: bool,
 }
 
 /// A foreign key dropped at the user's request, and how to restore it.
@@ -457,5 +460,6 @@ pub async fn analyze_read(
         resolutions: opts.overrides.to_args(),
         statements,
         key_order: opts.overrides.key_order.clone(),
+        no_lookup_index: opts.overrides.no_lookup_index,
     })
 }

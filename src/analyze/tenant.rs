@@ -117,6 +117,10 @@ pub struct Overrides {
     /// statement and the filter to add) instead of the plan keeping the old
     /// key first for it.
     pub refuse_lost_lookups: bool,
+    /// `--no-lookup-index`: apply builds no index back for statements that
+    /// look a table up by its old key alone (they filter by the tenant
+    /// already); the plan says they lose it, and counts no such index.
+    pub no_lookup_index: bool,
 }
 
 /// The order of a rebuilt key's columns.
@@ -200,6 +204,9 @@ impl Overrides {
         }
         if self.refuse_lost_lookups {
             out.push("--refuse-lost-lookups".to_string());
+        }
+        if self.no_lookup_index {
+            out.push("--no-lookup-index".to_string());
         }
         out
     }

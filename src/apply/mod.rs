@@ -100,7 +100,8 @@ pub enum ApplyError {
     #[error(
         "stopped after swapping the key of {table}: statements of the application the plan did not \
          know (they appeared during apply, or in no source it read) lost their access path with \
-         it, measured by their plans' cost:\n{}\n{restored}\n\
+         it, measured by their plans' cost or their mean time (pg_stat_statements):\n{}\n\
+         {restored}\n\
          Check that nothing else the application runs lost its index (pass its statements with \
          --queries, or enable pg_stat_statements), then rerun `shardready apply` (it resumes here).",
         .statements.join("\n")

@@ -13,9 +13,15 @@
 //! force_generic_plan`, parameters NULL), the plan a prepared statement
 //! settles on; a function's statement cannot be planned alone (its
 //! variables are not parameters), so it counts in the prediction by what it
-//! looks the table up by, and is not costed.
+//! looks the table up by, and is not costed. Where the application runs
+//! while apply does, its statements are also timed by pg_stat_statements
+//! in a short window before the swap and after it: a statement several
+//! times slower after (in two windows running, so a busy second is not
+//! taken for a lost index) is handled like a costlier one. That catches
+//! what no plan shows: a function's dynamic SQL, a custom plan.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -24,6 +30,7 @@ use crate::analyze::access;
 use crate::catalog::{Catalog, QName};
 use crate::plan::{object_name, SwapKey};
 use crate::sql::{ident, qualified};
+use crate::stat_statements::{self, Rate};
 
 /// A statement whose generic plan costs more than this many times its
 /// cost before the swap has lost its access path.
@@ -31,6 +38,19 @@ pub const MARGIN: f64 = 1.5;
 
 /// The name the probe's prepared statement has on its own connection.
 const PROBE: &str = "shardready_probe";
+
+/// The window in which the application's statements are timed, before the
+/// swap and after it...
+const TIMED_WINDOW: Duration = Duration::from_secs(1);
+/// ...after a first look this long that tells whether any runs at all (no
+/// longer wait when the application is idle)...
+const FIRST_LOOK: Duration = Duration::from_millis(200);
+/// ...and, after the swap, once this long has passed (statements that
+/// queued behind the swap's lock end first: their wait is not the plan's).
+const SETTLE: Duration = Duration::from_millis(300);
+/// A statement's mean time is judged over at least this many calls in a
+/// window.
+const MIN_CALLS: i64 = 20;
 
 /// An access path the probe put back, before a swap or after it.
 #[derive(Debug, Clone, Serialize)]
@@ -83,6 +103,10 @@ pub(crate) struct Probe {
     /// swap adds (the root's key on the root).
     old: Vec<String>,
     tenant: String,
+    /// The application's statements timed in a window right before the
+    /// swap (those called at least [`MIN_CALLS`] times); empty when none
+    /// ran or pg_stat_statements cannot be read.
+    timed: Vec<Rate>,
 }
 
 impl Probe {
@@ -142,36 +166,66 @@ impl Probe {
                 before,
             });
         }
-        (!watched.is_empty()).then_some(Probe {
+        let timed = timed(&client, true).await;
+        (!watched.is_empty() || !timed.is_empty()).then_some(Probe {
             client,
             watched,
             swap: swap.clone(),
             old,
             tenant,
+            timed,
         })
     }
 
-    /// The statements costlier than [`MARGIN`] times since [`Probe::before`]
-    /// (with their cost after); empty when none.
-    async fn regressed(&self) -> Vec<(&Watched, Option<f64>)> {
+    /// The statements costlier than [`MARGIN`] times since [`Probe::before`];
+    /// empty when none.
+    async fn regressed(&self) -> Vec<Lost> {
         let mut out = Vec::new();
         for w in &self.watched {
             let Some(before) = w.before else { continue };
             if let Some(after) = generic_cost(&self.client, &w.sql).await {
                 if after > before * MARGIN + 1.0 {
-                    out.push((w, Some(after)));
+                    out.push(Lost {
+                        origin: w.origin.clone(),
+                        statement: w.statement.clone(),
+                        evidence: Evidence::Cost { before, after },
+                    });
                 }
             }
         }
         out
     }
 
-    /// After the swap: when a statement got costlier, the index that gives
-    /// its access path back (the old key's columns, in their order), to
-    /// build concurrently; None when every statement kept its cost.
+    /// The statements timed before the swap that are slower after it in
+    /// two windows running (see [`slower`]); empty when none.
+    async fn slowed(&self) -> Vec<Lost> {
+        if self.timed.is_empty() {
+            return Vec::new();
+        }
+        tokio::time::sleep(SETTLE).await;
+        let first = slower(&self.timed, &timed(&self.client, false).await);
+        if first.is_empty() {
+            return first;
+        }
+        let again = slower(&self.timed, &timed(&self.client, false).await);
+        first
+            .into_iter()
+            .filter(|l| again.iter().any(|a| a.origin == l.origin))
+            .collect()
+    }
+
+    /// After the swap: when a statement got costlier or slower, the index
+    /// that gives its access path back (the old key's columns, in their
+    /// order), to build concurrently; None when every statement kept its
+    /// cost and its time.
     pub(crate) async fn after(&self) -> Option<Lookback> {
-        let regressed = self.regressed().await;
-        self.lookback(regressed, false)
+        let mut lost = self.regressed().await;
+        for l in self.slowed().await {
+            if !lost.iter().any(|c| c.origin == l.origin) {
+                lost.push(l);
+            }
+        }
+        self.lookback(lost, false)
     }
 
     /// Before the swap: the statements that will lose their index with
@@ -193,18 +247,18 @@ impl Probe {
                     .iter()
                     .any(|cols| cols.contains(first) && !cols.contains(&self.tenant))
             })
-            .map(|w| (w, None))
+            .map(|w| Lost {
+                origin: w.origin.clone(),
+                statement: w.statement.clone(),
+                evidence: Evidence::LooksUp { before: w.before },
+            })
             .collect();
         self.lookback(losing, true)
     }
 
     /// The index that gives `regressed` statements their access path back
     /// (the old key's columns, in their order); None when none regressed.
-    fn lookback(
-        &self,
-        regressed: Vec<(&Watched, Option<f64>)>,
-        predicted: bool,
-    ) -> Option<Lookback> {
+    fn lookback(&self, regressed: Vec<Lost>, predicted: bool) -> Option<Lookback> {
         if regressed.is_empty() {
             return None;
         }
@@ -231,10 +285,7 @@ impl Probe {
             table: swap.table.clone(),
             index,
             columns,
-            statements: regressed
-                .iter()
-                .map(|(w, after)| (w.origin.clone(), w.statement.clone(), w.before, *after))
-                .collect(),
+            statements: regressed,
             predicted,
         })
     }
@@ -263,33 +314,53 @@ fn old_columns(cat: &Catalog, swap: &SwapKey) -> Option<Vec<String>> {
 }
 
 impl Probe {
-    /// The statements' cost once the index is built: the kept path's
-    /// record.
+    /// The statements' cost (or time) once the index is built: the kept
+    /// path's record.
     pub(crate) async fn kept(&self, lookback: Lookback) -> KeptPath {
+        let timed_now = match lookback.statements.iter().any(|l| l.evidence.is_timed()) {
+            true => timed(&self.client, false).await,
+            false => Vec::new(),
+        };
         let mut statements = Vec::new();
-        for (origin, statement, before, after) in &lookback.statements {
+        for l in &lookback.statements {
+            let (origin, statement) = (&l.origin, &l.statement);
             let sql = self
                 .watched
                 .iter()
                 .find(|w| &w.origin == origin)
                 .map(|w| w.sql.as_str())
                 .unwrap_or_default();
-            let after = match after {
-                Some(a) => format!("{a:.0} after it"),
-                None => "its index gone after it".to_string(),
-            };
-            statements.push(match before {
-                Some(before) => {
-                    let now = generic_cost(&self.client, sql).await.unwrap_or(f64::NAN);
-                    format!(
-                        "{origin}: {statement}: cost {before:.0} before the swap, {after}, \
-                         {now:.0} with the index"
-                    )
-                }
-                None => format!(
+            let cost_now = || async { generic_cost(&self.client, sql).await.unwrap_or(f64::NAN) };
+            statements.push(match l.evidence {
+                Evidence::Cost { before, after } => format!(
+                    "{origin}: {statement}: cost {before:.0} before the swap, {after:.0} after it, \
+                     {:.0} with the index",
+                    cost_now().await
+                ),
+                Evidence::LooksUp { before: Some(before) } => format!(
+                    "{origin}: {statement}: cost {before:.0} before the swap, its index gone \
+                     after it, {:.0} with the index",
+                    cost_now().await
+                ),
+                Evidence::LooksUp { before: None } => format!(
                     "{origin}: {statement}: looks the table up by {} alone (not costed: a \
                      function's statement), its index gone after the swap",
                     lookback.columns.join(", ")
+                ),
+                Evidence::Mean {
+                    queryid,
+                    before_ms,
+                    after_ms,
+                } => format!(
+                    "{origin}: {statement}: mean {before_ms:.2} ms before the swap, {after_ms:.2} ms \
+                     after it, {} with the index (pg_stat_statements)",
+                    timed_now
+                        .iter()
+                        .find(|r| r.queryid == queryid)
+                        .map_or("not called enough to time".to_string(), |r| format!(
+                            "{:.2} ms",
+                            r.mean_ms
+                        ))
                 ),
             });
         }
@@ -313,9 +384,84 @@ impl Lookback {
     pub(crate) fn named(&self) -> Vec<String> {
         self.statements
             .iter()
-            .map(|(origin, statement, _, _)| format!("{origin}: {statement}"))
+            .map(|l| format!("{}: {}", l.origin, l.statement))
             .collect()
     }
+}
+
+/// A statement that loses its access path with a swap, and what showed it.
+struct Lost {
+    origin: String,
+    statement: String,
+    evidence: Evidence,
+}
+
+/// What showed that a statement loses its access path.
+enum Evidence {
+    /// Predicted: it looks the table up by the old key's first column
+    /// alone; its generic plan's cost before (None: a function's).
+    LooksUp { before: Option<f64> },
+    /// Measured: its generic plan's cost before and after the swap.
+    Cost { before: f64, after: f64 },
+    /// Measured: its mean time in pg_stat_statements, a window before the
+    /// swap and after it.
+    Mean {
+        queryid: i64,
+        before_ms: f64,
+        after_ms: f64,
+    },
+}
+
+impl Evidence {
+    fn is_timed(&self) -> bool {
+        matches!(self, Evidence::Mean { .. })
+    }
+}
+
+/// The application's statements called at least [`MIN_CALLS`] times in a
+/// window of [`TIMED_WINDOW`]; with `look_first`, none after
+/// [`FIRST_LOOK`] when nothing of the application ran by then. Empty when
+/// pg_stat_statements cannot be read.
+async fn timed(client: &Client, look_first: bool) -> Vec<Rate> {
+    let Ok(first) = stat_statements::snapshot(client).await else {
+        return Vec::new();
+    };
+    if look_first {
+        match stat_statements::window(client, Some(first.clone()), FIRST_LOOK).await {
+            Ok((_, peek)) if !first.until(&peek).is_empty() => {}
+            _ => return Vec::new(),
+        }
+    }
+    match stat_statements::window(client, Some(first), TIMED_WINDOW).await {
+        Ok((a, b)) => enough(a.until(&b)),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The rates called often enough to judge their mean time.
+fn enough(rates: Vec<Rate>) -> Vec<Rate> {
+    rates.into_iter().filter(|r| r.calls >= MIN_CALLS).collect()
+}
+
+/// The statements of `after` slower than those of `before` (the same
+/// queryid) as distribute calls a statement slower: a mean above
+/// [`stat_statements::SLOWER_FACTOR`] times its mean before, plus 1 ms.
+fn slower(before: &[Rate], after: &[Rate]) -> Vec<Lost> {
+    after
+        .iter()
+        .filter_map(|a| {
+            let b = before.iter().find(|b| b.queryid == a.queryid)?;
+            (a.mean_ms > b.mean_ms * stat_statements::SLOWER_FACTOR + 1.0).then(|| Lost {
+                origin: format!("pg_stat_statements:{}", a.queryid),
+                statement: a.statement.clone(),
+                evidence: Evidence::Mean {
+                    queryid: a.queryid,
+                    before_ms: b.mean_ms,
+                    after_ms: a.mean_ms,
+                },
+            })
+        })
+        .collect()
 }
 
 /// The index a swap's lost access path needs.
@@ -325,9 +471,7 @@ pub(crate) struct Lookback {
     pub(crate) columns: Vec<String>,
     pub(crate) create_sql: String,
     pub(crate) drop_sql: String,
-    /// (origin, statement, cost before: None for a function's, cost
-    /// after: None when predicted).
-    statements: Vec<(String, String, Option<f64>, Option<f64>)>,
+    statements: Vec<Lost>,
     predicted: bool,
 }
 

@@ -1835,6 +1835,7 @@ mod tests {
             resolutions: Vec::new(),
             statements: Default::default(),
             key_order: Vec::new(),
+            no_lookup_index: false,
         }
     }
 

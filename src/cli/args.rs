@@ -607,12 +607,6 @@ pub(crate) struct ApplyArgs {
     /// the backfill slows down on them and the report charts them.
     #[arg(long)]
     pub(crate) no_signals: bool,
-    /// Build no index back for the application's lookups by an old key
-    /// (they filter by the tenant column already). By default, a known
-    /// statement that a key swap would leave without its index gets a
-    /// plain index on the old key's columns, built before the swap.
-    #[arg(long)]
-    pub(crate) no_lookup_index: bool,
     /// Remove the sync trigger even while rows still arrive without the column.
     #[arg(long)]
     pub(crate) force: bool,
@@ -733,6 +727,13 @@ pub(crate) struct AnalyzeTarget {
     /// lifts the refusal there.
     #[arg(long)]
     pub(crate) refuse_lost_lookups: bool,
+    /// Build no index back for the application's lookups by an old key
+    /// (they filter by the tenant column already). By default, a known
+    /// statement that a key swap would leave without its index gets a
+    /// plain index on the old key's columns, built before the swap (and
+    /// counted in the plan's estimate).
+    #[arg(long)]
+    pub(crate) no_lookup_index: bool,
 }
 
 /// A file that can be read (`--queries`).
@@ -775,6 +776,7 @@ impl AnalyzeTarget {
                 queries: self.queries.clone(),
                 key_order: self.key_order.clone(),
                 refuse_lost_lookups: self.refuse_lost_lookups,
+                no_lookup_index: self.no_lookup_index,
             },
             full: false,
             catalog_only: true,

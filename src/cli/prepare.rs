@@ -139,7 +139,7 @@ pub(super) fn apply_cmd(g: &Global, a: ApplyArgs) -> Result<ExitCode> {
         backfill_via: a.backfill_via,
         fire_triggers: a.fire_triggers,
         signals: !a.no_signals,
-        lookup_index: !a.no_lookup_index,
+        lookup_index: !a.analysis.no_lookup_index,
         standbys: a
             .replica
             .iter()

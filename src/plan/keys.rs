@@ -227,12 +227,18 @@ fn choose(analysis: &Analysis, t: &Table, tcol: &str, key: &KeyToBuild) -> KeyCh
     } else if let Some(c) = chosen {
         // Tenant first while statements look the table up by the old key
         // alone: apply's probe builds them an index before the swap.
-        let lookup = if c.order == KeyOrder::TenantFirst && !needing.is_empty() && !other_index {
+        let losing = c.order == KeyOrder::TenantFirst && !needing.is_empty() && !other_index;
+        let lookup = if losing && analysis.no_lookup_index {
+            format!(
+                "; the statements below look it up by {first} alone and lose their index with \
+                 the swap (--no-lookup-index: none is built for them)"
+            )
+        } else if losing {
             lookup_index = Some(lookup_name.clone());
             format!(
                 "; the statements below look it up by {first} alone: apply builds the index \
-                 {lookup_name} ({}) concurrently before the swap so they keep one (apply \
-                 --no-lookup-index not to; drop it once they filter by {tcol})",
+                 {lookup_name} ({}) concurrently before the swap so they keep one \
+                 (--no-lookup-index not to; drop it once they filter by {tcol})",
                 key.old.join(", ")
             )
         } else {

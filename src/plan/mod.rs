@@ -789,6 +789,7 @@ mod tests {
             resolutions: overrides.to_args(),
             statements: Default::default(),
             key_order: overrides.key_order.clone(),
+            no_lookup_index: overrides.no_lookup_index,
         };
         build(&analysis, cat)
     }
