@@ -774,8 +774,9 @@ async fn an_unforeseen_loss_after_a_swap_stops_apply_with_the_path_back() {
 
 /// A statement no plan can show losing its index (a function's dynamic
 /// SQL, invisible to the probe's costs and to the function's parsed
-/// body) is caught by its mean time in pg_stat_statements across the
-/// swap: apply builds the old key's index back and stops, naming it.
+/// body), which the application starts sending only once apply runs, is
+/// caught by its mean time in pg_stat_statements across the swap: apply
+/// builds the old key's index back and stops, naming it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_timed_slower_after_a_swap_gets_its_path_back() {
     let (c, t, client) = common::tailspin_with_statements(0.02).await;
@@ -797,17 +798,9 @@ async fn a_statement_timed_slower_after_a_swap_gets_its_path_back() {
         )
         .await
         .unwrap();
-    let app = common::send_repeatedly(
-        &t,
-        "SELECT note_body($1)",
-        300_000,
-        Duration::from_millis(5),
-    );
-    common::wait_for_calls(&client, "SELECT note_body($1)%", 20).await;
-    let before = Instant::now();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let during = Instant::now();
-    let out = run_on(
+    // The statement appears only once apply runs: its plan, made first,
+    // cannot know it.
+    let apply = common::spawn_on(
         &url,
         &[
             "apply",
@@ -817,6 +810,28 @@ async fn a_statement_timed_slower_after_a_swap_gets_its_path_back() {
             "300ms",
         ],
     );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while scalar_i64(
+        &client,
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'shardready' AND tablename = 'step'",
+    )
+    .await
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline && apply.running(),
+            "apply stored no plan"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let during = Instant::now();
+    let app = common::send_repeatedly(
+        &t,
+        "SELECT note_body($1)",
+        300_000,
+        Duration::from_millis(5),
+    );
+    let out = apply.finished(Duration::from_secs(300));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -860,10 +875,7 @@ async fn a_statement_timed_slower_after_a_swap_gets_its_path_back() {
     assert_eq!(failed, 0, "no call failed");
     eprintln!(
         "the dynamic-SQL application: {}",
-        common::latency_by_phase(
-            &calls,
-            &[("before", before), ("during", during), ("after", after)]
-        )
+        common::latency_by_phase(&calls, &[("during", during), ("after", after)])
     );
     let out = run_on(&url, &["verify"]);
     assert!(out.status.success(), "{out:?}");

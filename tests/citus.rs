@@ -821,20 +821,7 @@ async fn a_write_committed_asynchronously_just_before_the_switch_is_kept() {
             committed
         })
     };
-    let child = common::shardready()
-        .args([
-            "distribute",
-            "--concurrently",
-            "--format",
-            "json",
-            "--db",
-            &url,
-        ])
-        .env_remove("DATABASE_URL")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = common::spawn_on(&url, &["distribute", "--concurrently", "--format", "json"]);
     // Once accounts is being copied and replicated (its subscription made:
     // the slot's snapshot no longer waits for open transactions), a write
     // stays open across Citus's block and commits asynchronously inside it.
@@ -867,7 +854,7 @@ async fn a_write_committed_asynchronously_just_before_the_switch_is_kept() {
     // while this write is still inside.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     late.batch_execute("COMMIT").await.unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = child.finished(std::time::Duration::from_secs(600));
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let committed = writer.await.unwrap();
     assert!(

@@ -180,8 +180,9 @@ async fn a_budget_changed_while_apply_runs_is_taken_by_the_backfill() {
     let url = c.url();
     let client = connect(&t).await;
     // A slow backfill (2000 rows/s) beside the application's traffic.
-    let apply = common::shardready()
-        .args([
+    let apply = common::spawn_on(
+        &url,
+        &[
             "apply",
             "--workload",
             "1200/min",
@@ -191,26 +192,8 @@ async fn a_budget_changed_while_apply_runs_is_taken_by_the_backfill() {
             "10ms",
             "--format",
             "json",
-            "--db",
-            &url,
-        ])
-        .env_remove("DATABASE_URL")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Its output is read as it comes (a full pipe would stop it).
-    let pid = apply.id();
-    let (done_tx, done) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done_tx.send(apply.wait_with_output());
-    });
-    let running = || {
-        std::path::Path::new(&format!("/proc/{pid}")).exists()
-            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .unwrap_or_default()
-                .contains(") Z ")
-    };
+        ],
+    );
     let started = || async {
         client
             .query_one(
@@ -224,7 +207,7 @@ async fn a_budget_changed_while_apply_runs_is_taken_by_the_backfill() {
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     while !started().await {
         assert!(
-            std::time::Instant::now() < deadline && running(),
+            std::time::Instant::now() < deadline && apply.running(),
             "the backfill never started"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -240,10 +223,7 @@ async fn a_budget_changed_while_apply_runs_is_taken_by_the_backfill() {
     let factor = run_on(&url, &["resume", "--app-p99-limit", "2x"]);
     assert!(!factor.status.success(), "{factor:?}");
     assert!(String::from_utf8_lossy(&factor.stderr).contains("give milliseconds"));
-    let out = done
-        .recv_timeout(Duration::from_secs(240))
-        .expect("apply finishes after resume")
-        .unwrap();
+    let out = apply.finished(Duration::from_secs(240));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(

@@ -240,6 +240,48 @@ pub fn run_on<S: AsRef<std::ffi::OsStr>>(url: &str, args: &[S]) -> std::process:
         .expect("shardready runs")
 }
 
+/// `shardready ARGS --db URL` started in the background, its output read
+/// as it comes (a full pipe would stop it).
+pub struct Running {
+    pid: u32,
+    done: std::sync::mpsc::Receiver<std::io::Result<std::process::Output>>,
+}
+
+/// Starts `shardready ARGS --db URL` (DATABASE_URL unset) in the
+/// background.
+pub fn spawn_on<S: AsRef<std::ffi::OsStr>>(url: &str, args: &[S]) -> Running {
+    let child = shardready()
+        .args(args)
+        .args(["--db", url])
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("shardready starts");
+    let pid = child.id();
+    let (tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    Running { pid, done }
+}
+
+impl Running {
+    /// Whether it still runs (not exited, not a zombie).
+    pub fn running(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+    }
+
+    /// Waits for it to end (at most `limit`): what it did.
+    pub fn finished(self, limit: std::time::Duration) -> std::process::Output {
+        self.done
+            .recv_timeout(limit)
+            .expect("shardready ends in time")
+            .expect("shardready's output")
+    }
+}
+
 /// A temporary directory under /tmp, which a server running as another OS
 /// user can read; removed when dropped.
 pub fn temp_dir() -> tempfile::TempDir {
