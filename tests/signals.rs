@@ -152,10 +152,31 @@ async fn an_application_waiting_on_the_backfill_holds_it_back() {
     assert!(status.contains("signals "), "{status}");
     assert!(status.contains("canary commit"), "{status}");
     assert!(status.contains("governor: "), "{status}");
-    // The summary names them too.
+    // The backfill step's budget: the signals' samples during it, some
+    // over budget (the lock waits), and the seconds it was held back.
+    let step = report
+        .steps
+        .iter()
+        .find(|s| s.id.contains("backfill") && s.id.contains("line_items"))
+        .expect("the backfill's step");
+    let used = step
+        .budget
+        .iter()
+        .find(|u| u.source == "database signals")
+        .expect("the signals' samples during the backfill");
+    assert!(used.samples >= 10 && used.over > 0, "{used:?}");
+    assert!((step.held_s - b.throttled_seconds).abs() < 1e-9, "{step:?}");
+    // The summary names them too, with what the headroom cost.
     let text = shardready::report::text::apply_summary(&report);
     assert!(text.contains("database signals over"), "{text}");
     assert!(text.contains("by lock waits"), "{text}");
+    assert!(
+        text.contains("the application's headroom cost")
+            && text.contains("the step most over budget"),
+        "{text}"
+    );
+    let md = shardready::report::apply_markdown(&report, None);
+    assert!(md.contains("| over budget | waited / held s |"), "{md}");
     let verify = run_on(&c.url(), &["verify"]);
     assert!(verify.status.success(), "{verify:?}");
 }

@@ -8,6 +8,7 @@
 
 pub mod abort;
 pub mod backfill;
+pub mod budget;
 pub mod control;
 pub(crate) mod governor;
 pub mod probe;
@@ -356,6 +357,13 @@ pub struct StepReport {
     /// Seconds since the start of apply.
     pub started_at_s: f64,
     pub app: Option<AppWindow>,
+    /// Each source's samples during the step, and those over budget.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub budget: Vec<budget::BudgetUse>,
+    /// Waited for the database to calm down before the step started.
+    pub waited_for_calm_s: f64,
+    /// Its backfill held back (throttled) by the governor.
+    pub held_s: f64,
 }
 
 /// How a step of this run ended.
@@ -815,14 +823,19 @@ async fn run(
                 lock_waited_ms: 0.0,
                 started_at_s,
                 app: None,
+                budget: Vec::new(),
+                waited_for_calm_s: 0.0,
+                held_s: 0.0,
             });
             continue;
         }
         // `shardready pause` holds the next step too (nothing runs, no
         // lock is held) until `shardready resume`.
         control::wait_while_paused(client, opts.progress).await?;
+        let mut waited_for_calm = Duration::ZERO;
         if let Some(s) = &carry.signals {
             let waited = s.wait_calm(opts.pace.app_p99_limit_ms, CALM_WAIT).await;
+            waited_for_calm = waited;
             if waited > signals::TICK * 2 {
                 say(
                     opts,
@@ -837,6 +850,7 @@ async fn run(
         state::mark(client, &id, StepState::Running, None, 0, None).await?;
         let t0 = Instant::now();
         let mut stats = LockStats::default();
+        let mut held = 0.0;
         // The application's lookups of a swapped table, costed before it.
         let watch = match step {
             plan::Step::SwapKey(swap) if opts.lookup_index => {
@@ -869,6 +883,7 @@ async fn run(
                         }
                     };
                     stats.lock_timeouts += b.lock_timeouts;
+                    held += b.throttled_seconds;
                     let waits: String = [
                         (
                             b.replica_wait_seconds,
@@ -965,10 +980,11 @@ async fn run(
         )
         .await?;
         let app = workload.map(|w| window(w, t0, Instant::now()));
+        let used = budget::since(&pressures, t0, opts.pace.app_p99_limit_ms);
         say(
             opts,
             &format!(
-                "        done in {secs:.2} s{}{}",
+                "        done in {secs:.2} s{}{}{}",
                 if stats.lock_timeouts > 0 {
                     format!(", {} lock timeouts (retried)", stats.lock_timeouts)
                 } else {
@@ -983,6 +999,9 @@ async fn run(
                             a.p99_ms, a.max_ms, a.errors
                         )
                     })
+                    .unwrap_or_default(),
+                budget::step_line(&used)
+                    .map(|l| format!("; {l}"))
                     .unwrap_or_default()
             ),
         );
@@ -997,6 +1016,9 @@ async fn run(
             lock_waited_ms: stats.waited.as_secs_f64() * 1000.0,
             started_at_s,
             app,
+            budget: used,
+            waited_for_calm_s: waited_for_calm.as_secs_f64(),
+            held_s: held,
         });
         if let Some(stop) = lost {
             return Err(stop);

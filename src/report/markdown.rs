@@ -35,8 +35,8 @@ pub fn apply_markdown(
         out.push_str(r.access.text().trim_start());
         out.push_str("```\n\n");
     }
-    out.push_str("| # | step | lock | seconds | lock timeouts | app tx | app p50 ms | app p99 ms | app max ms | app errors |\n");
-    out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| # | step | lock | seconds | lock timeouts | app tx | app p50 ms | app p99 ms | app max ms | app errors | over budget | waited / held s |\n");
+    out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for s in &r.steps {
         let (tx, p50, p99, max, err) = match &s.app {
             // No latency without a transaction: a blank, not 0.0 ms.
@@ -58,7 +58,7 @@ pub fn apply_markdown(
         };
         let _ = writeln!(
             out,
-            "| {} | {}{} | {} | {:.2} | {} | {tx} | {p50} | {p99} | {max} | {err} |",
+            "| {} | {}{} | {} | {:.2} | {} | {tx} | {p50} | {p99} | {max} | {err} | {} | {:.1} / {:.1} |",
             s.position,
             s.description,
             if s.status == crate::apply::StepOutcome::AlreadyDone {
@@ -68,8 +68,16 @@ pub fn apply_markdown(
             },
             s.impact.label(),
             s.seconds,
-            s.lock_timeouts
+            s.lock_timeouts,
+            crate::apply::budget::cell(&s.budget),
+            s.waited_for_calm_s,
+            s.held_s
         );
+    }
+    if let Some(cost) = crate::apply::budget::cost_line(&r.steps, r.seconds) {
+        let mut cost = cost;
+        cost[..1].make_ascii_uppercase();
+        let _ = writeln!(out, "\n{cost}.");
     }
     if !r.backfills.is_empty() {
         out.push_str("\n## Backfill\n\n| table | rows | batches | seconds | rows/s | throttled s | light vacuums |\n|---|---:|---:|---:|---:|---:|---:|\n");

@@ -320,6 +320,9 @@ pub fn apply_summary(report: &crate::apply::ApplyReport) -> String {
     if !held.is_empty() {
         let _ = writeln!(out, "backfill held back: {}", held.join(", "));
     }
+    if let Some(cost) = crate::apply::budget::cost_line(&report.steps, report.seconds) {
+        let _ = writeln!(out, "{cost}");
+    }
     if !report.resolutions.is_empty() {
         let _ = writeln!(
             out,
