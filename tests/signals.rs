@@ -274,3 +274,64 @@ async fn an_application_that_queues_is_seen() {
         assert!(text.contains("waited for a CPU"), "{text}");
     }
 }
+
+/// Index builds yield the CPU to the application: while apply builds a
+/// unique index concurrently, its backend runs at nice 10 (the server runs
+/// here, and the tests run as root; otherwise apply says why not), and
+/// gets its priority back before the next step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_builds_run_at_a_lower_cpu_priority() {
+    let (c, t) = common::tailspin(0.1).await;
+    let url = c.url();
+    let client = connect(&t).await;
+    let apply = common::spawn_on(&url, &["apply", "--trigger-window", "300ms"]);
+    // The niceness (the 19th field of /proc/PID/stat) of apply's backend
+    // at each look, beside what it ran then (or `idle`).
+    let mut seen: Vec<(String, i64)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while apply.running() && Instant::now() < deadline {
+        let rows = client
+            .query(
+                "SELECT pid, CASE WHEN state = 'active' THEN query ELSE state END \
+                 FROM pg_stat_activity WHERE application_name = 'shardready-apply'",
+                &[],
+            )
+            .await
+            .unwrap();
+        for r in rows {
+            let (pid, query): (i32, String) = (r.get(0), r.get(1));
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // The fields after the command's closing parenthesis: state
+            // is the 3rd field, nice the 19th.
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            let nice: i64 = after.split(' ').nth(16).unwrap().parse().unwrap();
+            seen.push((query, nice));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let out = apply.finished(Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let builds: Vec<i64> = seen
+        .iter()
+        .filter(|(q, _)| q.contains("CREATE UNIQUE INDEX CONCURRENTLY"))
+        .map(|(_, n)| *n)
+        .collect();
+    assert!(!builds.is_empty(), "an index build was seen running");
+    if nix::unistd::geteuid().is_root() {
+        assert!(
+            err.contains("index builds and validations run at CPU priority nice 10"),
+            "{err}"
+        );
+        assert!(builds.iter().all(|&n| n == 10), "{builds:?}");
+        // The last steps (the swaps, VACUUM, ANALYZE) ran at the normal
+        // priority: each build gave it back.
+        let last = seen.last().unwrap();
+        assert_eq!(last.1, 0, "{last:?}");
+    } else {
+        assert!(err.contains("run at normal CPU priority"), "{err}");
+        assert!(builds.iter().all(|&n| n == 0), "{builds:?}");
+    }
+}

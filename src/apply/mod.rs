@@ -11,6 +11,7 @@ pub mod backfill;
 pub mod budget;
 pub mod control;
 pub(crate) mod governor;
+pub(crate) mod priority;
 pub mod probe;
 pub mod signals;
 pub mod state;
@@ -756,6 +757,29 @@ async fn run(
     {
         carry.signals = start_signals(target, &plan, t_start, opts).await;
     }
+    if carry.reconnects == 0
+        && plan
+            .steps
+            .iter()
+            .any(|s| s.impact() != Impact::Brief && !s.is_done(&cat))
+    {
+        say(
+            opts,
+            &match priority::lower(client).await {
+                Ok(lowered) => {
+                    lowered.restore();
+                    format!(
+                    "index builds and validations run at CPU priority nice {} (the application's \
+                     backends get the cores first)",
+                    priority::NICE
+                )
+                }
+                Err(why) => {
+                    format!("index builds and validations run at normal CPU priority: {why}")
+                }
+            },
+        );
+    }
     let mut pressures: Vec<&dyn Pressure> = Vec::new();
     if let Some(w) = workload {
         pressures.push(w);
@@ -1172,14 +1196,13 @@ async fn execute(
             let mut stats = execute_txn(session, add, LockMode::Brief, policy).await?;
             let mut validated = Ok(());
             for v in validate {
-                match execute_txn(
+                let validating = execute_txn(
                     session,
                     std::slice::from_ref(v),
                     LockMode::NonBlocking,
                     policy,
-                )
-                .await
-                {
+                );
+                match priority::yielding(session, validating).await.0 {
                     Ok(s) => stats.add(s),
                     Err(e) => {
                         validated = Err(e);
@@ -1282,7 +1305,8 @@ async fn build_index(
             Some(false) => stats.add(bare(&drop).await?),
             None => {}
         }
-        match bare(sql).await {
+        // The build yields the CPU to the application where it can.
+        match priority::yielding(session, bare(sql)).await.0 {
             Ok(s) => {
                 stats.add(s);
                 return Ok(stats);
