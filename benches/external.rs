@@ -17,6 +17,9 @@
 //!   CAPS=60000,30000 RATES=333/s cargo bench --bench external   # (b) again with
 //!       each --max-rate cap: the trade-off between the client's p99 and
 //!       the backfill's time
+//!   BUSY=2 SKIP_SEED=1 cargo bench --bench external   # two CPU-busy
+//!       processes beside the database the whole run (baselines included):
+//!       a machine with even less headroom
 //!   CLIENT=lookup cargo bench --bench external        # an application that
 //!       looks orders and line items up by their own ids (prepared
 //!       statements, seen by pg_stat_statements): its latency before,
@@ -269,6 +272,18 @@ fn main() {
     let sb = Sandbox::start(&opts).unwrap();
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
+    // BUSY=N: N processes that each keep a core busy, the whole run.
+    let busy: Vec<std::process::Child> = (0..env("BUSY", "0").parse::<usize>().unwrap())
+        .map(|_| {
+            std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    if !busy.is_empty() {
+        println!("{} CPU-busy processes run beside the database", busy.len());
+    }
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         rt.block_on(async {
             let lookup = env("CLIENT", "orders") == "lookup";
@@ -281,6 +296,10 @@ fn main() {
             }
         })
     }));
+    for mut b in busy {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
     sb.destroy().unwrap();
     if let Err(e) = result {
         std::panic::resume_unwind(e);
@@ -481,6 +500,9 @@ async fn apply_run(
     }
     if let Some(sig) = &report.signals {
         print!("  {}", shardready::report::text::signals_line(sig));
+    }
+    if let Some(cost) = shardready::apply::budget::cost_line(&report.steps, report.seconds) {
+        println!("  {cost}");
     }
     let backfill: f64 = report.backfills.iter().map(|b| b.seconds).sum();
     (

@@ -13,6 +13,7 @@ pub mod control;
 pub(crate) mod governor;
 pub(crate) mod priority;
 pub mod probe;
+pub(crate) mod saturation;
 pub mod signals;
 pub mod state;
 
