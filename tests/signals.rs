@@ -335,3 +335,72 @@ async fn index_builds_run_at_a_lower_cpu_priority() {
         assert!(builds.iter().all(|&n| n == 0), "{builds:?}");
     }
 }
+
+/// Without pg_stat_statements the application's rate is the database's
+/// commits (less the sampler's own): an application that queues behind
+/// another session's lock shows it as commits falling well below their
+/// baseline, and as its backends waiting on that lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_pg_stat_statements_the_commit_rate_sees_the_queue() {
+    let (_c, t) = common::tailspin(0.01).await;
+    let client = connect(&t).await;
+    let max_order = common::scalar_i64(&client, "SELECT max(order_id) FROM orders").await;
+    let app: Vec<_> = (0..4)
+        .map(|_| {
+            common::send_repeatedly(
+                &t,
+                "SELECT status FROM orders WHERE order_id = $1",
+                max_order,
+                Duration::from_millis(5),
+            )
+        })
+        .collect();
+    client
+        .batch_execute("CREATE SCHEMA shardready")
+        .await
+        .unwrap();
+    client
+        .batch_execute(shardready::apply::signals::CANARY_SQL)
+        .await
+        .unwrap();
+    let signals = shardready::apply::signals::Signals::start(&t, Instant::now(), Vec::new())
+        .await
+        .expect("the signals start");
+    let base = signals.baseline().unwrap();
+    assert!(base.stmt_calls_per_s.is_none(), "{base:?}");
+    let commits = base.commits_per_s.expect("the commit rate's baseline");
+    assert!(commits >= 50.0, "four connections commit often: {base:?}");
+    let blocker = t
+        .with_application_name("a-long-migration")
+        .connect()
+        .await
+        .unwrap();
+    let from = Instant::now();
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    blocker.batch_execute("COMMIT").await.unwrap();
+    for a in app {
+        assert_eq!(common::stop_sending(a).await, 0);
+    }
+    let (n, slow) = shardready::apply::Pressure::slow_since(&signals, from, 10_000.0).unwrap();
+    assert!(n > 0 && slow > 0, "{slow} of {n} ticks slow");
+    let report = signals.stop().await;
+    let fell = report
+        .seconds
+        .iter()
+        .filter_map(|s| s.commits_per_s)
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        fell < commits * shardready::apply::signals::CALLS_SHARE,
+        "the commits fell: {fell:.0}/s against {commits:.0}/s"
+    );
+    let text = shardready::report::text::signals_line(&report);
+    assert!(
+        text.contains("transactions/s (no pg_stat_statements)"),
+        "{text}"
+    );
+    assert!(text.contains("waited most on Lock:relation"), "{text}");
+}

@@ -489,8 +489,10 @@ async fn start_signals(
     say(
         opts,
         &format!(
-            "measuring the database's baseline ({:.0} s, nothing changes meanwhile)",
-            signals::BASELINE.as_secs_f64()
+            "measuring the database's baseline ({:.0} s, {:.0} s without pg_stat_statements; \
+             nothing changes meanwhile)",
+            signals::BASELINE.as_secs_f64(),
+            signals::BASELINE_BY_COMMITS.as_secs_f64()
         ),
     );
     let s = signals::Signals::start(target, t_start, batches).await;

@@ -32,6 +32,14 @@ pub struct Baseline {
     /// (None: the server is not here, or no PSI): the headroom it had.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_stall: Option<f64>,
+    /// The database's commits per second, less the sampler's own (read
+    /// only without pg_stat_statements: the application's rate then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commits_per_s: Option<f64>,
+    /// Active application backends waiting on I/O or the server's
+    /// internal locks (LWLock, BufferPin) at once, on average.
+    #[serde(default)]
+    pub waiting_mean: f64,
 }
 
 /// The application's statements per second count as fallen (it queues)
@@ -51,6 +59,20 @@ impl Baseline {
         self.stmt_calls_per_s
             .filter(|&c| c >= CALLS_MIN)
             .map(|c| c * CALLS_SHARE)
+    }
+
+    /// Commits per second below this (without pg_stat_statements): the
+    /// application queues.
+    pub(crate) fn commits_floor(&self) -> Option<f64> {
+        self.commits_per_s
+            .filter(|&c| c >= CALLS_MIN)
+            .map(|c| c * CALLS_SHARE)
+    }
+
+    /// Backends waiting on I/O or internal locks above this: the
+    /// application queues for the disk or the WAL.
+    pub(crate) fn waiting_limit(&self) -> f64 {
+        self.waiting_mean * 2.0 + 1.0
     }
 
     /// CPU pressure above this: no headroom left (20 points over the
@@ -83,6 +105,28 @@ impl Baseline {
                     ),
                 });
             }
+        }
+        if let Some((floor, c)) = self.commits_floor().zip(t.commits_per_s) {
+            if c < floor && busier {
+                return Some(Holding {
+                    signal: "application rate",
+                    why: format!(
+                        "the database's commits fell to {c:.0}/s (baseline {:.0}/s): the \
+                         application is queueing",
+                        self.commits_per_s.unwrap_or(0.0)
+                    ),
+                });
+            }
+        }
+        if t.waiting as f64 > self.waiting_limit() && busier {
+            return Some(Holding {
+                signal: "i/o waits",
+                why: format!(
+                    "{} application backends waited on I/O or the server's internal locks at \
+                     once (baseline {:.1} on average): it queues for the disk or the WAL",
+                    t.waiting, self.waiting_mean
+                ),
+            });
         }
         if let Some((limit, s)) = self.cpu_limit().zip(t.cpu_stall) {
             if s > limit && busier {
@@ -124,6 +168,11 @@ pub(crate) struct Tick {
     pub(crate) cpu_stall: Option<f64>,
     /// The last second's mean of active application backends.
     pub(crate) active_mean: Option<f64>,
+    /// The database's commits per second less the sampler's own, over the
+    /// last few seconds (without pg_stat_statements).
+    pub(crate) commits_per_s: Option<f64>,
+    /// Active application backends waiting on I/O or internal locks.
+    pub(crate) waiting: u32,
 }
 
 #[cfg(test)]
@@ -142,6 +191,8 @@ mod tests {
             stmt_calls_per_s: calls,
             active_mean: active,
             cpu_stall: cpu,
+            commits_per_s: None,
+            waiting_mean: 0.0,
         }
     }
 
@@ -156,6 +207,8 @@ mod tests {
             calls_per_s: calls,
             cpu_stall: cpu,
             active_mean: None,
+            commits_per_s: None,
+            waiting: 0,
         }
     }
 
@@ -191,5 +244,29 @@ mod tests {
         let quiet = base(Some(3.0), Some(0.8), 0.0);
         assert_eq!(quiet.saturated(&tick(0, Some(0.0), None)), None);
         assert!((quiet.cpu_limit().unwrap() - 0.9).abs() < 1e-9);
+    }
+
+    #[test]
+    fn without_statements_the_commit_rate_and_the_io_waits_tell_a_queue() {
+        let mut b = base(None, None, 1.0);
+        b.commits_per_s = Some(200.0);
+        b.waiting_mean = 0.2;
+        let mut t = tick(2, None, None);
+        t.commits_per_s = Some(190.0);
+        assert_eq!(b.saturated(&t), None);
+        t.commits_per_s = Some(100.0);
+        let h = b.saturated(&t).unwrap();
+        assert!(
+            h.why.contains("commits fell to 100/s (baseline 200/s)"),
+            "{h:?}"
+        );
+        // Backends queueing on I/O or the WAL, more than usual...
+        let mut t = tick(2, None, None);
+        t.waiting = 2;
+        assert_eq!(b.saturated(&t).unwrap().signal, "i/o waits");
+        // ...count only while the application has more work waiting.
+        let mut t = tick(1, None, None);
+        t.waiting = 2;
+        assert_eq!(b.saturated(&t), None);
     }
 }

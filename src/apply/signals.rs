@@ -46,7 +46,9 @@ const CANARY_WRITE: &str = "INSERT INTO shardready.canary AS c (id, n, at, signa
      signals = coalesce(EXCLUDED.signals, c.signals)";
 
 /// Application backends waiting on a lock, the longest wait on a lock a
-/// shardready session holds (ms), and active backends. Sessions named
+/// shardready session holds (ms), active backends, those of them waiting
+/// on I/O or the server's internal locks, and the wait event most of the
+/// active ones wait on (`LWLock:WALWrite`; NULL: none waits). Sessions named
 /// `shardready` or `shardready-*` are ours, except the workload, which
 /// stands for the application; Citus's own connections (`citus_internal
 /// …`, its shard moves' and its executor's) are not the application's.
@@ -59,7 +61,12 @@ const ACTIVITY: &str = "WITH ours AS (
            coalesce(max(CASE WHEN a.wait_event_type = 'Lock'
                               AND pg_catalog.pg_blocking_pids(a.pid) && (SELECT pids FROM ours)
                         THEN extract(epoch FROM clock_timestamp() - a.query_start) * 1000 END), 0)::float8,
-           count(*) FILTER (WHERE a.state = 'active')::int
+           count(*) FILTER (WHERE a.state = 'active')::int,
+           count(*) FILTER (WHERE a.state = 'active'
+                              AND a.wait_event_type IN ('LWLock', 'IO', 'BufferPin'))::int,
+           mode() WITHIN GROUP (ORDER BY a.wait_event_type || ':' || a.wait_event)
+             FILTER (WHERE a.state = 'active'
+                       AND a.wait_event_type IN ('LWLock', 'IO', 'BufferPin', 'Lock'))
     FROM pg_catalog.pg_stat_activity a
     WHERE a.backend_type = 'client backend' AND a.pid <> pg_catalog.pg_backend_pid()
       AND a.datname = current_database()
@@ -84,6 +91,11 @@ pub const TICK: Duration = Duration::from_millis(100);
 
 /// How long the baseline is measured before the first change.
 pub const BASELINE: Duration = Duration::from_secs(2);
+
+/// ...and without pg_stat_statements, when the application's rate is its
+/// commits: backends report them up to a second late, so a rate needs
+/// several seconds of readings.
+pub const BASELINE_BY_COMMITS: Duration = Duration::from_secs(5);
 
 /// How much of the canary's latency over its baseline is allowed: 1.5x
 /// its baseline p99, and never less than this much above it (on an idle
@@ -127,6 +139,16 @@ pub struct SignalSecond {
     /// What holds the backfill back, when something does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holding: Option<String>,
+    /// Active application backends waiting on I/O or internal locks (most
+    /// at once), and the wait event most seen in the second.
+    #[serde(default)]
+    pub waiting: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_top: Option<String>,
+    /// The database's commits per second less the sampler's own (without
+    /// pg_stat_statements).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commits_per_s: Option<f64>,
 }
 
 /// One standby as `pg_stat_replication` shows it: MB of WAL not yet
@@ -232,6 +254,11 @@ pub struct SignalSummary {
     pub stmt_mean_max_ms: Option<f64>,
     /// The most a second's CPU was contended (server here).
     pub cpu_stall_max: Option<f64>,
+    /// The wait event the application's active backends waited on most
+    /// (the seconds it topped), and the most of them waiting on I/O or
+    /// internal locks at once.
+    pub wait_top: Option<(String, usize)>,
+    pub waiting_max: u32,
 }
 
 impl SignalReport {
@@ -254,6 +281,16 @@ impl SignalReport {
             replica_lag_max_s: max(|x| x.replica_lag_s),
             stmt_mean_max_ms: max(|x| x.stmt_mean_ms),
             cpu_stall_max: max(|x| x.cpu_stall),
+            wait_top: {
+                let mut by: std::collections::BTreeMap<&str, usize> = Default::default();
+                for w in s.iter().filter_map(|x| x.wait_top.as_deref()) {
+                    *by.entry(w).or_default() += 1;
+                }
+                by.into_iter()
+                    .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
+                    .map(|(w, n)| (w.to_string(), n))
+            },
+            waiting_max: s.iter().map(|x| x.waiting).max().unwrap_or(0),
         }
     }
 }
@@ -285,6 +322,7 @@ impl Signals {
             Ok(()) => client.prepare(&statements_sql()).await.ok(),
             Err(_) => None,
         };
+        let has_statements = statements.is_some();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let (stop, stopped) = watch::channel(false);
         let sampler = Sampler {
@@ -303,10 +341,20 @@ impl Signals {
             cpu_window: None,
             carried: (None, None, None),
             last_active_mean: None,
+            commits: VecDeque::new(),
+            commits_per_s: None,
+            own: 0,
+            wait_events: std::collections::HashMap::new(),
         };
         let task = tokio::spawn(sampler.run(stopped));
         let started = Instant::now();
-        tokio::time::sleep(BASELINE).await;
+        let by_commits = !has_statements;
+        tokio::time::sleep(if by_commits {
+            BASELINE_BY_COMMITS
+        } else {
+            BASELINE
+        })
+        .await;
         {
             let mut s = lock(&shared);
             let ticks: Vec<&Tick> = s.ticks.iter().filter(|t| t.at >= started).collect();
@@ -327,6 +375,9 @@ impl Signals {
             let calls = mean(ticks.iter().filter_map(|t| t.calls_per_s).collect());
             let cpu = mean(ticks.iter().filter_map(|t| t.cpu_stall).collect());
             let active = mean(ticks.iter().map(|t| t.active as f64).collect()).unwrap_or(0.0);
+            // The rate over the baseline's readings, as the last tick saw it.
+            let commits = ticks.iter().rev().find_map(|t| t.commits_per_s);
+            let waiting = mean(ticks.iter().map(|t| t.waiting as f64).collect()).unwrap_or(0.0);
             s.baseline = Some(Baseline {
                 seconds: started.elapsed().as_secs_f64(),
                 samples: canary.len(),
@@ -339,6 +390,8 @@ impl Signals {
                 stmt_calls_per_s: calls,
                 active_mean: active,
                 cpu_stall: cpu,
+                commits_per_s: commits,
+                waiting_mean: waiting,
             });
         }
         Ok(Signals { shared, stop, task })
@@ -501,7 +554,26 @@ struct Sampler {
     carried: (Option<f64>, Option<f64>, Option<f64>),
     /// The mean of the last second's active application backends.
     last_active_mean: Option<f64>,
+    /// Without pg_stat_statements: the database's transactions (commits
+    /// and rollbacks) less the sampler's own, read once a second, over the
+    /// last few seconds (backends report them up to a second late)...
+    commits: VecDeque<(Instant, f64)>,
+    /// ...and the rate they give, carried on each tick of the next second.
+    commits_per_s: Option<f64>,
+    /// The sampler's own transactions so far (each statement it sends).
+    own: u64,
+    /// The second's wait events of active application backends, by how
+    /// many ticks saw each most.
+    wait_events: std::collections::HashMap<String, u32>,
 }
+
+/// The database's transactions so far (commits and rollbacks).
+const XACTS: &str =
+    "SELECT (xact_commit + xact_rollback)::float8 FROM pg_catalog.pg_stat_database \
+     WHERE datname = current_database()";
+
+/// Commit rates are measured over this many once-a-second readings.
+const COMMIT_READINGS: usize = 6;
 
 impl Sampler {
     async fn run(mut self, mut stopped: watch::Receiver<bool>) {
@@ -550,6 +622,13 @@ impl Sampler {
         self.client.execute(&self.canary, &[&signals]).await?;
         let canary_ms = t.elapsed().as_secs_f64() * 1000.0;
         let r = self.client.query_one(ACTIVITY, &[]).await?;
+        self.own += 2;
+        if let Some(top) = r.get::<_, Option<String>>(4) {
+            *self.wait_events.entry(top).or_default() += 1;
+        }
+        if new_second && self.statements.is_none() {
+            self.commits_per_s = self.read_commits().await;
+        }
         let (stmt_mean_ms, calls_per_s) = match (&self.statements, new_second) {
             (Some(stmt), true) => {
                 let r = self.client.query_one(stmt, &[&self.exclude]).await?;
@@ -605,7 +684,29 @@ impl Sampler {
             calls_per_s: self.carried.0,
             cpu_stall: self.carried.1,
             active_mean: self.carried.2,
+            commits_per_s: self.commits_per_s,
+            waiting: r.get::<_, i32>(3).max(0) as u32,
         })
+    }
+
+    /// The database's transactions per second less the sampler's own, over
+    /// the last [`COMMIT_READINGS`] readings (None until there are two, or
+    /// when they cannot be read).
+    async fn read_commits(&mut self) -> Option<f64> {
+        let total: f64 = self.client.query_one(XACTS, &[]).await.ok()?.get(0);
+        self.own += 1;
+        let now = (Instant::now(), total - self.own as f64);
+        // A reset of the statistics makes the counter go back: start again.
+        if self.commits.back().is_some_and(|(_, c)| *c > now.1) {
+            self.commits.clear();
+        }
+        self.commits.push_back(now);
+        if self.commits.len() > COMMIT_READINGS {
+            self.commits.pop_front();
+        }
+        let (first, last) = (self.commits.front()?, self.commits.back()?);
+        let secs = last.0.duration_since(first.0).as_secs_f64();
+        (secs >= 0.5).then(|| ((last.1 - first.1) / secs).max(0.0))
     }
 
     /// Sums a second of ticks, with the once-a-second signals.
@@ -614,6 +715,13 @@ impl Sampler {
             .then(|| ticks.iter().map(|t| t.active as f64).sum::<f64>() / ticks.len() as f64);
         let mut canary: Vec<f64> = ticks.iter().map(|t| t.canary_ms).collect();
         canary.sort_by(f64::total_cmp);
+        // The WAL, checkpoint and standby reads below are transactions too.
+        self.own += 3;
+        let wait_top = self
+            .wait_events
+            .drain()
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+            .map(|(event, _)| event);
         let wal = self
             .client
             .query_one(
@@ -668,6 +776,9 @@ impl Sampler {
             stmt_mean_ms: mean,
             cpu_stall: self.cpu_window.take(),
             holding,
+            waiting: ticks.iter().map(|t| t.waiting).max().unwrap_or(0),
+            wait_top,
+            commits_per_s: self.commits_per_s,
         }
     }
 }

@@ -423,6 +423,13 @@ pub fn signals_line(sig: &crate::apply::signals::SignalReport) -> String {
     if let Some(c) = s.cpu_stall_max {
         parts.push(format!("CPU contended up to {:.0}% of a second", c * 100.0));
     }
+    if let Some((event, seconds)) = &s.wait_top {
+        parts.push(format!(
+            "the application's backends waited most on {event} ({seconds} s), up to {} at once \
+             on I/O or internal locks",
+            s.waiting_max
+        ));
+    }
     let mut out = format!(
         "database signals over {} s: {}
 ",
@@ -444,6 +451,17 @@ pub(crate) fn headroom_line(b: &crate::apply::signals::Baseline) -> String {
     )];
     if let Some(c) = b.stmt_calls_per_s {
         parts.insert(0, format!("the application ran {c:.0} statements/s"));
+    } else if let Some(c) = b.commits_per_s {
+        parts.insert(
+            0,
+            format!("the database committed {c:.0} transactions/s (no pg_stat_statements)"),
+        );
+    }
+    if b.waiting_mean >= 0.05 {
+        parts.push(format!(
+            "{:.1} of them waiting on I/O or internal locks",
+            b.waiting_mean
+        ));
     }
     match b.cpu_stall {
         Some(c) => parts.push(format!(
