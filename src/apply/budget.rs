@@ -11,15 +11,46 @@ use serde::Serialize;
 
 use super::{Pressure, StepReport};
 
+/// What measured the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The application's own latency (`--workload`): each transaction a
+    /// sample, over `--app-p99-limit`.
+    ApplicationLatency,
+    /// The database's signals: ten ticks a second, each over its limits.
+    DatabaseSignals,
+}
+
+impl Source {
+    /// What its samples are, in a sentence.
+    fn samples(self) -> &'static str {
+        match self {
+            Source::ApplicationLatency => "the application's transactions",
+            Source::DatabaseSignals => "the database signals' samples",
+        }
+    }
+
+    /// A short name, for a table's cell.
+    fn short(self) -> &'static str {
+        match self {
+            Source::ApplicationLatency => "app",
+            Source::DatabaseSignals => "signals",
+        }
+    }
+}
+
 /// One source's samples during a step, and how many were over budget.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BudgetUse {
-    /// `application latency` (each transaction a sample) or `database
-    /// signals` (ten ticks a second).
-    pub source: &'static str,
+    pub source: Source,
     pub samples: u64,
     pub over: u64,
 }
+
+/// A step is named the most over budget only with at least this many
+/// samples (a one-tick step at 1 of 1 says little).
+const MIN_SAMPLES: u64 = 10;
 
 impl BudgetUse {
     /// The share of the samples over budget (0 without samples).
@@ -40,9 +71,9 @@ pub(crate) fn since(pressures: &[&dyn Pressure], from: Instant, limit_ms: f64) -
             let (samples, over) = p.slow_since(from, limit_ms)?;
             Some(BudgetUse {
                 source: if p.states_the_budget() {
-                    "application latency"
+                    Source::ApplicationLatency
                 } else {
-                    "database signals"
+                    Source::DatabaseSignals
                 },
                 samples,
                 over,
@@ -61,10 +92,7 @@ pub fn step_line(uses: &[BudgetUse]) -> Option<String> {
             format!(
                 "{:.0}% of {} ({} of {})",
                 u.share() * 100.0,
-                match u.source {
-                    "application latency" => "the application's transactions",
-                    _ => "the database signals' samples",
-                },
+                u.source.samples(),
                 u.over,
                 u.samples
             )
@@ -80,16 +108,7 @@ pub fn cell(uses: &[BudgetUse]) -> String {
     }
     uses.iter()
         .filter(|u| u.samples > 0)
-        .map(|u| {
-            format!(
-                "{} {:.0}%",
-                match u.source {
-                    "application latency" => "app",
-                    _ => "signals",
-                },
-                u.share() * 100.0
-            )
-        })
+        .map(|u| format!("{} {:.0}%", u.source.short(), u.share() * 100.0))
         .collect::<Vec<_>>()
         .join(" · ")
 }
@@ -107,7 +126,7 @@ pub fn cost_line(steps: &[StepReport], run_seconds: f64) -> Option<String> {
             let top = s
                 .budget
                 .iter()
-                .filter(|u| u.over > 0)
+                .filter(|u| u.over > 0 && u.samples >= MIN_SAMPLES)
                 .max_by(|a, b| a.share().total_cmp(&b.share()))?;
             Some((s, top))
         })
@@ -115,25 +134,25 @@ pub fn cost_line(steps: &[StepReport], run_seconds: f64) -> Option<String> {
     if calm + held < 0.05 && worst.is_none() {
         return None;
     }
-    let mut out = format!(
-        "the application's headroom cost {:.1} s ({:.0}% of the run): {calm:.1} s waiting for \
-         the database to calm down before steps, {held:.1} s of backfill held back",
-        calm + held,
-        (calm + held) / run_seconds.max(1e-3) * 100.0
-    );
+    let mut parts = Vec::new();
+    if calm + held >= 0.05 {
+        parts.push(format!(
+            "the application's headroom cost {:.1} s ({:.0}% of the run): {calm:.1} s waiting \
+             for the database to calm down before steps, {held:.1} s of backfill held back",
+            calm + held,
+            (calm + held) / run_seconds.max(1e-3) * 100.0
+        ));
+    }
     if let Some((s, u)) = worst {
-        out.push_str(&format!(
-            "; the step most over budget: [{}] {} ({:.0}% of its {} samples)",
+        parts.push(format!(
+            "the step most over budget: [{}] {} ({:.0}% of {})",
             s.position,
             s.description,
             u.share() * 100.0,
-            match u.source {
-                "application latency" => "application",
-                _ => "signals'",
-            }
+            u.source.samples()
         ));
     }
-    Some(out)
+    Some(parts.join("; "))
 }
 
 #[cfg(test)]
@@ -158,7 +177,7 @@ mod tests {
         }
     }
 
-    fn used(source: &'static str, samples: u64, over: u64) -> BudgetUse {
+    fn used(source: Source, samples: u64, over: u64) -> BudgetUse {
         BudgetUse {
             source,
             samples,
@@ -169,8 +188,8 @@ mod tests {
     #[test]
     fn the_cost_names_the_waits_and_the_step_most_over_budget() {
         let steps = vec![
-            step(1, 2.0, 0.0, vec![used("database signals", 20, 2)]),
-            step(2, 0.0, 6.0, vec![used("application latency", 100, 40)]),
+            step(1, 2.0, 0.0, vec![used(Source::DatabaseSignals, 20, 2)]),
+            step(2, 0.0, 6.0, vec![used(Source::ApplicationLatency, 100, 40)]),
         ];
         let line = cost_line(&steps, 40.0).unwrap();
         assert!(
@@ -179,7 +198,7 @@ mod tests {
         );
         assert!(line.contains("6.0 s of backfill held back"), "{line}");
         assert!(
-            line.contains("[2] step 2 (40% of its application samples)"),
+            line.contains("[2] step 2 (40% of the application's transactions)"),
             "{line}"
         );
         assert_eq!(
@@ -191,9 +210,25 @@ mod tests {
 
     #[test]
     fn a_calm_run_says_nothing() {
-        let steps = vec![step(1, 0.0, 0.0, vec![used("database signals", 20, 0)])];
+        let steps = vec![step(
+            1,
+            0.0,
+            0.0,
+            vec![used(Source::DatabaseSignals, 20, 0)],
+        )];
         assert_eq!(cost_line(&steps, 10.0), None);
         assert_eq!(step_line(&steps[0].budget), None);
         assert_eq!(cell(&[]), "–");
+        // Over budget in a short step, nothing held back: named, no cost.
+        let steps = vec![step(
+            1,
+            0.0,
+            0.0,
+            vec![used(Source::DatabaseSignals, 30, 3)],
+        )];
+        assert_eq!(
+            cost_line(&steps, 10.0).unwrap(),
+            "the step most over budget: [1] step 1 (10% of the database signals' samples)"
+        );
     }
 }

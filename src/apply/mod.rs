@@ -489,8 +489,8 @@ async fn start_signals(
     say(
         opts,
         &format!(
-            "measuring the database's baseline ({:.0} s, {:.0} s without pg_stat_statements; \
-             nothing changes meanwhile)",
+            "measuring the database's baseline ({:.0} s; {:.0} s without pg_stat_statements, \
+             whose commit counters arrive late; nothing changes meanwhile)",
             signals::BASELINE.as_secs_f64(),
             signals::BASELINE_BY_COMMITS.as_secs_f64()
         ),
@@ -766,22 +766,7 @@ async fn run(
             .iter()
             .any(|s| s.impact() != Impact::Brief && !s.is_done(&cat))
     {
-        say(
-            opts,
-            &match priority::lower(client).await {
-                Ok(lowered) => {
-                    lowered.restore();
-                    format!(
-                    "index builds and validations run at CPU priority nice {} (the application's \
-                     backends get the cores first)",
-                    priority::NICE
-                )
-                }
-                Err(why) => {
-                    format!("index builds and validations run at normal CPU priority: {why}")
-                }
-            },
-        );
+        say(opts, &priority::banner(client).await);
     }
     let mut pressures: Vec<&dyn Pressure> = Vec::new();
     if let Some(w) = workload {
@@ -1205,7 +1190,7 @@ async fn execute(
                     LockMode::NonBlocking,
                     policy,
                 );
-                match priority::yielding(session, validating).await.0 {
+                match priority::yielding(session, validating).await {
                     Ok(s) => stats.add(s),
                     Err(e) => {
                         validated = Err(e);
@@ -1309,7 +1294,7 @@ async fn build_index(
             None => {}
         }
         // The build yields the CPU to the application where it can.
-        match priority::yielding(session, bare(sql)).await.0 {
+        match priority::yielding(session, bare(sql)).await {
             Ok(s) => {
                 stats.add(s);
                 return Ok(stats);

@@ -4,10 +4,11 @@
 //! (`nice` [`NICE`]) where the server runs on this machine, so the
 //! application's backends get the cores first when they need them and
 //! the build takes what is left. Done only where it can be undone: the
-//! backend is this machine's (a Unix socket or loopback connection, its
-//! process a `postgres` one under `/proc`) and shardready runs as root
+//! backend is a process of this machine (its working directory under
+//! `/proc` is the server's data directory) and shardready runs as root
 //! (giving the priority back needs it). Elsewhere nothing changes; apply
-//! says so once.
+//! says so once. Parallel workers (`--parallel-workers`, 0 by default)
+//! keep their priority.
 
 use tokio_postgres::Client;
 
@@ -16,71 +17,103 @@ use tokio_postgres::Client;
 /// backend is about one in ten.
 pub(crate) const NICE: i32 = 10;
 
-/// Why a backend's priority was not lowered, for the one line that says
+/// Why a backend's priority is not lowered, for the one line that says
 /// so.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum NotLowered {
-    /// The server is reached over the network (or from another namespace).
+    /// The server is reached over the network, from another namespace, or
+    /// through a pooler: the backend's process is not one seen here.
     Remote,
     /// shardready does not run as root: the priority could not be given
     /// back.
     NotRoot,
+    /// The backend's pid or the data directory could not be read.
+    Db(crate::db::DbError),
     /// The process could not be changed (the kernel said no).
-    Refused(String),
+    Refused(nix::errno::Errno),
 }
 
 impl std::fmt::Display for NotLowered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            NotLowered::Remote => write!(f, "the server does not run on this machine"),
+            NotLowered::Remote => write!(
+                f,
+                "the server's backend is not a process of this machine (the server runs \
+                 elsewhere, in a container, or behind a pooler)"
+            ),
             NotLowered::NotRoot => write!(
                 f,
                 "shardready does not run as root (lowering a backend's priority and giving it \
                  back needs it)"
             ),
+            NotLowered::Db(e) => write!(f, "{e}"),
             NotLowered::Refused(e) => write!(f, "the kernel refused: {e}"),
         }
     }
 }
 
-/// A backend running at a lower priority until [`Lowered::restore`].
+/// A backend running at a lower priority until dropped (also when the
+/// work is cancelled or panics).
 pub(crate) struct Lowered {
     pid: i32,
     was: i32,
 }
 
-/// Lowers the CPU priority of `client`'s backend, or says why not.
-pub(crate) async fn lower(client: &Client) -> Result<Lowered, NotLowered> {
-    let row = client
-        .query_one(
-            "SELECT pg_catalog.pg_backend_pid(), \
-                    coalesce(pg_catalog.inet_server_addr() <<= '127.0.0.0/8' \
-                             OR pg_catalog.inet_server_addr() = '::1', true)",
-            &[],
-        )
-        .await
-        .map_err(|e| NotLowered::Refused(e.to_string()))?;
-    let (pid, loopback): (i32, bool) = (row.get(0), row.get(1));
-    let ours =
-        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"postgres"));
-    if !loopback || !ours {
-        return Err(NotLowered::Remote);
-    }
+/// The pid of `client`'s backend when it is a process of this machine
+/// (its working directory is the server's data directory: not a process of
+/// another namespace, and not behind a pooler that hands statements to
+/// other backends) and shardready may change and restore its priority.
+async fn local_backend(client: &Client) -> Result<i32, NotLowered> {
     if !nix::unistd::geteuid().is_root() {
         return Err(NotLowered::NotRoot);
     }
+    let row = client
+        .query_one(
+            "SELECT pg_catalog.pg_backend_pid(), pg_catalog.current_setting('data_directory', true)",
+            &[],
+        )
+        .await
+        .map_err(|e| NotLowered::Db(crate::db::DbError::new("cannot read the backend's pid", e)))?;
+    let (pid, data): (i32, Option<String>) = (row.get(0), row.get(1));
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+    let here = data.is_some_and(|d| {
+        cwd.as_deref()
+            .is_some_and(|c| std::fs::canonicalize(&d).is_ok_and(|d| d == c))
+    });
+    if !here {
+        return Err(NotLowered::Remote);
+    }
+    get(pid)?;
+    Ok(pid)
+}
+
+/// Lowers the CPU priority of `client`'s backend, or says why not.
+pub(crate) async fn lower(client: &Client) -> Result<Lowered, NotLowered> {
+    let pid = local_backend(client).await?;
     let was = get(pid)?;
     set(pid, NICE.max(was))?;
     Ok(Lowered { pid, was })
 }
 
-impl Lowered {
+impl Drop for Lowered {
     /// Gives the backend its priority back (a failure is logged: the
     /// backend keeps running, only slower to get the CPU).
-    pub(crate) fn restore(self) {
+    fn drop(&mut self) {
         if let Err(e) = set(self.pid, self.was) {
             tracing::warn!("could not give backend {} its priority back: {e}", self.pid);
         }
+    }
+}
+
+/// What apply says once at its start: whether heavy statements will yield
+/// the CPU, and why not. Changes nothing.
+pub(crate) async fn banner(client: &Client) -> String {
+    match local_backend(client).await {
+        Ok(_) => format!(
+            "index builds and validations run at CPU priority nice {NICE} (the application's \
+             backends get the cores first)"
+        ),
+        Err(why) => format!("index builds and validations run at normal CPU priority: {why}"),
     }
 }
 
@@ -93,9 +126,7 @@ fn get(pid: i32) -> Result<i32, NotLowered> {
     let n = unsafe { libc::getpriority(libc::PRIO_PROCESS, pid as libc::id_t) };
     match nix::errno::Errno::last_raw() {
         0 => Ok(n),
-        e => Err(NotLowered::Refused(
-            nix::errno::Errno::from_raw(e).to_string(),
-        )),
+        e => Err(NotLowered::Refused(nix::errno::Errno::from_raw(e))),
     }
 }
 
@@ -107,25 +138,20 @@ fn set(pid: i32, nice: i32) -> Result<(), NotLowered> {
     if r == 0 {
         Ok(())
     } else {
-        Err(NotLowered::Refused(nix::errno::Errno::last().to_string()))
+        Err(NotLowered::Refused(nix::errno::Errno::last()))
     }
 }
 
 /// Runs `work` with `client`'s backend at a lower priority where it can
-/// be (see the module), then gives it back; why it could not be, beside
-/// what `work` returned.
-pub(crate) async fn yielding<T>(
-    client: &Client,
-    work: impl std::future::Future<Output = T>,
-) -> (T, Option<NotLowered>) {
-    match lower(client).await {
-        Ok(lowered) => {
-            let out = work.await;
-            lowered.restore();
-            (out, None)
-        }
-        Err(why) => (work.await, Some(why)),
+/// be (see the module), then gives it back.
+pub(crate) async fn yielding<T>(client: &Client, work: impl std::future::Future<Output = T>) -> T {
+    let lowered = lower(client).await;
+    if let Err(why) = &lowered {
+        tracing::debug!("not lowering the backend's priority: {why}");
     }
+    let out = work.await;
+    drop(lowered);
+    out
 }
 
 #[cfg(test)]

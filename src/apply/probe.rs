@@ -48,9 +48,11 @@ const FIRST_LOOK: Duration = Duration::from_millis(200);
 /// ...and, after the swap, once this long has passed (statements that
 /// queued behind the swap's lock end first: their wait is not the plan's).
 const SETTLE: Duration = Duration::from_millis(300);
-/// A statement's mean time is judged over at least this many calls in a
-/// window.
+/// A statement's mean time is judged over at least this many calls in the
+/// window before the swap...
 const MIN_CALLS: i64 = 20;
+/// ...and this many in a window after it.
+const MIN_CALLS_AFTER: i64 = 3;
 
 /// An access path the probe put back, before a swap or after it.
 #[derive(Debug, Clone, Serialize)]
@@ -166,7 +168,12 @@ impl Probe {
                 before,
             });
         }
-        let timed = timed(&client, true).await;
+        // A key-first swap keeps every lookup the old key served: nothing
+        // to time.
+        let timed = match swap.columns.starts_with(&old) {
+            true => Vec::new(),
+            false => timed(&client, true).await,
+        };
         (!watched.is_empty() || !timed.is_empty()).then_some(Probe {
             client,
             watched,
@@ -203,11 +210,11 @@ impl Probe {
             return Vec::new();
         }
         tokio::time::sleep(SETTLE).await;
-        let first = slower(&self.timed, &timed(&self.client, false).await);
+        let first = slower(&self.timed, timed(&self.client, false).await);
         if first.is_empty() {
             return first;
         }
-        let again = slower(&self.timed, &timed(&self.client, false).await);
+        let again = slower(&self.timed, timed(&self.client, false).await);
         first
             .into_iter()
             .filter(|l| again.iter().any(|a| a.origin == l.origin))
@@ -418,48 +425,68 @@ impl Evidence {
     }
 }
 
-/// The application's statements called at least [`MIN_CALLS`] times in a
-/// window of [`TIMED_WINDOW`]; with `look_first`, none after
-/// [`FIRST_LOOK`] when nothing of the application ran by then. Empty when
-/// pg_stat_statements cannot be read.
-async fn timed(client: &Client, look_first: bool) -> Vec<Rate> {
+/// The application's statements called in a window of [`TIMED_WINDOW`];
+/// with `before` (the window before the swap), only those called at least
+/// [`MIN_CALLS`] times, and none after [`FIRST_LOOK`] when nothing of the
+/// application ran by then; after the swap, those called at least
+/// [`MIN_CALLS_AFTER`] times (a lookup that lost its index may run a few
+/// times a second only). Empty when pg_stat_statements cannot be read.
+async fn timed(client: &Client, before: bool) -> Vec<Rate> {
     let Ok(first) = stat_statements::snapshot(client).await else {
         return Vec::new();
     };
-    if look_first {
+    if before {
         match stat_statements::window(client, Some(first.clone()), FIRST_LOOK).await {
             Ok((_, peek)) if !first.until(&peek).is_empty() => {}
             _ => return Vec::new(),
         }
     }
+    let least = if before { MIN_CALLS } else { MIN_CALLS_AFTER };
     match stat_statements::window(client, Some(first), TIMED_WINDOW).await {
-        Ok((a, b)) => enough(a.until(&b)),
+        Ok((a, b)) => a
+            .until(&b)
+            .into_iter()
+            .filter(|r| r.calls >= least)
+            .collect(),
         Err(_) => Vec::new(),
     }
 }
 
-/// The rates called often enough to judge their mean time.
-fn enough(rates: Vec<Rate>) -> Vec<Rate> {
-    rates.into_iter().filter(|r| r.calls >= MIN_CALLS).collect()
-}
-
-/// The statements of `after` slower than those of `before` (the same
-/// queryid) as distribute calls a statement slower: a mean above
-/// [`stat_statements::SLOWER_FACTOR`] times its mean before, plus 1 ms.
-fn slower(before: &[Rate], after: &[Rate]) -> Vec<Lost> {
-    after
+/// The statements of `after` slower than in `before` as distribute calls
+/// a statement slower ([`stat_statements::Comparison`]: a mean above
+/// [`stat_statements::SLOWER_FACTOR`] times its mean before, plus 1 ms) —
+/// unless the others slowed about as much: then the machine is busier,
+/// and no index is to blame.
+fn slower(before: &[Rate], after: Vec<Rate>) -> Vec<Lost> {
+    let changes = stat_statements::Comparison::of(before, &after, usize::MAX).statements;
+    let ratio = |c: &stat_statements::StatementChange| c.mean_ms_after / c.mean_ms_before;
+    let judged: Vec<_> = changes
         .iter()
-        .filter_map(|a| {
-            let b = before.iter().find(|b| b.queryid == a.queryid)?;
-            (a.mean_ms > b.mean_ms * stat_statements::SLOWER_FACTOR + 1.0).then(|| Lost {
-                origin: format!("pg_stat_statements:{}", a.queryid),
-                statement: a.statement.clone(),
-                evidence: Evidence::Mean {
-                    queryid: a.queryid,
-                    before_ms: b.mean_ms,
-                    after_ms: a.mean_ms,
-                },
-            })
+        .filter(|c| c.mean_ms_before > 0.0 && c.mean_ms_before.is_finite())
+        .collect();
+    judged
+        .iter()
+        .filter(|c| c.slower)
+        .filter(|c| {
+            let mut others: Vec<f64> = judged
+                .iter()
+                .filter(|o| o.queryid != c.queryid)
+                .map(|o| ratio(o))
+                .collect();
+            others.sort_by(f64::total_cmp);
+            // The others' median slowdown, when there are others.
+            others
+                .get(others.len() / 2)
+                .is_none_or(|&median| median * 2.0 < ratio(c))
+        })
+        .map(|c| Lost {
+            origin: format!("pg_stat_statements:{}", c.queryid),
+            statement: c.statement.clone(),
+            evidence: Evidence::Mean {
+                queryid: c.queryid,
+                before_ms: c.mean_ms_before,
+                after_ms: c.mean_ms_after,
+            },
         })
         .collect()
 }

@@ -425,8 +425,8 @@ pub fn signals_line(sig: &crate::apply::signals::SignalReport) -> String {
     }
     if let Some((event, seconds)) = &s.wait_top {
         parts.push(format!(
-            "the application's backends waited most on {event} ({seconds} s), up to {} at once \
-             on I/O or internal locks",
+            "the application's backends waited most on {event} (the most seen in {seconds} s), \
+             up to {} at once on I/O or internal locks",
             s.waiting_max
         ));
     }
@@ -454,7 +454,7 @@ pub(crate) fn headroom_line(b: &crate::apply::signals::Baseline) -> String {
     } else if let Some(c) = b.commits_per_s {
         parts.insert(
             0,
-            format!("the database committed {c:.0} transactions/s (no pg_stat_statements)"),
+            format!("the database ended {c:.0} transactions/s (no pg_stat_statements)"),
         );
     }
     if b.waiting_mean >= 0.05 {

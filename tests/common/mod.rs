@@ -243,7 +243,7 @@ pub fn run_on<S: AsRef<std::ffi::OsStr>>(url: &str, args: &[S]) -> std::process:
 /// `shardready ARGS --db URL` started in the background, its output read
 /// as it comes (a full pipe would stop it).
 pub struct Running {
-    pid: u32,
+    ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
     done: std::sync::mpsc::Receiver<std::io::Result<std::process::Output>>,
 }
 
@@ -258,19 +258,21 @@ pub fn spawn_on<S: AsRef<std::ffi::OsStr>>(url: &str, args: &[S]) -> Running {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("shardready starts");
-    let pid = child.id();
+    let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (tx, done) = std::sync::mpsc::channel();
+    let flag = ended.clone();
     std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
+        let out = child.wait_with_output();
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = tx.send(out);
     });
-    Running { pid, done }
+    Running { ended, done }
 }
 
 impl Running {
-    /// Whether it still runs (not exited, not a zombie).
+    /// Whether it still runs.
     pub fn running(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-            .is_ok_and(|stat| !stat.contains(") Z "))
+        !self.ended.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Waits for it to end (at most `limit`): what it did.
