@@ -53,6 +53,28 @@ async fn plan_nodes(client: &Client, sql: &str) -> String {
     nodes.join(" > ")
 }
 
+/// After apply stopped on a lost access path: `index` was built back and
+/// is valid, and `apply` resumes and finishes the plan.
+async fn built_back_and_resumed(client: &Client, url: &str, index: &str) {
+    assert_eq!(
+        scalar_i64(
+            client,
+            &format!(
+                "SELECT count(*) FROM pg_index WHERE indexrelid = '{index}'::regclass \
+                 AND indisvalid"
+            )
+        )
+        .await,
+        1
+    );
+    let out = run_on(url, &["apply", "--trigger-window", "300ms"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -751,23 +773,9 @@ async fn an_unforeseen_loss_after_a_swap_stops_apply_with_the_path_back() {
         pk_columns(&client, "orders").await,
         ["store_id", "order_id"]
     );
-    // Built back, valid (its cost with it is in the message).
-    assert_eq!(
-        scalar_i64(
-            &client,
-            "SELECT count(*) FROM pg_index WHERE indexrelid = 'orders_order_id_lookup'::regclass \
-             AND indisvalid"
-        )
-        .await,
-        1
-    );
-    // The rest of the plan is still to do: apply resumes and finishes.
-    let out = run_on(&url, &["apply", "--trigger-window", "300ms"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Built back, valid (its cost with it is in the message); the rest of
+    // the plan is still to do: apply resumes and finishes.
+    built_back_and_resumed(&client, &url, "orders_order_id_lookup").await;
     let out = run_on(&url, &["verify"]);
     assert!(out.status.success(), "{out:?}");
 }
@@ -852,23 +860,8 @@ async fn a_statement_timed_slower_after_a_swap_gets_its_path_back() {
         pk_columns(&client, "order_notes").await,
         ["store_id", "note_id"]
     );
-    assert_eq!(
-        scalar_i64(
-            &client,
-            "SELECT count(*) FROM pg_index \
-             WHERE indexrelid = 'order_notes_note_id_lookup'::regclass AND indisvalid"
-        )
-        .await,
-        1
-    );
-    // The rest of the plan is still to do: apply resumes and finishes,
-    // the application running all along without a failed call.
-    let out = run_on(&url, &["apply", "--trigger-window", "300ms"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The application runs all along without a failed call.
+    built_back_and_resumed(&client, &url, "order_notes_note_id_lookup").await;
     let after = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (failed, calls) = common::stop_sending_timed(app).await;

@@ -193,6 +193,48 @@ async fn without_signals_nothing_is_sampled() {
     assert_eq!(written, 0, "no canary was written");
 }
 
+/// The application: four connections looking orders up by id.
+fn four_lookers(t: &shardready::conn::Target, max_order: i64) -> Vec<common::Sending> {
+    (0..4)
+        .map(|_| {
+            common::send_repeatedly(
+                t,
+                "SELECT status FROM orders WHERE order_id = $1",
+                max_order,
+                Duration::from_millis(5),
+            )
+        })
+        .collect()
+}
+
+/// The canary's table, as apply creates it with its state.
+async fn canary_table(client: &tokio_postgres::Client) {
+    client
+        .batch_execute("CREATE SCHEMA shardready")
+        .await
+        .unwrap();
+    client
+        .batch_execute(shardready::apply::signals::CANARY_SQL)
+        .await
+        .unwrap();
+}
+
+/// Something else than shardready makes the application queue: a session
+/// of its own takes the orders' lock (until COMMIT); when it took it.
+async fn lock_orders(t: &shardready::conn::Target) -> (tokio_postgres::Client, Instant) {
+    let blocker = t
+        .with_application_name("a-long-migration")
+        .connect()
+        .await
+        .unwrap();
+    let from = Instant::now();
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    (blocker, from)
+}
+
 /// An application with no headroom left shows it in its rate and its
 /// queue, not in the canary (one tiny commit does not wait behind it): when
 /// its backends pile up and the statements it gets through per second fall
@@ -204,17 +246,7 @@ async fn an_application_that_queues_is_seen() {
     use shardready::apply::Pressure;
     let (_c, t, client) = common::tailspin_with_statements(0.01).await;
     let max_order = common::scalar_i64(&client, "SELECT max(order_id) FROM orders").await;
-    // The application: four connections looking orders up.
-    let app: Vec<_> = (0..4)
-        .map(|_| {
-            common::send_repeatedly(
-                &t,
-                "SELECT status FROM orders WHERE order_id = $1",
-                max_order,
-                Duration::from_millis(5),
-            )
-        })
-        .collect();
+    let app = four_lookers(&t, max_order);
     common::wait_until(
         &client,
         "SELECT coalesce(sum(calls), 0) >= 200 FROM pg_stat_statements \
@@ -224,30 +256,12 @@ async fn an_application_that_queues_is_seen() {
         &String::new,
     )
     .await;
-    // The canary's table, as apply creates it with its state.
-    client
-        .batch_execute("CREATE SCHEMA shardready")
-        .await
-        .unwrap();
-    client
-        .batch_execute(shardready::apply::signals::CANARY_SQL)
-        .await
-        .unwrap();
+    canary_table(&client).await;
     let signals = shardready::apply::signals::Signals::start(&t, Instant::now(), Vec::new())
         .await
         .expect("the signals start");
-    // Something else than shardready makes the application queue: a
-    // session of its own holds the table's lock for a few seconds.
-    let blocker = t
-        .with_application_name("a-long-migration")
-        .connect()
-        .await
-        .unwrap();
-    let from = Instant::now();
-    blocker
-        .batch_execute("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    // The lock is held a few seconds.
+    let (blocker, from) = lock_orders(&t).await;
     let mut held = None;
     while held.is_none() && from.elapsed() < Duration::from_secs(8) {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -351,24 +365,8 @@ async fn without_pg_stat_statements_the_commit_rate_sees_the_queue() {
     let (_c, t) = common::tailspin(0.01).await;
     let client = connect(&t).await;
     let max_order = common::scalar_i64(&client, "SELECT max(order_id) FROM orders").await;
-    let app: Vec<_> = (0..4)
-        .map(|_| {
-            common::send_repeatedly(
-                &t,
-                "SELECT status FROM orders WHERE order_id = $1",
-                max_order,
-                Duration::from_millis(5),
-            )
-        })
-        .collect();
-    client
-        .batch_execute("CREATE SCHEMA shardready")
-        .await
-        .unwrap();
-    client
-        .batch_execute(shardready::apply::signals::CANARY_SQL)
-        .await
-        .unwrap();
+    let app = four_lookers(&t, max_order);
+    canary_table(&client).await;
     let signals = shardready::apply::signals::Signals::start(&t, Instant::now(), Vec::new())
         .await
         .expect("the signals start");
@@ -376,16 +374,7 @@ async fn without_pg_stat_statements_the_commit_rate_sees_the_queue() {
     assert!(base.stmt_calls_per_s.is_none(), "{base:?}");
     let commits = base.commits_per_s.expect("the commit rate's baseline");
     assert!(commits >= 50.0, "four connections commit often: {base:?}");
-    let blocker = t
-        .with_application_name("a-long-migration")
-        .connect()
-        .await
-        .unwrap();
-    let from = Instant::now();
-    blocker
-        .batch_execute("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let (blocker, from) = lock_orders(&t).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     blocker.batch_execute("COMMIT").await.unwrap();
     for a in app {
