@@ -636,3 +636,78 @@ async fn without_citus_scale_out_says_it_needs_a_coordinator() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("`port` is not a port"), "{err}");
 }
+
+/// Tenant keys of every type — uuid, text, numeric, int4 — are prepared
+/// (a child without the column gets it, backfilled), distributed, verified
+/// and scaled out with shardready's commands only: every check that names
+/// a tenant writes it as the column's own type reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_keys_of_every_type_are_prepared_distributed_and_scaled_out() {
+    let test = "tenant_keys_of_every_type_are_prepared_distributed_and_scaled_out";
+    for (ty, key) in [
+        ("uuid", "md5(g::text)::uuid"),
+        ("text", "'org-' || g"),
+        ("numeric", "g * 1.5"),
+        ("int4", "g"),
+    ] {
+        let Some((c, t)) = common::citus_single(test, 1, Vec::new()) else {
+            return;
+        };
+        let url = c.url();
+        let client = t.connect().await.unwrap();
+        shardready::db::exec_script(
+            &client,
+            &format!(
+                "CREATE TABLE orgs (org_id {ty} PRIMARY KEY, name text);
+                 CREATE TABLE projects (project_id bigint PRIMARY KEY,
+                     org_id {ty} NOT NULL REFERENCES orgs, name text);
+                 CREATE TABLE tasks (task_id bigint PRIMARY KEY,
+                     project_id bigint NOT NULL REFERENCES projects, title text);
+                 INSERT INTO orgs SELECT {key}, 'org ' || g FROM generate_series(1, 8) g;
+                 INSERT INTO projects SELECT p, o.org_id, 'p' || p
+                   FROM generate_series(1, 80) p,
+                   LATERAL (SELECT org_id FROM orgs ORDER BY org_id OFFSET p % 8 LIMIT 1) o;
+                 INSERT INTO tasks SELECT g, 1 + g % 80, 't' || g FROM generate_series(1, 800) g;"
+            ),
+        )
+        .await
+        .unwrap();
+        let run = |args: &[&str]| {
+            let out = common::run_on(&url, args);
+            assert!(
+                out.status.success(),
+                "{ty}: {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out
+        };
+        run(&["apply", "--tenant-column", "org_id"]);
+        assert_eq!(
+            common::scalar_i64(
+                &client,
+                "SELECT count(*) FROM tasks t JOIN projects p USING (project_id) \
+                 WHERE t.org_id IS DISTINCT FROM p.org_id"
+            )
+            .await,
+            0,
+            "{ty}: every task has its project's tenant"
+        );
+        run(&["distribute", "--blocking", "--shard-count", "4"]);
+        run(&["verify"]);
+        let nodes = c.sandbox().node_addresses();
+        let out = run(&["scale-out", "--add", &nodes[0], "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            v["routing"].as_str().unwrap().contains("Task Count: 1"),
+            "{ty}: {}",
+            v["routing"]
+        );
+        assert_eq!(
+            common::scalar_i64(&client, "SELECT count(*) FROM tasks").await,
+            800,
+            "{ty}"
+        );
+        drop(c);
+    }
+}

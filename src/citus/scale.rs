@@ -1188,30 +1188,11 @@ async fn routing(client: &Client) -> Result<String, CitusError> {
     else {
         return Ok(String::new());
     };
-    let (table, col) = (first.table.sql(), crate::sql::ident(&first.column));
-    let Some(v) = client
-        .query_opt(
-            &format!("SELECT format('%L', {col}) FROM {table} WHERE {col} IS NOT NULL LIMIT 1"),
-            &[],
-        )
-        .await
-        .map_err(db("cannot read a tenant key"))?
-    else {
-        return Ok(String::new());
-    };
-    let value: String = v.get(0);
-    let rows = client
-        .query(
-            &format!("EXPLAIN SELECT count(*) FROM {table} WHERE {col} = {value}"),
-            &[],
-        )
-        .await
-        .map_err(db("cannot EXPLAIN the tenant-scoped query"))?;
-    Ok(rows
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect::<Vec<_>>()
-        .join("\n"))
+    Ok(
+        super::routing::one_tenant_plan(client, &first.table, &first.column)
+            .await?
+            .unwrap_or_default(),
+    )
 }
 
 /// The changing part: tune, add, drain, rebalance under the governor.
