@@ -592,13 +592,23 @@ async fn a_partitioned_tenant_table_with_keys_on_its_partitions() {
         "{analysis}"
     );
     ok(run_on(&url, &with("apply")), "apply");
-    // Not ready while the view would fail: verify says which.
-    let not_ready = run_on(&url, &with("verify"));
+    // Not ready while the view would fail: verify says which. It takes
+    // the resolutions apply recorded (the tenant column, the kept
+    // triggers) without being told again.
+    let not_ready = run_on(&url, &["verify"]);
     assert!(!not_ready.status.success());
     assert!(String::from_utf8_lossy(&not_ready.stdout).contains("device_codes"));
-    let mut accepting = with("verify");
-    accepting.push("--accept-failing-queries");
-    let verified = ok(run_on(&url, &accepting), "verify");
+    assert!(
+        String::from_utf8_lossy(&not_ready.stderr).contains(
+            "with the resolutions apply recorded: --tenant-column account_id, --keep-triggers"
+        ),
+        "{}",
+        String::from_utf8_lossy(&not_ready.stderr)
+    );
+    let verified = ok(
+        run_on(&url, &["verify", "--accept-failing-queries"]),
+        "verify",
+    );
     assert!(verified.contains("ready for Citus"), "{verified}");
     common::assert_no_helpers_left(&client).await;
     assert_eq!(checksums(&client, "account_id").await, before);
@@ -648,9 +658,11 @@ async fn a_partitioned_tenant_table_with_keys_on_its_partitions() {
     assert!(said.contains("device_codes"), "{said}");
     let placed = scalar_i64(&client, "SELECT count(*) FROM pg_dist_partition").await;
     assert_eq!(placed, 0, "nothing distributed");
-    let mut accepted = with("distribute");
-    accepted.push("--accept-failing-queries");
-    let out = ok(run_on(&url, &accepted), "distribute");
+    // Accepted, with the other resolutions as apply recorded them.
+    let out = ok(
+        run_on(&url, &["distribute", "--accept-failing-queries"]),
+        "distribute",
+    );
     let err = client
         .query("SELECT * FROM device_codes", &[])
         .await

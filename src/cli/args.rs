@@ -371,7 +371,7 @@ Examples:
   shardready verify --tenant-column store_id --format json
   shardready verify --accept-failing-queries         # views Citus refuses are warnings, not blockers
 
-Pass the same resolutions as to apply (--reference, --drop-fk, --keep-triggers, ...).")]
+verify and distribute take the resolutions apply recorded in its plan (--tenant-column, --reference,\n--drop-fk, --keep-triggers, ...); flags given here add to them.")]
     Verify {
         #[command(flatten)]
         analysis: AnalyzeTarget,
@@ -760,7 +760,64 @@ fn parse_fk_ref(s: &str) -> Result<shardready::analyze::tenant::FkRef, String> {
     })
 }
 
+/// The flags apply recorded, parsed back (one resolution at a time).
+#[derive(clap::Parser)]
+#[command(no_binary_name = true)]
+struct Recorded {
+    #[command(flatten)]
+    analysis: AnalyzeTarget,
+}
+
 impl AnalyzeTarget {
+    /// These flags with the resolutions `apply` recorded in its stored
+    /// plan added (`verify` and `distribute` honour what apply was told;
+    /// the tenant column given here wins), and each recorded flag taken,
+    /// or why it could not be (a `--queries` file gone).
+    pub(crate) fn with_recorded(mut self, recorded: &[String]) -> (AnalyzeTarget, Vec<String>) {
+        use clap::Parser;
+        let mut said = Vec::new();
+        for flag in recorded {
+            let tokens: Vec<&str> = match flag.split_once(' ') {
+                Some((name, value)) => vec![name, value],
+                None => vec![flag.as_str()],
+            };
+            match Recorded::try_parse_from(tokens) {
+                Ok(r) => {
+                    self.merge(r.analysis);
+                    said.push(flag.clone());
+                }
+                Err(e) => said.push(format!("{flag} (not taken: {})", e.kind())),
+            }
+        }
+        (self, said)
+    }
+
+    /// Adds `other`'s flags to these (lists joined without repeats; a
+    /// switch on in either is on).
+    fn merge(&mut self, other: AnalyzeTarget) {
+        fn join<T: PartialEq>(to: &mut Vec<T>, from: Vec<T>) {
+            for x in from {
+                if !to.contains(&x) {
+                    to.push(x);
+                }
+            }
+        }
+        if self.tenant_column.is_none() {
+            self.tenant_column = other.tenant_column;
+        }
+        join(&mut self.reference, other.reference);
+        join(&mut self.local, other.local);
+        join(&mut self.drop_fk, other.drop_fk);
+        join(&mut self.path, other.path);
+        join(&mut self.queries, other.queries);
+        join(&mut self.key_order, other.key_order);
+        self.fix_fk_actions |= other.fix_fk_actions;
+        self.keep_triggers |= other.keep_triggers;
+        self.accept_failing_queries |= other.accept_failing_queries;
+        self.refuse_lost_lookups |= other.refuse_lost_lookups;
+        self.no_lookup_index |= other.no_lookup_index;
+    }
+
     pub(crate) fn options(&self) -> shardready::analyze::AnalyzeOptions {
         use shardready::analyze::{tenant::parse_table, AnalyzeOptions, Overrides};
         AnalyzeOptions {

@@ -29,13 +29,15 @@ pub(super) fn distribute_cmd(g: &Global, a: DistributeArgs) -> Result<ExitCode> 
         },
         ..Default::default()
     };
-    let mut aopts = a.analysis.options();
-    aopts.catalog_only = false;
     runtime()?.block_on(async {
         let client = target
             .with_application_name(citus::APPLICATION_NAME)
             .connect()
             .await?;
+        let mut aopts = super::prepare::with_recorded(&client, a.analysis.clone())
+            .await?
+            .options();
+        aopts.catalog_only = false;
         // The application's statements are counted from here: the window
         // ends before distributing (at least FAN_OUT_WINDOW later).
         let first = stat_statements::snapshot(&client).await.ok();

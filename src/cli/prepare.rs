@@ -340,6 +340,7 @@ pub(super) fn verify_cmd(g: &Global, analysis: AnalyzeTarget, format: Format) ->
     let target = g.target()?;
     let v = runtime()?.block_on(async {
         let client = target.connect().await?;
+        let analysis = with_recorded(&client, analysis).await?;
         anyhow::Ok(shardready::verify::verify(&client, &analysis.options()).await?)
     })?;
     if format == Format::Json {
@@ -352,6 +353,24 @@ pub(super) fn verify_cmd(g: &Global, analysis: AnalyzeTarget, format: Format) ->
     } else {
         ExitCode::from(2)
     })
+}
+
+/// `analysis` with the resolutions `apply` recorded in its stored plan
+/// added (said on stderr): `verify` and `distribute` honour them without
+/// being told again.
+pub(super) async fn with_recorded(
+    client: &tokio_postgres::Client,
+    analysis: AnalyzeTarget,
+) -> Result<AnalyzeTarget> {
+    let Some((plan, _)) = shardready::apply::state::load_plan(client).await? else {
+        return Ok(analysis);
+    };
+    if plan.resolutions.is_empty() {
+        return Ok(analysis);
+    }
+    let (analysis, taken) = analysis.with_recorded(&plan.resolutions);
+    eprintln!("with the resolutions apply recorded: {}", taken.join(", "));
+    Ok(analysis)
 }
 
 pub(super) fn explain_cmd(rule: Option<&str>) -> Result<ExitCode> {
