@@ -124,6 +124,41 @@ async fn pagila_is_prepared_and_distributed_with_shardready_commands_only() {
         "{text}"
     );
 
+    // With the tenant column only, a refusal with many findings ends with
+    // one command that accepts every resolution offered, and what each
+    // flag accepts; with its flags, fewer findings need the user.
+    let refused = run_on(&url, &["analyze", "--tenant-column", "store_id"]);
+    let text = String::from_utf8_lossy(&refused.stdout).to_string();
+    assert!(!refused.status.success(), "{text}");
+    let all = text
+        .lines()
+        .find_map(|l| l.strip_prefix("To accept every resolution offered at once: `"))
+        .unwrap_or_else(|| panic!("{text}"));
+    eprintln!("pagila's accept-all line: {all}");
+    let all: Vec<&str> = all
+        .trim_end_matches('`')
+        .split_whitespace()
+        .skip(2)
+        .collect();
+    assert!(
+        all.contains(&"--keep-triggers") && all.contains(&"--tenant-column"),
+        "{all:?}"
+    );
+    let needing_you = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("fix: by you") || l.contains("`shardready apply"))
+            .count()
+    };
+    let mut accepting = vec!["analyze"];
+    accepting.extend(&all);
+    let accepted = run_on(&url, &accepting);
+    assert!(
+        needing_you(&accepted) < needing_you(&refused),
+        "{}",
+        String::from_utf8_lossy(&accepted.stdout)
+    );
+
     let flags = PAGILA_FLAGS;
     let with = |cmd: &'static str| -> Vec<&str> { std::iter::once(cmd).chain(flags).collect() };
     // The partitioned payment is a tenant table now, through the keys its

@@ -5,6 +5,7 @@
 //! tenant skew ([`skew`]). Everything later (plan, apply, verify,
 //! distribute) starts from an [`Analysis`].
 
+pub mod accept_all;
 pub mod access;
 pub mod data;
 pub mod fan_out;

@@ -734,12 +734,14 @@ async fn run(
                 None => cat.clone(),
             };
             let analysis = analyze::analyze_read(client, &seen, &preflight).await?;
-            let manual: Vec<String> = analysis
+            let blocking: Vec<&analyze::Finding> = analysis
                 .findings
                 .iter()
                 .filter(|f| f.blocks_apply())
-                .map(|f| format!("  {}", f.line()))
                 .collect();
+            let mut manual: Vec<String> =
+                blocking.iter().map(|f| format!("  {}", f.line())).collect();
+            manual.extend(analyze::accept_all::accept_all(&blocking));
             if !manual.is_empty() {
                 return Err(ApplyError::Blocked(manual));
             }

@@ -19,9 +19,12 @@ pub(super) fn analyze_cmd(g: &Global, a: AnalyzeArgs) -> Result<ExitCode> {
     } else {
         let color = std::io::IsTerminal::is_terminal(&std::io::stdout())
             && std::env::var_os("NO_COLOR").is_none();
+        // Its command lines with the flags given here, to copy as they are.
         print!(
             "{}",
-            shardready::report::text::analysis_text(&analysis, color)
+            a.options()
+                .overrides
+                .complete_commands(&shardready::report::text::analysis_text(&analysis, color))
         );
     }
     Ok(if analysis.has_blockers() {
@@ -40,12 +43,19 @@ pub(super) fn plan_cmd(g: &Global, a: PlanArgs) -> Result<ExitCode> {
     let (plan, blockers, estimate) = runtime()?.block_on(async {
         let client = target.connect().await?;
         let (cat, analysis) = shardready::analyze::read_with_catalog(&client, &opts).await?;
-        let blockers: Vec<String> = analysis
+        let blocking: Vec<&shardready::analyze::Finding> = analysis
             .findings
             .iter()
             .filter(|f| f.blocks_apply())
+            .collect();
+        let mut blockers: Vec<String> = blocking
+            .iter()
             .map(|f| format!("  {}", opts.overrides.complete_commands(&f.line())))
             .collect();
+        blockers.extend(
+            shardready::analyze::accept_all::accept_all(&blocking)
+                .map(|l| opts.overrides.complete_commands(&l)),
+        );
         let plan = shardready::plan::build(&analysis, &cat);
         use shardready::plan::estimate;
         let window = shardready::apply::ApplyOptions::default().trigger_window;

@@ -166,6 +166,14 @@ pub fn analysis_text(a: &Analysis, color: bool) -> String {
             " — ready for Citus"
         }
     );
+    let needing_you: Vec<&crate::analyze::Finding> = a
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Blocker && !f.automatic)
+        .collect();
+    if let Some(all) = crate::analyze::accept_all::accept_all(&needing_you) {
+        let _ = writeln!(out, "{all}");
+    }
     out
 }
 
