@@ -135,7 +135,7 @@ async fn the_pg_cron_procedure_stops_while_paused() {
             .unwrap()
             .get::<_, i64>(0)
     };
-    let procedure = |budget| step.pg_cron_procedure(100, 50, 200, 200_000, budget);
+    let procedure = |budget| step.pg_cron_procedure(100, 50, 200, 200_000, budget, None);
     // Paused: a run returns at once and fills nothing.
     let p = procedure(StandbyBudget::Off);
     client.batch_execute(&p.create).await.unwrap();
@@ -150,15 +150,47 @@ async fn the_pg_cron_procedure_stops_while_paused() {
         "it returned at once"
     );
     assert_eq!(cursor().await, lo, "nothing filled while paused");
-    // Resumed: the next run goes on (a short run: part of the range).
+    // Held by the governor (apply sets the hold while the application is
+    // over its budget): a run waits and fills nothing until it expires.
     shardready::apply::control::resume(&client, None, None)
         .await
         .unwrap();
-    client
-        .batch_execute(&p.call.replace("'50 seconds'", "'1 second'"))
+    shardready::apply::control::hold(&client, Duration::from_secs(5))
         .await
         .unwrap();
-    assert!(cursor().await > lo, "it filled after resume");
+    let started = std::time::Instant::now();
+    client
+        .batch_execute(&p.call.replace("'50 seconds'", "'2 seconds'"))
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(2), "it waited");
+    assert_eq!(cursor().await, lo, "nothing filled while held");
+    // Resumed with a rate cap (`resume --max-rate`): 300 rows a second, so
+    // a 2 s run starting at batches of 200 fills about 600 rows (one
+    // batch past it at most), where uncapped it fills them by the
+    // thousand.
+    shardready::apply::control::hold(&client, Duration::ZERO)
+        .await
+        .unwrap();
+    shardready::apply::control::resume(&client, Some(300.0), None)
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            &p.call
+                .replace("(1000,", "(200,")
+                .replace("'50 seconds'", "'2 seconds'"),
+        )
+        .await
+        .unwrap();
+    let capped = cursor().await - lo;
+    assert!(
+        capped > 0 && capped <= 1000,
+        "{capped} keys in 2 s at 300 rows/s"
+    );
+    shardready::apply::control::resume(&client, Some(1e9), None)
+        .await
+        .unwrap();
     // A standby budget no standby exceeds (there are none) holds nothing.
     let p = procedure(StandbyBudget::Bytes(1));
     client.batch_execute(&p.create).await.unwrap();
@@ -171,29 +203,41 @@ async fn the_pg_cron_procedure_stops_while_paused() {
 }
 
 /// `resume --app-p99-limit` from another process gives the running
-/// backfill's governor a new latency budget: apply says so and finishes.
-/// (How the governor holds the backfill within a budget is tested in
-/// `apply::governor`'s unit tests, look by look.)
+/// backfill's governor a new latency budget: apply says so, holds the
+/// backfill while the application is over a budget it cannot meet, and
+/// finishes once the budget is loose. (How the governor holds the backfill
+/// within a budget is tested in `apply::governor`'s unit tests, look by
+/// look.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budget_changed_while_apply_runs_is_taken_by_the_backfill() {
+    budget_changed_while_apply_runs(&[]).await;
+}
+
+/// The same for the backfill pg_cron runs in the server: apply governs the
+/// job (its hold in `shardready.control`) as it governs its own batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_changed_while_apply_runs_is_taken_by_the_pg_cron_backfill() {
+    budget_changed_while_apply_runs(&["--backfill-via", "pg-cron"]).await;
+}
+
+async fn budget_changed_while_apply_runs(via: &[&str]) {
     let (c, t) = tailspin(0.05).await;
     let url = c.url();
     let client = connect(&t).await;
     // A slow backfill (2000 rows/s) beside the application's traffic.
-    let apply = common::spawn_on(
-        &url,
-        &[
-            "apply",
-            "--workload",
-            "1200/min",
-            "--max-rate",
-            "2000",
-            "--batch-target",
-            "10ms",
-            "--format",
-            "json",
-        ],
-    );
+    let mut args = vec![
+        "apply",
+        "--workload",
+        "1200/min",
+        "--max-rate",
+        "2000",
+        "--batch-target",
+        "10ms",
+        "--format",
+        "json",
+    ];
+    args.extend_from_slice(via);
+    let apply = common::spawn_on(&url, &args);
     let started = || async {
         client
             .query_one(
@@ -212,6 +256,10 @@ async fn a_budget_changed_while_apply_runs_is_taken_by_the_backfill() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A budget no transaction meets: the backfill is held.
+    let tight = run_on(&url, &["resume", "--app-p99-limit", "0.01"]);
+    assert!(tight.status.success(), "{tight:?}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let resumed = run_on(
         &url,
         &["resume", "--app-p99-limit", "1000", "--max-rate", "1000000"],
@@ -230,8 +278,20 @@ async fn a_budget_changed_while_apply_runs_is_taken_by_the_backfill() {
         err.contains("the application's budget is now 1000.0 ms"),
         "{err}"
     );
+    assert!(
+        err.contains("the application's budget is now 0.0 ms"),
+        "{err}"
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["finished"], true, "{report}");
+    let held = &report["backfills"];
+    let throttled: f64 = held
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["throttled_seconds"].as_f64().unwrap())
+        .sum();
+    assert!(throttled >= 1.0, "held while over the budget: {held}");
     let verify = run_on(&url, &["verify"]);
     assert!(verify.status.success(), "{verify:?}");
 }

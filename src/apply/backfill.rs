@@ -167,7 +167,7 @@ pub async fn run(
     let mut window_start = Instant::now();
     let mut window_rows: i64 = 0;
     let mut governor = Governor::new(pressures, pace.app_p99_limit_ms);
-    let mut next_hold_note = LONG_HOLD;
+    let mut holds = Holds::default();
     let step_keys = ((max_key - min_key) / RECLAIM_EVERY).max(1);
     let mut next_reclaim = cursor + step_keys;
     // `shardready pause` / `resume --max-rate`, read at most once a second.
@@ -190,19 +190,7 @@ pub async fn run(
                 c = super::control::read(client).await?;
             }
             max_rate = c.max_rate.or(pace.max_rate);
-            if let Some(ms) = c.app_p99_limit_ms {
-                if governor.limit_ms().is_some_and(|now| now != ms) {
-                    governor.set_limit(ms);
-                    note(
-                        &bar,
-                        progress,
-                        &format!(
-                            "backfill {table}: the application's budget is now {ms:.1} ms \
-                             (`shardready resume --app-p99-limit`)"
-                        ),
-                    );
-                }
-            }
+            take_budget(&mut governor, &c, &bar, progress, table);
         }
         if cursor >= next_reclaim {
             reclaim(client, &reclaim_sql).await?;
@@ -257,24 +245,15 @@ pub async fn run(
         // busy application); otherwise adapt the size to the time target
         // (at most halve or double).
         let verdict = governor.after_batch(took);
-        let (pause, why) = (verdict.pause, &verdict.holding);
-        bar.held_back(why.as_ref().map(|h| h.why.as_str()));
-        if let Some(held) = verdict.held_for {
-            stats.longest_hold_seconds = stats.longest_hold_seconds.max(held.as_secs_f64());
-            if held >= next_hold_note {
-                next_hold_note = held + LONG_HOLD;
-                note(
-                    &bar,
-                    progress,
-                    &hold_note(table, &verdict, held, governor.limit_ms()),
-                );
-            }
-        } else {
-            next_hold_note = LONG_HOLD;
-        }
-        if verdict.not_ours {
-            stats.not_ours_seconds += pause.as_secs_f64();
-        }
+        let pause = verdict.pause;
+        holds.record(
+            &verdict,
+            &mut stats,
+            governor.limit_ms(),
+            &bar,
+            progress,
+            table,
+        );
         if pause.is_zero() {
             let ratio = pace.batch_target.as_secs_f64() / took.as_secs_f64().max(1e-4);
             size = ((size as f64) * ratio.clamp(0.5, 2.0)) as i64;
@@ -282,8 +261,6 @@ pub async fn run(
             size /= 2;
             tokio::time::sleep(pause).await;
             throttled += pause;
-            let signal = why.as_ref().map_or("application latency", |h| h.signal);
-            *stats.held_back.entry(signal.to_string()).or_default() += pause.as_secs_f64();
         }
         size = size.clamp(pace.min_batch, pace.max_batch);
         // WAL cap: the server's WAL since the window began, against the
@@ -333,6 +310,76 @@ pub async fn run(
 fn note(bar: &Progress, progress: bool, line: &str) {
     if progress {
         bar.bar.suspend(|| eprintln!("  {line}"));
+    }
+}
+
+/// A budget `shardready resume --app-p99-limit` set while the backfill
+/// runs, handed to its governor and said.
+fn take_budget(
+    governor: &mut Governor,
+    c: &super::control::Control,
+    bar: &Progress,
+    progress: bool,
+    table: &crate::catalog::QName,
+) {
+    if let Some(ms) = c.app_p99_limit_ms {
+        if governor.limit_ms().is_some_and(|now| now != ms) {
+            governor.set_limit(ms);
+            note(
+                bar,
+                progress,
+                &format!(
+                    "backfill {table}: the application's budget is now {ms:.1} ms \
+                     (`shardready resume --app-p99-limit`)"
+                ),
+            );
+        }
+    }
+}
+
+/// What the governor's verdicts held the backfill back for, in its stats
+/// and, every [`LONG_HOLD`] of a long hold, in a note for the user.
+struct Holds {
+    next_note: Duration,
+}
+
+impl Default for Holds {
+    fn default() -> Self {
+        Holds {
+            next_note: LONG_HOLD,
+        }
+    }
+}
+
+impl Holds {
+    fn record(
+        &mut self,
+        verdict: &super::governor::Verdict,
+        stats: &mut BackfillStats,
+        limit_ms: Option<f64>,
+        bar: &Progress,
+        progress: bool,
+        table: &crate::catalog::QName,
+    ) {
+        let why = &verdict.holding;
+        bar.held_back(why.as_ref().map(|h| h.why.as_str()));
+        if let Some(held) = verdict.held_for {
+            stats.longest_hold_seconds = stats.longest_hold_seconds.max(held.as_secs_f64());
+            if held >= self.next_note {
+                self.next_note = held + LONG_HOLD;
+                note(bar, progress, &hold_note(table, verdict, held, limit_ms));
+            }
+        } else {
+            self.next_note = LONG_HOLD;
+        }
+        let pause = verdict.pause.as_secs_f64();
+        if verdict.not_ours {
+            stats.not_ours_seconds += pause;
+        }
+        if pause > 0.0 {
+            let signal = why.as_ref().map_or("application latency", |h| h.signal);
+            *stats.held_back.entry(signal.to_string()).or_default() += pause;
+        }
     }
 }
 
@@ -600,6 +647,7 @@ pub async fn run_pg_cron(
     client: &Client,
     step: &Backfill,
     pace: &Pace,
+    pressures: &[&dyn Pressure],
     progress: bool,
 ) -> Result<BackfillStats, ApplyError> {
     let table = &step.table;
@@ -618,6 +666,7 @@ pub async fn run_pg_cron(
         pace.min_batch,
         pace.max_batch,
         pace.standby_budget(),
+        pace.max_rate,
     );
     let job = &proc.job;
     db::exec(client, &proc.create)
@@ -631,36 +680,72 @@ pub async fn run_pg_cron(
         })?;
     let bar = progress_bar(progress, table, c.min_key, c.max_key, c.cursor);
     let mut paused = Duration::ZERO;
+    // The job's batches are governed from here: once a second the
+    // governor looks at the application as after a batch, and a pause it
+    // decides holds the job (`shardready.control.hold_until`).
+    let mut governor = Governor::new(pressures, pace.app_p99_limit_ms);
+    let mut holds = Holds::default();
+    let mut stats = BackfillStats {
+        table: table.to_string(),
+        earlier_rows: c.rows,
+        ..Default::default()
+    };
+    let mut throttled = Duration::ZERO;
+    let mut next_poll = Instant::now();
     let result = loop {
-        let r = client
-            .query_one(BackfillCursorSql::PROGRESS, &[&id])
-            .await
-            .map_err(|e| ApplyError::db("cannot read the backfill cursor", e))?;
-        let (cursor, rows, batches): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
-        bar.set_position((cursor - c.min_key).max(0) as u64);
-        if cursor >= c.max_key {
-            break Ok((rows, batches));
+        // Once a second: where the job stands, its failures, the control
+        // row.
+        if Instant::now() >= next_poll {
+            next_poll = Instant::now() + Duration::from_secs(1);
+            let r = client
+                .query_one(BackfillCursorSql::PROGRESS, &[&id])
+                .await
+                .map_err(|e| ApplyError::db("cannot read the backfill cursor", e))?;
+            let (cursor, rows, batches): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+            bar.set_position((cursor - c.min_key).max(0) as u64);
+            if cursor >= c.max_key {
+                break Ok((rows, batches));
+            }
+            // A run that failed (e.g. on a lock timeout) is retried by the
+            // next one; three failures in a row stop the backfill.
+            let runs = crate::cron::runs(client, job).await.unwrap_or_default();
+            let failures: Vec<&(String, String)> = runs
+                .iter()
+                .rev()
+                .take_while(|(s, _)| s == "failed")
+                .collect();
+            if failures.len() >= 3 {
+                break Err(ApplyError::Other {
+                    context: format!("the pg_cron backfill job `{job}` failed three times"),
+                    detail: failures[0].1.clone(),
+                });
+            }
+            // Paused: the job's runs stop at once; wait here, then the
+            // next run goes on from the cursor.
+            let mut control = super::control::read(client).await?;
+            if control.paused {
+                paused += super::control::wait_while_paused(client, progress).await?;
+                control = super::control::read(client).await?;
+            }
+            take_budget(&mut governor, &control, &bar, progress, table);
         }
-        // A run that failed (e.g. on a lock timeout) is retried by the next
-        // one; three failures in a row stop the backfill.
-        let runs = crate::cron::runs(client, job).await.unwrap_or_default();
-        let failures: Vec<&(String, String)> = runs
-            .iter()
-            .rev()
-            .take_while(|(s, _)| s == "failed")
-            .collect();
-        if failures.len() >= 3 {
-            break Err(ApplyError::Other {
-                context: format!("the pg_cron backfill job `{job}` failed three times"),
-                detail: failures[0].1.clone(),
-            });
+        // The governor looks as after each of the job's batches (one every
+        // --batch-target); a pause holds the job, then it gets a batch's
+        // time before the next look, as the client's backfill does.
+        let verdict = governor.after_batch(pace.batch_target);
+        holds.record(
+            &verdict,
+            &mut stats,
+            governor.limit_ms(),
+            &bar,
+            progress,
+            table,
+        );
+        if !verdict.pause.is_zero() {
+            super::control::hold(client, verdict.pause).await?;
+            throttled += verdict.pause;
         }
-        // Paused: the job's runs stop at once; wait here, then the next
-        // run goes on from the cursor.
-        if super::control::read(client).await?.paused {
-            paused += super::control::wait_while_paused(client, progress).await?;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(verdict.pause + pace.batch_target.max(Duration::from_millis(50))).await;
     };
     bar.finish_and_clear();
     let _ = crate::cron::unschedule(client, job).await;
@@ -672,13 +757,12 @@ pub async fn run_pg_cron(
     let quiet = quiet_triggers(client).await;
     let swept = sweep(client, step, (!ranges_done).then_some(c.max_key), quiet).await?;
     Ok(BackfillStats {
-        table: table.to_string(),
         rows: rows + swept,
         batches,
         seconds: start.elapsed().as_secs_f64(),
         swept,
-        earlier_rows: c.rows,
         paused_seconds: paused.as_secs_f64(),
-        ..Default::default()
+        throttled_seconds: throttled.as_secs_f64(),
+        ..stats
     })
 }

@@ -19,9 +19,12 @@ pub const CONTROL_SQL: &str = "CREATE TABLE IF NOT EXISTS shardready.control (
     updated_at timestamptz NOT NULL DEFAULT now()
 )";
 
-/// The budget column, added to a control row created before it.
+/// The later columns, added to a control row created before them: the
+/// budget `resume --app-p99-limit` sets, and how long the governor holds
+/// a backfill that runs in the server (`--backfill-via pg-cron`).
 pub const CONTROL_BUDGET_SQL: &str =
-    "ALTER TABLE shardready.control ADD COLUMN IF NOT EXISTS app_p99_limit_ms double precision";
+    "ALTER TABLE shardready.control ADD COLUMN IF NOT EXISTS app_p99_limit_ms double precision, \
+       ADD COLUMN IF NOT EXISTS hold_until timestamptz";
 
 /// What the control row says.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -123,6 +126,22 @@ pub async fn resume(
         .await
         .map_err(|e| ApplyError::db("cannot resume", e))?;
     read(client).await
+}
+
+/// The governor's pause for the pg_cron job's procedure, which waits
+/// before its next batch until then: the application is over its budget.
+/// It expires by itself, so a job never waits for an apply that is gone.
+pub async fn hold(client: &Client, pause: std::time::Duration) -> Result<(), ApplyError> {
+    client
+        .execute(
+            "INSERT INTO shardready.control (id, hold_until) \
+             VALUES (1, clock_timestamp() + $1 * interval '1 millisecond') \
+             ON CONFLICT (id) DO UPDATE SET hold_until = excluded.hold_until",
+            &[&(pause.as_millis() as f64)],
+        )
+        .await
+        .map_err(|e| ApplyError::db("cannot hold the pg_cron backfill", e))?;
+    Ok(())
 }
 
 /// A new apply run starts from its own flags: a rate cap or budget set by

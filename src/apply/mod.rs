@@ -893,7 +893,8 @@ async fn run(
                                 .await?
                         }
                         BackfillVia::PgCron => {
-                            backfill::run_pg_cron(client, &b, &pace, opts.progress).await?
+                            backfill::run_pg_cron(client, &b, &pace, &pressures, opts.progress)
+                                .await?
                         }
                     };
                     stats.lock_timeouts += b.lock_timeouts;

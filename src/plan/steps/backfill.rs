@@ -182,7 +182,10 @@ impl Backfill {
 
     /// The procedure pg_cron runs: walks the key range in batches
     /// (committing each, saving the cursor, adapting the batch to
-    /// `target_ms`) for a time budget per run.
+    /// `target_ms`) for a time budget per run. Between batches it obeys
+    /// `shardready.control`: a pause, the governor's hold (`hold_until`,
+    /// set by apply while the application is over its budget) and the rate
+    /// cap (`resume --max-rate`, else `max_rate`).
     pub fn pg_cron_procedure(
         &self,
         lock_timeout_ms: u128,
@@ -190,6 +193,7 @@ impl Backfill {
         min_batch: i64,
         max_batch: i64,
         standbys: StandbyBudget,
+        max_rate: Option<f64>,
     ) -> PgCronProcedure {
         let name =
             super::super::object_name(&format!("backfill_{}_{}", self.table.name, self.column), "");
@@ -198,7 +202,7 @@ impl Backfill {
         let create = format!(
             "CREATE OR REPLACE PROCEDURE {p}(batch bigint, budget interval)\n\
              LANGUAGE plpgsql AS $shardready$\n\
-             DECLARE lo bigint; top bigint; n bigint; t0 timestamptz := clock_timestamp(); b0 timestamptz;\n\
+             DECLARE lo bigint; top bigint; n bigint; rate float8; t0 timestamptz := clock_timestamp(); b0 timestamptz;\n\
              BEGIN\n\
              \x20 SET lock_timeout = '{lock_timeout_ms}ms';\n\
              \x20 SET plan_cache_mode = force_custom_plan;\n\
@@ -208,10 +212,14 @@ impl Backfill {
              \x20   -- `shardready pause` stops the job here (and its next runs at once)\n\
              \x20   EXIT WHEN lo >= top OR clock_timestamp() - t0 > budget\n\
              \x20     OR coalesce((SELECT paused FROM shardready.control WHERE id = 1), false);\n\
-             \x20   -- the standbys replay what the last batch wrote first (--max-replica-lag)\n\
-             \x20   WHILE {behind} AND clock_timestamp() - t0 < budget LOOP\n\
-             \x20     PERFORM pg_sleep(0.1);\n\
-             \x20   END LOOP;\n\
+             \x20   -- wait while the standbys replay what the last batch wrote\n\
+             \x20   -- (--max-replica-lag) or while apply's governor holds the job (the\n\
+             \x20   -- application is over its budget), then look again\n\
+             \x20   IF {behind} OR clock_timestamp() < coalesce(\n\
+             \x20       (SELECT hold_until FROM shardready.control WHERE id = 1), '-infinity') THEN\n\
+             \x20     PERFORM pg_sleep(0.05);\n\
+             \x20     CONTINUE;\n\
+             \x20   END IF;\n\
              \x20   b0 := clock_timestamp();\n\
              \x20   {update}\n\
              \x20   GET DIAGNOSTICS n = ROW_COUNT;\n\
@@ -221,6 +229,11 @@ impl Backfill {
              \x20   -- adapt the batch to the time target (at most halve or double)\n\
              \x20   batch := greatest({min_batch}, least({max_batch}, (batch * least(2.0, greatest(0.5,\n\
              \x20     {target_ms} / greatest(1, extract(epoch FROM clock_timestamp() - b0) * 1000))))::bigint));\n\
+             \x20   -- the rate cap: the batch's rows take n / rate seconds\n\
+             \x20   rate := coalesce((SELECT max_rate FROM shardready.control WHERE id = 1), {rate});\n\
+             \x20   IF rate > 0 THEN\n\
+             \x20     PERFORM pg_sleep(greatest(0, n / rate - extract(epoch FROM clock_timestamp() - b0)));\n\
+             \x20   END IF;\n\
              \x20 END LOOP;\n\
              END\n$shardready$;",
             p = procedure.sql(),
@@ -228,6 +241,7 @@ impl Backfill {
             update = update.replace('\n', "\n    "),
             next = self.advance_sql("lo", "batch"),
             behind = standbys.behind_sql(),
+            rate = max_rate.map_or("NULL".to_string(), |r| format!("{r}::float8")),
         );
         PgCronProcedure {
             job: format!("shardready-{name}"),
