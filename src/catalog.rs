@@ -109,6 +109,11 @@ pub struct KeyConstraint {
     pub index: String,
     pub deferrable: bool,
     pub definition: String,
+    /// What depends on the constraint besides its index and the views of
+    /// [`Catalog::key_views`] (functions, rules), as PostgreSQL describes
+    /// them: dropping the constraint would fail on them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependents: Vec<String>,
 }
 
 /// A unique index (constraint-backed or not).
@@ -307,6 +312,10 @@ pub struct Catalog {
     /// Views and materialized views in user schemas.
     #[serde(default)]
     pub views: Vec<View>,
+    /// The views (and materialized views) whose query relies on a table's
+    /// key, as `pg_depend` records it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_views: Vec<KeyView>,
     pub extensions: Vec<Extension>,
     /// Tables Citus already has (distributed, reference or local); empty
     /// without Citus.
@@ -321,6 +330,37 @@ pub struct View {
     pub materialized: bool,
     /// `pg_get_viewdef`: the SELECT.
     pub definition: String,
+}
+
+/// A view whose query relies on a table's primary key: it groups by the
+/// key and selects the table's other columns (PostgreSQL's functional
+/// dependency), so the key cannot be dropped while it stands.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct KeyView {
+    pub name: QName,
+    pub materialized: bool,
+    /// Its query, every name schema-qualified (`pg_get_viewdef` read with
+    /// an empty search_path).
+    pub definition: String,
+    /// Its columns, in order.
+    pub columns: Vec<ViewColumn>,
+    /// Its `WITH (...)` options (`security_barrier=true`, ...).
+    pub options: Vec<String>,
+    /// The keys it relies on: each table and constraint.
+    pub keys: Vec<(QName, String)>,
+    /// The columns of tables it uses: each table and column.
+    pub uses: Vec<(QName, String)>,
+}
+
+/// A view's column: what `CREATE OR REPLACE VIEW` must keep.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ViewColumn {
+    pub name: String,
+    /// The type with its modifier, schema-qualified (`numeric(10,2)`).
+    pub type_sql: String,
+    /// The collation, qualified (`pg_catalog."default"`), for collatable
+    /// types.
+    pub collation: Option<String>,
 }
 
 /// A table in Citus's metadata.
@@ -533,6 +573,7 @@ impl Catalog {
                     index: r.get::<_, Option<String>>("index").unwrap_or_default(),
                     deferrable,
                     definition,
+                    dependents: r.get("dependents"),
                 }),
                 b'f' => {
                     let on_delete: i8 = r.get("confdeltype");
@@ -652,6 +693,7 @@ impl Catalog {
                 definition: r.get("def"),
             })
             .collect();
+        let key_views = read_key_views(client).await?;
         Ok(Catalog {
             server_version_num: head.get(0),
             database: head.get(1),
@@ -659,6 +701,7 @@ impl Catalog {
             sequences,
             functions,
             views,
+            key_views,
             extensions,
             placed,
         })
@@ -737,7 +780,14 @@ const CONSTRAINTS_SQL: &str = "SELECT con.conrelid, con.conname::text, con.conty
         ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n, o) \
               JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.o) AS ref_cols, \
         rn.nspname::text AS ref_schema, rc.relname::text AS ref_name, \
-        con.confdeltype, con.confupdtype, ic.relname::text AS index \
+        con.confdeltype, con.confupdtype, ic.relname::text AS index, \
+        ARRAY(SELECT pg_describe_object(d.classid, d.objid, d.objsubid) FROM pg_depend d \
+              WHERE d.refclassid = 'pg_constraint'::regclass AND d.refobjid = con.oid \
+                AND d.deptype = 'n' AND con.contype IN ('p', 'u') \
+                AND NOT EXISTS (SELECT 1 FROM pg_rewrite rw JOIN pg_class v ON v.oid = rw.ev_class \
+                                WHERE d.classid = 'pg_rewrite'::regclass AND rw.oid = d.objid \
+                                  AND v.relkind IN ('v', 'm')) \
+              ORDER BY 1) AS dependents \
  FROM pg_constraint con \
  LEFT JOIN pg_class rc ON rc.oid = con.confrelid \
  LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace \
@@ -890,6 +940,101 @@ pub async fn extension_installed(
         )
         .await?
         .get(0))
+}
+
+/// The views that rely on a PRIMARY KEY or UNIQUE constraint (see
+/// [`KeyView`]), read with only pg_catalog on the search_path so that
+/// their queries, types and collations name every schema: apply re-creates
+/// them whatever its own search_path.
+const KEY_VIEWS_SQL: &str = "SELECT n.nspname::text AS schema, c.relname::text AS name, \
+        c.relkind = 'm' AS materialized, pg_get_viewdef(c.oid) AS def, \
+        coalesce(c.reloptions, '{}')::text[] AS options, \
+        (SELECT json_agg(json_build_array(a.attname, format_type(a.atttypid, a.atttypmod), \
+                   CASE WHEN co.oid IS NOT NULL \
+                        THEN quote_ident(cn.nspname) || '.' || quote_ident(co.collname) END) \
+                 ORDER BY a.attnum) \
+           FROM pg_attribute a \
+           LEFT JOIN pg_collation co ON co.oid = a.attcollation \
+           LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace \
+          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns, \
+        (SELECT json_agg(DISTINCT jsonb_build_array(tn.nspname, t.relname, con.conname)) \
+           FROM pg_rewrite rw \
+           JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid \
+                           AND d.refclassid = 'pg_constraint'::regclass \
+           JOIN pg_constraint con ON con.oid = d.refobjid AND con.contype IN ('p', 'u') \
+           JOIN pg_class t ON t.oid = con.conrelid \
+           JOIN pg_namespace tn ON tn.oid = t.relnamespace \
+          WHERE rw.ev_class = c.oid) AS keys, \
+        (SELECT json_agg(DISTINCT jsonb_build_array(tn.nspname, t.relname, a.attname)) \
+           FROM pg_rewrite rw \
+           JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid \
+                           AND d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0 \
+           JOIN pg_class t ON t.oid = d.refobjid \
+           JOIN pg_namespace tn ON tn.oid = t.relnamespace \
+           JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid \
+          WHERE rw.ev_class = c.oid) AS uses \
+ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+ WHERE c.relkind IN ('v', 'm') \
+   AND EXISTS (SELECT 1 FROM pg_rewrite rw \
+                 JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid \
+                 JOIN pg_constraint con ON con.oid = d.refobjid AND con.contype IN ('p', 'u') \
+                WHERE rw.ev_class = c.oid AND d.refclassid = 'pg_constraint'::regclass) \
+ ORDER BY 1, 2";
+
+/// Reads [`KEY_VIEWS_SQL`] with pg_catalog alone on the search_path, then
+/// puts the session's search_path back.
+async fn read_key_views(client: &Client) -> Result<Vec<KeyView>, tokio_postgres::Error> {
+    let path: String = client
+        .query_one("SELECT current_setting('search_path')", &[])
+        .await?
+        .get(0);
+    client
+        .query_one("SELECT set_config('search_path', 'pg_catalog', false)", &[])
+        .await?;
+    let rows = client.query(KEY_VIEWS_SQL, &[]).await;
+    client
+        .query_one("SELECT set_config('search_path', $1, false)", &[&path])
+        .await?;
+    let texts = |v: &serde_json::Value| -> Vec<Option<String>> {
+        v.as_array()
+            .map(|a| a.iter().map(|x| x.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let list = |v: Option<serde_json::Value>| -> Vec<Vec<Option<String>>> {
+        v.and_then(|v| v.as_array().map(|a| a.iter().map(texts).collect()))
+            .unwrap_or_default()
+    };
+    // (schema, table, name) triples, sorted.
+    let triples = |v: Option<serde_json::Value>| -> Vec<(QName, String)> {
+        let mut out: Vec<(QName, String)> = list(v)
+            .into_iter()
+            .map(|k| {
+                let part = |i: usize| k.get(i).cloned().flatten().unwrap_or_default();
+                (QName::new(&part(0), &part(1)), part(2))
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    Ok(rows?
+        .iter()
+        .map(|r| KeyView {
+            name: QName::new(r.get("schema"), r.get("name")),
+            materialized: r.get("materialized"),
+            definition: r.get("def"),
+            options: r.get("options"),
+            columns: list(r.get("columns"))
+                .into_iter()
+                .map(|c| ViewColumn {
+                    name: c.first().cloned().flatten().unwrap_or_default(),
+                    type_sql: c.get(1).cloned().flatten().unwrap_or_default(),
+                    collation: c.get(2).cloned().flatten(),
+                })
+                .collect(),
+            keys: triples(r.get("keys")),
+            uses: triples(r.get("uses")),
+        })
+        .collect())
 }
 
 /// The materialized views whose query reads `table` (or one of its

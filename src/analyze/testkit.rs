@@ -93,6 +93,7 @@ impl TB {
             index: name.into(),
             deferrable: false,
             definition: String::new(),
+            dependents: Vec::new(),
         });
         if kind != KeyKind::Exclusion {
             self.0.unique_indexes.push(Index {
@@ -223,6 +224,7 @@ pub fn catalog(tables: Vec<TB>) -> Catalog {
         sequences: Vec::new(),
         functions: Vec::new(),
         views: Vec::new(),
+        key_views: Vec::new(),
         extensions: Vec::new(),
         placed: Vec::new(),
     }

@@ -14,7 +14,7 @@ use crate::catalog::{Catalog, QName, Table, TableKind};
 use crate::db::LockMode;
 
 pub use steps::{
-    AddColumn, AnalyzeTables, Backfill, DropForeignKey, DropTrigger, HoldAutovacuum,
+    AddColumn, AnalyzeTables, Backfill, CarriedView, DropForeignKey, DropTrigger, HoldAutovacuum,
     LiftForeignKey, NotNull, PartitionIndex, StandbyBudget, StepKind, SwapKey, SyncTrigger,
     TenantForeignKey, UniqueIndex, Vacuum,
 };
@@ -303,6 +303,46 @@ pub fn object_name(base: &str, suffix: &str) -> String {
     format!("{}{tag}{suffix}", &base[..cut])
 }
 
+/// The views that rely on `constraint` of `table`, re-created by its swap
+/// with the tenant column in their GROUP BY (a view that cannot be is a
+/// blocker of the analysis: see `analyze::rules::dependents`).
+fn carried_views(
+    analysis: &Analysis,
+    cat: &Catalog,
+    table: &QName,
+    constraint: &str,
+    tenant_col_of: &dyn Fn(&Table) -> String,
+) -> Vec<CarriedView> {
+    // Each tenant table's tenant column, owned here for the keys borrowed
+    // below.
+    let tenants: Vec<(QName, String)> = analysis
+        .tables
+        .iter()
+        .filter(|s| s.class.class.is_tenant())
+        .filter_map(|s| cat.table(&s.table))
+        .map(|t| (t.name.clone(), tenant_col_of(t)))
+        .collect();
+    cat.key_views
+        .iter()
+        .filter(|v| !v.materialized)
+        .filter(|v| v.keys.iter().any(|(t, c)| t == table && c == constraint))
+        .filter_map(|v| {
+            let keys = crate::analyze::rules::dependents::swapped_keys(cat, v, |t| {
+                tenants
+                    .iter()
+                    .find(|(n, _)| n == &t.name)
+                    .map(|(_, c)| c.as_str())
+            });
+            let query = crate::analyze::regroup::regroup(
+                &v.definition,
+                &keys,
+                crate::analyze::regroup::Grouping::Tenant,
+            )?;
+            Some(CarriedView::new(v, &query))
+        })
+        .collect()
+}
+
 /// Reads the schema, analyzes it and builds the plan (`shardready plan`).
 pub async fn read(
     client: &tokio_postgres::Client,
@@ -437,6 +477,12 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
                     target: key.target.clone(),
                 }));
             }
+            let views = match &key.target {
+                KeyTarget::Primary { constraint } | KeyTarget::Unique { constraint } => {
+                    carried_views(analysis, cat, &t.name, constraint, &tenant_col_of)
+                }
+                KeyTarget::Index { .. } => Vec::new(),
+            };
             swaps.push(Step::SwapKey(SwapKey {
                 table: t.name.clone(),
                 index,
@@ -445,6 +491,7 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
                 definition: key.definition,
                 partitions: parts,
                 referrers: Vec::new(),
+                views,
             }));
             changed = true;
         }

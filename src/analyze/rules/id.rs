@@ -12,6 +12,7 @@ use serde::{Serialize, Serializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     Keys,
+    Dependents,
     ForeignKeys,
     Column,
     Triggers,
@@ -29,6 +30,7 @@ impl Family {
     pub fn source(self) -> &'static str {
         match self {
             Family::Keys => "src/analyze/rules/keys.rs",
+            Family::Dependents => "src/analyze/rules/dependents.rs",
             Family::ForeignKeys => "src/analyze/rules/foreign_keys.rs",
             Family::Column => "src/analyze/rules/column.rs",
             Family::Triggers => "src/analyze/rules/triggers.rs",
@@ -91,6 +93,8 @@ rules! {
     UniqueIndexWithoutTenant = "unique-index-without-tenant",
     UniqueBecomesPerTenant = "unique-becomes-per-tenant",
     ExclusionWithoutTenant = "exclusion-without-tenant",
+    ViewReliesOnKey = "view-relies-on-key",
+    KeyDependent = "key-dependent",
     FkWithoutTenant = "fk-without-tenant",
     FkToLocal = "fk-to-local",
     FkToDistributedFromNonTenant = "fk-to-distributed-from-non-tenant",
@@ -321,6 +325,18 @@ impl RuleId {
                 "Some functions or statements could not be parsed or read; the query audit did not see them.",
                 None,
                 "Review them by hand.",
+            ),
+            ViewReliesOnKey => (
+                Dependents,
+                "A view that groups by a table's primary key and selects the table's other columns relies on that key (PostgreSQL's functional dependency): the key cannot be dropped while the view stands (`cannot drop constraint … because other objects depend on it`), and the same query is refused once the key also holds the tenant column.",
+                None,
+                "Automatic for a view: the key's swap re-creates it in the same transaction with the tenant column added to that GROUP BY (the same groups, now relying on the new key); nobody sees it in between. A materialized view (re-creating it fills it again) or a view whose GROUP BY cannot be found is refused before any change, with the statement to run.",
+            ),
+            KeyDependent => (
+                Dependents,
+                "Something other than a view depends on a key the plan replaces (a function with a SQL-standard body, a rule): dropping the old key in the swap would fail on it.",
+                None,
+                "By you: drop it or change it so that it no longer relies on the key, run apply, then re-create it.",
             ),
             LookupLosesIndex => (
                 LostLookups,

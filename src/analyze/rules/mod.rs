@@ -3,6 +3,7 @@
 //! [`Finding`]s; each documents, on top, what Citus refuses and why.
 
 pub(crate) mod column;
+pub(crate) mod dependents;
 pub(crate) mod foreign_keys;
 pub mod id;
 pub(crate) mod keys;
@@ -61,6 +62,7 @@ impl<'a> Ctx<'a> {
 pub fn check_all(ctx: &Ctx) -> Vec<Finding> {
     let mut out = Vec::new();
     out.extend(keys::check(ctx));
+    out.extend(dependents::check(ctx));
     out.extend(foreign_keys::check(ctx));
     out.extend(column::check(ctx));
     out.extend(triggers::check(ctx));

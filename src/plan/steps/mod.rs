@@ -39,7 +39,7 @@ pub use foreign_key::TenantForeignKey;
 pub use hold_autovacuum::HoldAutovacuum;
 pub use lift_foreign_key::LiftForeignKey;
 pub use not_null::NotNull;
-pub use swap_key::{PartitionIndex, SwapKey};
+pub use swap_key::{CarriedView, PartitionIndex, SwapKey};
 pub use sync_trigger::SyncTrigger;
 pub use unique_index::UniqueIndex;
 pub use vacuum::Vacuum;

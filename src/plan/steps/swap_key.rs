@@ -37,6 +37,59 @@ pub struct SwapKey {
     /// validated (no block) and given the old names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub referrers: Vec<TenantForeignKey>,
+    /// The views that rely on the key being replaced (a GROUP BY of it),
+    /// carried through the swap's transaction.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub views: Vec<CarriedView>,
+}
+
+/// A view that relies on the key being replaced. In the swap's
+/// transaction it first becomes a placeholder with the same columns (no
+/// longer relying on the key, so the key can go), then, once the new key
+/// is in place, its own query with the tenant column added to its GROUP
+/// BY. The view keeps its identity: what depends on it, its grants and
+/// comments stay; nobody sees the placeholder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarriedView {
+    pub name: QName,
+    pub placeholder: String,
+    pub recreate: String,
+}
+
+impl CarriedView {
+    /// `query`: the view's query, regrouped.
+    pub fn new(view: &crate::catalog::KeyView, query: &str) -> Self {
+        let with = if view.options.is_empty() {
+            String::new()
+        } else {
+            format!(" WITH ({})", view.options.join(", "))
+        };
+        let name = view.name.sql();
+        let columns = view
+            .columns
+            .iter()
+            .map(|c| {
+                format!(
+                    "CAST(NULL AS {}){} AS {}",
+                    c.type_sql,
+                    c.collation
+                        .as_ref()
+                        .map(|k| format!(" COLLATE {k}"))
+                        .unwrap_or_default(),
+                    ident(&c.name)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        CarriedView {
+            name: view.name.clone(),
+            placeholder: format!("CREATE OR REPLACE VIEW {name}{with} AS SELECT {columns};"),
+            recreate: format!(
+                "CREATE OR REPLACE VIEW {name}{with} AS {};",
+                query.trim().trim_end_matches(';')
+            ),
+        }
+    }
 }
 
 /// A partition's new unique index and the partition's copy of the key it
@@ -52,6 +105,16 @@ pub struct PartitionIndex {
 }
 
 impl SwapKey {
+    /// `swap`, between the views' placeholders and their re-creation.
+    fn around_views(&self, swap: Vec<String>) -> Vec<String> {
+        self.views
+            .iter()
+            .map(|v| v.placeholder.clone())
+            .chain(swap)
+            .chain(self.views.iter().map(|v| v.recreate.clone()))
+            .collect()
+    }
+
     /// The swap on a partitioned table, one transaction: the parent's key
     /// goes (its partitions' copies with it), each partition's new index
     /// becomes its key, then the parent's new key attaches them (an
@@ -142,13 +205,14 @@ impl SwapKey {
                 .collect::<Vec<_>>()
                 .join(" UNION ALL "),
         };
-        let add = self
-            .referrers
-            .iter()
-            .filter_map(TenantForeignKey::drop_old_sql)
-            .chain(self.partitioned())
-            .chain(self.referrers.iter().map(TenantForeignKey::add_not_valid))
-            .collect();
+        let add = self.around_views(
+            self.referrers
+                .iter()
+                .filter_map(TenantForeignKey::drop_old_sql)
+                .chain(self.partitioned())
+                .chain(self.referrers.iter().map(TenantForeignKey::add_not_valid))
+                .collect(),
+        );
         let renames: Vec<String> = self
             .referrers
             .iter()
@@ -209,6 +273,11 @@ impl StepKind for SwapKey {
             .iter()
             .map(|r| format!(", carrying {} of {} over", r.name, r.table))
             .collect::<String>()
+            + &self
+                .views
+                .iter()
+                .map(|v| format!(", re-creating view {} grouped by the new key", v.name))
+                .collect::<String>()
     }
     fn is_done(&self, cat: &Catalog) -> bool {
         cat.table(&self.table)
@@ -219,18 +288,18 @@ impl StepKind for SwapKey {
             return self.carrying_referrers();
         }
         if !self.partitions.is_empty() {
-            return vec![brief(self.partitioned())];
+            return vec![brief(self.around_views(self.partitioned()))];
         }
         let (t, i) = (self.table.sql(), ident(&self.index));
         match &self.target {
-            KeyTarget::Primary { constraint } => vec![brief(vec![format!(
+            KeyTarget::Primary { constraint } => vec![brief(self.around_views(vec![format!(
                 "ALTER TABLE {t} DROP CONSTRAINT {c},\n  ADD CONSTRAINT {c} PRIMARY KEY USING INDEX {i};",
                 c = ident(constraint),
-            )])],
-            KeyTarget::Unique { constraint } => vec![brief(vec![format!(
+            )]))],
+            KeyTarget::Unique { constraint } => vec![brief(self.around_views(vec![format!(
                 "ALTER TABLE {t} DROP CONSTRAINT {c},\n  ADD CONSTRAINT {c} UNIQUE USING INDEX {i};",
                 c = ident(constraint),
-            )])],
+            )]))],
             KeyTarget::Index { name } => vec![
                 Action::Bare {
                     sql: format!(
