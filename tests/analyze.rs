@@ -519,7 +519,9 @@ async fn cross_tenant_inconsistency() {
         .find(|c| c.table == q("line_items") && c.rule == "null-tenant")
         .unwrap();
     assert_eq!(n.examples, ["8"]);
-    assert!(n.fix.contains("backfill them from"), "{}", n.fix);
+    // Its order gives it a store: apply fills it (issue 34 item 2).
+    assert!(n.fill.is_some(), "{n:?}");
+    assert!(n.fix.contains("apply fills them from orders"), "{}", n.fix);
 }
 
 #[tokio::test]

@@ -377,3 +377,138 @@ async fn views_grouped_by_a_replaced_key_are_carried_through_the_swap() {
         String::from_utf8_lossy(&verify.stdout)
     );
 }
+
+/// A table that has the tenant column with NULLs in it: the rows a foreign
+/// key gives a tenant are filled online by apply (batched, governed, a
+/// trigger filling the application's own NULL writes meanwhile), then NOT
+/// NULL; a row no key gives a tenant is refused first, before any change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nulls_in_an_existing_tenant_column_are_filled_online() {
+    let (cl, t) = cluster();
+    let url = cl.url();
+    let c = connect(&t).await;
+    shardready::db::exec_script(
+        &c,
+        "CREATE TABLE shops (shop_id integer PRIMARY KEY, name text NOT NULL);
+         CREATE TABLE customers (customer_id integer PRIMARY KEY,
+             shop_id integer NOT NULL REFERENCES shops (shop_id), name text);
+         CREATE TABLE invoices (invoice_id integer PRIMARY KEY,
+             customer_id integer REFERENCES customers (customer_id),
+             shop_id integer REFERENCES shops (shop_id), total numeric NOT NULL);
+         INSERT INTO shops SELECT g, 's' || g FROM generate_series(1, 4) g;
+         INSERT INTO customers SELECT g, 1 + g % 4, 'c' || g FROM generate_series(1, 200) g;
+         INSERT INTO invoices SELECT g, 1 + g % 200, CASE WHEN g % 3 = 0 THEN NULL ELSE 1 + (1 + g % 200) % 4 END, g % 50
+           FROM generate_series(1, 3000) g;
+         INSERT INTO invoices VALUES (3001, NULL, NULL, 1);
+         ANALYZE;",
+    )
+    .await
+    .unwrap();
+    let args = ["--tenant-column", "shop_id"];
+    let nulls =
+        || async { scalar_i64(&c, "SELECT count(*) FROM invoices WHERE shop_id IS NULL").await };
+    let digest = || async {
+        c.query_one(
+            "SELECT md5(string_agg(format('%s|%s|%s', invoice_id, customer_id, total), ',' ORDER BY invoice_id)) \
+             FROM invoices WHERE invoice_id <= 3001",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0)
+    };
+    // The row no key gives a tenant: refused, nothing changed.
+    let out = run_on(&url, &[&["apply"][..], &args].concat());
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("does not give a tenant"), "{text}");
+    assert_eq!(nulls().await, 1001, "nothing filled");
+    assert_eq!(
+        scalar_i64(&c, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'invoices'::regclass AND NOT tgisinternal").await,
+        0
+    );
+    // Fixed by hand, as told; the others are apply's.
+    c.batch_execute("UPDATE invoices SET shop_id = 1 WHERE customer_id IS NULL")
+        .await
+        .unwrap();
+    let analyze = run_on(
+        &url,
+        &[&["analyze", "--format", "json"][..], &args].concat(),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&analyze.stdout).unwrap();
+    let fill = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "null-tenant")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(fill["automatic"], true, "{fill}");
+    assert!(
+        fill["message"].as_str().unwrap().starts_with("1000 rows"),
+        "{fill}"
+    );
+    let before = digest().await;
+    // The application writes invoices without the tenant for a while (the
+    // way that left the NULLs), then with it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let app = {
+        let (stop, c) = (stop.clone(), connect(&t).await);
+        tokio::spawn(async move {
+            let (mut id, mut errors) = (10_000, Vec::new());
+            let start = std::time::Instant::now();
+            while !stop.load(Ordering::SeqCst) {
+                id += 1;
+                let shop = (start.elapsed() > Duration::from_millis(1500))
+                    .then_some(1 + (1 + id % 200) % 4);
+                if let Err(e) = c
+                    .execute(
+                        "INSERT INTO invoices VALUES ($1, 1 + $1 % 200, $2, 5)",
+                        &[&id, &shop],
+                    )
+                    .await
+                {
+                    errors.push(shardready::conn::error_text(&e));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (id - 10_000, errors)
+        })
+    };
+    let out = run_on(
+        &url,
+        &[&["apply", "--trigger-window", "300ms"][..], &args].concat(),
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("backfill invoices.shop_id from customers"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("add shop_id"),
+        "the column is the user's: {text}"
+    );
+    stop.store(true, Ordering::SeqCst);
+    let (written, errors) = app.await.unwrap();
+    assert!(written > 20, "the application kept writing ({written})");
+    assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+    // Every invoice has its customer's shop, NOT NULL; nothing else changed.
+    assert_eq!(nulls().await, 0);
+    let wrong = scalar_i64(
+        &c,
+        "SELECT count(*) FROM invoices i JOIN customers k USING (customer_id) \
+          WHERE i.shop_id <> k.shop_id",
+    )
+    .await;
+    assert_eq!(wrong, 0);
+    assert_eq!(digest().await, before);
+    let verify = run_on(&url, &[&["verify"][..], &args].concat());
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    common::assert_no_helpers_left(&c).await;
+}

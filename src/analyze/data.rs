@@ -99,6 +99,11 @@ pub struct DataCheck {
     /// Set when the check could not finish (timeout, error); `rows` is
     /// then 0 and means nothing.
     pub error: Option<String>,
+    /// NULL tenants this path (a foreign key to a table that has the
+    /// tenant) gives a tenant: `apply` fills them online, as it backfills
+    /// a new column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fill: Option<Vec<Hop>>,
 }
 
 /// Everything the data checks found (`data` in the JSON output).
@@ -134,13 +139,17 @@ impl DataReport {
             } else if c.rows > 0 {
                 out.push(Finding {
                     rule: c.rule,
-                    severity: Severity::Blocker,
+                    severity: if c.fill.is_some() {
+                        Severity::Warning
+                    } else {
+                        Severity::Blocker
+                    },
                     table: Some(c.table.clone()),
                     object: (!c.via.is_empty()).then(|| c.via.join(", ")),
                     message: format!("{}; e.g. {}", c.message, c.examples.join("; ")),
                     citus_error: citus_error(c),
                     fix: c.fix.clone(),
-                    automatic: false,
+                    automatic: c.fill.is_some(),
                 });
             }
         }
@@ -347,6 +356,9 @@ pub fn choose_scan(rows_estimate: i64, size_bytes: i64, full: bool, limit: i64) 
 struct Probe {
     rule: RuleId,
     via: Vec<String>,
+    /// Offending rows `apply` fixes itself: NULL tenants that this path
+    /// gives a tenant.
+    fill: Option<Vec<Hop>>,
     /// SQL condition on the joined row: true for an offending row.
     cond: String,
     message: String,
@@ -418,6 +430,7 @@ fn plan_needs(ctx: &Ctx, t: &Table, path: &[Hop], scan: Scan) -> Option<TablePla
     let path_fks: Vec<String> = path.iter().map(|h| h.fk.clone()).collect();
     let mut from = format!("{} t0{}{}", t.name.sql(), scan.clause(), main.joins);
     let mut probes = vec![Probe {
+        fill: None,
         rule: RuleId::OrphanRows,
         via: path_fks.clone(),
         cond: format!("{} IS NULL", main.expr),
@@ -448,6 +461,7 @@ fn plan_needs(ctx: &Ctx, t: &Table, path: &[Hop], scan: Scan) -> Option<TablePla
         let mut via = path_fks.clone();
         via.push(fk.name.clone());
         probes.push(Probe {
+            fill: None,
             rule: RuleId::CrossTenantRows,
             via,
             cond: differ(&main, &other.expr, &other.type_name),
@@ -500,25 +514,63 @@ fn plan_distributed(ctx: &Ctx, t: &Table, scan: Scan) -> Option<TablePlan> {
                     .and_then(|r| ctx.class_of(ctx.cat.top_parent(r)))
                     .is_some_and(|c| matches!(c, Class::Root | Class::Distributed))
         });
-        probes.push(Probe {
-            rule: RuleId::NullTenant,
-            via: source.map(|fk| vec![fk.name.clone()]).unwrap_or_default(),
-            cond: format!("{mine} IS NULL"),
-            message: format!("in {} with a NULL {col}", t.name),
-            fix: match source {
-                Some(fk) => format!(
-                    "backfill them from {} through {} (UPDATE … SET {col} = parent.{col} FROM {} \
-                     parent WHERE …), then SET NOT NULL",
-                    fk.ref_table,
-                    fk.columns.join(", "),
-                    fk.ref_table
-                ),
-                None => format!(
+        // The rows the source gives a tenant are filled by apply; the
+        // others need the user.
+        let source = source.and_then(|fk| {
+            let hops = vec![hop_of(t, fk)];
+            let c = chain(ctx, &hops, &mut next)?;
+            from.push_str(&c.joins);
+            Some((fk, hops, c.expr))
+        });
+        match source {
+            Some((fk, hops, parent)) => {
+                probes.push(Probe {
+                    rule: RuleId::NullTenant,
+                    via: vec![fk.name.clone()],
+                    fill: Some(hops),
+                    cond: format!("{mine} IS NULL AND {parent} IS NOT NULL"),
+                    message: format!(
+                        "in {} with a NULL {col} that {} gives a tenant",
+                        t.name,
+                        fk.columns.join(", ")
+                    ),
+                    fix: format!(
+                        "automatic: apply fills them from {} through {} online (batched and \
+                         governed like every backfill; a trigger fills rows written without \
+                         {col} meanwhile), then sets NOT NULL",
+                        fk.ref_table,
+                        fk.columns.join(", ")
+                    ),
+                });
+                probes.push(Probe {
+                    rule: RuleId::NullTenant,
+                    via: Vec::new(),
+                    fill: None,
+                    cond: format!("{mine} IS NULL AND {parent} IS NULL"),
+                    message: format!(
+                        "in {} with a NULL {col} that {} does not give a tenant",
+                        t.name,
+                        fk.columns.join(", ")
+                    ),
+                    fix: format!(
+                        "set {col} on these rows by hand, or set {} to a row that has one, or \
+                         delete them",
+                        fk.columns.join(", ")
+                    ),
+                });
+            }
+            None => probes.push(Probe {
+                rule: RuleId::NullTenant,
+                via: Vec::new(),
+                fill: None,
+                cond: format!("{mine} IS NULL"),
+                message: format!("in {} with a NULL {col}", t.name),
+                fix: format!(
                     "set {col} on these rows by hand (no foreign key to derive it from), or \
                      delete them"
                 ),
-            },
-        });
+            }),
+        }
     }
     let root = ctx.tenant.root.as_ref();
     for fk in ctx.cat.foreign_keys_of(t) {
@@ -555,6 +607,7 @@ fn plan_distributed(ctx: &Ctx, t: &Table, scan: Scan) -> Option<TablePlan> {
         };
         from.push_str(&other.joins);
         probes.push(Probe {
+            fill: None,
             rule: RuleId::CrossTenantRows,
             via: vec![fk.name.clone()],
             cond: differ(&me, &other.expr, &other.type_name),
@@ -665,6 +718,7 @@ async fn run(client: &Client, p: &TablePlan, b: &Bounds) -> Vec<DataCheck> {
         ),
         fix: probe.fix.clone(),
         error,
+        fill: probe.fill.clone(),
     };
     let row = match client.query_one(&p.count_sql(), &[]).await {
         Ok(r) => r,
@@ -857,14 +911,27 @@ mod tests {
         let plans = with_ctx(&cat, &Default::default(), |ctx| plan_all(ctx, true, 10));
         let li = plans.iter().find(|p| p.table.name == "line_items").unwrap();
         let rules: Vec<_> = li.probes.iter().map(|p| p.rule).collect();
-        assert_eq!(rules, [RuleId::NullTenant, RuleId::CrossTenantRows]);
+        assert_eq!(
+            rules,
+            [
+                RuleId::NullTenant,
+                RuleId::NullTenant,
+                RuleId::CrossTenantRows
+            ]
+        );
+        // NULLs that order_id gives a tenant: apply fills them; the others
+        // need the user.
         assert!(li.probes[0]
             .fix
-            .contains("backfill them from orders through order_id"));
-        assert_eq!(li.probes[1].via, ["li_order"]);
-        assert!(li.probes[1]
+            .contains("apply fills them from orders through order_id"));
+        assert_eq!(li.probes[0].via, ["li_order"]);
+        assert!(li.probes[0].fill.is_some());
+        assert!(li.probes[0].cond.contains("t1.\"store_id\" IS NOT NULL"));
+        assert!(li.probes[1].fill.is_none() && li.probes[1].fix.contains("by hand"));
+        assert_eq!(li.probes[2].via, ["li_order"]);
+        assert!(li.probes[2]
             .cond
-            .contains("t0.\"store_id\" <> t1.\"store_id\""));
+            .contains("t0.\"store_id\" <> t2.\"store_id\""));
         let orders = plans.iter().find(|p| p.table.name == "orders");
         assert!(
             orders.is_none(),
@@ -968,6 +1035,7 @@ mod tests {
             message: "m".into(),
             fix: "f".into(),
             error: None,
+            fill: None,
         };
         let mut bad = base.clone();
         bad.rows = 2;

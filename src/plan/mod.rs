@@ -303,6 +303,20 @@ pub fn object_name(base: &str, suffix: &str) -> String {
     format!("{}{tag}{suffix}", &base[..cut])
 }
 
+/// The path through which apply fills the NULL tenants of `table`, a
+/// table that has the tenant column: the data check found rows that it
+/// gives a tenant (`null-tenant`, automatic).
+fn null_fill<'a>(
+    analysis: &'a Analysis,
+    table: &QName,
+) -> Option<&'a Vec<crate::analyze::tenant::Hop>> {
+    analysis.data.as_ref()?.checks.iter().find_map(|c| {
+        (c.table == *table && c.rows > 0 && c.error.is_none())
+            .then_some(c.fill.as_ref())
+            .flatten()
+    })
+}
+
 /// The views that rely on `constraint` of `table`, re-created by its swap
 /// with the tenant column in their GROUP BY (a view that cannot be is a
 /// blocker of the analysis: see `analyze::rules::dependents`).
@@ -390,16 +404,25 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
         }
         let tcol = tenant_col_of(t);
         let mut changed = false;
-        if let Class::NeedsColumn { path } = class {
+        // A new column is filled through the table's path; an existing one
+        // with NULLs its data check found a path for, the same way.
+        let fill = match class {
+            Class::NeedsColumn { path } => Some((path, true)),
+            Class::Distributed => null_fill(analysis, &t.name).map(|p| (p, false)),
+            _ => None,
+        };
+        if let Some((path, new)) = fill {
             let base = format!("{}_{}", t.name.name, tcol);
             let trigger = object_name("shardready_sync_", &tcol);
             let function = QName::new("shardready", &object_name(&format!("sync_{base}"), ""));
             let counter = QName::new("shardready", &object_name(&format!("fills_{base}"), ""));
-            adds.push(Step::AddColumn(AddColumn {
-                table: t.name.clone(),
-                column: tcol.clone(),
-                type_name: tenant.type_name.clone(),
-            }));
+            if new {
+                adds.push(Step::AddColumn(AddColumn {
+                    table: t.name.clone(),
+                    column: tcol.clone(),
+                    type_name: tenant.type_name.clone(),
+                }));
+            }
             triggers.push(Step::SyncTrigger(SyncTrigger {
                 table: t.name.clone(),
                 column: tcol.clone(),
