@@ -298,22 +298,35 @@ async fn index_builds_run_at_a_lower_cpu_priority() {
     let (c, t) = common::tailspin(0.1).await;
     let url = c.url();
     let client = connect(&t).await;
-    let apply = common::spawn_on(&url, &["apply", "--trigger-window", "300ms"]);
+    // Two parallel workers per build where the server gives them.
+    let apply = common::spawn_on(
+        &url,
+        &[
+            "apply",
+            "--trigger-window",
+            "300ms",
+            "--parallel-workers",
+            "2",
+        ],
+    );
     // The niceness (the 19th field of /proc/PID/stat) of apply's backend
-    // at each look, beside what it ran then (or `idle`).
+    // and its parallel workers at each look, beside what it ran then (or
+    // `idle`).
     let mut seen: Vec<(String, i64)> = Vec::new();
+    let mut workers = 0;
     let deadline = Instant::now() + Duration::from_secs(240);
     while apply.running() && Instant::now() < deadline {
         let rows = client
             .query(
-                "SELECT pid, CASE WHEN state = 'active' THEN query ELSE state END \
+                "SELECT pid, coalesce(CASE WHEN state = 'active' THEN query ELSE state END, ''), \
+                        backend_type = 'parallel worker' \
                  FROM pg_stat_activity WHERE application_name = 'shardready-apply'",
                 &[],
             )
             .await
             .unwrap();
         for r in rows {
-            let (pid, query): (i32, String) = (r.get(0), r.get(1));
+            let (pid, query, worker): (i32, String, bool) = (r.get(0), r.get(1), r.get(2));
             let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
                 continue;
             };
@@ -321,6 +334,10 @@ async fn index_builds_run_at_a_lower_cpu_priority() {
             // is the 3rd field, nice the 19th.
             let after = &stat[stat.rfind(')').unwrap() + 2..];
             let nice: i64 = after.split(' ').nth(16).unwrap().parse().unwrap();
+            // A worker just started is lowered within a look of apply's.
+            if worker {
+                workers += 1;
+            }
             seen.push((query, nice));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -346,6 +363,7 @@ async fn index_builds_run_at_a_lower_cpu_priority() {
         // Most looks saw the build lowered (a look can land between the
         // build's end and pg_stat_activity saying so).
         assert!(lowered * 2 > builds.len(), "{builds:?} (base {base})");
+        assert!(workers > 0, "parallel workers were seen building");
         // The last steps (the swaps, VACUUM, ANALYZE) ran at the backend's
         // own priority: each build gave it back.
         let last = seen.last().unwrap();

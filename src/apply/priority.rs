@@ -7,8 +7,9 @@
 //! backend is a process of this machine (its working directory under
 //! `/proc` is the server's data directory) and shardready runs as root
 //! (giving the priority back needs it). Elsewhere nothing changes; apply
-//! says so once. Parallel workers (`--parallel-workers`, 0 by default)
-//! keep their priority.
+//! says so once. The parallel workers of a build (`--parallel-workers`,
+//! 0 by default) are lowered too as they start (they exit with the
+//! statement, so nothing is given back).
 
 use tokio_postgres::Client;
 
@@ -143,15 +144,57 @@ fn set(pid: i32, nice: i32) -> Result<(), NotLowered> {
 }
 
 /// Runs `work` with `client`'s backend at a lower priority where it can
-/// be (see the module), then gives it back.
+/// be (see the module), then gives it back. Its parallel workers are
+/// lowered as they appear (looked for every [`WORKER_LOOK`]).
 pub(crate) async fn yielding<T>(client: &Client, work: impl std::future::Future<Output = T>) -> T {
     let lowered = lower(client).await;
-    if let Err(why) = &lowered {
-        tracing::debug!("not lowering the backend's priority: {why}");
-    }
-    let out = work.await;
+    let out = match &lowered {
+        Ok(l) => {
+            let mut work = std::pin::pin!(work);
+            let mut look = tokio::time::interval(WORKER_LOOK);
+            loop {
+                tokio::select! {
+                    out = &mut work => break out,
+                    _ = look.tick() => lower_workers(l.pid),
+                }
+            }
+        }
+        Err(why) => {
+            tracing::debug!("not lowering the backend's priority: {why}");
+            work.await
+        }
+    };
     drop(lowered);
     out
+}
+
+/// How often a lowered backend's new parallel workers are looked for.
+const WORKER_LOOK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Lowers the parallel workers of backend `leader`: the server's processes
+/// whose title says `parallel worker for PID <leader>` (each one exits
+/// with its statement). A process that is gone meanwhile is skipped.
+fn lower_workers(leader: i32) {
+    let title = format!("parallel worker for PID {leader}");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if !String::from_utf8_lossy(&cmd).contains(&title) {
+            continue;
+        }
+        if let Ok(n) = get(pid) {
+            if n < NICE {
+                let _ = set(pid, NICE);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
