@@ -346,6 +346,8 @@ pub struct KeyView {
     pub columns: Vec<ViewColumn>,
     /// Its `WITH (...)` options (`security_barrier=true`, ...).
     pub options: Vec<String>,
+    /// The current role may replace it (a member of its owner).
+    pub owned: bool,
     /// The keys it relies on: each table and constraint.
     pub keys: Vec<(QName, String)>,
     /// The columns of tables it uses: each table and column.
@@ -358,9 +360,8 @@ pub struct ViewColumn {
     pub name: String,
     /// The type with its modifier, schema-qualified (`numeric(10,2)`).
     pub type_sql: String,
-    /// The collation, qualified (`pg_catalog."default"`), for collatable
-    /// types.
-    pub collation: Option<String>,
+    /// The collation (`pg_catalog.default`), for collatable types.
+    pub collation: Option<QName>,
 }
 
 /// A table in Citus's metadata.
@@ -949,9 +950,9 @@ pub async fn extension_installed(
 const KEY_VIEWS_SQL: &str = "SELECT n.nspname::text AS schema, c.relname::text AS name, \
         c.relkind = 'm' AS materialized, pg_get_viewdef(c.oid) AS def, \
         coalesce(c.reloptions, '{}')::text[] AS options, \
+        pg_has_role(c.relowner, 'MEMBER') AS owned, \
         (SELECT json_agg(json_build_array(a.attname, format_type(a.atttypid, a.atttypmod), \
-                   CASE WHEN co.oid IS NOT NULL \
-                        THEN quote_ident(cn.nspname) || '.' || quote_ident(co.collname) END) \
+                   cn.nspname, co.collname) \
                  ORDER BY a.attnum) \
            FROM pg_attribute a \
            LEFT JOIN pg_collation co ON co.oid = a.attcollation \
@@ -1023,12 +1024,18 @@ async fn read_key_views(client: &Client) -> Result<Vec<KeyView>, tokio_postgres:
             materialized: r.get("materialized"),
             definition: r.get("def"),
             options: r.get("options"),
+            owned: r.get("owned"),
             columns: list(r.get("columns"))
                 .into_iter()
                 .map(|c| ViewColumn {
                     name: c.first().cloned().flatten().unwrap_or_default(),
                     type_sql: c.get(1).cloned().flatten().unwrap_or_default(),
-                    collation: c.get(2).cloned().flatten(),
+                    collation: c
+                        .get(2)
+                        .cloned()
+                        .flatten()
+                        .zip(c.get(3).cloned().flatten())
+                        .map(|(schema, name)| QName::new(&schema, &name)),
                 })
                 .collect(),
             keys: triples(r.get("keys")),

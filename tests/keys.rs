@@ -249,6 +249,10 @@ async fn views_grouped_by_a_replaced_key_are_carried_through_the_swap() {
              FROM orders o LEFT JOIN order_lines l ON l.order_id = o.order_id
             GROUP BY o.order_id;
          CREATE VIEW big_orders AS SELECT * FROM order_sizes WHERE qty > 40;
+         CREATE VIEW busy_orders WITH (check_option = local) AS
+           SELECT o.* FROM orders o WHERE o.order_id IN
+             (SELECT o2.order_id FROM orders o2 JOIN order_lines l ON l.order_id = o2.order_id
+               GROUP BY o2.order_id HAVING count(*) > 11 OR o2.placed > date '2026-06-01');
          CREATE MATERIALIZED VIEW order_days AS
            SELECT o.order_id, o.placed, count(*) AS n
              FROM orders o JOIN order_lines l ON l.order_id = o.order_id
@@ -268,9 +272,10 @@ async fn views_grouped_by_a_replaced_key_are_carried_through_the_swap() {
             .get::<_, String>(0)
         }
     };
-    const VIEWS: [&str; 3] = [
+    const VIEWS: [&str; 4] = [
         "SELECT * FROM order_sizes",
         "SELECT * FROM big_orders",
+        "SELECT * FROM busy_orders",
         "SELECT * FROM order_days",
     ];
     let mut before = Vec::new();
@@ -362,6 +367,18 @@ async fn views_grouped_by_a_replaced_key_are_carried_through_the_swap() {
     };
     assert!(def.contains("GROUP BY o.order_id, o.shop_id"), "{def}");
     assert_eq!(options, ["security_barrier=true"]);
+    // An updatable view with a check option, relying on the key in a
+    // subquery: carried too, its option kept.
+    let options: Vec<String> = c
+        .query_one(
+            "SELECT reloptions::text[] FROM pg_class WHERE oid = 'busy_orders'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(options, ["check_option=local"]);
+    assert!(text.contains("re-creating view busy_orders"), "{text}");
     c.batch_execute("REFRESH MATERIALIZED VIEW order_days")
         .await
         .unwrap();

@@ -516,7 +516,13 @@ fn plan_distributed(ctx: &Ctx, t: &Table, scan: Scan) -> Option<TablePlan> {
         });
         // The rows the source gives a tenant are filled by apply; the
         // others need the user.
+        // (Filled as `parent.<col>`: only from a table whose tenant column
+        // has this name; a root keyed otherwise needs the user.)
         let source = source.and_then(|fk| {
+            let r = ctx.cat.table(&fk.ref_table)?;
+            if ctx.tenant_column(r) != col {
+                return None;
+            }
             let hops = vec![hop_of(t, fk)];
             let c = chain(ctx, &hops, &mut next)?;
             from.push_str(&c.joins);

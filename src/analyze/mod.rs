@@ -11,7 +11,7 @@ pub mod data;
 pub mod fan_out;
 pub(crate) mod lost_lookups;
 pub(crate) mod queries;
-pub mod regroup;
+pub(crate) mod regroup;
 pub mod rules;
 pub mod skew;
 pub mod tenant;

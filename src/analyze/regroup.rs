@@ -37,13 +37,17 @@ pub enum Grouping<'a> {
 /// `definition` (a view's query, as `pg_get_viewdef` gives it) with
 /// `how`'s columns added to every GROUP BY that groups by all the columns
 /// of one of `keys` (and not by its tenant column yet); None when no
-/// GROUP BY does (the view relies on the key some other way), or when the
-/// query cannot be parsed or written back.
+/// GROUP BY does for every one of `keys` (the view relies on a key some
+/// other way, which a partial rewrite would leave failing), or when the
+/// query cannot be parsed or written back. Tables are matched by their
+/// qualified name: the definitions are read with an empty search_path, so
+/// an unqualified name is a CTE's.
 pub fn regroup(definition: &str, keys: &[SwappedKey], how: Grouping) -> Option<String> {
     let mut parsed = pg_query::parse(definition, 0).ok()?;
     // SAFETY: the pointers come from the tree we own and hold mutably for
     // this whole block; each SelectStmt is boxed, so appending to one's
     // GROUP BY list moves no other SelectStmt.
+    let mut covered = vec![false; keys.len()];
     let changed = unsafe {
         let selects: Vec<*mut SelectStmt> = parsed
             .protobuf
@@ -57,19 +61,24 @@ pub fn regroup(definition: &str, keys: &[SwappedKey], how: Grouping) -> Option<S
         let mut changed = false;
         for s in selects {
             if let Some(s) = s.as_mut() {
-                changed |= regroup_one(s, keys, how);
+                changed |= regroup_one(s, keys, how, &mut covered);
             }
         }
         changed
     };
-    if !changed {
+    if !changed || covered.contains(&false) {
         return None;
     }
     parsed.protobuf.deparse(Default::default()).ok()
 }
 
 /// One SELECT: adds the tenant column of each key its GROUP BY covers.
-fn regroup_one(s: &mut SelectStmt, keys: &[SwappedKey], how: Grouping) -> bool {
+fn regroup_one(
+    s: &mut SelectStmt,
+    keys: &[SwappedKey],
+    how: Grouping,
+    covered: &mut [bool],
+) -> bool {
     if s.group_clause.is_empty() {
         return false;
     }
@@ -82,10 +91,8 @@ fn regroup_one(s: &mut SelectStmt, keys: &[SwappedKey], how: Grouping) -> bool {
     let grouped: Vec<Vec<String>> = s.group_clause.iter().filter_map(column_ref).collect();
     let mut added = Vec::new();
     for (qualifier, rv) in &ranges {
-        for key in keys {
-            if rv.relname != key.table.name
-                || !(rv.schemaname.is_empty() || rv.schemaname == key.table.schema)
-            {
+        for (i, key) in keys.iter().enumerate() {
+            if rv.relname != key.table.name || rv.schemaname != key.table.schema {
                 continue;
             }
             let has = |col: &str| {
@@ -98,6 +105,7 @@ fn regroup_one(s: &mut SelectStmt, keys: &[SwappedKey], how: Grouping) -> bool {
             if !key.columns.iter().all(|c| has(c)) || has(key.tenant) {
                 continue;
             }
+            covered[i] = true;
             let columns: Vec<&str> = match how {
                 Grouping::Tenant => vec![key.tenant],
                 Grouping::Explicit(uses) => uses
@@ -228,7 +236,7 @@ mod tests {
         assert!(out.contains("GROUP BY o.id, o.store_id"), "{out}");
         // A lone relation named bare.
         let out = run(
-            "SELECT id, note, count(*) FROM orders GROUP BY id",
+            "SELECT id, note, count(*) FROM public.orders GROUP BY id",
             &t,
             &["id"],
         )
@@ -242,7 +250,7 @@ mod tests {
         let out = run(
             "WITH x AS (SELECT orders.id, orders.note FROM public.orders GROUP BY orders.id) \
              SELECT * FROM x WHERE x.id IN \
-               (SELECT o2.id FROM public.orders o2 JOIN items i ON true GROUP BY o2.id, i.n)",
+               (SELECT o2.id FROM public.orders o2 JOIN public.items i ON true GROUP BY o2.id, i.n)",
             &t,
             &["id"],
         )
@@ -252,21 +260,52 @@ mod tests {
     }
 
     #[test]
+    fn a_view_on_two_keys_is_regrouped_for_both_or_not_at_all() {
+        let (o, i) = (orders(), QName::new("public", "items"));
+        let id = vec!["id".to_string()];
+        let keys = [
+            SwappedKey {
+                table: &o,
+                columns: &id,
+                tenant: "store_id",
+            },
+            SwappedKey {
+                table: &i,
+                columns: &id,
+                tenant: "store_id",
+            },
+        ];
+        let both = "SELECT o.id, o.note, i.id, i.n FROM public.orders o \
+                    JOIN public.items i ON i.order_id = o.id GROUP BY o.id, i.id";
+        let out = regroup(both, &keys, Grouping::Tenant).unwrap();
+        assert!(
+            out.contains("GROUP BY o.id, i.id, o.store_id, i.store_id"),
+            "{out}"
+        );
+        // items' key is relied on some other way: nothing is rewritten.
+        let one = "SELECT o.id, o.note, max(i.n) FROM public.orders o \
+                   JOIN public.items i ON i.order_id = o.id GROUP BY o.id";
+        assert_eq!(regroup(one, &keys, Grouping::Tenant), None);
+    }
+
+    #[test]
     fn nothing_to_do_is_none() {
         let t = orders();
         // Grouped by the tenant already, by another column, another
         // schema's table, or part of a composite key.
         for sql in [
-            "SELECT o.id, o.note FROM orders o GROUP BY o.id, o.store_id",
-            "SELECT o.note, count(*) FROM orders o GROUP BY o.note",
+            "SELECT o.id, o.note FROM public.orders o GROUP BY o.id, o.store_id",
+            "SELECT o.note, count(*) FROM public.orders o GROUP BY o.note",
             "SELECT o.id, o.note FROM other.orders o GROUP BY o.id",
-            "SELECT note FROM orders",
+            "SELECT note FROM public.orders",
+            // A CTE of the same name.
+            "WITH orders AS (SELECT 1 AS id, 2 AS note) SELECT id, note FROM orders GROUP BY id",
         ] {
             assert_eq!(run(sql, &t, &["id"]), None, "{sql}");
         }
         assert_eq!(
             run(
-                "SELECT o.a, o.note FROM orders o GROUP BY o.a",
+                "SELECT o.a, o.note FROM public.orders o GROUP BY o.a",
                 &t,
                 &["a", "b"]
             ),

@@ -92,11 +92,13 @@ fn view_finding(ctx: &Ctx, t: &Table, key: &str, v: &KeyView) -> Finding {
     // A view is carried through the swap (the tenant column joins its
     // GROUP BY); a materialized view is re-created by the user before
     // apply, grouped by every column it uses, so that it relies on no key.
-    let regrouped = if v.materialized {
-        regroup(&v.definition, &keys, Grouping::Explicit(&v.uses))
-    } else {
-        regroup(&v.definition, &keys, Grouping::Tenant)
-    };
+    // Carried only where the swap can: a plain view on a table's own key
+    // (a partition's key goes with its parent's swap, which carries the
+    // views of the parent's key only), that the current role may replace.
+    let carried = (!v.materialized && t.parent.is_none() && v.owned)
+        .then(|| regroup(&v.definition, &keys, Grouping::Tenant))
+        .flatten();
+    let explicit = regroup(&v.definition, &keys, Grouping::Explicit(&v.uses));
     let tcol = ctx.tenant_column(t);
     let what = if v.materialized {
         "materialized view"
@@ -107,27 +109,41 @@ fn view_finding(ctx: &Ctx, t: &Table, key: &str, v: &KeyView) -> Finding {
         "{what} {} groups by {key} of {} and selects its other columns: it relies on that key, which the plan replaces",
         v.name, t.name
     );
-    let (severity, fix, automatic) = match (&regrouped, v.materialized) {
-        (Some(_), false) => (
+    let owner = if v.owned {
+        String::new()
+    } else {
+        " (it belongs to another role: run apply as a member of its owner, or)".to_string()
+    };
+    let (severity, fix, automatic) = match (&carried, &explicit) {
+        (Some(_), _) => (
             Severity::Info,
             format!(
                 "automatic: the swap re-creates it in its own transaction with {tcol} added to that GROUP BY (the same groups; it then relies on the new key)"
             ),
             true,
         ),
-        (Some(sql), true) => (
+        (None, Some(sql)) if v.materialized => (
             Severity::Blocker,
             format!(
-                "re-create it grouped by every column of {} it uses before apply (the same rows, and it no longer relies on {key}; a materialized view is filled again when created, so apply does not do it under traffic): DROP MATERIALIZED VIEW {name}; CREATE MATERIALIZED VIEW {name} AS {sql};",
+                "re-create it before apply{owner} grouped by every column of {} it uses, so that it no longer relies on {key} (the same rows; it is filled again, so apply does not do it under traffic; its indexes, grants and the views on it go with it and must be re-created; a column without an equality operator, json say, cannot be grouped by): DROP MATERIALIZED VIEW {name}; CREATE MATERIALIZED VIEW {name} AS {sql};",
                 t.name,
                 name = v.name.sql()
             ),
             false,
         ),
-        (None, _) => (
+        (None, Some(sql)) => (
             Severity::Blocker,
             format!(
-                "list every column of {} it selects in its GROUP BY (or add {tcol} to it) so that it no longer relies on {key}, then run again",
+                "re-create it before apply{owner} grouped by every column of {} it uses, so that it no longer relies on {key} (the same rows; a column without an equality operator, json say, cannot be grouped by): CREATE OR REPLACE VIEW {name} AS {sql};",
+                t.name,
+                name = v.name.sql()
+            ),
+            false,
+        ),
+        (None, None) => (
+            Severity::Blocker,
+            format!(
+                "list every column of {} it selects in its GROUP BY{owner} so that it no longer relies on {key}, then run again",
                 t.name
             ),
             false,
@@ -162,6 +178,7 @@ mod tests {
                 collation: None,
             }],
             options: Vec::new(),
+            owned: true,
             keys: vec![(QName::new("public", "orders"), "orders_pkey".into())],
             uses: ["id", "note"]
                 .iter()

@@ -229,10 +229,14 @@ impl Backfill {
              \x20   -- adapt the batch to the time target (at most halve or double)\n\
              \x20   batch := greatest({min_batch}, least({max_batch}, (batch * least(2.0, greatest(0.5,\n\
              \x20     {target_ms} / greatest(1, extract(epoch FROM clock_timestamp() - b0) * 1000))))::bigint));\n\
-             \x20   -- the rate cap: the batch's rows take n / rate seconds\n\
+             \x20   -- the rate cap: the batch's rows take n / rate seconds (within the\n\
+             \x20   -- run's budget), and a batch holds at most what the rate allows in\n\
+             \x20   -- the time target\n\
              \x20   rate := coalesce((SELECT max_rate FROM shardready.control WHERE id = 1), {rate});\n\
              \x20   IF rate > 0 THEN\n\
-             \x20     PERFORM pg_sleep(greatest(0, n / rate - extract(epoch FROM clock_timestamp() - b0)));\n\
+             \x20     batch := greatest({min_batch}, least(batch, (rate * {target_ms} / 1000)::bigint));\n\
+             \x20     PERFORM pg_sleep(least(greatest(0, n / rate - extract(epoch FROM clock_timestamp() - b0)),\n\
+             \x20       greatest(0, extract(epoch FROM budget - (clock_timestamp() - t0)))));\n\
              \x20   END IF;\n\
              \x20 END LOOP;\n\
              END\n$shardready$;",

@@ -74,7 +74,7 @@ impl CarriedView {
                     c.type_sql,
                     c.collation
                         .as_ref()
-                        .map(|k| format!(" COLLATE {k}"))
+                        .map(|k| format!(" COLLATE {}", k.sql()))
                         .unwrap_or_default(),
                     ident(&c.name)
                 )
@@ -83,7 +83,10 @@ impl CarriedView {
             .join(", ");
         CarriedView {
             name: view.name.clone(),
-            placeholder: format!("CREATE OR REPLACE VIEW {name}{with} AS SELECT {columns};"),
+            // No options on the placeholder: it is no updatable view (a
+            // check option would be refused), and the re-creation sets
+            // them back.
+            placeholder: format!("CREATE OR REPLACE VIEW {name} AS SELECT {columns};"),
             recreate: format!(
                 "CREATE OR REPLACE VIEW {name}{with} AS {};",
                 query.trim().trim_end_matches(';')
