@@ -692,61 +692,66 @@ pub async fn run_pg_cron(
     };
     let mut throttled = Duration::ZERO;
     let mut next_poll = Instant::now();
-    let result = loop {
-        // Once a second: where the job stands, its failures, the control
-        // row.
-        if Instant::now() >= next_poll {
-            next_poll = Instant::now() + Duration::from_secs(1);
-            let r = client
-                .query_one(BackfillCursorSql::PROGRESS, &[&id])
-                .await
-                .map_err(|e| ApplyError::db("cannot read the backfill cursor", e))?;
-            let (cursor, rows, batches): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
-            bar.set_position((cursor - c.min_key).max(0) as u64);
-            if cursor >= c.max_key {
-                break Ok((rows, batches));
+    // An error on the way still unschedules the job (below).
+    let result: Result<(i64, i64), ApplyError> = async {
+        loop {
+            // Once a second: where the job stands, its failures, the control
+            // row.
+            if Instant::now() >= next_poll {
+                next_poll = Instant::now() + Duration::from_secs(1);
+                let r = client
+                    .query_one(BackfillCursorSql::PROGRESS, &[&id])
+                    .await
+                    .map_err(|e| ApplyError::db("cannot read the backfill cursor", e))?;
+                let (cursor, rows, batches): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+                bar.set_position((cursor - c.min_key).max(0) as u64);
+                if cursor >= c.max_key {
+                    return Ok((rows, batches));
+                }
+                // A run that failed (e.g. on a lock timeout) is retried by the
+                // next one; three failures in a row stop the backfill.
+                let runs = crate::cron::runs(client, job).await.unwrap_or_default();
+                let failures: Vec<&(String, String)> = runs
+                    .iter()
+                    .rev()
+                    .take_while(|(s, _)| s == "failed")
+                    .collect();
+                if failures.len() >= 3 {
+                    return Err(ApplyError::Other {
+                        context: format!("the pg_cron backfill job `{job}` failed three times"),
+                        detail: failures[0].1.clone(),
+                    });
+                }
+                // Paused: the job's runs stop at once; wait here, then the
+                // next run goes on from the cursor.
+                let mut control = super::control::read(client).await?;
+                if control.paused {
+                    paused += super::control::wait_while_paused(client, progress).await?;
+                    control = super::control::read(client).await?;
+                }
+                take_budget(&mut governor, &control, &bar, progress, table);
             }
-            // A run that failed (e.g. on a lock timeout) is retried by the
-            // next one; three failures in a row stop the backfill.
-            let runs = crate::cron::runs(client, job).await.unwrap_or_default();
-            let failures: Vec<&(String, String)> = runs
-                .iter()
-                .rev()
-                .take_while(|(s, _)| s == "failed")
-                .collect();
-            if failures.len() >= 3 {
-                break Err(ApplyError::Other {
-                    context: format!("the pg_cron backfill job `{job}` failed three times"),
-                    detail: failures[0].1.clone(),
-                });
+            // The governor looks as after each of the job's batches (one every
+            // --batch-target); a pause holds the job, then it gets a batch's
+            // time before the next look, as the client's backfill does.
+            let verdict = governor.after_batch(pace.batch_target);
+            holds.record(
+                &verdict,
+                &mut stats,
+                governor.limit_ms(),
+                &bar,
+                progress,
+                table,
+            );
+            if !verdict.pause.is_zero() {
+                super::control::hold(client, verdict.pause).await?;
+                throttled += verdict.pause;
             }
-            // Paused: the job's runs stop at once; wait here, then the
-            // next run goes on from the cursor.
-            let mut control = super::control::read(client).await?;
-            if control.paused {
-                paused += super::control::wait_while_paused(client, progress).await?;
-                control = super::control::read(client).await?;
-            }
-            take_budget(&mut governor, &control, &bar, progress, table);
+            tokio::time::sleep(verdict.pause + pace.batch_target.max(Duration::from_millis(50)))
+                .await;
         }
-        // The governor looks as after each of the job's batches (one every
-        // --batch-target); a pause holds the job, then it gets a batch's
-        // time before the next look, as the client's backfill does.
-        let verdict = governor.after_batch(pace.batch_target);
-        holds.record(
-            &verdict,
-            &mut stats,
-            governor.limit_ms(),
-            &bar,
-            progress,
-            table,
-        );
-        if !verdict.pause.is_zero() {
-            super::control::hold(client, verdict.pause).await?;
-            throttled += verdict.pause;
-        }
-        tokio::time::sleep(verdict.pause + pace.batch_target.max(Duration::from_millis(50))).await;
-    };
+    }
+    .await;
     bar.finish_and_clear();
     let _ = crate::cron::unschedule(client, job).await;
     db::exec(client, &proc.drop)
