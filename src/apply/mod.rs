@@ -882,7 +882,19 @@ async fn run(
                 foreseen = true;
             }
         }
-        for action in step.actions() {
+        // The views a swap carries, as they are now.
+        let actions = match step {
+            plan::Step::SwapKey(swap) if !swap.views.is_empty() => {
+                plan::StepKind::actions(&swap.with_current_views(&cat).map_err(|detail| {
+                    ApplyError::Other {
+                        context: format!("cannot swap the key of {}", swap.table),
+                        detail,
+                    }
+                })?)
+            }
+            _ => step.actions(),
+        };
+        for action in actions {
             match action {
                 Action::Backfill { step: b, .. } => {
                     let mut pace = opts.pace;

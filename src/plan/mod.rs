@@ -347,12 +347,7 @@ fn carried_views(
                     .find(|(n, _)| n == &t.name)
                     .map(|(_, c)| c.as_str())
             });
-            let query = crate::analyze::regroup::regroup(
-                &v.definition,
-                &keys,
-                crate::analyze::regroup::Grouping::Tenant,
-            )?;
-            Some(CarriedView::new(v, &query))
+            CarriedView::regrouped(v, &keys)
         })
         .collect()
 }

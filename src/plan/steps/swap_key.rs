@@ -54,11 +54,47 @@ pub struct CarriedView {
     pub name: QName,
     pub placeholder: String,
     pub recreate: String,
+    /// The view's query when the plan was made, and the keys it was
+    /// regrouped for: a view changed since (a deploy during a long
+    /// backfill) is regrouped again from its query of the moment.
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub keys: Vec<RegroupedKey>,
+}
+
+/// A key a carried view was regrouped for (see
+/// [`crate::analyze::regroup::SwappedKey`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegroupedKey {
+    pub table: QName,
+    pub columns: Vec<String>,
+    pub tenant: String,
 }
 
 impl CarriedView {
+    /// The view regrouped for `keys`, or None when its query does not
+    /// group by each of them.
+    pub fn regrouped(
+        view: &crate::catalog::KeyView,
+        keys: &[crate::analyze::regroup::SwappedKey],
+    ) -> Option<Self> {
+        use crate::analyze::regroup::{regroup, Grouping};
+        let query = regroup(&view.definition, keys, Grouping::Tenant)?;
+        let mut v = CarriedView::new(view, &query);
+        v.keys = keys
+            .iter()
+            .map(|k| RegroupedKey {
+                table: k.table.clone(),
+                columns: k.columns.to_vec(),
+                tenant: k.tenant.to_string(),
+            })
+            .collect();
+        Some(v)
+    }
+
     /// `query`: the view's query, regrouped.
-    pub fn new(view: &crate::catalog::KeyView, query: &str) -> Self {
+    fn new(view: &crate::catalog::KeyView, query: &str) -> Self {
         let with = if view.options.is_empty() {
             String::new()
         } else {
@@ -82,6 +118,8 @@ impl CarriedView {
             .collect::<Vec<_>>()
             .join(", ");
         CarriedView {
+            source: view.definition.clone(),
+            keys: Vec::new(),
             name: view.name.clone(),
             // No options on the placeholder: it is no updatable view (a
             // check option would be refused), and the re-creation sets
@@ -108,6 +146,54 @@ pub struct PartitionIndex {
 }
 
 impl SwapKey {
+    /// The swap with its views as they are now (`cat`, read just before
+    /// it runs): a view whose query changed since the plan was made is
+    /// regrouped from its current query; one that is gone, or no longer
+    /// relies on the key, is left alone. Err names a view that changed so
+    /// that it can no longer be regrouped.
+    pub fn with_current_views(&self, cat: &Catalog) -> Result<SwapKey, String> {
+        let mut out = self.clone();
+        out.views.clear();
+        let constraint = match &self.target {
+            KeyTarget::Primary { constraint } | KeyTarget::Unique { constraint } => constraint,
+            KeyTarget::Index { .. } => return Ok(out),
+        };
+        for planned in &self.views {
+            let Some(now) = cat.key_views.iter().find(|v| {
+                v.name == planned.name
+                    && v.keys
+                        .iter()
+                        .any(|(t, c)| t == &self.table && c == constraint)
+            }) else {
+                continue;
+            };
+            if planned.source.is_empty() || now.definition == planned.source {
+                out.views.push(planned.clone());
+                continue;
+            }
+            let keys: Vec<crate::analyze::regroup::SwappedKey> = planned
+                .keys
+                .iter()
+                .map(|k| crate::analyze::regroup::SwappedKey {
+                    table: &k.table,
+                    columns: &k.columns,
+                    tenant: &k.tenant,
+                })
+                .collect();
+            match CarriedView::regrouped(now, &keys) {
+                Some(v) => out.views.push(v),
+                None => {
+                    return Err(format!(
+                        "view {} changed since the plan was made and no longer groups by the key it relies on; \
+                         list every column of {} it selects in its GROUP BY, then run apply again",
+                        planned.name, self.table
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// `swap`, between the views' placeholders and their re-creation.
     fn around_views(&self, swap: Vec<String>) -> Vec<String> {
         self.views
@@ -323,5 +409,91 @@ impl StepKind for SwapKey {
     /// one (valid; past the point of no return) and lists it.
     fn undo(&self) -> Undo {
         Undo::Nothing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::regroup::SwappedKey;
+    use crate::analyze::testkit::catalog;
+    use crate::catalog::{KeyView, ViewColumn};
+
+    fn view(def: &str) -> KeyView {
+        let orders = QName::new("public", "orders");
+        KeyView {
+            name: QName::new("public", "totals"),
+            materialized: false,
+            definition: def.into(),
+            columns: vec![ViewColumn {
+                name: "id".into(),
+                type_sql: "bigint".into(),
+                collation: None,
+            }],
+            options: vec!["security_barrier=true".into()],
+            owned: true,
+            keys: vec![(orders.clone(), "orders_pkey".into())],
+            uses: vec![(orders, "id".into())],
+        }
+    }
+
+    #[test]
+    fn a_view_changed_since_the_plan_is_regrouped_from_its_current_query() {
+        let orders = QName::new("public", "orders");
+        let id = vec!["id".to_string()];
+        let keys = [SwappedKey {
+            table: &orders,
+            columns: &id,
+            tenant: "store_id",
+        }];
+        let planned = view("SELECT o.id, o.note FROM public.orders o GROUP BY o.id");
+        let swap = SwapKey {
+            table: orders.clone(),
+            index: "orders_pkey_shardready".into(),
+            target: KeyTarget::Primary {
+                constraint: "orders_pkey".into(),
+            },
+            columns: vec!["store_id".into(), "id".into()],
+            definition: None,
+            partitions: Vec::new(),
+            referrers: Vec::new(),
+            views: vec![CarriedView::regrouped(&planned, &keys).unwrap()],
+        };
+        let v = &swap.views[0];
+        assert!(
+            v.placeholder.eq(
+                "CREATE OR REPLACE VIEW \"public\".\"totals\" AS SELECT CAST(NULL AS bigint) AS \"id\";"
+            ),
+            "{}",
+            v.placeholder
+        );
+        assert!(
+            v.recreate.contains("WITH (security_barrier=true)"),
+            "{}",
+            v.recreate
+        );
+        let mut cat = catalog(Vec::new());
+        // Unchanged: as planned.
+        cat.key_views = vec![planned.clone()];
+        assert_eq!(swap.with_current_views(&cat).unwrap(), swap);
+        // Changed by a deploy: its current query, regrouped.
+        cat.key_views = vec![view(
+            "SELECT o.id, upper(o.note) AS note FROM public.orders o GROUP BY o.id",
+        )];
+        let now = swap.with_current_views(&cat).unwrap();
+        let sql = &now.views[0].recreate;
+        assert!(
+            sql.contains("upper") && sql.contains("GROUP BY o.id, o.store_id"),
+            "{sql}"
+        );
+        // Changed so that it cannot be regrouped: said, before the swap.
+        cat.key_views = vec![view("SELECT o.id, o.note FROM public.orders o")];
+        assert!(swap
+            .with_current_views(&cat)
+            .unwrap_err()
+            .contains("changed since"));
+        // Gone: nothing to carry.
+        cat.key_views.clear();
+        assert!(swap.with_current_views(&cat).unwrap().views.is_empty());
     }
 }
