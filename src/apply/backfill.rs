@@ -244,16 +244,8 @@ pub async fn run(
         // and halve the batch (shorter bursts interleave better with a
         // busy application); otherwise adapt the size to the time target
         // (at most halve or double).
-        let verdict = governor.after_batch(took);
+        let verdict = holds.look(&mut governor, took, &mut stats, &bar, progress, table);
         let pause = verdict.pause;
-        holds.record(
-            &verdict,
-            &mut stats,
-            governor.limit_ms(),
-            &bar,
-            progress,
-            table,
-        );
         if pause.is_zero() {
             let ratio = pace.batch_target.as_secs_f64() / took.as_secs_f64().max(1e-4);
             size = ((size as f64) * ratio.clamp(0.5, 2.0)) as i64;
@@ -352,6 +344,21 @@ impl Default for Holds {
 }
 
 impl Holds {
+    /// The governor's verdict after a batch that took `took`, recorded.
+    fn look(
+        &mut self,
+        governor: &mut Governor,
+        took: Duration,
+        stats: &mut BackfillStats,
+        bar: &Progress,
+        progress: bool,
+        table: &crate::catalog::QName,
+    ) -> super::governor::Verdict {
+        let verdict = governor.after_batch(took);
+        self.record(&verdict, stats, governor.limit_ms(), bar, progress, table);
+        verdict
+    }
+
     fn record(
         &mut self,
         verdict: &super::governor::Verdict,
@@ -734,11 +741,10 @@ pub async fn run_pg_cron(
             // The governor looks as after each of the job's batches (one every
             // --batch-target); a pause holds the job, then it gets a batch's
             // time before the next look, as the client's backfill does.
-            let verdict = governor.after_batch(pace.batch_target);
-            holds.record(
-                &verdict,
+            let verdict = holds.look(
+                &mut governor,
+                pace.batch_target,
                 &mut stats,
-                governor.limit_ms(),
                 &bar,
                 progress,
                 table,
