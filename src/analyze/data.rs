@@ -530,22 +530,21 @@ fn plan_distributed(ctx: &Ctx, t: &Table, scan: Scan) -> Option<TablePlan> {
         });
         match source {
             Some((fk, hops, parent)) => {
+                let through = fk.columns.join(", ");
                 probes.push(Probe {
                     rule: RuleId::NullTenant,
                     via: vec![fk.name.clone()],
                     fill: Some(hops),
                     cond: format!("{mine} IS NULL AND {parent} IS NOT NULL"),
                     message: format!(
-                        "in {} with a NULL {col} that {} gives a tenant",
-                        t.name,
-                        fk.columns.join(", ")
+                        "in {} with a NULL {col} that {through} gives a tenant",
+                        t.name
                     ),
                     fix: format!(
-                        "automatic: apply fills them from {} through {} online (batched and \
+                        "automatic: apply fills them from {} through {through} online (batched and \
                          governed like every backfill; a trigger fills rows written without \
                          {col} meanwhile), then sets NOT NULL",
-                        fk.ref_table,
-                        fk.columns.join(", ")
+                        fk.ref_table
                     ),
                 });
                 probes.push(Probe {
@@ -554,14 +553,12 @@ fn plan_distributed(ctx: &Ctx, t: &Table, scan: Scan) -> Option<TablePlan> {
                     fill: None,
                     cond: format!("{mine} IS NULL AND {parent} IS NULL"),
                     message: format!(
-                        "in {} with a NULL {col} that {} does not give a tenant",
-                        t.name,
-                        fk.columns.join(", ")
+                        "in {} with a NULL {col} that {through} does not give a tenant",
+                        t.name
                     ),
                     fix: format!(
-                        "set {col} on these rows by hand, or set {} to a row that has one, or \
-                         delete them",
-                        fk.columns.join(", ")
+                        "set {col} on these rows by hand, or set {through} to a row that has one, or \
+                         delete them"
                     ),
                 });
             }

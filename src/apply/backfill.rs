@@ -687,9 +687,9 @@ pub async fn run_pg_cron(
         })?;
     let bar = progress_bar(progress, table, c.min_key, c.max_key, c.cursor);
     let mut paused = Duration::ZERO;
-    // The job's batches are governed from here: once a second the
-    // governor looks at the application as after a batch, and a pause it
-    // decides holds the job (`shardready.control.hold_until`).
+    // The job's batches are governed from here: once per --batch-target
+    // the governor looks at the application as after a batch, and a pause
+    // it decides holds the job (`shardready.control.hold_until`).
     let mut governor = Governor::new(pressures, pace.app_p99_limit_ms);
     let mut holds = Holds::default();
     let mut stats = BackfillStats {

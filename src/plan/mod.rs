@@ -320,22 +320,13 @@ fn null_fill<'a>(
 /// The views that rely on `constraint` of `table`, re-created by its swap
 /// with the tenant column in their GROUP BY (a view that cannot be is a
 /// blocker of the analysis: see `analyze::rules::dependents`).
+/// `tenants`: each tenant table's tenant column.
 fn carried_views(
-    analysis: &Analysis,
     cat: &Catalog,
     table: &QName,
     constraint: &str,
-    tenant_col_of: &dyn Fn(&Table) -> String,
+    tenants: &[(QName, String)],
 ) -> Vec<CarriedView> {
-    // Each tenant table's tenant column, owned here for the keys borrowed
-    // below.
-    let tenants: Vec<(QName, String)> = analysis
-        .tables
-        .iter()
-        .filter(|s| s.class.class.is_tenant())
-        .filter_map(|s| cat.table(&s.table))
-        .map(|t| (t.name.clone(), tenant_col_of(t)))
-        .collect();
     cat.key_views
         .iter()
         .filter(|v| !v.materialized)
@@ -388,6 +379,16 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
             col.clone()
         }
     };
+
+    // Each tenant table's tenant column (for the views a swap carries,
+    // which may rely on several tables' keys).
+    let tenants: Vec<(QName, String)> = analysis
+        .tables
+        .iter()
+        .filter(|s| s.class.class.is_tenant())
+        .filter_map(|s| cat.table(&s.table))
+        .map(|t| (t.name.clone(), tenant_col_of(t)))
+        .collect();
 
     for s in &analysis.tables {
         let Some(t) = cat.table(&s.table) else {
@@ -497,7 +498,7 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
             }
             let views = match &key.target {
                 KeyTarget::Primary { constraint } | KeyTarget::Unique { constraint } => {
-                    carried_views(analysis, cat, &t.name, constraint, &tenant_col_of)
+                    carried_views(cat, &t.name, constraint, &tenants)
                 }
                 KeyTarget::Index { .. } => Vec::new(),
             };
