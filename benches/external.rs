@@ -17,6 +17,8 @@
 //!   CAPS=60000,30000 RATES=333/s cargo bench --bench external   # (b) again with
 //!       each --max-rate cap: the trade-off between the client's p99 and
 //!       the backfill's time
+//!   WAL_CAPS=40,20 RATES=333/s cargo bench --bench external   # the same
+//!       with each --max-wal-rate cap (MB/s of the server's WAL)
 //!   BUSY=2 SKIP_SEED=1 cargo bench --bench external   # two CPU-busy
 //!       processes beside the database the whole run (baselines included):
 //!       a machine with even less headroom
@@ -421,11 +423,19 @@ async fn run(sb: &Sandbox, scale: f64, rate: f64, settle: Duration, logs: &Path,
     summary_line("shardready apply", &base, &whole, failed, backfill, single);
     quiesce(sb, Some(&names[2])).await;
 
-    // The trade-off: the same apply with a rate cap on the backfill.
-    let caps: Vec<f64> = std::env::var("CAPS")
-        .ok()
-        .map(|c| c.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_default();
+    // The trade-offs: the same apply with a cap on the backfill's rows
+    // (CAPS, rows/s) or on the server's WAL (WAL_CAPS, MB/s).
+    let list = |name: &str| -> Vec<f64> {
+        std::env::var(name)
+            .ok()
+            .map(|c| c.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    };
+    let caps: Vec<Cap> = list("CAPS")
+        .into_iter()
+        .map(Cap::Rows)
+        .chain(list("WAL_CAPS").into_iter().map(Cap::WalMb))
+        .collect();
     if !caps.is_empty() {
         let mut curve = vec![(None, base, whole, failed, backfill)];
         for (i, cap) in caps.iter().enumerate() {
@@ -436,13 +446,31 @@ async fn run(sb: &Sandbox, scale: f64, rate: f64, settle: Duration, logs: &Path,
             quiesce(sb, Some(&name)).await;
             curve.push((Some(*cap), r.0, r.1, r.2, r.3));
         }
-        println!("\ntrade-off at {rate:.0}/s: backfill rate cap -> the client's p99 / max, the backfill's time");
+        println!("\ntrade-off at {rate:.0}/s: a cap on the backfill -> the client's p99 / max, the backfill's time");
         for (cap, base, whole, failed, backfill) in &curve {
             let what = match cap {
-                Some(c) => format!("--max-rate {c:.0}"),
+                Some(c) => c.flag(),
                 None => "no cap (default)".into(),
             };
             summary_line(&what, base, whole, *failed, *backfill, single);
+        }
+    }
+}
+
+/// A cap on the backfill for the trade-off curve.
+#[derive(Clone, Copy, Debug)]
+enum Cap {
+    /// `--max-rate`, rows per second.
+    Rows(f64),
+    /// `--max-wal-rate`, MB of WAL per second.
+    WalMb(f64),
+}
+
+impl Cap {
+    fn flag(&self) -> String {
+        match self {
+            Cap::Rows(r) => format!("--max-rate {r:.0}"),
+            Cap::WalMb(m) => format!("--max-wal-rate {m:.0}MB"),
         }
     }
 }
@@ -454,9 +482,9 @@ async fn apply_run(
     t: &Target,
     app: Client,
     settle: Duration,
-    max_rate: Option<f64>,
+    cap: Option<Cap>,
 ) -> (Window, Window, u64, f64) {
-    eprintln!("(b) shardready apply (max rate {max_rate:?})...");
+    eprintln!("(b) shardready apply (cap {cap:?})...");
     let deploy = deploy_when_column_exists(t);
     tokio::time::sleep(settle).await;
     let w0 = now_s();
@@ -464,7 +492,11 @@ async fn apply_run(
         progress: false,
         ..ApplyOptions::default()
     };
-    opts.pace.max_rate = max_rate;
+    match cap {
+        Some(Cap::Rows(r)) => opts.pace.max_rate = Some(r),
+        Some(Cap::WalMb(m)) => opts.pace.max_wal_rate = Some(m * 1e6),
+        None => {}
+    }
     let report = apply::apply(t, &opts, None).await.unwrap();
     let end = now_s();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -487,8 +519,8 @@ async fn apply_run(
         from: w0,
         to: end,
     });
-    let title = match max_rate {
-        Some(r) => format!("(b) shardready apply (no --workload, --max-rate {r:.0})"),
+    let title = match cap {
+        Some(c) => format!("(b) shardready apply (no --workload, {})", c.flag()),
         None => "(b) shardready apply (defaults, no --workload)".into(),
     };
     print_phases(&title, &txs, failed, &phases);
