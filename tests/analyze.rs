@@ -112,7 +112,7 @@ async fn tailspin_schema() {
     assert_eq!(a.class_of(&q("orders")), Some(&Class::Distributed));
     assert_eq!(a.class_of(&q("products")), Some(&Class::Distributed));
     match a.class_of(&q("line_items")) {
-        Some(Class::NeedsColumn { path }) => {
+        Some(Class::NeedsColumn { path, .. }) => {
             assert_eq!(path.len(), 1);
             assert_eq!(path[0].to, q("orders"), "store_id via orders");
             assert_eq!(path[0].columns, ["order_id"]);
@@ -351,7 +351,7 @@ ANALYZE;
     assert_eq!(a.tenant.column, "account_id");
     assert_eq!(a.tenant.root, Some(q("accounts")));
     match a.class_of(&q("comments")) {
-        Some(Class::NeedsColumn { path }) => {
+        Some(Class::NeedsColumn { path, .. }) => {
             let hops: Vec<_> = path.iter().map(|h| h.to.name.as_str()).collect();
             assert_eq!(hops, ["posts", "threads"]);
         }

@@ -195,17 +195,6 @@ pub(crate) fn by_design(ctx: &Ctx, t: &Table, fk: &catalog::ForeignKey) -> Strin
     out
 }
 
-/// One FK hop from a catalog foreign key.
-fn hop_of(t: &Table, fk: &catalog::ForeignKey) -> Hop {
-    Hop {
-        from: t.name.clone(),
-        fk: fk.name.clone(),
-        columns: fk.columns.clone(),
-        to: fk.ref_table.clone(),
-        ref_columns: fk.ref_columns.clone(),
-    }
-}
-
 /// The tenant of a row of `t0`, reached through joins.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Chain {
@@ -225,12 +214,19 @@ pub(crate) fn chain(ctx: &Ctx, hops: &[Hop], next: &mut usize) -> Option<Chain> 
     for h in hops {
         let a = format!("t{next}");
         *next += 1;
-        let on: Vec<String> = h
+        let mut on: Vec<String> = h
             .columns
             .iter()
             .zip(&h.ref_columns)
             .map(|(c, rc)| format!("{a}.{} = {prev}.{}", ident(rc), ident(c)))
             .collect();
+        if let Some(w) = &h.when {
+            on.push(format!(
+                "{prev}.{} = {}",
+                ident(&w.column),
+                crate::sql::literal(&w.value)
+            ));
+        }
         joins.push_str(&format!(
             " LEFT JOIN {} {a} ON {}",
             h.to.sql(),
@@ -254,10 +250,10 @@ pub(crate) fn chain(ctx: &Ctx, hops: &[Hop], next: &mut usize) -> Option<Chain> 
 /// then the referenced table's own path when it lacks the column.
 fn hops_through(ctx: &Ctx, t: &Table, fk: &catalog::ForeignKey) -> Option<Vec<Hop>> {
     let r = ctx.cat.table(&fk.ref_table)?;
-    let mut hops = vec![hop_of(t, fk)];
+    let mut hops = vec![Hop::along(&t.name, fk)];
     match ctx.class_of(ctx.cat.top_parent(r))? {
         Class::Root | Class::Distributed => {}
-        Class::NeedsColumn { path } => {
+        Class::NeedsColumn { path, .. } => {
             if path.iter().any(|h| h.to == t.name || h.from == t.name) {
                 return None; // a cycle back through t
             }
@@ -397,17 +393,26 @@ impl TablePlan {
 }
 
 fn arrow(h: &Hop) -> String {
-    format!("{} → {}", h.columns.join(", "), h.to)
+    match &h.when {
+        Some(w) => format!(
+            "{} where {} = '{}' → {}",
+            h.columns.join(", "),
+            w.column,
+            w.value,
+            h.to
+        ),
+        None => format!("{} → {}", h.columns.join(", "), h.to),
+    }
 }
 
-/// The other ways `t` could take its tenant, as `--path` command lines
-/// (empty when there is none).
-fn other_paths(ctx: &Ctx, t: &Table, path: &[Hop]) -> String {
+/// The other ways `t` could take its tenant (besides the keys in `used`),
+/// as `--path` command lines (empty when there is none).
+fn other_paths(ctx: &Ctx, t: &Table, used: &[String]) -> String {
     let lines: Vec<String> = ctx
         .cat
         .foreign_keys_of(t)
         .into_iter()
-        .filter(|fk| fk.ref_table != t.name && fk.name != path[0].fk)
+        .filter(|fk| fk.ref_table != t.name && !used.contains(&fk.name))
         .filter(|fk| hops_through(ctx, t, fk).is_some())
         .map(|fk| format!("`shardready apply --path {}={}`", t.name, fk.name))
         .collect();
@@ -421,19 +426,78 @@ fn other_paths(ctx: &Ctx, t: &Table, path: &[Hop]) -> String {
     }
 }
 
-/// Plans the checks of a table that lacks the tenant column.
-fn plan_needs(ctx: &Ctx, t: &Table, path: &[Hop], scan: Scan) -> Option<TablePlan> {
+/// Plans the checks of a table that lacks the tenant column: rows that
+/// no path gives a tenant (its path, else each of `also` in turn), and
+/// rows whose tenant differs from what another key's parent has.
+fn plan_needs(
+    ctx: &Ctx,
+    t: &Table,
+    path: &[Hop],
+    also: &[Vec<Hop>],
+    scan: Scan,
+) -> Option<TablePlan> {
     let col = &ctx.tenant.column;
     let mut next = 1;
     let main = chain(ctx, path, &mut next)?;
-    let path_text = path.iter().map(arrow).collect::<Vec<_>>().join(" → ");
-    let path_fks: Vec<String> = path.iter().map(|h| h.fk.clone()).collect();
+    let text = |p: &[Hop]| p.iter().map(arrow).collect::<Vec<_>>().join(" → ");
+    let mut path_text = text(path);
+    let mut path_fks: Vec<String> = path.iter().map(|h| h.fk.clone()).collect();
     let mut from = format!("{} t0{}{}", t.name.sql(), scan.clause(), main.joins);
+    // The row's tenant: the path's, else each alternative's in turn (as
+    // the backfill and the trigger take it).
+    let mut row = main.clone();
+    let mut exprs = vec![main.expr.clone()];
+    let mut used = vec![path[0].fk.clone()];
+    let mut alt_texts = Vec::new();
+    let mut joined: Vec<(&[Hop], Chain)> = Vec::new();
+    for a in also {
+        let Some(c) = chain(ctx, a, &mut next) else {
+            continue;
+        };
+        from.push_str(&c.joins);
+        joined.push((a, c.clone()));
+        exprs.push(c.expr);
+        row.expr = format!("coalesce({})", exprs.join(", "));
+        alt_texts.push(text(a));
+        if !used.contains(&a[0].fk) {
+            path_fks.push(a[0].fk.clone());
+            used.push(a[0].fk.clone());
+        }
+    }
+    // Rows the path leaves without a tenant that another one gives it:
+    // apply takes them through it (found here, the plan uses the
+    // alternatives; with none found, the path alone, as fast as ever).
+    let fill = (!alt_texts.is_empty()).then(|| Probe {
+        rule: RuleId::OrphanRows,
+        via: path_fks.clone(),
+        fill: Some(also[0].clone()),
+        cond: format!("{} IS NULL AND {} IS NOT NULL", main.expr, row.expr),
+        message: format!(
+            "in {} with no {col} along {path_text} that take it along {}",
+            t.name,
+            alt_texts.join(" or ")
+        ),
+        fix: format!(
+            "automatic: apply fills {col} through whichever key is set, online (batched and \
+             governed like every backfill; a trigger does the same for rows written meanwhile)"
+        ),
+    });
+    // The row's tenant as the plan takes it, for the cross-tenant checks
+    // (with one alternative, a row that disagrees with another key has
+    // both set: its tenant is the path's).
+    let taken_text = if alt_texts.len() < 2 {
+        path_text.clone()
+    } else {
+        format!("{path_text} (else {})", alt_texts.join(", else "))
+    };
+    for a in &alt_texts {
+        path_text.push_str(&format!(", nor along {a}"));
+    }
     let mut probes = vec![Probe {
         fill: None,
         rule: RuleId::OrphanRows,
         via: path_fks.clone(),
-        cond: format!("{} IS NULL", main.expr),
+        cond: format!("{} IS NULL", row.expr),
         message: format!(
             "in {} with no {col} along {path_text} (the foreign key column is NULL, the parent \
              row is missing, or the parent has no {col}): they would stay NULL after the backfill",
@@ -443,9 +507,10 @@ fn plan_needs(ctx: &Ctx, t: &Table, path: &[Hop], scan: Scan) -> Option<TablePla
             "give these rows a parent that has {} {col} (or delete them) before `apply`; \
              Citus rejects NULL in the distribution column{}",
             super::article(col),
-            other_paths(ctx, t, path)
+            other_paths(ctx, t, &used)
         ),
     }];
+    probes.extend(fill);
     for fk in ctx.cat.foreign_keys_of(t) {
         if fk.ref_table == t.name || fk.name == path[0].fk {
             continue;
@@ -453,20 +518,29 @@ fn plan_needs(ctx: &Ctx, t: &Table, path: &[Hop], scan: Scan) -> Option<TablePla
         let Some(hops) = hops_through(ctx, t, fk) else {
             continue;
         };
-        let Some(other) = chain(ctx, &hops, &mut next) else {
-            continue;
+        // An alternative joined above is not joined again.
+        let other = match joined.iter().find(|(a, _)| *a == hops.as_slice()) {
+            Some((_, c)) => c.clone(),
+            None => {
+                let Some(c) = chain(ctx, &hops, &mut next) else {
+                    continue;
+                };
+                from.push_str(&c.joins);
+                c
+            }
         };
-        from.push_str(&other.joins);
-        let other_text = hops.iter().map(arrow).collect::<Vec<_>>().join(" → ");
+        let other_text = text(&hops);
         let mut via = path_fks.clone();
-        via.push(fk.name.clone());
+        if !via.contains(&fk.name) {
+            via.push(fk.name.clone());
+        }
         probes.push(Probe {
             fill: None,
             rule: RuleId::CrossTenantRows,
             via,
-            cond: differ(&main, &other.expr, &other.type_name),
+            cond: differ(&row, &other.expr, &other.type_name),
             message: format!(
-                "in {} with one {col} along {path_text} and another along {other_text}: the \
+                "in {} with one {col} along {taken_text} and another along {other_text}: the \
                  composite foreign key ({col}, {}) → {} ({col}, {}) would fail",
                 t.name,
                 fk.columns.join(", "),
@@ -523,7 +597,7 @@ fn plan_distributed(ctx: &Ctx, t: &Table, scan: Scan) -> Option<TablePlan> {
             if ctx.tenant_column(r) != col {
                 return None;
             }
-            let hops = vec![hop_of(t, fk)];
+            let hops = vec![Hop::along(&t.name, fk)];
             let c = chain(ctx, &hops, &mut next)?;
             from.push_str(&c.joins);
             Some((fk, hops, c.expr))
@@ -598,7 +672,7 @@ fn plan_distributed(ctx: &Ctx, t: &Table, scan: Scan) -> Option<TablePlan> {
             continue;
         }
         let hops = if fk.ref_table == t.name {
-            vec![hop_of(t, fk)]
+            vec![Hop::along(&t.name, fk)]
         } else {
             let Some(h) = hops_through(ctx, t, fk) else {
                 continue;
@@ -651,7 +725,9 @@ fn plan_all(ctx: &Ctx, full: bool, limit: i64) -> Vec<TablePlan> {
         let (rows, bytes) = estimate(ctx, t);
         let scan = choose_scan(rows, bytes, full, limit);
         let plan = match class {
-            Class::NeedsColumn { path } if !path.is_empty() => plan_needs(ctx, t, path, scan),
+            Class::NeedsColumn { path, also } if !path.is_empty() => {
+                plan_needs(ctx, t, path, also, scan)
+            }
             // The root too: its own keys to its tenant tables (a store's
             // manager among the staff) must stay within the tenant.
             Class::Root | Class::Distributed => plan_distributed(ctx, t, scan),
@@ -828,13 +904,24 @@ mod tests {
             .find(|p| p.table.name == "line_items")
             .expect("line_items is checked");
         let rules: Vec<_> = li.probes.iter().map(|p| p.rule).collect();
-        assert_eq!(rules, [RuleId::OrphanRows, RuleId::CrossTenantRows]);
-        assert_eq!(li.probes[0].via, ["line_items_order_id_fkey"]);
+        // Both keys are nullable: a line item without an order takes its
+        // tenant from its product (automatic), one with neither is an
+        // orphan.
         assert_eq!(
-            li.probes[1].via,
-            ["line_items_order_id_fkey", "line_items_product_id_fkey"]
+            rules,
+            [
+                RuleId::OrphanRows,
+                RuleId::OrphanRows,
+                RuleId::CrossTenantRows
+            ]
         );
-        assert!(li.probes[1].message.contains("composite foreign key"));
+        let both = ["line_items_order_id_fkey", "line_items_product_id_fkey"];
+        assert_eq!(li.probes[0].via, both);
+        assert!(li.probes[0].fill.is_none());
+        assert!(li.probes[1].fill.is_some());
+        assert!(li.probes[1].fix.starts_with("automatic"));
+        assert_eq!(li.probes[2].via, both);
+        assert!(li.probes[2].message.contains("composite foreign key"));
         let sql = li.count_sql();
         assert!(sql.starts_with("SELECT /* shardready */ count(*)"), "{sql}");
         assert!(sql.contains(
@@ -847,10 +934,16 @@ mod tests {
             "{sql}"
         );
         assert!(
-            sql.contains("count(*) FILTER (WHERE t1.\"store_id\" IS NULL)"),
+            sql.contains(
+                "count(*) FILTER (WHERE coalesce(t1.\"store_id\", t2.\"store_id\") IS NULL)"
+            ),
             "{sql}"
         );
-        assert!(sql.contains("t1.\"store_id\" <> t2.\"store_id\""), "{sql}");
+        assert!(
+            sql.contains("coalesce(t1.\"store_id\", t2.\"store_id\") <> t2.\"store_id\""),
+            "{sql}"
+        );
+        assert!(!sql.contains(" t3 "), "products joined once: {sql}");
         assert!(!sql.contains("TABLESAMPLE"));
         assert_eq!(li.key, "t0.\"line_item_id\"::text");
         let ex = li.examples_sql(1);

@@ -10,6 +10,7 @@ pub mod access;
 pub mod data;
 pub mod fan_out;
 pub(crate) mod lost_lookups;
+pub mod polymorphic;
 pub(crate) mod queries;
 pub(crate) mod regroup;
 pub mod rules;
@@ -331,7 +332,8 @@ fn check_paths(
             continue; // a partition: its parent's path is its own
         };
         match &c.class {
-            Class::NeedsColumn { path } if path[0].fk == p.name => {}
+            Class::NeedsColumn { path, also }
+                if path[0].fk == p.name || also.iter().any(|a| a[0].fk == p.name) => {}
             Class::Root | Class::Distributed => {
                 return Err(err(format!(
                     "{} has {} already ({}): there is nothing to derive",
@@ -350,6 +352,42 @@ fn check_paths(
                 return Err(err(format!(
                     "no table with {} can be reached through it (it leads to {})",
                     tenant.column, fk.ref_table
+                )))
+            }
+        }
+    }
+    for p in &overrides.polymorphic {
+        let name = p.arg();
+        let err = |why: String| AnalyzeError::UnusablePath {
+            table: p.table.to_string(),
+            name: name
+                .split_once('=')
+                .map_or(name.clone(), |(_, x)| x.to_string()),
+            why,
+        };
+        let Some(c) = classes.iter().find(|c| c.table == p.table) else {
+            p.hops(cat).map_err(err)?;
+            continue;
+        };
+        if !matches!(c.class, Class::Root | Class::Distributed) {
+            p.hops(cat).map_err(err)?;
+        }
+        let prefix = format!("{}:", p.id_column);
+        match &c.class {
+            Class::NeedsColumn { path, also }
+                if std::iter::once(path)
+                    .chain(also)
+                    .any(|x| x.iter().any(|h| h.fk.starts_with(&prefix))) => {}
+            Class::Root | Class::Distributed => {
+                return Err(err(format!(
+                    "{} has {} already ({}): there is nothing to derive",
+                    p.table, tenant.column, c.reason
+                )))
+            }
+            _ => {
+                return Err(err(format!(
+                    "none of the types' tables has {} or reaches a table that has it",
+                    tenant.column
                 )))
             }
         }
@@ -409,6 +447,7 @@ pub async fn analyze_read(
     let (data, skew) = if opts.catalog_only {
         (None, None)
     } else {
+        findings.extend(polymorphic::suggest(&ctx, client).await);
         let d = data::check(&ctx, client, opts.full).await?;
         findings.extend(d.findings());
         let s = skew::measure_with(&ctx, client, opts.full).await?;

@@ -312,7 +312,7 @@ fn plan(ctx: &Ctx, full: bool, limit: i64) -> Vec<Count> {
                 let col = ctx.tenant_column(t);
                 (format!("t0.{}", ident(col)), String::new(), col.to_string())
             }
-            Class::NeedsColumn { path } => {
+            Class::NeedsColumn { path, .. } => {
                 let mut next = 1;
                 let Some(c) = data::chain(ctx, path, &mut next) else {
                     continue;

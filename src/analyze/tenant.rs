@@ -11,7 +11,9 @@ use crate::catalog::{Catalog, KeyKind, QName, Table};
 
 use super::AnalyzeError;
 
-/// One FK hop of a derivation path: `from.columns → to.ref_columns`.
+/// One hop of a derivation path: `from.columns → to.ref_columns`, along a
+/// foreign key, or along a polymorphic pair (`when`: only for rows whose
+/// type column names `to`; `fk` is then `id_column:Type`).
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Hop {
     pub from: QName,
@@ -19,6 +21,29 @@ pub struct Hop {
     pub columns: Vec<String>,
     pub to: QName,
     pub ref_columns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<When>,
+}
+
+/// The condition of a polymorphic hop: the row's `column` is `value`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct When {
+    pub column: String,
+    pub value: String,
+}
+
+impl Hop {
+    /// The hop along foreign key `fk` of table `from`.
+    pub(crate) fn along(from: &QName, fk: &crate::catalog::ForeignKey) -> Hop {
+        Hop {
+            from: from.clone(),
+            fk: fk.name.clone(),
+            columns: fk.columns.clone(),
+            to: fk.ref_table.clone(),
+            ref_columns: fk.ref_columns.clone(),
+            when: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -29,8 +54,16 @@ pub enum Class {
     /// Has the tenant column already.
     Distributed,
     /// Lacks the column; it can be derived through these FK hops (the last
-    /// hop reaches a table that has it).
-    NeedsColumn { path: Vec<Hop> },
+    /// hop reaches a table that has it). Where the path's keys are
+    /// nullable, `also` holds the paths through the table's other keys,
+    /// tried in order for rows the path leaves without a tenant (a payment
+    /// that belongs to an invoice or to a payment request); the plan takes
+    /// them when the data check finds such rows.
+    NeedsColumn {
+        path: Vec<Hop>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        also: Vec<Vec<Hop>>,
+    },
     /// Becomes a Citus reference table (copied to every node).
     Reference,
     /// Stays a local table on the coordinator.
@@ -96,6 +129,10 @@ pub struct Overrides {
     /// of TABLE's rows comes through FK (then the referenced table's own
     /// path), whatever the default choice would be.
     pub path: Vec<FkRef>,
+    /// Polymorphic pairs chosen by the user (`--path
+    /// TABLE=ID_COLUMN:Type=table,…`): the tenant of TABLE's rows comes
+    /// from the table their type column names.
+    pub polymorphic: Vec<super::polymorphic::Polymorphic>,
     /// `--fix-fk-actions`: foreign-key actions Citus refuses (ON DELETE SET
     /// NULL/DEFAULT, ON UPDATE CASCADE/SET NULL/DEFAULT) become NO ACTION
     /// in the rewritten keys — with consent, because behaviour changes.
@@ -184,8 +221,20 @@ impl Overrides {
         for f in &self.drop_fk {
             out.push(format!("--drop-fk {f}"));
         }
+        let mut tables: Vec<&QName> = Vec::new();
         for p in &self.path {
-            out.push(format!("--path {}={}", p.table, p.name));
+            if !tables.contains(&&p.table) {
+                tables.push(&p.table);
+            }
+        }
+        for t in tables {
+            out.push(format!(
+                "--path {t}={}",
+                forced_all(&self.path, t).join(",")
+            ));
+        }
+        for p in &self.polymorphic {
+            out.push(format!("--path {}", p.arg()));
         }
         if self.fix_fk_actions {
             out.push("--fix-fk-actions".to_string());
@@ -227,7 +276,10 @@ impl Overrides {
             let words: Vec<&str> = line.split_whitespace().collect();
             let suggested_path = |t: &QName| {
                 words.windows(2).any(|w| {
-                    w[0] == "--path" && FkRef::parse_path(w[1]).is_some_and(|p| &p.table == t)
+                    w[0] == "--path"
+                        && w[1]
+                            .split_once('=')
+                            .is_some_and(|(x, _)| &parse_table(x) == t)
                 })
             };
             let keep = Overrides {
@@ -237,6 +289,12 @@ impl Overrides {
                     .filter(|_| !words.contains(&"--tenant-column")),
                 path: self
                     .path
+                    .iter()
+                    .filter(|p| !suggested_path(&p.table))
+                    .cloned()
+                    .collect(),
+                polymorphic: self
+                    .polymorphic
                     .iter()
                     .filter(|p| !suggested_path(&p.table))
                     .cloned()
@@ -293,10 +351,23 @@ impl std::fmt::Display for FkRef {
 impl FkRef {
     /// Parses `table=constraint` or `schema.table=constraint` (`--path`).
     pub fn parse_path(s: &str) -> Option<FkRef> {
-        let (table, name) = s.split_once('=')?;
-        (!table.is_empty() && !name.is_empty()).then(|| FkRef {
-            table: parse_table(table),
-            name: name.to_string(),
+        Self::parse_paths(s).filter(|p| p.len() == 1)?.pop()
+    }
+
+    /// Parses `table=fk1,fk2,…` (`--path` naming the keys a table's rows
+    /// take their tenant through, tried in order).
+    pub fn parse_paths(s: &str) -> Option<Vec<FkRef>> {
+        let (table, names) = s.split_once('=')?;
+        let names: Vec<&str> = names.split(',').map(str::trim).collect();
+        let name_ok = |n: &&str| !n.is_empty() && !n.contains([':', '=']);
+        (!table.is_empty() && names.iter().all(name_ok)).then(|| {
+            names
+                .into_iter()
+                .map(|name| FkRef {
+                    table: parse_table(table),
+                    name: name.to_string(),
+                })
+                .collect()
         })
     }
 }
@@ -620,11 +691,119 @@ pub fn classify(cat: &Catalog, tenant: &Tenant, overrides: &Overrides) -> Vec<Cl
                 t.name.clone(),
                 Classified {
                     table: t.name.clone(),
-                    class: Class::NeedsColumn { path },
+                    class: Class::NeedsColumn {
+                        path,
+                        also: Vec::new(),
+                    },
                     reason,
                     overridden: false,
                 },
             );
+        }
+    }
+    // Polymorphic pairs named by `--path`: a table without a path takes
+    // its tenant from the first type's table, else from the others' (a
+    // table with a path takes them after its keys: see `alternatives`).
+    for p in &overrides.polymorphic {
+        if out.contains_key(&p.table) {
+            continue;
+        }
+        let paths = polymorphic_paths(cat, p, &out);
+        let Some((first, rest)) = paths.split_first() else {
+            continue;
+        };
+        let types: Vec<String> = p
+            .targets
+            .iter()
+            .map(|(v, t)| format!("{v} → {t}"))
+            .collect();
+        put(
+            &mut out,
+            &p.table,
+            Class::NeedsColumn {
+                path: first.clone(),
+                also: rest.to_vec(),
+            },
+            format!(
+                "no {}; derive it via {}/{} (polymorphic, --path): {}",
+                tenant.column,
+                p.type_column,
+                p.id_column,
+                types.join(", ")
+            ),
+            false,
+        );
+    }
+    // Rows a nullable path leaves without a tenant take it through the
+    // table's other keys, in order: all of them, or those `--path` names
+    // after the first (one key named alone is the only one taken).
+    let needs: Vec<QName> = out
+        .values()
+        .filter(|c| {
+            let Class::NeedsColumn { path, .. } = &c.class else {
+                return false;
+            };
+            if overrides.polymorphic.iter().any(|p| p.table == c.table) {
+                return true;
+            }
+            match forced_all(&overrides.path, &c.table).len() {
+                0 => !path_not_null(cat, path),
+                1 => false,
+                _ => true,
+            }
+        })
+        .map(|c| c.table.clone())
+        .collect();
+    // A table's alternatives include its parents' (a refund of a payment
+    // that belongs to a payment request): repeated until none grows.
+    let mut grown: BTreeMap<QName, Vec<Vec<Hop>>> = BTreeMap::new();
+    for _ in 0..=needs.len() {
+        let mut changed = false;
+        for name in &needs {
+            let Some(t) = cat.table(name) else { continue };
+            let also = alternatives(
+                cat,
+                t,
+                tenant,
+                &out,
+                &overrides.path,
+                &overrides.polymorphic,
+            );
+            if grown.get(name) != Some(&also) {
+                if let Some(Class::NeedsColumn { also: a, .. }) =
+                    out.get_mut(name).map(|c| &mut c.class)
+                {
+                    a.clone_from(&also);
+                }
+                grown.insert(name.clone(), also);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    for (name, also) in grown {
+        if also.is_empty() {
+            continue;
+        }
+        if let Some(c) = out.get_mut(&name) {
+            let via: Vec<String> = also
+                .iter()
+                .map(|p| {
+                    p.iter()
+                        .map(|h| format!("{}.{} → {}", h.from.name, h.columns.join(","), h.to))
+                        .collect::<Vec<_>>()
+                        .join(" → ")
+                })
+                .collect();
+            c.reason = c
+                .reason
+                .replace(" (a nullable path: no NOT NULL one reaches the tenant)", "");
+            c.reason.push_str(&format!(
+                ", else via {} for rows it leaves without one (nullable keys)",
+                via.join(", else via ")
+            ));
         }
     }
     // The rest: reference when tenant tables reference it (directly or
@@ -731,12 +910,119 @@ fn put(
     );
 }
 
-/// The FK `--path` chose for `table`.
+/// The FK `--path` chose for `table` (the first where it names several).
 fn forced<'a>(paths: &'a [FkRef], table: &QName) -> Option<&'a str> {
+    forced_all(paths, table).into_iter().next()
+}
+
+/// Every FK `--path` names for `table`, in order.
+fn forced_all<'a>(paths: &'a [FkRef], table: &QName) -> Vec<&'a str> {
     paths
         .iter()
-        .find(|p| &p.table == table)
+        .filter(|p| &p.table == table)
         .map(|p| p.name.as_str())
+        .collect()
+}
+
+/// The paths besides its own that give `t`'s rows a tenant, in the order
+/// they are tried: through the keys `--path` names, or else every key to
+/// a tenant table (the larger parent first), each followed by that
+/// parent's own path or one of its alternatives; then through its
+/// polymorphic pairs (`--path TABLE=ID:Type=table,…`). Only paths that
+/// end at a tenant of the same type as the table's own path.
+fn alternatives(
+    cat: &Catalog,
+    t: &Table,
+    tenant: &Tenant,
+    out: &BTreeMap<QName, Classified>,
+    paths: &[FkRef],
+    paths_poly: &[super::polymorphic::Polymorphic],
+) -> Vec<Vec<Hop>> {
+    let Some(Class::NeedsColumn { path, .. }) = out.get(&t.name).map(|c| &c.class) else {
+        return Vec::new();
+    };
+    let end_type = |p: &[Hop]| {
+        let end = cat.table(&p.last()?.to)?;
+        Some(end.column(tenant_column_of(end, tenant))?.type_name.clone())
+    };
+    let own = end_type(path);
+    let chosen = forced_all(paths, &t.name);
+    let mut fks: Vec<&crate::catalog::ForeignKey> = cat
+        .foreign_keys_of(t)
+        .into_iter()
+        .filter(|fk| fk.ref_table != t.name)
+        .filter(|fk| chosen.len() < 2 || chosen.contains(&fk.name.as_str()))
+        .collect();
+    if chosen.len() > 1 {
+        fks.sort_by_key(|fk| chosen.iter().position(|c| *c == fk.name));
+    } else {
+        let rows = |fk: &&crate::catalog::ForeignKey| {
+            cat.table(&fk.ref_table).map_or(0, |t| t.row_estimate)
+        };
+        fks.sort_by(|a, b| rows(b).cmp(&rows(a)).then_with(|| a.name.cmp(&b.name)));
+    }
+    let mut candidates: Vec<Vec<Hop>> = fks
+        .into_iter()
+        .flat_map(|fk| through(Hop::along(&t.name, fk), out))
+        .collect();
+    for p in overrides_of(paths_poly, &t.name) {
+        candidates.extend(polymorphic_paths(cat, p, out));
+    }
+    let mut found = Vec::new();
+    for p in candidates {
+        if &p != path && !found.contains(&p) && end_type(&p) == own {
+            found.push(p);
+        }
+    }
+    found
+}
+
+/// The paths that start with `hop`: on to its parent, then the parent's
+/// own path or one of its alternatives (none that come back through the
+/// hop's table).
+fn through(hop: Hop, out: &BTreeMap<QName, Classified>) -> Vec<Vec<Hop>> {
+    let Some(parent) = out.get(&hop.to).filter(|c| !c.overridden) else {
+        return Vec::new();
+    };
+    let tails: Vec<Vec<Hop>> = match &parent.class {
+        Class::Root | Class::Distributed => vec![Vec::new()],
+        Class::NeedsColumn { path, also } => std::iter::once(path)
+            .chain(also)
+            .filter(|p| p.iter().all(|h| h.from != hop.from && h.to != hop.from))
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    };
+    tails
+        .into_iter()
+        .map(|tail| {
+            let mut p = vec![hop.clone()];
+            p.extend(tail);
+            p
+        })
+        .collect()
+}
+
+/// The paths of a polymorphic pair: one per type whose table is a tenant
+/// table (or reaches one), in the order the types were named.
+fn polymorphic_paths(
+    cat: &Catalog,
+    p: &super::polymorphic::Polymorphic,
+    out: &BTreeMap<QName, Classified>,
+) -> Vec<Vec<Hop>> {
+    p.hops(cat)
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|h| through(h, out))
+        .collect()
+}
+
+/// The polymorphic `--path`s of `table`.
+fn overrides_of<'a>(
+    all: &'a [super::polymorphic::Polymorphic],
+    table: &'a QName,
+) -> impl Iterator<Item = &'a super::polymorphic::Polymorphic> {
+    all.iter().filter(move |p| &p.table == table)
 }
 
 /// Whether every column of every hop is NOT NULL: each row then has a
@@ -793,13 +1079,7 @@ fn derivation_path(
         });
         for fk in fks {
             let mut next = path.clone();
-            next.push(Hop {
-                from: q.clone(),
-                fk: fk.name.clone(),
-                columns: fk.columns.clone(),
-                to: fk.ref_table.clone(),
-                ref_columns: fk.ref_columns.clone(),
-            });
+            next.push(Hop::along(&q, fk));
             if target(&fk.ref_table) {
                 return Some(next);
             }
@@ -825,7 +1105,7 @@ mod tests {
 
     fn path_of(c: &Class) -> Vec<String> {
         match c {
-            Class::NeedsColumn { path } => path.iter().map(|h| h.fk.clone()).collect(),
+            Class::NeedsColumn { path, .. } => path.iter().map(|h| h.fk.clone()).collect(),
             other => panic!("not needs_column: {other:?}"),
         }
     }
@@ -1116,7 +1396,7 @@ mod tests {
             ["comments_post", "posts_thread"],
             "two hops; the self-reference is no detour"
         );
-        let Class::NeedsColumn { path } = &c["comments"] else {
+        let Class::NeedsColumn { path, .. } = &c["comments"] else {
             unreachable!()
         };
         assert_eq!(path[1].from, q("posts"));
@@ -1314,6 +1594,164 @@ mod tests {
             "{}",
             comments.reason
         );
+    }
+
+    /// A payment belongs to an invoice or to a payment request: neither
+    /// key alone gives every row its tenant, together they do.
+    fn payments() -> Catalog {
+        catalog(vec![
+            table("accounts").col("id", "bigint").pk(&["id"]),
+            table("invoices")
+                .col("id", "bigint")
+                .col_notnull("account_id", "bigint")
+                .pk(&["id"])
+                .fk("invoices_account", &["account_id"], "accounts", &["id"]),
+            table("payment_requests")
+                .col("id", "bigint")
+                .col_notnull("account_id", "bigint")
+                .pk(&["id"])
+                .fk("requests_account", &["account_id"], "accounts", &["id"]),
+            table("payments")
+                .col("id", "bigint")
+                .col("invoice_id", "bigint")
+                .col("request_id", "bigint")
+                .pk(&["id"])
+                .fk("payments_invoice", &["invoice_id"], "invoices", &["id"])
+                .fk(
+                    "payments_request",
+                    &["request_id"],
+                    "payment_requests",
+                    &["id"],
+                ),
+            table("refunds")
+                .col("id", "bigint")
+                .col_notnull("payment_id", "bigint")
+                .pk(&["id"])
+                .fk("refunds_payment", &["payment_id"], "payments", &["id"]),
+        ])
+    }
+
+    fn also_of(c: &Class) -> Vec<Vec<String>> {
+        match c {
+            Class::NeedsColumn { also, .. } => also
+                .iter()
+                .map(|p| p.iter().map(|h| h.fk.clone()).collect())
+                .collect(),
+            other => panic!("not needs_column: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn several_nullable_keys_are_tried_in_order() {
+        let cat = payments();
+        let o = Overrides::default();
+        let c = classes(&cat, &o);
+        assert_eq!(path_of(&c["payments"]), ["payments_invoice"]);
+        assert_eq!(also_of(&c["payments"]), [["payments_request"]]);
+        // A child reaches the tenant through its parent's path, or through
+        // each of the parent's alternatives.
+        assert_eq!(
+            path_of(&c["refunds"]),
+            ["refunds_payment", "payments_invoice"]
+        );
+        assert_eq!(
+            also_of(&c["refunds"]),
+            [["refunds_payment", "payments_request"]]
+        );
+        let t = infer(&cat, &o).unwrap();
+        let all = classify(&cat, &t, &o);
+        let p = all.iter().find(|c| c.table == q("payments")).unwrap();
+        assert!(
+            p.reason
+                .contains("else via payments.request_id → payment_requests"),
+            "{}",
+            p.reason
+        );
+        // `--path` with both keys: that order; with one: that one alone.
+        let both = Overrides {
+            path: FkRef::parse_paths("payments=payments_request,payments_invoice").unwrap(),
+            ..Default::default()
+        };
+        let c = classes(&cat, &both);
+        assert_eq!(path_of(&c["payments"]), ["payments_request"]);
+        assert_eq!(also_of(&c["payments"]), [["payments_invoice"]]);
+        assert_eq!(
+            both.to_args(),
+            ["--path payments=payments_request,payments_invoice"]
+        );
+        crate::analyze::analyze_catalog(&cat, &both).unwrap();
+        let one = Overrides {
+            path: vec![FkRef::parse_path("payments=payments_request").unwrap()],
+            ..Default::default()
+        };
+        let c = classes(&cat, &one);
+        assert_eq!(path_of(&c["payments"]), ["payments_request"]);
+        assert!(also_of(&c["payments"]).is_empty());
+        crate::analyze::analyze_catalog(&cat, &one).unwrap();
+        assert_eq!(FkRef::parse_path("payments=a,b"), None);
+        assert_eq!(FkRef::parse_paths("payments=a,"), None);
+    }
+
+    #[test]
+    fn a_polymorphic_pair_named_by_path_gives_the_tenant() {
+        use crate::analyze::polymorphic::Polymorphic;
+        let cat = catalog(vec![
+            table("accounts").col("id", "bigint").pk(&["id"]),
+            table("posts")
+                .col("id", "bigint")
+                .col_notnull("account_id", "bigint")
+                .pk(&["id"])
+                .fk("posts_account", &["account_id"], "accounts", &["id"]),
+            table("photos")
+                .col("id", "bigint")
+                .col_notnull("account_id", "bigint")
+                .pk(&["id"])
+                .fk("photos_account", &["account_id"], "accounts", &["id"]),
+            table("comments")
+                .col("id", "bigint")
+                .col("commentable_type", "text")
+                .col("commentable_id", "bigint")
+                .pk(&["id"]),
+        ]);
+        assert_eq!(
+            classes(&cat, &Overrides::default())["comments"],
+            Class::Local,
+            "no key: nothing to go by"
+        );
+        let o = Overrides {
+            polymorphic: vec![Polymorphic::parse(
+                "comments=commentable_id:Post=posts,Photo=photos",
+            )
+            .unwrap()],
+            ..Default::default()
+        };
+        let c = classes(&cat, &o);
+        assert_eq!(path_of(&c["comments"]), ["commentable_id:Post"]);
+        assert_eq!(also_of(&c["comments"]), [["commentable_id:Photo"]]);
+        let Class::NeedsColumn { path, .. } = &c["comments"] else {
+            unreachable!()
+        };
+        assert_eq!(path[0].to, q("posts"));
+        assert_eq!(path[0].ref_columns, ["id"]);
+        assert_eq!(
+            path[0]
+                .when
+                .as_ref()
+                .map(|w| (w.column.as_str(), w.value.as_str())),
+            Some(("commentable_type", "Post"))
+        );
+        assert_eq!(
+            o.to_args(),
+            ["--path comments=commentable_id:Post=posts,Photo=photos"]
+        );
+        crate::analyze::analyze_catalog(&cat, &o).unwrap();
+        // A type whose table has no tenant: refused with the reason.
+        let bad = Overrides {
+            polymorphic: vec![Polymorphic::parse("comments=commentable_id:Account=nope").unwrap()],
+            ..Default::default()
+        };
+        let err = crate::analyze::analyze_catalog(&cat, &bad).unwrap_err();
+        assert!(err.to_string().contains("there is no table nope"), "{err}");
     }
 
     #[test]

@@ -682,9 +682,14 @@ pub(crate) struct AnalyzeTarget {
     pub(crate) drop_fk: Vec<shardready::analyze::tenant::FkRef>,
     /// Derive TABLE's tenant through this foreign key (then the referenced
     /// table's own path), instead of the default choice: a path whose
-    /// columns are all NOT NULL, then the fewest hops (repeatable).
-    #[arg(long = "path", value_name = "TABLE=CONSTRAINT", value_parser = parse_path)]
-    pub(crate) path: Vec<shardready::analyze::tenant::FkRef>,
+    /// columns are all NOT NULL, then the fewest hops. Several keys
+    /// (`TABLE=FK1,FK2`) are tried in order for each row: for a table
+    /// whose rows each set one of several nullable keys. A polymorphic
+    /// pair without a foreign key (`TABLE=owner_id:Post=posts,Photo=photos`,
+    /// the type in `owner_type`): each row's tenant from the table its type
+    /// names (repeatable).
+    #[arg(long = "path", value_name = "TABLE=CONSTRAINT[,…]", value_parser = parse_path)]
+    pub(crate) path: Vec<PathArg>,
     /// Make foreign-key actions Citus refuses (ON DELETE SET NULL/SET
     /// DEFAULT, ON UPDATE CASCADE/SET NULL/SET DEFAULT) NO ACTION in the
     /// rewritten keys. Behaviour changes: deleting or re-keying a
@@ -748,9 +753,27 @@ fn parse_key_order(s: &str) -> Result<shardready::analyze::tenant::KeyOrderChoic
         .ok_or_else(|| format!("`{s}`: give the order as table=tenant-first or table=key-first"))
 }
 
-fn parse_path(s: &str) -> Result<shardready::analyze::tenant::FkRef, String> {
-    shardready::analyze::tenant::FkRef::parse_path(s).ok_or_else(|| {
-        format!("`{s}`: give the path as table=constraint or schema.table=constraint")
+/// One `--path`: a table and the keys its tenant is taken through, or
+/// the polymorphic pair it is.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum PathArg {
+    Keys(Vec<shardready::analyze::tenant::FkRef>),
+    Polymorphic(shardready::analyze::polymorphic::Polymorphic),
+}
+
+fn parse_path(s: &str) -> Result<PathArg, String> {
+    use shardready::analyze::{polymorphic::Polymorphic, tenant::FkRef};
+    let parsed = if s.contains(':') {
+        Polymorphic::parse(s).map(PathArg::Polymorphic)
+    } else {
+        FkRef::parse_paths(s).map(PathArg::Keys)
+    };
+    parsed.ok_or_else(|| {
+        format!(
+            "`{s}`: give the path as table=constraint or schema.table=constraint (several keys \
+             tried in order: table=constraint1,constraint2; a polymorphic pair: \
+             table=owner_id:Post=posts,Photo=photos, its type column being owner_type)"
+        )
     })
 }
 
@@ -777,6 +800,12 @@ impl AnalyzeTarget {
         use clap::Parser;
         let mut said = Vec::new();
         for flag in recorded {
+            // A path only says how a missing column is derived: once apply
+            // added it, there is nothing left to derive through it.
+            if flag.starts_with("--path ") {
+                said.push(format!("{flag} (not needed: apply derived the column)"));
+                continue;
+            }
             let tokens: Vec<&str> = match flag.split_once(' ') {
                 Some((name, value)) => vec![name, value],
                 None => vec![flag.as_str()],
@@ -826,7 +855,22 @@ impl AnalyzeTarget {
                 reference: self.reference.iter().map(|t| parse_table(t)).collect(),
                 local: self.local.iter().map(|t| parse_table(t)).collect(),
                 drop_fk: self.drop_fk.clone(),
-                path: self.path.clone(),
+                path: self
+                    .path
+                    .iter()
+                    .flat_map(|p| match p {
+                        PathArg::Keys(k) => k.clone(),
+                        PathArg::Polymorphic(_) => Vec::new(),
+                    })
+                    .collect(),
+                polymorphic: self
+                    .path
+                    .iter()
+                    .filter_map(|p| match p {
+                        PathArg::Polymorphic(x) => Some(x.clone()),
+                        PathArg::Keys(_) => None,
+                    })
+                    .collect(),
                 fix_fk_actions: self.fix_fk_actions,
                 keep_triggers: self.keep_triggers,
                 accept_failing_queries: self.accept_failing_queries,

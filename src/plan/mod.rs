@@ -303,9 +303,11 @@ pub fn object_name(base: &str, suffix: &str) -> String {
     format!("{}{tag}{suffix}", &base[..cut])
 }
 
-/// The path through which apply fills the NULL tenants of `table`, a
-/// table that has the tenant column: the data check found rows that it
-/// gives a tenant (`null-tenant`, automatic).
+/// The path through which apply fills the NULL tenants of `table`: for a
+/// table that has the tenant column, the data check found rows that it
+/// gives a tenant (`null-tenant`, automatic); for one that lacks it, rows
+/// that its path leaves without one and its alternatives do not (its
+/// `also` paths are then taken).
 fn null_fill<'a>(
     analysis: &'a Analysis,
     table: &QName,
@@ -403,11 +405,18 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
         // A new column is filled through the table's path; an existing one
         // with NULLs its data check found a path for, the same way.
         let fill = match class {
-            Class::NeedsColumn { path } => Some((path, true)),
-            Class::Distributed => null_fill(analysis, &t.name).map(|p| (p, false)),
+            Class::NeedsColumn { path, also } => {
+                let also = if null_fill(analysis, &t.name).is_some() {
+                    also.clone()
+                } else {
+                    Vec::new()
+                };
+                Some((path, also, true))
+            }
+            Class::Distributed => null_fill(analysis, &t.name).map(|p| (p, Vec::new(), false)),
             _ => None,
         };
-        if let Some((path, new)) = fill {
+        if let Some((path, also, new)) = fill {
             let base = format!("{}_{}", t.name.name, tcol);
             let trigger = object_name("shardready_sync_", &tcol);
             let function = QName::new("shardready", &object_name(&format!("sync_{base}"), ""));
@@ -423,6 +432,7 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
                 table: t.name.clone(),
                 column: tcol.clone(),
                 path: path.clone(),
+                also: also.clone(),
                 trigger: trigger.clone(),
                 function: function.clone(),
                 counter: counter.clone(),
@@ -453,6 +463,7 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
                     pages: int_key.is_none(),
                     key: int_key.unwrap_or_else(|| "ctid".into()),
                     path: path.clone(),
+                    also: also.clone(),
                 }));
             }
             drops.push(Step::DropTrigger(DropTrigger {

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{path_end, path_joins, StepKind};
+use super::{paths_end, tenant_source, StepKind};
 use crate::analyze::data::MARKER;
 use crate::analyze::Hop;
 use crate::catalog::{Catalog, QName};
@@ -24,6 +24,10 @@ pub struct Backfill {
     /// The integer key walked (`ctid` when `pages`).
     pub key: String,
     pub path: Vec<Hop>,
+    /// Paths that give a row its tenant where `path` leaves it NULL, in
+    /// order (a table reached through one of several nullable keys).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<Vec<Hop>>,
     /// Walk the table's pages instead of a key.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pages: bool,
@@ -107,13 +111,15 @@ impl Backfill {
     /// One batch over the range (`lo`, `hi`]: fills only NULLs, so reruns
     /// are idempotent.
     pub fn batch_sql(&self, lo: &str, hi: &str) -> String {
-        let (from, conds, value) = path_joins("t", &self.path, &self.column);
+        let src = tenant_source("t", &self.path, &self.also, &self.column);
         format!(
-            "UPDATE {tbl} t SET {col} = {value}\n  FROM {from}\n  WHERE {range} AND t.{col} IS NULL\n    AND {conds};",
+            "UPDATE {tbl} t SET {col} = {value}\n{from}  WHERE {range} AND t.{col} IS NULL\n    AND {conds};",
             tbl = self.table.sql(),
             col = ident(&self.column),
+            value = src.value,
+            from = src.from.map_or(String::new(), |f| format!("  FROM {f}\n")),
             range = self.in_range("t", lo, hi),
-            conds = conds.join(" AND ")
+            conds = src.conds.join(" AND ")
         )
     }
 
@@ -148,7 +154,7 @@ impl Backfill {
     /// the key's index or a TID range scan; anywhere otherwise) and returns
     /// how many.
     pub fn sweep_sql(&self, past: Option<i64>) -> String {
-        let (from, conds, value) = path_joins("t", &self.path, &self.column);
+        let src = tenant_source("t", &self.path, &self.also, &self.column);
         let (k, order) = if self.pages {
             ("ctid".to_string(), String::new())
         } else {
@@ -162,12 +168,14 @@ impl Backfill {
         };
         format!(
             "{MARKER} WITH todo AS (SELECT {k} AS key FROM {t} WHERE {range}{c} IS NULL{order} LIMIT 10000), \
-                  done AS (UPDATE {t} t SET {c} = {value} FROM {from}, todo \
+                  done AS (UPDATE {t} t SET {c} = {value} FROM {from}todo \
                            WHERE t.{k} = todo.key AND {conds} RETURNING 1) \
              SELECT count(*) FROM done",
             t = self.table.sql(),
             c = ident(&self.column),
-            conds = conds.join(" AND "),
+            value = src.value,
+            from = src.from.map_or(String::new(), |f| format!("{f}, ")),
+            conds = src.conds.join(" AND "),
         )
     }
 
@@ -317,14 +325,14 @@ impl StepKind for Backfill {
                 "backfill {}.{} from {} in batches of pages (ctid ranges: no single integer key)",
                 self.table,
                 self.column,
-                path_end(&self.path)
+                paths_end(&self.path, &self.also)
             )
         } else {
             format!(
                 "backfill {}.{} from {} in keyset batches on {}",
                 self.table,
                 self.column,
-                path_end(&self.path),
+                paths_end(&self.path, &self.also),
                 self.key
             )
         }

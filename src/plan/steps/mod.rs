@@ -131,9 +131,71 @@ pub(crate) fn path_joins(
         for (c, rc) in hop.columns.iter().zip(&hop.ref_columns) {
             conds.push(format!("{alias}.{} = {prev}.{}", ident(rc), ident(c)));
         }
+        if let Some(w) = &hop.when {
+            conds.push(format!(
+                "{prev}.{} = {}",
+                ident(&w.column),
+                crate::sql::literal(&w.value)
+            ));
+        }
         prev = alias;
     }
     (from.join(", "), conds, format!("{prev}.{}", ident(column)))
+}
+
+/// Where a row of `table_alias` takes its tenant from: its derivation
+/// path's joins, or, when other paths back it up (`also`: a table reached
+/// through one of several nullable keys), the first tenant that one of
+/// them gives, in order. `from` is the joined tables (None for the
+/// latter: each path is a scalar subquery in `value`), `conds` what must
+/// hold for a row to have a tenant.
+pub(crate) struct TenantSource {
+    pub from: Option<String>,
+    pub conds: Vec<String>,
+    pub value: String,
+}
+
+pub(crate) fn tenant_source(
+    table_alias: &str,
+    path: &[Hop],
+    also: &[Vec<Hop>],
+    column: &str,
+) -> TenantSource {
+    let (from, conds, value) = path_joins(table_alias, path, column);
+    if also.is_empty() {
+        return TenantSource {
+            from: Some(from),
+            conds,
+            value,
+        };
+    }
+    let scalar = |path: &[Hop]| {
+        let (from, conds, value) = path_joins(table_alias, path, column);
+        format!("(SELECT {value} FROM {from} WHERE {})", conds.join(" AND "))
+    };
+    let value = format!(
+        "coalesce({})",
+        std::iter::once(path)
+            .chain(also.iter().map(Vec::as_slice))
+            .map(scalar)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    TenantSource {
+        from: None,
+        conds: vec![format!("{value} IS NOT NULL")],
+        value,
+    }
+}
+
+/// The parents a derivation path and its alternatives end at (for
+/// messages): `a`, or `a or b`.
+pub(crate) fn paths_end(path: &[Hop], also: &[Vec<Hop>]) -> String {
+    std::iter::once(path)
+        .chain(also.iter().map(Vec::as_slice))
+        .map(path_end)
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 /// The parent a derivation path ends at (for messages).

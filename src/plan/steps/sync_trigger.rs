@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{brief, non_blocking, path_end, path_joins, StepKind};
+use super::{brief, non_blocking, paths_end, tenant_source, StepKind};
 use crate::analyze::Hop;
 use crate::catalog::{Catalog, QName};
 use crate::plan::{Action, Impact, Undo};
@@ -19,6 +19,10 @@ pub struct SyncTrigger {
     pub table: QName,
     pub column: String,
     pub path: Vec<Hop>,
+    /// Paths tried in order where `path` gives no tenant (see
+    /// [`super::Backfill::also`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<Vec<Hop>>,
     pub trigger: String,
     pub function: QName,
     pub counter: QName,
@@ -28,17 +32,20 @@ impl SyncTrigger {
     /// The trigger function that fills `column` from the parent along
     /// `path`.
     fn function_sql(&self) -> String {
-        let (from, conds, value) = path_joins("n", &self.path, &self.column);
-        // Conditions refer to NEW's columns as n.col: rewrite to NEW.col.
-        let conds: Vec<String> = conds
-            .into_iter()
-            .map(|c| c.replace("= n.", "= NEW."))
-            .collect();
+        let src = tenant_source("NEW", &self.path, &self.also, &self.column);
+        let value = match src.from {
+            Some(from) => format!(
+                "(SELECT {} FROM {from} WHERE {})",
+                src.value,
+                src.conds.join(" AND ")
+            ),
+            None => src.value,
+        };
         format!(
             "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $shardready$\n\
              BEGIN\n\
              \x20 IF NEW.{col} IS NULL THEN\n\
-             \x20   NEW.{col} := (SELECT {value} FROM {from} WHERE {conds});\n\
+             \x20   NEW.{col} := {value};\n\
              \x20   IF NEW.{col} IS NOT NULL THEN\n\
              \x20     PERFORM nextval({counter});\n\
              \x20   END IF;\n\
@@ -47,7 +54,6 @@ impl SyncTrigger {
              END\n$shardready$;",
             f = self.function.sql(),
             col = ident(&self.column),
-            conds = conds.join(" AND "),
             counter = literal(&self.counter.sql()),
         )
     }
@@ -82,7 +88,7 @@ impl StepKind for SyncTrigger {
             "trigger on {} fills {} from {} for rows written without it",
             self.table,
             self.column,
-            path_end(&self.path)
+            paths_end(&self.path, &self.also)
         )
     }
     /// In place; or its time is over: the column is NOT NULL (made so only
