@@ -538,7 +538,11 @@ async fn nulls_in_an_existing_tenant_column_are_filled_online() {
 /// through either key included, and the refunds through their payment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_reached_through_one_of_several_nullable_keys_is_prepared_online() {
-    let (cl, t) = cluster();
+    let (cl, t) = common::citus_cluster(
+        "a_table_reached_through_one_of_several_nullable_keys_is_prepared_online",
+        1,
+    )
+    .unwrap_or_else(cluster);
     let url = cl.url();
     let c = connect(&t).await;
     shardready::db::exec_script(
@@ -712,6 +716,51 @@ async fn a_table_reached_through_one_of_several_nullable_keys_is_prepared_online
         String::from_utf8_lossy(&verify.stdout)
     );
     common::assert_no_helpers_left(&c).await;
+    distributed_unchanged(&c, &url, &["payments", "refunds"], 5).await;
+}
+
+/// Where Citus is installed: `distribute` (as verify's next line says)
+/// makes `tables` and the rest distributed (`count` tables in all), every
+/// row and its tenant the same as before.
+async fn distributed_unchanged(c: &tokio_postgres::Client, url: &str, tables: &[&str], count: i64) {
+    if !shardready::catalog::extension_installed(c, "citus")
+        .await
+        .unwrap()
+    {
+        return;
+    }
+    let digest = || async {
+        let mut out = Vec::new();
+        for t in tables {
+            out.push(
+                c.query_one(
+                    &format!("SELECT count(*), md5(string_agg(x::text, ',' ORDER BY x::text)) FROM {t} x"),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, String>(1),
+            );
+        }
+        out
+    };
+    let before = digest().await;
+    let out = run_on(url, &["distribute"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        scalar_i64(
+            c,
+            "SELECT count(*) FROM pg_dist_partition WHERE partmethod = 'h'"
+        )
+        .await,
+        count
+    );
+    assert_eq!(digest().await, before, "distributed, the same rows");
 }
 
 /// A polymorphic pair without a foreign key (Rails' commentable_type /
@@ -722,7 +771,8 @@ async fn a_table_reached_through_one_of_several_nullable_keys_is_prepared_online
 /// after is said, and a row of a type the path does not name is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_polymorphic_pair_is_offered_and_taken_as_a_path() {
-    let (cl, t) = cluster();
+    let (cl, t) = common::citus_cluster("a_polymorphic_pair_is_offered_and_taken_as_a_path", 1)
+        .unwrap_or_else(cluster);
     let url = cl.url();
     let c = connect(&t).await;
     shardready::db::exec_script(
@@ -875,4 +925,5 @@ async fn a_polymorphic_pair_is_offered_and_taken_as_a_path() {
         String::from_utf8_lossy(&verify.stderr)
     );
     common::assert_no_helpers_left(&c).await;
+    distributed_unchanged(&c, &url, &["comments"], 4).await;
 }
