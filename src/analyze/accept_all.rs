@@ -21,12 +21,25 @@ fn flags(command: &str) -> Vec<String> {
     out
 }
 
-/// The `shardready apply …` commands in `text` (between backticks).
+/// Flags a `shardready distribute …` resolution may carry that `apply`
+/// takes too (and records, so that `distribute` honours them later).
+const APPLY_TAKES_TOO: [&str; 1] = ["--accept-failing-queries"];
+
+/// The `shardready apply …` commands in `text` (between backticks), and
+/// the `shardready distribute …` ones made of flags apply takes too (the
+/// queries Citus will refuse, accepted at once).
 fn commands(text: &str) -> Vec<&str> {
     text.split('`')
         .skip(1)
         .step_by(2)
-        .filter(|c| c.starts_with("shardready apply "))
+        .filter(|c| {
+            c.starts_with("shardready apply ")
+                || c.strip_prefix("shardready distribute ")
+                    .is_some_and(|rest| {
+                        rest.split_whitespace()
+                            .all(|w| APPLY_TAKES_TOO.contains(&w))
+                    })
+        })
         .collect()
 }
 
@@ -122,6 +135,38 @@ mod tests {
             fix: fix.into(),
             automatic: false,
         }
+    }
+
+    #[test]
+    fn accepting_failing_queries_is_taken_from_distribute_where_apply_takes_it_too() {
+        let fs = [
+            finding(
+                RuleId::NonColocatedJoin,
+                "rental",
+                "join them on store_id too; or accept that it fails after distribution: \
+                 `shardready distribute --accept-failing-queries`",
+            ),
+            finding(
+                RuleId::UserTrigger,
+                "rental",
+                "`shardready apply --keep-triggers`",
+            ),
+            finding(
+                RuleId::ShardCount,
+                "rental",
+                "`shardready distribute --shard-count 64`",
+            ),
+        ];
+        let refs: Vec<&Finding> = fs.iter().collect();
+        let all = accept_all(&refs).unwrap();
+        assert!(
+            all.starts_with(
+                "To accept every resolution offered at once: `shardready apply \
+                 --accept-failing-queries --keep-triggers`"
+            ),
+            "{all}"
+        );
+        assert!(!all.contains("shard-count"), "{all}");
     }
 
     #[test]
