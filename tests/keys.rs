@@ -790,6 +790,9 @@ async fn a_polymorphic_pair_is_offered_and_taken_as_a_path() {
          INSERT INTO comments SELECT g, CASE WHEN g % 3 = 0 THEN 'Photo' ELSE 'Post' END,
              1 + g % 200, 'c' FROM generate_series(1, 3000) g;
          INSERT INTO comments VALUES (3001, 'Video', 1, 'v');
+         CREATE TABLE likes (id bigint PRIMARY KEY,
+             comment_id bigint NOT NULL REFERENCES comments (id));
+         INSERT INTO likes SELECT g, 1 + g % 3000 FROM generate_series(1, 2000) g;
          ANALYZE;",
     )
     .await
@@ -916,6 +919,14 @@ async fn a_polymorphic_pair_is_offered_and_taken_as_a_path() {
     )
     .await;
     assert_eq!(wrong, 0);
+    // A like (under a comment) has its comment's tenant, whichever type.
+    let wrong = scalar_i64(
+        &c,
+        "SELECT count(*) FROM likes l JOIN comments k ON k.id = l.comment_id \
+          WHERE l.account_id IS DISTINCT FROM k.account_id",
+    )
+    .await;
+    assert_eq!(wrong, 0);
     // As apply's "next:" line says: verify takes what apply recorded.
     let verify = run_on(&url, &["verify"]);
     assert!(
@@ -925,5 +936,5 @@ async fn a_polymorphic_pair_is_offered_and_taken_as_a_path() {
         String::from_utf8_lossy(&verify.stderr)
     );
     common::assert_no_helpers_left(&c).await;
-    distributed_unchanged(&c, &url, &["comments"], 4).await;
+    distributed_unchanged(&c, &url, &["comments", "likes"], 5).await;
 }

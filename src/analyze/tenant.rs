@@ -734,6 +734,58 @@ pub fn classify(cat: &Catalog, tenant: &Tenant, overrides: &Overrides) -> Vec<Cl
             false,
         );
     }
+    // Tables whose keys lead to such a table (a like of a comment) reach
+    // the tenant through it: its path follows theirs (its other types
+    // become their alternatives below).
+    let pairs: BTreeSet<QName> = overrides
+        .polymorphic
+        .iter()
+        .filter(|p| out.get(&p.table).is_some_and(|c| !c.overridden))
+        .map(|p| p.table.clone())
+        .collect();
+    for t in candidates(cat) {
+        if pairs.is_empty() || out.contains_key(&t.name) {
+            continue;
+        }
+        let overridden = |q: &QName| out.get(q).is_some_and(|c| c.overridden);
+        let found = derivation_path(
+            cat,
+            &t.name,
+            &|q| is_tenant(q, &out) || pairs.contains(q),
+            &overridden,
+            &overrides.path,
+            false,
+        );
+        let Some(mut path) = found else { continue };
+        let end = path.last().map(|h| h.to.clone());
+        let Some(Class::NeedsColumn { path: tail, .. }) =
+            end.as_ref().and_then(|e| out.get(e)).map(|c| &c.class)
+        else {
+            // Reached a table with the tenant without the pair: the
+            // ordinary search above would have found it.
+            continue;
+        };
+        path.extend(tail.iter().cloned());
+        let reason = format!(
+            "no {}; derive it via {} (then its polymorphic pair)",
+            tenant.column,
+            path.iter()
+                .take_while(|h| h.when.is_none())
+                .map(|h| format!("{}.{} → {}", h.from.name, h.columns.join(","), h.to))
+                .collect::<Vec<_>>()
+                .join(" → ")
+        );
+        put(
+            &mut out,
+            &t.name,
+            Class::NeedsColumn {
+                path,
+                also: Vec::new(),
+            },
+            reason,
+            false,
+        );
+    }
     // Rows a nullable path leaves without a tenant take it through the
     // table's other keys, in order: all of them, or those `--path` names
     // after the first (one key named alone is the only one taken).
@@ -1028,7 +1080,8 @@ fn overrides_of<'a>(
 /// Whether every column of every hop is NOT NULL: each row then has a
 /// parent to take its tenant from.
 fn path_not_null(cat: &Catalog, path: &[Hop]) -> bool {
-    path.iter().all(|h| hop_not_null(cat, &h.from, &h.columns))
+    path.iter()
+        .all(|h| h.when.is_none() && hop_not_null(cat, &h.from, &h.columns))
 }
 
 fn hop_not_null(cat: &Catalog, table: &QName, columns: &[String]) -> bool {
@@ -1745,6 +1798,25 @@ mod tests {
             ["--path comments=commentable_id:Post=posts,Photo=photos"]
         );
         crate::analyze::analyze_catalog(&cat, &o).unwrap();
+        // A table under the pair reaches the tenant through it, each type.
+        let mut likes = cat.clone();
+        likes.tables.push(
+            table("likes")
+                .col("id", "bigint")
+                .col_notnull("comment_id", "bigint")
+                .pk(&["id"])
+                .fk("likes_comment", &["comment_id"], "comments", &["id"])
+                .build(),
+        );
+        let c = classes(&likes, &o);
+        assert_eq!(
+            path_of(&c["likes"]),
+            ["likes_comment", "commentable_id:Post"]
+        );
+        assert_eq!(
+            also_of(&c["likes"]),
+            [["likes_comment", "commentable_id:Photo"]]
+        );
         // A type whose table has no tenant: refused with the reason.
         let bad = Overrides {
             polymorphic: vec![Polymorphic::parse("comments=commentable_id:Account=nope").unwrap()],
