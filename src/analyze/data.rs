@@ -467,10 +467,10 @@ fn plan_needs(
     // Rows the path leaves without a tenant that another one gives it:
     // apply takes them through it (found here, the plan uses the
     // alternatives; with none found, the path alone, as fast as ever).
-    let fill = (!alt_texts.is_empty()).then(|| Probe {
+    let fill = joined.first().map(|(first, _)| Probe {
         rule: RuleId::OrphanRows,
         via: path_fks.clone(),
-        fill: Some(also[0].clone()),
+        fill: Some(first.to_vec()),
         cond: format!("{} IS NULL AND {} IS NOT NULL", main.expr, row.expr),
         message: format!(
             "in {} with no {col} along {path_text} that take it along {}",
@@ -725,7 +725,7 @@ fn plan_all(ctx: &Ctx, full: bool, limit: i64) -> Vec<TablePlan> {
         let (rows, bytes) = estimate(ctx, t);
         let scan = choose_scan(rows, bytes, full, limit);
         let plan = match class {
-            Class::NeedsColumn { path, also } if !path.is_empty() => {
+            Class::NeedsColumn { path, also, .. } if !path.is_empty() => {
                 plan_needs(ctx, t, path, also, scan)
             }
             // The root too: its own keys to its tenant tables (a store's

@@ -332,7 +332,7 @@ fn check_paths(
             continue; // a partition: its parent's path is its own
         };
         match &c.class {
-            Class::NeedsColumn { path, also }
+            Class::NeedsColumn { path, also, .. }
                 if path[0].fk == p.name || also.iter().any(|a| a[0].fk == p.name) => {}
             Class::Root | Class::Distributed => {
                 return Err(err(format!(
@@ -374,7 +374,7 @@ fn check_paths(
         }
         let prefix = format!("{}:", p.id_column);
         match &c.class {
-            Class::NeedsColumn { path, also }
+            Class::NeedsColumn { path, also, .. }
                 if std::iter::once(path)
                     .chain(also)
                     .any(|x| x.iter().any(|h| h.fk.starts_with(&prefix))) => {}

@@ -163,9 +163,29 @@ fn table_for<'a>(value: &str, tables: &[&'a QName]) -> Option<&'a QName> {
         .find_map(|n| tables.iter().find(|t| &t.name == n).copied())
 }
 
+/// The most types a pair is offered with (more: the user names them).
+const MAX_TYPES: usize = 20;
+
+/// How long reading a pair's types may take (a scan of its table).
+const READ_TIMEOUT: &str = "10s";
+
+/// `sql` run under [`READ_TIMEOUT`] (the session's own restored after,
+/// as the data checks do).
+async fn bounded(
+    client: &Client,
+    sql: &str,
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    let before = crate::catalog::statement_timeout(client).await?;
+    crate::catalog::set_statement_timeout(client, READ_TIMEOUT).await?;
+    let result = client.query(sql, &[]).await;
+    crate::catalog::set_statement_timeout(client, &before).await?;
+    result
+}
+
 /// Offers a `--path` for each polymorphic pair of a table that has no
-/// tenant column and no `--path` yet: the types its rows name (read from
-/// the table), each matched to a tenant table by name. A pair whose types
+/// tenant column and whose pair no `--path` names: the types its rows
+/// name (read from the table, at most [`MAX_TYPES`], under a timeout),
+/// each matched to a tenant table by name. A pair whose types
 /// all match is offered as the command to run; one with types that match
 /// no table says which.
 pub(crate) async fn suggest(ctx: &Ctx<'_>, client: &Client) -> Vec<Finding> {
@@ -186,16 +206,52 @@ pub(crate) async fn suggest(ctx: &Ctx<'_>, client: &Client) -> Vec<Finding> {
         };
         for (id, ty) in pairs(ctx.cat, t) {
             let sql = format!(
-                "SELECT {MARKER} DISTINCT {}::text FROM {} WHERE {} IS NOT NULL LIMIT 20",
+                "SELECT {MARKER} DISTINCT {}::text FROM {} WHERE {} IS NOT NULL LIMIT {}",
                 ident(&ty),
                 t.name.sql(),
-                ident(&ty)
+                ident(&ty),
+                MAX_TYPES + 1
             );
-            let Ok(rows) = client.query(&sql, &[]).await else {
-                continue;
+            let values: Vec<String> = match bounded(client, &sql).await {
+                Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+                Err(e) => {
+                    out.push(Finding {
+                        rule: RuleId::DataCheckIncomplete,
+                        severity: Severity::Warning,
+                        table: Some(t.name.clone()),
+                        object: Some(format!("{ty}/{id}")),
+                        message: format!(
+                            "the types {ty} names could not be read (for a polymorphic path): {}",
+                            crate::conn::error_text(&e)
+                        ),
+                        citus_error: None,
+                        fix: "rerun `shardready analyze` at a quieter time".into(),
+                        automatic: false,
+                    });
+                    continue;
+                }
             };
-            let values: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
             if values.is_empty() {
+                continue;
+            }
+            if values.len() > MAX_TYPES {
+                out.push(Finding {
+                    rule: RuleId::PolymorphicPath,
+                    severity: Severity::Warning,
+                    table: Some(t.name.clone()),
+                    object: Some(format!("{ty}/{id}")),
+                    message: format!(
+                        "{} points at its parent through {ty}/{id} (no foreign key), with more \
+                         than {MAX_TYPES} types",
+                        t.name
+                    ),
+                    citus_error: None,
+                    fix: format!(
+                        "name each type's table: `shardready apply --path {}={id}:Type=table,…`",
+                        t.name
+                    ),
+                    automatic: false,
+                });
                 continue;
             }
             let matched: Vec<(String, Option<&QName>)> = values

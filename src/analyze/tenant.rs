@@ -63,6 +63,10 @@ pub enum Class {
         path: Vec<Hop>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         also: Vec<Vec<Hop>>,
+        /// The user named these paths (`--path T=FK1,FK2`, a polymorphic
+        /// pair): the plan takes them all, whatever the data check found.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        chosen: bool,
     },
     /// Becomes a Citus reference table (copied to every node).
     Reference,
@@ -694,6 +698,7 @@ pub fn classify(cat: &Catalog, tenant: &Tenant, overrides: &Overrides) -> Vec<Cl
                     class: Class::NeedsColumn {
                         path,
                         also: Vec::new(),
+                        chosen: false,
                     },
                     reason,
                     overridden: false,
@@ -705,7 +710,13 @@ pub fn classify(cat: &Catalog, tenant: &Tenant, overrides: &Overrides) -> Vec<Cl
     // its tenant from the first type's table, else from the others' (a
     // table with a path takes them after its keys: see `alternatives`).
     for p in &overrides.polymorphic {
-        if out.contains_key(&p.table) {
+        // Named by the user, the pair comes first even where a key gives
+        // a path (the keys' paths follow it as alternatives).
+        let keyed = matches!(
+            out.get(&p.table),
+            Some(c) if matches!(c.class, Class::NeedsColumn { .. }) && !c.overridden
+        );
+        if out.contains_key(&p.table) && !keyed {
             continue;
         }
         let paths = polymorphic_paths(cat, p, &out);
@@ -723,6 +734,7 @@ pub fn classify(cat: &Catalog, tenant: &Tenant, overrides: &Overrides) -> Vec<Cl
             Class::NeedsColumn {
                 path: first.clone(),
                 also: rest.to_vec(),
+                chosen: true,
             },
             format!(
                 "no {}; derive it via {}/{} (polymorphic, --path): {}",
@@ -781,6 +793,7 @@ pub fn classify(cat: &Catalog, tenant: &Tenant, overrides: &Overrides) -> Vec<Cl
             Class::NeedsColumn {
                 path,
                 also: Vec::new(),
+                chosen: false,
             },
             reason,
             false,
@@ -798,11 +811,7 @@ pub fn classify(cat: &Catalog, tenant: &Tenant, overrides: &Overrides) -> Vec<Cl
             if overrides.polymorphic.iter().any(|p| p.table == c.table) {
                 return true;
             }
-            match forced_all(&overrides.path, &c.table).len() {
-                0 => !path_not_null(cat, path),
-                1 => false,
-                _ => true,
-            }
+            forced(&overrides.path, &c.table).is_some() || !path_not_null(cat, path)
         })
         .map(|c| c.table.clone())
         .collect();
@@ -822,10 +831,14 @@ pub fn classify(cat: &Catalog, tenant: &Tenant, overrides: &Overrides) -> Vec<Cl
                 &overrides.polymorphic,
             );
             if grown.get(name) != Some(&also) {
-                if let Some(Class::NeedsColumn { also: a, .. }) =
-                    out.get_mut(name).map(|c| &mut c.class)
+                let named = forced_all(&overrides.path, name).len() > 1
+                    || overrides.polymorphic.iter().any(|p| &p.table == name);
+                if let Some(Class::NeedsColumn {
+                    also: a, chosen, ..
+                }) = out.get_mut(name).map(|c| &mut c.class)
                 {
                     a.clone_from(&also);
+                    *chosen = named;
                 }
                 grown.insert(name.clone(), also);
                 changed = true;
@@ -1003,7 +1016,7 @@ fn alternatives(
         .foreign_keys_of(t)
         .into_iter()
         .filter(|fk| fk.ref_table != t.name)
-        .filter(|fk| chosen.len() < 2 || chosen.contains(&fk.name.as_str()))
+        .filter(|fk| chosen.is_empty() || chosen.contains(&fk.name.as_str()))
         .collect();
     if chosen.len() > 1 {
         fks.sort_by_key(|fk| chosen.iter().position(|c| *c == fk.name));
@@ -1038,7 +1051,7 @@ fn through(hop: Hop, out: &BTreeMap<QName, Classified>) -> Vec<Vec<Hop>> {
     };
     let tails: Vec<Vec<Hop>> = match &parent.class {
         Class::Root | Class::Distributed => vec![Vec::new()],
-        Class::NeedsColumn { path, also } => std::iter::once(path)
+        Class::NeedsColumn { path, also, .. } => std::iter::once(path)
             .chain(also)
             .filter(|p| p.iter().all(|h| h.from != hop.from && h.to != hop.from))
             .cloned()

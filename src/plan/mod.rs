@@ -306,8 +306,8 @@ pub fn object_name(base: &str, suffix: &str) -> String {
 /// The path through which apply fills the NULL tenants of `table`: for a
 /// table that has the tenant column, the data check found rows that it
 /// gives a tenant (`null-tenant`, automatic); for one that lacks it, rows
-/// that its path leaves without one and its alternatives do not (its
-/// `also` paths are then taken).
+/// that its path leaves without one and one of its alternatives gives one
+/// (its `also` paths are then taken).
 fn null_fill<'a>(
     analysis: &'a Analysis,
     table: &QName,
@@ -405,8 +405,11 @@ pub fn build(analysis: &Analysis, cat: &Catalog) -> Plan {
         // A new column is filled through the table's path; an existing one
         // with NULLs its data check found a path for, the same way.
         let fill = match class {
-            Class::NeedsColumn { path, also } => {
-                let also = if null_fill(analysis, &t.name).is_some() {
+            Class::NeedsColumn { path, also, chosen } => {
+                // Alternatives the user named are taken; the others where
+                // the data check found rows that need them (else the
+                // path's join alone, as fast as ever).
+                let also = if *chosen || null_fill(analysis, &t.name).is_some() {
                     also.clone()
                 } else {
                     Vec::new()

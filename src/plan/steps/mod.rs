@@ -161,8 +161,11 @@ pub(crate) fn tenant_source(
     also: &[Vec<Hop>],
     column: &str,
 ) -> TenantSource {
-    let (from, conds, value) = path_joins(table_alias, path, column);
+    let (from, mut conds, value) = path_joins(table_alias, path, column);
     if also.is_empty() {
+        // A parent without a tenant gives none: the row is left as it is
+        // (the sweep, which counts what it filled, then ends).
+        conds.push(format!("{value} IS NOT NULL"));
         return TenantSource {
             from: Some(from),
             conds,
@@ -260,5 +263,54 @@ pub(crate) fn non_blocking(statements: Vec<String>) -> Action {
     Action::Txn {
         statements,
         lock: crate::db::LockMode::NonBlocking,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::tenant::When;
+
+    fn hop(fk: &str, to: &str, col: &str, when: Option<&str>) -> Hop {
+        Hop {
+            from: QName::new("public", "payments"),
+            fk: fk.into(),
+            columns: vec![col.into()],
+            to: QName::new("public", to),
+            ref_columns: vec!["id".into()],
+            when: when.map(|v| When {
+                column: "owner_type".into(),
+                value: v.into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_row_takes_the_first_tenant_a_path_gives_and_only_a_tenant() {
+        let main = vec![hop("p_invoice", "invoices", "invoice_id", None)];
+        // One path: the join, and no row set to a NULL tenant.
+        let one = tenant_source("t", &main, &[], "shop_id");
+        assert_eq!(one.from.as_deref(), Some("\"public\".\"invoices\" p1"));
+        assert_eq!(
+            one.conds,
+            ["p1.\"id\" = t.\"invoice_id\"", "p1.\"shop_id\" IS NOT NULL"]
+        );
+        // Alternatives (one through a polymorphic pair's type): the first
+        // tenant any gives, each a scalar subquery on the row.
+        let also = vec![vec![hop(
+            "owner_id:Request",
+            "requests",
+            "owner_id",
+            Some("Request"),
+        )]];
+        let many = tenant_source("NEW", &main, &also, "shop_id");
+        assert_eq!(many.from, None);
+        assert_eq!(
+            many.value,
+            "coalesce((SELECT p1.\"shop_id\" FROM \"public\".\"invoices\" p1 WHERE p1.\"id\" = NEW.\"invoice_id\"), \
+             (SELECT p1.\"shop_id\" FROM \"public\".\"requests\" p1 WHERE p1.\"id\" = NEW.\"owner_id\" AND NEW.\"owner_type\" = 'Request'))"
+        );
+        assert_eq!(many.conds, [format!("{} IS NOT NULL", many.value)]);
+        assert_eq!(paths_end(&main, &also), "invoices or requests");
     }
 }
