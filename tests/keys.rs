@@ -631,15 +631,7 @@ async fn a_table_reached_through_one_of_several_nullable_keys_is_prepared_online
                 } else {
                     (None, Some(1 + id % 300))
                 };
-                updated = updated
-                    || c.query_opt(
-                        "SELECT 1 FROM pg_attribute WHERE attrelid = 'payments'::regclass \
-                         AND attname = 'shop_id' AND attnotnull",
-                        &[],
-                    )
-                    .await
-                    .unwrap()
-                    .is_some();
+                updated = updated || not_null(&c, "payments", "shop_id").await;
                 let written = if updated {
                     let shop: i32 = match (invoice, request) {
                         (Some(i), _) => 1 + i % 4,
@@ -863,15 +855,7 @@ async fn a_polymorphic_pair_is_offered_and_taken_as_a_path() {
             while !stop.load(Ordering::SeqCst) {
                 id += 1;
                 let (kind, parent) = (if id % 2 == 0 { "Post" } else { "Photo" }, 1 + id % 200);
-                updated = updated
-                    || c.query_opt(
-                        "SELECT 1 FROM pg_attribute WHERE attrelid = 'comments'::regclass \
-                         AND attname = 'account_id' AND attnotnull",
-                        &[],
-                    )
-                    .await
-                    .unwrap()
-                    .is_some();
+                updated = updated || not_null(&c, "comments", "account_id").await;
                 let written = if updated {
                     c.execute(
                         "INSERT INTO comments (id, commentable_type, commentable_id, body, account_id) \
@@ -937,4 +921,17 @@ async fn a_polymorphic_pair_is_offered_and_taken_as_a_path() {
     );
     common::assert_no_helpers_left(&c).await;
     distributed_unchanged(&c, &url, &["comments", "likes"], 5).await;
+}
+
+/// Whether `table.column` is NOT NULL yet (an application updated to
+/// write the column starts writing it then).
+async fn not_null(c: &tokio_postgres::Client, table: &str, column: &str) -> bool {
+    c.query_opt(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = $1::text::regclass \
+         AND attname = $2 AND attnotnull",
+        &[&table, &column],
+    )
+    .await
+    .unwrap()
+    .is_some()
 }
