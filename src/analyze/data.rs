@@ -220,13 +220,7 @@ pub(crate) fn chain(ctx: &Ctx, hops: &[Hop], next: &mut usize) -> Option<Chain> 
             .zip(&h.ref_columns)
             .map(|(c, rc)| format!("{a}.{} = {prev}.{}", ident(rc), ident(c)))
             .collect();
-        if let Some(w) = &h.when {
-            on.push(format!(
-                "{prev}.{} = {}",
-                ident(&w.column),
-                crate::sql::literal(&w.value)
-            ));
-        }
+        on.extend(h.when_sql(&prev));
         joins.push_str(&format!(
             " LEFT JOIN {} {a} ON {}",
             h.to.sql(),

@@ -357,12 +357,9 @@ fn check_paths(
         }
     }
     for p in &overrides.polymorphic {
-        let name = p.arg();
         let err = |why: String| AnalyzeError::UnusablePath {
             table: p.table.to_string(),
-            name: name
-                .split_once('=')
-                .map_or(name.clone(), |(_, x)| x.to_string()),
+            name: p.spec(),
             why,
         };
         let Some(c) = classes.iter().find(|c| c.table == p.table) else {
@@ -372,12 +369,11 @@ fn check_paths(
         if !matches!(c.class, Class::Root | Class::Distributed) {
             p.hops(cat).map_err(err)?;
         }
-        let prefix = format!("{}:", p.id_column);
         match &c.class {
             Class::NeedsColumn { path, also, .. }
                 if std::iter::once(path)
                     .chain(also)
-                    .any(|x| x.iter().any(|h| h.fk.starts_with(&prefix))) => {}
+                    .any(|x| x.iter().any(|h| p.is_hop(h))) => {}
             Class::Root | Class::Distributed => {
                 return Err(err(format!(
                     "{} has {} already ({}): there is nothing to derive",

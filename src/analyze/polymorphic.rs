@@ -61,12 +61,22 @@ impl Polymorphic {
 
     /// The `--path` value that gives it.
     pub fn arg(&self) -> String {
+        format!("{}={}", self.table, self.spec())
+    }
+
+    /// What it says after `TABLE=`: `id_column:Type=table,…`.
+    pub fn spec(&self) -> String {
         let targets: Vec<String> = self
             .targets
             .iter()
             .map(|(v, t)| format!("{v}={t}"))
             .collect();
-        format!("{}={}:{}", self.table, self.id_column, targets.join(","))
+        format!("{}:{}", self.id_column, targets.join(","))
+    }
+
+    /// Whether `h` is one of its hops.
+    pub(crate) fn is_hop(&self, h: &Hop) -> bool {
+        h.from == self.table && h.when.is_some() && h.columns == [self.id_column.as_str()]
     }
 
     /// Its hops, one per type, each to its table's single-column key; or

@@ -44,7 +44,30 @@ impl Hop {
             when: None,
         }
     }
+
+    /// A polymorphic hop's condition on the row it leaves from (`alias`):
+    /// `alias."owner_type" = 'Post'`.
+    pub(crate) fn when_sql(&self, alias: &str) -> Option<String> {
+        self.when.as_ref().map(|w| {
+            format!(
+                "{alias}.{} = {}",
+                crate::sql::ident(&w.column),
+                crate::sql::literal(&w.value)
+            )
+        })
+    }
 }
+
+/// A path as the reasons show it: `t.col → parent → …`.
+fn via_text(path: &[Hop]) -> String {
+    path.iter()
+        .map(|h| format!("{}.{} → {}", h.from.name, h.columns.join(","), h.to))
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+/// What a reason says of a nullable path with no alternative.
+const NULLABLE_PATH: &str = " (a nullable path: no NOT NULL one reaches the tenant)";
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(tag = "class", rename_all = "snake_case")]
@@ -676,20 +699,16 @@ pub fn classify(cat: &Catalog, tenant: &Tenant, overrides: &Overrides) -> Vec<Cl
             )
         };
         if let Some(path) = search(true).or_else(|| search(false)) {
-            let via: Vec<String> = path
-                .iter()
-                .map(|h| format!("{}.{} → {}", h.from.name, h.columns.join(","), h.to))
-                .collect();
             let chosen: Vec<&str> = path
                 .iter()
                 .filter(|h| forced(&overrides.path, &h.from) == Some(h.fk.as_str()))
                 .map(|h| h.fk.as_str())
                 .collect();
-            let mut reason = format!("no {}; derive it via {}", tenant.column, via.join(" → "));
+            let mut reason = format!("no {}; derive it via {}", tenant.column, via_text(&path));
             if !chosen.is_empty() {
                 reason.push_str(&format!(" (--path {})", chosen.join(", ")));
             } else if !path_not_null(cat, &path) {
-                reason.push_str(" (a nullable path: no NOT NULL one reaches the tenant)");
+                reason.push_str(NULLABLE_PATH);
             }
             out.insert(
                 t.name.clone(),
@@ -778,14 +797,11 @@ pub fn classify(cat: &Catalog, tenant: &Tenant, overrides: &Overrides) -> Vec<Cl
             continue;
         };
         path.extend(tail.iter().cloned());
+        let keys = path.iter().take_while(|h| h.when.is_none()).count();
         let reason = format!(
             "no {}; derive it via {} (then its polymorphic pair)",
             tenant.column,
-            path.iter()
-                .take_while(|h| h.when.is_none())
-                .map(|h| format!("{}.{} → {}", h.from.name, h.columns.join(","), h.to))
-                .collect::<Vec<_>>()
-                .join(" → ")
+            via_text(&path[..keys])
         );
         put(
             &mut out,
@@ -853,18 +869,9 @@ pub fn classify(cat: &Catalog, tenant: &Tenant, overrides: &Overrides) -> Vec<Cl
             continue;
         }
         if let Some(c) = out.get_mut(&name) {
-            let via: Vec<String> = also
-                .iter()
-                .map(|p| {
-                    p.iter()
-                        .map(|h| format!("{}.{} → {}", h.from.name, h.columns.join(","), h.to))
-                        .collect::<Vec<_>>()
-                        .join(" → ")
-                })
-                .collect();
-            c.reason = c
-                .reason
-                .replace(" (a nullable path: no NOT NULL one reaches the tenant)", "");
+            let via: Vec<String> = also.iter().map(|p| via_text(p)).collect();
+            // Alternatives found: the path is no longer the only one.
+            c.reason = c.reason.replace(NULLABLE_PATH, "");
             c.reason.push_str(&format!(
                 ", else via {} for rows it leaves without one (nullable keys)",
                 via.join(", else via ")

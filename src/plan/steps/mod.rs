@@ -131,13 +131,7 @@ pub(crate) fn path_joins(
         for (c, rc) in hop.columns.iter().zip(&hop.ref_columns) {
             conds.push(format!("{alias}.{} = {prev}.{}", ident(rc), ident(c)));
         }
-        if let Some(w) = &hop.when {
-            conds.push(format!(
-                "{prev}.{} = {}",
-                ident(&w.column),
-                crate::sql::literal(&w.value)
-            ));
-        }
+        conds.extend(hop.when_sql(&prev));
         prev = alias;
     }
     (from.join(", "), conds, format!("{prev}.{}", ident(column)))
